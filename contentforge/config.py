@@ -1,0 +1,94 @@
+"""Configuration from the environment (prefix ``CONTENTFORGE_``) or a ``.env`` file.
+
+One settings object holds every knob so that backends are chosen by configuration, never by
+editing code. ``.env.example`` lists each variable with a comment.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+ImageProfile = Literal["tiny", "model", "fixed-latency"]
+
+
+class Settings(BaseSettings):
+    """All ContentForge settings; every field maps to ``CONTENTFORGE_<FIELD>``."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="CONTENTFORGE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
+    )
+
+    data_dir: Path = Field(default=Path(".contentforge"), description="Where images, the SQLite DB and logs live.")
+    database_url: str | None = Field(
+        default=None, description="SQLAlchemy URL; default is a SQLite file in data_dir."
+    )
+
+    # Image generation
+    image_profile: ImageProfile = Field(
+        default="tiny",
+        description="tiny: random-weight SDXL-shaped pipeline built in code; model: a real diffusers model; "
+        "fixed-latency: a labelled benchmark backend that sleeps instead of generating.",
+    )
+    image_model: str | None = Field(default=None, description="Local folder, single .safetensors file or hub id.")
+    image_width: int = Field(default=128, ge=64, le=2048)
+    image_height: int = Field(default=128, ge=64, le=2048)
+    image_steps: int = Field(default=4, ge=1, le=150)
+    image_guidance: float = Field(default=5.0, ge=0.0, le=30.0)
+    image_device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, mps")
+    image_replicas: int = Field(
+        default=0, ge=0, le=16, description="Pipelines sharing weights in one process; 0 = auto (5 on CPU/tiny)."
+    )
+    image_cost_usd: float = Field(default=0.0, ge=0.0, description="Cost charged per generated image.")
+    fixed_latency_s: float = Field(default=1.0, ge=0.0, description="Sleep per image of the fixed-latency backend.")
+    allow_pickle: bool = Field(default=False, description="Allow loading pickle checkpoints (.ckpt/.bin/.pt).")
+
+    # Orchestration
+    generation_slots: int = Field(default=5, ge=1, le=64, description="Size of the 'image-generation' limit.")
+    concurrency_limit_name: str = Field(default="image-generation")
+
+    # Moderation thresholds (score at or above rejects); see contentforge.moderation.policy.
+    moderation_sexual: float = Field(default=0.90, ge=0.0, le=1.0)
+    moderation_violence: float = Field(default=0.70, ge=0.0, le=1.0)
+    moderation_hate: float = Field(default=0.50, ge=0.0, le=1.0)
+    moderation_self_harm: float = Field(default=0.50, ge=0.0, le=1.0)
+    moderation_harassment: float = Field(default=0.60, ge=0.0, le=1.0)
+    moderation_suggestive: float = Field(
+        default=0.40, ge=0.0, le=1.0, description="Sexual score at or above which a piece is 'suggestive'."
+    )
+    moderation_restricted: float = Field(
+        default=0.70, ge=0.0, le=1.0, description="Sexual score at or above which a piece is 'restricted'."
+    )
+
+    # Storage
+    public_base_url: str | None = Field(default=None, description="Base URL for stored files, e.g. a CDN.")
+
+    # Secrets are never logged; SecretStr keeps them out of reprs.
+    openai_api_key: SecretStr | None = None
+    anthropic_api_key: SecretStr | None = None
+
+    @field_validator("data_dir")
+    @classmethod
+    def _expand(cls, value: Path) -> Path:
+        return value.expanduser()
+
+    @property
+    def resolved_database_url(self) -> str:
+        """The database URL, defaulting to ``sqlite:///<data_dir>/contentforge.db``."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite:///{(self.data_dir / 'contentforge.db').resolve()}"
+
+    @property
+    def content_dir(self) -> Path:
+        return self.data_dir / "content"
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process-wide settings (cached; call ``get_settings.cache_clear()`` in tests)."""
+    return Settings()

@@ -1,0 +1,230 @@
+"""Pydantic models for personas, templates, generation records, hooks and verdicts.
+
+They validate at the boundary (files, CLI, flow parameters) so that bad input fails before any
+generation starts, with a message that names the field.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+import uuid
+from enum import StrEnum
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+ID_PATTERN = r"^[a-z0-9][a-z0-9_-]{0,63}$"
+"""Persona and piece ids end up in storage keys and file names, so they are restricted to a safe slug."""
+
+
+class Platform(StrEnum):
+    instagram = "instagram"
+    tiktok = "tiktok"
+    x = "x"
+    threads = "threads"
+    linkedin = "linkedin"
+
+
+PLATFORMS: tuple[str, ...] = tuple(p.value for p in Platform)
+
+
+class TemplateTier(StrEnum):
+    """How revealing a template is by design; nothing explicit exists in the library."""
+
+    safe = "safe"
+    suggestive = "suggestive"
+
+
+class Verdict(StrEnum):
+    """Moderation outcome; decides which platforms may receive a piece."""
+
+    safe = "safe"
+    suggestive = "suggestive"
+    restricted = "restricted"
+    rejected = "rejected"
+
+
+class PieceStatus(StrEnum):
+    planned = "planned"
+    generated = "generated"
+    ready = "ready"
+    rejected = "rejected"
+    failed = "failed"
+
+
+class HookStyle(StrEnum):
+    question = "question"
+    challenge = "challenge"
+    story = "story"
+    tip = "tip"
+    teaser = "teaser"
+    relatable = "relatable"
+
+
+class LoraSpec(BaseModel):
+    """A persona's LoRA: a local .safetensors file or a hub id, with its trigger word and scale."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    source: str = Field(min_length=1, description="Path to a .safetensors file, or a hub id.")
+    weight_name: str | None = Field(default=None, description="File inside a hub repo or folder.")
+    trigger_word: str | None = None
+    scale: float = Field(default=0.8, ge=-4.0, le=4.0)
+
+
+class LoraRef(BaseModel):
+    """A LoRA as used in one generation; part of the generation record."""
+
+    source: str
+    weight_name: str | None = None
+    scale: float
+    sha256: str | None = None
+
+
+class Persona(BaseModel):
+    """An AI persona whose content a batch produces."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(default_factory=lambda: uuid.uuid4().hex, pattern=ID_PATTERN)
+    name: str = Field(min_length=1, max_length=120)
+    niche: str = Field(min_length=1, max_length=60)
+    appearance: str = Field(min_length=1, max_length=600)
+    personality_traits: list[str] = Field(min_length=1)
+    interests: list[str] = Field(min_length=1)
+    tone: str = Field(min_length=1, max_length=200)
+    timezone: str = "UTC"
+    platforms: list[Platform] = Field(min_length=1)
+    lora: LoraSpec | None = None
+
+    @field_validator("timezone")
+    @classmethod
+    def _known_timezone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError) as exc:
+            raise ValueError(f"unknown timezone {value!r} (use an IANA name like 'Europe/Berlin')") from exc
+        return value
+
+    @field_validator("niche")
+    @classmethod
+    def _normalise_niche(cls, value: str) -> str:
+        return value.strip().lower()
+
+    @property
+    def trigger_word(self) -> str | None:
+        """The word that activates the persona's LoRA: its own, else ``TOK_<first 8 chars of id>``."""
+        if self.lora is None:
+            return None
+        return self.lora.trigger_word or f"TOK_{self.id[:8]}"
+
+
+TEMPLATE_ID_PATTERN = r"^[A-Z]{3,5}-\d{3}$"
+
+
+class Template(BaseModel):
+    """One entry of the template library (data, not code)."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    id: str = Field(pattern=TEMPLATE_ID_PATTERN)
+    category: str
+    niches: tuple[str, ...] = Field(min_length=1)
+    prompt: str = Field(min_length=10)
+    pose: str
+    lighting: str
+    camera_angle: str
+    tags: tuple[str, ...] = ()
+    tier: TemplateTier
+
+
+class TierMix(BaseModel):
+    """Share of each template tier in a batch; the shares must sum to 1."""
+
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+    safe: float = Field(default=0.7, ge=0.0, le=1.0)
+    suggestive: float = Field(default=0.3, ge=0.0, le=1.0)
+
+    @model_validator(mode="after")
+    def _sums_to_one(self) -> TierMix:
+        total = self.safe + self.suggestive
+        if abs(total - 1.0) > 1e-6:
+            raise ValueError(f"tier mix must sum to 1, got {total:g} (safe={self.safe}, suggestive={self.suggestive})")
+        return self
+
+    @classmethod
+    def parse(cls, text: str) -> TierMix:
+        """Parse ``"safe=0.7,suggestive=0.3"`` (the CLI form)."""
+        shares: dict[str, float] = {}
+        for part in filter(None, (p.strip() for p in text.split(","))):
+            name, sep, value = part.partition("=")
+            if not sep:
+                raise ValueError(f"tier mix entry {part!r} is not name=share")
+            try:
+                shares[name.strip()] = float(value)
+            except ValueError as exc:
+                raise ValueError(f"tier mix share {value!r} is not a number") from exc
+        return cls(**shares)
+
+    def counts(self, total: int) -> dict[TemplateTier, int]:
+        """Split ``total`` pieces by share, rounding so the counts add up exactly."""
+        suggestive = round(total * self.suggestive)
+        return {TemplateTier.safe: total - suggestive, TemplateTier.suggestive: suggestive}
+
+
+class GenerationRecord(BaseModel):
+    """Everything needed to regenerate an image exactly; stored on the piece and in the file."""
+
+    model_config = ConfigDict(frozen=True)
+
+    backend: str
+    model: str
+    prompt: str
+    negative_prompt: str = ""
+    seed: int = Field(ge=0, lt=2**63)
+    steps: int
+    guidance_scale: float
+    width: int
+    height: int
+    scheduler: str | None = None
+    loras: tuple[LoraRef, ...] = ()
+    extra: dict[str, str] = Field(default_factory=dict)
+
+    def fingerprint(self) -> str:
+        """A stable hash of the record: the same record always means the same image."""
+        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        return hashlib.sha256(payload.encode()).hexdigest()
+
+
+class Hook(BaseModel):
+    """One caption variation for one platform."""
+
+    style: HookStyle
+    text: str
+    call_to_action: str
+    hashtags: list[str] = Field(default_factory=list)
+    platform: Platform
+
+    @property
+    def caption(self) -> str:
+        """The full post text as it would be published."""
+        tags = " ".join(f"#{t}" for t in self.hashtags)
+        return "\n\n".join(part for part in (self.text, self.call_to_action, tags) if part)
+
+
+class ModerationVerdict(BaseModel):
+    """The outcome of moderating one piece: per-category scores, the tier and why."""
+
+    verdict: Verdict
+    scores: dict[str, float]
+    reasons: list[str] = Field(default_factory=list)
+    backends: list[str] = Field(default_factory=list)
+
+
+def slugify(text: str) -> str:
+    """Lower-case slug safe for ids and storage keys."""
+    slug = re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+    return slug[:64] or uuid.uuid4().hex

@@ -1,0 +1,33 @@
+"""Typed errors that say what the user must do next.
+
+Every error raised for bad input derives from ``ContentForgeError`` and has a one-line message
+naming the problem, so the CLI can print it without a traceback.
+"""
+
+
+class ContentForgeError(Exception):
+    """Base class for errors a user can act on."""
+
+
+class InvalidInput(ContentForgeError, ValueError):
+    """A request was rejected before any expensive work started."""
+
+
+class UnknownPersona(InvalidInput):
+    """No persona with the given id or name exists."""
+
+
+class InvalidPersona(InvalidInput):
+    """A persona file or record does not validate."""
+
+
+class InvalidLora(InvalidInput):
+    """A LoRA file is missing, unreadable, not safetensors, or does not fit the model."""
+
+
+class UnsafeCheckpoint(InvalidInput):
+    """A pickle checkpoint was refused (set CONTENTFORGE_ALLOW_PICKLE=1 to opt in)."""
+
+
+class GenerationFailed(ContentForgeError):
+    """One image could not be generated; the piece is recorded as failed."""
