@@ -23,7 +23,9 @@ class Settings(BaseSettings):
         env_prefix="CONTENTFORGE_", env_file=".env", env_file_encoding="utf-8", extra="ignore"
     )
 
-    data_dir: Path = Field(default=Path(".contentforge"), description="Where images, the SQLite DB and logs live.")
+    data_dir: Path = Field(
+        default=Path(".contentforge"), description="Where images, the SQLite DB and logs live."
+    )
     database_url: str | None = Field(
         default=None, description="SQLAlchemy URL; default is a SQLite file in data_dir."
     )
@@ -34,18 +36,27 @@ class Settings(BaseSettings):
         description="tiny: random-weight SDXL-shaped pipeline built in code; model: a real diffusers model; "
         "fixed-latency: a labelled benchmark backend that sleeps instead of generating.",
     )
-    image_model: str | None = Field(default=None, description="Local folder, single .safetensors file or hub id.")
+    image_model: str | None = Field(
+        default=None, description="Local folder, single .safetensors file or hub id."
+    )
     image_width: int = Field(default=128, ge=64, le=2048)
     image_height: int = Field(default=128, ge=64, le=2048)
     image_steps: int = Field(default=4, ge=1, le=150)
     image_guidance: float = Field(default=5.0, ge=0.0, le=30.0)
     image_device: str = Field(default="auto", description="auto, cpu, cuda, cuda:1, mps")
     image_replicas: int = Field(
-        default=0, ge=0, le=16, description="Pipelines sharing weights in one process; 0 = auto (5 on CPU/tiny)."
+        default=0,
+        ge=0,
+        le=16,
+        description="Pipelines sharing weights in one process; 0 = auto (5 on CPU/tiny).",
     )
     image_cost_usd: float = Field(default=0.0, ge=0.0, description="Cost charged per generated image.")
-    fixed_latency_s: float = Field(default=1.0, ge=0.0, description="Sleep per image of the fixed-latency backend.")
-    allow_pickle: bool = Field(default=False, description="Allow loading pickle checkpoints (.ckpt/.bin/.pt).")
+    fixed_latency_s: float = Field(
+        default=1.0, ge=0.0, description="Sleep per image of the fixed-latency backend."
+    )
+    allow_pickle: bool = Field(
+        default=False, description="Allow loading pickle checkpoints (.ckpt/.bin/.pt)."
+    )
 
     # Orchestration
     generation_slots: int = Field(default=5, ge=1, le=64, description="Size of the 'image-generation' limit.")

@@ -152,7 +152,9 @@ class TierMix(BaseModel):
     def _sums_to_one(self) -> TierMix:
         total = self.safe + self.suggestive
         if abs(total - 1.0) > 1e-6:
-            raise ValueError(f"tier mix must sum to 1, got {total:g} (safe={self.safe}, suggestive={self.suggestive})")
+            raise ValueError(
+                f"tier mix must sum to 1, got {total:g} (safe={self.safe}, suggestive={self.suggestive})"
+            )
         return self
 
     @classmethod

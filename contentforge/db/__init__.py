@@ -1,0 +1,14 @@
+"""Persistence: SQLAlchemy models, packaged Alembic migrations and the repository used by tasks."""
+
+from contentforge.db.engine import make_engine, make_session_factory, migrate
+from contentforge.db.repository import PieceRow, PlannedPiece, RecordNotFound, Repository
+
+__all__ = [
+    "PieceRow",
+    "PlannedPiece",
+    "RecordNotFound",
+    "Repository",
+    "make_engine",
+    "make_session_factory",
+    "migrate",
+]

@@ -1,0 +1,232 @@
+"""SQLAlchemy table definitions: the single source of truth that the migrations must match.
+
+The types are chosen to behave the same on SQLite (local runs, tests) and PostgreSQL (deployments):
+string ids, ``sqlalchemy.JSON`` and timezone-aware timestamps. ``tests/test_db.py`` compares this
+metadata with the migrated schema on both, so a model change without a migration fails the tests.
+
+No table has a column for credentials: API keys live only in settings, never in the database.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
+
+from sqlalchemy import (
+    JSON,
+    BigInteger,
+    CheckConstraint,
+    DateTime,
+    Dialect,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    MetaData,
+    String,
+    Text,
+    TypeDecorator,
+    UniqueConstraint,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column, relationship
+
+NAMING_CONVENTION: dict[str, str] = {
+    "ix": "ix_%(table_name)s_%(column_0_N_name)s",
+    "uq": "uq_%(table_name)s_%(column_0_N_name)s",
+    "ck": "ck_%(table_name)s_%(constraint_name)s",
+    "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+    "pk": "pk_%(table_name)s",
+}
+"""Deterministic constraint names, so later migrations can drop or alter them on any backend."""
+
+BATCH_STATUSES: tuple[str, ...] = ("running", "completed", "failed")
+PIECE_STATUSES: tuple[str, ...] = ("planned", "generated", "ready", "rejected", "failed")
+COST_KINDS: tuple[str, ...] = ("image", "text", "moderation")
+
+
+def utcnow() -> datetime:
+    """The current time, timezone-aware, so stored times never depend on the host's zone."""
+    return datetime.now(UTC)
+
+
+class UtcDateTime(TypeDecorator[datetime]):
+    """``DateTime(timezone=True)`` that always hands back aware UTC datetimes.
+
+    SQLite has no time zone type and returns naive values; PostgreSQL returns the session's zone.
+    Normalising both to UTC keeps comparisons and JSON output identical across backends, and
+    refusing naive input stops a local time from being stored as if it were UTC.
+    """
+
+    impl = DateTime(timezone=True)
+    cache_ok = True
+
+    def process_bind_param(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            raise ValueError(f"naive datetime {value.isoformat()} given; pass a timezone-aware datetime")
+        return value.astimezone(UTC)
+
+    def process_result_value(self, value: datetime | None, dialect: Dialect) -> datetime | None:
+        if value is None:
+            return None
+        if value.tzinfo is None:
+            return value.replace(tzinfo=UTC)
+        return value.astimezone(UTC)
+
+
+Json = JSON(none_as_null=True)
+"""JSON where Python ``None`` is SQL NULL, so ``IS NULL`` filters work on optional payloads."""
+
+
+def _in(column: str, values: tuple[str, ...]) -> str:
+    quoted = ", ".join(f"'{v}'" for v in values)
+    return f"{column} IN ({quoted})"
+
+
+class Base(DeclarativeBase):
+    metadata = MetaData(naming_convention=NAMING_CONVENTION)
+    type_annotation_map = {datetime: UtcDateTime(), dict[str, Any]: Json, list[Any]: Json}  # noqa: RUF012
+
+
+class BrandORM(Base):
+    __tablename__ = "brands"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    website: Mapped[str | None] = mapped_column(String(500))
+    dna: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PersonaORM(Base):
+    __tablename__ = "personas"
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    brand_id: Mapped[str | None] = mapped_column(ForeignKey("brands.id", ondelete="SET NULL"))
+    name: Mapped[str] = mapped_column(String(120), unique=True)
+    niche: Mapped[str] = mapped_column(String(60))
+    data: Mapped[dict[str, Any]]
+    """The whole ``Persona.model_dump(mode="json")``: new persona fields need no migration."""
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class BatchORM(Base):
+    __tablename__ = "batches"
+    __table_args__ = (
+        CheckConstraint(_in("status", BATCH_STATUSES), name="status"),
+        Index(None, "persona_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    persona_id: Mapped[str] = mapped_column(ForeignKey("personas.id"))
+    platform: Mapped[str] = mapped_column(String(32))
+    num_pieces: Mapped[int] = mapped_column(Integer)
+    tier_mix: Mapped[dict[str, Any]]
+    seed: Mapped[int] = mapped_column(BigInteger)
+    params: Mapped[dict[str, Any]]
+    status: Mapped[str] = mapped_column(String(16), default="running")
+    flow_run_id: Mapped[str | None] = mapped_column(String(64))
+    started_at: Mapped[datetime] = mapped_column(default=utcnow)
+    finished_at: Mapped[datetime | None]
+    summary: Mapped[dict[str, Any] | None]
+
+
+class PieceORM(Base):
+    """One planned image of a batch and everything that happened to it."""
+
+    __tablename__ = "pieces"
+    __table_args__ = (
+        UniqueConstraint("batch_id", "index"),
+        CheckConstraint(_in("status", PIECE_STATUSES), name="status"),
+        Index(None, "persona_id", "status"),
+        Index(None, "batch_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    persona_id: Mapped[str] = mapped_column(ForeignKey("personas.id"))
+    index: Mapped[int] = mapped_column(Integer)
+    template_id: Mapped[str] = mapped_column(String(16))
+    template_tier: Mapped[str] = mapped_column(String(16))
+    status: Mapped[str] = mapped_column(String(16), default="planned")
+    prompt: Mapped[str] = mapped_column(Text)
+    negative_prompt: Mapped[str] = mapped_column(Text, default="")
+    seed: Mapped[int] = mapped_column(BigInteger)
+    model: Mapped[str | None] = mapped_column(String(300))
+    backend: Mapped[str | None] = mapped_column(String(64))
+    loras: Mapped[list[Any] | None]
+    steps: Mapped[int | None] = mapped_column(Integer)
+    guidance_scale: Mapped[float | None] = mapped_column(Float)
+    width: Mapped[int | None] = mapped_column(Integer)
+    height: Mapped[int | None] = mapped_column(Integer)
+    scheduler: Mapped[str | None] = mapped_column(String(120))
+    generation_record: Mapped[dict[str, Any] | None]
+    generation_fingerprint: Mapped[str | None] = mapped_column(String(64))
+    storage_key: Mapped[str | None] = mapped_column(String(500))
+    url: Mapped[str | None] = mapped_column(Text)
+    content_sha256: Mapped[str | None] = mapped_column(String(64))
+    queued_at: Mapped[datetime | None]
+    started_at: Mapped[datetime | None]
+    finished_at: Mapped[datetime | None]
+    generation_seconds: Mapped[float | None] = mapped_column(Float)
+    cost_usd: Mapped[float | None] = mapped_column(Float)
+    verdict: Mapped[str | None] = mapped_column(String(16))
+    tier: Mapped[str | None] = mapped_column(String(16))
+    moderation_scores: Mapped[dict[str, Any] | None]
+    moderation_reasons: Mapped[list[Any] | None]
+    error: Mapped[str | None] = mapped_column(Text)
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+    hooks: Mapped[list[HookORM]] = relationship(
+        order_by="[HookORM.platform, HookORM.position]", cascade="all, delete-orphan", passive_deletes=True
+    )
+
+
+class HookORM(Base):
+    __tablename__ = "hooks"
+    __table_args__ = (UniqueConstraint("piece_id", "platform", "position"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    piece_id: Mapped[str] = mapped_column(ForeignKey("pieces.id", ondelete="CASCADE"))
+    position: Mapped[int] = mapped_column(Integer)
+    style: Mapped[str] = mapped_column(String(32))
+    platform: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    call_to_action: Mapped[str] = mapped_column(Text)
+    hashtags: Mapped[list[Any]]
+
+
+class ModerationVerdictORM(Base):
+    """Every moderation pass is kept, so a re-moderated piece still shows why it was rejected before."""
+
+    __tablename__ = "moderation_verdicts"
+    __table_args__ = (Index(None, "piece_id"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    piece_id: Mapped[str] = mapped_column(ForeignKey("pieces.id", ondelete="CASCADE"))
+    verdict: Mapped[str] = mapped_column(String(16))
+    scores: Mapped[dict[str, Any]]
+    reasons: Mapped[list[Any]]
+    backends: Mapped[list[Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class CostEntryORM(Base):
+    __tablename__ = "cost_entries"
+    __table_args__ = (
+        CheckConstraint(_in("kind", COST_KINDS), name="kind"),
+        Index(None, "batch_id"),
+        Index(None, "piece_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    piece_id: Mapped[str | None] = mapped_column(ForeignKey("pieces.id", ondelete="SET NULL"))
+    kind: Mapped[str] = mapped_column(String(16))
+    provider: Mapped[str] = mapped_column(String(64))
+    amount_usd: Mapped[float] = mapped_column(Float)
+    detail: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)

@@ -1,0 +1,629 @@
+"""The one place that reads and writes ContentForge rows.
+
+Every method runs in its own short transaction, so one ``Repository`` can be shared by the ~10
+generation threads of a batch: nothing holds a session (or, on SQLite, the write lock) between
+calls. Writes are idempotent where a retried Prefect task would repeat them: planning pieces,
+recording a generated image and its cost, replacing hooks.
+
+Nothing that looks like a credential is stored: JSON payloads and error texts pass through
+``_redact`` first, so a careless ``params={"openai_api_key": ...}`` never reaches the database.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from dataclasses import dataclass, fields
+from datetime import datetime
+from typing import Any
+
+from pydantic import SecretBytes, SecretStr, ValidationError
+from sqlalchemy import Engine, delete, func, select
+from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.exc import IntegrityError
+from sqlalchemy.orm import Session, selectinload
+
+from contentforge.db.engine import READ_ONLY, make_session_factory
+from contentforge.db.models import (
+    BATCH_STATUSES,
+    COST_KINDS,
+    PIECE_STATUSES,
+    BatchORM,
+    CostEntryORM,
+    HookORM,
+    ModerationVerdictORM,
+    PersonaORM,
+    PieceORM,
+    utcnow,
+)
+from contentforge.domain.models import (
+    GenerationRecord,
+    Hook,
+    ModerationVerdict,
+    Persona,
+    PieceStatus,
+    Platform,
+    Verdict,
+)
+from contentforge.errors import InvalidInput, InvalidPersona, UnknownPersona
+
+MAX_ERROR_CHARS = 10_000
+"""Errors are for people; a multi-megabyte traceback would only bloat the table."""
+
+
+class RecordNotFound(LookupError):
+    """A piece or batch id that the database does not know: a caller bug, not bad user input."""
+
+
+@dataclass(frozen=True)
+class PlannedPiece:
+    """A piece as the planner decided it, before any image exists."""
+
+    piece_id: str
+    index: int
+    template_id: str
+    template_tier: str
+    prompt: str
+    negative_prompt: str
+    seed: int
+
+
+@dataclass(frozen=True)
+class PieceRow:
+    """A ``pieces`` row with its hooks, detached from any session so it can cross threads."""
+
+    id: str
+    batch_id: str
+    persona_id: str
+    index: int
+    template_id: str
+    template_tier: str
+    status: PieceStatus
+    prompt: str
+    negative_prompt: str
+    seed: int
+    model: str | None
+    backend: str | None
+    loras: list[dict[str, Any]] | None
+    steps: int | None
+    guidance_scale: float | None
+    width: int | None
+    height: int | None
+    scheduler: str | None
+    generation_record: dict[str, Any] | None
+    generation_fingerprint: str | None
+    storage_key: str | None
+    url: str | None
+    content_sha256: str | None
+    queued_at: datetime | None
+    started_at: datetime | None
+    finished_at: datetime | None
+    generation_seconds: float | None
+    cost_usd: float | None
+    verdict: Verdict | None
+    tier: str | None
+    moderation_scores: dict[str, float] | None
+    moderation_reasons: list[str] | None
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+    hooks: tuple[Hook, ...]
+
+    @property
+    def record(self) -> GenerationRecord | None:
+        """The stored generation record, parsed; enough to regenerate the image exactly."""
+        if self.generation_record is None:
+            return None
+        return GenerationRecord.model_validate(self.generation_record)
+
+
+class Repository:
+    """Short-transaction access to personas, batches, pieces, hooks, verdicts and costs."""
+
+    def __init__(self, engine: Engine) -> None:
+        self._engine = engine
+        self._sessions = make_session_factory(engine)
+        # Reads may BEGIN deferred on SQLite and so run beside a writer instead of queueing behind it.
+        self._read_sessions = make_session_factory(engine.execution_options(**{READ_ONLY: True}))
+
+    @contextmanager
+    def _write(self) -> Iterator[Session]:
+        with self._sessions() as session, session.begin():
+            yield session
+
+    @contextmanager
+    def _read(self) -> Iterator[Session]:
+        with self._read_sessions() as session, session.begin():
+            yield session
+
+    # Personas
+
+    def upsert_persona(self, persona: Persona) -> None:
+        """Insert the persona, or replace the stored one with the same id."""
+        now = utcnow()
+        values = {
+            "id": persona.id,
+            "name": persona.name,
+            "niche": persona.niche,
+            "data": persona.model_dump(mode="json"),
+            "created_at": now,
+            "updated_at": now,
+        }
+        try:
+            with self._write() as session:
+                stmt = _insert(session, PersonaORM).values(**values)
+                stmt = stmt.on_conflict_do_update(
+                    index_elements=["id"],
+                    set_={
+                        "name": persona.name,
+                        "niche": persona.niche,
+                        "data": values["data"],
+                        "updated_at": now,
+                    },
+                )
+                session.execute(stmt)
+        except IntegrityError as exc:
+            raise InvalidPersona(
+                f"persona name {persona.name!r} is already used by another persona; rename one of them"
+            ) from exc
+
+    def get_persona(self, id_or_name: str) -> Persona | None:
+        """The persona with this id, else this name (exact, then case-insensitive if unambiguous)."""
+        with self._read() as session:
+            row = session.get(PersonaORM, id_or_name)
+            if row is None:
+                row = session.scalars(select(PersonaORM).where(PersonaORM.name == id_or_name)).first()
+            if row is None:
+                matches = session.scalars(
+                    select(PersonaORM).where(func.lower(PersonaORM.name) == id_or_name.lower()).limit(2)
+                ).all()
+                row = matches[0] if len(matches) == 1 else None
+            return None if row is None else _to_persona(row)
+
+    def list_personas(self) -> list[Persona]:
+        with self._read() as session:
+            return [_to_persona(row) for row in session.scalars(select(PersonaORM).order_by(PersonaORM.name))]
+
+    # Batches
+
+    def create_batch(
+        self,
+        *,
+        batch_id: str,
+        persona_id: str,
+        platform: str,
+        num_pieces: int,
+        tier_mix: Mapping[str, float],
+        seed: int,
+        params: Mapping[str, Any],
+        flow_run_id: str | None,
+    ) -> None:
+        """Record a started batch; repeating the call (a retried flow) leaves the first record alone."""
+        try:
+            platform = Platform(platform).value
+        except ValueError as exc:
+            raise InvalidInput(
+                f"unknown platform {platform!r}; use one of {[p.value for p in Platform]}"
+            ) from exc
+        with self._write() as session:
+            if session.get(PersonaORM, persona_id) is None:
+                raise UnknownPersona(f"no persona with id {persona_id!r}; save it before starting a batch")
+            stmt = _insert(session, BatchORM).values(
+                id=batch_id,
+                persona_id=persona_id,
+                platform=platform,
+                num_pieces=num_pieces,
+                tier_mix=dict(tier_mix),
+                seed=seed,
+                params=_redact(dict(params)),
+                status="running",
+                flow_run_id=flow_run_id,
+                started_at=utcnow(),
+            )
+            session.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+            existing = session.get(BatchORM, batch_id)
+            if existing is not None and existing.persona_id != persona_id:
+                raise InvalidInput(f"batch {batch_id!r} already exists for persona {existing.persona_id!r}")
+
+    def finish_batch(self, batch_id: str, *, status: str, summary: Mapping[str, Any]) -> None:
+        if status not in BATCH_STATUSES or status == "running":
+            raise InvalidInput(f"a batch finishes as 'completed' or 'failed', not {status!r}")
+        with self._write() as session:
+            batch = _batch(session, batch_id)
+            batch.status = status
+            batch.summary = _redact(dict(summary))
+            batch.finished_at = utcnow()
+
+    def latest_batches(self, limit: int = 10) -> list[dict[str, Any]]:
+        """The newest batches first, each with its persona's name and piece counts by status."""
+        with self._read() as session:
+            rows = session.execute(
+                select(BatchORM, PersonaORM.name)
+                .join(PersonaORM, PersonaORM.id == BatchORM.persona_id)
+                .order_by(BatchORM.started_at.desc(), BatchORM.id.desc())
+                .limit(limit)
+            ).all()
+            ids = [batch.id for batch, _ in rows]
+            counts: dict[str, dict[str, int]] = {i: dict.fromkeys(PIECE_STATUSES, 0) for i in ids}
+            for batch_id, status, count in session.execute(
+                select(PieceORM.batch_id, PieceORM.status, func.count())
+                .where(PieceORM.batch_id.in_(ids))
+                .group_by(PieceORM.batch_id, PieceORM.status)
+            ):
+                counts[batch_id][status] = count
+            return [
+                {
+                    "id": batch.id,
+                    "persona_id": batch.persona_id,
+                    "persona_name": persona_name,
+                    "platform": batch.platform,
+                    "num_pieces": batch.num_pieces,
+                    "tier_mix": batch.tier_mix,
+                    "seed": batch.seed,
+                    "status": batch.status,
+                    "flow_run_id": batch.flow_run_id,
+                    "started_at": batch.started_at,
+                    "finished_at": batch.finished_at,
+                    "summary": batch.summary,
+                    "by_status": counts[batch.id],
+                }
+                for batch, persona_name in rows
+            ]
+
+    def batch_stats(self, batch_id: str) -> dict[str, Any]:
+        """Counts and costs of one batch.
+
+        ``cost_usd_total`` sums every cost entry (image, text, moderation); ``cost_usd_mean`` divides
+        it by the pieces that got an image, i.e. what one usable-or-not image cost end to end.
+        """
+        with self._read() as session:
+            batch = _batch(session, batch_id)
+            in_batch = PieceORM.batch_id == batch_id
+
+            def grouped(column: Any) -> dict[str, int]:
+                query = select(column, func.count()).where(in_batch, column.is_not(None)).group_by(column)
+                return {key: count for key, count in session.execute(query)}
+
+            by_status = dict.fromkeys(PIECE_STATUSES, 0) | grouped(PieceORM.status)
+            generated, seconds_mean = session.execute(
+                select(func.count(PieceORM.content_sha256), func.avg(PieceORM.generation_seconds)).where(
+                    in_batch
+                )
+            ).one()
+            cost_by_kind = dict.fromkeys(COST_KINDS, 0.0) | {
+                kind: float(total)
+                for kind, total in session.execute(
+                    select(CostEntryORM.kind, func.sum(CostEntryORM.amount_usd))
+                    .where(CostEntryORM.batch_id == batch_id)
+                    .group_by(CostEntryORM.kind)
+                )
+            }
+            hooks = session.scalar(select(func.count()).select_from(HookORM).join(PieceORM).where(in_batch))
+            total_cost = sum(cost_by_kind.values())
+            return {
+                "batch_id": batch_id,
+                "status": batch.status,
+                "num_pieces": batch.num_pieces,
+                "pieces": sum(by_status.values()),
+                "by_status": by_status,
+                "by_verdict": grouped(PieceORM.verdict),
+                "by_tier": grouped(PieceORM.tier),
+                "by_template_tier": grouped(PieceORM.template_tier),
+                "generated": generated,
+                "cost_usd_total": total_cost,
+                "cost_usd_by_kind": cost_by_kind,
+                "cost_usd_mean": total_cost / generated if generated else None,
+                "generation_seconds_mean": None if seconds_mean is None else float(seconds_mean),
+                "hooks": hooks,
+            }
+
+    # Pieces
+
+    def add_planned_pieces(self, batch_id: str, pieces: Sequence[PlannedPiece]) -> None:
+        """Insert the planned pieces; a (batch, index) already present is left exactly as it is."""
+        if not pieces:
+            return
+        now = utcnow()
+        with self._write() as session:
+            persona_id = _batch(session, batch_id).persona_id
+            stmt = _insert(session, PieceORM).values(
+                [
+                    {
+                        "id": p.piece_id,
+                        "batch_id": batch_id,
+                        "persona_id": persona_id,
+                        "index": p.index,
+                        "template_id": p.template_id,
+                        "template_tier": p.template_tier,
+                        "status": PieceStatus.planned.value,
+                        "prompt": p.prompt,
+                        "negative_prompt": p.negative_prompt,
+                        "seed": p.seed,
+                        "created_at": now,
+                        "updated_at": now,
+                    }
+                    for p in pieces
+                ]
+            )
+            try:
+                # Only the (batch, index) conflict is expected; a piece id clash still raises.
+                session.execute(stmt.on_conflict_do_nothing(index_elements=["batch_id", "index"]))
+            except IntegrityError as exc:
+                raise InvalidInput(
+                    f"a planned piece id of batch {batch_id!r} is already used elsewhere"
+                ) from exc
+
+    def get_piece(self, piece_id: str) -> PieceRow | None:
+        with self._read() as session:
+            piece = session.get(PieceORM, piece_id, options=[selectinload(PieceORM.hooks)])
+            return None if piece is None else _to_row(piece)
+
+    def pieces(
+        self,
+        *,
+        batch_id: str | None = None,
+        persona_id: str | None = None,
+        status: str | None = None,
+        limit: int | None = None,
+    ) -> list[PieceRow]:
+        """Pieces matching every given filter, oldest first and in plan order within a batch."""
+        query = select(PieceORM).options(selectinload(PieceORM.hooks))
+        if batch_id is not None:
+            query = query.where(PieceORM.batch_id == batch_id)
+        if persona_id is not None:
+            query = query.where(PieceORM.persona_id == persona_id)
+        if status is not None:
+            query = query.where(PieceORM.status == str(status))
+        query = query.order_by(PieceORM.created_at, PieceORM.batch_id, PieceORM.index).limit(limit)
+        with self._read() as session:
+            return [_to_row(piece) for piece in session.scalars(query)]
+
+    def mark_generated(
+        self,
+        piece_id: str,
+        *,
+        record: GenerationRecord,
+        storage_key: str,
+        url: str,
+        content_sha256: str,
+        queued_at: datetime,
+        started_at: datetime,
+        finished_at: datetime,
+        generation_seconds: float,
+        cost_usd: float,
+    ) -> None:
+        """Store the image's record and location, and its single 'image' cost entry.
+
+        A rerun updates the same cost entry instead of adding one. If it produced the very same bytes
+        and the piece was already moderated, the verdict still holds and is kept; otherwise the piece
+        goes back to 'generated' and must be moderated again.
+        """
+        for name, value in (
+            ("queued_at", queued_at),
+            ("started_at", started_at),
+            ("finished_at", finished_at),
+        ):
+            _require_aware(name, value)
+        with self._write() as session:
+            piece = _piece(session, piece_id, for_update=True)
+            keep_verdict = piece.verdict is not None and piece.content_sha256 == content_sha256
+            piece.prompt = record.prompt
+            piece.negative_prompt = record.negative_prompt
+            piece.seed = record.seed
+            piece.model = record.model
+            piece.backend = record.backend
+            piece.loras = [lora.model_dump(mode="json") for lora in record.loras]
+            piece.steps = record.steps
+            piece.guidance_scale = record.guidance_scale
+            piece.width = record.width
+            piece.height = record.height
+            piece.scheduler = record.scheduler
+            piece.generation_record = _redact(record.model_dump(mode="json"))
+            piece.generation_fingerprint = record.fingerprint()
+            piece.storage_key = storage_key
+            piece.url = url
+            piece.content_sha256 = content_sha256
+            piece.queued_at, piece.started_at, piece.finished_at = queued_at, started_at, finished_at
+            piece.generation_seconds = generation_seconds
+            piece.cost_usd = cost_usd
+            piece.error = None
+            if not keep_verdict:
+                piece.status = PieceStatus.generated.value
+                piece.verdict = piece.tier = piece.moderation_scores = piece.moderation_reasons = None
+
+            detail = {"model": record.model, "fingerprint": piece.generation_fingerprint}
+            cost = session.scalars(
+                select(CostEntryORM).where(CostEntryORM.piece_id == piece_id, CostEntryORM.kind == "image")
+            ).first()
+            if cost is None:
+                session.add(
+                    CostEntryORM(
+                        batch_id=piece.batch_id,
+                        piece_id=piece_id,
+                        kind="image",
+                        provider=record.backend,
+                        amount_usd=cost_usd,
+                        detail=detail,
+                    )
+                )
+            else:
+                cost.provider, cost.amount_usd, cost.detail = record.backend, cost_usd, detail
+
+    def add_cost(
+        self,
+        batch_id: str,
+        *,
+        kind: str,
+        provider: str,
+        amount_usd: float,
+        piece_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record a text or moderation cost (image costs come with ``mark_generated``)."""
+        if kind not in COST_KINDS:
+            raise InvalidInput(f"cost kind must be one of {list(COST_KINDS)}, not {kind!r}")
+        with self._write() as session:
+            _batch(session, batch_id)
+            session.add(
+                CostEntryORM(
+                    batch_id=batch_id,
+                    piece_id=piece_id,
+                    kind=kind,
+                    provider=provider,
+                    amount_usd=amount_usd,
+                    detail=None if detail is None else _redact(dict(detail)),
+                )
+            )
+
+    def save_hooks(self, piece_id: str, hooks: Sequence[Hook]) -> None:
+        """Replace the piece's hooks for each platform present in ``hooks``; others stay."""
+        if not hooks:
+            return
+        platforms = sorted({hook.platform.value for hook in hooks})
+        with self._write() as session:
+            _piece(session, piece_id, for_update=True)
+            session.execute(
+                delete(HookORM).where(HookORM.piece_id == piece_id, HookORM.platform.in_(platforms))
+            )
+            positions: dict[str, int] = {}
+            for hook in hooks:
+                position = positions.get(hook.platform.value, 0)
+                positions[hook.platform.value] = position + 1
+                session.add(
+                    HookORM(
+                        piece_id=piece_id,
+                        position=position,
+                        style=hook.style.value,
+                        platform=hook.platform.value,
+                        text=hook.text,
+                        call_to_action=hook.call_to_action,
+                        hashtags=list(hook.hashtags),
+                    )
+                )
+
+    def save_verdict(self, piece_id: str, verdict: ModerationVerdict) -> None:
+        """Keep the verdict's history row and apply it: 'ready', or 'rejected' with its reasons.
+
+        Rejected pieces stay in the database so a reviewer can see what was refused and why. ``tier``
+        is the publishing tier, so it is empty for a rejected piece.
+        """
+        with self._write() as session:
+            piece = _piece(session, piece_id, for_update=True)
+            if piece.status not in (PieceStatus.generated, PieceStatus.ready, PieceStatus.rejected):
+                raise InvalidInput(
+                    f"piece {piece_id!r} is {piece.status!r}; only a generated image is moderated"
+                )
+            scores = {name: float(score) for name, score in verdict.scores.items()}
+            session.add(
+                ModerationVerdictORM(
+                    piece_id=piece_id,
+                    verdict=verdict.verdict.value,
+                    scores=scores,
+                    reasons=list(verdict.reasons),
+                    backends=list(verdict.backends),
+                )
+            )
+            rejected = verdict.verdict == Verdict.rejected
+            piece.verdict = verdict.verdict.value
+            piece.tier = None if rejected else verdict.verdict.value
+            piece.moderation_scores = scores
+            piece.moderation_reasons = list(verdict.reasons)
+            piece.status = (PieceStatus.rejected if rejected else PieceStatus.ready).value
+
+    def mark_failed(self, piece_id: str, error: str) -> None:
+        """Record why a piece failed; its plan stays so the batch report can show the gap."""
+        with self._write() as session:
+            piece = _piece(session, piece_id, for_update=True)
+            piece.status = PieceStatus.failed.value
+            piece.error = _redact_text(error)[:MAX_ERROR_CHARS]
+            piece.finished_at = piece.finished_at or utcnow()
+
+
+def _insert(session: Session, entity: type[Any]) -> Any:
+    """An INSERT that supports ON CONFLICT: both backends have it, with the same SQLAlchemy API."""
+    dialect = session.get_bind().dialect.name
+    if dialect == "postgresql":
+        return postgresql.insert(entity)
+    if dialect == "sqlite":
+        return sqlite.insert(entity)
+    raise NotImplementedError(f"ContentForge supports SQLite and PostgreSQL, not {dialect}")
+
+
+def _batch(session: Session, batch_id: str) -> BatchORM:
+    batch = session.get(BatchORM, batch_id)
+    if batch is None:
+        raise RecordNotFound(f"no batch with id {batch_id!r}")
+    return batch
+
+
+def _piece(session: Session, piece_id: str, *, for_update: bool = False) -> PieceORM:
+    # FOR UPDATE serialises concurrent writers of one piece on PostgreSQL; SQLite's BEGIN IMMEDIATE
+    # already does, and its compiler omits the clause.
+    piece = session.get(PieceORM, piece_id, with_for_update=for_update)
+    if piece is None:
+        raise RecordNotFound(f"no piece with id {piece_id!r}")
+    return piece
+
+
+def _to_persona(row: PersonaORM) -> Persona:
+    try:
+        return Persona.model_validate(row.data)
+    except ValidationError as exc:
+        raise InvalidPersona(f"stored persona {row.id!r} no longer validates: {exc}") from exc
+
+
+_ROW_COLUMNS = tuple(f.name for f in fields(PieceRow) if f.name != "hooks")
+
+
+def _to_row(piece: PieceORM) -> PieceRow:
+    values = {name: getattr(piece, name) for name in _ROW_COLUMNS}
+    values["status"] = PieceStatus(piece.status)
+    values["verdict"] = None if piece.verdict is None else Verdict(piece.verdict)
+    hooks = tuple(
+        Hook(
+            style=h.style,
+            text=h.text,
+            call_to_action=h.call_to_action,
+            hashtags=list(h.hashtags),
+            platform=h.platform,
+        )
+        for h in piece.hooks
+    )
+    return PieceRow(**values, hooks=hooks)
+
+
+def _require_aware(name: str, value: datetime) -> None:
+    if value.tzinfo is None or value.utcoffset() is None:
+        raise InvalidInput(f"{name} must be timezone-aware (e.g. datetime.now(UTC)), got {value.isoformat()}")
+
+
+REDACTED = "[redacted]"
+_SECRET_NAME = re.compile(
+    r"api_?key|apikey|secret|passw(or)?d|authori[sz]ation|credential|access_?key|private_?key"
+    r"|(^|[_.-])(token|auth)($|[_.-])",
+    re.IGNORECASE,
+)
+"""Key names whose values are never stored; ``max_tokens`` and the like do not match."""
+_SECRET_VALUE = re.compile(r"\b(sk-[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{20,}|Bearer\s+[A-Za-z0-9._~+/=-]{8,})")
+"""API-key shapes (OpenAI/Anthropic ``sk-``, Hugging Face ``hf_``, bearer headers) inside free text."""
+
+
+def _redact_text(text: str) -> str:
+    return _SECRET_VALUE.sub(REDACTED, text)
+
+
+def _redact(value: Any) -> Any:
+    """A copy of a JSON-like value with secrets replaced, by key name, type or shape."""
+    if isinstance(value, SecretStr | SecretBytes):
+        return REDACTED
+    if isinstance(value, Mapping):
+        return {
+            str(key): REDACTED if _SECRET_NAME.search(str(key)) and item is not None else _redact(item)
+            for key, item in value.items()
+        }
+    if isinstance(value, list | tuple):
+        return [_redact(item) for item in value]
+    if isinstance(value, str):
+        return _redact_text(value)
+    return value

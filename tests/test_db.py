@@ -1,0 +1,514 @@
+"""Database layer: packaged migrations, model/migration parity and the repository, on SQLite and PostgreSQL.
+
+PostgreSQL tests run in a database created for this test session (dropped afterwards), each test in
+a fresh schema. Without a reachable server they skip, except under ``CI=true`` where they fail, so
+CI can never pass by silently testing SQLite only.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta, timezone
+from pathlib import Path
+
+import pytest
+from alembic import command
+from alembic.autogenerate import compare_metadata
+from alembic.migration import MigrationContext
+from alembic.script import ScriptDirectory
+from sqlalchemy import Column, Engine, Integer, MetaData, create_engine, inspect, select, text
+from sqlalchemy.engine import make_url
+from sqlalchemy.exc import OperationalError
+
+from contentforge.db import PieceRow, PlannedPiece, RecordNotFound, Repository, make_engine, migrate
+from contentforge.db.engine import alembic_config
+from contentforge.db.models import Base, CostEntryORM, ModerationVerdictORM
+from contentforge.domain.models import (
+    GenerationRecord,
+    Hook,
+    HookStyle,
+    LoraRef,
+    ModerationVerdict,
+    Persona,
+    PieceStatus,
+    Platform,
+    Verdict,
+)
+from contentforge.errors import InvalidInput, InvalidPersona, UnknownPersona
+
+REPO_ROOT = Path(__file__).resolve().parents[1]
+PG_ADMIN_URL = os.environ.get("CONTENTFORGE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+TABLES = {"brands", "personas", "batches", "pieces", "hooks", "moderation_verdicts", "cost_entries"}
+T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
+
+
+# Fixtures
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A uniquely named PostgreSQL database for this session, dropped at the end."""
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        admin.dispose()
+        reason = f"PostgreSQL unreachable at {make_url(PG_ADMIN_URL)!r}: {str(exc).splitlines()[0]}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (CI=true requires the PostgreSQL tests to run)")
+        pytest.skip(reason)
+    name = f"contentforge_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()
+
+
+@pytest.fixture
+def pg_url(pg_database: str) -> Iterator[str]:
+    """A URL whose search_path is a schema of its own, so each test starts from an empty database."""
+    schema = f"t_{uuid.uuid4().hex[:12]}"
+    engine = create_engine(pg_database, isolation_level="AUTOCOMMIT")
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
+    url = make_url(pg_database).update_query_dict({"options": f"-csearch_path={schema}"})
+    yield url.render_as_string(hide_password=False)
+    with engine.connect() as conn:
+        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def db_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
+    if request.param == "sqlite":
+        return f"sqlite:///{tmp_path / 'nested' / 'contentforge.db'}"
+    return request.getfixturevalue("pg_url")
+
+
+@pytest.fixture
+def engine(db_url: str) -> Iterator[Engine]:
+    migrate(db_url)
+    engine = make_engine(db_url)
+    yield engine
+    engine.dispose()
+
+
+@pytest.fixture
+def repo(engine: Engine) -> Repository:
+    return Repository(engine)
+
+
+def make_persona(persona_id: str = "mia", name: str = "Mia Fit") -> Persona:
+    return Persona(
+        id=persona_id,
+        name=name,
+        niche="Fitness",
+        appearance="athletic woman, short dark hair",
+        personality_traits=["upbeat"],
+        interests=["running"],
+        tone="warm and direct",
+        platforms=[Platform.instagram],
+    )
+
+
+def make_record(seed: int, backend: str = "tiny") -> GenerationRecord:
+    return GenerationRecord(
+        backend=backend,
+        model="tiny-sdxl",
+        prompt=f"prompt {seed}",
+        negative_prompt="blurry",
+        seed=seed,
+        steps=4,
+        guidance_scale=5.0,
+        width=128,
+        height=128,
+        scheduler="euler",
+        loras=(LoraRef(source="mia.safetensors", scale=0.8),),
+    )
+
+
+def planned(batch_id: str, indexes: range, prompt: str = "plan") -> list[PlannedPiece]:
+    return [
+        PlannedPiece(
+            piece_id=f"{batch_id}-{i:03d}",
+            index=i,
+            template_id="FIT-001",
+            template_tier="safe" if i % 2 == 0 else "suggestive",
+            prompt=f"{prompt} {i}",
+            negative_prompt="",
+            seed=2**62 + i,
+        )
+        for i in indexes
+    ]
+
+
+def start_batch(repo: Repository, batch_id: str = "b1", persona_id: str = "mia", **overrides: object) -> None:
+    kwargs: dict = {
+        "batch_id": batch_id,
+        "persona_id": persona_id,
+        "platform": "instagram",
+        "num_pieces": 4,
+        "tier_mix": {"safe": 0.5, "suggestive": 0.5},
+        "seed": 42,
+        "params": {"steps": 4},
+        "flow_run_id": None,
+    } | overrides
+    repo.create_batch(**kwargs)
+
+
+def generate(
+    repo: Repository, piece_id: str, *, seed: int, sha: str, cost: float, seconds: float = 2.0
+) -> None:
+    repo.mark_generated(
+        piece_id,
+        record=make_record(seed),
+        storage_key=f"mia/{piece_id}.png",
+        url=f"file:///data/mia/{piece_id}.png",
+        content_sha256=sha,
+        queued_at=T0,
+        started_at=T0 + timedelta(seconds=1),
+        finished_at=T0 + timedelta(seconds=1 + seconds),
+        generation_seconds=seconds,
+        cost_usd=cost,
+    )
+
+
+def verdict(kind: Verdict, *reasons: str) -> ModerationVerdict:
+    return ModerationVerdict(verdict=kind, scores={"sexual": 0.1}, reasons=list(reasons), backends=["stub"])
+
+
+def hook(text_: str, platform: Platform = Platform.instagram) -> Hook:
+    return Hook(
+        style=HookStyle.question, text=text_, call_to_action="Follow", hashtags=["fit"], platform=platform
+    )
+
+
+# Migrations
+
+
+def test_migrate_creates_the_schema_and_a_second_run_is_a_no_op(db_url: str) -> None:
+    migrate(db_url)
+    engine = make_engine(db_url)
+    try:
+        assert set(inspect(engine).get_table_names()) >= TABLES
+        Repository(engine).upsert_persona(make_persona())
+        head = ScriptDirectory.from_config(alembic_config()).get_current_head()
+
+        migrate(db_url)
+
+        with engine.connect() as conn:
+            assert conn.execute(text("SELECT version_num FROM alembic_version")).scalars().all() == [head]
+        assert Repository(engine).get_persona("mia") is not None, "second migrate must not touch data"
+    finally:
+        engine.dispose()
+
+
+def test_models_and_migrations_describe_the_same_schema(engine: Engine) -> None:
+    with engine.connect() as conn:
+        context = MigrationContext.configure(conn, opts={"compare_type": True})
+        assert compare_metadata(context, Base.metadata) == []
+
+        # The comparison must be able to fail: a model with an extra column is reported.
+        drifted = MetaData(naming_convention=Base.metadata.naming_convention)
+        for table in Base.metadata.tables.values():
+            table.to_metadata(drifted)
+        drifted.tables["pieces"].append_column(Column("unmigrated", Integer))
+        diff = compare_metadata(context, drifted)
+        assert [(op[0], op[3].name) for op in diff] == [("add_column", "unmigrated")]
+
+
+def test_downgrade_to_base_removes_every_table_and_upgrade_restores_them(engine: Engine) -> None:
+    with engine.begin() as conn:
+        command.downgrade(alembic_config(conn), "base")
+    assert set(inspect(engine).get_table_names()) & TABLES == set()
+    with engine.begin() as conn:
+        command.upgrade(alembic_config(conn), "head")
+    assert set(inspect(engine).get_table_names()) >= TABLES
+
+
+def test_concurrent_processes_migrating_one_fresh_database_all_succeed(db_url: str) -> None:
+    env = {
+        **os.environ,
+        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO_ROOT), os.environ.get("PYTHONPATH")])),
+    }
+    code = "import sys; from contentforge.db import migrate; migrate(sys.argv[1])"
+    procs = [
+        subprocess.Popen([sys.executable, "-c", code, db_url], env=env, stderr=subprocess.PIPE, text=True)
+        for _ in range(4)
+    ]
+    errors = [p.communicate(timeout=120)[1] for p in procs]
+    assert [p.returncode for p in procs] == [0, 0, 0, 0], "\n".join(errors)
+    engine = make_engine(db_url)
+    try:
+        with engine.connect() as conn:
+            assert len(conn.execute(text("SELECT version_num FROM alembic_version")).all()) == 1
+    finally:
+        engine.dispose()
+
+
+def test_migrate_works_from_any_directory_and_creates_the_sqlite_parent_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    migrate("sqlite:///relative/dir/cf.db")
+    engine = make_engine("sqlite:///relative/dir/cf.db")
+    try:
+        assert set(inspect(engine).get_table_names()) >= TABLES
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 30000
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+    finally:
+        engine.dispose()
+    assert (tmp_path / "relative" / "dir" / "cf.db").is_file()
+
+
+# Repository
+
+
+def test_persona_upsert_then_get_by_id_name_and_case_insensitive_name(repo: Repository) -> None:
+    persona = make_persona()
+    repo.upsert_persona(persona)
+    assert repo.get_persona("mia") == persona
+    assert repo.get_persona("Mia Fit") == persona
+    assert repo.get_persona("mia fit") == persona
+    assert repo.get_persona("nobody") is None
+
+    renamed = persona.model_copy(update={"name": "Mia Runs", "tone": "calm"})
+    repo.upsert_persona(renamed)
+    assert repo.get_persona("mia") == renamed
+    assert repo.get_persona("Mia Fit") is None
+    assert [p.id for p in repo.list_personas()] == ["mia"]
+
+
+def test_a_second_persona_with_a_taken_name_is_refused(repo: Repository) -> None:
+    repo.upsert_persona(make_persona("mia", "Mia"))
+    with pytest.raises(InvalidPersona, match="already used"):
+        repo.upsert_persona(make_persona("mia2", "Mia"))
+    assert [p.id for p in repo.list_personas()] == ["mia"]
+
+
+def test_batch_needs_a_known_persona_and_never_stores_secrets(repo: Repository, engine: Engine) -> None:
+    with pytest.raises(UnknownPersona):
+        start_batch(repo, persona_id="ghost")
+    repo.upsert_persona(make_persona())
+    start_batch(
+        repo,
+        params={
+            "openai_api_key": "sk-abcdefghijklmnopqrstuvwx",
+            "max_tokens": 200,
+            "note": "Bearer abc.def.ghi",
+        },
+    )
+    start_batch(repo)  # a retried flow repeats the call: no error, first record kept
+
+    with engine.connect() as conn:
+        dump = str(conn.execute(text("SELECT params FROM batches")).scalar_one())
+    assert "sk-abc" not in dump
+    assert "abc.def" not in dump
+    assert "200" in dump, "harmless keys like max_tokens stay"
+
+
+def test_planned_pieces_are_idempotent_per_batch_and_index(repo: Repository) -> None:
+    repo.upsert_persona(make_persona())
+    start_batch(repo)
+    repo.add_planned_pieces("b1", planned("b1", range(3)))
+    repo.add_planned_pieces("b1", planned("b1", range(4), prompt="changed"))
+
+    rows = repo.pieces(batch_id="b1")
+    assert [r.index for r in rows] == [0, 1, 2, 3]
+    assert [r.prompt for r in rows] == ["plan 0", "plan 1", "plan 2", "changed 3"]
+    assert all(r.status == PieceStatus.planned and r.persona_id == "mia" for r in rows)
+    assert rows[1].seed == 2**62 + 1, "seeds beyond 32 bits survive"
+    with pytest.raises(RecordNotFound):
+        repo.add_planned_pieces("nope", planned("nope", range(1)))
+
+
+def test_mark_generated_records_everything_and_rerun_keeps_one_cost_entry(
+    repo: Repository, engine: Engine
+) -> None:
+    repo.upsert_persona(make_persona())
+    start_batch(repo)
+    repo.add_planned_pieces("b1", planned("b1", range(2)))
+
+    generate(repo, "b1-000", seed=7, sha="a" * 64, cost=0.01)
+    repo.save_verdict("b1-000", verdict(Verdict.safe))
+    generate(repo, "b1-000", seed=7, sha="a" * 64, cost=0.02)  # rerun, same bytes
+
+    piece = repo.get_piece("b1-000")
+    assert isinstance(piece, PieceRow)
+    assert piece.status == PieceStatus.ready and piece.verdict == Verdict.safe, "same image keeps its verdict"
+    assert piece.record == make_record(7)
+    assert piece.generation_fingerprint == make_record(7).fingerprint()
+    assert (piece.seed, piece.steps, piece.width, piece.loras[0]["source"]) == (7, 4, 128, "mia.safetensors")
+    assert piece.started_at == T0 + timedelta(seconds=1)
+    assert piece.started_at.tzinfo is not None and piece.started_at.utcoffset() == timedelta(0)
+    with engine.connect() as conn:
+        costs = conn.execute(select(CostEntryORM.kind, CostEntryORM.amount_usd)).all()
+    assert [tuple(c) for c in costs] == [("image", 0.02)]
+
+    generate(repo, "b1-000", seed=7, sha="b" * 64, cost=0.02)  # different bytes: moderate again
+    piece = repo.get_piece("b1-000")
+    assert piece is not None and piece.status == PieceStatus.generated and piece.verdict is None
+
+    with pytest.raises(RecordNotFound):
+        generate(repo, "missing", seed=1, sha="c" * 64, cost=0.0)
+    with pytest.raises(InvalidInput, match="timezone-aware"):
+        repo.mark_generated(
+            "b1-001", record=make_record(1), storage_key="k", url="u", content_sha256="d" * 64,
+            queued_at=datetime(2026, 1, 1), started_at=T0, finished_at=T0, generation_seconds=1, cost_usd=0,
+        )  # fmt: skip
+
+
+def test_times_in_other_zones_come_back_as_the_same_instant_in_utc(repo: Repository) -> None:
+    repo.upsert_persona(make_persona())
+    start_batch(repo)
+    repo.add_planned_pieces("b1", planned("b1", range(1)))
+    berlin = timezone(timedelta(hours=1))
+    repo.mark_generated(
+        "b1-000", record=make_record(1), storage_key="k", url="u", content_sha256="d" * 64,
+        queued_at=datetime(2026, 1, 1, 13, 0, tzinfo=berlin), started_at=T0, finished_at=T0,
+        generation_seconds=1, cost_usd=0,
+    )  # fmt: skip
+    piece = repo.get_piece("b1-000")
+    assert piece is not None and piece.queued_at == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
+    assert piece.queued_at.tzinfo == UTC
+
+
+def test_rejected_verdict_keeps_the_piece_with_its_reasons(repo: Repository, engine: Engine) -> None:
+    repo.upsert_persona(make_persona())
+    start_batch(repo)
+    repo.add_planned_pieces("b1", planned("b1", range(1)))
+    with pytest.raises(InvalidInput, match="planned"):
+        repo.save_verdict("b1-000", verdict(Verdict.safe))
+    generate(repo, "b1-000", seed=1, sha="a" * 64, cost=0.01)
+    repo.save_verdict("b1-000", verdict(Verdict.suggestive))
+    repo.save_verdict("b1-000", verdict(Verdict.rejected, "violence 0.91 >= 0.70"))
+
+    piece = repo.get_piece("b1-000")
+    assert piece is not None
+    assert piece.status == PieceStatus.rejected
+    assert piece.verdict == Verdict.rejected and piece.tier is None
+    assert piece.moderation_reasons == ["violence 0.91 >= 0.70"]
+    assert piece.moderation_scores == {"sexual": 0.1}
+    assert piece.storage_key == "mia/b1-000.png"
+    assert [p.id for p in repo.pieces(status="rejected")] == ["b1-000"]
+    with engine.connect() as conn:
+        history = conn.execute(
+            select(ModerationVerdictORM.verdict).order_by(ModerationVerdictORM.id)
+        ).scalars()
+        assert list(history) == ["suggestive", "rejected"]
+
+
+def test_save_hooks_replaces_only_that_platform(repo: Repository) -> None:
+    repo.upsert_persona(make_persona())
+    start_batch(repo)
+    repo.add_planned_pieces("b1", planned("b1", range(1)))
+    repo.save_hooks("b1-000", [hook("ig one"), hook("ig two"), hook("tt one", Platform.tiktok)])
+    repo.save_hooks("b1-000", [hook("ig new")])
+
+    piece = repo.get_piece("b1-000")
+    assert piece is not None
+    assert [(h.platform, h.text) for h in piece.hooks] == [("instagram", "ig new"), ("tiktok", "tt one")]
+    with pytest.raises(RecordNotFound):
+        repo.save_hooks("missing", [hook("x")])
+
+
+def test_mark_failed_records_a_redacted_error(repo: Repository) -> None:
+    repo.upsert_persona(make_persona())
+    start_batch(repo)
+    repo.add_planned_pieces("b1", planned("b1", range(1)))
+    repo.mark_failed("b1-000", "401 for key sk-live0123456789abcdefghij: " + "x" * 20_000)
+    piece = repo.get_piece("b1-000")
+    assert piece is not None and piece.status == PieceStatus.failed
+    assert piece.error is not None and piece.error.startswith("401 for key [redacted]: xxx")
+    assert len(piece.error) == 10_000
+
+
+def test_batch_stats_and_latest_batches(repo: Repository) -> None:
+    repo.upsert_persona(make_persona())
+    start_batch(repo, "old")
+    start_batch(repo, "b1")
+    repo.add_planned_pieces("b1", planned("b1", range(4)))
+    generate(repo, "b1-000", seed=0, sha="0" * 64, cost=0.01, seconds=2.0)
+    generate(repo, "b1-001", seed=1, sha="1" * 64, cost=0.03, seconds=4.0)
+    generate(repo, "b1-002", seed=2, sha="2" * 64, cost=0.02, seconds=6.0)
+    repo.save_verdict("b1-000", verdict(Verdict.safe))
+    repo.save_verdict("b1-001", verdict(Verdict.suggestive))
+    repo.save_verdict("b1-002", verdict(Verdict.rejected, "too much"))
+    repo.mark_failed("b1-003", "boom")
+    repo.save_hooks("b1-000", [hook("a"), hook("b"), hook("c")])
+    repo.save_hooks("b1-001", [hook("d")])
+    repo.add_cost("b1", kind="text", provider="template", amount_usd=0.04, piece_id="b1-000")
+    repo.finish_batch("b1", status="completed", summary={"ready": 2, "anthropic_api_key": "sk-x"})
+
+    stats = repo.batch_stats("b1")
+    assert stats["pieces"] == 4
+    assert stats["by_status"] == {"planned": 0, "generated": 0, "ready": 2, "rejected": 1, "failed": 1}
+    assert stats["by_verdict"] == {"safe": 1, "suggestive": 1, "rejected": 1}
+    assert stats["by_tier"] == {"safe": 1, "suggestive": 1}
+    assert stats["by_template_tier"] == {"safe": 2, "suggestive": 2}
+    assert stats["generated"] == 3
+    assert stats["cost_usd_total"] == pytest.approx(0.10)
+    assert stats["cost_usd_by_kind"] == pytest.approx({"image": 0.06, "text": 0.04, "moderation": 0.0})
+    assert stats["cost_usd_mean"] == pytest.approx(0.10 / 3)
+    assert stats["generation_seconds_mean"] == pytest.approx(4.0)
+    assert stats["hooks"] == 4
+    assert stats["status"] == "completed"
+
+    latest = repo.latest_batches(limit=1)
+    assert [b["id"] for b in latest] == ["b1"]
+    assert latest[0]["persona_name"] == "Mia Fit"
+    assert latest[0]["summary"] == {"ready": 2, "anthropic_api_key": "[redacted]"}
+    assert latest[0]["by_status"]["ready"] == 2
+    assert [b["id"] for b in repo.latest_batches()] == ["b1", "old"]
+    with pytest.raises(InvalidInput):
+        repo.finish_batch("b1", status="running", summary={})
+    with pytest.raises(RecordNotFound):
+        repo.batch_stats("nope")
+
+
+def test_eight_threads_write_pieces_at_once_without_lock_errors(repo: Repository) -> None:
+    threads_n, per_thread = 8, 12
+    repo.upsert_persona(make_persona())
+    start_batch(repo, num_pieces=threads_n * per_thread)
+    barrier = threading.Barrier(threads_n)
+    errors: list[BaseException] = []
+
+    def work(t: int) -> None:
+        try:
+            pieces = planned("b1", range(t * per_thread, (t + 1) * per_thread))
+            barrier.wait()
+            repo.add_planned_pieces("b1", pieces)
+            for p in pieces:
+                generate(repo, p.piece_id, seed=p.index, sha=f"{p.index:064d}", cost=0.01)
+                repo.save_hooks(p.piece_id, [hook(f"hook {p.index}")])
+                repo.save_verdict(p.piece_id, verdict(Verdict.rejected if p.index % 4 == 0 else Verdict.safe))
+                repo.get_piece(p.piece_id)
+            repo.batch_stats("b1")
+        except BaseException as exc:
+            errors.append(exc)
+
+    workers = [threading.Thread(target=work, args=(t,)) for t in range(threads_n)]
+    for w in workers:
+        w.start()
+    for w in workers:
+        w.join(timeout=120)
+    assert errors == []
+    stats = repo.batch_stats("b1")
+    total = threads_n * per_thread
+    assert stats["pieces"] == total
+    assert stats["by_status"]["rejected"] == total // 4
+    assert stats["by_status"]["ready"] == total - total // 4
+    assert stats["hooks"] == total
+    assert stats["cost_usd_total"] == pytest.approx(0.01 * total)
