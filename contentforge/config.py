@@ -61,6 +61,9 @@ class Settings(BaseSettings):
     # Orchestration
     generation_slots: int = Field(default=5, ge=1, le=64, description="Size of the 'image-generation' limit.")
     concurrency_limit_name: str = Field(default="image-generation")
+    prefect_port: int = Field(
+        default=4200, ge=1, le=65535, description="Port of the local prefect server the CLI starts or reuses."
+    )
 
     # Moderation thresholds (score at or above rejects); see contentforge.moderation.policy.
     moderation_sexual: float = Field(default=0.90, ge=0.0, le=1.0)
@@ -97,6 +100,11 @@ class Settings(BaseSettings):
     @property
     def content_dir(self) -> Path:
         return self.data_dir / "content"
+
+    @property
+    def prefect_home(self) -> Path:
+        """PREFECT_HOME of the local server and of the processes the CLI runs."""
+        return self.data_dir / "prefect"
 
 
 @lru_cache(maxsize=1)

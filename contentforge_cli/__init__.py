@@ -1,0 +1,1 @@
+"""The ``contentforge`` command line: the orchestration-side entry point (it may import Prefect)."""

@@ -1,0 +1,110 @@
+"""Start or reuse one real local ``prefect server``.
+
+Why not Prefect's ephemeral mode: it starts a server inside every process (~14 s each) and its
+SQLite database locks under concurrent load. One long-lived server on 127.0.0.1 serves the demo,
+the tests, the benchmark and the UI, and keeps run history between runs.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import httpx
+
+
+@dataclass(frozen=True)
+class LocalServer:
+    """A running local Prefect server: where its API and UI are, and its process id if we started it."""
+
+    api_url: str
+    ui_url: str
+    pid: int | None
+    started: bool
+
+
+def api_url_for(host: str, port: int) -> str:
+    return f"http://{host}:{port}/api"
+
+
+def is_healthy(api_url: str, timeout: float = 2.0) -> bool:
+    try:
+        return httpx.get(f"{api_url}/health", timeout=timeout).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def server_environment(prefect_home: Path) -> dict[str, str]:
+    """Environment for the server process: its own PREFECT_HOME, no telemetry."""
+    env = dict(os.environ)
+    env.update(
+        PREFECT_HOME=str(prefect_home.resolve()),
+        PREFECT_SERVER_ANALYTICS_ENABLED="false",
+        PREFECT_SERVER_LOGGING_LEVEL="WARNING",
+    )
+    env.pop("PREFECT_API_URL", None)
+    return env
+
+
+def ensure_server(
+    prefect_home: Path, host: str = "127.0.0.1", port: int = 4200, wait_s: float = 120.0
+) -> LocalServer:
+    """Reuse a healthy server on host:port, or start one detached and wait until it answers."""
+    api_url = api_url_for(host, port)
+    ui_url = f"http://{host}:{port}"
+    pid_file = prefect_home / "server.pid"
+    if is_healthy(api_url):
+        pid = int(pid_file.read_text()) if pid_file.exists() else None
+        return LocalServer(api_url, ui_url, pid, started=False)
+    prefect_home.mkdir(parents=True, exist_ok=True)
+    log = (prefect_home / "server.log").open("ab")
+    prefect_cli = Path(sys.executable).with_name("prefect")
+    command = [str(prefect_cli) if prefect_cli.exists() else sys.executable, "server", "start"]
+    if not prefect_cli.exists():
+        command[1:1] = ["-m", "prefect"]
+    process = subprocess.Popen(
+        [*command, "--host", host, "--port", str(port)],
+        env=server_environment(prefect_home),
+        stdout=log,
+        stderr=subprocess.STDOUT,
+        stdin=subprocess.DEVNULL,
+        start_new_session=True,  # outlives the command that started it, so the UI stays up
+    )
+    pid_file.write_text(str(process.pid))
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise RuntimeError(
+                f"prefect server exited with code {process.returncode}; see {prefect_home / 'server.log'}"
+            )
+        if is_healthy(api_url):
+            return LocalServer(api_url, ui_url, process.pid, started=True)
+        time.sleep(0.5)
+    process.terminate()
+    raise TimeoutError(f"prefect server did not answer on {api_url} within {wait_s:.0f} s")
+
+
+def stop_server(prefect_home: Path) -> bool:
+    """Stop the server started from this PREFECT_HOME; False if none was recorded or running."""
+    pid_file = prefect_home / "server.pid"
+    if not pid_file.exists():
+        return False
+    pid = int(pid_file.read_text())
+    pid_file.unlink()
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return False
+    for _ in range(50):
+        try:
+            os.kill(pid, 0)
+        except ProcessLookupError:
+            return True
+        time.sleep(0.1)
+    os.killpg(pid, signal.SIGKILL)
+    return True

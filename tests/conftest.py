@@ -1,0 +1,61 @@
+"""Test session set-up: an isolated data directory and one real local Prefect server.
+
+Prefect reads its settings when first imported, so PREFECT_API_URL and PREFECT_HOME are set in
+``pytest_configure`` (before test modules import Prefect) to a free port; the server itself starts
+only when a test first asks for the ``prefect_server`` fixture, once per session.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+SESSION_DIR = Path(tempfile.mkdtemp(prefix="contentforge-tests-"))
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    port = _free_port()
+    os.environ["CONTENTFORGE_TEST_PREFECT_PORT"] = str(port)
+    os.environ["PREFECT_API_URL"] = f"http://127.0.0.1:{port}/api"
+    os.environ["PREFECT_HOME"] = str(SESSION_DIR / "prefect")
+    os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
+    os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
+    os.environ["CONTENTFORGE_DATA_DIR"] = str(SESSION_DIR / "data")
+    for name in [n for n in os.environ if n.startswith("CONTENTFORGE_") and n.endswith("_API_KEY")]:
+        del os.environ[name]
+
+
+@pytest.fixture(scope="session")
+def prefect_server() -> Iterator[str]:
+    """One real ``prefect server`` for the whole session; yields its API URL."""
+    from contentforge_cli.server import ensure_server, stop_server
+
+    home = SESSION_DIR / "prefect"
+    server = ensure_server(home, port=int(os.environ["CONTENTFORGE_TEST_PREFECT_PORT"]))
+    try:
+        yield server.api_url
+    finally:
+        stop_server(home)
+
+
+@pytest.fixture
+def settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Path]:
+    """A fresh data directory (and so a fresh SQLite database) for one test; settings cache cleared."""
+    from contentforge.config import get_settings
+
+    data_dir = tmp_path / "data"
+    monkeypatch.setenv("CONTENTFORGE_DATA_DIR", str(data_dir))
+    get_settings.cache_clear()
+    yield data_dir
+    get_settings.cache_clear()
