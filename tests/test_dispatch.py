@@ -1,0 +1,87 @@
+"""The slot dispatcher against a real Prefect server: the global limit holds and slots stay busy."""
+
+from __future__ import annotations
+
+import threading
+import time
+import uuid
+from datetime import UTC, datetime
+
+import pytest
+
+from contentforge.metrics import concurrency_figures
+
+pytestmark = pytest.mark.slow
+
+
+def _unique_limit(slots: int) -> str:
+    from tasks.bootstrap import ensure_concurrency_limit
+
+    name = f"test-limit-{uuid.uuid4().hex[:8]}"
+    assert ensure_concurrency_limit(name, slots) == "created"
+    assert ensure_concurrency_limit(name, slots) == "unchanged"
+    return name
+
+
+def _sleeper(spans: list[tuple[datetime, datetime]], seconds: float) -> None:
+    start = datetime.now(UTC)
+    time.sleep(seconds)
+    spans.append((start, datetime.now(UTC)))
+
+
+def test_peak_never_exceeds_limit_across_dispatchers(prefect_server: str) -> None:
+    """Three dispatchers (as three processes would) each allowed 5 holders share a limit of 5."""
+    from tasks.dispatch import SlotDispatcher
+
+    name = _unique_limit(5)
+    spans: list[tuple[datetime, datetime]] = []
+    dispatchers = [SlotDispatcher(name, max_slots=5, poll_s=0.1) for _ in range(3)]
+    futures = [d.submit(lambda: _sleeper(spans, 0.2)) for d in dispatchers for _ in range(15)]
+    for future in futures:
+        future.result(timeout=120)
+    figures = concurrency_figures(spans, slots=5)
+    assert figures.pieces == 45
+    assert figures.peak_concurrent <= 5
+    assert figures.peak_concurrent >= 4, "slots were not used in parallel"
+
+
+def test_one_dispatcher_keeps_slots_busy(prefect_server: str) -> None:
+    from tasks.dispatch import SlotDispatcher
+
+    name = _unique_limit(5)
+    spans: list[tuple[datetime, datetime]] = []
+    dispatcher = SlotDispatcher(name, max_slots=5)
+    for future in [dispatcher.submit(lambda: _sleeper(spans, 0.3)) for _ in range(25)]:
+        future.result(timeout=120)
+    figures = concurrency_figures(spans, slots=5)
+    assert figures.peak_concurrent == 5
+    assert figures.slot_utilization > 0.8, figures
+
+
+def test_missing_limit_fails_instead_of_running_unlimited(prefect_server: str) -> None:
+    """strict=True: a limit that does not exist is an error, never silently ignored."""
+    from tasks.dispatch import SlotDispatcher
+
+    dispatcher = SlotDispatcher(f"missing-{uuid.uuid4().hex[:8]}", max_slots=2)
+    ran = threading.Event()
+    futures = [dispatcher.submit(ran.set) for _ in range(3)]
+    for future in futures:
+        with pytest.raises(Exception, match="must be created"):
+            future.result(timeout=60)
+    assert not ran.is_set()
+
+
+def test_work_errors_reach_the_caller_and_the_slot_is_reused(prefect_server: str) -> None:
+    from tasks.dispatch import SlotDispatcher
+
+    name = _unique_limit(1)
+    dispatcher = SlotDispatcher(name, max_slots=1)
+
+    def boom() -> None:
+        raise ValueError("generation failed")
+
+    failing = dispatcher.submit(boom)
+    ok = dispatcher.submit(lambda: 42)
+    with pytest.raises(ValueError, match="generation failed"):
+        failing.result(timeout=60)
+    assert ok.result(timeout=60) == 42
