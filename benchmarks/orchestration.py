@@ -1,0 +1,132 @@
+"""Orchestration benchmark: K simultaneous batches of N pieces behind the 5-slot limit.
+
+Prints one JSON object with pieces, wall_s, generation_s_sum, overhead_ms_per_piece,
+peak_concurrent_generations and slot_utilization, all computed from the timestamps stored on the
+pieces. By default it uses the *fixed-latency* image backend (clearly labelled: it sleeps about 1 s
+per image instead of running a model) because it measures orchestration, not models; pass
+``--profile tiny`` to run the real tiny diffusers pipeline instead.
+
+    python benchmarks/orchestration.py                       # 3 x 50, one process per batch
+    python benchmarks/orchestration.py --mode threads        # 3 batches in one process
+    python benchmarks/orchestration.py --batches 1 --pieces 50
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from pathlib import Path
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+
+def _run_one_batch(batch_id: str, pieces: int, seed: int) -> None:
+    from flows.produce_content_batch import produce_content_batch
+
+    produce_content_batch(
+        persona="mia-fit", num_pieces=pieces, platform="instagram", seed=seed, batch_id=batch_id
+    )
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=3)
+    parser.add_argument("--pieces", type=int, default=50)
+    parser.add_argument(
+        "--latency", type=float, default=1.0, help="seconds per image (fixed-latency backend)"
+    )
+    parser.add_argument("--profile", choices=["fixed-latency", "tiny"], default="fixed-latency")
+    parser.add_argument("--mode", choices=["processes", "threads"], default="processes")
+    parser.add_argument("--data-dir", type=Path, default=None, help="default: a fresh temporary directory")
+    parser.add_argument("--worker", nargs=3, metavar=("BATCH_ID", "PIECES", "SEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        batch_id, pieces, seed = args.worker
+        _run_one_batch(batch_id, int(pieces), int(seed))
+        return
+
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="contentforge-bench-"))
+    os.environ.update(
+        CONTENTFORGE_DATA_DIR=str(data_dir),
+        CONTENTFORGE_IMAGE_PROFILE=args.profile,
+        CONTENTFORGE_FIXED_LATENCY_S=str(args.latency),
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    from contentforge.config import get_settings
+    from contentforge.metrics import concurrency_figures
+    from contentforge.personas import sample_persona
+    from contentforge_cli.runtime import connect
+
+    settings = get_settings()
+    server = connect(settings)  # reuses the running local server on prefect_port, or starts one
+    from tasks import resources
+    from tasks.bootstrap import ensure_concurrency_limit
+
+    ensure_concurrency_limit(settings.concurrency_limit_name, settings.generation_slots)
+    repo = resources.repository()
+    repo.upsert_persona(sample_persona())
+    resources.image_backend()  # load once before timing (the demo process also loads it once)
+
+    batch_ids = [uuid.uuid4().hex for _ in range(args.batches)]
+    started = time.perf_counter()
+    if args.mode == "threads":
+        threads = [
+            threading.Thread(target=_run_one_batch, args=(batch_id, args.pieces, seed))
+            for seed, batch_id in enumerate(batch_ids)
+        ]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    else:
+        env = dict(os.environ)
+        workers = [
+            subprocess.Popen(
+                [sys.executable, __file__, "--worker", batch_id, str(args.pieces), str(seed)],
+                env=env,
+                stdout=subprocess.DEVNULL,
+            )
+            for seed, batch_id in enumerate(batch_ids)
+        ]
+        codes = [worker.wait() for worker in workers]
+        if any(codes):
+            raise SystemExit(f"a batch process failed: exit codes {codes}")
+    wall_s = time.perf_counter() - started
+
+    rows = [row for batch_id in batch_ids for row in repo.pieces(batch_id=batch_id)]
+    figures = concurrency_figures(
+        ((r.started_at, r.finished_at) for r in rows if r.started_at), settings.generation_slots
+    )
+    generation_s_sum = sum(r.generation_seconds or 0.0 for r in rows)
+    ideal_wall = generation_s_sum / settings.generation_slots
+    print(
+        json.dumps(
+            {
+                "backend": resources.image_backend().name,
+                "mode": args.mode,
+                "batches": args.batches,
+                "pieces": len(rows),
+                "pieces_generated": figures.pieces,
+                "wall_s": round(wall_s, 3),
+                "generation_phase_s": round(figures.phase_seconds, 3),
+                "generation_s_sum": round(generation_s_sum, 3),
+                "overhead_ms_per_piece": round(1000 * (wall_s - ideal_wall) / max(len(rows), 1), 1),
+                "peak_concurrent_generations": figures.peak_concurrent,
+                "slot_utilization": round(figures.slot_utilization, 3),
+                "slots": settings.generation_slots,
+                "prefect_api": server.api_url,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
