@@ -1,0 +1,297 @@
+"""``contentforge``: run the demo, produce batches, list personas, templates and pieces.
+
+Errors a user can act on (``ContentForgeError``) print as one line and exit with code 2, before
+any generation starts.
+"""
+
+from __future__ import annotations
+
+import sys
+import threading
+import uuid
+from pathlib import Path
+from typing import Annotated, Any
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+from contentforge.config import Settings, get_settings
+from contentforge.errors import ContentForgeError
+
+app = typer.Typer(
+    help="ContentForge: social-media content batches for AI personas, on Prefect.", no_args_is_help=True
+)
+personas_app = typer.Typer(help="Create and list personas.", no_args_is_help=True)
+server_app = typer.Typer(help="The local Prefect server.", no_args_is_help=True)
+app.add_typer(personas_app, name="personas")
+app.add_typer(server_app, name="server")
+console = Console()
+
+
+def _fail(message: str) -> None:
+    console.print(f"[bold red]error:[/] {message}", highlight=False)
+    raise typer.Exit(code=2)
+
+
+def _repository():  # type: ignore[no-untyped-def]
+    from contentforge.db import Repository, make_engine, migrate
+
+    url = get_settings().resolved_database_url
+    migrate(url)
+    return Repository(make_engine(url))
+
+
+def _run_batch(settings: Settings, **params: Any) -> dict[str, Any]:
+    """Run the batch flow on the server, showing a progress bar fed from the database."""
+    from contentforge.batch import validate_batch_request
+    from contentforge_cli.runtime import connect
+
+    repo = _repository()
+    # Validate before the server starts or any model loads: bad input costs nothing.
+    request = validate_batch_request(
+        repo,
+        settings,
+        **{k: params[k] for k in ("persona", "num_pieces", "platform", "tier_mix", "seed")},
+    )
+    server = connect(settings)
+    from tasks.bootstrap import ensure_concurrency_limit
+
+    ensure_concurrency_limit(settings.concurrency_limit_name, settings.generation_slots)
+    from flows.produce_content_batch import produce_content_batch
+
+    batch_id = params.get("batch_id") or uuid.uuid4().hex
+    result: dict[str, Any] = {}
+
+    def run() -> None:
+        try:
+            result["stats"] = produce_content_batch(
+                **{**params, "persona": request.persona.id, "batch_id": batch_id}
+            )
+        except BaseException as exc:  # shown to the user below
+            result["error"] = exc
+
+    worker = threading.Thread(target=run, name="batch")
+    worker.start()
+    total = request.num_pieces
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=console) as progress:
+        images = progress.add_task("images", total=total)
+        verdicts = progress.add_task("moderated", total=total)
+        while worker.is_alive():
+            worker.join(timeout=0.5)
+            rows = repo.pieces(batch_id=batch_id)
+            progress.update(images, completed=sum(1 for r in rows if r.storage_key or r.error))
+            progress.update(verdicts, completed=sum(1 for r in rows if r.verdict is not None or r.error))
+    if "error" in result:
+        error = result["error"]
+        if isinstance(error, ContentForgeError):
+            _fail(str(error))
+        raise error
+    stats = result["stats"]
+    batch = next((b for b in repo.latest_batches(limit=50) if b["id"] == batch_id), {})
+    _print_stats(stats)
+    console.print(f"Images: [bold]{(settings.content_dir / request.persona.id).resolve()}[/]")
+    run_id = batch.get("flow_run_id")
+    ui = f"{server.ui_url}/runs/flow-run/{run_id}" if run_id else server.ui_url
+    console.print(f"Prefect UI: [bold]{ui}[/]  (stop the server with `contentforge server stop`)")
+    return stats
+
+
+def _print_stats(stats: dict[str, Any]) -> None:
+    table = Table(title=f"batch {stats['batch_id']}")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    for name, count in stats["by_status"].items():
+        table.add_row(f"status {name}", str(count))
+    for name, count in sorted(stats["by_verdict"].items()):
+        table.add_row(f"verdict {name}", str(count))
+    table.add_row("hooks", str(stats["hooks"]))
+    table.add_row("cost total (USD)", f"{stats['cost_usd_total']:.4f}")
+    if stats.get("generation_seconds_mean") is not None:
+        table.add_row("mean s / image", f"{stats['generation_seconds_mean']:.3f}")
+    for stage, seconds in (stats.get("stage_seconds") or {}).items():
+        table.add_row(f"stage {stage} (s)", f"{seconds:.2f}")
+    console.print(table)
+
+
+@app.command()
+def demo(
+    num_pieces: Annotated[int, typer.Option(help="Pieces to produce.")] = 50,
+    platform: Annotated[str, typer.Option(help="Target platform.")] = "instagram",
+) -> None:
+    """Start (or reuse) a local Prefect server and produce a batch for the sample persona, offline."""
+    from contentforge.personas import sample_persona
+
+    settings = get_settings()
+    try:
+        persona = sample_persona()
+        _repository().upsert_persona(persona)
+        console.print(
+            f"Sample persona [bold]{persona.name}[/] ({persona.id}); image profile {settings.image_profile}"
+        )
+        _run_batch(
+            settings, persona=persona.id, num_pieces=num_pieces, platform=platform, tier_mix=None, seed=0
+        )
+    except ContentForgeError as exc:
+        _fail(str(exc))
+
+
+@app.command()
+def produce(
+    persona: Annotated[str, typer.Argument(help="Persona id, name, or a YAML/JSON file.")],
+    num_pieces: Annotated[int, typer.Option("--num-pieces", "-n")] = 50,
+    platform: Annotated[str, typer.Option()] = "instagram",
+    tier_mix: Annotated[str | None, typer.Option(help="e.g. safe=0.7,suggestive=0.3")] = None,
+    seed: Annotated[int, typer.Option()] = 0,
+    no_hooks: Annotated[bool, typer.Option("--no-hooks")] = False,
+    no_safety: Annotated[bool, typer.Option("--no-safety-check")] = False,
+    batch_id: Annotated[
+        str | None, typer.Option(help="Resume this batch instead of starting a new one.")
+    ] = None,
+) -> None:
+    """Produce a batch for a persona."""
+    from contentforge.batch import parse_tier_mix
+
+    try:
+        mix = parse_tier_mix(tier_mix).model_dump()
+        _run_batch(
+            get_settings(),
+            persona=persona,
+            num_pieces=num_pieces,
+            platform=platform,
+            tier_mix=mix,
+            seed=seed,
+            include_hooks=not no_hooks,
+            safety_check=not no_safety,
+            batch_id=batch_id,
+        )
+    except ContentForgeError as exc:
+        _fail(str(exc))
+
+
+@personas_app.command("add")
+def personas_add(path: Annotated[Path, typer.Argument(help="A persona YAML or JSON file.")]) -> None:
+    """Create or update a persona from a file."""
+    from contentforge.personas import load_persona_file
+
+    try:
+        persona = load_persona_file(path)
+        _repository().upsert_persona(persona)
+    except ContentForgeError as exc:
+        _fail(str(exc))
+    console.print(f"saved persona {persona.id} ({persona.name})")
+
+
+@personas_app.command("list")
+def personas_list() -> None:
+    """List the saved personas."""
+    table = Table("id", "name", "niche", "platforms", "LoRA")
+    for persona in _repository().list_personas():
+        lora = f"{persona.lora.source} ({persona.trigger_word}, {persona.lora.scale})" if persona.lora else ""
+        table.add_row(persona.id, persona.name, persona.niche, ", ".join(persona.platforms), lora)
+    console.print(table)
+
+
+@app.command()
+def templates(
+    category: Annotated[str | None, typer.Option()] = None,
+    tier: Annotated[str | None, typer.Option()] = None,
+    tag: Annotated[list[str] | None, typer.Option()] = None,
+) -> None:
+    """List the template library, optionally filtered."""
+    from contentforge.catalog import filter_templates, load_templates
+    from contentforge.domain import TemplateTier
+
+    try:
+        chosen_tier = TemplateTier(tier) if tier else None
+    except ValueError:
+        _fail(f"unknown tier {tier!r}; use safe or suggestive")
+    rows = filter_templates(load_templates(), category=category, tier=chosen_tier, tags=tag or ())
+    table = Table("id", "category", "tier", "tags", "prompt")
+    for t in rows:
+        table.add_row(t.id, t.category, t.tier.value, ", ".join(t.tags), t.prompt[:60] + "…")
+    console.print(table)
+
+
+@app.command()
+def pieces(
+    batch: Annotated[str | None, typer.Option(help="Batch id.")] = None,
+    persona: Annotated[str | None, typer.Option(help="Persona id.")] = None,
+    status: Annotated[str | None, typer.Option()] = None,
+    limit: Annotated[int, typer.Option()] = 50,
+) -> None:
+    """List pieces with their template, verdict, seed and file."""
+    from contentforge.domain import PieceStatus
+
+    try:
+        wanted = PieceStatus(status) if status else None
+    except ValueError:
+        _fail(f"unknown status {status!r}; use one of {', '.join(s.value for s in PieceStatus)}")
+    table = Table("piece", "template", "status", "verdict", "seed", "s", "hooks", "url")
+    for row in _repository().pieces(batch_id=batch, persona_id=persona, status=wanted, limit=limit):
+        table.add_row(
+            row.id,
+            row.template_id,
+            row.status.value,
+            row.verdict.value if row.verdict else "",
+            str(row.seed),
+            f"{row.generation_seconds or 0:.2f}",
+            str(len(row.hooks)),
+            row.url or "",
+        )
+    console.print(table)
+
+
+@app.command()
+def stats(batch: Annotated[str | None, typer.Argument(help="Batch id; default the latest.")] = None) -> None:
+    """Show a batch's counts, cost and timings."""
+    repo = _repository()
+    if batch is None:
+        latest = repo.latest_batches(limit=1)
+        if not latest:
+            _fail("no batches yet; run `contentforge demo`")
+        batch = latest[0]["id"]
+    try:
+        _print_stats(repo.batch_stats(batch))
+    except LookupError:
+        _fail(f"unknown batch {batch!r}")
+
+
+@app.command()
+def bootstrap() -> None:
+    """Create the global concurrency limit on the Prefect server (idempotent)."""
+    from contentforge_cli.runtime import connect
+
+    settings = get_settings()
+    connect(settings)
+    from tasks.bootstrap import ensure_concurrency_limit
+
+    outcome = ensure_concurrency_limit(settings.concurrency_limit_name, settings.generation_slots)
+    console.print(
+        f"concurrency limit {settings.concurrency_limit_name}={settings.generation_slots}: {outcome}"
+    )
+
+
+@server_app.command("start")
+def server_start() -> None:
+    """Start (or reuse) the local Prefect server."""
+    from contentforge_cli.server import ensure_server
+
+    settings = get_settings()
+    server = ensure_server(settings.prefect_home, port=settings.prefect_port)
+    console.print(f"Prefect UI: {server.ui_url} ({'started' if server.started else 'already running'})")
+
+
+@server_app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server started by ContentForge."""
+    from contentforge_cli.server import stop_server
+
+    stopped = stop_server(get_settings().prefect_home)
+    console.print("stopped" if stopped else "no server recorded")
+
+
+if __name__ == "__main__":
+    sys.exit(app())

@@ -1,0 +1,32 @@
+"""Point this process at a Prefect server before Prefect is imported.
+
+Prefect reads its settings when first imported, so the CLI, the tests and the benchmark call
+``connect`` first and import flows afterwards.
+"""
+
+from __future__ import annotations
+
+import os
+
+from contentforge.config import Settings
+from contentforge_cli.server import LocalServer, api_url_for, ensure_server, is_healthy
+
+
+def connect(settings: Settings) -> LocalServer:
+    """Use PREFECT_API_URL if it is set and healthy, else start or reuse the local server.
+
+    The terminal shows Prefect's warnings only (the progress bar is the terminal's view), while
+    every INFO log still reaches the server and the UI.
+    """
+    os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    configured = os.environ.get("PREFECT_API_URL")
+    if configured:
+        if not is_healthy(configured):
+            raise RuntimeError(
+                f"PREFECT_API_URL={configured} does not answer; unset it to use a local server"
+            )
+        return LocalServer(configured, configured.removesuffix("/api"), None, started=False)
+    server = ensure_server(settings.prefect_home, port=settings.prefect_port)
+    os.environ["PREFECT_API_URL"] = api_url_for("127.0.0.1", settings.prefect_port)
+    os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home.resolve()))
+    return server
