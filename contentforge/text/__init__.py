@@ -1,0 +1,1 @@
+"""Text for posts: platform rules and checks, caption hooks, and image prompts."""
