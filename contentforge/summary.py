@@ -1,0 +1,67 @@
+"""Human-readable batch summaries (markdown and a table), shared by the flow's artifacts and the CLI."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from contentforge.db import PieceRow
+
+
+def _fmt_cost(value: float | None) -> str:
+    return "n/a" if value is None else f"${value:.4f}"
+
+
+def batch_summary_markdown(stats: Mapping[str, Any], pieces: Sequence[PieceRow]) -> str:
+    """Counts by status and tier, total and per-piece cost, and time per stage."""
+    lines = [
+        f"# Batch `{stats['batch_id']}`",
+        "",
+        f"**{stats['pieces']} pieces**, {stats['generated']} images generated, {stats['hooks']} hooks.",
+        "",
+        "| status | count |",
+        "|---|---|",
+        *(f"| {name} | {count} |" for name, count in stats["by_status"].items()),
+        "",
+        "| moderation tier | count |",
+        "|---|---|",
+        *(f"| {name} | {count} |" for name, count in sorted(stats["by_verdict"].items())),
+        "",
+        f"Cost: total {_fmt_cost(stats['cost_usd_total'])}, "
+        f"per generated piece {_fmt_cost(stats['cost_usd_mean'])}.",
+    ]
+    mean = stats.get("generation_seconds_mean")
+    if mean is not None:
+        lines.append(f"Mean generation time: {mean:.3f} s per image.")
+    stages = stats.get("stage_seconds") or {}
+    if stages:
+        lines += ["", "| stage | seconds |", "|---|---|", *(f"| {k} | {v:.2f} |" for k, v in stages.items())]
+    failed = [p for p in pieces if p.error]
+    if failed:
+        lines += ["", "## Failed pieces", *(f"- `{p.id}`: {p.error}" for p in failed[:20])]
+    rejected = [p for p in pieces if p.verdict is not None and p.verdict.value == "rejected"]
+    if rejected:
+        lines += [
+            "",
+            "## Rejected by moderation",
+            *(f"- `{p.id}`: {'; '.join(p.moderation_reasons or [])}" for p in rejected[:20]),
+        ]
+    return "\n".join(lines)
+
+
+def batch_summary_table(pieces: Sequence[PieceRow]) -> list[dict[str, Any]]:
+    """One row per piece: what a reviewer scans first."""
+    return [
+        {
+            "piece": p.id,
+            "template": p.template_id,
+            "status": p.status.value,
+            "verdict": p.verdict.value if p.verdict else "",
+            "seed": p.seed,
+            "seconds": round(p.generation_seconds or 0.0, 3),
+            "cost_usd": round(p.cost_usd or 0.0, 4),
+            "hooks": len(p.hooks),
+            "url": p.url or "",
+        }
+        for p in pieces
+    ]

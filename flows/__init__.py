@@ -1,0 +1,1 @@
+"""Prefect flows: one per file, each runnable with ``python flows/<name>.py``."""

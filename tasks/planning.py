@@ -1,0 +1,51 @@
+"""Tasks that validate a request and plan the pieces of a batch (fast, no models)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+
+from contentforge.batch import BatchRequest, plan_pieces, validate_batch_request
+from contentforge.db import PieceRow
+from tasks import resources
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def validate_request(**request: Any) -> BatchRequest:
+    """Check every input before anything expensive; raises InvalidInput naming the problem."""
+    return validate_batch_request(resources.repository(), resources.settings(), **request)
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def select_templates_and_prompts(request: BatchRequest, batch_id: str, flow_run_id: str | None) -> list[str]:
+    """Record the batch and its planned pieces (template, prompt, seed); returns the piece ids.
+
+    Idempotent: rerunning a batch id keeps pieces already planned exactly as they were.
+    """
+    repo = resources.repository()
+    repo.create_batch(
+        batch_id=batch_id,
+        persona_id=request.persona.id,
+        platform=request.platform.value,
+        num_pieces=request.num_pieces,
+        tier_mix=request.tier_mix.model_dump(),
+        seed=request.seed,
+        params={
+            "include_hooks": request.include_hooks,
+            "safety_check": request.safety_check,
+            "image_profile": resources.settings().image_profile,
+        },
+        flow_run_id=flow_run_id,
+    )
+    planned = plan_pieces(request, batch_id)
+    repo.add_planned_pieces(batch_id, planned)
+    return [piece.piece_id for piece in planned]
+
+
+def load_piece(piece_id: str) -> PieceRow:
+    piece = resources.repository().get_piece(piece_id)
+    if piece is None:
+        raise LookupError(f"piece {piece_id} is not in the database")
+    return piece

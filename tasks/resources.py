@@ -1,0 +1,59 @@
+"""Process-wide resources the tasks share: settings, repository, storage, backends.
+
+Built lazily and once per process, so a model or detector loads once and is reused by every piece
+of every batch running in this process.
+"""
+
+from __future__ import annotations
+
+import threading
+from functools import lru_cache
+
+from contentforge.config import Settings, get_settings
+from contentforge.db import Repository, make_engine, migrate
+from contentforge.images.factory import build_image_backend
+from contentforge.images.protocol import ImageBackend
+from contentforge.moderation import Moderator
+from contentforge.moderation.factory import build_moderator
+from contentforge.storage import Storage, build_storage
+from contentforge.text.hooks import HookWriter, OfflineHookWriter
+from tasks.dispatch import SlotDispatcher, get_dispatcher
+
+_lock = threading.Lock()
+
+
+def settings() -> Settings:
+    return get_settings()
+
+
+@lru_cache(maxsize=4)
+def _repository_for(url: str) -> Repository:
+    migrate(url)
+    return Repository(make_engine(url))
+
+
+def repository() -> Repository:
+    """The repository on the configured database, migrated to head on first use in this process."""
+    with _lock:
+        return _repository_for(settings().resolved_database_url)
+
+
+def storage() -> Storage:
+    return build_storage(settings())
+
+
+def image_backend() -> ImageBackend:
+    return build_image_backend(settings())
+
+
+def moderator() -> Moderator:
+    return build_moderator(settings())
+
+
+def hook_writer() -> HookWriter:
+    return OfflineHookWriter()
+
+
+def dispatcher() -> SlotDispatcher:
+    config = settings()
+    return get_dispatcher(config.concurrency_limit_name, config.generation_slots)
