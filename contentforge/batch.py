@@ -24,6 +24,7 @@ from contentforge.config import Settings
 from contentforge.db import PieceRow, PlannedPiece, Repository
 from contentforge.domain import Persona, PieceStatus, Platform, Template, TierMix
 from contentforge.errors import InvalidInput, UnknownPersona
+from contentforge.images.factory import build_image_backend
 from contentforge.images.protocol import GeneratedImage, ImageBackend, ImageRequest
 from contentforge.images.provenance import png_with_provenance
 from contentforge.images.safety import validate_lora
@@ -82,6 +83,9 @@ def validate_batch_request(
         )
     if found.lora is not None:
         validate_lora(found.lora, allow_pickle=settings.allow_pickle)
+    # Builds the backend object only (the pipeline loads lazily): checks the model setting, refuses
+    # pickle checkpoints, and fails here rather than after planning.
+    build_image_backend(settings)
     return BatchRequest(found, num_pieces, chosen_platform, mix, seed, include_hooks, safety_check)
 
 

@@ -85,6 +85,13 @@ class Settings(BaseSettings):
     openai_api_key: SecretStr | None = None
     anthropic_api_key: SecretStr | None = None
 
+    @field_validator("image_width", "image_height")
+    @classmethod
+    def _multiple_of_eight(cls, value: int) -> int:
+        if value % 8:
+            raise ValueError(f"must be a multiple of 8 (the VAE downsamples by 8), got {value}")
+        return value
+
     @field_validator("data_dir")
     @classmethod
     def _expand(cls, value: Path) -> Path:

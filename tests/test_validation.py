@@ -66,6 +66,24 @@ def test_unreadable_lora_file_is_refused(repo: Repository, tmp_path: Path) -> No
         _validate(repo, persona="with-lora")
 
 
+def test_missing_or_pickle_model_is_refused_before_planning(
+    repo: Repository, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    from contentforge.errors import UnsafeCheckpoint
+
+    monkeypatch.setenv("CONTENTFORGE_IMAGE_PROFILE", "model")
+    monkeypatch.setenv("CONTENTFORGE_IMAGE_MODEL", str(tmp_path / "nowhere"))
+    get_settings.cache_clear()
+    with pytest.raises(InvalidInput, match="no such file or folder"):
+        _validate(repo)
+    checkpoint = tmp_path / "model.ckpt"
+    checkpoint.write_bytes(b"not really a pickle")
+    monkeypatch.setenv("CONTENTFORGE_IMAGE_MODEL", str(checkpoint))
+    get_settings.cache_clear()
+    with pytest.raises(UnsafeCheckpoint, match="CONTENTFORGE_ALLOW_PICKLE"):
+        _validate(repo)
+
+
 @pytest.mark.parametrize(
     ("args", "message"),
     [
