@@ -454,13 +454,22 @@ def test_batch_stats_and_latest_batches(repo: Repository) -> None:
 
     stats = repo.batch_stats("b1")
     assert stats["pieces"] == 4
-    assert stats["by_status"] == {"planned": 0, "generated": 0, "ready": 2, "rejected": 1, "failed": 1}
+    assert stats["by_status"] == {
+        "planned": 0,
+        "generated": 0,
+        "ready": 2,
+        "needs_review": 0,
+        "rejected": 1,
+        "failed": 1,
+    }
     assert stats["by_verdict"] == {"safe": 1, "suggestive": 1, "rejected": 1}
     assert stats["by_tier"] == {"safe": 1, "suggestive": 1}
     assert stats["by_template_tier"] == {"safe": 2, "suggestive": 2}
     assert stats["generated"] == 3
     assert stats["cost_usd_total"] == pytest.approx(0.10)
-    assert stats["cost_usd_by_kind"] == pytest.approx({"image": 0.06, "text": 0.04, "moderation": 0.0})
+    assert stats["cost_usd_by_kind"] == pytest.approx(
+        {"image": 0.06, "text": 0.04, "moderation": 0.0, "publishing": 0.0}
+    )
     assert stats["cost_usd_mean"] == pytest.approx(0.10 / 3)
     assert stats["generation_seconds_mean"] == pytest.approx(4.0)
     assert stats["hooks"] == 4

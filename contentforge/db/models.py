@@ -40,8 +40,11 @@ NAMING_CONVENTION: dict[str, str] = {
 """Deterministic constraint names, so later migrations can drop or alter them on any backend."""
 
 BATCH_STATUSES: tuple[str, ...] = ("running", "completed", "failed")
-PIECE_STATUSES: tuple[str, ...] = ("planned", "generated", "ready", "rejected", "failed")
-COST_KINDS: tuple[str, ...] = ("image", "text", "moderation")
+PIECE_STATUSES: tuple[str, ...] = ("planned", "generated", "ready", "needs_review", "rejected", "failed")
+"""``ready`` means publishable by policy or by a reviewer; ``needs_review`` waits for a human."""
+COST_KINDS: tuple[str, ...] = ("image", "text", "moderation", "publishing")
+REVIEW_DECISIONS: tuple[str, ...] = ("approve", "reject")
+PUBLICATION_STATUSES: tuple[str, ...] = ("scheduled", "publishing", "published", "failed")
 
 
 def utcnow() -> datetime:
@@ -230,3 +233,55 @@ class CostEntryORM(Base):
     amount_usd: Mapped[float] = mapped_column(Float)
     detail: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class ReviewDecisionORM(Base):
+    """A human decision on a piece the policy could not decide; the history is kept, newest wins."""
+
+    __tablename__ = "review_decisions"
+    __table_args__ = (
+        CheckConstraint(_in("decision", REVIEW_DECISIONS), name="decision"),
+        Index(None, "piece_id"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    piece_id: Mapped[str] = mapped_column(ForeignKey("pieces.id", ondelete="CASCADE"))
+    decision: Mapped[str] = mapped_column(String(16))
+    reviewer: Mapped[str] = mapped_column(String(120))
+    reason: Mapped[str] = mapped_column(Text, default="")
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+
+
+class PublicationORM(Base):
+    """One piece on one platform: the exactly-once ledger of publishing.
+
+    ``idempotency_key`` is unique, so two workers can never both own the same post; the platform's
+    intermediate id (an Instagram container, an upload id) is stored before the final call, so a
+    publish that crashed mid-way resumes with it instead of creating a second post.
+    """
+
+    __tablename__ = "publications"
+    __table_args__ = (
+        UniqueConstraint("piece_id", "platform"),
+        CheckConstraint(_in("status", PUBLICATION_STATUSES), name="status"),
+        Index(None, "status", "scheduled_for"),
+    )
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    piece_id: Mapped[str] = mapped_column(ForeignKey("pieces.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(32))
+    publisher: Mapped[str] = mapped_column(String(64))
+    idempotency_key: Mapped[str] = mapped_column(String(128), unique=True)
+    status: Mapped[str] = mapped_column(String(16), default="scheduled")
+    scheduled_for: Mapped[datetime | None]
+    caption: Mapped[str] = mapped_column(Text, default="")
+    media_url: Mapped[str | None] = mapped_column(Text)
+    platform_container_id: Mapped[str | None] = mapped_column(String(200))
+    platform_post_id: Mapped[str | None] = mapped_column(String(200))
+    post_url: Mapped[str | None] = mapped_column(Text)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    last_error: Mapped[str | None] = mapped_column(Text)
+    detail: Mapped[dict[str, Any] | None]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+    published_at: Mapped[datetime | None]

@@ -50,6 +50,7 @@ class PieceStatus(StrEnum):
     planned = "planned"
     generated = "generated"
     ready = "ready"
+    needs_review = "needs_review"
     rejected = "rejected"
     failed = "failed"
 
