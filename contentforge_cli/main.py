@@ -95,7 +95,8 @@ def _run_batch(settings: Settings, **params: Any) -> dict[str, Any]:
     console.print(f"Images: [bold]{(settings.content_dir / request.persona.id).resolve()}[/]")
     run_id = batch.get("flow_run_id")
     ui = f"{server.ui_url}/runs/flow-run/{run_id}" if run_id else server.ui_url
-    console.print(f"Prefect UI: [bold]{ui}[/]  (stop the server with `contentforge server stop`)")
+    console.print(f"Prefect UI: [bold]{ui}[/]", soft_wrap=True)  # one line, so the link stays clickable
+    console.print("Stop the local Prefect server with `contentforge server stop`.")
     return stats
 
 

@@ -19,6 +19,8 @@ def connect(settings: Settings) -> LocalServer:
     every INFO log still reaches the server and the UI.
     """
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
+    # transformers warns about optional torchvision image processors nobody here uses; errors still show.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     configured = os.environ.get("PREFECT_API_URL")
     if configured:
         if not is_healthy(configured):

@@ -242,6 +242,10 @@ class DiffusersBackend:
             **{DTYPE_KWARG: self.dtype},
         )
         pipe.set_progress_bar_config(disable=True)
+        for tokenizer in (pipe.tokenizer, pipe.tokenizer_2):
+            # compel splits long prompts into 77-token chunks itself, so the tokenizer's "longer than the
+            # maximum sequence length" warning would be wrong here; mark it as already shown.
+            tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
         return Replica(pipe=pipe, compel=CompelForSDXL(pipe, device=self.device))
 
     def _resolve_lora(self, spec: LoraSpec) -> _ResolvedLora:
