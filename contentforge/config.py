@@ -84,6 +84,51 @@ class Settings(BaseSettings):
     # Secrets are never logged; SecretStr keeps them out of reprs.
     openai_api_key: SecretStr | None = None
     anthropic_api_key: SecretStr | None = None
+    # --- Safety and compliance (moderation backends, review band, platform tiers, disclosure) ---
+    moderation_backends: str = Field(
+        default="local",
+        description="Comma list of moderation backends: local (NudeNet + text rules), openai (omni-moderation).",
+    )
+    openai_moderation_base_url: str | None = Field(
+        default=None,
+        description="Server speaking the OpenAI moderations API; default CONTENTFORGE_OPENAI_BASE_URL, "
+        "else https://api.openai.com/v1.",
+    )
+    openai_moderation_model: str = Field(default="omni-moderation-latest")
+    openai_max_retries: int = Field(
+        default=4, ge=0, le=10, description="Retries on 429/5xx/connection errors, honouring Retry-After."
+    )
+    openai_timeout_s: float = Field(default=30.0, gt=0.0, le=600.0)
+    moderation_review_margin: float = Field(
+        default=0.05,
+        ge=0.0,
+        le=0.5,
+        description="A score this close below a reject threshold sends the piece to human review.",
+    )
+    moderation_disagreement: float = Field(
+        default=0.5,
+        gt=0.0,
+        le=1.0,
+        description="Backends whose scores for one category differ by at least this send the piece to review.",
+    )
+    platform_tiers: dict[str, list[str]] | None = Field(
+        default=None,
+        description='JSON: verdict tiers each platform accepts automatically, e.g. {"tiktok":["safe"]}; '
+        "unlisted platforms keep the defaults; 'restricted' and 'rejected' are never accepted.",
+    )
+    moderation_concurrency_limit_name: str = Field(default="moderation")
+    moderation_concurrency: int = Field(
+        default=4, ge=1, le=64, description="Size of the moderation global concurrency limit."
+    )
+    ai_disclosure: dict[str, str] | None = Field(
+        default=None,
+        description='JSON: per-platform AI disclosure mode (flag, label, both, off), e.g. {"x":"label"}; '
+        "default 'both'.",
+    )
+    ai_disclosure_label: str = Field(default="#AIgenerated", max_length=60)
+    c2pa_cert_path: Path | None = Field(default=None, description="PEM certificate chain for C2PA signing.")
+    c2pa_key_path: Path | None = Field(default=None, description="PEM private key for C2PA signing.")
+    # --- end safety and compliance ---
 
     @field_validator("image_width", "image_height")
     @classmethod
