@@ -209,6 +209,19 @@ def generate_piece(
     return TimedImage(generated, started_at, datetime.now(UTC), seconds)
 
 
+def piece_metadata(piece: PieceRow) -> dict[str, str]:
+    """What travels with the stored object (S3 user metadata); the backend adds the content sha256."""
+    return {
+        "persona": piece.persona_id,
+        "piece": piece.id,
+        "batch": piece.batch_id,
+        "batch-index": str(piece.index),
+        "template": piece.template_id,
+        "template-tier": piece.template_tier,
+        "digital-source-type": "trainedAlgorithmicMedia",
+    }
+
+
 def store_piece(
     piece: PieceRow,
     persona: Persona,
@@ -223,7 +236,9 @@ def store_piece(
     it, and rejected images are never published. Identical bytes are never written twice.
     """
     png = png_with_provenance(timed.generated.image, timed.generated.record)
-    stored = storage.put(content_key(persona.id, piece.id, "png"), png, "image/png")
+    stored = storage.put(
+        content_key(persona.id, piece.id, "png"), png, "image/png", metadata=piece_metadata(piece)
+    )
     repo.mark_generated(
         piece.id,
         record=timed.generated.record,

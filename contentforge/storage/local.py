@@ -5,6 +5,7 @@ from __future__ import annotations
 import hashlib
 import os
 import tempfile
+from collections.abc import Mapping
 from pathlib import Path
 
 from contentforge.errors import InvalidInput
@@ -37,8 +38,14 @@ class LocalStorage:
     def get(self, key: str) -> bytes:
         return self.path_for(key).read_bytes()
 
-    def put(self, key: str, data: bytes, content_type: str) -> StoredObject:
-        """Write via a temporary file and ``os.replace`` so a crash never leaves half an image."""
+    def put(
+        self, key: str, data: bytes, content_type: str, *, metadata: Mapping[str, str] | None = None
+    ) -> StoredObject:
+        """Write via a temporary file and ``os.replace`` so a crash never leaves half an image.
+
+        ``metadata`` is accepted for protocol compatibility and not written: on local disk the
+        database row and the provenance inside the image already carry it.
+        """
         path = self.path_for(key)
         digest = hashlib.sha256(data).hexdigest()
         if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:
