@@ -81,6 +81,30 @@ class Settings(BaseSettings):
     # Storage
     public_base_url: str | None = Field(default=None, description="Base URL for stored files, e.g. a CDN.")
 
+    # -- Storage on S3 / Cloudflare R2 / MinIO (contentforge.storage.s3) --------------------------
+    storage_backend: Literal["local", "s3"] = Field(
+        default="local",
+        description="local: files under data_dir; s3: an S3-compatible bucket (AWS, R2, MinIO).",
+    )
+    s3_bucket: str | None = Field(default=None, description="Bucket name; required when storage_backend=s3.")
+    s3_endpoint_url: str | None = Field(
+        default=None,
+        description="Empty for AWS; R2: https://<account>.r2.cloudflarestorage.com; MinIO: http://host:9000",
+    )
+    s3_region: str | None = Field(default=None, description="AWS region; 'auto' for R2.")
+    s3_addressing_style: Literal["auto", "path", "virtual"] = Field(
+        default="auto", description="path for MinIO; auto/virtual for AWS and R2."
+    )
+    s3_prefix: str = Field(default="", description="Key prefix inside the bucket, e.g. 'prod/'.")
+    s3_access_key_id: SecretStr | None = Field(
+        default=None, description="Unset: boto3's default chain (AWS_* env, ~/.aws, instance role)."
+    )
+    s3_secret_access_key: SecretStr | None = None
+    s3_presign_expiry_s: int = Field(
+        default=3600, ge=1, le=604800, description="Lifetime of presigned GET URLs when no public_base_url."
+    )
+    s3_max_workers: int = Field(default=8, ge=1, le=64, description="Concurrent uploads of put_many.")
+
     # Secrets are never logged; SecretStr keeps them out of reprs.
     openai_api_key: SecretStr | None = None
     anthropic_api_key: SecretStr | None = None
