@@ -108,6 +108,50 @@ class Settings(BaseSettings):
     # Secrets are never logged; SecretStr keeps them out of reprs.
     openai_api_key: SecretStr | None = None
     anthropic_api_key: SecretStr | None = None
+
+    # --- Publishing (contentforge.publishing) --------------------------------------------------
+    # Which publisher each platform uses: "outbox" (offline default, files under data_dir/outbox),
+    # "webhook" (signed POST to webhook_url) or "api" (the platform's own API; needs its token).
+    publisher_instagram: Literal["outbox", "webhook", "api"] = "outbox"
+    publisher_x: Literal["outbox", "webhook", "api"] = "outbox"
+    publisher_tiktok: Literal["outbox", "webhook", "api"] = "outbox"
+    publisher_other: Literal["outbox", "webhook"] = Field(
+        default="outbox", description="Publisher for platforms without an API adapter (threads, linkedin)."
+    )
+    publish_slots: str = Field(
+        default="09:00,13:00,19:00", description="Daily posting times (HH:MM) in each persona's timezone."
+    )
+    publish_daily_limit: int = Field(
+        default=3, ge=1, le=50, description="Posts per persona, platform and day."
+    )
+    publish_max_attempts: int = Field(default=5, ge=1, le=50)
+    publish_stale_after_s: int = Field(
+        default=900, ge=0, description="A 'publishing' row untouched this long is resumed by the next run."
+    )
+    publish_poll_interval_s: float = Field(default=2.0, ge=0.0, description="First wait when polling a post.")
+    publish_poll_max: int = Field(default=10, ge=1, le=100, description="Status checks before giving up.")
+    webhook_url: str | None = Field(default=None, description="Endpoint of the webhook publisher.")
+    webhook_notify_url: str | None = Field(
+        default=None, description="Endpoint told about every published/failed publication."
+    )
+    webhook_secret: SecretStr | None = Field(default=None, description="HMAC-SHA256 key signing webhooks.")
+    instagram_graph_url: str = "https://graph.facebook.com/v21.0"
+    instagram_user_id: str | None = None
+    instagram_access_token: SecretStr | None = None
+    instagram_ai_disclosure_param: str | None = Field(
+        default=None, description="Name of an extra container parameter sent as 'true' to label AI content."
+    )
+    x_api_url: str = "https://api.x.com"
+    x_access_token: SecretStr | None = Field(
+        default=None, description="OAuth 2.0 user token (tweet.write, media.write)."
+    )
+    tiktok_api_url: str = "https://open.tiktokapis.com"
+    tiktok_access_token: SecretStr | None = None
+    tiktok_privacy_level: Literal[
+        "PUBLIC_TO_EVERYONE", "MUTUAL_FOLLOW_FRIENDS", "FOLLOWER_OF_CREATOR", "SELF_ONLY"
+    ] = "PUBLIC_TO_EVERYONE"
+    tiktok_is_aigc: bool = Field(default=True, description="Label TikTok posts as AI-generated content.")
+    # --- end Publishing -----------------------------------------------------------------------
     # --- Safety and compliance (moderation backends, review band, platform tiers, disclosure) ---
     moderation_backends: str = Field(
         default="local",

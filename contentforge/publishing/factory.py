@@ -1,0 +1,128 @@
+"""Build the publisher for a platform from settings; say which one and why.
+
+Per platform the choice is explicit (``CONTENTFORGE_PUBLISHER_INSTAGRAM=api`` etc.); the default
+is the local outbox, which needs nothing and always works. Choosing ``api`` or ``webhook`` without
+its credentials fails here, naming the missing variable, before any publication is claimed.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+
+import httpx
+
+from contentforge.config import Settings
+from contentforge.domain.models import Platform
+from contentforge.errors import InvalidInput
+from contentforge.publishing.instagram import InstagramPublisher
+from contentforge.publishing.media import MediaResolver
+from contentforge.publishing.outbox import OutboxPublisher
+from contentforge.publishing.protocol import Publisher
+from contentforge.publishing.tiktok import TikTokPublisher
+from contentforge.publishing.webhook import WebhookNotifier, WebhookPublisher
+from contentforge.publishing.x import XPublisher
+from contentforge.storage.protocol import Storage, build_storage
+
+API_PLATFORMS = ("instagram", "x", "tiktok")
+
+
+def publisher_kind(settings: Settings, platform: str) -> str:
+    """``outbox``, ``webhook`` or ``api`` for ``platform``."""
+    try:
+        name = Platform(platform.strip().lower()).value
+    except ValueError:
+        raise InvalidInput(
+            f"unknown platform {platform!r}; use one of {[p.value for p in Platform]}"
+        ) from None
+    if name in API_PLATFORMS:
+        return str(getattr(settings, f"publisher_{name}"))
+    return settings.publisher_other
+
+
+def publisher_name(settings: Settings, platform: str) -> str:
+    """The name stored in ``publications.publisher``: ``outbox``, ``webhook`` or the platform's API."""
+    kind = publisher_kind(settings, platform)
+    return platform.strip().lower() if kind == "api" else kind
+
+
+def outbox_dir(settings: Settings) -> str:
+    return str(settings.data_dir / "outbox")
+
+
+def build_publisher(
+    settings: Settings,
+    platform: str,
+    *,
+    storage: Storage | None = None,
+    client: httpx.Client | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Publisher:
+    """The configured publisher for ``platform`` (raises ``InvalidInput`` naming a missing setting)."""
+    kind = publisher_kind(settings, platform)
+    media = MediaResolver(storage if storage is not None else build_storage(settings))
+    if kind == "outbox":
+        return OutboxPublisher(settings.data_dir / "outbox", media)
+    if kind == "webhook":
+        if not settings.webhook_url or settings.webhook_secret is None:
+            raise InvalidInput(
+                f"{platform} uses the webhook publisher: set CONTENTFORGE_WEBHOOK_URL and "
+                "CONTENTFORGE_WEBHOOK_SECRET"
+            )
+        return WebhookPublisher(settings.webhook_url, settings.webhook_secret, client)
+    name = Platform(platform.strip().lower())
+    poll = {"poll_interval_s": settings.publish_poll_interval_s, "poll_max": settings.publish_poll_max}
+    if name == Platform.instagram:
+        if not settings.instagram_user_id or settings.instagram_access_token is None:
+            raise InvalidInput(
+                "instagram uses the Graph API publisher: set CONTENTFORGE_INSTAGRAM_USER_ID and "
+                "CONTENTFORGE_INSTAGRAM_ACCESS_TOKEN (or CONTENTFORGE_PUBLISHER_INSTAGRAM=outbox)"
+            )
+        return InstagramPublisher(
+            user_id=settings.instagram_user_id,
+            access_token=settings.instagram_access_token,
+            media=media,
+            base_url=settings.instagram_graph_url,
+            ai_disclosure_param=settings.instagram_ai_disclosure_param,
+            client=client,
+            sleep=sleep,
+            **poll,
+        )
+    if name == Platform.x:
+        if settings.x_access_token is None:
+            raise InvalidInput(
+                "x uses the X API publisher: set CONTENTFORGE_X_ACCESS_TOKEN "
+                "(or CONTENTFORGE_PUBLISHER_X=outbox)"
+            )
+        return XPublisher(
+            access_token=settings.x_access_token, media=media, base_url=settings.x_api_url, client=client
+        )
+    if settings.tiktok_access_token is None:
+        raise InvalidInput(
+            "tiktok uses the Content Posting API publisher: set CONTENTFORGE_TIKTOK_ACCESS_TOKEN "
+            "(or CONTENTFORGE_PUBLISHER_TIKTOK=outbox)"
+        )
+    return TikTokPublisher(
+        access_token=settings.tiktok_access_token,
+        media=media,
+        base_url=settings.tiktok_api_url,
+        privacy_level=settings.tiktok_privacy_level,
+        is_aigc=settings.tiktok_is_aigc,
+        client=client,
+        sleep=sleep,
+        **poll,
+    )
+
+
+def build_notifier(settings: Settings, client: httpx.Client | None = None) -> WebhookNotifier | None:
+    """The published/failed notifier when ``CONTENTFORGE_WEBHOOK_NOTIFY_URL`` is set, else ``None``."""
+    if not settings.webhook_notify_url:
+        return None
+    if settings.webhook_secret is None:
+        raise InvalidInput("CONTENTFORGE_WEBHOOK_NOTIFY_URL is set but CONTENTFORGE_WEBHOOK_SECRET is not")
+    return WebhookNotifier(settings.webhook_notify_url, settings.webhook_secret, client)
+
+
+def describe(settings: Settings, platforms: tuple[str, ...] = ("instagram", "x", "tiktok")) -> dict[str, str]:
+    """Which publisher each platform uses, for logs and the CLI."""
+    return {platform: publisher_name(settings, platform) for platform in platforms}

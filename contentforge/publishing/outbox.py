@@ -1,0 +1,77 @@
+"""The offline default publisher: posts become files in ``{data_dir}/outbox/{platform}/``.
+
+Each publication writes ``{piece_id}.json`` (caption, media, idempotency key, times) and a copy
+of its image beside it, both atomically (temporary file + ``os.replace``), so a reader or a
+sync job never sees half a post. Publishing the same publication again returns the existing post
+and rewrites nothing.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from datetime import UTC, datetime
+from pathlib import Path
+
+from contentforge.publishing.media import MediaResolver
+from contentforge.publishing.protocol import PermanentFailure, Publication, PublishedPost
+
+
+def write_atomic(path: Path, data: bytes) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        with os.fdopen(fd, "wb") as handle:
+            handle.write(data)
+        os.replace(tmp_name, path)
+    except BaseException:
+        Path(tmp_name).unlink(missing_ok=True)
+        raise
+
+
+class OutboxPublisher:
+    """Writes posts to a local directory; always available, needs no credentials."""
+
+    name = "outbox"
+
+    def __init__(self, root: Path, media: MediaResolver | None = None) -> None:
+        self.root = Path(root)
+        self.media = media or MediaResolver(None)
+
+    def paths(self, publication: Publication) -> tuple[Path, Path]:
+        folder = self.root / publication.platform
+        suffix = Path(publication.storage_key or publication.media_url or "image.png").suffix or ".png"
+        return folder / f"{publication.piece_id}.json", folder / f"{publication.piece_id}{suffix}"
+
+    def prepare(self, publication: Publication) -> str | None:
+        return None
+
+    def publish(self, publication: Publication, container_id: str | None) -> PublishedPost:
+        json_path, image_path = self.paths(publication)
+        if json_path.is_file():
+            existing = json.loads(json_path.read_text(encoding="utf-8"))
+            if existing.get("idempotency_key") != publication.idempotency_key:
+                raise PermanentFailure(
+                    f"outbox file {json_path} belongs to another publication "
+                    f"({existing.get('idempotency_key')!r}); remove it to publish again"
+                )
+            return PublishedPost(
+                publication.idempotency_key, json_path.resolve().as_uri(), {"written": False}
+            )
+        if not image_path.is_file():
+            write_atomic(image_path, self.media.load_bytes(publication))
+        record = {
+            "idempotency_key": publication.idempotency_key,
+            "piece_id": publication.piece_id,
+            "persona_id": publication.persona_id,
+            "platform": publication.platform,
+            "caption": publication.caption,
+            "alt_text": publication.alt_text,
+            "media_url": publication.media_url,
+            "image": image_path.name,
+            "scheduled_for": publication.scheduled_for.isoformat() if publication.scheduled_for else None,
+            "published_at": datetime.now(UTC).isoformat(),
+        }
+        write_atomic(json_path, json.dumps(record, indent=2, ensure_ascii=False).encode("utf-8"))
+        return PublishedPost(publication.idempotency_key, json_path.resolve().as_uri(), {"written": True})
