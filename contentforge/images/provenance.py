@@ -70,13 +70,25 @@ def png_with_provenance(image: Image.Image, record: GenerationRecord) -> bytes:
 
 
 def read_provenance(data: bytes | Path) -> Provenance:
-    """Read the AI label and generation record back from PNG bytes or a PNG file."""
+    """Read the AI label and generation record back from PNG, JPEG or WebP bytes or a file.
+
+    PNG keeps XMP in an iTXt chunk; JPEG (APP1) and WebP (XMP chunk) expose it as ``info["xmp"]``,
+    which is where platform renditions (``contentforge.storage.renditions``) carry the same packet.
+    """
     raw = data.read_bytes() if isinstance(data, Path) else data
     with Image.open(io.BytesIO(raw)) as image:
         info = dict(image.info)
-    source_type, xmp_record = _parse_xmp(info.get(XMP_KEY))
+    source_type, xmp_record = _parse_xmp(xmp_from_info(info))
     record = _parse_record(info.get(RECORD_KEY)) or xmp_record
     return Provenance(digital_source_type=source_type, record=record)
+
+
+def xmp_from_info(info: dict) -> str | None:
+    """The raw XMP packet of an opened image (PNG iTXt, or JPEG/WebP ``xmp``), decoded; None if absent."""
+    xmp = info.get(XMP_KEY) or info.get("xmp")
+    if not xmp:
+        return None
+    return xmp.decode("utf-8", "replace") if isinstance(xmp, bytes) else str(xmp)
 
 
 def _parse_xmp(xmp: str | bytes | None) -> tuple[str | None, GenerationRecord | None]:
