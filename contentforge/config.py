@@ -152,6 +152,65 @@ class Settings(BaseSettings):
     ] = "PUBLIC_TO_EVERYONE"
     tiktok_is_aigc: bool = Field(default=True, description="Label TikTok posts as AI-generated content.")
     # --- end Publishing -----------------------------------------------------------------------
+
+    # --- Text providers (contentforge.text.providers) -------------------------------------------
+    text_providers: str = Field(
+        default="offline",
+        description="Comma-separated chain tried in order: anthropic, openai, local, offline. "
+        "A provider without its key or URL is skipped with a logged reason.",
+    )
+    anthropic_model: str = Field(default="claude-haiku-4-5")
+    anthropic_base_url: str | None = Field(
+        default=None, description="Another server speaking the Anthropic Messages API."
+    )
+    openai_model: str = Field(default="gpt-4o-mini")
+    openai_base_url: str | None = Field(
+        default=None, description="Another server speaking the OpenAI Chat Completions API."
+    )
+    local_llm_base_url: str | None = Field(
+        default=None,
+        description="OpenAI-compatible local server: llama.cpp http://localhost:8080/v1, "
+        "Ollama http://localhost:11434/v1, vLLM http://localhost:8000/v1.",
+    )
+    local_llm_model: str | None = Field(default=None, description="Model name the local server serves.")
+    local_llm_api_key: SecretStr | None = Field(default=None, description="Only if the server wants one.")
+    text_timeout_s: float = Field(default=60.0, gt=0.0, le=600.0)
+    text_max_attempts: int = Field(default=3, ge=1, le=10, description="Tries on 429/timeout/5xx.")
+    text_retry_base_s: float = Field(default=1.0, ge=0.0, description="First backoff wait; doubles per try.")
+    text_retry_max_s: float = Field(default=30.0, ge=0.0, description="Longest wait, retry-after included.")
+    text_prices: dict[str, tuple[float, float]] = Field(
+        default_factory=lambda: {
+            "claude-haiku-4-5": (1.0, 5.0),
+            "claude-sonnet-4-5": (3.0, 15.0),
+            "claude-opus-4-1": (15.0, 75.0),
+            "gpt-4o-mini": (0.15, 0.60),
+            "gpt-4o": (2.50, 10.0),
+            "gpt-4.1-mini": (0.40, 1.60),
+            "gpt-4.1": (2.0, 8.0),
+        },
+        description="USD per 1M (input, output) tokens by model name or prefix, as JSON. "
+        "Models not listed (local ones) cost 0.",
+    )
+
+    @field_validator("text_providers")
+    @classmethod
+    def _known_text_providers(cls, value: str) -> str:
+        names = [n.strip().lower() for n in value.split(",") if n.strip()]
+        known = ("anthropic", "openai", "local", "offline")
+        if not names:
+            raise ValueError(f"name at least one text provider of {', '.join(known)}")
+        if unknown := [n for n in names if n not in known]:
+            raise ValueError(f"unknown text providers {unknown}; use {', '.join(known)}")
+        if len(set(names)) != len(names):
+            raise ValueError(f"text providers repeat a name: {names}")
+        return ",".join(names)
+
+    @property
+    def text_provider_names(self) -> list[str]:
+        return self.text_providers.split(",")
+
+    # --- end text providers -------------------------------------------------------------------
+
     # --- Safety and compliance (moderation backends, review band, platform tiers, disclosure) ---
     moderation_backends: str = Field(
         default="local",

@@ -1,0 +1,148 @@
+"""Anthropic Messages API (``POST /v1/messages``) through the official ``anthropic`` SDK.
+
+The SDK's own retries are off (``max_retries=0``) so that one policy (``retry.py``) governs every
+provider and every SDK error is mapped onto the typed errors in ``errors.py``. ``base_url`` points
+the client at another server speaking the same API (a gateway, or a test server).
+
+``temperature`` is accepted for the protocol's sake but not sent: the Messages API deprecated it
+(newer Claude models answer 400 when it is present, and the SDK no longer takes it), and every
+model accepts its absence.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import anthropic
+from pydantic import SecretStr
+
+from contentforge.text.providers.errors import (
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    error_for_status,
+    parse_retry_after,
+    scrub,
+)
+from contentforge.text.providers.pricing import Prices, cost_usd
+from contentforge.text.providers.protocol import StructuredResult, T, TextResult
+from contentforge.text.providers.retry import call_with_retries
+from contentforge.text.providers.structured import generate_structured_via_text
+
+
+class AnthropicProvider:
+    """Claude models via the Messages API."""
+
+    def __init__(
+        self,
+        *,
+        api_key: SecretStr,
+        model: str,
+        base_url: str | None = None,
+        timeout_s: float = 60.0,
+        max_attempts: int = 3,
+        retry_base_s: float = 1.0,
+        retry_max_s: float = 30.0,
+        prices: Prices | None = None,
+        name: str = "anthropic",
+    ) -> None:
+        self.name = name
+        self.model = model
+        self._key = api_key
+        self._attempts = max_attempts
+        self._retry_base_s = retry_base_s
+        self._retry_max_s = retry_max_s
+        self._prices = dict(prices or {})
+        self._client = anthropic.Anthropic(
+            api_key=api_key.get_secret_value(), base_url=base_url, timeout=timeout_s, max_retries=0
+        )
+
+    def __repr__(self) -> str:
+        return f"AnthropicProvider(model={self.model!r}, base_url={str(self._client.base_url)!r})"
+
+    def _error(self, exc: Exception) -> ProviderError:
+        secrets = [self._key.get_secret_value()]
+        if isinstance(exc, anthropic.APITimeoutError):
+            return ProviderTimeout("request timed out", provider=self.name)
+        if isinstance(exc, anthropic.APIConnectionError):
+            return ProviderUnavailable(
+                f"cannot connect to {self._client.base_url}: {scrub(str(exc), secrets)}", provider=self.name
+            )
+        if isinstance(exc, anthropic.APIStatusError):
+            message = exc.api_message if isinstance(getattr(exc, "api_message", None), str) else str(exc)
+            return error_for_status(
+                exc.status_code,
+                scrub(message, secrets),
+                provider=self.name,
+                retry_after=parse_retry_after(exc.response.headers),
+            )
+        return ProviderUnavailable(f"unexpected client error: {scrub(str(exc), secrets)}", provider=self.name)
+
+    def _call_once(self, params: Mapping[str, Any]) -> Any:
+        try:
+            return self._client.messages.create(**params)
+        except anthropic.AnthropicError as exc:
+            raise self._error(exc) from None
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        max_tokens: int = 1024,
+        temperature: float = 0.7,
+        prompt_version: str | None = None,
+    ) -> TextResult:
+        params: dict[str, Any] = {
+            "model": self.model,
+            "max_tokens": max_tokens,
+            "messages": [{"role": "user", "content": prompt}],
+        }
+        if system:
+            params["system"] = system
+        started = time.perf_counter()
+        message, _ = call_with_retries(
+            lambda: self._call_once(params),
+            attempts=self._attempts,
+            base_s=self._retry_base_s,
+            max_s=self._retry_max_s,
+            what=f"{self.name} {self.model}",
+        )
+        text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
+        usage = message.usage
+        input_tokens = int(getattr(usage, "input_tokens", 0) or 0)
+        output_tokens = int(getattr(usage, "output_tokens", 0) or 0)
+        model = getattr(message, "model", None) or self.model
+        return TextResult(
+            text=text,
+            provider=self.name,
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost_usd(model, input_tokens, output_tokens, self._prices),
+            latency_s=time.perf_counter() - started,
+            prompt_version=prompt_version,
+        )
+
+    def generate_structured(
+        self,
+        prompt: str,
+        schema: type[T],
+        *,
+        system: str | None = None,
+        max_tokens: int = 1024,
+        temperature: float = 0.7,
+        prompt_version: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> StructuredResult[T]:
+        return generate_structured_via_text(
+            self,
+            prompt,
+            schema,
+            system=system,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            prompt_version=prompt_version,
+        )

@@ -1,0 +1,85 @@
+"""Build the provider chain from settings: ``CONTENTFORGE_TEXT_PROVIDERS=anthropic,openai,offline``.
+
+Each named provider is built only when it can run; one that cannot (no key, no local URL) is
+skipped with a logged reason, never silently. If nothing can run, ``NoProviderAvailable`` says
+what to set.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from contentforge.config import Settings
+from contentforge.text.providers.anthropic_provider import AnthropicProvider
+from contentforge.text.providers.chain import ProviderChain
+from contentforge.text.providers.errors import NoProviderAvailable
+from contentforge.text.providers.offline import OfflineEngine
+from contentforge.text.providers.openai_provider import OpenAIProvider
+from contentforge.text.providers.protocol import TextProvider
+
+log = logging.getLogger(__name__)
+
+
+def _build_one(name: str, settings: Settings) -> TextProvider | str:
+    """The provider, or the reason it cannot run."""
+    common = {
+        "timeout_s": settings.text_timeout_s,
+        "max_attempts": settings.text_max_attempts,
+        "retry_base_s": settings.text_retry_base_s,
+        "retry_max_s": settings.text_retry_max_s,
+        "prices": settings.text_prices,
+    }
+    if name == "anthropic":
+        if settings.anthropic_api_key is None or not settings.anthropic_api_key.get_secret_value():
+            return "CONTENTFORGE_ANTHROPIC_API_KEY is not set"
+        return AnthropicProvider(
+            api_key=settings.anthropic_api_key,
+            model=settings.anthropic_model,
+            base_url=settings.anthropic_base_url,
+            **common,
+        )
+    if name == "openai":
+        if settings.openai_api_key is None or not settings.openai_api_key.get_secret_value():
+            return "CONTENTFORGE_OPENAI_API_KEY is not set"
+        return OpenAIProvider(
+            api_key=settings.openai_api_key,
+            model=settings.openai_model,
+            base_url=settings.openai_base_url,
+            **common,
+        )
+    if name == "local":
+        if not settings.local_llm_base_url:
+            return "CONTENTFORGE_LOCAL_LLM_BASE_URL is not set"
+        if not settings.local_llm_model:
+            return "CONTENTFORGE_LOCAL_LLM_MODEL is not set"
+        return OpenAIProvider(
+            name="local",
+            api_key=settings.local_llm_api_key,
+            model=settings.local_llm_model,
+            base_url=settings.local_llm_base_url,
+            **common,
+        )
+    if name == "offline":
+        return OfflineEngine()
+    return f"unknown provider {name!r}"
+
+
+def build_text_provider(settings: Settings) -> ProviderChain:
+    """The chain named by ``settings.text_providers``, skipping (and logging) those that cannot run."""
+    providers: list[TextProvider] = []
+    skipped: list[tuple[str, str]] = []
+    for name in settings.text_provider_names:
+        built = _build_one(name, settings)
+        if isinstance(built, str):
+            log.warning("text provider %s skipped: %s", name, built)
+            skipped.append((name, built))
+        else:
+            providers.append(built)
+    if not providers:
+        raise NoProviderAvailable(
+            f"no text provider can run (CONTENTFORGE_TEXT_PROVIDERS={settings.text_providers}); set the "
+            "missing keys or add 'offline'",
+            skipped,
+        )
+    log.info("text providers: %s", ", ".join(p.name for p in providers))
+    return ProviderChain(providers, skipped)

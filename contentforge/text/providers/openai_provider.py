@@ -1,0 +1,166 @@
+"""OpenAI Chat Completions (``POST /v1/chat/completions``) through the official ``openai`` SDK.
+
+The same class serves any OpenAI-compatible server through ``base_url``: llama.cpp's
+``llama-server`` (``http://localhost:8080/v1``), Ollama (``http://localhost:11434/v1``) or vLLM
+(``http://localhost:8000/v1``). Local servers need no key; the SDK still sends a placeholder.
+SDK retries are off so ``retry.py`` is the one retry policy.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from typing import Any
+
+import openai
+from pydantic import SecretStr
+
+from contentforge.text.providers.errors import (
+    ProviderError,
+    ProviderTimeout,
+    ProviderUnavailable,
+    error_for_status,
+    parse_retry_after,
+    scrub,
+)
+from contentforge.text.providers.pricing import Prices, cost_usd
+from contentforge.text.providers.protocol import StructuredResult, T, TextResult
+from contentforge.text.providers.retry import call_with_retries
+from contentforge.text.providers.structured import generate_structured_via_text
+
+NO_KEY = "sk-no-key-required"
+"""Sent to local servers that ignore the key (the SDK refuses to build a client without one)."""
+
+
+def _api_message(exc: Any) -> str:
+    body = getattr(exc, "body", None)
+    if isinstance(body, Mapping):
+        error = body.get("error", body)
+        if isinstance(error, Mapping) and isinstance(error.get("message"), str):
+            return error["message"]
+        if isinstance(error, str):
+            return error
+    return str(getattr(exc, "message", "") or exc)
+
+
+class OpenAIProvider:
+    """OpenAI or an OpenAI-compatible server."""
+
+    def __init__(
+        self,
+        *,
+        model: str,
+        api_key: SecretStr | None = None,
+        base_url: str | None = None,
+        timeout_s: float = 60.0,
+        max_attempts: int = 3,
+        retry_base_s: float = 1.0,
+        retry_max_s: float = 30.0,
+        prices: Prices | None = None,
+        name: str = "openai",
+    ) -> None:
+        self.name = name
+        self.model = model
+        self._key = api_key
+        self._attempts = max_attempts
+        self._retry_base_s = retry_base_s
+        self._retry_max_s = retry_max_s
+        self._prices = dict(prices or {})
+        self._client = openai.OpenAI(
+            api_key=api_key.get_secret_value() if api_key else NO_KEY,
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=0,
+        )
+
+    def __repr__(self) -> str:
+        url = str(self._client.base_url)
+        return f"OpenAIProvider(name={self.name!r}, model={self.model!r}, base_url={url!r})"
+
+    def _error(self, exc: Exception) -> ProviderError:
+        secrets = [self._key.get_secret_value() if self._key else None]
+        if isinstance(exc, openai.APITimeoutError):
+            return ProviderTimeout("request timed out", provider=self.name)
+        if isinstance(exc, openai.APIConnectionError):
+            return ProviderUnavailable(
+                f"cannot connect to {self._client.base_url}: {scrub(str(exc), secrets)}", provider=self.name
+            )
+        if isinstance(exc, openai.APIStatusError):
+            return error_for_status(
+                exc.status_code,
+                scrub(_api_message(exc), secrets),
+                provider=self.name,
+                retry_after=parse_retry_after(exc.response.headers),
+            )
+        return ProviderUnavailable(f"unexpected client error: {scrub(str(exc), secrets)}", provider=self.name)
+
+    def _call_once(self, params: Mapping[str, Any]) -> Any:
+        try:
+            return self._client.chat.completions.create(**params)
+        except openai.OpenAIError as exc:
+            raise self._error(exc) from None
+
+    def generate(
+        self,
+        prompt: str,
+        *,
+        system: str | None = None,
+        max_tokens: int = 1024,
+        temperature: float = 0.7,
+        prompt_version: str | None = None,
+    ) -> TextResult:
+        messages = ([{"role": "system", "content": system}] if system else []) + [
+            {"role": "user", "content": prompt}
+        ]
+        params = {
+            "model": self.model,
+            "messages": messages,
+            "max_tokens": max_tokens,
+            "temperature": temperature,
+        }
+        started = time.perf_counter()
+        completion, _ = call_with_retries(
+            lambda: self._call_once(params),
+            attempts=self._attempts,
+            base_s=self._retry_base_s,
+            max_s=self._retry_max_s,
+            what=f"{self.name} {self.model}",
+        )
+        if not completion.choices:
+            raise ProviderUnavailable("the answer has no choices", provider=self.name)
+        text = completion.choices[0].message.content or ""
+        usage = completion.usage
+        input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0) if usage else 0
+        output_tokens = int(getattr(usage, "completion_tokens", 0) or 0) if usage else 0
+        model = completion.model or self.model
+        return TextResult(
+            text=text,
+            provider=self.name,
+            model=model,
+            input_tokens=input_tokens,
+            output_tokens=output_tokens,
+            cost_usd=cost_usd(model, input_tokens, output_tokens, self._prices),
+            latency_s=time.perf_counter() - started,
+            prompt_version=prompt_version,
+        )
+
+    def generate_structured(
+        self,
+        prompt: str,
+        schema: type[T],
+        *,
+        system: str | None = None,
+        max_tokens: int = 1024,
+        temperature: float = 0.7,
+        prompt_version: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> StructuredResult[T]:
+        return generate_structured_via_text(
+            self,
+            prompt,
+            schema,
+            system=system,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            prompt_version=prompt_version,
+        )
