@@ -85,3 +85,48 @@ def test_work_errors_reach_the_caller_and_the_slot_is_reused(prefect_server: str
     with pytest.raises(ValueError, match="generation failed"):
         failing.result(timeout=60)
     assert ok.result(timeout=60) == 42
+
+
+def test_a_slot_outlives_the_task_run_that_spawned_its_holder(prefect_server: str) -> None:
+    """A holder spawned from a task keeps its server-side slot after that task run has finished.
+
+    Prefect revokes leases recorded in a task run's context when the run ends; a holder that
+    inherited that context lost its slot mid-work and let other processes exceed the limit.
+    """
+    from prefect import flow, task
+    from prefect.client.orchestration import get_client
+
+    from tasks.dispatch import SlotDispatcher
+
+    name = _unique_limit(5)
+    dispatcher = SlotDispatcher(name, max_slots=5)
+    started, release = threading.Event(), threading.Event()
+
+    def held_work() -> None:
+        started.set()
+        release.wait(timeout=60)
+
+    @task
+    def spawn_holder() -> None:
+        dispatcher.submit(held_work)
+        assert started.wait(timeout=30), "the holder never got a slot"
+
+    @flow
+    def spawn_then_finish() -> None:
+        spawn_holder()
+
+    spawn_then_finish()  # the task run (and the flow run) end here while held_work still runs
+    try:
+        with get_client(sync_client=True) as client:
+            limit = client.read_global_concurrency_limit_by_name(name)
+        assert limit.active_slots == 1, "the server freed a slot that is still in use"
+    finally:
+        release.set()
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        with get_client(sync_client=True) as client:
+            if client.read_global_concurrency_limit_by_name(name).active_slots == 0:
+                break
+        time.sleep(0.2)
+    else:
+        pytest.fail("the slot was never released after the work finished")
