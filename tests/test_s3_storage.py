@@ -22,7 +22,7 @@ from contentforge.db import PlannedPiece, Repository, make_engine, migrate
 from contentforge.domain import GenerationRecord, Persona, Platform
 from contentforge.errors import InvalidInput
 from contentforge.images.protocol import GeneratedImage
-from contentforge.images.provenance import DIGITAL_SOURCE_TYPE, read_provenance
+from contentforge.images.provenance import DIGITAL_SOURCE_TYPE, png_with_provenance, read_provenance
 from contentforge.storage import S3Storage, StorageError, build_storage, content_key
 
 SECRET = "sk-test-" + "Z9" * 16
@@ -271,6 +271,7 @@ def test_build_storage_picks_s3_and_refuses_a_missing_bucket_before_any_network(
     monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", "from-env-secret")
     storage = build_storage(settings)
     assert isinstance(storage, S3Storage) and storage.prefix == "env/"
+    assert build_storage(settings).client is storage.client, "one boto3 client per configuration"
     assert storage.put("content/p/x.png", b"x", "image/png").written
     assert build_storage(Settings(_env_file=None, data_dir=tmp_path)).name == "local"  # type: ignore[call-arg]
 
@@ -392,3 +393,34 @@ def test_batch_store_step_uploads_to_s3_with_metadata_and_provenance(
     # A rerun of the store step (crash after upload) uploads nothing.
     again = store_piece(piece, persona, timed, storage, repo, now)
     assert not again.written and len(puts) == 1
+
+
+def test_platform_renditions_are_stored_next_to_the_original_in_s3(endpoint: str, bucket: str) -> None:
+    from contentforge.storage.renditions import store_renditions
+
+    record = GenerationRecord(
+        backend="tiny",
+        model="tiny-sdxl",
+        prompt="p",
+        seed=1,
+        steps=4,
+        guidance_scale=5.0,
+        width=64,
+        height=192,
+    )
+    png = png_with_provenance(Image.new("RGB", (64, 192), "teal"), record)
+    storage = make_storage(endpoint, bucket)
+    stored = store_renditions(storage, "mia", "b1-000", png, ["instagram", "x"], metadata={"persona": "mia"})
+    assert stored["instagram"].key == "content/mia/b1-000.instagram.jpg"
+    head = storage.head("content/mia/b1-000.instagram.jpg")
+    assert head is not None and head["ContentType"] == "image/jpeg"
+    assert head["Metadata"]["platform"] == "instagram" and head["Metadata"]["rendition-of"] == "b1-000"
+    data = storage.get("content/mia/b1-000.instagram.jpg")
+    assert read_provenance(data).record == record
+    with Image.open(io.BytesIO(data)) as image:
+        assert image.width / image.height == pytest.approx(0.8, abs=0.01)
+    puts = count_requests(storage, "PutObject")
+    assert not any(
+        o.written for o in store_renditions(storage, "mia", "b1-000", png, ["instagram", "x"]).values()
+    )
+    assert puts == []

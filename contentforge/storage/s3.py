@@ -16,6 +16,7 @@ import hashlib
 import os
 import re
 import tempfile
+import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -125,24 +126,9 @@ class S3Storage:
             region = "auto"  # R2 signs with region "auto"
         self.region = region
         if client is None:
-            # A session of our own: boto3's default session is not safe to create clients from threads.
-            session = boto3.session.Session(
-                aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=region
+            client = _shared_client(
+                self.endpoint_url, region, addressing_style, key_id, secret, self.max_workers
             )
-            options: dict[str, Any] = {
-                "signature_version": "s3v4",
-                "s3": {"addressing_style": addressing_style},
-                "retries": {"max_attempts": 5, "mode": "standard"},
-                "connect_timeout": 10,
-                "read_timeout": 60,
-                "max_pool_connections": max(10, self.max_workers),
-            }
-            if self.endpoint_url:
-                # Third-party S3 servers (R2, MinIO) differ in which optional checksums they accept;
-                # send and check them only where the operation requires them.
-                options["request_checksum_calculation"] = "when_required"
-                options["response_checksum_validation"] = "when_required"
-            client = session.client("s3", endpoint_url=self.endpoint_url, config=Config(**options))
         self._client = client
 
     def __repr__(self) -> str:
@@ -326,6 +312,47 @@ class S3Storage:
             elif type(exc).__name__ in ("EndpointConnectionError", "ConnectTimeoutError"):
                 detail += f" (cannot reach {self.endpoint_url or 'AWS S3'})"
         return StorageError(f"S3 {operation} of {key!r} in bucket {self.bucket!r} failed: {detail}")
+
+
+_clients: dict[tuple[Any, ...], Any] = {}
+_clients_lock = threading.Lock()
+
+
+def _shared_client(
+    endpoint_url: str | None,
+    region: str | None,
+    addressing_style: str,
+    key_id: str | None,
+    secret: str | None,
+    max_workers: int,
+) -> Any:
+    """One boto3 client per configuration and process (building one takes ~0.2 s; clients are
+    thread-safe and keep their connection pool), so storage built per task call stays cheap."""
+    secret_id = hashlib.sha256(secret.encode()).hexdigest() if secret else None
+    cache_key = (endpoint_url, region, addressing_style, key_id, secret_id, max_workers)
+    with _clients_lock:
+        client = _clients.get(cache_key)
+        if client is None:
+            # A session of our own: boto3's default session is not safe to create clients from threads.
+            session = boto3.session.Session(
+                aws_access_key_id=key_id, aws_secret_access_key=secret, region_name=region
+            )
+            options: dict[str, Any] = {
+                "signature_version": "s3v4",
+                "s3": {"addressing_style": addressing_style},
+                "retries": {"max_attempts": 5, "mode": "standard"},
+                "connect_timeout": 10,
+                "read_timeout": 60,
+                "max_pool_connections": max(10, max_workers),
+            }
+            if endpoint_url:
+                # Third-party S3 servers (R2, MinIO) differ in which optional checksums they accept;
+                # send and check them only where the operation requires them.
+                options["request_checksum_calculation"] = "when_required"
+                options["response_checksum_validation"] = "when_required"
+            client = session.client("s3", endpoint_url=endpoint_url, config=Config(**options))
+            _clients[cache_key] = client
+        return client
 
 
 def _code(exc: ClientError) -> str:
