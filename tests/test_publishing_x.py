@@ -1,0 +1,130 @@
+"""The X API v2 publisher against a local server: media upload, post creation, 429 with reset."""
+
+from __future__ import annotations
+
+import base64
+import time
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+import pytest
+from publishing_support import T0, Crash, FakeApi, Request, Response, make_world, serve
+from pydantic import SecretStr
+
+from contentforge.publishing import PermanentFailure, publish_claimed
+from contentforge.publishing.media import MediaResolver
+from contentforge.publishing.x import XPublisher
+
+TOKEN = "x-user-token-0123456789"
+
+
+class FakeX(FakeApi):
+    def __init__(self, limited: int = 0, reset_in: int = 120) -> None:
+        super().__init__()
+        self.limited = limited
+        self.reset_in = reset_in
+        self.media: dict[str, bytes] = {}
+        self.posts: list[dict] = []  # type: ignore[type-arg]
+
+    def handle(self, request: Request) -> Response:
+        if request.headers.get("authorization") != f"Bearer {TOKEN}":
+            return 401, {}, {"title": "Unauthorized", "status": 401}
+        if request.path == "/2/media/upload":
+            body = request.json()
+            assert body["media_category"] == "tweet_image" and body["media_type"] == "image/png"
+            media_id = str(1146654567674912769 + len(self.media))
+            self.media[media_id] = base64.b64decode(body["media"])
+            return (
+                200,
+                {},
+                {"data": {"id": media_id, "media_key": f"3_{media_id}", "size": len(self.media[media_id])}},
+            )
+        if request.path == "/2/media/metadata":
+            return 200, {}, {"data": {"associated_metadata": True, "id": request.json()["id"]}}
+        if request.path == "/2/tweets":
+            if self.limited:
+                self.limited -= 1
+                reset = str(int(time.time()) + self.reset_in)
+                return (
+                    429,
+                    {"x-rate-limit-reset": reset, "x-rate-limit-remaining": "0"},
+                    {"title": "Too Many Requests"},
+                )
+            body = request.json()
+            assert all(m in self.media for m in body["media"]["media_ids"])
+            self.posts.append(body)
+            return 201, {}, {"data": {"id": str(1445880548472328192 + len(self.posts)), "text": body["text"]}}
+        return 404, {}, {"title": "Not Found"}
+
+
+def test_uploads_media_then_posts_with_it(tmp_path: Path) -> None:
+    world = make_world(tmp_path, ["ready-safe"])
+    piece = next(iter(world.pieces))
+    world.ledger.schedule(piece, "x", T0, publisher="x")
+    [claimed] = world.ledger.claim_due(now=T0)
+    with serve(FakeX()) as api:
+        pub = XPublisher(access_token=SecretStr(TOKEN), media=MediaResolver(world.storage), base_url=api.url)
+        outcome = publish_claimed(world.ledger, pub, claimed)
+    assert outcome.status == "published" and outcome.url == f"https://x.com/i/web/status/{outcome.post_id}"
+    [media_id] = api.media
+    assert api.media[media_id] == world.storage.get(f"content/mia/{piece}.png")
+    assert api.posts == [{"text": claimed.caption, "media": {"media_ids": [media_id]}}]
+    assert world.ledger.get(claimed.id).platform_container_id == media_id
+    assert api.calls["POST /2/media/metadata"] == 1
+
+
+def test_429_reschedules_at_the_reset_and_a_rerun_reuses_the_upload(tmp_path: Path) -> None:
+    world = make_world(tmp_path, ["ready-safe"])
+    world.ledger.schedule(next(iter(world.pieces)), "x", T0, publisher="x")
+    [claimed] = world.ledger.claim_due(now=T0)
+    with serve(FakeX(limited=1, reset_in=120)) as api:
+        pub = XPublisher(access_token=SecretStr(TOKEN), media=MediaResolver(world.storage), base_url=api.url)
+        outcome = publish_claimed(world.ledger, pub, claimed)
+        assert outcome.status == "deferred"
+        row = world.ledger.get(claimed.id)
+        assert row.status == "scheduled" and "HTTP 429" in (row.last_error or "")
+        assert row.scheduled_for is not None
+        assert abs((row.scheduled_for - datetime.now(UTC)).total_seconds() - 120) < 10
+        # Not due yet; at the reset it is claimed again and the stored media id is reused.
+        assert world.ledger.claim_due(now=datetime.now(UTC)) == []
+        [again] = world.ledger.claim_due(now=datetime.now(UTC) + timedelta(seconds=130))
+        assert publish_claimed(world.ledger, pub, again).status == "published"
+    assert api.calls["POST /2/media/upload"] == 1
+    assert api.calls["POST /2/tweets"] == 2 and len(api.posts) == 1
+
+
+def test_a_crash_after_upload_resumes_without_uploading_again(tmp_path: Path) -> None:
+    world = make_world(tmp_path, ["ready-safe"])
+    world.ledger.schedule(next(iter(world.pieces)), "x", T0, publisher="x")
+    [claimed] = world.ledger.claim_due(now=T0)
+
+    class Dies(XPublisher):
+        def publish(self, publication, container_id):  # type: ignore[no-untyped-def]
+            raise Crash()
+
+    with serve(FakeX()) as api:
+        kwargs = {
+            "access_token": SecretStr(TOKEN),
+            "media": MediaResolver(world.storage),
+            "base_url": api.url,
+        }
+        with pytest.raises(Crash):
+            publish_claimed(world.ledger, Dies(**kwargs), claimed)  # type: ignore[arg-type]
+        [resumed] = world.ledger.claim_due(now=datetime.now(UTC) + timedelta(hours=1), stale_after_s=60)
+        assert publish_claimed(world.ledger, XPublisher(**kwargs), resumed).status == "published"  # type: ignore[arg-type]
+    assert (api.calls["POST /2/media/upload"], len(api.posts)) == (1, 1)
+
+
+def test_an_overlong_caption_is_refused_before_any_call(tmp_path: Path) -> None:
+    world = make_world(tmp_path, ["ready-safe"])
+    piece = next(iter(world.pieces))
+    # 130 CJK chars weigh 260, two URLs 46, two spaces 2: 308 > 280, although len() is ~210.
+    caption = "字" * 130 + " https://example.com/a-very-long-path-that-counts-as-23 https://example.org/x"
+    world.ledger.schedule(piece, "x", T0, publisher="x", caption=caption)
+    [claimed] = world.ledger.claim_due(now=T0)
+    with serve(FakeX()) as api:
+        pub = XPublisher(access_token=SecretStr(TOKEN), media=MediaResolver(world.storage), base_url=api.url)
+        with pytest.raises(PermanentFailure, match="308 weighted chars"):
+            pub.prepare(claimed)
+        assert publish_claimed(world.ledger, pub, claimed).status == "failed"
+    assert sum(api.calls.values()) == 0
