@@ -29,6 +29,7 @@ from contentforge.images.protocol import GeneratedImage, ImageBackend, ImageRequ
 from contentforge.images.provenance import png_with_provenance
 from contentforge.images.safety import validate_lora
 from contentforge.moderation import Moderator
+from contentforge.moderation.review import ReviewQueue
 from contentforge.personas import load_persona_file
 from contentforge.storage import Storage, content_key
 from contentforge.text.hooks import HookWriter
@@ -267,15 +268,24 @@ def write_piece_hooks(
 
 
 def moderate_piece(piece: PieceRow, storage: Storage, moderator: Moderator, repo: Repository) -> str:
-    """Moderate the stored image plus the prompt and hooks, and save the verdict; returns it."""
+    """Moderate the stored image plus the prompt and hooks, and save the verdict; returns it.
+
+    A borderline or disputed piece (``ModerationPolicy.assess``) ends in ``needs_review``: the shared
+    ``save_verdict`` stores the verdict (status ``ready``) and the review queue then holds the piece.
+    A piece already waiting for a reviewer keeps its verdict and is not moderated again.
+    """
+    if piece.status is PieceStatus.needs_review and piece.verdict is not None:
+        return piece.verdict.value
     if piece.storage_key is None:
         raise InvalidInput(f"piece {piece.id} has no stored image to moderate")
     image = Image.open(io.BytesIO(storage.get(piece.storage_key)))
     image.load()
     texts = [piece.prompt, *(hook.caption for hook in piece.hooks)]
-    verdict = moderator.moderate(image, texts)
-    repo.save_verdict(piece.id, verdict)
-    return verdict.verdict.value
+    assessment = moderator.assess(image, texts)
+    repo.save_verdict(piece.id, assessment.verdict)
+    if assessment.needs_review:
+        ReviewQueue.for_repository(repo).hold(piece.id, assessment.review_reasons)
+    return assessment.verdict.verdict.value
 
 
 def template_by_id(template_id: str) -> Template:

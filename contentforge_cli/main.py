@@ -27,6 +27,10 @@ personas_app = typer.Typer(help="Create and list personas.", no_args_is_help=Tru
 server_app = typer.Typer(help="The local Prefect server.", no_args_is_help=True)
 app.add_typer(personas_app, name="personas")
 app.add_typer(server_app, name="server")
+review_app = typer.Typer(
+    help="Pieces waiting for a human decision (status needs_review).", no_args_is_help=True
+)
+app.add_typer(review_app, name="review")
 console = Console()
 
 
@@ -56,9 +60,9 @@ def _run_batch(settings: Settings, **params: Any) -> dict[str, Any]:
         **{k: params[k] for k in ("persona", "num_pieces", "platform", "tier_mix", "seed")},
     )
     server = connect(settings)
-    from tasks.bootstrap import ensure_concurrency_limit
+    from tasks.bootstrap import ensure_batch_limits
 
-    ensure_concurrency_limit(settings.concurrency_limit_name, settings.generation_slots)
+    ensure_batch_limits(settings)
     from flows.produce_content_batch import produce_content_batch
 
     batch_id = params.get("batch_id") or uuid.uuid4().hex
@@ -267,12 +271,14 @@ def bootstrap() -> None:
 
     settings = get_settings()
     connect(settings)
-    from tasks.bootstrap import ensure_concurrency_limit
+    from tasks.bootstrap import ensure_batch_limits
 
-    outcome = ensure_concurrency_limit(settings.concurrency_limit_name, settings.generation_slots)
-    console.print(
-        f"concurrency limit {settings.concurrency_limit_name}={settings.generation_slots}: {outcome}"
-    )
+    sizes = {
+        settings.concurrency_limit_name: settings.generation_slots,
+        settings.moderation_concurrency_limit_name: settings.moderation_concurrency,
+    }
+    for name, outcome in ensure_batch_limits(settings).items():
+        console.print(f"concurrency limit {name}={sizes[name]}: {outcome}")
 
 
 @server_app.command("start")
@@ -292,6 +298,107 @@ def server_stop() -> None:
 
     stopped = stop_server(get_settings().prefect_home)
     console.print("stopped" if stopped else "no server recorded")
+
+
+# --- Safety: review queue and provenance -------------------------------------------------------------
+
+
+def _review_queue():  # type: ignore[no-untyped-def]
+    from contentforge.moderation.review import ReviewQueue
+
+    return ReviewQueue.from_settings(get_settings())
+
+
+@review_app.command("list")
+def review_list(
+    batch: Annotated[str | None, typer.Option(help="Batch id.")] = None,
+    persona: Annotated[str | None, typer.Option(help="Persona id.")] = None,
+    limit: Annotated[int, typer.Option()] = 100,
+) -> None:
+    """List pieces waiting for review, with their top scores and why they wait."""
+    items = _review_queue().pending(batch_id=batch, persona_id=persona, limit=limit)
+    table = Table("piece", "batch", "persona", "verdict", "top scores", "why", "url")
+    for item in items:
+        top = sorted(item.scores.items(), key=lambda kv: -kv[1])[:2]
+        why = "; ".join(
+            r.removeprefix("needs review: ") for r in item.reasons if r.startswith("needs review")
+        )
+        table.add_row(
+            item.piece_id,
+            item.batch_id[:12],
+            item.persona_id,
+            item.verdict or "",
+            ", ".join(f"{k} {v:.2f}" for k, v in top),
+            why,
+            item.url or "",
+        )
+    console.print(table)
+    console.print(f"{len(items)} piece(s) waiting for review")
+
+
+@review_app.command("approve")
+def review_approve(
+    piece: Annotated[str, typer.Argument(help="Piece id.")],
+    reviewer: Annotated[str, typer.Option(help="Who decides.")],
+    reason: Annotated[str, typer.Option(help="Why (optional for approvals).")] = "",
+    tier: Annotated[
+        str | None, typer.Option(help="safe, suggestive or restricted; default the policy's.")
+    ] = None,
+) -> None:
+    """Approve a piece: it becomes ready (publishable on the platforms its tier allows)."""
+    try:
+        _review_queue().approve(piece, reviewer=reviewer, reason=reason, tier=tier)
+    except ContentForgeError as exc:
+        _fail(str(exc))
+    console.print(f"{piece}: approved by {reviewer}")
+
+
+@review_app.command("reject")
+def review_reject(
+    piece: Annotated[str, typer.Argument(help="Piece id.")],
+    reviewer: Annotated[str, typer.Option(help="Who decides.")],
+    reason: Annotated[str, typer.Option(help="Why; required.")],
+) -> None:
+    """Reject a piece: it is never published; the reason is recorded."""
+    try:
+        _review_queue().reject(piece, reviewer=reviewer, reason=reason)
+    except ContentForgeError as exc:
+        _fail(str(exc))
+    console.print(f"{piece}: rejected by {reviewer}")
+
+
+@app.command()
+def verify(image: Annotated[Path, typer.Argument(help="A PNG, JPEG or WebP file.")]) -> None:
+    """Print an image's AI provenance (IPTC DigitalSourceType, generation record); exit 1 if absent."""
+    from contentforge.images.provenance import DIGITAL_SOURCE_TYPE, read_image_provenance
+
+    if not image.is_file():
+        _fail(f"no such file: {image}")
+    try:
+        provenance = read_image_provenance(image)
+    except ContentForgeError as exc:
+        _fail(str(exc))
+    console.print(f"file: {image} ({provenance.format})", highlight=False)
+    console.print(f"DigitalSourceType: {provenance.digital_source_type or 'absent'}", highlight=False)
+    record = provenance.record
+    if record is not None:
+        loras = ", ".join(f"{lora.source}@{lora.scale:g}" for lora in record.loras) or "none"
+        console.print(f"model: {record.model} (backend {record.backend})", highlight=False)
+        console.print(f"LoRA: {loras}", highlight=False)
+        console.print(f"seed: {record.seed}", highlight=False)
+        console.print(
+            f"parameters: steps={record.steps} guidance={record.guidance_scale:g} size={record.width}x"
+            f"{record.height} scheduler={record.scheduler or '-'}",
+            highlight=False,
+        )
+        console.print(f"prompt: {record.prompt}", highlight=False)
+    else:
+        console.print("generation record: absent", highlight=False)
+    if provenance.c2pa_manifest is not None:
+        console.print(f"C2PA manifest: {provenance.c2pa_manifest}", highlight=False)
+    if provenance.digital_source_type != DIGITAL_SOURCE_TYPE or record is None:
+        console.print("[bold red]provenance incomplete:[/] not labelled as AI-generated by ContentForge")
+        raise typer.Exit(code=1)
 
 
 if __name__ == "__main__":

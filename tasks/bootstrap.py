@@ -8,6 +8,8 @@ from prefect.client.orchestration import get_client
 from prefect.client.schemas.actions import GlobalConcurrencyLimitCreate, GlobalConcurrencyLimitUpdate
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
+from contentforge.config import Settings
+
 
 def ensure_concurrency_limit(name: str, limit: int) -> Literal["created", "updated", "unchanged"]:
     """Make the global concurrency limit ``name`` exist, be active and allow exactly ``limit`` slots."""
@@ -24,3 +26,15 @@ def ensure_concurrency_limit(name: str, limit: int) -> Literal["created", "updat
             return "unchanged"
         client.update_global_concurrency_limit(name, GlobalConcurrencyLimitUpdate(limit=limit, active=True))
         return "updated"
+
+
+def ensure_batch_limits(settings: Settings) -> dict[str, str]:
+    """Both limits a batch uses: image generation (strict) and moderation; name -> outcome."""
+    return {
+        settings.concurrency_limit_name: ensure_concurrency_limit(
+            settings.concurrency_limit_name, settings.generation_slots
+        ),
+        settings.moderation_concurrency_limit_name: ensure_concurrency_limit(
+            settings.moderation_concurrency_limit_name, settings.moderation_concurrency
+        ),
+    }

@@ -1,11 +1,19 @@
-"""The moderation task: image plus texts, verdict saved on the piece."""
+"""The moderation task: image plus texts, verdict saved on the piece.
+
+Each run holds one slot of the global concurrency limit ``moderation`` (setting
+``moderation_concurrency_limit_name``, size ``moderation_concurrency``, created by ``contentforge
+bootstrap``), so a remote moderation API sees a bounded number of requests from all workers and
+batches together. The limit is not strict: without a bootstrapped limit, moderation still runs.
+"""
 
 from __future__ import annotations
 
 from prefect import task
 from prefect.cache_policies import NO_CACHE
+from prefect.concurrency.sync import concurrency
 
 from contentforge.batch import FINISHED, moderate_piece
+from contentforge.domain import PieceStatus
 from tasks import resources
 from tasks.planning import load_piece
 
@@ -18,8 +26,11 @@ from tasks.planning import load_piece
     persist_result=False,
 )
 def moderate(piece_id: str) -> str:
-    """Moderate the stored piece and return its verdict; a finished piece keeps its verdict."""
+    """Moderate the stored piece and return its verdict; a finished or held piece keeps its verdict."""
     piece = load_piece(piece_id)
-    if piece.status in FINISHED and piece.verdict is not None:
+    decided = piece.status in FINISHED or piece.status is PieceStatus.needs_review
+    if decided and piece.verdict is not None:
         return piece.verdict.value
-    return moderate_piece(piece, resources.storage(), resources.moderator(), resources.repository())
+    settings = resources.settings()
+    with concurrency(settings.moderation_concurrency_limit_name, occupy=1, strict=False):
+        return moderate_piece(piece, resources.storage(), resources.moderator(), resources.repository())

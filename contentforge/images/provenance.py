@@ -126,3 +126,53 @@ def _parse_record(text: str | bytes | None) -> GenerationRecord | None:
         return GenerationRecord.model_validate(json.loads(text))
     except (ValueError, ValidationError):
         return None
+
+
+# --- Any format: PNG, JPEG, WebP (added for `contentforge verify`) --------------------------------
+
+
+@dataclass(frozen=True)
+class ImageProvenance:
+    """What a PNG, JPEG or WebP file says about its origin; ``None`` where it says nothing."""
+
+    format: str
+    digital_source_type: str | None
+    record: GenerationRecord | None
+    c2pa_manifest: str | None = None
+    """The active C2PA manifest's label, when c2pa-python is installed and the file carries one."""
+
+
+def read_image_provenance(data: bytes | Path) -> ImageProvenance:
+    """Read the AI label and generation record from PNG, JPEG or WebP bytes or a file.
+
+    ``read_provenance`` does the reading; this adds the format, a clear error for anything else and
+    the C2PA manifest label when c2pa-python is installed.
+    """
+    from contentforge.errors import InvalidInput
+
+    raw = data.read_bytes() if isinstance(data, Path) else data
+    try:
+        with Image.open(io.BytesIO(raw)) as image:
+            fmt = str(image.format or "unknown")
+    except (OSError, SyntaxError, ValueError) as exc:
+        raise InvalidInput(f"not a readable image: {exc}") from exc
+    if fmt not in {"PNG", "JPEG", "WEBP", "MPO"}:
+        raise InvalidInput(f"provenance is read from PNG, JPEG and WebP files, not {fmt}")
+    found = read_provenance(raw)
+    return ImageProvenance(fmt, found.digital_source_type, found.record, _c2pa_label(raw, fmt))
+
+
+def _c2pa_label(raw: bytes, fmt: str) -> str | None:
+    """The active manifest label if c2pa-python is installed and the file has a manifest."""
+    try:
+        import c2pa  # optional dependency
+    except ImportError:
+        return None
+    mime = {"PNG": "image/png", "JPEG": "image/jpeg", "MPO": "image/jpeg", "WEBP": "image/webp"}[fmt]
+    try:
+        with c2pa.Reader(mime, io.BytesIO(raw)) as reader:
+            manifest_store = json.loads(reader.json())
+    except Exception:  # no manifest, or one c2pa cannot parse: simply none to report
+        return None
+    label = manifest_store.get("active_manifest")
+    return str(label) if label else None

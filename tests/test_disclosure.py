@@ -1,0 +1,142 @@
+"""AI disclosure per platform, provenance read back from PNG/JPEG/WebP, and `contentforge verify`."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import pytest
+from PIL import Image
+from typer.testing import CliRunner
+
+from contentforge.config import Settings
+from contentforge.domain.models import GenerationRecord, LoraRef
+from contentforge.errors import InvalidInput
+from contentforge.images.provenance import (
+    DIGITAL_SOURCE_TYPE,
+    build_xmp,
+    png_with_provenance,
+    read_image_provenance,
+)
+from contentforge.moderation.disclosure import Disclosure, disclosure_for
+from contentforge_cli.main import app
+
+RECORD = GenerationRecord(
+    backend="diffusers",
+    model="stabilityai/sdxl-base-1.0",
+    prompt="a runner at dawn",
+    seed=123456789,
+    steps=30,
+    guidance_scale=6.5,
+    width=1024,
+    height=1024,
+    scheduler="euler",
+    loras=(LoraRef(source="mia.safetensors", scale=0.8),),
+)
+
+
+def test_default_disclosure_sends_flags_and_label() -> None:
+    settings = Settings(_env_file=None)
+    assert disclosure_for("instagram", settings) == Disclosure({"is_ai_generated": True}, "#AIgenerated")
+    assert disclosure_for("tiktok", settings).flags == {"post_info.is_aigc": True}
+    assert disclosure_for("youtube", settings).flags == {"status.containsSyntheticMedia": True}
+    assert disclosure_for("x", settings) == Disclosure({}, "#AIgenerated")
+
+
+def test_modes_per_platform_from_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("CONTENTFORGE_AI_DISCLOSURE", '{"instagram": "flag", "tiktok": "off", "x": "flag"}')
+    monkeypatch.setenv("CONTENTFORGE_AI_DISCLOSURE_LABEL", "#madewithAI")
+    settings = Settings(_env_file=None)
+    assert disclosure_for("instagram", settings) == Disclosure({"is_ai_generated": True}, "")
+    assert disclosure_for("tiktok", settings) == Disclosure()
+    # X has no API field, so "flag" falls back to the caption label rather than disclosing nothing.
+    assert disclosure_for("x", settings) == Disclosure({}, "#madewithAI")
+    assert disclosure_for("linkedin", settings).caption_suffix == "#madewithAI"
+
+
+def test_caption_label_is_appended_once() -> None:
+    disclosure = Disclosure({}, "#AIgenerated")
+    once = disclosure.apply_caption("Leg day done ")
+    assert once == "Leg day done #AIgenerated"
+    assert disclosure.apply_caption(once) == once
+    assert Disclosure().apply_caption("plain") == "plain"
+
+
+def test_bad_disclosure_config_fails_clearly() -> None:
+    with pytest.raises(InvalidInput, match="must be one of"):
+        disclosure_for("x", Settings(_env_file=None, ai_disclosure={"x": "sometimes"}))
+    with pytest.raises(InvalidInput, match="unknown platforms"):
+        disclosure_for("x", Settings(_env_file=None, ai_disclosure={"myspace": "label"}))
+    with pytest.raises(InvalidInput, match="no AI disclosure rules"):
+        disclosure_for("myspace", Settings(_env_file=None))
+
+
+def _jpeg_with_xmp(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="JPEG", quality=90, xmp=build_xmp(RECORD).encode())
+    return buffer.getvalue()
+
+
+def _webp_with_xmp(image: Image.Image) -> bytes:
+    buffer = io.BytesIO()
+    image.save(buffer, format="WEBP", quality=80, xmp=build_xmp(RECORD).encode())
+    return buffer.getvalue()
+
+
+@pytest.mark.parametrize(
+    ("encode", "fmt"),
+    [
+        (lambda im: png_with_provenance(im, RECORD), "PNG"),
+        (_jpeg_with_xmp, "JPEG"),
+        (_webp_with_xmp, "WEBP"),
+    ],
+)
+def test_provenance_reads_back_from_every_format(encode, fmt: str) -> None:  # type: ignore[no-untyped-def]
+    data = encode(Image.new("RGB", (48, 32), (10, 200, 30)))
+    provenance = read_image_provenance(data)
+    assert provenance.format == fmt
+    assert provenance.digital_source_type == DIGITAL_SOURCE_TYPE
+    assert provenance.record == RECORD
+
+
+def test_unlabelled_and_unsupported_files() -> None:
+    buffer = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(buffer, format="JPEG")
+    bare = read_image_provenance(buffer.getvalue())
+    assert bare.digital_source_type is None and bare.record is None
+    gif = io.BytesIO()
+    Image.new("P", (8, 8)).save(gif, format="GIF")
+    with pytest.raises(InvalidInput, match="PNG, JPEG and WebP"):
+        read_image_provenance(gif.getvalue())
+    with pytest.raises(InvalidInput, match="not a readable image"):
+        read_image_provenance(b"not an image")
+
+
+def test_verify_command_exit_codes(tmp_path: Path) -> None:
+    runner = CliRunner()
+    labelled = tmp_path / "ok.jpg"
+    labelled.write_bytes(_jpeg_with_xmp(Image.new("RGB", (16, 16), (1, 2, 3))))
+    result = runner.invoke(app, ["verify", str(labelled)])
+    assert result.exit_code == 0, result.output
+    for expected in (
+        "trainedAlgorithmicMedia",
+        "stabilityai/sdxl-base-1.0",
+        "mia.safetensors@0.8",
+        "123456789",
+    ):
+        assert expected in result.output
+    assert "steps=30" in result.output and "guidance=6.5" in result.output
+
+    png = tmp_path / "ok.png"
+    png.write_bytes(png_with_provenance(Image.new("RGB", (16, 16)), RECORD))
+    assert runner.invoke(app, ["verify", str(png)]).exit_code == 0
+
+    bare = tmp_path / "bare.png"
+    Image.new("RGB", (16, 16)).save(bare)
+    unlabelled = runner.invoke(app, ["verify", str(bare)])
+    assert unlabelled.exit_code == 1 and "absent" in unlabelled.output
+
+    assert runner.invoke(app, ["verify", str(tmp_path / "missing.png")]).exit_code == 2
+    text = tmp_path / "notes.txt"
+    text.write_text("hello")
+    assert runner.invoke(app, ["verify", str(text)]).exit_code == 2
