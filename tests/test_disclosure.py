@@ -140,3 +140,86 @@ def test_verify_command_exit_codes(tmp_path: Path) -> None:
     text = tmp_path / "notes.txt"
     text.write_text("hello")
     assert runner.invoke(app, ["verify", str(text)]).exit_code == 2
+
+
+def _test_ca_and_signer(tmp_path: Path) -> tuple[Path, Path]:
+    """A self-made CA and an ES256 signing certificate (what c2pa-rs expects of a signer)."""
+    import datetime
+
+    from cryptography import x509
+    from cryptography.hazmat.primitives import hashes, serialization
+    from cryptography.hazmat.primitives.asymmetric import ec
+    from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+
+    now = datetime.datetime.now(datetime.UTC)
+    ca_key, key = ec.generate_private_key(ec.SECP256R1()), ec.generate_private_key(ec.SECP256R1())
+
+    def name(cn: str) -> x509.Name:
+        return x509.Name(
+            [x509.NameAttribute(NameOID.COMMON_NAME, cn), x509.NameAttribute(NameOID.ORGANIZATION_NAME, "CF")]
+        )
+
+    def builder(subject: str, public_key) -> x509.CertificateBuilder:  # type: ignore[no-untyped-def]
+        return (
+            x509.CertificateBuilder()
+            .subject_name(name(subject))
+            .issuer_name(name("ContentForge test CA"))
+            .public_key(public_key)
+            .serial_number(x509.random_serial_number())
+            .not_valid_before(now - datetime.timedelta(days=1))
+            .not_valid_after(now + datetime.timedelta(days=7))
+        )
+
+    ca = (
+        builder("ContentForge test CA", ca_key.public_key())
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, True, True, False, False), critical=True
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    leaf = (
+        builder("ContentForge test signer", key.public_key())
+        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
+        .add_extension(
+            x509.KeyUsage(True, False, False, False, False, False, False, False, False), critical=True
+        )
+        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.EMAIL_PROTECTION]), critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(key.public_key()), critical=False)
+        .add_extension(
+            x509.AuthorityKeyIdentifier.from_issuer_public_key(ca_key.public_key()), critical=False
+        )
+        .sign(ca_key, hashes.SHA256())
+    )
+    cert_path, key_path = tmp_path / "chain.pem", tmp_path / "signer.key"
+    cert_path.write_bytes(
+        leaf.public_bytes(serialization.Encoding.PEM) + ca.public_bytes(serialization.Encoding.PEM)
+    )
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption()
+        )
+    )
+    return cert_path, key_path
+
+
+def test_c2pa_signing_offline_with_a_self_made_certificate(tmp_path: Path) -> None:
+    import json
+
+    c2pa = pytest.importorskip("c2pa")
+    from contentforge.images.provenance import sign_c2pa
+
+    cert_path, key_path = _test_ca_and_signer(tmp_path)
+    png = png_with_provenance(Image.new("RGB", (32, 32), (5, 6, 7)), RECORD)
+    signed = sign_c2pa(png, "image/png", cert_path, key_path)
+    with c2pa.Reader("image/png", io.BytesIO(signed)) as reader:
+        store = json.loads(reader.json())
+    assert store["validation_state"] == "Valid"
+    manifest = store["manifests"][store["active_manifest"]]
+    actions = next(a for a in manifest["assertions"] if a["label"].startswith("c2pa.actions"))
+    assert actions["data"]["actions"][0]["digitalSourceType"] == DIGITAL_SOURCE_TYPE
+    # The XMP label and generation record survive signing, and verify reports the manifest.
+    provenance = read_image_provenance(signed)
+    assert provenance.record == RECORD and provenance.c2pa_manifest == store["active_manifest"]
+    with pytest.raises(InvalidInput, match="unreadable"):
+        sign_c2pa(png, "image/png", tmp_path / "missing.pem", key_path)

@@ -176,3 +176,44 @@ def _c2pa_label(raw: bytes, fmt: str) -> str | None:
         return None
     label = manifest_store.get("active_manifest")
     return str(label) if label else None
+
+
+def sign_c2pa(
+    data: bytes, mime: str, cert_path: Path, key_path: Path, *, title: str = "ContentForge image"
+) -> bytes:
+    """``data`` with a signed C2PA manifest (action ``c2pa.created``, source ``trainedAlgorithmicMedia``).
+
+    Optional: needs ``pip install c2pa-python`` and a PEM certificate chain (signer first, then its
+    CA) plus its EC P-256 private key (``CONTENTFORGE_C2PA_CERT_PATH`` / ``_KEY_PATH``). Signing is
+    offline (no timestamp authority); readers report a self-made CA as untrusted but the manifest valid.
+    """
+    from contentforge.errors import InvalidInput
+
+    try:
+        import c2pa
+    except ImportError as exc:
+        raise InvalidInput("C2PA signing needs the optional package: pip install c2pa-python") from exc
+    try:
+        chain, key = Path(cert_path).read_bytes(), Path(key_path).read_bytes()
+    except OSError as exc:
+        raise InvalidInput(f"C2PA certificate or key unreadable: {exc.strerror} ({exc.filename})") from exc
+    manifest = {
+        "claim_generator_info": [{"name": "ContentForge"}],
+        "title": title,
+        "assertions": [
+            {
+                "label": "c2pa.actions",
+                "data": {"actions": [{"action": "c2pa.created", "digitalSourceType": DIGITAL_SOURCE_TYPE}]},
+            }
+        ],
+    }
+    out = io.BytesIO()
+    try:
+        signer = c2pa.Signer.from_info(
+            c2pa.C2paSignerInfo(alg=b"es256", sign_cert=chain, private_key=key, ta_url=None)
+        )
+        with c2pa.Builder(manifest) as builder:
+            builder.sign(signer, mime, io.BytesIO(data), out)
+    except c2pa.C2paError as exc:
+        raise InvalidInput(f"C2PA signing failed: {exc}") from exc
+    return out.getvalue()
