@@ -1,0 +1,130 @@
+"""Publishing tasks: schedule a batch into posting slots, claim due publications, publish one.
+
+``publish_publication`` retries transient failures (5xx, network) with exponential backoff; a
+rate limit or a used-up quota is not retried here: the ledger moves the row back to ``scheduled``
+at the platform's retry time and the next ``publish_due`` run picks it up. Each retry re-reads the
+row, so a container created by a failed attempt is reused, never created again.
+"""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime
+from functools import lru_cache
+from typing import Any
+
+from prefect import task
+from prefect.cache_policies import NO_CACHE
+from prefect.client.schemas.objects import TaskRun
+from prefect.states import State
+from prefect.tasks import Task, exponential_backoff
+
+from contentforge.db import make_engine, migrate
+from contentforge.moderation.policy import ModerationPolicy
+from contentforge.publishing import (
+    Outcome,
+    PublicationLedger,
+    TransientError,
+    build_notifier,
+    build_publisher,
+    give_up,
+    publish_claimed,
+    publisher_name,
+)
+from contentforge.publishing.scheduling import offline_caption_writer, parse_slot_times, schedule_batch
+from tasks import resources
+
+PUBLISH_RETRIES = 3
+_lock = threading.Lock()
+
+
+@lru_cache(maxsize=4)
+def _ledger_for(url: str) -> PublicationLedger:
+    migrate(url)
+    settings = resources.settings()
+    return PublicationLedger(
+        make_engine(url), ModerationPolicy.from_settings(settings), caption_writer=offline_caption_writer
+    )
+
+
+def ledger() -> PublicationLedger:
+    """The ledger on the configured database (migrated to head on first use in this process)."""
+    with _lock:
+        return _ledger_for(resources.settings().resolved_database_url)
+
+
+def _is_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry only what a retry can fix: transient errors, not refusals or permanent failures."""
+    error = state.data if isinstance(state.data, BaseException) else None
+    if error is None:
+        try:
+            error = state.result(raise_on_failure=False)  # type: ignore[assignment]
+        except Exception:  # an unreadable result is not worth retrying
+            return False
+    return isinstance(error, TransientError)
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def schedule_batch_publications(
+    batch_id: str, platforms: list[str], start: datetime | None = None
+) -> dict[str, Any]:
+    """Schedule the batch's publishable pieces on ``platforms``; returns counts, slots and refusals."""
+    settings = resources.settings()
+    outcome = schedule_batch(
+        ledger(),
+        batch_id,
+        platforms,
+        start=start or datetime.now(UTC),
+        slot_times=parse_slot_times(settings.publish_slots),
+        daily_limit=settings.publish_daily_limit,
+        publisher_for=lambda platform: publisher_name(settings, platform),
+    )
+    return {
+        "batch_id": batch_id,
+        "scheduled": len(outcome.result.scheduled),
+        "already_scheduled": len(outcome.result.existing),
+        "refused": outcome.result.refused_count,
+        "refusals": [reason for _, _, reason in outcome.result.refused],
+        "slots": {p: [(piece, when.isoformat()) for piece, when in s] for p, s in outcome.slots.items()},
+    }
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def claim_due_publications(limit: int, stale_after_s: float | None = None) -> list[int]:
+    """Claim up to ``limit`` due publications for this run (guarded, so two runs never share one)."""
+    settings = resources.settings()
+    stale = settings.publish_stale_after_s if stale_after_s is None else stale_after_s
+    return [p.id for p in ledger().claim_due(limit=limit, stale_after_s=stale)]
+
+
+@task(
+    task_run_name="publish-{publication_id}",
+    retries=PUBLISH_RETRIES,
+    retry_delay_seconds=exponential_backoff(backoff_factor=2),
+    retry_jitter_factor=0.5,
+    retry_condition_fn=_is_transient,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def publish_publication(publication_id: int) -> Outcome:
+    """Publish one claimed publication through its configured publisher (exactly once)."""
+    settings = resources.settings()
+    book = ledger()
+    publication = book.publication(publication_id)  # re-read: a retry reuses a stored container id
+    book.touch(publication_id)
+    publisher = build_publisher(settings, publication.platform, storage=resources.storage())
+    return publish_claimed(book, publisher, publication, notifier=build_notifier(settings))
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def release_publication(publication_id: int, error: str) -> Outcome:
+    """After the retries ran out: back to scheduled with backoff, or failed after max attempts."""
+    settings = resources.settings()
+    book = ledger()
+    return give_up(
+        book,
+        book.publication(publication_id),
+        error,
+        max_attempts=settings.publish_max_attempts,
+        notifier=build_notifier(settings),
+    )
