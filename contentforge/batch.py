@@ -29,11 +29,12 @@ from contentforge.images.protocol import GeneratedImage, ImageBackend, ImageRequ
 from contentforge.images.provenance import png_with_provenance
 from contentforge.images.safety import validate_lora
 from contentforge.moderation import Moderator
-from contentforge.moderation.review import ReviewQueue
 from contentforge.personas import load_persona_file
 from contentforge.storage import Storage, content_key
 from contentforge.text.hooks import HookWriter
+from contentforge.text.llm_hooks import LlmHookWriter
 from contentforge.text.prompts import build_image_prompt
+from contentforge.text.providers.costs import record_text_cost
 
 MAX_PIECES = 500
 FINISHED = frozenset({PieceStatus.ready, PieceStatus.rejected})
@@ -260,9 +261,18 @@ def store_piece(
 def write_piece_hooks(
     piece: PieceRow, persona: Persona, platform: Platform, writer: HookWriter, repo: Repository
 ) -> int:
-    """Write and save the piece's hook variations; returns how many."""
+    """Write and save the piece's hook variations; returns how many.
+
+    An LLM writer's answer is charged to the batch's cost ledger (tokens, model, prompt version).
+    """
     template = template_by_id(piece.template_id)
-    hooks = writer.write_hooks(persona, template, platform, count=5, seed=piece.seed)
+    if isinstance(writer, LlmHookWriter):
+        outcome = writer.write_hooks_detailed(persona, template, platform, count=5, seed=piece.seed)
+        hooks = outcome.hooks
+        if outcome.result is not None and outcome.result.result.provider != "offline":
+            record_text_cost(repo, piece.batch_id, outcome.result, piece_id=piece.id)
+    else:
+        hooks = writer.write_hooks(persona, template, platform, count=5, seed=piece.seed)
     repo.save_hooks(piece.id, hooks)
     return len(hooks)
 
@@ -270,9 +280,9 @@ def write_piece_hooks(
 def moderate_piece(piece: PieceRow, storage: Storage, moderator: Moderator, repo: Repository) -> str:
     """Moderate the stored image plus the prompt and hooks, and save the verdict; returns it.
 
-    A borderline or disputed piece (``ModerationPolicy.assess``) ends in ``needs_review``: the shared
-    ``save_verdict`` stores the verdict (status ``ready``) and the review queue then holds the piece.
-    A piece already waiting for a reviewer keeps its verdict and is not moderated again.
+    A borderline or disputed piece (``ModerationPolicy.assess``) is saved straight into
+    ``needs_review``. A piece already waiting for a reviewer keeps its verdict and is not moderated
+    again.
     """
     if piece.status is PieceStatus.needs_review and piece.verdict is not None:
         return piece.verdict.value
@@ -282,9 +292,8 @@ def moderate_piece(piece: PieceRow, storage: Storage, moderator: Moderator, repo
     image.load()
     texts = [piece.prompt, *(hook.caption for hook in piece.hooks)]
     assessment = moderator.assess(image, texts)
-    repo.save_verdict(piece.id, assessment.verdict)
-    if assessment.needs_review:
-        ReviewQueue.for_repository(repo).hold(piece.id, assessment.review_reasons)
+    review_reasons = assessment.review_reasons if assessment.needs_review else ()
+    repo.save_verdict(piece.id, assessment.verdict, review_reasons=review_reasons)
     return assessment.verdict.verdict.value
 
 

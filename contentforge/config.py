@@ -214,7 +214,7 @@ class Settings(BaseSettings):
     # --- Safety and compliance (moderation backends, review band, platform tiers, disclosure) ---
     moderation_backends: str = Field(
         default="local",
-        description="Comma list of moderation backends: local (NudeNet + text rules), openai (omni-moderation).",
+        description="Comma list of moderation backends: local (NudeNet + text rules), openai.",
     )
     openai_moderation_base_url: str | None = Field(
         default=None,
@@ -236,7 +236,7 @@ class Settings(BaseSettings):
         default=0.5,
         gt=0.0,
         le=1.0,
-        description="Backends whose scores for one category differ by at least this send the piece to review.",
+        description="Backends whose scores for a category differ by at least this send it to review.",
     )
     platform_tiers: dict[str, list[str]] | None = Field(
         default=None,

@@ -16,7 +16,8 @@ from contentforge.images.protocol import ImageBackend
 from contentforge.moderation import Moderator
 from contentforge.moderation.factory import build_moderator
 from contentforge.storage import Storage, build_storage
-from contentforge.text.hooks import HookWriter, OfflineHookWriter
+from contentforge.text.hooks import HookWriter
+from contentforge.text.llm_hooks import build_hook_writer
 from tasks.dispatch import SlotDispatcher, get_dispatcher
 
 _lock = threading.Lock()
@@ -50,8 +51,17 @@ def moderator() -> Moderator:
     return build_moderator(settings())
 
 
+_hook_writers: dict[int, HookWriter] = {}
+
+
 def hook_writer() -> HookWriter:
-    return OfflineHookWriter()
+    """The configured hook writer (LLM chain with offline fallback, or offline), built once per settings."""
+    config = settings()
+    with _lock:
+        if id(config) not in _hook_writers:
+            _hook_writers.clear()
+            _hook_writers[id(config)] = build_hook_writer(config)
+        return _hook_writers[id(config)]
 
 
 def dispatcher() -> SlotDispatcher:

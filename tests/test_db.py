@@ -410,6 +410,24 @@ def test_rejected_verdict_keeps_the_piece_with_its_reasons(repo: Repository, eng
         assert list(history) == ["suggestive", "rejected"]
 
 
+def test_a_verdict_with_review_reasons_goes_straight_to_needs_review(repo: Repository) -> None:
+    repo.upsert_persona(make_persona())
+    start_batch(repo)
+    repo.add_planned_pieces("b1", planned("b1", range(2)))
+    generate(repo, "b1-000", seed=1, sha="a" * 64, cost=0.01)
+    generate(repo, "b1-001", seed=2, sha="b" * 64, cost=0.01)
+
+    repo.save_verdict("b1-000", verdict(Verdict.suggestive, "sexual 0.42"), review_reasons=["borderline"])
+    repo.save_verdict("b1-001", verdict(Verdict.rejected, "hate 0.9"), review_reasons=["borderline"])
+
+    held = repo.get_piece("b1-000")
+    assert held is not None and held.status == PieceStatus.needs_review
+    assert held.verdict == Verdict.suggestive
+    assert held.moderation_reasons == ["needs review: borderline", "sexual 0.42"]
+    refused = repo.get_piece("b1-001")
+    assert refused is not None and refused.status == PieceStatus.rejected, "a rejection is never held"
+
+
 def test_save_hooks_replaces_only_that_platform(repo: Repository) -> None:
     repo.upsert_persona(make_persona())
     start_batch(repo)

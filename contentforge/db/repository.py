@@ -127,6 +127,11 @@ class Repository:
         # Reads may BEGIN deferred on SQLite and so run beside a writer instead of queueing behind it.
         self._read_sessions = make_session_factory(engine.execution_options(**{READ_ONLY: True}))
 
+    @property
+    def engine(self) -> Engine:
+        """The engine, for modules with their own queries on the same database (review, publishing)."""
+        return self._engine
+
     @contextmanager
     def _write(self) -> Iterator[Session]:
         with self._sessions() as session, session.begin():
@@ -502,11 +507,15 @@ class Repository:
                     )
                 )
 
-    def save_verdict(self, piece_id: str, verdict: ModerationVerdict) -> None:
+    def save_verdict(
+        self, piece_id: str, verdict: ModerationVerdict, *, review_reasons: Sequence[str] = ()
+    ) -> None:
         """Keep the verdict's history row and apply it: 'ready', or 'rejected' with its reasons.
 
         Rejected pieces stay in the database so a reviewer can see what was refused and why. ``tier``
-        is the publishing tier, so it is empty for a rejected piece.
+        is the publishing tier, so it is empty for a rejected piece. ``review_reasons`` (a borderline or
+        disputed verdict) put a not-rejected piece in ``needs_review`` in the same transaction, so it
+        is never ``ready`` even for a moment.
         """
         with self._write() as session:
             piece = _piece(session, piece_id, for_update=True)
@@ -530,6 +539,10 @@ class Repository:
             piece.moderation_scores = scores
             piece.moderation_reasons = list(verdict.reasons)
             piece.status = (PieceStatus.rejected if rejected else PieceStatus.ready).value
+            if review_reasons and not rejected:
+                piece.status = PieceStatus.needs_review.value
+                held = [f"needs review: {reason}" for reason in review_reasons]
+                piece.moderation_reasons = held + list(verdict.reasons)
 
     def mark_failed(self, piece_id: str, error: str) -> None:
         """Record why a piece failed; its plan stays so the batch report can show the gap."""

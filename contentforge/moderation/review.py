@@ -10,7 +10,7 @@ waiting for review is refused with ``ReviewStateError``, so two reviewers cannot
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
@@ -78,29 +78,12 @@ class ReviewQueue:
     @classmethod
     def for_repository(cls, repo: Repository) -> ReviewQueue:
         """The queue on the same engine (and so the same SQLite connection settings) as ``repo``."""
-        return cls(repo._engine)  # the repository does not expose its engine; same process, same DB
+        return cls(repo.engine)
 
     @contextmanager
     def _write(self) -> Iterator[Session]:
         with self._sessions() as session, session.begin():
             yield session
-
-    def hold(self, piece_id: str, reasons: Sequence[str] = ()) -> None:
-        """Put a just-moderated, not rejected piece (status ``ready``) in the queue."""
-        with self._write() as session:
-            piece = _piece(session, piece_id)
-            if piece.status == PieceStatus.needs_review.value:
-                return
-            if piece.status != PieceStatus.ready.value:
-                raise ReviewStateError(
-                    f"piece {piece_id!r} is {piece.status!r}; only a moderated, not rejected piece is "
-                    "held for review"
-                )
-            piece.status = PieceStatus.needs_review.value
-            if reasons:
-                existing = list(piece.moderation_reasons or [])
-                added = [f"needs review: {r}" for r in reasons if f"needs review: {r}" not in existing]
-                piece.moderation_reasons = added + existing
 
     def pending(
         self, *, batch_id: str | None = None, persona_id: str | None = None, limit: int | None = None
