@@ -28,6 +28,7 @@ from contentforge.summary import batch_summary_markdown, batch_summary_table
 from flows.generate_images import generate_images
 from flows.progress import BatchProgress
 from tasks import resources
+from tasks.bootstrap import bootstrap_limits
 from tasks.moderation import moderate
 from tasks.planning import select_templates_and_prompts, validate_request
 from tasks.text import write_hooks
@@ -61,6 +62,7 @@ def produce_content_batch(
         include_hooks=include_hooks,
         safety_check=safety_check,
     )
+    bootstrap_limits(resources.settings())
     batch_id = batch_id or uuid.uuid4().hex
     piece_ids = select_templates_and_prompts(request, batch_id, flow_run.get_id())
     stage_seconds["plan"] = time.perf_counter() - clock

@@ -67,3 +67,8 @@ def hook_writer() -> HookWriter:
 def dispatcher() -> SlotDispatcher:
     config = settings()
     return get_dispatcher(config.concurrency_limit_name, config.generation_slots)
+
+
+def moderation_dispatcher() -> SlotDispatcher:
+    config = settings()
+    return get_dispatcher(config.moderation_concurrency_limit_name, config.moderation_concurrency)

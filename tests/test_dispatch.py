@@ -130,3 +130,16 @@ def test_a_slot_outlives_the_task_run_that_spawned_its_holder(prefect_server: st
         time.sleep(0.2)
     else:
         pytest.fail("the slot was never released after the work finished")
+
+
+def test_the_flow_bootstrap_creates_a_missing_limit_but_keeps_an_operators_size(prefect_server: str) -> None:
+    from prefect.client.orchestration import get_client
+
+    from tasks.bootstrap import create_limit_if_absent, ensure_concurrency_limit
+
+    name = f"test-limit-{uuid.uuid4().hex[:8]}"
+    assert create_limit_if_absent(name, 5) == "created"
+    assert ensure_concurrency_limit(name, 7) == "updated"  # an operator resized it
+    assert create_limit_if_absent(name, 5) == "exists"
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(name).limit == 7
