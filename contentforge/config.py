@@ -13,7 +13,7 @@ from typing import Literal
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
-ImageProfile = Literal["tiny", "model", "fixed-latency"]
+ImageProfile = Literal["tiny", "model", "fixed-latency", "replicate"]
 
 
 class Settings(BaseSettings):
@@ -57,10 +57,49 @@ class Settings(BaseSettings):
     allow_pickle: bool = Field(
         default=False, description="Allow loading pickle checkpoints (.ckpt/.bin/.pt)."
     )
+    # --- Image engine (contentforge.images: loading, memory, micro-batches, Replicate) -------------
+    image_family: Literal["auto", "sd15", "sdxl", "flux"] = Field(
+        default="auto",
+        description="Pipeline family; auto reads model_index.json (folder or hub cache) or the file's tensors.",
+    )
+    image_single_file_config: str | None = Field(
+        default=None, description="Local diffusers folder (or hub id) with the configs for a single-file model."
+    )
+    image_memory_strategy: Literal[
+        "auto", "full_gpu", "model_cpu_offload", "sequential_cpu_offload", "group_offload"
+    ] = Field(default="auto", description="Where weights live on CUDA; see README 'Image models'.")
+    image_memory_budget_mb: int = Field(
+        default=0, ge=0, description="Weights kept loaded by the model pool; 0 = detect (90% VRAM, 50% RAM)."
+    )
+    image_vae_slicing: bool = Field(default=False, description="Decode micro-batches one image at a time.")
+    image_vae_tiling: bool = Field(default=False, description="Decode large images in tiles.")
+    image_quantization: Literal["none", "bnb_4bit", "bnb_8bit", "torchao_int8"] = Field(
+        default="none", description="Quantize the denoiser (needs bitsandbytes or torchao installed)."
+    )
+    image_micro_batch: int = Field(
+        default=0, ge=0, le=64, description="Images per pipeline call for pieces sharing settings; 0 = auto."
+    )
+    image_lora_registry: Path | None = Field(
+        default=None, description="YAML/JSON file of named LoRAs (source, trigger word, scale, family, sha256)."
+    )
+    replicate_api_token: SecretStr | None = None
+    replicate_base_url: str = Field(default="https://api.replicate.com")
+    replicate_model: str = Field(default="black-forest-labs/flux-schnell", description="owner/name")
+    replicate_cost_usd: float = Field(default=0.003, ge=0.0, description="Charged per Replicate image.")
+    replicate_timeout_s: float = Field(default=120.0, gt=0.0, description="Per prediction, polling included.")
+    # --- end image engine ---
 
     # Orchestration
     generation_slots: int = Field(default=5, ge=1, le=64, description="Size of the 'image-generation' limit.")
     concurrency_limit_name: str = Field(default="image-generation")
+    gpu_deployment: str | None = Field(
+        default=None,
+        description="Distributed mode: the batch flow runs its GPU stage as this deployment "
+        "(e.g. generate-images/generate-images on the gpu pool) instead of in-process.",
+    )
+    gpu_work_queue: str | None = Field(
+        default=None, description="Work queue of the gpu pool for this batch's GPU stage (e.g. priority)."
+    )
     prefect_port: int = Field(
         default=4200, ge=1, le=65535, description="Port of the local prefect server the CLI starts or reuses."
     )
@@ -256,6 +295,52 @@ class Settings(BaseSettings):
     c2pa_cert_path: Path | None = Field(default=None, description="PEM certificate chain for C2PA signing.")
     c2pa_key_path: Path | None = Field(default=None, description="PEM private key for C2PA signing.")
     # --- end safety and compliance ---
+
+    # --- Brand research and strategy (contentforge.research, contentforge.strategy) -------------
+    research_allow_private: bool = Field(
+        default=False,
+        description="Allow fetching private/loopback/link-local addresses (tests, trusted intranets only).",
+    )
+    research_max_bytes: int = Field(default=2_000_000, ge=1_000, le=50_000_000, description="Per page.")
+    research_timeout_s: float = Field(default=15.0, gt=0.0, le=120.0, description="Per page, with redirects.")
+    research_max_redirects: int = Field(default=5, ge=0, le=20)
+    research_max_pages: int = Field(default=6, ge=1, le=30, description="Pages read per brand, with links.")
+    approval_timeout_s: int = Field(
+        default=86_400, ge=1, description="How long persona/topic/blog approvals wait in the Prefect UI."
+    )
+    persona_default_selection: int = Field(
+        default=3, ge=3, le=6, description="On approval timeout, the first N persona candidates are saved."
+    )
+    approve_on_timeout: bool = Field(
+        default=False, description="Topics and blog drafts nobody reviewed: approve (true) or leave proposed."
+    )
+    # --- end brand research and strategy ---
+
+    # --- REST API and review gallery (contentforge_api) -------------------------------------------
+    api_token: SecretStr | None = Field(
+        default=None,
+        description="Bearer token for every API call. Without one the API starts only on loopback "
+        "with --insecure-local.",
+    )
+    api_read_token: SecretStr | None = Field(
+        default=None, description="Optional read-only bearer token (GET endpoints and the gallery view)."
+    )
+    api_host: str = Field(default="127.0.0.1", description="Interface `contentforge api serve` binds.")
+    api_port: int = Field(default=8000, ge=1, le=65535)
+    api_public_url: str | None = Field(
+        default=None, description="Base URL users reach the API at (gallery links); default http://host:port."
+    )
+    batch_deployment_name: str = Field(
+        default="produce-content-batch/produce-content-batch",
+        description="Deployment (flow/deployment) the API starts batches with via run_deployment.",
+    )
+    api_max_body_bytes: int = Field(
+        default=12 * 1024 * 1024, ge=1024, description="Largest request body the API accepts (413 above)."
+    )
+    api_max_image_bytes: int = Field(
+        default=8 * 1024 * 1024, ge=1024, description="Largest decoded image for /content/safety-check."
+    )
+    # --- end REST API ---
 
     @field_validator("image_width", "image_height")
     @classmethod

@@ -1,8 +1,16 @@
-"""SDXL through diffusers: the real model (profile "model") or the random-weight tiny one ("tiny").
+"""SD1.5, SDXL and Flux through diffusers: a real model (profile "model") or a random-weight tiny one.
 
-Both share one code path, so everything the tests prove on the tiny pipeline (seeded determinism,
-LoRA switching, long prompts, thread safety) holds for the real model too. Prompts always go through
-compel, which splits prompts longer than CLIP's 77 tokens into chunks instead of truncating them.
+Both share one code path, so everything the tests prove on the tiny pipelines (seeded determinism,
+LoRA switching, long prompts, thread safety, micro-batches equal to single runs) holds for real models.
+SD1.5 and SDXL prompts go through compel, which splits prompts longer than CLIP's 77 tokens into chunks
+instead of truncating them; Flux prompts go to its T5 encoder as text (up to 512 tokens, with a warning
+beyond).
+
+Micro-batches: ``generate_many`` runs requests that share (LoRA set, size, steps, guidance) as one
+pipeline call with one ``torch.Generator`` per image, so item i is the image a single run with its seed
+gives (diffusers draws each image's starting noise from its own generator). Requests whose prompt
+embeddings have different lengths (a long prompt has more 77-token chunks) run as separate calls,
+because padding them to one length would change their pixels.
 """
 
 from __future__ import annotations
@@ -10,40 +18,50 @@ from __future__ import annotations
 import copy
 import hashlib
 import logging
-import os
 import time
 import warnings
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import diffusers
+import numpy as np
 import torch
-from compel import CompelForSDXL
-from diffusers import StableDiffusionXLPipeline
-from diffusers.utils import deprecation_utils
+from PIL import Image
 
 from contentforge.config import Settings
 from contentforge.domain import GenerationRecord, LoraRef, LoraSpec
 from contentforge.errors import GenerationFailed, InvalidInput, InvalidLora
+from contentforge.images import memory
 from contentforge.images import pool as pools
+from contentforge.images.loading import detect_family, dtype_kwarg, load_pipeline, offline
 from contentforge.images.protocol import GeneratedImage, ImageRequest
 from contentforge.images.safety import check_model_file, looks_local, lora_file, validate_lora
-from contentforge.images.tiny import build_tiny_sdxl_pipeline, tiny_model_id
+from contentforge.images.tiny import (
+    TINY_SD15_MODEL_ID,
+    build_tiny_sd15_pipeline,
+    build_tiny_sdxl_pipeline,
+    tiny_model_id,
+)
 
 logger = logging.getLogger(__name__)
 
 # Several persona LoRAs on one pipeline is the design, not an accident peft should warn about.
 warnings.filterwarnings("ignore", message="Already found a `peft_config` attribute", category=UserWarning)
 
-DTYPE_KWARG = "dtype" if hasattr(deprecation_utils, "_resolve_dtype") else "torch_dtype"
+DTYPE_KWARG = dtype_kwarg()
 """diffusers renamed ``torch_dtype`` to ``dtype`` (PR #14205); use the new name where it exists."""
 MAX_LOADED_ADAPTERS = 8
 """LoRAs kept loaded per pipeline; beyond this the least recently used idle ones are unloaded."""
 AUTO_REPLICAS_CPU = 5
 AUTO_REPLICAS_GPU = 1
+AUTO_MICRO_BATCH_CPU = 1
+"""On CPU a batch of N costs N times one image: batching buys nothing and delays the first result."""
+AUTO_MICRO_BATCH_GPU = 4
+"""On a GPU one call for 4 images keeps the device busier than 4 calls (measure with benchmarks/)."""
+FLUX_MAX_SEQUENCE = 512
 
 
 def resolve_device(setting: str) -> tuple[str, str]:
@@ -77,8 +95,20 @@ def _dtype_name(dtype: torch.dtype) -> str:
 class Replica:
     """A per-call pipeline sharing the pool's weights, with its own scheduler, tokenizers and compel."""
 
-    pipe: StableDiffusionXLPipeline
-    compel: CompelForSDXL
+    pipe: Any
+    compel: Any | None
+    """CompelForSD / CompelForSDXL; None for Flux, whose prompts go to T5 as text."""
+
+
+@dataclass
+class LoadInfo:
+    """How a pool's pipeline was placed: recorded on every generation made with it."""
+
+    strategy: str
+    strategy_reason: str
+    load_seconds: float
+    size_bytes: int
+    options: list[str] = field(default_factory=list)
 
 
 @dataclass(frozen=True)
@@ -94,15 +124,29 @@ def adapter_name(spec: LoraSpec, sha256: str | None) -> str:
     return "cf_" + hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
+def batch_key(request: ImageRequest) -> tuple[Any, ...]:
+    """What requests must share to run in one pipeline call (prompt, negative and seed may differ)."""
+    loras = tuple((s.source, s.weight_name, s.scale) for s in request.loras)
+    return (loras, request.width, request.height, request.steps, request.guidance_scale)
+
+
+def micro_batches(requests: Sequence[ImageRequest], size: int) -> list[list[int]]:
+    """Indexes of ``requests`` grouped by ``batch_key`` and cut into runs of at most ``size``, in order."""
+    groups: dict[tuple[Any, ...], list[int]] = {}
+    for index, request in enumerate(requests):
+        groups.setdefault(batch_key(request), []).append(index)
+    return [ids[i : i + max(1, size)] for ids in groups.values() for i in range(0, len(ids), max(1, size))]
+
+
 class DiffusersBackend:
-    """SDXL pipelines shared per process (see ``pool``), safe to call from many threads at once."""
+    """Pipelines shared per process (see ``pool``), safe to call from many threads at once."""
 
     def __init__(
         self,
         *,
         name: str,
         model_id: str,
-        load: Callable[[torch.dtype], StableDiffusionXLPipeline],
+        load: Callable[[torch.dtype], Any],
         device: str,
         device_reason: str,
         dtype: torch.dtype,
@@ -110,6 +154,14 @@ class DiffusersBackend:
         cost_usd: float,
         allow_pickle: bool,
         why: str,
+        family: str = "sdxl",
+        family_reason: str = "",
+        strategy: str = "auto",
+        budget_bytes: int | None = None,
+        budget_reason: str = "",
+        micro_batch: int = 1,
+        vae_slicing: bool = False,
+        vae_tiling: bool = False,
     ) -> None:
         self.name = name
         self.model_id = model_id
@@ -118,10 +170,23 @@ class DiffusersBackend:
         self.replicas = replicas
         self.cost_usd = cost_usd
         self.allow_pickle = allow_pickle
+        self.family = family
+        self.strategy = strategy
+        self.budget_bytes = budget_bytes
+        self.micro_batch = max(1, micro_batch)
+        self.vae_slicing = vae_slicing
+        self.vae_tiling = vae_tiling
         self._load = load
         self._device_reason = device_reason
+        self._family_reason = family_reason
+        self._budget_reason = budget_reason
         self._why = why
-        self.pool_key = pools.PoolKey(model=model_id, dtype=_dtype_name(dtype), device=device)
+        # Refuse an impossible strategy now (e.g. an offload strategy on CPU), before any weights load.
+        if strategy != "auto":
+            memory.choose_strategy(strategy, device, 0, None)
+        self.pool_key = pools.PoolKey(
+            model=model_id, dtype=_dtype_name(dtype), device=device, strategy=strategy
+        )
 
     @classmethod
     def from_settings(cls, settings: Settings) -> DiffusersBackend:
@@ -132,6 +197,12 @@ class DiffusersBackend:
         replicas = settings.image_replicas or (
             AUTO_REPLICAS_CPU if tiny or device == "cpu" else AUTO_REPLICAS_GPU
         )
+        if settings.image_memory_budget_mb:
+            budget = settings.image_memory_budget_mb * 2**20
+            budget_reason = "CONTENTFORGE_IMAGE_MEMORY_BUDGET_MB"
+        else:
+            budget, budget_reason = memory.default_budget_bytes(device)
+        on_gpu = device.startswith("cuda")
         common: dict[str, Any] = {
             "device": device,
             "device_reason": device_reason,
@@ -139,13 +210,34 @@ class DiffusersBackend:
             "replicas": replicas,
             "cost_usd": settings.image_cost_usd,
             "allow_pickle": settings.allow_pickle,
+            "strategy": settings.image_memory_strategy,
+            "budget_bytes": budget,
+            "budget_reason": budget_reason,
+            "micro_batch": settings.image_micro_batch
+            or (AUTO_MICRO_BATCH_GPU if on_gpu else AUTO_MICRO_BATCH_CPU),
+            "vae_slicing": settings.image_vae_slicing,
+            "vae_tiling": settings.image_vae_tiling,
         }
         if tiny:
+            if settings.image_family == "sd15":
+                return cls(
+                    name="tiny-sd15",
+                    model_id=f"{TINY_SD15_MODEL_ID}:seed=0",
+                    load=lambda _dtype: build_tiny_sd15_pipeline(0),
+                    why="CONTENTFORGE_IMAGE_PROFILE=tiny: random weights in code, no download, noise images",
+                    family="sd15",
+                    family_reason="CONTENTFORGE_IMAGE_FAMILY=sd15",
+                    **common,
+                )
+            if settings.image_family == "flux":
+                raise InvalidInput("the tiny profile builds SDXL or SD1.5 pipelines, not Flux")
             return cls(
                 name="tiny-sdxl",
                 model_id=tiny_model_id(0),
                 load=lambda _dtype: build_tiny_sdxl_pipeline(0),
                 why="CONTENTFORGE_IMAGE_PROFILE=tiny: random weights in code, no download, noise images",
+                family="sdxl",
+                family_reason="tiny profile",
                 **common,
             )
         if settings.image_profile != "model":
@@ -159,94 +251,206 @@ class DiffusersBackend:
                 raise InvalidInput(f"CONTENTFORGE_IMAGE_MODEL={model}: no such file or folder")
             if path.is_file():
                 check_model_file(path, settings.allow_pickle)
+        family, family_reason = detect_family(model, settings.image_family, settings.image_single_file_config)
+        quant, quant_reason = memory.quantization_config(settings.image_quantization, family)
+        if settings.image_quantization != "none":
+            (logger.info if quant is not None else logger.warning)("%s: %s", model, quant_reason)
+        single_file_config = settings.image_single_file_config
+
+        def load(dtype: torch.dtype) -> Any:
+            return load_pipeline(
+                model,
+                family,
+                dtype,
+                allow_pickle=settings.allow_pickle,
+                single_file_config=single_file_config,
+                quantization=quant,
+            )
+
         return cls(
-            name="diffusers-sdxl",
+            name=f"diffusers-{family}",
             model_id=model,
-            load=lambda dtype: load_sdxl(model, dtype, settings.allow_pickle),
-            why="CONTENTFORGE_IMAGE_PROFILE=model",
+            load=load,
+            why="CONTENTFORGE_IMAGE_PROFILE=model" + ("; HF_HUB_OFFLINE: cache only" if offline() else ""),
+            family=family,
+            family_reason=family_reason,
             **common,
         )
 
     def describe(self) -> str:
         return (
-            f"{self.name}: {self.model_id} on {self.device} "
-            f"({_dtype_name(self.dtype)}; {self._device_reason}); "
-            f"up to {self.replicas} concurrent generation(s) sharing one copy of the weights; {self._why}"
+            f"{self.name}: {self.model_id} ({self.family}: {self._family_reason}) on {self.device} "
+            f"({_dtype_name(self.dtype)}; {self._device_reason}); memory strategy {self.strategy}, "
+            f"pool budget {self.budget_bytes / 2**20 if self.budget_bytes else 0:.0f} MB "
+            f"({self._budget_reason}); micro-batches of up to {self.micro_batch}; "
+            f"up to {self.replicas} concurrent call(s) sharing one copy of the weights; {self._why}"
         )
 
     def warm_up(self) -> None:
         """Load the pipeline now (it is otherwise loaded on the first ``generate``)."""
         self._pool()
 
+    def load_info(self) -> LoadInfo:
+        """How the pipeline was placed (loads it if needed)."""
+        return self._pool().info  # type: ignore[no-any-return]
+
     def generate(self, request: ImageRequest) -> GeneratedImage:
+        return self.generate_many([request])[0]
+
+    def generate_many(self, requests: Sequence[ImageRequest]) -> list[GeneratedImage]:
+        """Generate requests sharing ``batch_key`` as one micro-batch; results in request order.
+
+        Item i equals ``generate(requests[i])`` (one generator per image). Callers group with
+        ``micro_batches``; mixed keys are refused rather than silently split.
+        """
+        if not requests:
+            return []
+        keys = {batch_key(r) for r in requests}
+        if len(keys) > 1:
+            raise InvalidInput(
+                "a micro-batch must share LoRA set, size, steps and guidance (see micro_batches)"
+            )
         started = time.perf_counter()
-        loras = [self._resolve_lora(spec) for spec in request.loras]
+        loras = [self._resolve_lora(spec) for spec in requests[0].loras]
         active = [lora for lora in loras if lora.spec.scale != 0]
         adapters = tuple((lora.name, lora.spec.scale) for lora in active)
         pool = self._pool()
+        info: LoadInfo = pool.info
         with pool.lease(adapters, lambda: self._switch_adapters(pool, active)) as replica:
-            image, scheduler = self._run(replica, request)
-        record = GenerationRecord(
-            backend=self.name,
-            model=self.model_id,
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            seed=request.seed,
-            steps=request.steps,
-            guidance_scale=request.guidance_scale,
-            width=request.width,
-            height=request.height,
-            scheduler=scheduler,
-            loras=tuple(lora.ref for lora in loras),
-            extra={
-                "device": self.device,
-                "dtype": _dtype_name(self.dtype),
-                "diffusers": diffusers.__version__,
-            },
-        )
-        return GeneratedImage(
-            image=image, record=record, seconds=time.perf_counter() - started, cost_usd=self.cost_usd
-        )
+            arrays, scheduler = self._run_batch(replica, list(requests))
+        seconds = time.perf_counter() - started
+        extra = {
+            "device": self.device,
+            "dtype": _dtype_name(self.dtype),
+            "diffusers": diffusers.__version__,
+            "family": self.family,
+            "memory_strategy": info.strategy,
+            "memory_strategy_reason": info.strategy_reason,
+            "micro_batch": str(len(requests)),
+        }
+        if info.options:
+            extra["memory_options"] = ",".join(info.options)
+        results = []
+        for request, array in zip(requests, arrays, strict=True):
+            record = GenerationRecord(
+                backend=self.name,
+                model=self.model_id,
+                prompt=request.prompt,
+                negative_prompt=request.negative_prompt,
+                seed=request.seed,
+                steps=request.steps,
+                guidance_scale=request.guidance_scale,
+                width=request.width,
+                height=request.height,
+                scheduler=scheduler,
+                loras=tuple(lora.ref for lora in loras),
+                extra=extra,
+            )
+            results.append(
+                GeneratedImage(image=to_pil(array), record=record, seconds=seconds, cost_usd=self.cost_usd)
+            )
+        return results
+
+    def generate_arrays(self, requests: Sequence[ImageRequest]) -> list[np.ndarray]:
+        """The decoded float images (HxWx3 in [0, 1]) of one micro-batch, before 8-bit rounding (tests)."""
+        loras = [self._resolve_lora(spec) for spec in requests[0].loras]
+        active = [lora for lora in loras if lora.spec.scale != 0]
+        pool = self._pool()
+        adapters = tuple((lora.name, lora.spec.scale) for lora in active)
+        with pool.lease(adapters, lambda: self._switch_adapters(pool, active)) as replica:
+            arrays, _ = self._run_batch(replica, list(requests))
+        return arrays
+
+    def unload_lora(self, spec: LoraSpec) -> bool:
+        """Remove a LoRA's adapter from the shared weights (waits for running generations); True if loaded."""
+        name = self._resolve_lora(spec).name
+        pool = self._pool()
+        removed: list[str] = []
+
+        def unload() -> None:
+            if name in pool.loaded_adapters:
+                pool.base.delete_adapters([name])
+                del pool.loaded_adapters[name]
+                removed.append(name)
+            if pool.loaded_adapters:
+                pool.base.disable_lora()
+
+        # A fresh key makes the gate run ``unload`` while nothing generates, and forces the next
+        # generation to set its adapters again.
+        with pool.gate.hold(("unload", name, object()), unload):
+            pass
+        return bool(removed)
+
+    def loaded_lora_adapters(self) -> list[str]:
+        return list(self._pool().loaded_adapters)
 
     # -- internals -------------------------------------------------------------------------------
 
     def _pool(self) -> pools.PipelinePool[Replica]:
-        return pools.get_pool(self.pool_key, self._load_pool)
+        return pools.get_pool(self.pool_key, self._load_pool, self.budget_bytes)
 
-    def _load_pool(self) -> tuple[StableDiffusionXLPipeline, list[Replica]]:
+    def _load_pool(self) -> tuple[Any, list[Replica], LoadInfo]:
         started = time.perf_counter()
-        base = self._load(self.dtype).to(self.device)
+        base = self._load(self.dtype)
         base.set_progress_bar_config(disable=True)
         freeze(base)
-        size = self.replicas
-        if size > 1 and base.vae.dtype == torch.float16 and base.vae.config.force_upcast:
+        size = memory.module_bytes(base)
+        if self.budget_bytes is not None:
+            pools.make_room(size, self.budget_bytes, keep=self.pool_key)
+        strategy, reason = memory.choose_strategy(
+            self.strategy, self.device, size, memory.free_vram_bytes(self.device)
+        )
+        logger.info("%s: memory strategy %s (%s)", self.model_id, strategy, reason)
+        memory.apply_strategy(base, strategy, self.device)
+        options = memory.apply_vae_options(base, self.vae_slicing, self.vae_tiling)
+        count = self.replicas
+        if strategy in memory.OFFLOAD_STRATEGIES:
+            count = 1  # offload hooks move shared modules between devices per call: one call at a time
+        elif count > 1 and base.vae.dtype == torch.float16 and base.vae.config.force_upcast:
             # The pipeline flips the shared VAE to fp32 and back around each decode: not thread-safe.
             logger.warning(
                 "fp16 VAE with force_upcast: limiting %s to one generation at a time", self.model_id
             )
-            size = 1
+            count = 1
         with _quiet_fp32_notice():
-            replicas = [self._make_replica(base) for _ in range(size)]
-        logger.info("loaded %s in %.1fs (%d replicas)", self.model_id, time.perf_counter() - started, size)
-        return base, replicas
+            if strategy in memory.OFFLOAD_STRATEGIES:
+                replicas = [Replica(pipe=base, compel=self._make_compel(base))]
+            else:
+                replicas = [self._make_replica(base) for _ in range(count)]
+        seconds = time.perf_counter() - started
+        logger.info("loaded %s in %.1fs (%d replicas, %.0f MB)", self.model_id, seconds, count, size / 2**20)
+        return base, replicas, LoadInfo(strategy, reason, seconds, size, options)
 
-    def _make_replica(self, base: StableDiffusionXLPipeline) -> Replica:
-        """A pipeline sharing ``base``'s modules; built at load time because ``from_pipe`` calls ``.to()``."""
-        pipe = type(base).from_pipe(
-            base,
-            scheduler=type(base.scheduler).from_config(base.scheduler.config),
-            # Fast tokenizers mutate truncation/padding state per call ("Already borrowed" under threads).
-            tokenizer=copy.deepcopy(base.tokenizer),
-            tokenizer_2=copy.deepcopy(base.tokenizer_2),
-            add_watermarker=getattr(base, "watermark", None) is not None,
-            **{DTYPE_KWARG: self.dtype},
-        )
-        pipe.set_progress_bar_config(disable=True)
-        for tokenizer in (pipe.tokenizer, pipe.tokenizer_2):
+    def _make_compel(self, pipe: Any) -> Any | None:
+        if self.family == "flux":
+            return None
+        from compel import CompelForSD, CompelForSDXL
+
+        tokenizers = [pipe.tokenizer] + ([pipe.tokenizer_2] if self.family == "sdxl" else [])
+        for tokenizer in tokenizers:
             # compel splits long prompts into 77-token chunks itself, so the tokenizer's "longer than the
             # maximum sequence length" warning would be wrong here; mark it as already shown.
             tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
-        return Replica(pipe=pipe, compel=CompelForSDXL(pipe, device=self.device))
+        wrapper = CompelForSDXL if self.family == "sdxl" else CompelForSD
+        return wrapper(pipe, device=self.device)
+
+    def _make_replica(self, base: Any) -> Replica:
+        """A pipeline sharing ``base``'s modules; built at load time because ``from_pipe`` calls ``.to()``."""
+        overrides: dict[str, Any] = {
+            "scheduler": type(base.scheduler).from_config(base.scheduler.config),
+            DTYPE_KWARG: self.dtype,
+        }
+        # Fast tokenizers mutate truncation/padding state per call ("Already borrowed" under threads).
+        for name in ("tokenizer", "tokenizer_2"):
+            if getattr(base, name, None) is not None:
+                overrides[name] = copy.deepcopy(getattr(base, name))
+        if self.family == "sdxl":
+            overrides["add_watermarker"] = getattr(base, "watermark", None) is not None
+        if self.family == "sd15":
+            overrides["requires_safety_checker"] = False
+        pipe = type(base).from_pipe(base, **overrides)
+        pipe.set_progress_bar_config(disable=True)
+        return Replica(pipe=pipe, compel=self._make_compel(pipe))
 
     def _resolve_lora(self, spec: LoraSpec) -> _ResolvedLora:
         sha256 = validate_lora(spec, allow_pickle=self.allow_pickle)
@@ -289,52 +493,124 @@ class DiffusersBackend:
                     spec.source,
                     weight_name=spec.weight_name,
                     adapter_name=lora.name,
-                    local_files_only=bool(os.environ.get("HF_HUB_OFFLINE")),
+                    local_files_only=offline(),
                 )
+            # diffusers only *warns* when no key of the file matches the model (e.g. an SDXL LoRA on
+            # Flux); for us that is a LoRA that does not fit, so fail the piece.
+            if not _lora_layers(pool.base, lora.name):
+                raise ValueError("none of its layers match this model (wrong base model family?)")
         except Exception as exc:
             try:
                 pool.base.delete_adapters([lora.name])
             except Exception:  # nothing (or only part) was loaded; the original error is what matters
                 logger.debug("no partial adapter %s to remove", lora.name)
-            reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-            raise InvalidLora(f"LoRA {spec.source} does not load into {self.model_id}: {reason}") from exc
+            reason = (str(exc).splitlines() or [type(exc).__name__])[0][:300]
+            raise InvalidLora(
+                f"LoRA {spec.source} does not load into {self.model_id} ({self.family}): {reason}"
+            ) from exc
         pool.loaded_adapters[lora.name] = spec.source
 
-    def _run(self, replica: Replica, request: ImageRequest) -> tuple[Any, str]:
+    def _encode(self, replica: Replica, request: ImageRequest) -> dict[str, Any]:
+        """The pipeline inputs for one request (batch dimension 1), as a single run would pass them."""
         pipe = replica.pipe
+        if self.family == "flux":
+            tokenizer = pipe.tokenizer_2
+            count = len(tokenizer(request.prompt, truncation=False).input_ids)
+            if count > FLUX_MAX_SEQUENCE:
+                logger.warning(
+                    "Flux prompt of seed %d is %d T5 tokens; only the first %d are used",
+                    request.seed,
+                    count,
+                    FLUX_MAX_SEQUENCE,
+                )
+            if request.negative_prompt:
+                logger.debug("Flux ignores the negative prompt of seed %d", request.seed)
+            return {"prompt": [request.prompt]}
+        compel = replica.compel
+        if self.family == "sd15":
+            cond = compel(request.prompt, negative_prompt=request.negative_prompt)
+            return {"prompt_embeds": cond.embeds, "negative_prompt_embeds": cond.negative_embeds}
+        if request.negative_prompt or not pipe.config.force_zeros_for_empty_prompt:
+            cond = compel(request.prompt, negative_prompt=request.negative_prompt)
+            negative, negative_pooled = cond.negative_embeds, cond.negative_pooled_embeds
+        else:
+            # What SDXL does for an empty negative prompt: zero conditioning, not the encoding of "".
+            cond = compel(request.prompt)
+            negative, negative_pooled = torch.zeros_like(cond.embeds), torch.zeros_like(cond.pooled_embeds)
+        return {
+            "prompt_embeds": cond.embeds,
+            "pooled_prompt_embeds": cond.pooled_embeds,
+            "negative_prompt_embeds": negative,
+            "negative_pooled_prompt_embeds": negative_pooled,
+        }
+
+    def _run_batch(self, replica: Replica, requests: list[ImageRequest]) -> tuple[list[np.ndarray], str]:
+        pipe = replica.pipe
+        first = requests[0]
         generator_device = "cpu" if self.device == "mps" else self.device  # MPS generators are unreliable
+        arrays: list[np.ndarray | None] = [None] * len(requests)
         with torch.inference_mode():
-            if request.negative_prompt or not pipe.config.force_zeros_for_empty_prompt:
-                cond = replica.compel(request.prompt, negative_prompt=request.negative_prompt)
-                negative, negative_pooled = cond.negative_embeds, cond.negative_pooled_embeds
-            else:
-                # What SDXL does for an empty negative prompt: zero conditioning, not the encoding of "".
-                cond = replica.compel(request.prompt)
-                negative, negative_pooled = (
-                    torch.zeros_like(cond.embeds),
-                    torch.zeros_like(cond.pooled_embeds),
-                )
-            generator = torch.Generator(device=generator_device).manual_seed(request.seed)
-            try:
-                output = pipe(
-                    prompt_embeds=cond.embeds,
-                    pooled_prompt_embeds=cond.pooled_embeds,
-                    negative_prompt_embeds=negative,
-                    negative_pooled_prompt_embeds=negative_pooled,
-                    num_inference_steps=request.steps,
-                    guidance_scale=request.guidance_scale,
-                    width=request.width,
-                    height=request.height,
-                    generator=generator,
-                    output_type="pil",
-                )
-            except (RuntimeError, ValueError) as exc:
-                reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-                raise GenerationFailed(f"{self.model_id} failed on seed {request.seed}: {reason}") from exc
-        return output.images[0], type(pipe.scheduler).__name__
+            encoded = [self._encode(replica, request) for request in requests]
+            # Same embedding shapes run together; padding different lengths would change the pixels.
+            runs: dict[tuple[Any, ...], list[int]] = {}
+            for index, inputs in enumerate(encoded):
+                shape = tuple(tuple(v.shape) for v in inputs.values() if isinstance(v, torch.Tensor))
+                runs.setdefault(shape, []).append(index)
+            for indexes in runs.values():
+                inputs = _stack([encoded[i] for i in indexes])
+                generators = [
+                    torch.Generator(device=generator_device).manual_seed(requests[i].seed) for i in indexes
+                ]
+                extra: dict[str, Any] = {}
+                if self.family == "flux":
+                    extra["max_sequence_length"] = FLUX_MAX_SEQUENCE
+                try:
+                    output = pipe(
+                        **inputs,
+                        **extra,
+                        num_inference_steps=first.steps,
+                        guidance_scale=first.guidance_scale,
+                        width=first.width,
+                        height=first.height,
+                        generator=generators,
+                        output_type="np",
+                    )
+                except (RuntimeError, ValueError) as exc:
+                    reason = (str(exc).splitlines() or [type(exc).__name__])[0]
+                    seeds = ", ".join(str(requests[i].seed) for i in indexes)
+                    raise GenerationFailed(f"{self.model_id} failed on seed(s) {seeds}: {reason}") from exc
+                for position, index in enumerate(indexes):
+                    arrays[index] = np.asarray(output.images[position])
+        return [a for a in arrays if a is not None], type(pipe.scheduler).__name__
 
 
-def freeze(pipe: StableDiffusionXLPipeline) -> None:
+def _stack(inputs: list[dict[str, Any]]) -> dict[str, Any]:
+    """Concatenate per-request pipeline inputs along the batch dimension."""
+    stacked: dict[str, Any] = {}
+    for key, value in inputs[0].items():
+        if isinstance(value, torch.Tensor):
+            stacked[key] = torch.cat([item[key] for item in inputs])
+        else:
+            stacked[key] = [entry for item in inputs for entry in item[key]]
+    return stacked
+
+
+def _lora_layers(pipe: Any, adapter: str) -> int:
+    """How many modules of the pipeline carry LoRA ``adapter`` (peft names them ``lora_A.<name>``)."""
+    suffix = f"lora_A.{adapter}"
+    count = 0
+    for component in pipe.components.values():
+        if isinstance(component, torch.nn.Module):
+            count += sum(1 for name, _ in component.named_modules() if name.endswith(suffix))
+    return count
+
+
+def to_pil(array: np.ndarray) -> Image.Image:
+    """What diffusers' ``output_type="pil"`` does: round to 8 bits."""
+    return Image.fromarray((array * 255).round().astype("uint8"))
+
+
+def freeze(pipe: Any) -> None:
     """Mark every weight as not requiring grad, as loading a LoRA does anyway.
 
     On CPU, torch picks a different (last-bit different) matmul kernel for weights that require grad,
@@ -362,27 +638,3 @@ def _quiet_fp32_notice() -> Iterator[None]:
         yield
     finally:
         target.removeFilter(notice)
-
-
-def load_sdxl(model: str, dtype: torch.dtype, allow_pickle: bool) -> StableDiffusionXLPipeline:
-    """Load SDXL from a diffusers folder, a single checkpoint file or a hub id (cache only when offline)."""
-    kwargs: dict[str, Any] = {DTYPE_KWARG: dtype}
-    path = Path(model).expanduser()
-    try:
-        if path.is_file():
-            check_model_file(path, allow_pickle)
-            return StableDiffusionXLPipeline.from_single_file(str(path), **kwargs)
-        use_safetensors = None if allow_pickle else True
-        if path.is_dir():
-            return StableDiffusionXLPipeline.from_pretrained(
-                str(path), use_safetensors=use_safetensors, **kwargs
-            )
-        return StableDiffusionXLPipeline.from_pretrained(
-            model,
-            use_safetensors=use_safetensors,
-            local_files_only=bool(os.environ.get("HF_HUB_OFFLINE")),
-            **kwargs,
-        )
-    except (OSError, ValueError) as exc:
-        reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise GenerationFailed(f"could not load SDXL model {model}: {reason}") from exc

@@ -7,6 +7,12 @@ that share those weights but each have their own scheduler and tokenizers. A cal
 
 LoRA state lives on the shared modules, so an ``AdapterGate`` lets generations with the same adapter
 set run together and switches adapters only when none is running (FIFO, so nobody starves).
+
+Pools are kept in least-recently-used order under a memory budget (``CONTENTFORGE_IMAGE_MEMORY_BUDGET_MB``,
+by default a share of CUDA memory or RAM, see ``memory.default_budget_bytes``): before a new model is
+placed on its device, and after it is loaded, the least recently used other pools are evicted until the
+total size of the weights fits. Eviction drops every reference the pool holds and collects, so the
+weights are really freed once running generations finish.
 """
 
 from __future__ import annotations
@@ -15,7 +21,7 @@ import gc
 import logging
 import queue
 import threading
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable, Hashable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -28,11 +34,12 @@ R = TypeVar("R")
 
 @dataclass(frozen=True)
 class PoolKey:
-    """What makes two pipelines interchangeable: the same weights, precision and device."""
+    """What makes two pipelines interchangeable: the same weights, precision, device and memory strategy."""
 
     model: str
     dtype: str
     device: str
+    strategy: str = "auto"
 
 
 _UNKNOWN: Hashable = object()
@@ -87,12 +94,18 @@ class PipelinePool(Generic[R]):
     def __init__(self, key: PoolKey, base: Any, replicas: list[R]) -> None:
         if not replicas:
             raise ValueError("a pipeline pool needs at least one replica")
+        from contentforge.images.memory import module_bytes
+
         self.key = key
         self.base: Any = base
+        self.size_bytes = module_bytes(base)
+        """Bytes of the base pipeline's weights (replicas share them)."""
         self.size = len(replicas)
         self.gate = AdapterGate()
         self.loaded_adapters: dict[str, str] = {}
         """Adapter name -> source, for adapters already loaded into the shared modules."""
+        self.info: Any = None
+        """What the loader reported about the placement (the diffusers backend's ``LoadInfo``)."""
         self._free: queue.SimpleQueue[R] = queue.SimpleQueue()
         for replica in replicas:
             self._free.put(replica)
@@ -109,22 +122,35 @@ class PipelinePool(Generic[R]):
 
     def close(self) -> None:
         """Drop this pool's references to the weights (running leases keep theirs until they end)."""
+        remove_hooks = getattr(self.base, "remove_all_hooks", None)
+        if callable(remove_hooks):  # accelerate's offload hooks keep references to the modules
+            try:
+                remove_hooks()
+            except Exception as exc:
+                logger.debug("removing offload hooks failed: %s", exc)
         self.base = None
         while not self._free.empty():
             self._free.get_nowait()
         self.loaded_adapters.clear()
 
 
-_POOLS: dict[PoolKey, PipelinePool[Any]] = {}
+_POOLS: OrderedDict[PoolKey, PipelinePool[Any]] = OrderedDict()
+"""Loaded pools, least recently used first."""
 _LOAD_LOCKS: dict[PoolKey, threading.Lock] = {}
 _REGISTRY_LOCK = threading.Lock()
 
 
-def get_pool(key: PoolKey, load: Callable[[], tuple[Any, list[R]]]) -> PipelinePool[R]:
-    """The process-wide pool for ``key``, loading it with ``load`` exactly once even under concurrency."""
+def get_pool(
+    key: PoolKey, load: Callable[[], tuple[Any, ...]], budget_bytes: int | None = None
+) -> PipelinePool[R]:
+    """The process-wide pool for ``key``, loading it with ``load`` exactly once even under concurrency.
+
+    With ``budget_bytes``, least recently used other pools are evicted after the load until all fit.
+    """
     with _REGISTRY_LOCK:
         pool = _POOLS.get(key)
         if pool is not None:
+            _POOLS.move_to_end(key)
             return pool
         load_lock = _LOAD_LOCKS.setdefault(key, threading.Lock())
     with load_lock:
@@ -132,12 +158,50 @@ def get_pool(key: PoolKey, load: Callable[[], tuple[Any, list[R]]]) -> PipelineP
             pool = _POOLS.get(key)
         if pool is not None:
             return pool
-        logger.info("loading image pipeline %s on %s (%s)", key.model, key.device, key.dtype)
-        base, replicas = load()
-        pool = PipelinePool(key, base, replicas)
+        logger.info(
+            "loading image pipeline %s on %s (%s, %s)", key.model, key.device, key.dtype, key.strategy
+        )
+        loaded = load()
+        pool = PipelinePool(key, loaded[0], loaded[1])
+        pool.info = loaded[2] if len(loaded) > 2 else None
         with _REGISTRY_LOCK:
             _POOLS[key] = pool
+        if budget_bytes is not None:
+            make_room(0, budget_bytes, keep=key)
         return pool
+
+
+def loaded_bytes() -> int:
+    """Total size of the weights of all loaded pools."""
+    with _REGISTRY_LOCK:
+        return sum(pool.size_bytes for pool in _POOLS.values())
+
+
+def make_room(needed_bytes: int, budget_bytes: int, keep: PoolKey | None = None) -> list[PoolKey]:
+    """Evict least recently used pools (never ``keep``) until ``needed_bytes`` more fit the budget.
+
+    Returns the evicted keys. If only ``keep`` is left and it still does not fit, nothing more can be
+    done here: the caller's memory strategy (offloading, quantization) must make it fit.
+    """
+    victims: list[PoolKey] = []
+    with _REGISTRY_LOCK:
+        total = sum(pool.size_bytes for pool in _POOLS.values()) + needed_bytes
+        for candidate, pool in _POOLS.items():
+            if total <= budget_bytes:
+                break
+            if candidate == keep:
+                continue
+            victims.append(candidate)
+            total -= pool.size_bytes
+    for victim in victims:
+        logger.info(
+            "evicting image pipeline %s (%s, least recently used) to stay within the %.0f MB memory budget",
+            victim.model,
+            victim.strategy,
+            budget_bytes / 2**20,
+        )
+        clear(victim)
+    return victims
 
 
 def loaded_keys() -> list[PoolKey]:

@@ -14,7 +14,14 @@ import string
 from pathlib import Path
 
 import torch
-from diffusers import AutoencoderKL, EulerDiscreteScheduler, StableDiffusionXLPipeline, UNet2DConditionModel
+from diffusers import (
+    AutoencoderKL,
+    DDIMScheduler,
+    EulerDiscreteScheduler,
+    StableDiffusionPipeline,
+    StableDiffusionXLPipeline,
+    UNet2DConditionModel,
+)
 from peft import LoraConfig
 from peft.utils import get_peft_model_state_dict
 from transformers import CLIPTextConfig, CLIPTextModel, CLIPTextModelWithProjection, CLIPTokenizer
@@ -170,3 +177,76 @@ def build_tiny_lora(pipe: StableDiffusionXLPipeline, path: Path, seed: int) -> P
         safe_serialization=True,
     )
     return path
+
+
+TINY_SD15_MODEL_ID = "tiny-sd15-random"
+
+
+def build_tiny_sd15_pipeline(seed: int = 0) -> StableDiffusionPipeline:
+    """A random-weight SD1.5-shaped pipeline (one CLIP encoder, no pooled/time conditioning).
+
+    Shapes follow diffusers' ``StableDiffusionPipelineFastTests.get_dummy_components``; the VAE is the
+    same four-block one as the tiny SDXL, so the latent scale factor is 8 as in real SD1.5.
+    """
+    tokenizer = build_tiny_tokenizer()
+    torch.manual_seed(seed)
+    unet = UNet2DConditionModel(
+        block_out_channels=(4, 8),
+        layers_per_block=1,
+        sample_size=32,
+        in_channels=4,
+        out_channels=4,
+        down_block_types=("DownBlock2D", "CrossAttnDownBlock2D"),
+        up_block_types=("CrossAttnUpBlock2D", "UpBlock2D"),
+        cross_attention_dim=HIDDEN,
+        norm_num_groups=2,
+    )
+    scheduler = DDIMScheduler(
+        beta_start=0.00085,
+        beta_end=0.012,
+        beta_schedule="scaled_linear",
+        clip_sample=False,
+        steps_offset=1,
+        set_alpha_to_one=False,
+    )
+    torch.manual_seed(seed)
+    vae = AutoencoderKL(
+        block_out_channels=[8, 16, 32, 32],
+        layers_per_block=1,
+        norm_num_groups=8,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        sample_size=128,
+    )
+    torch.manual_seed(seed)
+    text_encoder = CLIPTextModel(
+        CLIPTextConfig(
+            bos_token_id=tokenizer.bos_token_id,
+            eos_token_id=tokenizer.eos_token_id,
+            pad_token_id=tokenizer.pad_token_id,
+            vocab_size=len(tokenizer),
+            max_position_embeddings=MAX_TOKENS,
+            hidden_size=HIDDEN,
+            intermediate_size=64,
+            layer_norm_eps=1e-05,
+            num_attention_heads=8,
+            num_hidden_layers=3,
+        )
+    ).eval()
+    pipe = StableDiffusionPipeline(
+        vae=vae.eval(),
+        text_encoder=text_encoder,
+        tokenizer=tokenizer,
+        unet=unet.eval(),
+        scheduler=scheduler,
+        safety_checker=None,
+        feature_extractor=None,
+        requires_safety_checker=False,
+    )
+    pipe.set_progress_bar_config(disable=True)
+    for module in (unet, vae, text_encoder):
+        module.requires_grad_(False)
+    return pipe
