@@ -1,0 +1,303 @@
+"""Fetch web pages for brand research with limits: size, time, redirects, robots.txt and addresses.
+
+- Only ``http``/``https``. The host is resolved and **every** address it resolves to is checked:
+  private, loopback, link-local, multicast, reserved and unspecified addresses are refused
+  (``AddressRefused``) unless ``allow_private`` is set (tests, a trusted intranet).
+- Redirects are followed by hand, at most ``max_redirects``, and each hop is checked again
+  (scheme, address, robots.txt), so a public page cannot bounce the fetcher into a private network.
+- robots.txt is read once per origin and obeyed as RFC 9309 says: 4xx means no rules, 5xx or an
+  unreachable file means everything is disallowed.
+- The body is streamed and cut off past ``max_bytes`` (``TooLarge``), the whole fetch has a
+  deadline of ``timeout_s`` (``FetchTimeout``), and only HTML, plain text and Markdown are read
+  (PDF too when the pure-python ``pypdf`` is installed).
+
+Known limit: the address is checked at resolution time; a DNS server that answers differently a
+moment later (DNS rebinding) is not defended against here. Run research where the network itself
+blocks internal ranges if that matters.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import logging
+import socket
+import time
+import urllib.robotparser
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urljoin, urlsplit
+
+import httpx
+
+from contentforge.research.errors import (
+    AddressRefused,
+    FetchFailed,
+    FetchTimeout,
+    RobotsDisallowed,
+    TooLarge,
+    TooManyRedirects,
+    UnsupportedContent,
+)
+
+log = logging.getLogger(__name__)
+
+USER_AGENT = "ContentForgeResearch/0.1 (+https://github.com/contentforge/contentforge)"
+ROBOTS_AGENT = "ContentForgeResearch"
+CONTENT_KINDS: dict[str, str] = {
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "text/plain": "text",
+    "text/markdown": "markdown",
+    "text/x-markdown": "markdown",
+    "application/pdf": "pdf",
+}
+_REDIRECTS = {301, 302, 303, 307, 308}
+_ROBOTS_MAX_BYTES = 512_000
+
+Resolver = Callable[[str, int], list[str]]
+
+
+def resolve_host(host: str, port: int) -> list[str]:
+    """Every IP address ``host`` resolves to (IPv4 and IPv6)."""
+    infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
+    return sorted({str(info[4][0]) for info in infos})
+
+
+def is_public_address(ip: str) -> bool:
+    """False for private, loopback, link-local, multicast, reserved, unspecified and shared addresses."""
+    address = ipaddress.ip_address(ip.split("%", 1)[0])
+    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
+        address = address.ipv4_mapped
+    return not (
+        address.is_private
+        or address.is_loopback
+        or address.is_link_local
+        or address.is_multicast
+        or address.is_reserved
+        or address.is_unspecified
+        or (isinstance(address, ipaddress.IPv4Address) and address in ipaddress.ip_network("100.64.0.0/10"))
+    )
+
+
+@dataclass(frozen=True)
+class FetchLimits:
+    max_bytes: int = 2_000_000
+    timeout_s: float = 15.0
+    max_redirects: int = 5
+    allow_private: bool = False
+    respect_robots: bool = True
+    user_agent: str = USER_AGENT
+
+    @classmethod
+    def from_settings(cls, settings: Any) -> FetchLimits:
+        return cls(
+            max_bytes=settings.research_max_bytes,
+            timeout_s=settings.research_timeout_s,
+            max_redirects=settings.research_max_redirects,
+            allow_private=settings.research_allow_private,
+        )
+
+
+@dataclass(frozen=True)
+class FetchedDocument:
+    """A fetched page: the URL asked for, where it ended up, its kind and its decoded body."""
+
+    url: str
+    final_url: str
+    kind: str
+    """``html``, ``text``, ``markdown`` or ``pdf`` (then ``body`` is the extracted text)."""
+    body: str
+    size: int
+    redirects: tuple[str, ...] = ()
+
+
+@dataclass
+class SafeFetcher:
+    """Fetches pages within ``limits``; one instance caches robots.txt per origin."""
+
+    limits: FetchLimits = field(default_factory=FetchLimits)
+    resolver: Resolver = resolve_host
+    _robots: dict[str, urllib.robotparser.RobotFileParser | None] = field(default_factory=dict)
+
+    # --- checks ------------------------------------------------------------------------------
+    def check_url(self, url: str) -> None:
+        """Scheme and addresses; raises ``AddressRefused`` (an ``InvalidInput``)."""
+        parts = urlsplit(url)
+        if parts.scheme not in ("http", "https"):
+            raise AddressRefused(
+                f"only http and https URLs are fetched, not {parts.scheme or 'none'!r}", url=url
+            )
+        if not parts.hostname:
+            raise AddressRefused("the URL has no host", url=url)
+        if parts.username or parts.password:
+            raise AddressRefused("URLs with credentials are not fetched", url=url)
+        if self.limits.allow_private:
+            return
+        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            addresses = self.resolver(parts.hostname, port)
+        except (OSError, UnicodeError) as exc:
+            raise FetchFailed(f"cannot resolve {parts.hostname}: {exc}", url=url) from None
+        if not addresses:
+            raise FetchFailed(f"{parts.hostname} resolves to no address", url=url)
+        refused = [ip for ip in addresses if not is_public_address(ip)]
+        if refused:
+            raise AddressRefused(
+                f"{parts.hostname} resolves to non-public address(es) {', '.join(refused)}; research fetches "
+                "public sites only (CONTENTFORGE_RESEARCH_ALLOW_PRIVATE=1 allows it for tests)",
+                url=url,
+            )
+
+    def allowed_by_robots(self, url: str) -> bool:
+        if not self.limits.respect_robots:
+            return True
+        parts = urlsplit(url)
+        origin = f"{parts.scheme}://{parts.netloc}"
+        if origin not in self._robots:
+            self._robots[origin] = self._load_robots(origin)
+        parser = self._robots[origin]
+        if parser is None:  # unreachable or 5xx: RFC 9309 says assume complete disallow
+            return False
+        return parser.can_fetch(ROBOTS_AGENT, url)
+
+    def _load_robots(self, origin: str) -> urllib.robotparser.RobotFileParser | None:
+        robots_url = f"{origin}/robots.txt"
+        parser = urllib.robotparser.RobotFileParser(robots_url)
+        try:
+            got = self._get(robots_url, _ROBOTS_MAX_BYTES, check_robots=False, kinds=None)
+        except (FetchFailed, FetchTimeout, TooLarge, TooManyRedirects) as exc:
+            log.warning("robots.txt of %s unreachable (%s): treating the site as disallowed", origin, exc)
+            return None
+        if got.status >= 500:
+            log.warning("robots.txt of %s answered %s: treating the site as disallowed", origin, got.status)
+            return None
+        if got.status >= 400:
+            parser.parse([])  # RFC 9309: an unavailable robots.txt means no rules
+        else:
+            parser.parse(got.body.decode("utf-8", "replace").splitlines())
+        return parser
+
+    # --- fetching ----------------------------------------------------------------------------
+    def fetch(self, url: str) -> FetchedDocument:
+        """Fetch ``url`` within the limits, or raise the typed ``FetchError`` that says why not."""
+        got = self._get(url, self.limits.max_bytes, check_robots=True, kinds=CONTENT_KINDS)
+        if got.status >= 400:
+            raise FetchFailed(f"HTTP {got.status}", url=got.url)
+        kind = CONTENT_KINDS[got.content_type]
+        text = (
+            pdf_text(got.body, url) if kind == "pdf" else got.body.decode(got.charset or "utf-8", "replace")
+        )
+        return FetchedDocument(
+            url=url, final_url=got.url, kind=kind, body=text, size=len(got.body), redirects=got.redirects
+        )
+
+    def _get(
+        self, url: str, max_bytes: int, *, check_robots: bool, kinds: dict[str, str] | None
+    ) -> _Response:
+        deadline = time.monotonic() + self.limits.timeout_s
+        redirects: list[str] = []
+        current = url
+        headers = {"user-agent": self.limits.user_agent, "accept": "text/html,text/plain,text/markdown;q=0.9"}
+        timeout = httpx.Timeout(self.limits.timeout_s)
+        with httpx.Client(
+            timeout=timeout, follow_redirects=False, headers=headers, trust_env=False
+        ) as client:
+            while True:
+                if time.monotonic() > deadline:
+                    raise FetchTimeout(f"slower than {self.limits.timeout_s}s", url=current)
+                self.check_url(current)
+                if check_robots and not self.allowed_by_robots(current):
+                    raise RobotsDisallowed(
+                        f"robots.txt disallows this page for {ROBOTS_AGENT}; it is not fetched", url=current
+                    )
+                try:
+                    with client.stream("GET", current) as response:
+                        if response.status_code in _REDIRECTS and "location" in response.headers:
+                            redirects.append(urljoin(current, response.headers["location"]))
+                            if len(redirects) > self.limits.max_redirects:
+                                raise TooManyRedirects(
+                                    f"more than {self.limits.max_redirects} redirects "
+                                    "(CONTENTFORGE_RESEARCH_MAX_REDIRECTS)",
+                                    url=url,
+                                )
+                            current = redirects[-1]
+                            continue
+                        content_type = response.headers.get("content-type", "").split(";")[0].strip().lower()
+                        if kinds is not None and response.status_code < 400:
+                            _check_kind(content_type, kinds, current)
+                        declared = response.headers.get("content-length", "")
+                        if declared.isdigit() and int(declared) > max_bytes:
+                            raise TooLarge(
+                                f"{declared} bytes declared, the limit is {max_bytes} "
+                                "(CONTENTFORGE_RESEARCH_MAX_BYTES)",
+                                url=current,
+                            )
+                        body = bytearray()
+                        for chunk in response.iter_bytes():
+                            body.extend(chunk)
+                            if len(body) > max_bytes:
+                                raise TooLarge(
+                                    f"more than {max_bytes} bytes (CONTENTFORGE_RESEARCH_MAX_BYTES)",
+                                    url=current,
+                                )
+                            if time.monotonic() > deadline:
+                                raise FetchTimeout(f"slower than {self.limits.timeout_s}s", url=current)
+                        return _Response(
+                            status=response.status_code,
+                            url=current,
+                            body=bytes(body),
+                            content_type=content_type,
+                            charset=response.charset_encoding,
+                            redirects=tuple(redirects),
+                        )
+                except httpx.TimeoutException:
+                    raise FetchTimeout(f"no answer within {self.limits.timeout_s}s", url=current) from None
+                except httpx.HTTPError as exc:
+                    raise FetchFailed(f"{type(exc).__name__}: {exc}", url=current) from None
+
+
+@dataclass(frozen=True)
+class _Response:
+    status: int
+    url: str
+    body: bytes
+    content_type: str
+    charset: str | None
+    redirects: tuple[str, ...]
+
+
+def _check_kind(content_type: str, kinds: dict[str, str], url: str) -> None:
+    if content_type not in kinds:
+        raise UnsupportedContent(
+            f"content type {content_type or 'missing'!r} is not read; research reads HTML, plain text and "
+            "Markdown (PDF with pypdf installed)",
+            url=url,
+        )
+    if kinds[content_type] == "pdf" and not pdf_supported():
+        raise UnsupportedContent("PDF needs the pure-python package pypdf (pip install pypdf)", url=url)
+
+
+def pdf_supported() -> bool:
+    try:
+        import pypdf  # noqa: F401
+    except ImportError:
+        return False
+    return True
+
+
+def pdf_text(data: bytes, source: str) -> str:
+    """Text of a PDF with pypdf (pure python, optional)."""
+    import io
+
+    try:
+        import pypdf
+    except ImportError:
+        raise UnsupportedContent(
+            "PDF needs the pure-python package pypdf (pip install pypdf)", url=source
+        ) from None
+    try:
+        reader = pypdf.PdfReader(io.BytesIO(data))
+        return "\n\n".join(page.extract_text() or "" for page in reader.pages)
+    except Exception as exc:  # pypdf raises many types for broken files
+        raise UnsupportedContent(f"unreadable PDF: {exc}", url=source) from None
