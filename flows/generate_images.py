@@ -5,6 +5,11 @@ tasks). Every generation runs inside a slot of the global concurrency limit ``im
 through the process-wide slot dispatcher (``tasks/dispatch.py``), so at most 5 run at once across
 all batches and workers while held slots stay busy.
 
+With micro-batching (``CONTENTFORGE_IMAGE_MICRO_BATCH`` > 1, the default on CUDA), pieces sharing
+LoRA set, size, steps and guidance are grouped into micro-batches and each micro-batch is one task and
+one slot: a slot is one GPU job, and the GPU runs a micro-batch as one job (one UNet pass per step for
+all its images). Each image still equals a single run with its seed.
+
 Run it for the planned pieces of an existing batch:
 
     python flows/generate_images.py BATCH_ID
@@ -19,9 +24,31 @@ from prefect import flow, get_run_logger
 from prefect.futures import as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from contentforge.batch import image_request_for
+from contentforge.images.batching import backend_micro_batch, group_requests
 from flows.progress import BatchProgress
 from tasks import resources
-from tasks.images import generate_image
+from tasks.images import generate_image, generate_image_batch
+from tasks.planning import load_piece
+
+
+def plan_micro_batches(piece_ids: list[str], size: int) -> list[list[str]]:
+    """Piece ids cut into micro-batches of pieces that can share one pipeline call."""
+    repo, config = resources.repository(), resources.settings()
+    pieces = [load_piece(piece_id) for piece_id in piece_ids]
+    personas = {p.persona_id: repo.get_persona(p.persona_id) for p in pieces}
+    requests, ids = [], []
+    for piece in pieces:
+        persona = personas[piece.persona_id]
+        if persona is None:  # the task reports it; keep the piece alone
+            requests.append(None)
+        else:
+            requests.append(image_request_for(piece, persona, config))
+        ids.append(piece.id)
+    alone = [[ids[i]] for i, r in enumerate(requests) if r is None]
+    valid = [i for i, r in enumerate(requests) if r is not None]
+    groups = group_requests([requests[i] for i in valid], size)  # type: ignore[misc]
+    return [[ids[valid[i]] for i in group] for group in groups] + alone
 
 
 @flow(name="generate-images", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=False)
@@ -36,18 +63,29 @@ def generate_images(
     backend = resources.image_backend()
     logger.info("image backend: %s", backend.describe())
     progress = BatchProgress(batch_id, progress_steps or len(piece_ids), progress_artifact_id)
-    futures = {generate_image.submit(piece_id): piece_id for piece_id in piece_ids}
+    size = backend_micro_batch(backend)
     outcome: dict[str, str] = {}
+    if size > 1:
+        batches = plan_micro_batches(piece_ids, size)
+        logger.info("%d pieces in %d micro-batch(es) of up to %d", len(piece_ids), len(batches), size)
+        futures = {generate_image_batch.submit(ids, n=len(ids)): ids for ids in batches}
+    else:
+        futures = {generate_image.submit(piece_id): [piece_id] for piece_id in piece_ids}
     for future in as_completed(list(futures)):
-        piece_id = futures[future]
+        ids = futures[future]
         try:
-            outcome[piece_id] = "generated" if future.result() is not None else "skipped"
-        except Exception as exc:  # one failing piece never fails the batch
+            result = future.result()
+            if isinstance(result, dict):
+                outcome.update(result)
+            else:
+                outcome[ids[0]] = "generated" if result is not None else "skipped"
+        except Exception as exc:  # one failing piece (or micro-batch) never fails the batch
             error = f"{type(exc).__name__}: {exc}"[:2000]
-            resources.repository().mark_failed(piece_id, error)
-            logger.warning("piece %s failed: %s", piece_id, error)
-            outcome[piece_id] = f"failed: {error}"
-        progress.advance(note=f"{len(outcome)}/{len(piece_ids)} images of batch {batch_id}")
+            for piece_id in ids:
+                resources.repository().mark_failed(piece_id, error)
+                logger.warning("piece %s failed: %s", piece_id, error)
+                outcome[piece_id] = f"failed: {error}"
+        progress.advance(len(ids), note=f"{len(outcome)}/{len(piece_ids)} images of batch {batch_id}")
     return outcome
 
 

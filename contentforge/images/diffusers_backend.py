@@ -36,6 +36,7 @@ from contentforge.domain import GenerationRecord, LoraRef, LoraSpec
 from contentforge.errors import GenerationFailed, InvalidInput, InvalidLora
 from contentforge.images import memory
 from contentforge.images import pool as pools
+from contentforge.images.batching import request_group_key
 from contentforge.images.loading import detect_family, dtype_kwarg, load_pipeline, offline
 from contentforge.images.protocol import GeneratedImage, ImageRequest
 from contentforge.images.safety import check_model_file, looks_local, lora_file, validate_lora
@@ -122,20 +123,6 @@ def adapter_name(spec: LoraSpec, sha256: str | None) -> str:
     """A stable adapter name for a LoRA source (and content, so an edited file is reloaded)."""
     key = f"{spec.source}|{spec.weight_name or ''}|{sha256 or ''}"
     return "cf_" + hashlib.sha256(key.encode()).hexdigest()[:16]
-
-
-def batch_key(request: ImageRequest) -> tuple[Any, ...]:
-    """What requests must share to run in one pipeline call (prompt, negative and seed may differ)."""
-    loras = tuple((s.source, s.weight_name, s.scale) for s in request.loras)
-    return (loras, request.width, request.height, request.steps, request.guidance_scale)
-
-
-def micro_batches(requests: Sequence[ImageRequest], size: int) -> list[list[int]]:
-    """Indexes of ``requests`` grouped by ``batch_key`` and cut into runs of at most ``size``, in order."""
-    groups: dict[tuple[Any, ...], list[int]] = {}
-    for index, request in enumerate(requests):
-        groups.setdefault(batch_key(request), []).append(index)
-    return [ids[i : i + max(1, size)] for ids in groups.values() for i in range(0, len(ids), max(1, size))]
 
 
 class DiffusersBackend:
@@ -298,17 +285,17 @@ class DiffusersBackend:
         return self.generate_many([request])[0]
 
     def generate_many(self, requests: Sequence[ImageRequest]) -> list[GeneratedImage]:
-        """Generate requests sharing ``batch_key`` as one micro-batch; results in request order.
+        """Generate requests sharing ``request_group_key`` as one micro-batch; results in request order.
 
         Item i equals ``generate(requests[i])`` (one generator per image). Callers group with
-        ``micro_batches``; mixed keys are refused rather than silently split.
+        ``batching.group_requests``; mixed keys are refused rather than silently split.
         """
         if not requests:
             return []
-        keys = {batch_key(r) for r in requests}
+        keys = {request_group_key(r) for r in requests}
         if len(keys) > 1:
             raise InvalidInput(
-                "a micro-batch must share LoRA set, size, steps and guidance (see micro_batches)"
+                "a micro-batch must share LoRA set, size, steps and guidance (see batching.group_requests)"
             )
         started = time.perf_counter()
         loras = [self._resolve_lora(spec) for spec in requests[0].loras]
