@@ -285,3 +285,65 @@ class PublicationORM(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
     published_at: Mapped[datetime | None]
+
+
+# --- Strategy: topics, blog posts and social posts (contentforge.strategy.store) ---------------------
+STRATEGY_STATUSES: tuple[str, ...] = ("proposed", "approved", "rejected")
+
+
+class TopicORM(Base):
+    """A monthly topic for a persona; ``data`` is the whole ``Topic`` (angle, pillar, keywords, source)."""
+
+    __tablename__ = "topics"
+    __table_args__ = (
+        CheckConstraint(_in("status", STRATEGY_STATUSES), name="status"),
+        Index(None, "persona_id", "month"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    persona_id: Mapped[str] = mapped_column(ForeignKey("personas.id", ondelete="CASCADE"))
+    brand_id: Mapped[str | None] = mapped_column(ForeignKey("brands.id", ondelete="SET NULL"))
+    month: Mapped[str] = mapped_column(String(7))
+    title: Mapped[str] = mapped_column(String(300))
+    status: Mapped[str] = mapped_column(String(16), default="proposed")
+    data: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class BlogPostORM(Base):
+    """A blog post written from a topic; ``source`` says which model (or the offline writer) wrote it."""
+
+    __tablename__ = "blog_posts"
+    __table_args__ = (
+        CheckConstraint(_in("status", STRATEGY_STATUSES), name="status"),
+        Index(None, "topic_id"),
+    )
+
+    id: Mapped[str] = mapped_column(String(64), primary_key=True)
+    topic_id: Mapped[str] = mapped_column(ForeignKey("topics.id", ondelete="CASCADE"))
+    persona_id: Mapped[str] = mapped_column(ForeignKey("personas.id", ondelete="CASCADE"))
+    title: Mapped[str] = mapped_column(String(300))
+    markdown: Mapped[str] = mapped_column(Text)
+    word_count: Mapped[int] = mapped_column(Integer)
+    status: Mapped[str] = mapped_column(String(16), default="proposed")
+    reviewer: Mapped[str | None] = mapped_column(String(120))
+    source: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
+    updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
+
+
+class SocialPostORM(Base):
+    """One caption per platform derived from a blog post (checked against the platform rules)."""
+
+    __tablename__ = "social_posts"
+    __table_args__ = (UniqueConstraint("blog_post_id", "platform"),)
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    blog_post_id: Mapped[str] = mapped_column(ForeignKey("blog_posts.id", ondelete="CASCADE"))
+    persona_id: Mapped[str] = mapped_column(ForeignKey("personas.id", ondelete="CASCADE"))
+    platform: Mapped[str] = mapped_column(String(32))
+    text: Mapped[str] = mapped_column(Text)
+    hashtags: Mapped[list[Any]]
+    source: Mapped[dict[str, Any]]
+    created_at: Mapped[datetime] = mapped_column(default=utcnow)
