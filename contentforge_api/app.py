@@ -1,0 +1,167 @@
+"""``create_app(settings)``: the FastAPI application (API under ``/api/v1``, gallery, content files).
+
+The app refuses to be built without ``CONTENTFORGE_API_TOKEN`` unless ``insecure_local=True``
+(see ``contentforge_api.auth`` for what that mode allows). The database is migrated to head once at
+start-up; Prefect is only contacted by the routes that start or read flow runs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any
+
+from fastapi import FastAPI, HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from contentforge.config import Settings, get_settings
+from contentforge.db import Repository, make_engine, migrate
+from contentforge.moderation.review import ReviewQueue
+from contentforge_api import gallery
+from contentforge_api.auth import TokenAuth
+from contentforge_api.errors import error_body, install_error_handlers
+from contentforge_api.launcher import BatchLauncher
+from contentforge_api.routes import content, personas, review, runs, templates
+from contentforge_api.state import ApiState
+
+API_PREFIX = "/api/v1"
+log = logging.getLogger(__name__)
+
+
+class ApiConfigError(RuntimeError):
+    """The API cannot start with this configuration (e.g. no token and not in insecure local mode)."""
+
+
+class BodySizeLimit:
+    """Answer 413 to any request body over ``max_bytes``, declared (Content-Length) or streamed."""
+
+    def __init__(self, app: ASGIApp, max_bytes: int) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        declared = dict(scope.get("headers") or []).get(b"content-length")
+        if declared is not None and (not declared.isdigit() or int(declared) > self.max_bytes):
+            await self._refuse(send)
+            return
+        received = 0
+        started = False
+
+        async def limited_receive() -> Message:
+            nonlocal received
+            message = await receive()
+            if message["type"] == "http.request":
+                received += len(message.get("body", b""))
+                if received > self.max_bytes:
+                    raise _TooLarge(self.max_bytes)
+            return message
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, limited_receive, tracking_send)
+        except _TooLarge:
+            if not started:
+                await self._refuse(send)
+
+    async def _refuse(self, send: Send) -> None:
+        body = json.dumps(
+            error_body("payload_too_large", f"request body is larger than {self.max_bytes} bytes")
+        ).encode()
+        await send(
+            {
+                "type": "http.response.start",
+                "status": 413,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                ],
+            }
+        )
+        await send({"type": "http.response.body", "body": body})
+
+
+class _TooLarge(HTTPException):
+    """Raised from ``receive``; an HTTPException so FastAPI's body parsing passes it through as a 413."""
+
+    def __init__(self, max_bytes: int) -> None:
+        super().__init__(413, f"request body is larger than {max_bytes} bytes")
+
+
+class SecurityHeaders:
+    """nosniff, no referrer, no framing on every response."""
+
+    HEADERS = (
+        (b"x-content-type-options", b"nosniff"),
+        (b"referrer-policy", b"no-referrer"),
+        (b"x-frame-options", b"DENY"),
+    )
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        async def with_headers(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                message["headers"] = list(message.get("headers") or []) + list(self.HEADERS)
+            await send(message)
+
+        await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
+
+
+def create_app(
+    settings: Settings | None = None,
+    *,
+    insecure_local: bool = False,
+    launcher: BatchLauncher | None = None,
+) -> FastAPI:
+    """The ContentForge API. Raises ``ApiConfigError`` without a token unless ``insecure_local``."""
+    settings = settings or get_settings()
+    auth = TokenAuth(settings.api_token, settings.api_read_token, insecure_local=insecure_local)
+    if not auth.configured and not insecure_local:
+        raise ApiConfigError(
+            "CONTENTFORGE_API_TOKEN is not set: set it (e.g. `openssl rand -hex 32`), or run on a loopback "
+            "address with --insecure-local for a single-user local API"
+        )
+    if not auth.configured:
+        log.warning("ContentForge API without a token: loopback clients only (--insecure-local)")
+    url = settings.resolved_database_url
+    migrate(url)
+    repo = Repository(make_engine(url))
+    state = ApiState(
+        settings=settings,
+        repo=repo,
+        review=ReviewQueue.for_repository(repo),
+        auth=auth,
+        launcher=launcher or BatchLauncher(settings.batch_deployment_name),
+    )
+
+    app = FastAPI(
+        title="ContentForge API",
+        version="1",
+        description="Templates, personas, batches on Prefect, hooks, safety checks, content and a review "
+        "gallery. Authenticate with `Authorization: Bearer <CONTENTFORGE_API_TOKEN>`.",
+        openapi_url=f"{API_PREFIX}/openapi.json",
+        docs_url=f"{API_PREFIX}/docs",
+        redoc_url=None,
+    )
+    app.state.contentforge = state
+    install_error_handlers(app)
+    for module in (templates, personas, content, runs, review):
+        app.include_router(module.router, prefix=API_PREFIX)
+    app.include_router(gallery.router)
+
+    @app.get(f"{API_PREFIX}/health", tags=["health"])
+    def health() -> dict[str, Any]:
+        """Liveness (no token needed): says nothing about the data."""
+        return {"status": "ok"}
+
+    app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
+    app.add_middleware(SecurityHeaders)
+    return app

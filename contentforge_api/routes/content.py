@@ -1,0 +1,235 @@
+"""Content actions: start a batch or one piece (as Prefect flow runs), write hooks, check safety.
+
+Nothing here generates an image inside a request. ``/content/batch`` and ``/content/generate``
+validate the request completely (persona, platform, tier mix, seed, model settings, LoRA), then
+create a flow run of the batch deployment and answer 202 with its id; ``GET /runs/{id}`` follows it.
+``/content/generate`` is a one-piece batch: its piece id is known at once (``<batch[:16]>-000``).
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import io
+import re
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Request, status
+from fastapi.concurrency import run_in_threadpool
+from PIL import Image
+
+from contentforge.batch import BatchRequest as ValidatedBatch
+from contentforge.batch import piece_id_for, template_by_id, validate_batch_request
+from contentforge.domain.models import Persona, TemplateTier
+from contentforge.errors import UnknownPersona
+from contentforge_api.errors import ApiError
+from contentforge_api.gallery import gallery_path
+from contentforge_api.launcher import DeploymentMissing, PrefectRefused, PrefectUnavailable, batch_tags
+from contentforge_api.schemas import (
+    BatchRequest,
+    GenerateRequest,
+    HookOut,
+    HooksRequest,
+    HooksResponse,
+    LaunchResponse,
+    SafetyCheckRequest,
+    SafetyCheckResponse,
+)
+from contentforge_api.state import ApiState, Reader, State, Writer
+
+router = APIRouter(tags=["content"])
+
+MAX_IMAGE_PIXELS = 40_000_000
+"""Refuse larger images before decoding them (a small PNG can expand to gigabytes)."""
+IMAGE_FORMATS = {"PNG", "JPEG", "WEBP"}
+_DATA_URL = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
+IdempotencyKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Repeat a request with the same key and get the same flow run back.",
+    ),
+]
+
+
+def _persona(state: ApiState, ref: str) -> Persona:
+    """By id or name only: the library would also accept a file path, which a client must never name."""
+    found = state.repo.get_persona(ref)
+    if found is None:
+        raise UnknownPersona(f"unknown persona {ref!r}; create it with POST /api/v1/personas")
+    return found
+
+
+async def _launch(
+    state: ApiState,
+    request: Request,
+    validated: ValidatedBatch,
+    batch_id: str,
+    idempotency_key: str | None,
+    *,
+    kind: str,
+) -> LaunchResponse:
+    parameters: dict[str, Any] = {
+        "persona": validated.persona.id,
+        "num_pieces": validated.num_pieces,
+        "platform": validated.platform.value,
+        "tier_mix": validated.tier_mix.model_dump(),
+        "include_hooks": validated.include_hooks,
+        "safety_check": validated.safety_check,
+        "seed": validated.seed,
+        "batch_id": batch_id,
+    }
+    tags = batch_tags(validated.persona.id, batch_id, "api", kind)
+    try:
+        run = await state.launcher.launch(parameters, tags=tags, idempotency_key=idempotency_key)
+    except DeploymentMissing as exc:
+        raise ApiError(503, str(exc), code="deployment_missing") from exc
+    except PrefectUnavailable as exc:
+        raise ApiError(503, str(exc), code="prefect_unavailable") from exc
+    except PrefectRefused as exc:
+        raise ApiError(502, str(exc), code="prefect_refused") from exc
+    # With an idempotency key Prefect may hand back an earlier run: report that run's batch.
+    run_parameters = dict(run.parameters or {})
+    batch_id = str(run_parameters.get("batch_id") or batch_id)
+    return LaunchResponse(
+        flow_run_id=str(run.id),
+        flow_run_name=run.name,
+        deployment=state.launcher.deployment_name,
+        batch_id=batch_id,
+        piece_id=piece_id_for(batch_id, 0) if kind == "single" else None,
+        state=run.state.type.value if run.state else None,
+        tags=sorted(run.tags or tags),
+        parameters=run_parameters,
+        run_url=str(request.url_for("get_run", flow_run_id=str(run.id))),
+        gallery_url=gallery_path(state.settings, request, batch_id),
+    )
+
+
+def _check_batch_owner(state: ApiState, batch_id: str, persona: Persona) -> None:
+    existing = state.queries.batch(batch_id)
+    if existing is not None and existing["persona_id"] != persona.id:
+        raise ApiError(409, f"batch {batch_id!r} belongs to persona {existing['persona_id']!r}")
+
+
+@router.post("/content/batch", response_model=LaunchResponse, status_code=status.HTTP_202_ACCEPTED)
+async def start_batch(
+    state: State,
+    _identity: Writer,
+    body: BatchRequest,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> LaunchResponse:
+    """Validate, then start the batch deployment; answers with the flow run id (never generates here)."""
+
+    def validate() -> ValidatedBatch:
+        persona = _persona(state, body.persona)
+        if body.batch_id:
+            _check_batch_owner(state, body.batch_id, persona)
+        return validate_batch_request(
+            state.repo,
+            state.settings,
+            persona=persona.id,
+            num_pieces=body.num_pieces,
+            platform=body.platform.value,
+            tier_mix=body.tier_mix,
+            seed=body.seed,
+            include_hooks=body.include_hooks,
+            safety_check=body.safety_check,
+        )
+
+    validated = await run_in_threadpool(validate)
+    batch_id = body.batch_id or uuid.uuid4().hex
+    return await _launch(state, request, validated, batch_id, idempotency_key, kind="batch")
+
+
+@router.post("/content/generate", response_model=LaunchResponse, status_code=status.HTTP_202_ACCEPTED)
+async def generate_one(
+    state: State,
+    _identity: Writer,
+    body: GenerateRequest,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> LaunchResponse:
+    """One piece as a one-piece batch run; ``piece_id`` is where it will appear."""
+
+    def validate() -> ValidatedBatch:
+        persona = _persona(state, body.persona)
+        return validate_batch_request(
+            state.repo,
+            state.settings,
+            persona=persona.id,
+            num_pieces=1,
+            platform=body.platform.value,
+            tier_mix={tier.value: 1.0 if tier == body.tier else 0.0 for tier in TemplateTier},
+            seed=body.seed,
+            include_hooks=body.include_hooks,
+            safety_check=body.safety_check,
+        )
+
+    validated = await run_in_threadpool(validate)
+    batch_id = uuid.uuid4().hex
+    return await _launch(state, request, validated, batch_id, idempotency_key, kind="single")
+
+
+@router.post("/content/hooks", response_model=HooksResponse)
+def write_hooks(state: State, _identity: Reader, body: HooksRequest) -> HooksResponse:
+    """Hook variations for a persona, template and platform from the configured writer (offline default)."""
+    persona = _persona(state, body.persona)
+    template = template_by_id(body.template_id)
+    writer = state.hook_writer()
+    hooks = writer.write_hooks(persona, template, body.platform, count=body.count, seed=body.seed)
+    return HooksResponse(
+        writer=writer.name,
+        persona_id=persona.id,
+        template_id=template.id,
+        platform=body.platform,
+        hooks=[HookOut(**hook.model_dump(), caption=hook.caption) for hook in hooks],
+    )
+
+
+def _decode_image(state: ApiState, data: str) -> Image.Image:
+    limit = state.settings.api_max_image_bytes
+    data = _DATA_URL.sub("", data.strip(), count=1)
+    if len(data) > (limit + 2) // 3 * 4 + 4:
+        raise ApiError(413, f"image is larger than {limit} bytes")
+    try:
+        raw = base64.b64decode(data, validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise ApiError(422, "image_base64 is not valid base64", code="validation_error") from exc
+    if len(raw) > limit:
+        raise ApiError(413, f"image is larger than {limit} bytes")
+    try:
+        image = Image.open(io.BytesIO(raw))
+        if image.format not in IMAGE_FORMATS:
+            raise ApiError(415, f"image must be PNG, JPEG or WebP, not {image.format}")
+        width, height = image.size
+        if width * height > MAX_IMAGE_PIXELS:
+            raise ApiError(413, f"image has {width}x{height} pixels; at most {MAX_IMAGE_PIXELS} are accepted")
+        image.load()
+    except ApiError:
+        raise
+    except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+        raise ApiError(
+            422, "image_base64 is not a readable PNG, JPEG or WebP image", code="validation_error"
+        ) from exc
+    return image.convert("RGB")
+
+
+@router.post("/content/safety-check", response_model=SafetyCheckResponse)
+def safety_check(state: State, _identity: Reader, body: SafetyCheckRequest) -> SafetyCheckResponse:
+    """Moderate text and/or an image with the configured moderator; nothing is stored."""
+    image = _decode_image(state, body.image_base64) if body.image_base64 else None
+    moderator = state.moderator()
+    assessment = moderator.assess(image, body.all_texts)
+    verdict = assessment.verdict
+    return SafetyCheckResponse(
+        verdict=verdict.verdict.value,
+        scores={k: float(v) for k, v in verdict.scores.items()},
+        reasons=list(verdict.reasons),
+        backends=list(verdict.backends),
+        needs_review=assessment.needs_review,
+        review_reasons=list(assessment.review_reasons),
+        accepted_platforms=list(moderator.policy.accepted_platforms(verdict.verdict)),
+    )

@@ -1,0 +1,77 @@
+"""Personas: list, create, read, their content (filtered, paginated) and their statistics."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Path, Query, status
+
+from contentforge.domain.models import ID_PATTERN, Persona, PieceStatus, Platform, Verdict
+from contentforge.errors import InvalidPersona
+from contentforge_api.errors import ApiError
+from contentforge_api.schemas import ContentPage, PersonaList, PersonaStats
+from contentforge_api.state import ApiState, Reader, State, Writer
+
+router = APIRouter(tags=["personas"])
+PersonaId = Annotated[str, Path(pattern=ID_PATTERN, description="Persona id.")]
+
+
+def _persona(state: ApiState, persona_id: str) -> Persona:
+    found = state.repo.get_persona(persona_id)
+    if found is None or found.id != persona_id:
+        raise ApiError(404, f"no persona with id {persona_id!r}")
+    return found
+
+
+@router.get("/personas", response_model=PersonaList)
+def list_personas(state: State, _identity: Reader) -> PersonaList:
+    items = state.repo.list_personas()
+    return PersonaList(total=len(items), items=items)
+
+
+@router.post("/personas", response_model=Persona, status_code=status.HTTP_201_CREATED)
+def create_persona(state: State, _identity: Writer, persona: Persona) -> Persona:
+    """Create a persona; an id that exists is a 409 (personas are not overwritten through POST)."""
+    existing = state.repo.get_persona(persona.id)
+    if existing is not None and existing.id == persona.id:
+        raise ApiError(409, f"persona {persona.id!r} already exists")
+    try:
+        state.repo.upsert_persona(persona)
+    except InvalidPersona as exc:  # the name is taken by another persona
+        raise ApiError(409, str(exc)) from exc
+    return persona
+
+
+@router.get("/personas/{persona_id}", response_model=Persona)
+def get_persona(state: State, _identity: Reader, persona_id: PersonaId) -> Persona:
+    return _persona(state, persona_id)
+
+
+@router.get("/personas/{persona_id}/content", response_model=ContentPage)
+def persona_content(
+    state: State,
+    _identity: Reader,
+    persona_id: PersonaId,
+    tier: Verdict | None = None,
+    platform: Platform | None = None,
+    status: PieceStatus | None = None,
+    limit: Annotated[int, Query(ge=1, le=200)] = 50,
+    offset: Annotated[int, Query(ge=0)] = 0,
+) -> ContentPage:
+    """The persona's pieces, newest batch first; ``total`` counts every match, not just this page."""
+    _persona(state, persona_id)
+    total, items = state.queries.persona_content(
+        persona_id,
+        tier=tier.value if tier else None,
+        platform=platform.value if platform else None,
+        status=status.value if status else None,
+        limit=limit,
+        offset=offset,
+    )
+    return ContentPage.model_validate({"total": total, "limit": limit, "offset": offset, "items": items})
+
+
+@router.get("/personas/{persona_id}/stats", response_model=PersonaStats)
+def persona_stats(state: State, _identity: Reader, persona_id: PersonaId) -> PersonaStats:
+    _persona(state, persona_id)
+    return PersonaStats.model_validate(state.queries.persona_stats(persona_id))

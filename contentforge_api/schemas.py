@@ -1,0 +1,241 @@
+"""Request and response bodies of the REST API (they are the published OpenAPI schema).
+
+Requests forbid unknown fields, so a typo (``num_piece``) is a 422 naming it rather than a silently
+ignored option. Persona references are ids or names, never file paths: the API does not read files
+named by a client.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from contentforge.batch import MAX_PIECES
+from contentforge.domain.models import (
+    ID_PATTERN,
+    TEMPLATE_ID_PATTERN,
+    HookStyle,
+    Persona,
+    PieceStatus,
+    Platform,
+    Template,
+    TemplateTier,
+)
+
+PersonaRef = Annotated[
+    str,
+    Field(min_length=1, max_length=120, pattern=r"^[^/\\]+$", description="Persona id or name (not a path)."),
+]
+MAX_TEXTS = 20
+MAX_TEXT_CHARS = 10_000
+
+
+class _Request(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+
+
+class TemplateList(BaseModel):
+    total: int
+    items: list[Template]
+
+
+class PersonaList(BaseModel):
+    total: int
+    items: list[Persona]
+
+
+class BatchRequest(_Request):
+    """Start a batch: validated completely before a flow run is created."""
+
+    persona: PersonaRef
+    num_pieces: int = Field(default=50, ge=1, le=MAX_PIECES)
+    platform: Platform = Platform.instagram
+    tier_mix: dict[str, float] | str | None = Field(
+        default=None, description='{"safe": 0.7, "suggestive": 0.3} or "safe=0.7,suggestive=0.3".'
+    )
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    include_hooks: bool = True
+    safety_check: bool = True
+    batch_id: str | None = Field(
+        default=None, pattern=ID_PATTERN, description="Resume this batch instead of starting a new one."
+    )
+
+
+class GenerateRequest(_Request):
+    """One piece: a one-piece batch run on the batch deployment (never generated in the request)."""
+
+    persona: PersonaRef
+    platform: Platform = Platform.instagram
+    tier: TemplateTier = TemplateTier.safe
+    seed: int = Field(default=0, ge=0, lt=2**32)
+    include_hooks: bool = True
+    safety_check: bool = True
+
+
+class LaunchResponse(BaseModel):
+    flow_run_id: str
+    flow_run_name: str | None
+    deployment: str
+    batch_id: str
+    piece_id: str | None = Field(default=None, description="The piece's id (POST /content/generate).")
+    state: str | None
+    tags: list[str]
+    parameters: dict[str, Any]
+    run_url: str = Field(description="GET this for state and progress.")
+    gallery_url: str
+
+
+class HooksRequest(_Request):
+    persona: PersonaRef
+    template_id: str = Field(pattern=TEMPLATE_ID_PATTERN)
+    platform: Platform = Platform.instagram
+    count: int = Field(default=5, ge=1, le=10)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+
+
+class HookOut(BaseModel):
+    style: HookStyle
+    text: str
+    call_to_action: str
+    hashtags: list[str]
+    platform: Platform
+    caption: str
+
+
+class HooksResponse(BaseModel):
+    writer: str
+    persona_id: str
+    template_id: str
+    platform: Platform
+    hooks: list[HookOut]
+
+
+class SafetyCheckRequest(_Request):
+    text: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
+    texts: list[str] = Field(default_factory=list, max_length=MAX_TEXTS)
+    image_base64: str | None = Field(
+        default=None, description="PNG, JPEG or WebP bytes, base64 (a data: URL prefix is accepted)."
+    )
+
+    @model_validator(mode="after")
+    def _something_to_check(self) -> SafetyCheckRequest:
+        if not (self.text or any(t.strip() for t in self.texts) or self.image_base64):
+            raise ValueError("send text, texts and/or image_base64")
+        if any(len(t) > MAX_TEXT_CHARS for t in self.texts):
+            raise ValueError(f"each of texts must be at most {MAX_TEXT_CHARS} characters")
+        return self
+
+    @property
+    def all_texts(self) -> list[str]:
+        return [t for t in ([self.text] if self.text else []) + self.texts if t.strip()]
+
+
+class SafetyCheckResponse(BaseModel):
+    verdict: str
+    scores: dict[str, float]
+    reasons: list[str]
+    backends: list[str]
+    needs_review: bool
+    review_reasons: list[str]
+    accepted_platforms: list[Platform]
+
+
+class PieceOut(BaseModel):
+    id: str
+    batch_id: str
+    persona_id: str
+    platform: str | None
+    index: int
+    template_id: str
+    template_tier: str
+    status: PieceStatus
+    verdict: str | None
+    tier: str | None
+    moderation_scores: dict[str, float] | None
+    moderation_reasons: list[str] | None
+    cost_usd: float | None = Field(description="The image generation cost.")
+    cost_usd_total: float = Field(description="Every cost charged to the piece: image, text, moderation.")
+    generation_seconds: float | None
+    seed: int
+    prompt: str
+    image_url: str | None
+    hooks: list[HookOut]
+    error: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class ContentPage(BaseModel):
+    total: int
+    limit: int
+    offset: int
+    items: list[PieceOut]
+
+
+class PersonaStats(BaseModel):
+    persona_id: str
+    batches: int
+    pieces: int
+    generated: int
+    by_status: dict[str, int]
+    by_tier: dict[str, int]
+    by_platform: dict[str, int]
+    pending_review: int
+    cost_usd_total: float
+    cost_usd_by_kind: dict[str, float]
+    generation_seconds_mean: float | None
+    latest_batch_id: str | None
+
+
+class BatchOut(BaseModel):
+    batch_id: str
+    persona_id: str
+    platform: str
+    status: str
+    num_pieces: int
+    flow_run_id: str | None
+    stats: dict[str, Any]
+
+
+class RunOut(BaseModel):
+    id: str
+    name: str | None
+    deployment_id: str | None
+    state_type: str | None
+    state_name: str | None
+    state_message: str | None
+    tags: list[str]
+    parameters: dict[str, Any]
+    created: datetime | None
+    start_time: datetime | None
+    end_time: datetime | None
+    progress_percent: float | None = Field(description="From the run's progress artifact, if any yet.")
+    batch_id: str | None
+    pieces_by_status: dict[str, int] | None = Field(description="From the database, once the batch exists.")
+    gallery_url: str | None
+
+
+class ReviewRequest(_Request):
+    decision: Literal["approve", "reject"]
+    reason: str = Field(default="", max_length=2000)
+    tier: Literal["safe", "suggestive", "restricted"] | None = None
+
+    @model_validator(mode="after")
+    def _reject_needs_reason(self) -> ReviewRequest:
+        if self.decision == "reject" and not self.reason.strip():
+            raise ValueError("a rejection needs a reason")
+        if self.decision == "reject" and self.tier is not None:
+            raise ValueError("tier applies to approvals only")
+        return self
+
+
+class ReviewOut(BaseModel):
+    piece_id: str
+    decision: str
+    reviewer: str
+    reason: str
+    status: PieceStatus
+    tier: str | None
+    created_at: datetime

@@ -1,0 +1,91 @@
+"""What every route shares (settings, repository, review queue, launcher) and the auth dependencies."""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass, field
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from contentforge.config import Settings
+from contentforge.db import Repository
+from contentforge.db.models import PieceORM
+from contentforge.moderation import Moderator
+from contentforge.moderation.factory import build_moderator
+from contentforge.moderation.review import ReviewQueue
+from contentforge.storage import Storage, build_storage
+from contentforge.text.hooks import HookWriter
+from contentforge.text.llm_hooks import build_hook_writer
+from contentforge_api.auth import Identity, TokenAuth
+from contentforge_api.errors import ApiError
+from contentforge_api.launcher import BatchLauncher
+from contentforge_api.queries import ContentQueries
+
+CONTENT_ROUTE = "/content"
+
+
+@dataclass
+class ApiState:
+    settings: Settings
+    repo: Repository
+    review: ReviewQueue
+    auth: TokenAuth
+    launcher: BatchLauncher
+    queries: ContentQueries = field(init=False)
+    _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
+    _storage: Storage | None = field(default=None, init=False)
+    _hook_writer: HookWriter | None = field(default=None, init=False)
+
+    def __post_init__(self) -> None:
+        self.queries = ContentQueries(self.repo.engine, self.image_url)
+
+    def storage(self) -> Storage:
+        with self._lock:
+            if self._storage is None:
+                self._storage = build_storage(self.settings)
+            return self._storage
+
+    def hook_writer(self) -> HookWriter:
+        with self._lock:
+            if self._hook_writer is None:
+                self._hook_writer = build_hook_writer(self.settings)
+            return self._hook_writer
+
+    def moderator(self) -> Moderator:
+        return build_moderator(self.settings)  # cached per moderation settings by the factory
+
+    def image_url(self, piece: PieceORM) -> str | None:
+        """Local files are served by this API under /content (token required); S3 gives its own URL."""
+        if not piece.storage_key:
+            return None
+        if self.settings.storage_backend == "local":
+            return f"{CONTENT_ROUTE}/{piece.storage_key.removeprefix('content/')}"
+        return self.storage().url_for(piece.storage_key)
+
+
+def api_state(request: Request) -> ApiState:
+    return request.app.state.contentforge
+
+
+_bearer = HTTPBearer(auto_error=False, description="CONTENTFORGE_API_TOKEN (or the read-only token)")
+
+
+def require_read(
+    request: Request,
+    _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+) -> Identity:
+    """Any valid token. (``_credentials`` only publishes the scheme in OpenAPI; TokenAuth checks.)"""
+    return api_state(request).auth.identify(request)
+
+
+def require_write(identity: Annotated[Identity, Depends(require_read)]) -> Identity:
+    if not identity.can_write:
+        raise ApiError(403, "this token is read-only; use CONTENTFORGE_API_TOKEN to change anything")
+    return identity
+
+
+State = Annotated[ApiState, Depends(api_state)]
+Reader = Annotated[Identity, Depends(require_read)]
+Writer = Annotated[Identity, Depends(require_write)]

@@ -1,0 +1,177 @@
+// ContentForge review gallery. The API token lives in sessionStorage (this tab only) and is sent as
+// "Authorization: Bearer"; every text from the API is inserted with textContent, never as HTML.
+"use strict";
+
+(function () {
+  const TOKEN_KEY = "contentforge.token";
+  const REVIEWER_KEY = "contentforge.reviewer";
+  const batchId = document.body.dataset.batchId;
+  const statusLine = document.getElementById("status");
+  const grid = document.getElementById("grid");
+  const summary = document.getElementById("summary");
+  const objectUrls = [];
+
+  function el(tag, props, children) {
+    const node = document.createElement(tag);
+    for (const [key, value] of Object.entries(props || {})) {
+      if (key === "text") node.textContent = value;
+      else if (key === "className") node.className = value;
+      else if (key.startsWith("data-")) node.setAttribute(key, value);
+      else node[key] = value;
+    }
+    for (const child of children || []) node.appendChild(child);
+    return node;
+  }
+
+  function headers(extra) {
+    const result = Object.assign({ Authorization: "Bearer " + (sessionStorage.getItem(TOKEN_KEY) || "") }, extra);
+    const reviewer = sessionStorage.getItem(REVIEWER_KEY);
+    if (reviewer) result["X-ContentForge-Reviewer"] = reviewer;
+    return result;
+  }
+
+  async function api(path, options) {
+    const response = await fetch(path, Object.assign({ credentials: "omit", cache: "no-store" }, options, {
+      headers: headers((options && options.headers) || {}),
+    }));
+    let body = null;
+    try { body = await response.json(); } catch (e) { body = null; }
+    if (!response.ok) {
+      const message = body && body.error ? body.error.message : response.status + " " + response.statusText;
+      const error = new Error(message);
+      error.status = response.status;
+      throw error;
+    }
+    return body;
+  }
+
+  function say(text) { statusLine.textContent = text; }
+
+  function money(value) { return value == null ? "-" : "$" + Number(value).toFixed(4); }
+
+  async function showImage(img, url) {
+    if (!url) { img.alt = "no image yet"; return; }
+    if (url.startsWith("/content/")) {
+      const response = await fetch(url, { headers: headers({}), credentials: "omit" });
+      if (!response.ok) { img.alt = "image unavailable (" + response.status + ")"; return; }
+      const objectUrl = URL.createObjectURL(await response.blob());
+      objectUrls.push(objectUrl);
+      img.src = objectUrl;
+    } else if (/^https?:\/\//i.test(url)) {
+      img.src = url;
+    }
+  }
+
+  function renderSummary(batch) {
+    summary.replaceChildren();
+    const stats = batch.stats || {};
+    const entries = [
+      ["persona", batch.persona_id],
+      ["platform", batch.platform],
+      ["batch status", batch.status],
+      ["pieces", String(stats.pieces ?? "-")],
+      ["waiting for review", String((stats.by_status || {}).needs_review ?? 0)],
+      ["total cost", money(stats.cost_usd_total)],
+    ];
+    for (const [name, value] of entries) {
+      summary.appendChild(el("div", {}, [el("dt", { text: name }), el("dd", { text: value })]));
+    }
+  }
+
+  function renderPiece(piece) {
+    const card = el("article", { className: "piece", "data-piece-id": piece.id, "data-status": piece.status });
+    const img = el("img", { className: "piece-image", alt: "piece " + piece.id });
+    card.appendChild(img);
+    showImage(img, piece.image_url).catch(() => { img.alt = "image unavailable"; });
+    card.appendChild(el("h2", { text: "#" + piece.index + " · " + piece.template_id }));
+    card.appendChild(el("p", {}, [
+      el("span", { className: "badge status status-" + piece.status, text: piece.status }),
+      el("span", { className: "badge tier", text: "tier " + (piece.tier || piece.template_tier) }),
+      el("span", { className: "badge cost", text: money(piece.cost_usd_total) }),
+    ]));
+    const scores = Object.entries(piece.moderation_scores || {}).sort((a, b) => b[1] - a[1]);
+    card.appendChild(el("ul", { className: "scores" },
+      scores.map(([name, value]) => el("li", { text: name + ": " + Number(value).toFixed(3) }))));
+    if ((piece.moderation_reasons || []).length) {
+      card.appendChild(el("ul", { className: "reasons" },
+        piece.moderation_reasons.map((reason) => el("li", { text: reason }))));
+    }
+    card.appendChild(el("ul", { className: "hooks" },
+      (piece.hooks || []).map((hook) => el("li", { className: "hook", text: hook.text }))));
+    if (piece.error) card.appendChild(el("p", { className: "message", text: piece.error }));
+    if (piece.status === "needs_review") card.appendChild(reviewControls(piece));
+    return card;
+  }
+
+  function reviewControls(piece) {
+    const message = el("p", { className: "message", role: "status" });
+    const reason = el("textarea", { className: "reason", maxLength: 2000, rows: 2,
+      placeholder: "Why is it rejected? (required)" });
+    const confirm = el("button", { className: "confirm-reject", type: "button", text: "Confirm reject" });
+    const rejectForm = el("div", { className: "reject-form", hidden: true }, [reason, confirm]);
+    const approve = el("button", { className: "approve", type: "button", text: "Approve" });
+    const reject = el("button", { className: "reject", type: "button", text: "Reject…" });
+    approve.addEventListener("click", () => decide(piece, { decision: "approve" }, message));
+    reject.addEventListener("click", () => { rejectForm.hidden = false; reason.focus(); });
+    confirm.addEventListener("click", () => {
+      if (!reason.value.trim()) { message.textContent = "A rejection needs a reason."; return; }
+      decide(piece, { decision: "reject", reason: reason.value }, message);
+    });
+    return el("div", { className: "review" }, [el("div", { className: "actions" }, [approve, reject]),
+      rejectForm, message]);
+  }
+
+  async function decide(piece, body, message) {
+    message.className = "message";
+    message.textContent = "saving…";
+    try {
+      const result = await api("/api/v1/pieces/" + encodeURIComponent(piece.id) + "/review", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify(body),
+      });
+      const fresh = await api("/api/v1/pieces/" + encodeURIComponent(piece.id));
+      const card = renderPiece(fresh);
+      const done = el("p", { className: "message ok", role: "status",
+        text: result.decision + "d by " + result.reviewer });
+      card.appendChild(done);
+      grid.querySelector('[data-piece-id="' + CSS.escape(piece.id) + '"]').replaceWith(card);
+      load(false);
+    } catch (error) {
+      message.textContent = error.message;
+    }
+  }
+
+  async function load(redraw) {
+    if (!sessionStorage.getItem(TOKEN_KEY)) { say("Enter the API token to load the batch."); return; }
+    try {
+      const batch = await api("/api/v1/batches/" + encodeURIComponent(batchId));
+      renderSummary(batch);
+      if (redraw === false) return;
+      const pieces = await api("/api/v1/batches/" + encodeURIComponent(batchId) + "/pieces");
+      objectUrls.splice(0).forEach((url) => URL.revokeObjectURL(url));
+      grid.replaceChildren(...pieces.map(renderPiece));
+      say(pieces.length + " pieces loaded");
+    } catch (error) {
+      if (error.status === 401) sessionStorage.removeItem(TOKEN_KEY);
+      say("Could not load the batch: " + error.message);
+    }
+  }
+
+  document.getElementById("token-form").addEventListener("submit", (event) => {
+    event.preventDefault();
+    sessionStorage.setItem(TOKEN_KEY, document.getElementById("token").value.trim());
+    const reviewer = document.getElementById("reviewer").value.trim();
+    if (reviewer) sessionStorage.setItem(REVIEWER_KEY, reviewer); else sessionStorage.removeItem(REVIEWER_KEY);
+    document.getElementById("token").value = "";
+    load(true);
+  });
+  document.getElementById("forget-token").addEventListener("click", () => {
+    sessionStorage.removeItem(TOKEN_KEY);
+    grid.replaceChildren();
+    summary.replaceChildren();
+    say("Token forgotten.");
+  });
+  document.getElementById("reviewer").value = sessionStorage.getItem(REVIEWER_KEY) || "";
+  load(true);
+})();
