@@ -267,20 +267,22 @@ def stats(batch: Annotated[str | None, typer.Argument(help="Batch id; default th
 
 
 @app.command()
-def bootstrap() -> None:
-    """Create the global concurrency limit on the Prefect server (idempotent)."""
+def bootstrap(
+    gpu_worker_type: Annotated[
+        str, typer.Option(help="Worker type of the gpu pool: process, docker or kubernetes.")
+    ] = "process",
+) -> None:
+    """Create the concurrency limits, the cpu and gpu work pools and their queues (idempotent)."""
     from contentforge_cli.runtime import connect
 
+    if gpu_worker_type not in ("process", "docker", "kubernetes"):
+        _fail(f"unknown gpu worker type {gpu_worker_type!r}; use process, docker or kubernetes")
     settings = get_settings()
     connect(settings)
-    from tasks.bootstrap import ensure_batch_limits
+    from tasks.bootstrap import bootstrap_cluster
 
-    sizes = {
-        settings.concurrency_limit_name: settings.generation_slots,
-        settings.moderation_concurrency_limit_name: settings.moderation_concurrency,
-    }
-    for name, outcome in ensure_batch_limits(settings).items():
-        console.print(f"concurrency limit {name}={sizes[name]}: {outcome}")
+    for what, outcome in bootstrap_cluster(settings, gpu_worker_type).items():
+        console.print(f"{what}: {outcome}")
 
 
 @server_app.command("start")

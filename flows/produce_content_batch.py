@@ -19,6 +19,7 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.deployments import run_deployment
 from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
@@ -73,7 +74,7 @@ def produce_content_batch(
 
     clock = time.perf_counter()
     hook_futures = [write_hooks.submit(piece_id, platform) for piece_id in piece_ids] if include_hooks else []
-    generate_images(batch_id, piece_ids, progress.artifact_id, progress.total_steps)
+    run_gpu_stage(batch_id, piece_ids, progress)
     progress.done += len(piece_ids)
     stage_seconds["images"] = time.perf_counter() - clock
 
@@ -104,6 +105,37 @@ def produce_content_batch(
         batch_summary_table(rows), key=f"batch-{batch_id[:12]}-pieces", description="Pieces"
     )
     return stats
+
+
+def run_gpu_stage(batch_id: str, piece_ids: list[str], progress: BatchProgress) -> None:
+    """Generate the images in-process (local mode) or as the GPU deployment (distributed mode).
+
+    Work pools route flow runs, not tasks, so on a cluster the GPU stage is the ``generate-images``
+    deployment on the ``gpu`` pool, run as a subflow of this batch; it records every piece in the
+    shared database, and its failure (not a piece's) fails the batch.
+    """
+    settings = resources.settings()
+    parameters = {
+        "batch_id": batch_id,
+        "piece_ids": piece_ids,
+        "progress_artifact_id": progress.artifact_id,
+        "progress_steps": progress.total_steps,
+    }
+    if not settings.gpu_deployment:
+        generate_images(**parameters)
+        return
+    run = run_deployment(
+        settings.gpu_deployment,
+        parameters=parameters,
+        timeout=None,
+        poll_interval=2,
+        tags=["contentforge", "gpu", f"batch:{batch_id[:12]}"],
+        work_queue_name=settings.gpu_work_queue,
+        idempotency_key=f"gpu-stage-{batch_id}-{flow_run.get_id()}",
+    )
+    if run.state is None or not run.state.is_completed():
+        state = run.state.name if run.state else "unknown"
+        raise RuntimeError(f"GPU stage {settings.gpu_deployment} run {run.id} ended {state}")
 
 
 def _log_failure(future: PrefectFuture[Any], stage: str, logger: Any) -> None:

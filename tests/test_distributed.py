@@ -1,0 +1,133 @@
+"""Distributed mode end to end: deployments from prefect.yaml, a cpu and a gpu worker, 5 slots.
+
+A real ``prefect server`` (the session's), ``bootstrap_cluster``, ``prefect deploy --all``, two
+process workers started like ``contentforge up`` starts them; a batch deployment run on the cpu pool
+sends its GPU stage to the ``generate-images`` deployment on the gpu pool. Uses the labelled
+fixed-latency image backend so the test measures orchestration, not a model.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from contentforge.config import get_settings
+from contentforge.metrics import concurrency_figures
+from contentforge.personas import sample_persona
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def cluster(settings_env: Path, prefect_server: str, tmp_path: Path) -> Iterator[Path]:
+    from contentforge_cli.stack import deploy_all, start, stop, worker_services
+    from tasks import resources
+    from tasks.bootstrap import bootstrap_cluster
+
+    settings = get_settings()
+    outcome = bootstrap_cluster(settings)
+    assert {"pool cpu", "pool gpu", "queue gpu/priority", "queue gpu/default"} <= set(outcome)
+    again = bootstrap_cluster(settings)
+    assert set(again.values()) == {"unchanged"}, again
+    resources.repository().upsert_persona(sample_persona())
+    deployed = deploy_all()
+    assert {"produce-content-batch/produce-content-batch", "generate-images/generate-images"} <= set(deployed)
+    assert deploy_all() == deployed, "applying prefect.yaml again must update, not duplicate"
+
+    run_dir = tmp_path / "run"
+    env = {
+        "CONTENTFORGE_DATA_DIR": str(settings_env),
+        "CONTENTFORGE_IMAGE_PROFILE": "fixed-latency",
+        "CONTENTFORGE_FIXED_LATENCY_S": "0.3",
+        "PREFECT_WORKER_QUERY_SECONDS": "1",
+        "PREFECT_WORKER_PREFETCH_SECONDS": "5",
+    }
+    services = worker_services(prefect_server, "cpu", "gpu", "generate-images/generate-images")
+    for service in services:
+        service.env.update(env)
+        start(run_dir, service)
+    try:
+        yield run_dir
+    finally:
+        for service in services:
+            stop(run_dir, service.name)
+
+
+def test_a_batch_deployment_sends_its_gpu_stage_to_the_gpu_worker(cluster: Path) -> None:
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+    from prefect.deployments import run_deployment
+
+    from tasks import resources
+
+    run = run_deployment(
+        "produce-content-batch/produce-content-batch",
+        parameters={"persona": "mia-fit", "num_pieces": 12, "seed": 3},
+        timeout=420,
+        poll_interval=2,
+    )
+    logs = {p.name: p.read_text()[-3000:] for p in cluster.glob("*.log")}
+    assert run.state is not None and run.state.is_completed(), (run.state, logs)
+
+    with get_client(sync_client=True) as client:
+        # limit and sort spelled out: this server refuses the client's null defaults (422).
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id])),
+            sort=FlowRunSort.START_TIME_ASC,
+            limit=20,
+        )
+    gpu_runs = [child for child in children if child.work_pool_name == "gpu"]
+    assert len(gpu_runs) == 1, [(c.name, c.work_pool_name) for c in children]
+    assert gpu_runs[0].state is not None and gpu_runs[0].state.is_completed()
+    assert run.work_pool_name == "cpu"
+
+    batches = resources.repository().latest_batches(limit=1)
+    assert batches[0]["flow_run_id"] == str(run.id)
+    rows = resources.repository().pieces(batch_id=batches[0]["id"])
+    assert len(rows) == 12 and all(r.storage_key for r in rows)
+    figures = concurrency_figures(((r.started_at, r.finished_at) for r in rows if r.started_at), 5)
+    assert figures.pieces == 12
+    assert 1 <= figures.peak_concurrent <= 5
+    assert os.environ.get("CONTENTFORGE_GPU_DEPLOYMENT") is None, "the test process itself stays local"
+
+
+def test_pool_templates_are_valid_json_schemas_and_every_placeholder_is_declared() -> None:
+    import re
+
+    import jsonschema
+
+    from tasks.bootstrap import POOL_TEMPLATES, base_job_template
+
+    for role, worker_type in POOL_TEMPLATES:
+        template = base_job_template(role, worker_type)
+        jsonschema.Draft202012Validator.check_schema(template["variables"])
+        declared = set(template["variables"]["properties"])
+        used = set(re.findall(r"\{\{\s*(\w+)\s*\}\}", str(template["job_configuration"])))
+        assert used <= declared, (role, worker_type, used - declared)
+        defaults = {k: v["default"] for k, v in template["variables"]["properties"].items() if "default" in v}
+        jsonschema.validate(defaults, template["variables"])
+    gpu_k8s = base_job_template("gpu", "kubernetes")
+    limits = gpu_k8s["job_configuration"]["job_manifest"]["spec"]["template"]["spec"]["containers"][0]
+    assert limits["resources"]["limits"]["nvidia.com/gpu"] == "{{ gpus }}"
+
+
+def test_compose_file_wires_server_postgres_workers_and_api() -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    compose = yaml.safe_load((root / "infra" / "docker" / "compose.yaml").read_text())
+    services = compose["services"]
+    assert {"postgres", "prefect-server", "cpu-worker", "gpu-worker", "api"} <= set(services)
+    gpu = services["gpu-worker"]["deploy"]["resources"]["reservations"]["devices"][0]
+    assert gpu["driver"] == "nvidia" and "gpu" in gpu["capabilities"]
+    for name in ("cpu-worker", "gpu-worker"):
+        assert services[name]["build"]["context"] == "../.."  # the repository root
+        assert (root / services[name]["build"]["dockerfile"]).exists()
+    assert (
+        "postgresql+asyncpg"
+        in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
+    )
