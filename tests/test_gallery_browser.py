@@ -1,0 +1,243 @@
+"""The review gallery in a real browser: headless Chromium (Debian's chromium + chromium-driver) drives
+the page served by uvicorn on a loopback port; clicks must change the pieces in the database.
+
+Skips with a reason when the browser, its driver or selenium is missing, except with ``CI=true``,
+where it fails instead.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import socket
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import uvicorn
+from api_support import MARKUP_HOOK, World, build_world
+from sqlalchemy import select
+
+from contentforge.config import Settings
+from contentforge.db.models import ReviewDecisionORM
+from contentforge.domain.models import PieceStatus
+from contentforge_api import create_app
+
+CHROMIUM = "/usr/bin/chromium"
+CHROMEDRIVER = "/usr/bin/chromedriver"
+TOKEN = "gallery-token-0123456789"
+WAIT_S = 30.0
+
+
+def _browser_or_skip() -> None:
+    problems = [f"{path} is missing" for path in (CHROMIUM, CHROMEDRIVER) if not Path(path).exists()]
+    try:
+        import selenium  # noqa: F401
+    except ImportError:
+        problems.append("selenium is not installed (pip install -e '.[dev]')")
+    if problems:
+        reason = (
+            "headless Chromium unavailable: "
+            + "; ".join(problems)
+            + " (apt-get install chromium chromium-driver)"
+        )
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+
+
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture()
+def world(settings_env: Path) -> World:
+    settings = Settings(_env_file=None, data_dir=settings_env, api_token=TOKEN, image_profile="fixed-latency")
+    return build_world(settings)
+
+
+@pytest.fixture()
+def server_url(world: World) -> Iterator[str]:
+    port = _free_port()
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(world.settings), host="127.0.0.1", port=port, log_level="warning")
+    )
+    thread = threading.Thread(target=server.run, name="gallery-uvicorn", daemon=True)
+    thread.start()
+    deadline = time.monotonic() + WAIT_S
+    while not server.started:
+        if not thread.is_alive() or time.monotonic() > deadline:
+            pytest.fail("uvicorn did not start")
+        time.sleep(0.05)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+@pytest.fixture()
+def browser(tmp_path: Path) -> Iterator[Any]:
+    _browser_or_skip()
+    from selenium import webdriver
+    from selenium.webdriver.chrome.service import Service
+
+    options = webdriver.ChromeOptions()
+    options.binary_location = CHROMIUM
+    for argument in (
+        "--headless=new",
+        "--no-sandbox",
+        "--disable-dev-shm-usage",
+        "--disable-gpu",
+        f"--user-data-dir={tmp_path / 'chromium-profile'}",
+        "--window-size=1400,1000",
+    ):
+        options.add_argument(argument)
+    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
+    driver.set_page_load_timeout(WAIT_S)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+        shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
+
+
+def _wait(driver: Any, condition: Any, message: str) -> Any:
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    return WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(condition, message)
+
+
+def _card(driver: Any, piece_id: str) -> Any:
+    from selenium.webdriver.common.by import By
+
+    return driver.find_element(By.CSS_SELECTOR, f'article[data-piece-id="{piece_id}"]')
+
+
+def _sign_in(driver: Any, token: str, reviewer: str = "") -> None:
+    from selenium.webdriver.common.by import By
+
+    driver.find_element(By.ID, "token").send_keys(token)
+    name = driver.find_element(By.ID, "reviewer")
+    name.clear()
+    name.send_keys(reviewer)
+    driver.find_element(By.ID, "use-token").click()
+
+
+def _decisions(world: World) -> list[tuple[str, str, str, str]]:
+    with world.repo.engine.connect() as connection:
+        rows = connection.execute(
+            select(
+                ReviewDecisionORM.piece_id,
+                ReviewDecisionORM.decision,
+                ReviewDecisionORM.reviewer,
+                ReviewDecisionORM.reason,
+            ).order_by(ReviewDecisionORM.id)
+        ).all()
+    return [tuple(row) for row in rows]
+
+
+@pytest.mark.slow
+def test_gallery_renders_images_and_review_clicks_change_the_pieces(
+    browser: Any, server_url: str, world: World
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.get(f"{server_url}/gallery/batches/b1")
+    assert "Enter the API token" in driver.find_element(By.ID, "status").text
+
+    # A wrong token loads nothing and says why.
+    _sign_in(driver, "not-the-token")
+    _wait(driver, lambda d: "invalid bearer token" in d.find_element(By.ID, "status").text, "no 401 message")
+    assert driver.find_elements(By.CSS_SELECTOR, "article.piece") == []
+
+    _sign_in(driver, TOKEN, reviewer="Rita")
+    _wait(
+        driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.piece")) == 6, "pieces not rendered"
+    )
+    assert driver.find_element(By.ID, "token").get_attribute("value") == ""  # not left in the form
+    assert driver.execute_script("return sessionStorage.getItem('contentforge.token')") == TOKEN
+
+    # Every stored image is fetched with the token and really decodes (naturalWidth > 0).
+    def images(d: Any) -> list[dict[str, Any]]:
+        return d.execute_script(
+            "return [...document.querySelectorAll('article.piece')].map(a => {"
+            " const i = a.querySelector('img');"
+            " return {id: a.dataset.pieceId, src: i.getAttribute('src') || '', complete: i.complete,"
+            " width: i.naturalWidth, height: i.naturalHeight}; });"
+        )
+
+    _wait(
+        driver,
+        lambda d: all(i["complete"] and i["width"] > 0 for i in images(d) if i["id"] != "b1-005"),
+        "images did not load",
+    )
+    shown = {i["id"]: i for i in images(driver)}
+    assert all(shown[f"b1-{n:03d}"]["src"].startswith("blob:") for n in range(5))
+    assert {(i["width"], i["height"]) for k, i in shown.items() if k != "b1-005"} == {(64, 48)}
+    assert shown["b1-005"]["src"] == "" and shown["b1-005"]["width"] == 0  # planned: no image yet
+
+    # Hooks, tier, scores, cost and status are on the cards; markup in a hook stays text.
+    first = _card(driver, "b1-000")
+    assert first.find_element(By.CSS_SELECTOR, ".hooks li").text == MARKUP_HOOK
+    assert first.find_elements(By.CSS_SELECTOR, ".hooks img, .hooks b") == []
+    assert driver.title.startswith("ContentForge review") and "pwned" not in driver.title
+    assert first.find_element(By.CSS_SELECTOR, ".tier").text == "tier safe"
+    assert first.find_element(By.CSS_SELECTOR, ".cost").text == "$0.0030"
+    assert "sexual: 0.050" in first.find_element(By.CSS_SELECTOR, ".scores").text
+    assert _card(driver, "b1-004").find_element(By.CSS_SELECTOR, ".status").text == "rejected"
+    # Only pieces waiting for review have buttons.
+    assert len(driver.find_elements(By.CSS_SELECTOR, "button.approve")) == 2
+    assert "waiting for review" in driver.find_element(By.ID, "summary").text
+
+    # Approve the first piece waiting for review.
+    assert world.repo.get_piece("b1-002").status is PieceStatus.needs_review
+    _card(driver, "b1-002").find_element(By.CSS_SELECTOR, "button.approve").click()
+    _wait(driver, lambda d: _card(d, "b1-002").get_attribute("data-status") == "ready", "approve not shown")
+    assert world.repo.get_piece("b1-002").status is PieceStatus.ready
+    assert _decisions(world) == [("b1-002", "approve", "Rita (api token)", "")]
+    assert "approved by Rita (api token)" in _card(driver, "b1-002").text
+    assert _card(driver, "b1-002").find_elements(By.CSS_SELECTOR, "button.approve") == []
+
+    # Reject the other: a reason is asked for, and an empty one is refused before any request.
+    card = _card(driver, "b1-003")
+    card.find_element(By.CSS_SELECTOR, "button.reject").click()
+    reason = card.find_element(By.CSS_SELECTOR, "textarea.reason")
+    _wait(driver, lambda d: reason.is_displayed(), "reason field not shown")
+    card.find_element(By.CSS_SELECTOR, "button.confirm-reject").click()
+    assert "needs a reason" in card.find_element(By.CSS_SELECTOR, ".message").text
+    assert world.repo.get_piece("b1-003").status is PieceStatus.needs_review
+    reason.send_keys("Off-brand <b>pose</b>")
+    card.find_element(By.CSS_SELECTOR, "button.confirm-reject").click()
+    _wait(driver, lambda d: _card(d, "b1-003").get_attribute("data-status") == "rejected", "reject not shown")
+    piece = world.repo.get_piece("b1-003")
+    assert piece.status is PieceStatus.rejected and piece.tier is None
+    assert _decisions(world)[-1] == ("b1-003", "reject", "Rita (api token)", "Off-brand <b>pose</b>")
+    assert driver.find_elements(By.CSS_SELECTOR, "button.approve") == []
+
+    # A reload keeps the decisions (they are in the database, not just on the page).
+    driver.refresh()
+    _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.piece")) == 6, "reload failed")
+    assert _card(driver, "b1-002").get_attribute("data-status") == "ready"
+    assert _card(driver, "b1-003").get_attribute("data-status") == "rejected"
+
+
+def test_missing_browser_skips_locally_and_fails_on_ci(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    import _pytest.outcomes
+
+    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.setenv("CI", "false")
+    with pytest.raises(_pytest.outcomes.Skipped, match="no-chromium is missing"):
+        _browser_or_skip()
+    monkeypatch.setenv("CI", "true")
+    with pytest.raises(_pytest.outcomes.Failed, match="apt-get install chromium chromium-driver"):
+        _browser_or_skip()
