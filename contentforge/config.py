@@ -97,6 +97,10 @@ class Settings(BaseSettings):
         description="Distributed mode: the batch flow runs its GPU stage as this deployment "
         "(e.g. generate-images/generate-images on the gpu pool) instead of in-process.",
     )
+    prefect_database_url: str | None = Field(
+        default=None,
+        description="postgresql+asyncpg://… for the local Prefect server's own state (default SQLite).",
+    )
     cpu_pool: str = Field(default="cpu", description="Work pool of the CPU flows.")
     gpu_pool: str = Field(default="gpu", description="Work pool of the generate-images deployment.")
     gpu_work_queue: str | None = Field(

@@ -6,6 +6,7 @@ any generation starts.
 
 from __future__ import annotations
 
+import os
 import sys
 import threading
 import uuid
@@ -285,13 +286,79 @@ def bootstrap(
         console.print(f"{what}: {outcome}")
 
 
+@app.command()
+def deploy() -> None:
+    """Register (or update) every deployment of prefect.yaml on the Prefect server."""
+    from contentforge_cli.runtime import connect
+
+    connect(get_settings())
+    from contentforge_cli.stack import deploy_all
+
+    for name, deployment_id in deploy_all().items():
+        console.print(f"deployment {name}: {deployment_id}")
+
+
+@app.command()
+def up(
+    api: Annotated[bool, typer.Option(help="Also serve the ContentForge API on 127.0.0.1:8000.")] = True,
+) -> None:
+    """Start the local stack: Prefect server, pools and deployments, a cpu and a gpu worker, the API.
+
+    Batches started on the cpu pool run their GPU stage as the generate-images deployment on the gpu
+    pool. Everything is detached and survives this command; `contentforge down` stops it.
+    """
+    from contentforge_cli.runtime import connect
+
+    settings = get_settings()
+    server = connect(settings)
+    from contentforge_cli.stack import Service, deploy_all, start, worker_services
+    from tasks.bootstrap import bootstrap_cluster
+
+    for what, outcome in bootstrap_cluster(settings).items():
+        console.print(f"{what}: {outcome}")
+    deploy_all()
+    run_dir = settings.data_dir / "run"
+    gpu_deployment = settings.gpu_deployment or "generate-images/generate-images"
+    services = worker_services(server.api_url, settings.cpu_pool, settings.gpu_pool, gpu_deployment)
+    if api:
+        api_env = dict(os.environ, PREFECT_API_URL=server.api_url)
+        command = [sys.executable, "-m", "contentforge_cli.main", "api", "serve"]
+        if settings.api_token is None:
+            console.print("CONTENTFORGE_API_TOKEN is not set: the API serves loopback only, without auth")
+            command.append("--insecure-local")
+        services.append(Service("api", command, api_env))
+    for service in services:
+        pid, started = start(run_dir, service)
+        console.print(f"{service.name}: pid {pid} ({'started' if started else 'already running'})")
+    console.print(f"Prefect UI: {server.ui_url}", soft_wrap=True)
+    console.print(f"Logs: {run_dir}")
+
+
+@app.command()
+def down(
+    server: Annotated[bool, typer.Option(help="Also stop the Prefect server.")] = True,
+) -> None:
+    """Stop what `contentforge up` started (state stays in the data directory for the next `up`)."""
+    from contentforge_cli.server import stop_server
+    from contentforge_cli.stack import stop
+
+    settings = get_settings()
+    run_dir = settings.data_dir / "run"
+    for name in ("api", "gpu-worker", "cpu-worker"):
+        console.print(f"{name}: {'stopped' if stop(run_dir, name) else 'not running'}")
+    if server:
+        console.print(f"prefect server: {'stopped' if stop_server(settings.prefect_home) else 'not running'}")
+
+
 @server_app.command("start")
 def server_start() -> None:
     """Start (or reuse) the local Prefect server."""
     from contentforge_cli.server import ensure_server
 
     settings = get_settings()
-    server = ensure_server(settings.prefect_home, port=settings.prefect_port)
+    server = ensure_server(
+        settings.prefect_home, port=settings.prefect_port, database_url=settings.prefect_database_url
+    )
     console.print(f"Prefect UI: {server.ui_url} ({'started' if server.started else 'already running'})")
 
 

@@ -28,7 +28,9 @@ def connect(settings: Settings) -> LocalServer:
                 f"PREFECT_API_URL={configured} does not answer; unset it to use a local server"
             )
         return LocalServer(configured, configured.removesuffix("/api"), None, started=False)
-    server = ensure_server(settings.prefect_home, port=settings.prefect_port)
+    server = ensure_server(
+        settings.prefect_home, port=settings.prefect_port, database_url=settings.prefect_database_url
+    )
     os.environ["PREFECT_API_URL"] = api_url_for("127.0.0.1", settings.prefect_port)
     os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home.resolve()))
     return server

@@ -39,20 +39,30 @@ def is_healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
-def server_environment(prefect_home: Path) -> dict[str, str]:
-    """Environment for the server process: its own PREFECT_HOME, no telemetry."""
+def server_environment(prefect_home: Path, database_url: str | None = None) -> dict[str, str]:
+    """Environment for the server process: its own PREFECT_HOME, no telemetry, optionally PostgreSQL.
+
+    ``database_url`` (``postgresql+asyncpg://…``) puts the server's state in PostgreSQL, which is
+    what several workers on several machines need; the default is SQLite in PREFECT_HOME.
+    """
     env = dict(os.environ)
     env.update(
         PREFECT_HOME=str(prefect_home.resolve()),
         PREFECT_SERVER_ANALYTICS_ENABLED="false",
         PREFECT_SERVER_LOGGING_LEVEL="WARNING",
     )
+    if database_url:
+        env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
     env.pop("PREFECT_API_URL", None)
     return env
 
 
 def ensure_server(
-    prefect_home: Path, host: str = "127.0.0.1", port: int = 4200, wait_s: float = 120.0
+    prefect_home: Path,
+    host: str = "127.0.0.1",
+    port: int = 4200,
+    wait_s: float = 120.0,
+    database_url: str | None = None,
 ) -> LocalServer:
     """Reuse a healthy server on host:port, or start one detached and wait until it answers."""
     api_url = api_url_for(host, port)
@@ -69,7 +79,7 @@ def ensure_server(
         command[1:1] = ["-m", "prefect"]
     process = subprocess.Popen(
         [*command, "--host", host, "--port", str(port)],
-        env=server_environment(prefect_home),
+        env=server_environment(prefect_home, database_url),
         stdout=log,
         stderr=subprocess.STDOUT,
         stdin=subprocess.DEVNULL,
