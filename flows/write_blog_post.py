@@ -1,0 +1,92 @@
+"""Write a 4-10 page Markdown blog post from an approved topic and wait for approval in the Prefect UI.
+
+The draft (model via prompt ``blog_post.v1``, or the offline writer) is saved with status
+``proposed`` and shown in full as an artifact and in the pause form's description; the flow pauses
+with ``pause_flow_run(wait_for_input=BlogApproval)``. The supervisor approves or rejects it and may
+paste an edited Markdown (it must still be 4-10 pages). On timeout the draft is approved only if
+CONTENTFORGE_APPROVE_ON_TIMEOUT is true.
+
+    python flows/write_blog_post.py TOPIC_ID [PAGES]
+"""
+
+from __future__ import annotations
+
+import sys
+from typing import Any
+
+from prefect import flow, get_run_logger
+from prefect.artifacts import create_markdown_artifact
+from prefect.exceptions import FlowPauseTimeout
+from prefect.flow_runs import pause_flow_run
+from prefect.input import RunInput
+from pydantic import Field, ValidationError
+
+from contentforge.domain.strategy import BlogPost, BlogPostDraft
+from tasks import resources
+from tasks.strategy import set_post_status, write_post_draft
+
+
+class BlogApproval(RunInput):
+    approve: bool = Field(description="Approve the draft (false rejects it).")
+    reviewer: str = Field(default="", description="Who decided.")
+    markdown: str | None = Field(default=None, description="An edited version to save instead (4-10 pages).")
+
+
+@flow(name="write-blog-post")
+def write_blog_post(
+    topic_id: str,
+    target_pages: int = 5,
+    seed: int = 0,
+    timeout_s: int | None = None,
+    poll_interval_s: int = 10,
+) -> dict[str, Any]:
+    """Draft the post for ``topic_id``, wait for approval, record the decision."""
+    logger = get_run_logger()
+    settings = resources.settings()
+    post = BlogPost.model_validate(write_post_draft(topic_id, target_pages, seed))
+    header = (
+        f"**{post.title}** · {post.word_count} words · {post.pages} A4 pages · {post.source.get('provider')}"
+    )
+    create_markdown_artifact(
+        f"{header}\n\n---\n\n{post.markdown}", key=f"blog-{post.id[:50]}", description="Draft"
+    )
+    logger.info("post %s drafted: %d words (%.1f pages)", post.id, post.word_count, post.pages)
+    try:
+        answer = pause_flow_run(
+            wait_for_input=BlogApproval.with_initial_data(
+                description=f"{header}\n\n{post.markdown}", approve=True
+            ),
+            timeout=timeout_s or settings.approval_timeout_s,
+            poll_interval=poll_interval_s,
+            key=f"blog-{post.id}",
+        )
+    except FlowPauseTimeout:
+        status = "approved" if settings.approve_on_timeout else "proposed"
+        if settings.approve_on_timeout:
+            set_post_status(post.id, "approved", None, None)
+        logger.warning("post %s: no decision in time; status %s", post.id, status)
+        return {
+            "post_id": post.id,
+            "status": status,
+            "words": post.word_count,
+            "pages": post.pages,
+            "timed_out": True,
+        }
+    markdown, error = None, None
+    if answer.markdown and answer.markdown.strip() != post.markdown.strip():
+        try:
+            markdown = BlogPostDraft(title=post.title, markdown=answer.markdown).markdown
+        except ValidationError as exc:
+            error = f"edited markdown not saved: {exc.errors()[0]['msg']}"
+            logger.warning("post %s: %s", post.id, error)
+    status = "approved" if answer.approve else "rejected"
+    set_post_status(post.id, status, answer.reviewer or None, markdown)
+    logger.info("post %s %s%s", post.id, status, f" by {answer.reviewer}" if answer.reviewer else "")
+    return {
+        "post_id": post.id, "status": status, "words": post.word_count, "pages": post.pages,
+        "timed_out": False, "edited": markdown is not None, "error": error,
+    }  # fmt: skip
+
+
+if __name__ == "__main__":
+    print(write_blog_post(sys.argv[1], int(sys.argv[2]) if len(sys.argv) > 2 else 5))
