@@ -59,3 +59,40 @@ def settings_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> Iterator[Pa
     get_settings.cache_clear()
     yield data_dir
     get_settings.cache_clear()
+
+
+PG_ADMIN_URL = os.environ.get("CONTENTFORGE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
+
+
+@pytest.fixture(scope="session")
+def pg_database() -> Iterator[str]:
+    """A uniquely named PostgreSQL database for this session, dropped at the end.
+
+    Without a reachable server the tests using it skip, except under ``CI=true`` where they fail, so
+    CI can never pass by silently testing SQLite only.
+    """
+    import uuid
+
+    from sqlalchemy import create_engine, text
+    from sqlalchemy.engine import make_url
+    from sqlalchemy.exc import OperationalError
+
+    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
+    try:
+        with admin.connect() as conn:
+            conn.execute(text("SELECT 1"))
+    except OperationalError as exc:
+        admin.dispose()
+        reason = f"PostgreSQL unreachable at {make_url(PG_ADMIN_URL)!r}: {str(exc).splitlines()[0]}"
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(f"{reason} (CI=true requires the PostgreSQL tests to run)")
+        pytest.skip(reason)
+    name = f"contentforge_test_{uuid.uuid4().hex[:12]}"
+    with admin.connect() as conn:
+        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
+    try:
+        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
+    finally:
+        with admin.connect() as conn:
+            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
+        admin.dispose()

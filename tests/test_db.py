@@ -23,7 +23,6 @@ from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Engine, Integer, MetaData, create_engine, inspect, select, text
 from sqlalchemy.engine import make_url
-from sqlalchemy.exc import OperationalError
 
 from contentforge.db import PieceRow, PlannedPiece, RecordNotFound, Repository, make_engine, migrate
 from contentforge.db.engine import alembic_config
@@ -42,36 +41,11 @@ from contentforge.domain.models import (
 from contentforge.errors import InvalidInput, InvalidPersona, UnknownPersona
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-PG_ADMIN_URL = os.environ.get("CONTENTFORGE_TEST_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 TABLES = {"brands", "personas", "batches", "pieces", "hooks", "moderation_verdicts", "cost_entries"}
 T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 # Fixtures
-
-
-@pytest.fixture(scope="session")
-def pg_database() -> Iterator[str]:
-    """A uniquely named PostgreSQL database for this session, dropped at the end."""
-    admin = create_engine(PG_ADMIN_URL, isolation_level="AUTOCOMMIT", connect_args={"connect_timeout": 3})
-    try:
-        with admin.connect() as conn:
-            conn.execute(text("SELECT 1"))
-    except OperationalError as exc:
-        admin.dispose()
-        reason = f"PostgreSQL unreachable at {make_url(PG_ADMIN_URL)!r}: {str(exc).splitlines()[0]}"
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(f"{reason} (CI=true requires the PostgreSQL tests to run)")
-        pytest.skip(reason)
-    name = f"contentforge_test_{uuid.uuid4().hex[:12]}"
-    with admin.connect() as conn:
-        conn.exec_driver_sql(f'CREATE DATABASE "{name}"')
-    try:
-        yield make_url(PG_ADMIN_URL).set(database=name).render_as_string(hide_password=False)
-    finally:
-        with admin.connect() as conn:
-            conn.exec_driver_sql(f'DROP DATABASE IF EXISTS "{name}" WITH (FORCE)')
-        admin.dispose()
 
 
 @pytest.fixture

@@ -9,8 +9,11 @@ fixed-latency image backend so the test measures orchestration, not a model.
 from __future__ import annotations
 
 import os
+import socket
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -21,8 +24,38 @@ from contentforge.personas import sample_persona
 pytestmark = pytest.mark.slow
 
 
+def _free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def prefect_api(request: pytest.FixtureRequest, prefect_server: str, tmp_path: Path) -> Iterator[str]:
+    """The session's Prefect server (SQLite), or a second one whose state is in PostgreSQL."""
+    if request.param == "sqlite":
+        yield prefect_server
+        return
+    from prefect.settings import PREFECT_API_URL, temporary_settings
+    from sqlalchemy.engine import make_url
+
+    from contentforge_cli.server import ensure_server, stop_server
+
+    database = make_url(request.getfixturevalue("pg_database")).set(drivername="postgresql+asyncpg")
+    home = tmp_path / "prefect-pg"
+    server = ensure_server(
+        home, port=_free_port(), database_url=database.render_as_string(hide_password=False)
+    )
+    try:
+        with temporary_settings(updates={PREFECT_API_URL: server.api_url}):
+            yield server.api_url
+    finally:
+        stop_server(home)
+
+
 @pytest.fixture
-def cluster(settings_env: Path, prefect_server: str, tmp_path: Path) -> Iterator[Path]:
+def cluster(settings_env: Path, prefect_api: str, tmp_path: Path) -> Iterator[Path]:
+    """Bootstrap, deployments from prefect.yaml, and a cpu and a gpu worker as ``contentforge up``."""
     from contentforge_cli.stack import deploy_all, start, stop, worker_services
     from tasks import resources
     from tasks.bootstrap import bootstrap_cluster
@@ -45,7 +78,7 @@ def cluster(settings_env: Path, prefect_server: str, tmp_path: Path) -> Iterator
         "PREFECT_WORKER_QUERY_SECONDS": "1",
         "PREFECT_WORKER_PREFETCH_SECONDS": "5",
     }
-    services = worker_services(prefect_server, "cpu", "gpu", "generate-images/generate-images")
+    services = worker_services(prefect_api, "cpu", "gpu", "generate-images/generate-images")
     for service in services:
         service.env.update(env)
         start(run_dir, service)
@@ -56,22 +89,46 @@ def cluster(settings_env: Path, prefect_server: str, tmp_path: Path) -> Iterator
             stop(run_dir, service.name)
 
 
-def test_a_batch_deployment_sends_its_gpu_stage_to_the_gpu_worker(cluster: Path) -> None:
+def _wait_final(flow_run_id: str, timeout_s: float) -> Any:
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            time.sleep(2)
+    pytest.fail(f"flow run {flow_run_id} did not finish within {timeout_s:.0f} s")
+
+
+def test_an_api_batch_runs_on_the_cpu_worker_with_its_gpu_stage_on_the_gpu_worker(
+    cluster: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from fastapi.testclient import TestClient
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
     from prefect.client.schemas.sorting import FlowRunSort
-    from prefect.deployments import run_deployment
 
+    from contentforge_api.app import create_app
     from tasks import resources
 
-    run = run_deployment(
-        "produce-content-batch/produce-content-batch",
-        parameters={"persona": "mia-fit", "num_pieces": 12, "seed": 3},
-        timeout=420,
-        poll_interval=2,
-    )
-    logs = {p.name: p.read_text()[-3000:] for p in cluster.glob("*.log")}
-    assert run.state is not None and run.state.is_completed(), (run.state, logs)
+    monkeypatch.setenv("CONTENTFORGE_API_TOKEN", "e2e-token")
+    get_settings.cache_clear()
+    with TestClient(create_app(get_settings())) as api:
+        response = api.post(
+            "/api/v1/content/batch",
+            headers={"Authorization": "Bearer e2e-token"},
+            json={"persona": "mia-fit", "num_pieces": 12, "seed": 3},
+        )
+        assert response.status_code == 202, response.text
+        launched = response.json()
+        run = _wait_final(launched["flow_run_id"], timeout_s=420)
+        logs = {p.name: p.read_text()[-3000:] for p in cluster.glob("*.log")}
+        assert run.state.is_completed(), (run.state, logs)
+        status = api.get(f"/api/v1/runs/{run.id}", headers={"Authorization": "Bearer e2e-token"})
+        assert status.status_code == 200 and status.json()["state_type"] == "COMPLETED", status.text
+    assert run.work_pool_name == "cpu"
 
     with get_client(sync_client=True) as client:
         # limit and sort spelled out: this server refuses the client's null defaults (422).
@@ -83,11 +140,8 @@ def test_a_batch_deployment_sends_its_gpu_stage_to_the_gpu_worker(cluster: Path)
     gpu_runs = [child for child in children if child.work_pool_name == "gpu"]
     assert len(gpu_runs) == 1, [(c.name, c.work_pool_name) for c in children]
     assert gpu_runs[0].state is not None and gpu_runs[0].state.is_completed()
-    assert run.work_pool_name == "cpu"
 
-    batches = resources.repository().latest_batches(limit=1)
-    assert batches[0]["flow_run_id"] == str(run.id)
-    rows = resources.repository().pieces(batch_id=batches[0]["id"])
+    rows = resources.repository().pieces(batch_id=launched["batch_id"])
     assert len(rows) == 12 and all(r.storage_key for r in rows)
     figures = concurrency_figures(((r.started_at, r.finished_at) for r in rows if r.started_at), 5)
     assert figures.pieces == 12
