@@ -660,5 +660,103 @@ def api_serve(
     uvicorn.run(application, host=host, port=port, log_level="info")
 
 
+# --- brand research and personas (flows research-brand, create-personas; README "From brand to posts") ---
+brand_app = typer.Typer(
+    help="Brand research: a sourced BrandDNA from websites and documents.", no_args_is_help=True
+)
+app.add_typer(brand_app, name="brand")
+
+
+def _dna_table(dna: Any) -> Table:
+    from contentforge.domain.strategy import DNA_FIELDS
+
+    table = Table(
+        "field", "value", "how", "source", title=f"{dna.brand}: {len(dna.known_fields())}/{len(DNA_FIELDS)}"
+    )
+    for name in DNA_FIELDS:
+        field = dna.field(name)
+        table.add_row(name, field.display()[:80], str(field.method or ""), field.source or "")
+    return table
+
+
+@brand_app.command("research")
+def brand_research(
+    name: Annotated[str, typer.Argument(help="The brand's name.")],
+    url: Annotated[list[str] | None, typer.Option("--url", "-u", help="Website URL (repeatable).")] = None,
+    doc: Annotated[list[Path] | None, typer.Option("--doc", "-d", help="A .txt/.md/.html document.")] = None,
+) -> None:
+    """Research a brand (flow research-brand) and print its DNA; each field with its source or unknown."""
+    from contentforge.research.documents import load_document
+    from contentforge.research.fetch import FetchLimits, SafeFetcher
+
+    settings = get_settings()
+    urls, docs = list(url or []), list(doc or [])
+    try:
+        if not urls and not docs:
+            raise ContentForgeError("give at least one --url or --doc")
+        fetcher = SafeFetcher(FetchLimits.from_settings(settings))
+        for u in urls:
+            fetcher.check_url(u)  # refused addresses fail before the server starts
+        for d in docs:
+            load_document(d)
+        from contentforge_cli.runtime import connect
+
+        connect(settings)
+        from flows.research_brand import research_brand
+
+        summary = research_brand(name, urls, [str(d.resolve()) for d in docs])
+        from contentforge.strategy.store import StrategyStore
+
+        _, _, dna = StrategyStore(_repository().engine).get_brand(summary["brand_id"])
+    except ContentForgeError as exc:
+        _fail(str(exc))
+    console.print(_dna_table(dna))
+    for warning in summary["warnings"]:
+        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(
+        f"saved brand {summary['brand_id']}; next: python flows/create_personas.py {summary['brand_id']}"
+    )
+
+
+@brand_app.command("show")
+def brand_show(name: Annotated[str, typer.Argument(help="Brand id or name.")]) -> None:
+    """Print a researched brand's DNA."""
+    from contentforge.db import RecordNotFound
+    from contentforge.strategy.store import StrategyStore
+
+    try:
+        _, _, dna = StrategyStore(_repository().engine).get_brand(name)
+    except RecordNotFound as exc:
+        _fail(str(exc))
+    if dna is None:
+        _fail(f"brand {name!r} has no DNA yet; run `contentforge brand research`")
+    console.print(_dna_table(dna))
+
+
+@personas_app.command("random")
+def personas_random(
+    type_hint: Annotated[str, typer.Option("--type", "-t", help="fitness, tech, fashion, food, travel...")],
+    seed: Annotated[int | None, typer.Option(help="Same seed, same persona.")] = None,
+    save: Annotated[bool, typer.Option("--save", help="Save it as a persona.")] = False,
+) -> None:
+    """Create a random persona of a type (offline rules from the niche catalog); print it as YAML."""
+    import yaml
+
+    from contentforge.strategy.personas import random_persona
+
+    try:
+        candidate = random_persona(type_hint, seed=seed)
+        persona = candidate.to_persona()
+        if save:
+            _repository().upsert_persona(persona)
+    except ContentForgeError as exc:
+        _fail(str(exc))
+    console.print(
+        yaml.safe_dump(persona.model_dump(mode="json", exclude_none=True), sort_keys=False), highlight=False
+    )
+    if save:
+        console.print(f"saved persona {persona.id} ({persona.name})")
+
+
 if __name__ == "__main__":
     sys.exit(app())

@@ -202,3 +202,26 @@ def test_topics_post_and_social_posts_with_approvals(env: BrandSite, prefect_ser
 
     with pytest.raises(Exception, match="approve it first"):
         write_blog_post(proposed[1].id, timeout_s=2)
+
+
+def test_cli_brand_research_show_and_random_persona(env: BrandSite, prefect_server: str) -> None:
+    from typer.testing import CliRunner
+
+    from contentforge_cli.main import app
+
+    runner = CliRunner()
+    done = runner.invoke(app, ["brand", "research", "Trailbean", "--url", env.url + "/"])
+    assert done.exit_code == 0, done.output
+    assert "saved brand trailbean" in done.output and "mission" in done.output
+    shown = runner.invoke(app, ["brand", "show", "trailbean"])
+    assert shown.exit_code == 0 and "Leave no trace" in shown.output
+    assert runner.invoke(app, ["brand", "show", "nobody"]).exit_code == 2
+    assert runner.invoke(app, ["brand", "research", "X"]).exit_code == 2
+
+    made = runner.invoke(app, ["personas", "random", "--type", "fitness", "--seed", "3", "--save"])
+    assert made.exit_code == 0, made.output
+    assert "niche: fitness" in made.output and "saved persona" in made.output
+    saved = resources.repository().list_personas()
+    assert [p.niche for p in saved] == ["fitness"]
+    bad = runner.invoke(app, ["personas", "random", "--type", "underwater basket weaving"])
+    assert bad.exit_code == 2 and "unknown persona type" in bad.output
