@@ -60,10 +60,10 @@ class Settings(BaseSettings):
     # --- Image engine (contentforge.images: loading, memory, micro-batches, Replicate) -------------
     image_family: Literal["auto", "sd15", "sdxl", "flux"] = Field(
         default="auto",
-        description="Pipeline family; auto reads model_index.json (folder or hub cache) or the file's tensors.",
+        description="Pipeline family; auto reads model_index.json (folder, hub cache) or the tensors.",
     )
     image_single_file_config: str | None = Field(
-        default=None, description="Local diffusers folder (or hub id) with the configs for a single-file model."
+        default=None, description="Diffusers folder (or hub id) holding the configs of a single-file model."
     )
     image_memory_strategy: Literal[
         "auto", "full_gpu", "model_cpu_offload", "sequential_cpu_offload", "group_offload"
@@ -80,7 +80,7 @@ class Settings(BaseSettings):
         default=0, ge=0, le=64, description="Images per pipeline call for pieces sharing settings; 0 = auto."
     )
     image_lora_registry: Path | None = Field(
-        default=None, description="YAML/JSON file of named LoRAs (source, trigger word, scale, family, sha256)."
+        default=None, description="YAML/JSON file of named LoRAs (source, trigger, scale, family, sha256)."
     )
     replicate_api_token: SecretStr | None = None
     replicate_base_url: str = Field(default="https://api.replicate.com")

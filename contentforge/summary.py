@@ -12,11 +12,18 @@ def _fmt_cost(value: float | None) -> str:
     return "n/a" if value is None else f"${value:.4f}"
 
 
-def batch_summary_markdown(stats: Mapping[str, Any], pieces: Sequence[PieceRow]) -> str:
-    """Counts by status and tier, total and per-piece cost, and time per stage."""
+def batch_summary_markdown(
+    stats: Mapping[str, Any], pieces: Sequence[PieceRow], gallery_url: str | None = None
+) -> str:
+    """Counts by status and tier, total and per-piece cost, time per stage, and the review gallery."""
     lines = [
         f"# Batch `{stats['batch_id']}`",
         "",
+        *(
+            [f"[Review gallery]({gallery_url}) (needs `contentforge api serve` or `contentforge up`)", ""]
+            if gallery_url
+            else []
+        ),
         f"**{stats['pieces']} pieces**, {stats['generated']} images generated, {stats['hooks']} hooks.",
         "",
         "| status | count |",

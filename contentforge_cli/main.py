@@ -72,10 +72,14 @@ def _run_batch(settings: Settings, **params: Any) -> dict[str, Any]:
     result: dict[str, Any] = {}
 
     def run() -> None:
+        from prefect import tags
+
         try:
-            result["stats"] = produce_content_batch(
-                **{**params, "persona": request.persona.id, "batch_id": batch_id}
-            )
+            # The same tags API-started runs carry, so the UI filters runs by persona and batch.
+            with tags("contentforge", f"persona:{request.persona.id}", f"batch:{batch_id}", "cli"):
+                result["stats"] = produce_content_batch(
+                    **{**params, "persona": request.persona.id, "batch_id": batch_id}
+                )
         except BaseException as exc:  # shown to the user below
             result["error"] = exc
 

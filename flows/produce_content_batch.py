@@ -26,6 +26,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from contentforge.domain import PieceStatus
 from contentforge.summary import batch_summary_markdown, batch_summary_table
+from contentforge_api.gallery import gallery_url
 from flows.generate_images import generate_images
 from flows.progress import BatchProgress
 from tasks import resources
@@ -98,8 +99,11 @@ def produce_content_batch(
     failed = stats["by_status"].get(PieceStatus.failed.value, 0)
     repo.finish_batch(batch_id, status="completed" if failed < len(piece_ids) else "failed", summary=stats)
     rows = repo.pieces(batch_id=batch_id)
+    gallery = gallery_url(resources.settings(), batch_id)
     create_markdown_artifact(
-        batch_summary_markdown(stats, rows), key=f"batch-{batch_id[:12]}-summary", description="Batch summary"
+        batch_summary_markdown(stats, rows, gallery),
+        key=f"batch-{batch_id[:12]}-summary",
+        description="Batch summary",
     )
     create_table_artifact(
         batch_summary_table(rows), key=f"batch-{batch_id[:12]}-pieces", description="Pieces"
