@@ -68,3 +68,22 @@ def test_concurrency_figures() -> None:
     assert figures.busy_seconds == pytest.approx(4.0)
     assert figures.slot_utilization == pytest.approx(4.0 / (2 * 3.0))
     assert concurrency_figures([], slots=5).pieces == 0
+
+
+def test_the_summary_links_the_review_gallery_only_when_given() -> None:
+    from contentforge.summary import batch_summary_markdown
+
+    stats = {
+        "batch_id": "b1",
+        "pieces": 2,
+        "generated": 2,
+        "hooks": 10,
+        "by_status": {"ready": 1, "needs_review": 1},
+        "by_verdict": {"safe": 2},
+        "cost_usd_total": 0.02,
+        "cost_usd_mean": 0.01,
+    }
+    linked = batch_summary_markdown(stats, [], "http://127.0.0.1:8000/gallery/batches/b1")
+    assert "[Review gallery](http://127.0.0.1:8000/gallery/batches/b1)" in linked
+    assert "| needs_review | 1 |" in linked
+    assert "Review gallery" not in batch_summary_markdown(stats, [])
