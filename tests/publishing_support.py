@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import json
 import threading
 from collections import Counter
@@ -23,6 +22,7 @@ from contentforge.db import PlannedPiece, Repository, make_engine, migrate
 from contentforge.db.engine import make_session_factory
 from contentforge.db.models import PieceORM
 from contentforge.domain.models import GenerationRecord, Hook, HookStyle, ModerationVerdict, Persona, Verdict
+from contentforge.images.provenance import png_with_provenance
 from contentforge.moderation.policy import ModerationPolicy
 from contentforge.publishing.ledger import PublicationLedger
 from contentforge.storage import LocalStorage
@@ -31,9 +31,18 @@ T0 = datetime(2026, 3, 2, 8, 0, tzinfo=UTC)
 
 
 def png_bytes(color: tuple[int, int, int] = (200, 30, 30)) -> bytes:
-    out = io.BytesIO()
-    Image.new("RGB", (16, 16), color).save(out, format="PNG")
-    return out.getvalue()
+    """A generated-looking PNG: it carries the AI provenance every stored image has."""
+    record = GenerationRecord(
+        backend="tiny-sdxl",
+        model="tiny",
+        prompt="p",
+        seed=1,
+        steps=1,
+        guidance_scale=1.0,
+        width=16,
+        height=16,
+    )
+    return png_with_provenance(Image.new("RGB", (16, 16), color), record)
 
 
 def make_persona(timezone: str = "Europe/Berlin", persona_id: str = "mia") -> Persona:

@@ -11,7 +11,6 @@ import os
 import subprocess
 import sys
 import threading
-import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta, timezone
 from pathlib import Path
@@ -21,8 +20,7 @@ from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.migration import MigrationContext
 from alembic.script import ScriptDirectory
-from sqlalchemy import Column, Engine, Integer, MetaData, create_engine, inspect, select, text
-from sqlalchemy.engine import make_url
+from sqlalchemy import Column, Engine, Integer, MetaData, inspect, select, text
 
 from contentforge.db import PieceRow, PlannedPiece, RecordNotFound, Repository, make_engine, migrate
 from contentforge.db.engine import alembic_config
@@ -46,20 +44,6 @@ T0 = datetime(2026, 1, 2, 3, 4, 5, tzinfo=UTC)
 
 
 # Fixtures
-
-
-@pytest.fixture
-def pg_url(pg_database: str) -> Iterator[str]:
-    """A URL whose search_path is a schema of its own, so each test starts from an empty database."""
-    schema = f"t_{uuid.uuid4().hex[:12]}"
-    engine = create_engine(pg_database, isolation_level="AUTOCOMMIT")
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'CREATE SCHEMA "{schema}"')
-    url = make_url(pg_database).update_query_dict({"options": f"-csearch_path={schema}"})
-    yield url.render_as_string(hide_password=False)
-    with engine.connect() as conn:
-        conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
-    engine.dispose()
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])

@@ -10,6 +10,7 @@ import pytest
 from publishing_support import T0, Crash, FakeApi, Request, Response, World, make_world, no_sleep, serve
 from pydantic import SecretStr
 
+from contentforge.images.provenance import DIGITAL_SOURCE_TYPE, read_provenance
 from contentforge.publishing import publish_claimed
 from contentforge.publishing.instagram import InstagramPublisher
 from contentforge.publishing.media import MediaResolver
@@ -103,9 +104,11 @@ def test_publishes_through_container_polling_and_media_publish(world: World, gra
     assert graph.calls[f"POST /v21.0/{USER}/media_publish"] == 1
     assert graph.calls["GET /v21.0/c1"] == 3  # IN_PROGRESS, IN_PROGRESS, FINISHED
     create = next(r for r in graph.requests if r.path.endswith("/media") and r.method == "POST").form()
-    # A JPEG variant was stored next to the PNG and offered by its public URL.
-    assert create["image_url"] == f"https://cdn.example.com/media/content/mia/{claimed.piece_id}.jpg"
-    assert world.storage.get(f"content/mia/{claimed.piece_id}.jpg")[:2] == b"\xff\xd8"
+    # Instagram's JPEG rendition was stored next to the PNG, with provenance, and offered by URL.
+    rendition = f"content/mia/{claimed.piece_id}.instagram.jpg"
+    assert create["image_url"] == f"https://cdn.example.com/media/{rendition}"
+    assert world.storage.get(rendition)[:2] == b"\xff\xd8"
+    assert read_provenance(world.storage.get(rendition)).digital_source_type == DIGITAL_SOURCE_TYPE
     assert create["caption"] == claimed.caption and create["alt_text"].startswith("AI-generated image")
     assert create["ai_generated"] == "true"
     assert all(

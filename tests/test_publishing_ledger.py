@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 from publishing_support import T0, make_world, set_piece_status
-from test_db import pg_database, pg_url  # noqa: F401  (PostgreSQL fixtures, skip when it is absent)
 
 from contentforge.errors import InvalidInput
 from contentforge.publishing import PublishedPost, PublishRefused, idempotency_key

@@ -100,7 +100,7 @@ def test_direct_photo_post_pulled_from_url_and_polled_to_completion(world: World
     assert (init["media_type"], init["post_mode"]) == ("PHOTO", "DIRECT_POST")
     assert init["source_info"]["source"] == "PULL_FROM_URL"
     assert init["source_info"]["photo_images"] == [
-        f"https://cdn.example.com/content/mia/{claimed.piece_id}.jpg"
+        f"https://cdn.example.com/content/mia/{claimed.piece_id}.tiktok.jpg"
     ]
     assert init["post_info"]["is_aigc"] is True and init["post_info"]["privacy_level"] == "PUBLIC_TO_EVERYONE"
     assert len(init["post_info"]["title"]) <= 90 and init["post_info"]["description"] == claimed.caption

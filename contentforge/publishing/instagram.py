@@ -149,7 +149,7 @@ class InstagramPublisher:
     # --- Publisher protocol --------------------------------------------------------------------
 
     def prepare(self, publication: Publication) -> str | None:
-        image_url = self.media.public_jpeg_url(publication)
+        image_url = self.media.public_rendition_url(publication)
         self.check_quota()
         data = {"image_url": image_url, "caption": publication.caption}
         if publication.alt_text:

@@ -1,20 +1,21 @@
 """The image a publisher sends: bytes for uploads (X), a public JPEG URL for pull APIs.
 
 Instagram's Graph API and TikTok's photo posts fetch the image themselves from a public URL and
-accept JPEG (TikTok: JPEG or WEBP), not PNG. ``public_jpeg_url`` stores a JPEG variant next to the
-original (``<key>.jpg``, idempotent) and returns its public URL; a ``file://`` URL is refused with
-what to configure, before any API call.
+accept JPEG (TikTok: JPEG or WEBP), not PNG. ``public_rendition_url`` stores the platform's
+rendition next to the original (idempotent, provenance kept) and returns its public URL; a
+``file://`` URL is refused with what to configure, before any API call.
 """
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import httpx
 
+from contentforge.errors import InvalidInput
 from contentforge.publishing.protocol import PermanentFailure, Publication
 from contentforge.storage.protocol import Storage
+from contentforge.storage.renditions import store_renditions
 
 
 class MediaResolver:
@@ -44,17 +45,26 @@ class MediaResolver:
             f"piece {publication.piece_id}: image not found (key {publication.storage_key!r})"
         )
 
-    def public_jpeg_url(self, publication: Publication) -> str:
-        """A public http(s) URL of a JPEG version of the image."""
+    def public_rendition_url(self, publication: Publication) -> str:
+        """A public http(s) URL of the platform's rendition of the image (JPEG for Instagram).
+
+        The rendition (``storage/renditions.py``) is cropped into the platform's aspect range, sized
+        and encoded within its limits, carries the original's AI provenance, and is stored next to
+        the original once (``content/{persona}/{piece}.{platform}.{ext}``); a rerun reuses it.
+        """
         url = publication.media_url or ""
-        key = publication.storage_key
-        if self.storage is not None and key:
-            if not key.lower().endswith((".jpg", ".jpeg")):
-                jpeg_key = f"{key.rsplit('.', 1)[0]}.jpg"
-                if not self.storage.exists(jpeg_key):
-                    self.storage.put(jpeg_key, to_jpeg(self.load_bytes(publication)), "image/jpeg")
-                key = jpeg_key
-            url = self.storage.url_for(key)
+        if self.storage is not None and publication.storage_key:
+            try:
+                stored = store_renditions(
+                    self.storage,
+                    publication.persona_id,
+                    publication.piece_id,
+                    self.load_bytes(publication),
+                    [publication.platform],
+                )
+            except InvalidInput as exc:
+                raise PermanentFailure(f"piece {publication.piece_id}: {exc}") from exc
+            url = stored[publication.platform].url
         if not url.startswith(("http://", "https://")):
             raise PermanentFailure(
                 f"piece {publication.piece_id}: {publication.platform} fetches images from a public URL, "
@@ -62,20 +72,3 @@ class MediaResolver:
                 "http(s) address serving the data directory (or use S3/R2 storage with a CDN URL)"
             )
         return url
-
-
-def to_jpeg(data: bytes, quality: int = 92) -> bytes:
-    """Re-encode an image as an RGB JPEG (alpha flattened on white)."""
-    from PIL import Image
-
-    with Image.open(io.BytesIO(data)) as image:
-        if image.mode in ("RGBA", "LA", "P"):
-            rgba = image.convert("RGBA")
-            flat = Image.new("RGB", rgba.size, (255, 255, 255))
-            flat.paste(rgba, mask=rgba.getchannel("A"))
-            image = flat
-        else:
-            image = image.convert("RGB")
-        out = io.BytesIO()
-        image.save(out, format="JPEG", quality=quality)
-        return out.getvalue()

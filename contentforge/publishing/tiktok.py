@@ -103,7 +103,7 @@ class TikTokPublisher:
         return self._call("/v2/post/publish/creator_info/query/", {}, "creator_info query")
 
     def prepare(self, publication: Publication) -> str | None:
-        image_url = self.media.public_jpeg_url(publication)
+        image_url = self.media.public_rendition_url(publication)
         info = self.creator_info()
         options = list(info.get("privacy_level_options") or [])
         if self.privacy_level not in options:
