@@ -185,3 +185,18 @@ def test_compose_file_wires_server_postgres_workers_and_api() -> None:
         "postgresql+asyncpg"
         in services["prefect-server"]["environment"]["PREFECT_API_DATABASE_CONNECTION_URL"]
     )
+
+
+def test_every_flow_has_a_deployment_on_the_right_pool() -> None:
+    import yaml
+
+    root = Path(__file__).resolve().parents[1]
+    config = yaml.safe_load((root / "prefect.yaml").read_text())
+    entrypoints = {d["entrypoint"].split(":")[0]: d for d in config["deployments"]}
+    flow_files = {f"flows/{p.name}" for p in (root / "flows").glob("*.py") if "@flow(" in p.read_text()}
+    assert flow_files <= set(entrypoints), flow_files - set(entrypoints)
+    pools = {d["name"]: d["work_pool"]["name"] for d in config["deployments"]}
+    assert pools.pop("generate-images") == "gpu"
+    assert set(pools.values()) == {"cpu"}
+    schedules = {d["name"] for d in config["deployments"] if d.get("schedules")}
+    assert schedules == {"publish-due"}
