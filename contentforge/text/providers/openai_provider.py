@@ -24,9 +24,9 @@ from contentforge.text.providers.errors import (
     scrub,
 )
 from contentforge.text.providers.pricing import Prices, cost_usd
-from contentforge.text.providers.protocol import StructuredResult, T, TextResult
+from contentforge.text.providers.protocol import TextResult
 from contentforge.text.providers.retry import call_with_retries
-from contentforge.text.providers.structured import generate_structured_via_text
+from contentforge.text.providers.structured import StructuredViaText
 
 NO_KEY = "sk-no-key-required"
 """Sent to local servers that ignore the key (the SDK refuses to build a client without one)."""
@@ -43,7 +43,7 @@ def _api_message(exc: Any) -> str:
     return str(getattr(exc, "message", "") or exc)
 
 
-class OpenAIProvider:
+class OpenAIProvider(StructuredViaText):
     """OpenAI or an OpenAI-compatible server."""
 
     def __init__(
@@ -141,26 +141,5 @@ class OpenAIProvider:
             output_tokens=output_tokens,
             cost_usd=cost_usd(model, input_tokens, output_tokens, self._prices),
             latency_s=time.perf_counter() - started,
-            prompt_version=prompt_version,
-        )
-
-    def generate_structured(
-        self,
-        prompt: str,
-        schema: type[T],
-        *,
-        system: str | None = None,
-        max_tokens: int = 1024,
-        temperature: float = 0.7,
-        prompt_version: str | None = None,
-        context: Mapping[str, Any] | None = None,
-    ) -> StructuredResult[T]:
-        return generate_structured_via_text(
-            self,
-            prompt,
-            schema,
-            system=system,
-            max_tokens=max_tokens,
-            temperature=temperature,
             prompt_version=prompt_version,
         )

@@ -11,6 +11,7 @@ from __future__ import annotations
 import json
 import logging
 import re
+from collections.abc import Mapping
 from dataclasses import replace
 from typing import Any
 
@@ -149,3 +150,31 @@ def generate_structured_via_text(
             spent=combined,
         ) from None
     return StructuredResult(value=value, result=combined, prompt_version=prompt_version, repaired=True)
+
+
+class StructuredViaText:
+    """``generate_structured`` for model backends: ask in text, then extract, validate and repair.
+
+    Mixed into the Anthropic and OpenAI providers, which differ only in how they produce text.
+    """
+
+    def generate_structured(
+        self,
+        prompt: str,
+        schema: type[T],
+        *,
+        system: str | None = None,
+        max_tokens: int = 1024,
+        temperature: float = 0.7,
+        prompt_version: str | None = None,
+        context: Mapping[str, Any] | None = None,
+    ) -> StructuredResult[T]:
+        return generate_structured_via_text(
+            self,  # type: ignore[arg-type]
+            prompt,
+            schema,
+            system=system,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            prompt_version=prompt_version,
+        )
