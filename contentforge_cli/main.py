@@ -483,6 +483,7 @@ def _ledger():  # type: ignore[no-untyped-def]
     from contentforge.db import make_engine, migrate
     from contentforge.moderation.policy import ModerationPolicy
     from contentforge.publishing import PublicationLedger
+    from contentforge.publishing.factory import caption_with_disclosure
     from contentforge.publishing.scheduling import offline_caption_writer
 
     settings = get_settings()
@@ -491,6 +492,7 @@ def _ledger():  # type: ignore[no-untyped-def]
         make_engine(settings.resolved_database_url),
         ModerationPolicy.from_settings(settings),
         caption_writer=offline_caption_writer,
+        caption_label=caption_with_disclosure(settings),
     )
 
 

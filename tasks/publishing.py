@@ -31,6 +31,7 @@ from contentforge.publishing import (
     publish_claimed,
     publisher_name,
 )
+from contentforge.publishing.factory import caption_with_disclosure
 from contentforge.publishing.scheduling import offline_caption_writer, parse_slot_times, schedule_batch
 from tasks import resources
 
@@ -43,7 +44,10 @@ def _ledger_for(url: str) -> PublicationLedger:
     migrate(url)
     settings = resources.settings()
     return PublicationLedger(
-        make_engine(url), ModerationPolicy.from_settings(settings), caption_writer=offline_caption_writer
+        make_engine(url),
+        ModerationPolicy.from_settings(settings),
+        caption_writer=offline_caption_writer,
+        caption_label=caption_with_disclosure(settings),
     )
 
 

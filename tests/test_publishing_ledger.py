@@ -207,3 +207,42 @@ def test_schedule_batch_fills_free_slots_and_counts_refusals(tmp_path: Path) -> 
     # Running it again schedules nothing new.
     again = schedule_batch(world.ledger, world.batch_id, ["instagram", "x"], **kwargs)
     assert again.result.scheduled == [] and again.result.refused_count == 4
+
+
+def test_captions_carry_the_ai_label_the_disclosure_settings_ask_for(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from contentforge.config import Settings
+    from contentforge.publishing import PublicationLedger
+    from contentforge.publishing.factory import caption_with_disclosure
+
+    monkeypatch.setenv("CONTENTFORGE_AI_DISCLOSURE", '{"x": "label", "instagram": "flag"}')
+    settings = Settings()
+    world = make_world(tmp_path, ["ready-safe"])
+    labelled = PublicationLedger(
+        world.engine, world.ledger.policy, caption_label=caption_with_disclosure(settings)
+    )
+    piece = world.ids("ready-safe")[0]
+    on_x, _ = labelled.schedule(piece, "x", T0, publisher="outbox")
+    on_instagram, _ = labelled.schedule(piece, "instagram", T0, publisher="outbox")
+    assert labelled.get(on_x).caption.endswith(settings.ai_disclosure_label)
+    assert settings.ai_disclosure_label not in labelled.get(on_instagram).caption  # the API flag only
+
+
+def test_instagram_and_tiktok_publishers_send_the_ai_flags_by_default(tmp_path: Path) -> None:
+    from contentforge.config import Settings
+    from contentforge.publishing.factory import build_publisher
+
+    settings = Settings(
+        data_dir=tmp_path,
+        instagram_user_id="1",
+        instagram_access_token="t",
+        tiktok_access_token="t",
+        publisher_instagram="api",
+        publisher_tiktok="api",
+    )
+    assert build_publisher(settings, "instagram").ai_disclosure_param == "is_ai_generated"
+    assert build_publisher(settings, "tiktok").is_aigc is True
+    off = settings.model_copy(update={"ai_disclosure": {"instagram": "off", "tiktok": "off"}})
+    assert build_publisher(off, "instagram").ai_disclosure_param is None
+    assert build_publisher(off, "tiktok").is_aigc is False

@@ -15,6 +15,7 @@ import httpx
 from contentforge.config import Settings
 from contentforge.domain.models import Platform
 from contentforge.errors import InvalidInput
+from contentforge.moderation.disclosure import disclosure_for
 from contentforge.publishing.instagram import InstagramPublisher
 from contentforge.publishing.media import MediaResolver
 from contentforge.publishing.outbox import OutboxPublisher
@@ -83,7 +84,8 @@ def build_publisher(
             access_token=settings.instagram_access_token,
             media=media,
             base_url=settings.instagram_graph_url,
-            ai_disclosure_param=settings.instagram_ai_disclosure_param,
+            ai_disclosure_param=settings.instagram_ai_disclosure_param
+            or _flag_name(disclosure_for(Platform.instagram, settings).flags),
             client=client,
             sleep=sleep,
             **poll,
@@ -107,7 +109,7 @@ def build_publisher(
         media=media,
         base_url=settings.tiktok_api_url,
         privacy_level=settings.tiktok_privacy_level,
-        is_aigc=settings.tiktok_is_aigc,
+        is_aigc=settings.tiktok_is_aigc and bool(disclosure_for(Platform.tiktok, settings).flags),
         client=client,
         sleep=sleep,
         **poll,
@@ -126,3 +128,17 @@ def build_notifier(settings: Settings, client: httpx.Client | None = None) -> We
 def describe(settings: Settings, platforms: tuple[str, ...] = ("instagram", "x", "tiktok")) -> dict[str, str]:
     """Which publisher each platform uses, for logs and the CLI."""
     return {platform: publisher_name(settings, platform) for platform in platforms}
+
+
+def _flag_name(flags: dict[str, object]) -> str | None:
+    """The top-level request field of a platform's AI flag (``CONTENTFORGE_AI_DISCLOSURE`` decides)."""
+    return next(iter(flags), None)
+
+
+def caption_with_disclosure(settings: Settings) -> Callable[[str, str], str]:
+    """``(platform, caption) -> caption`` with the platform's AI label where the disclosure mode asks."""
+
+    def label(platform: str, caption: str) -> str:
+        return disclosure_for(platform, settings).apply_caption(caption)
+
+    return label

@@ -99,10 +99,13 @@ class PublicationLedger:
         policy: ModerationPolicy,
         *,
         caption_writer: CaptionWriter | None = None,
+        caption_label: Callable[[str, str], str] | None = None,
     ) -> None:
         self.engine = engine
         self.policy = policy
         self.caption_writer = caption_writer
+        self.caption_label = caption_label
+        """``(platform, caption) -> caption`` adding the AI disclosure label (``moderation.disclosure``)."""
         self._sessions = make_session_factory(engine)
         self._read_sessions = make_session_factory(engine.execution_options(**{READ_ONLY: True}))
 
@@ -161,6 +164,8 @@ class PublicationLedger:
                 raise PublishRefused(f"piece {piece_id} on {platform}: {reason}")
             assert piece is not None
             text, alt_text = self._caption(session, piece, Platform(platform), caption)
+            if self.caption_label is not None:
+                text = self.caption_label(platform, text)
             row = PublicationORM(
                 piece_id=piece_id,
                 platform=platform,
