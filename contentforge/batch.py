@@ -26,7 +26,7 @@ from contentforge.domain import Persona, PieceStatus, Platform, Template, TierMi
 from contentforge.errors import InvalidInput, UnknownPersona
 from contentforge.images.factory import build_image_backend
 from contentforge.images.protocol import GeneratedImage, ImageBackend, ImageRequest
-from contentforge.images.provenance import png_with_provenance
+from contentforge.images.provenance import png_with_provenance, sign_c2pa
 from contentforge.images.safety import validate_lora
 from contentforge.moderation import Moderator
 from contentforge.personas import load_persona_file
@@ -231,13 +231,19 @@ def store_piece(
     storage: Storage,
     repo: Repository,
     queued_at: datetime,
+    *,
+    c2pa_credentials: tuple[Path, Path] | None = None,
 ) -> GenerationOutcome:
     """Store the image with provenance right away, and record it.
 
     Stored before moderation so that a crash never loses a finished image; moderation then labels
     it, and rejected images are never published. Identical bytes are never written twice.
+    ``c2pa_credentials`` (certificate chain, private key) add a signed C2PA manifest on top of the
+    XMP provenance every image carries.
     """
     png = png_with_provenance(timed.generated.image, timed.generated.record)
+    if c2pa_credentials is not None:
+        png = sign_c2pa(png, "image/png", *c2pa_credentials, title=f"ContentForge piece {piece.id}")
     stored = storage.put(
         content_key(persona.id, piece.id, "png"), png, "image/png", metadata=piece_metadata(piece)
     )

@@ -65,7 +65,15 @@ def generate_image(piece_id: str) -> GenerationOutcome | None:
     backend, config = resources.image_backend(), resources.settings()
     queued_at = datetime.now(UTC)
     timed = resources.dispatcher().run(lambda: generate_piece(piece, persona, backend, config))
-    return store_piece(piece, persona, timed, resources.storage(), repo, queued_at)
+    return store_piece(
+        piece,
+        persona,
+        timed,
+        resources.storage(),
+        repo,
+        queued_at,
+        c2pa_credentials=resources.c2pa_credentials(),
+    )
 
 
 @task(
@@ -104,6 +112,14 @@ def generate_image_batch(piece_ids: list[str], n: int = 0) -> dict[str, str]:
             logger.warning("piece %s failed: %s", piece.id, error)
             outcome[piece.id] = f"failed: {error}"
             continue
-        store_piece(piece, personas[piece.persona_id], result, resources.storage(), repo, queued_at)
+        store_piece(
+            piece,
+            personas[piece.persona_id],
+            result,
+            resources.storage(),
+            repo,
+            queued_at,
+            c2pa_credentials=resources.c2pa_credentials(),
+        )
         outcome[piece.id] = "generated"
     return outcome

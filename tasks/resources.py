@@ -8,9 +8,11 @@ from __future__ import annotations
 
 import threading
 from functools import lru_cache
+from pathlib import Path
 
 from contentforge.config import Settings, get_settings
 from contentforge.db import Repository, make_engine, migrate
+from contentforge.errors import InvalidInput
 from contentforge.images.factory import build_image_backend
 from contentforge.images.protocol import ImageBackend
 from contentforge.moderation import Moderator
@@ -72,3 +74,15 @@ def dispatcher() -> SlotDispatcher:
 def moderation_dispatcher() -> SlotDispatcher:
     config = settings()
     return get_dispatcher(config.moderation_concurrency_limit_name, config.moderation_concurrency)
+
+
+def c2pa_credentials() -> tuple[Path, Path] | None:
+    """(certificate chain, private key) when C2PA signing is configured, else None."""
+    config = settings()
+    if config.c2pa_cert_path is None and config.c2pa_key_path is None:
+        return None
+    if config.c2pa_cert_path is None or config.c2pa_key_path is None:
+        raise InvalidInput(
+            "C2PA signing needs both CONTENTFORGE_C2PA_CERT_PATH and CONTENTFORGE_C2PA_KEY_PATH"
+        )
+    return config.c2pa_cert_path, config.c2pa_key_path

@@ -223,3 +223,39 @@ def test_c2pa_signing_offline_with_a_self_made_certificate(tmp_path: Path) -> No
     assert provenance.record == RECORD and provenance.c2pa_manifest == store["active_manifest"]
     with pytest.raises(InvalidInput, match="unreadable"):
         sign_c2pa(png, "image/png", tmp_path / "missing.pem", key_path)
+
+
+def test_stored_pieces_are_c2pa_signed_when_credentials_are_configured(tmp_path: Path) -> None:
+    import uuid
+    from datetime import UTC, datetime
+
+    pytest.importorskip("c2pa")
+    from contentforge.batch import TimedImage, piece_id_for, store_piece
+    from contentforge.db import PlannedPiece, Repository, make_engine, migrate
+    from contentforge.images.protocol import GeneratedImage
+    from contentforge.personas import sample_persona
+    from contentforge.storage import LocalStorage
+
+    url = f"sqlite:///{tmp_path / 'cf.db'}"
+    migrate(url)
+    repo = Repository(make_engine(url))
+    persona = sample_persona()
+    repo.upsert_persona(persona)
+    batch_id = uuid.uuid4().hex
+    repo.create_batch(
+        batch_id=batch_id, persona_id=persona.id, platform="instagram", num_pieces=1,
+        tier_mix={"safe": 1.0}, seed=1, params={}, flow_run_id=None,
+    )  # fmt: skip
+    piece_id = piece_id_for(batch_id, 0)
+    repo.add_planned_pieces(batch_id, [PlannedPiece(piece_id, 0, "FIT-001", "safe", "p", "n", 7)])
+    piece = repo.get_piece(piece_id)
+    assert piece is not None
+    now = datetime.now(UTC)
+    timed = TimedImage(GeneratedImage(Image.new("RGB", (32, 32), "teal"), RECORD, 0.1, 0.0), now, now, 0.1)
+    storage = LocalStorage(tmp_path / "data")
+
+    outcome = store_piece(
+        piece, persona, timed, storage, repo, now, c2pa_credentials=_test_ca_and_signer(tmp_path)
+    )
+    provenance = read_image_provenance(storage.get(outcome.storage_key))
+    assert provenance.c2pa_manifest is not None and provenance.record == RECORD
