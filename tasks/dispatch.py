@@ -83,6 +83,8 @@ class SlotDispatcher:
         self._holders = 0
         self._idle_holders = 0
         self._pending = 0
+        self.leases_taken = 0
+        """How many slots were acquired from the server; far fewer than the work items when busy."""
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:
         """Queue ``fn`` to run inside a slot; the future resolves with its result or exception."""
@@ -146,6 +148,8 @@ class SlotDispatcher:
         try:
             with concurrency(self.limit_name, occupy=1, strict=True, max_retries=0):
                 entered = True
+                with self._lock:
+                    self.leases_taken += 1
                 self._drain()
             return True
         except Exception as exc:

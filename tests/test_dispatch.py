@@ -55,7 +55,9 @@ def test_one_dispatcher_keeps_slots_busy(prefect_server: str) -> None:
         future.result(timeout=120)
     figures = concurrency_figures(spans, slots=5)
     assert figures.peak_concurrent == 5
-    assert figures.slot_utilization > 0.8, figures
+    # Slots are kept and reused: 25 generations take a handful of leases, not one each. (Utilization
+    # itself is a timing figure; benchmarks/orchestration.py measures it, not this test.)
+    assert dispatcher.leases_taken <= 10, dispatcher.leases_taken
 
 
 def test_missing_limit_fails_instead_of_running_unlimited(prefect_server: str) -> None:
