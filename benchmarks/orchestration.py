@@ -9,6 +9,13 @@ per image instead of running a model) because it measures orchestration, not mod
     python benchmarks/orchestration.py                       # 3 x 50, one process per batch
     python benchmarks/orchestration.py --mode threads        # 3 batches in one process
     python benchmarks/orchestration.py --batches 1 --pieces 50
+    python benchmarks/orchestration.py --mode deployed       # through the cpu and gpu pools and workers
+
+``--mode deployed`` bootstraps the pools, applies prefect.yaml, starts a cpu and a gpu process
+worker (as ``contentforge up`` does) and runs the batches as deployment runs whose GPU stage is the
+``generate-images`` deployment on the gpu pool. Every mode also reports ``bare_loop_wall_s``: the
+same generations in a plain Python loop of 5 threads with no orchestration, and ``gap_to_bare``,
+the share of the wall time the orchestration adds.
 """
 
 from __future__ import annotations
@@ -23,6 +30,7 @@ import threading
 import time
 import uuid
 from pathlib import Path
+from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -35,6 +43,66 @@ def _run_one_batch(batch_id: str, pieces: int, seed: int) -> None:
     )
 
 
+def _bare_loop_seconds(count: int, backend: Any, threads: int) -> float:
+    """The same generations in a plain loop of ``threads`` threads: the floor orchestration adds to."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from contentforge.images.protocol import ImageRequest
+
+    def one(seed: int) -> None:
+        backend.generate(
+            ImageRequest(prompt="bare loop", seed=seed, steps=4, guidance_scale=5.0, width=128, height=128)
+        )
+
+    started = time.perf_counter()
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(one, range(count)))
+    return time.perf_counter() - started
+
+
+def _run_deployed(
+    batch_ids: list[str], pieces: int, settings: Any, api_url: str, data_dir: Path, args: Any
+) -> None:
+    """Batches as deployment runs on the cpu pool; their GPU stage runs on the gpu worker."""
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+
+    from contentforge_cli.stack import deploy_all, start, stop, worker_services
+    from tasks.bootstrap import bootstrap_cluster
+
+    bootstrap_cluster(settings)
+    deploy_all()
+    run_dir = data_dir / "run"
+    services = worker_services(
+        api_url, settings.cpu_pool, settings.gpu_pool, "generate-images/generate-images"
+    )
+    for service in services:
+        service.env.update(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="10")
+        start(run_dir, service)
+    try:
+        runs = [
+            run_deployment(
+                "produce-content-batch/produce-content-batch",
+                parameters={"persona": "mia-fit", "num_pieces": pieces, "seed": seed, "batch_id": batch_id},
+                timeout=0,
+            )
+            for seed, batch_id in enumerate(batch_ids)
+        ]
+        with get_client(sync_client=True) as client:
+            pending = {run.id for run in runs}
+            while pending:
+                time.sleep(1)
+                for run_id in list(pending):
+                    state = client.read_flow_run(run_id).state
+                    if state is not None and state.is_final():
+                        if not state.is_completed():
+                            raise SystemExit(f"batch run {run_id} ended {state.name}; logs in {run_dir}")
+                        pending.discard(run_id)
+    finally:
+        for service in services:
+            stop(run_dir, service.name)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--batches", type=int, default=3)
@@ -43,7 +111,7 @@ def main() -> None:
         "--latency", type=float, default=1.0, help="seconds per image (fixed-latency backend)"
     )
     parser.add_argument("--profile", choices=["fixed-latency", "tiny"], default="fixed-latency")
-    parser.add_argument("--mode", choices=["processes", "threads"], default="processes")
+    parser.add_argument("--mode", choices=["processes", "threads", "deployed"], default="processes")
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a fresh temporary directory")
     parser.add_argument("--worker", nargs=3, metavar=("BATCH_ID", "PIECES", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
@@ -77,7 +145,9 @@ def main() -> None:
 
     batch_ids = [uuid.uuid4().hex for _ in range(args.batches)]
     started = time.perf_counter()
-    if args.mode == "threads":
+    if args.mode == "deployed":
+        _run_deployed(batch_ids, args.pieces, settings, server.api_url, data_dir, args)
+    elif args.mode == "threads":
         threads = [
             threading.Thread(target=_run_one_batch, args=(batch_id, args.pieces, seed))
             for seed, batch_id in enumerate(batch_ids)
@@ -102,6 +172,7 @@ def main() -> None:
     wall_s = time.perf_counter() - started
 
     rows = [row for batch_id in batch_ids for row in repo.pieces(batch_id=batch_id)]
+    bare = _bare_loop_seconds(len(rows), resources.image_backend(), settings.generation_slots)
     figures = concurrency_figures(
         ((r.started_at, r.finished_at) for r in rows if r.started_at), settings.generation_slots
     )
@@ -122,6 +193,8 @@ def main() -> None:
                 "peak_concurrent_generations": figures.peak_concurrent,
                 "slot_utilization": round(figures.slot_utilization, 3),
                 "slots": settings.generation_slots,
+                "bare_loop_wall_s": round(bare, 3),
+                "gap_to_bare": round((wall_s - bare) / wall_s, 3),
                 "prefect_api": server.api_url,
             }
         )
