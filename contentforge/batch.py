@@ -11,7 +11,7 @@ from __future__ import annotations
 import hashlib
 import io
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
@@ -33,6 +33,7 @@ from contentforge.personas import load_persona_file
 from contentforge.storage import Storage, content_key
 from contentforge.text.hooks import HookWriter
 from contentforge.text.llm_hooks import LlmHookWriter
+from contentforge.text.llm_prompts import ImagePromptOutcome, LlmImagePromptWriter
 from contentforge.text.prompts import build_image_prompt
 from contentforge.text.providers.costs import record_text_cost
 
@@ -139,9 +140,20 @@ def piece_seed(batch_seed: int, index: int) -> int:
 
 
 def plan_pieces(
-    request: BatchRequest, batch_id: str, templates: Sequence[Template] | None = None
+    request: BatchRequest,
+    batch_id: str,
+    templates: Sequence[Template] | None = None,
+    *,
+    prompt_writer: LlmImagePromptWriter | None = None,
+    on_prompt: Callable[[PlannedPiece, ImagePromptOutcome], None] | None = None,
 ) -> list[PlannedPiece]:
-    """Pick templates for the tier mix and build each piece's prompt and seed (pure, fast)."""
+    """Pick templates for the tier mix and build each piece's prompt and seed.
+
+    Without ``prompt_writer`` this is pure and fast (the rule-based ``build_image_prompt``). With one
+    (``build_image_prompt_writer``), a model writes each prompt; the writer itself falls back to the
+    rule-based prompt per piece on any provider error. ``on_prompt`` gets each planned piece with its
+    outcome (``outcome.source`` is ``"llm"`` or ``"rules"``; ``outcome.result`` carries the cost).
+    """
     library = list(templates) if templates is not None else load_templates()
     chosen = select_templates(
         library,
@@ -152,18 +164,20 @@ def plan_pieces(
     )
     planned = []
     for index, template in enumerate(chosen):
-        prompt = build_image_prompt(request.persona, template)
-        planned.append(
-            PlannedPiece(
-                piece_id=piece_id_for(batch_id, index),
-                index=index,
-                template_id=template.id,
-                template_tier=template.tier.value,
-                prompt=prompt.prompt,
-                negative_prompt=prompt.negative_prompt,
-                seed=piece_seed(request.seed, index),
-            )
+        outcome = prompt_writer.build(request.persona, template) if prompt_writer is not None else None
+        prompt = outcome.prompt if outcome is not None else build_image_prompt(request.persona, template)
+        piece = PlannedPiece(
+            piece_id=piece_id_for(batch_id, index),
+            index=index,
+            template_id=template.id,
+            template_tier=template.tier.value,
+            prompt=prompt.prompt,
+            negative_prompt=prompt.negative_prompt,
+            seed=piece_seed(request.seed, index),
         )
+        planned.append(piece)
+        if outcome is not None and on_prompt is not None:
+            on_prompt(piece, outcome)
     return planned
 
 

@@ -9,6 +9,8 @@ from prefect.cache_policies import NO_CACHE
 
 from contentforge.batch import BatchRequest, plan_pieces, validate_batch_request
 from contentforge.db import PieceRow
+from contentforge.text.llm_prompts import ImagePromptOutcome, build_image_prompt_writer
+from contentforge.text.prompt_sources import record_planned_prompts
 from tasks import resources
 
 
@@ -39,8 +41,20 @@ def select_templates_and_prompts(request: BatchRequest, batch_id: str, flow_run_
         },
         flow_run_id=flow_run_id,
     )
-    planned = plan_pieces(request, batch_id)
+    # A model writes the prompts when the chain has one; a retried batch keeps its pieces, so it is
+    # not paid for again. Sources and costs are recorded once the pieces exist (prompt_sources).
+    writer = (
+        None if repo.pieces(batch_id=batch_id, limit=1) else build_image_prompt_writer(resources.settings())
+    )
+    outcomes: dict[str, ImagePromptOutcome] = {}
+    planned = plan_pieces(
+        request,
+        batch_id,
+        prompt_writer=writer,
+        on_prompt=lambda piece, outcome: outcomes.__setitem__(piece.piece_id, outcome),
+    )
     repo.add_planned_pieces(batch_id, planned)
+    record_planned_prompts(repo, batch_id, outcomes)
     return [piece.piece_id for piece in planned]
 
 
