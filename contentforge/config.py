@@ -292,6 +292,12 @@ class Settings(BaseSettings):
     moderation_concurrency: int = Field(
         default=4, ge=1, le=64, description="Size of the moderation global concurrency limit."
     )
+    # --- LLM concurrency (model calls made from tasks hold a slot of this global limit) ---
+    llm_concurrency_limit_name: str = Field(default="llm")
+    llm_concurrency: int = Field(
+        default=4, ge=1, le=64, description="Size of the global concurrency limit for model calls."
+    )
+    # --- end LLM concurrency ---
     ai_disclosure: dict[str, str] | None = Field(
         default=None,
         description='JSON: per-platform AI disclosure mode (flag, label, both, off), e.g. {"x":"label"}; '

@@ -54,11 +54,12 @@ def _batch_limits(settings: Settings) -> dict[str, int]:
     return {
         settings.concurrency_limit_name: settings.generation_slots,
         settings.moderation_concurrency_limit_name: settings.moderation_concurrency,
+        settings.llm_concurrency_limit_name: settings.llm_concurrency,
     }
 
 
 def ensure_batch_limits(settings: Settings) -> dict[str, str]:
-    """Both limits a batch uses (image generation, moderation) set to the configured sizes."""
+    """The limits a batch uses (image generation, moderation, model calls) set to the configured sizes."""
     return {name: ensure_concurrency_limit(name, size) for name, size in _batch_limits(settings).items()}
 
 

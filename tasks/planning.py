@@ -8,7 +8,7 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from contentforge.batch import BatchRequest, plan_pieces, validate_batch_request
-from contentforge.db import PieceRow
+from contentforge.db import PieceRow, PlannedPiece
 from contentforge.text.llm_prompts import ImagePromptOutcome, build_image_prompt_writer
 from contentforge.text.prompt_sources import record_planned_prompts
 from tasks import resources
@@ -47,12 +47,16 @@ def select_templates_and_prompts(request: BatchRequest, batch_id: str, flow_run_
         None if repo.pieces(batch_id=batch_id, limit=1) else build_image_prompt_writer(resources.settings())
     )
     outcomes: dict[str, ImagePromptOutcome] = {}
-    planned = plan_pieces(
-        request,
-        batch_id,
-        prompt_writer=writer,
-        on_prompt=lambda piece, outcome: outcomes.__setitem__(piece.piece_id, outcome),
-    )
+
+    def plan() -> list[PlannedPiece]:
+        return plan_pieces(
+            request,
+            batch_id,
+            prompt_writer=writer,
+            on_prompt=lambda piece, outcome: outcomes.__setitem__(piece.piece_id, outcome),
+        )
+
+    planned = plan() if writer is None else resources.run_llm(plan)  # model calls hold an LLM slot
     repo.add_planned_pieces(batch_id, planned)
     record_planned_prompts(repo, batch_id, outcomes)
     return [piece.piece_id for piece in planned]

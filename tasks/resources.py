@@ -7,8 +7,12 @@ of every batch running in this process.
 from __future__ import annotations
 
 import threading
+from collections.abc import Callable
 from functools import lru_cache
 from pathlib import Path
+from typing import TypeVar
+
+from prefect.settings import PREFECT_API_URL
 
 from contentforge.config import Settings, get_settings
 from contentforge.db import Repository, make_engine, migrate
@@ -20,7 +24,12 @@ from contentforge.moderation.factory import build_moderator
 from contentforge.storage import Storage, build_storage
 from contentforge.text.hooks import HookWriter
 from contentforge.text.llm_hooks import build_hook_writer
+from contentforge.text.providers.factory import build_text_provider
+from contentforge.text.providers.offline import OfflineEngine
+from tasks.bootstrap import create_limit_if_absent
 from tasks.dispatch import SlotDispatcher, get_dispatcher
+
+T = TypeVar("T")
 
 _lock = threading.Lock()
 
@@ -74,6 +83,46 @@ def dispatcher() -> SlotDispatcher:
 def moderation_dispatcher() -> SlotDispatcher:
     config = settings()
     return get_dispatcher(config.moderation_concurrency_limit_name, config.moderation_concurrency)
+
+
+def llm_dispatcher() -> SlotDispatcher:
+    config = settings()
+    return get_dispatcher(config.llm_concurrency_limit_name, config.llm_concurrency)
+
+
+_llm_in_use: dict[int, bool] = {}
+_llm_limits_ready: set[tuple[str, str]] = set()
+
+
+def llm_in_use() -> bool:
+    """Whether the configured text chain can reach a model (anything but the offline engine alone)."""
+    config = settings()
+    with _lock:
+        if id(config) not in _llm_in_use:
+            _llm_in_use.clear()
+            if config.text_provider_names == ["offline"]:
+                _llm_in_use[id(config)] = False
+            else:
+                chain = build_text_provider(config)
+                _llm_in_use[id(config)] = not all(isinstance(p, OfflineEngine) for p in chain.providers)
+        return _llm_in_use[id(config)]
+
+
+def run_llm(fn: Callable[[], T]) -> T:
+    """Run ``fn``, which calls a model, inside a slot of the LLM limit (one per provider chain).
+
+    An offline-only chain pays nothing and waits for nothing: ``fn`` runs directly. The limit is
+    created where absent (the batch flow's bootstrap step creates it too), so strategy flows work on
+    a server nobody bootstrapped.
+    """
+    if not llm_in_use():
+        return fn()
+    config = settings()
+    key = (config.llm_concurrency_limit_name, str(PREFECT_API_URL.value()))
+    if key not in _llm_limits_ready:
+        create_limit_if_absent(config.llm_concurrency_limit_name, config.llm_concurrency)
+        _llm_limits_ready.add(key)
+    return llm_dispatcher().run(fn)
 
 
 def c2pa_credentials() -> tuple[Path, Path] | None:

@@ -5,7 +5,8 @@ Each task is a thin wrapper around ``contentforge.research`` / ``contentforge.st
 failed at the network/5xx level, or a text provider error marked retryable. Refusals (private
 address, robots.txt, size limit) and bad input fail at once. Time limits sit on the calls
 themselves (CONTENTFORGE_RESEARCH_TIMEOUT_S per page, CONTENTFORGE_TEXT_TIMEOUT_S per model call),
-where they can interrupt the blocking I/O, rather than on these thread-run tasks.
+where they can interrupt the blocking I/O, rather than on these thread-run tasks. Model calls hold a
+slot of the LLM global concurrency limit (``resources.run_llm``) unless only the offline engine runs.
 """
 
 from __future__ import annotations
@@ -99,7 +100,10 @@ def research_dna(name: str, urls: list[str], documents: list[str]) -> dict[str, 
     config = settings()
     fetcher = SafeFetcher(FetchLimits.from_settings(config))
     sources = gather_sources(urls, [Path(d) for d in documents], fetcher, max_pages=config.research_max_pages)
-    outcome = extract_dna(name, sources.pages, text_chain(), website=urls[0] if urls else None)
+    chain = text_chain()
+    outcome = resources.run_llm(
+        lambda: extract_dna(name, sources.pages, chain, website=urls[0] if urls else None)
+    )
     dna = outcome.dna
     if sources.skipped:
         dna = dna.model_copy(
@@ -118,7 +122,8 @@ def propose_persona_candidates(brand: str, count: int, seed: int) -> list[dict[s
     _, _, dna = store().get_brand(brand)
     if dna is None:
         raise InvalidInput(f"brand {brand!r} has no DNA yet; run research-brand first")
-    outcome = propose_personas(dna, text_chain(), count=count, seed=seed)
+    chain = text_chain()
+    outcome = resources.run_llm(lambda: propose_personas(dna, chain, count=count, seed=seed))
     return [c.model_dump(mode="json") for c in outcome.candidates]
 
 
@@ -144,7 +149,10 @@ def propose_topics(
     dna, brand_id = None, None
     if brand:
         brand_id, _, dna = db.get_brand(brand)
-    outcome = plan_topics(who, month, text_chain(), dna=dna, brand_id=brand_id, count=count, seed=seed)
+    chain = text_chain()
+    outcome = resources.run_llm(
+        lambda: plan_topics(who, month, chain, dna=dna, brand_id=brand_id, count=count, seed=seed)
+    )
     db.save_topics(outcome.topics)
     return [t.model_dump(mode="json") for t in outcome.topics]
 
@@ -161,8 +169,9 @@ def write_post_draft(topic_id: str, target_pages: int, seed: int) -> dict[str, A
     if topic.status is not ApprovalStatus.approved:
         raise InvalidInput(f"topic {topic_id} is {topic.status.value}; approve it first (plan-topics)")
     dna = db.get_brand(topic.brand_id)[2] if topic.brand_id else None
-    outcome = write_blog_post(
-        topic, persona(topic.persona_id), text_chain(), dna=dna, target_pages=target_pages, seed=seed
+    who, chain = persona(topic.persona_id), text_chain()
+    outcome = resources.run_llm(
+        lambda: write_blog_post(topic, who, chain, dna=dna, target_pages=target_pages, seed=seed)
     )
     db.save_blog_post(outcome.post)
     return outcome.post.model_dump(mode="json")
@@ -181,7 +190,8 @@ def derive_posts(post_id: str, platforms: list[str], require_approved: bool = Tr
         raise InvalidInput(f"blog post {post_id} is {post.status.value}; approve it first (write-blog-post)")
     who = persona(post.persona_id)
     wanted: list[Platform | str] = list(platforms) or list(who.platforms)
-    outcome = derive_social_posts(post, who, wanted, text_chain(), topic=db.get_topic(post.topic_id))
+    chain, topic = text_chain(), db.get_topic(post.topic_id)
+    outcome = resources.run_llm(lambda: derive_social_posts(post, who, wanted, chain, topic=topic))
     posts: list[SocialPost] = outcome.posts
     db.save_social_posts(posts)
     return [p.model_dump(mode="json") for p in posts]

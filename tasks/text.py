@@ -25,4 +25,5 @@ def write_hooks(piece_id: str, platform: str) -> int:
     persona = repo.get_persona(piece.persona_id)
     if persona is None:
         raise LookupError(f"persona {piece.persona_id!r} of piece {piece_id} no longer exists")
-    return write_piece_hooks(piece, persona, Platform(platform), resources.hook_writer(), repo)
+    writer = resources.hook_writer()
+    return resources.run_llm(lambda: write_piece_hooks(piece, persona, Platform(platform), writer, repo))

@@ -4,6 +4,8 @@ and the LLM concurrency slot around model calls made from tasks."""
 from __future__ import annotations
 
 import json
+import time
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -58,7 +60,9 @@ PERSONA = Persona(
 
 
 @pytest.fixture
-def openai_env(settings_env: Path, monkeypatch: pytest.MonkeyPatch) -> Iterator[FakeOpenAI]:
+def openai_env(
+    settings_env: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: str
+) -> Iterator[FakeOpenAI]:
     with FakeOpenAI(KEY) as server:
         monkeypatch.setenv("CONTENTFORGE_TEXT_PROVIDERS", "openai")
         monkeypatch.setenv("CONTENTFORGE_OPENAI_API_KEY", KEY)
@@ -142,3 +146,51 @@ def test_offline_planning_uses_the_rules_and_records_no_source(settings_env: Pat
         assert piece.id in ids
         assert piece.prompt == build_image_prompt(PERSONA, templates[piece.template_id]).prompt
     assert text_costs("b-offline") == []
+
+
+HOOKS = json.dumps(
+    {
+        "hooks": [
+            {
+                "style": style,
+                "text": f"A {style} hook about the sunrise run",
+                "call_to_action": "Tell me below",
+                "hashtags": ["#fitness", "#running"],
+            }
+            for style in ("question", "challenge", "story", "tip", "teaser")
+        ]
+    }
+)
+
+
+def test_hook_task_holds_an_llm_slot_when_a_model_is_configured(
+    openai_env: FakeOpenAI, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from tasks import text
+
+    monkeypatch.setenv("CONTENTFORGE_LLM_CONCURRENCY_LIMIT_NAME", f"llm-test-{uuid.uuid4().hex[:8]}")
+    get_settings.cache_clear()
+    for _ in range(2):
+        openai_env.text(json.dumps({"prompt": words(120)}), model="gpt-4o-mini")
+    ids = plan("b-hooks", 2)
+    dispatcher = resources.llm_dispatcher()
+    assert dispatcher.leases_taken == 1  # the planning step's prompts, in one slot
+    deadline = time.monotonic() + 10  # let the planning lease end (it lingers briefly for more work)
+    while dispatcher._holders and time.monotonic() < deadline:
+        time.sleep(0.1)
+    openai_env.text(HOOKS, model="gpt-4o-mini")
+    assert text.write_hooks.fn(ids[0], "instagram") == 5
+    assert dispatcher.leases_taken == 2
+    assert len(openai_env.requests) == 3  # the hook writer did ask the model, from inside the slot
+    assert len(resources.repository().get_piece(ids[0]).hooks) == 5
+
+
+def test_offline_hook_task_takes_no_llm_slot(settings_env: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from tasks import text
+
+    name = f"llm-offline-{uuid.uuid4().hex[:8]}"  # no server runs here: a slot would fail loudly
+    monkeypatch.setenv("CONTENTFORGE_LLM_CONCURRENCY_LIMIT_NAME", name)
+    get_settings.cache_clear()
+    ids = plan("b-offline-hooks", 1)
+    assert text.write_hooks.fn(ids[0], "instagram") == 5
+    assert resources.llm_dispatcher().leases_taken == 0 and not resources.llm_in_use()
