@@ -764,5 +764,163 @@ def personas_random(
         console.print(f"saved persona {persona.id} ({persona.name})")
 
 
+# --- topics, blog posts, social posts (flows plan-topics, write-blog-post, derive-social-posts;
+# README "From brand to posts") ---
+topics_app = typer.Typer(help="Monthly topic plans for a persona (flow plan-topics).", no_args_is_help=True)
+app.add_typer(topics_app, name="topics")
+blog_app = typer.Typer(
+    help="Long-form blog posts from approved topics (flow write-blog-post).", no_args_is_help=True
+)
+app.add_typer(blog_app, name="blog")
+social_app = typer.Typer(
+    help="Platform captions from approved blog posts (flow derive-social-posts).", no_args_is_help=True
+)
+app.add_typer(social_app, name="social")
+
+_TimeoutOption = Annotated[
+    int | None,
+    typer.Option(
+        "--timeout",
+        min=1,
+        help="Seconds to wait for the approval in the UI (CONTENTFORGE_APPROVAL_TIMEOUT_S).",
+    ),
+]
+
+
+def _waiting_note(settings: Settings, timeout: int | None, what: str) -> None:
+    wait = timeout or settings.approval_timeout_s
+    console.print(
+        f"the flow pauses for {what} approval in the Prefect UI (up to {wait} s)",
+        highlight=False,
+        style="dim",
+    )
+
+
+@topics_app.command("plan")
+def topics_plan(
+    persona: Annotated[str, typer.Argument(help="Persona id or name.")],
+    month: Annotated[str, typer.Option("--month", "-m", help="The month to plan, YYYY-MM.")],
+    brand: Annotated[
+        str | None, typer.Option("--brand", "-b", help="A researched brand (id or name).")
+    ] = None,
+    count: Annotated[int, typer.Option("--count", "-n", min=1, max=20, help="How many topics.")] = 4,
+    seed: Annotated[int, typer.Option(help="Same seed, same offline plan.")] = 0,
+    timeout: _TimeoutOption = None,
+) -> None:
+    """Propose topics for a persona's month (flow plan-topics) and wait for their approval."""
+    from contentforge.batch import resolve_persona
+    from contentforge.db import RecordNotFound
+    from contentforge.strategy.topics import _check_month
+
+    settings = get_settings()
+    try:
+        _check_month(month)
+        found = resolve_persona(_repository(), persona)
+        if brand is not None:
+            from contentforge.strategy.store import StrategyStore
+
+            StrategyStore(_repository().engine).get_brand(brand)
+        from contentforge_cli.runtime import connect
+
+        connect(settings)
+        from flows.plan_topics import plan_topics
+
+        _waiting_note(settings, timeout, "the topics'")
+        summary = plan_topics(found.id, month, brand=brand, count=count, seed=seed, timeout_s=timeout)
+    except (ContentForgeError, RecordNotFound) as exc:
+        _fail(str(exc))
+    console.print(
+        f"{len(summary['topics'])} topics for {found.id} {month}: {len(summary['approved'])} approved, "
+        f"{len(summary['rejected'])} rejected{' (timed out)' if summary['timed_out'] else ''}",
+        highlight=False,
+    )
+    for topic_id in summary["approved"]:
+        console.print(f"approved {topic_id}; next: contentforge blog write {topic_id}", highlight=False)
+    for error in summary["errors"]:
+        console.print(f"[yellow]warning:[/] {error}", highlight=False)
+
+
+@blog_app.command("write")
+def blog_write(
+    topic_id: Annotated[
+        str, typer.Argument(help="An approved topic's id (from `contentforge topics plan`).")
+    ],
+    pages: Annotated[int, typer.Option("--pages", min=4, max=10, help="Target length in A4 pages.")] = 5,
+    seed: Annotated[int, typer.Option(help="Same seed, same offline draft.")] = 0,
+    timeout: _TimeoutOption = None,
+) -> None:
+    """Draft the blog post for an approved topic (flow write-blog-post) and wait for its approval."""
+    from contentforge.db import RecordNotFound
+    from contentforge.domain.strategy import ApprovalStatus
+    from contentforge.strategy.store import StrategyStore
+
+    settings = get_settings()
+    try:
+        topic = StrategyStore(_repository().engine).get_topic(topic_id)
+        if topic.status is not ApprovalStatus.approved:
+            raise ContentForgeError(
+                f"topic {topic_id} is {topic.status.value}; approve it first (contentforge topics plan)"
+            )
+        from contentforge_cli.runtime import connect
+
+        connect(settings)
+        from flows.write_blog_post import write_blog_post
+
+        _waiting_note(settings, timeout, "the draft's")
+        summary = write_blog_post(topic_id, target_pages=pages, seed=seed, timeout_s=timeout)
+    except (ContentForgeError, RecordNotFound) as exc:
+        _fail(str(exc))
+    console.print(
+        f"post {summary['post_id']}: {summary['status']}, {summary['words']} words "
+        f"({summary['pages']:.1f} pages){' (timed out)' if summary['timed_out'] else ''}",
+        highlight=False,
+    )
+    if summary.get("error"):
+        console.print(f"[yellow]warning:[/] {summary['error']}", highlight=False)
+    if summary["status"] == "approved":
+        console.print(f"next: contentforge social derive {summary['post_id']}", highlight=False)
+
+
+@social_app.command("derive")
+def social_derive(
+    post_id: Annotated[
+        str, typer.Argument(help="An approved blog post's id (from `contentforge blog write`).")
+    ],
+    platform: Annotated[
+        list[str] | None,
+        typer.Option("--platform", "-p", help="Platform (repeatable); default: the persona's platforms."),
+    ] = None,
+) -> None:
+    """Write captions for each platform from an approved blog post (flow derive-social-posts)."""
+    from contentforge.db import RecordNotFound
+    from contentforge.domain import Platform
+    from contentforge.domain.strategy import ApprovalStatus
+    from contentforge.strategy.store import StrategyStore
+
+    settings = get_settings()
+    platforms = list(platform or [])
+    try:
+        known = [p.value for p in Platform]
+        if unknown := [p for p in platforms if p not in known]:
+            raise ContentForgeError(f"unknown platform {unknown[0]!r}; use one of {', '.join(known)}")
+        post = StrategyStore(_repository().engine).get_blog_post(post_id)
+        if post.status is not ApprovalStatus.approved:
+            raise ContentForgeError(
+                f"blog post {post_id} is {post.status.value}; approve it first (contentforge blog write)"
+            )
+        from contentforge_cli.runtime import connect
+
+        connect(settings)
+        from flows.derive_social_posts import derive_social_posts
+
+        summary = derive_social_posts(post_id, platforms or None)
+    except (ContentForgeError, RecordNotFound) as exc:
+        _fail(str(exc))
+    for name, caption in summary["posts"].items():
+        console.print(f"[bold]{name}[/]", highlight=False)
+        console.print(caption, highlight=False, markup=False)
+        console.print()
+
+
 if __name__ == "__main__":
     sys.exit(app())
