@@ -145,3 +145,23 @@ def test_the_flow_bootstrap_creates_a_missing_limit_but_keeps_an_operators_size(
     assert create_limit_if_absent(name, 5) == "exists"
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name(name).limit == 7
+
+
+def test_a_process_that_exits_gives_its_slots_back_at_once(prefect_server: str) -> None:
+    """Holders linger after the last job; an exiting process must release, not leak until lease expiry."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    from prefect.client.orchestration import get_client
+
+    name = _unique_limit(5)
+    script = (
+        f"import sys, time; sys.path.insert(0, {str(Path(__file__).resolve().parents[1])!r})\n"
+        "from tasks.dispatch import get_dispatcher\n"
+        f"d = get_dispatcher({name!r}, 5)\n"
+        "[f.result() for f in [d.submit(lambda: time.sleep(0.2)) for _ in range(5)]]\n"
+    )
+    subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
+    with get_client(sync_client=True) as client:
+        assert client.read_global_concurrency_limit_by_name(name).active_slots == 0
