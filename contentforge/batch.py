@@ -255,7 +255,8 @@ def store_piece(
     ``c2pa_credentials`` (certificate chain, private key) add a signed C2PA manifest on top of the
     XMP provenance every image carries.
     """
-    png = png_with_provenance(timed.generated.image, timed.generated.record)
+    record = timed.generated.stored_record()  # with this run's load/denoise/decode timings
+    png = png_with_provenance(timed.generated.image, record)
     if c2pa_credentials is not None:
         png = sign_c2pa(png, "image/png", *c2pa_credentials, title=f"ContentForge piece {piece.id}")
     stored = storage.put(
@@ -263,7 +264,7 @@ def store_piece(
     )
     repo.mark_generated(
         piece.id,
-        record=timed.generated.record,
+        record=record,
         storage_key=stored.key,
         url=stored.url,
         content_sha256=stored.sha256,

@@ -6,10 +6,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from contentforge.db import PieceRow
+from contentforge.images.timings import DECODE_S, DENOISE_S, LOAD_S, mean_timings
 
 
 def _fmt_cost(value: float | None) -> str:
     return "n/a" if value is None else f"${value:.4f}"
+
+
+_TIMING_LABELS = ((LOAD_S, "load"), (DENOISE_S, "denoise"), (DECODE_S, "decode"))
 
 
 def batch_summary_markdown(
@@ -40,6 +44,10 @@ def batch_summary_markdown(
     mean = stats.get("generation_seconds_mean")
     if mean is not None:
         lines.append(f"Mean generation time: {mean:.3f} s per image.")
+    timings = mean_timings(p.generation_record for p in pieces)
+    if timings:
+        parts = [f"{label} {timings[key]:.3f} s" for key, label in _TIMING_LABELS if key in timings]
+        lines.append(f"Mean time per generation: {', '.join(parts)}.")
     stages = stats.get("stage_seconds") or {}
     if stages:
         lines += ["", "| stage | seconds |", "|---|---|", *(f"| {k} | {v:.2f} |" for k, v in stages.items())]

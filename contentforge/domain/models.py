@@ -178,6 +178,10 @@ class TierMix(BaseModel):
         return {TemplateTier.safe: total - suggestive, TemplateTier.suggestive: suggestive}
 
 
+MEASURED_EXTRA_KEYS = frozenset({"load_s", "denoise_s", "decode_s", "cost_usd"})
+"""``GenerationRecord.extra`` entries that measure a run (``contentforge.images.timings``), not the image."""
+
+
 class GenerationRecord(BaseModel):
     """Everything needed to regenerate an image exactly; stored on the piece and in the file."""
 
@@ -197,8 +201,13 @@ class GenerationRecord(BaseModel):
     extra: dict[str, str] = Field(default_factory=dict)
 
     def fingerprint(self) -> str:
-        """A stable hash of the record: the same record always means the same image."""
-        payload = json.dumps(self.model_dump(mode="json"), sort_keys=True, separators=(",", ":"))
+        """A stable hash of the record: the same record always means the same image.
+
+        Measurements of the run (timings, cost) are left out: they differ between runs of one image.
+        """
+        data = self.model_dump(mode="json")
+        data["extra"] = {k: v for k, v in data["extra"].items() if k not in MEASURED_EXTRA_KEYS}
+        payload = json.dumps(data, sort_keys=True, separators=(",", ":"))
         return hashlib.sha256(payload.encode()).hexdigest()
 
 

@@ -40,6 +40,7 @@ from contentforge.images.batching import request_group_key
 from contentforge.images.loading import detect_family, dtype_kwarg, load_pipeline, offline
 from contentforge.images.protocol import GeneratedImage, ImageRequest
 from contentforge.images.safety import check_model_file, looks_local, lora_file, validate_lora
+from contentforge.images.timings import timing_extra
 from contentforge.images.tiny import (
     TINY_SD15_MODEL_ID,
     build_tiny_sd15_pipeline,
@@ -301,10 +302,14 @@ class DiffusersBackend:
         loras = [self._resolve_lora(spec) for spec in requests[0].loras]
         active = [lora for lora in loras if lora.spec.scale != 0]
         adapters = tuple((lora.name, lora.spec.scale) for lora in active)
+        warm, before = self.pool_key in pools.loaded_keys(), time.perf_counter()
         pool = self._pool()
+        # Load time attributable to this call: the pipeline load it ran or waited for, plus LoRA loads.
+        load_seconds = [0.0 if warm else time.perf_counter() - before]
         info: LoadInfo = pool.info
-        with pool.lease(adapters, lambda: self._switch_adapters(pool, active)) as replica:
-            arrays, scheduler = self._run_batch(replica, list(requests))
+        switch = lambda: load_seconds.append(self._switch_adapters(pool, active))  # noqa: E731
+        with pool.lease(adapters, switch) as replica:
+            arrays, scheduler, phases = self._run_batch(replica, list(requests))
         seconds = time.perf_counter() - started
         extra = {
             "device": self.device,
@@ -318,7 +323,13 @@ class DiffusersBackend:
         if info.options:
             extra["memory_options"] = ",".join(info.options)
         results = []
-        for request, array in zip(requests, arrays, strict=True):
+        for request, array, (denoise_s, decode_s) in zip(requests, arrays, phases, strict=True):
+            timings = timing_extra(
+                load_s=sum(load_seconds) / len(requests),
+                denoise_s=denoise_s,
+                decode_s=decode_s,
+                cost_usd=self.cost_usd,
+            )
             record = GenerationRecord(
                 backend=self.name,
                 model=self.model_id,
@@ -334,7 +345,13 @@ class DiffusersBackend:
                 extra=extra,
             )
             results.append(
-                GeneratedImage(image=to_pil(array), record=record, seconds=seconds, cost_usd=self.cost_usd)
+                GeneratedImage(
+                    image=to_pil(array),
+                    record=record,
+                    seconds=seconds,
+                    cost_usd=self.cost_usd,
+                    timings=timings,
+                )
             )
         return results
 
@@ -345,7 +362,7 @@ class DiffusersBackend:
         pool = self._pool()
         adapters = tuple((lora.name, lora.spec.scale) for lora in active)
         with pool.lease(adapters, lambda: self._switch_adapters(pool, active)) as replica:
-            arrays, _ = self._run_batch(replica, list(requests))
+            arrays, _, _ = self._run_batch(replica, list(requests))
         return arrays
 
     def unload_lora(self, spec: LoraSpec) -> bool:
@@ -444,15 +461,21 @@ class DiffusersBackend:
         ref = LoraRef(source=spec.source, weight_name=spec.weight_name, scale=spec.scale, sha256=sha256)
         return _ResolvedLora(name=adapter_name(spec, sha256), spec=spec, ref=ref)
 
-    def _switch_adapters(self, pool: pools.PipelinePool[Replica], active: list[_ResolvedLora]) -> None:
-        """Make exactly ``active`` the LoRAs in effect; runs while no generation uses the weights."""
+    def _switch_adapters(self, pool: pools.PipelinePool[Replica], active: list[_ResolvedLora]) -> float:
+        """Make exactly ``active`` the LoRAs in effect; runs while no generation uses the weights.
+
+        Returns the seconds spent loading LoRA files (0 when all were loaded already).
+        """
         pipe = pool.base
+        loading = 0.0
         wanted = {lora.name for lora in active}
         for lora in active:
             if lora.name in pool.loaded_adapters:
                 pool.loaded_adapters[lora.name] = pool.loaded_adapters.pop(lora.name)  # mark recently used
             else:
+                began = time.perf_counter()
                 self._load_adapter(pool, lora)
+                loading += time.perf_counter() - began
         idle = [name for name in pool.loaded_adapters if name not in wanted]
         excess = len(pool.loaded_adapters) - MAX_LOADED_ADAPTERS
         if excess > 0 and idle:
@@ -463,11 +486,12 @@ class DiffusersBackend:
         if not active:
             if pool.loaded_adapters:
                 pipe.disable_lora()
-            return
+            return loading
         pipe.enable_lora()
         pipe.set_adapters(
             [lora.name for lora in active], adapter_weights=[lora.spec.scale for lora in active]
         )
+        return loading
 
     def _load_adapter(self, pool: pools.PipelinePool[Replica], lora: _ResolvedLora) -> None:
         spec = lora.spec
@@ -531,11 +555,21 @@ class DiffusersBackend:
             "negative_pooled_prompt_embeds": negative_pooled,
         }
 
-    def _run_batch(self, replica: Replica, requests: list[ImageRequest]) -> tuple[list[np.ndarray], str]:
+    def _run_batch(
+        self, replica: Replica, requests: list[ImageRequest]
+    ) -> tuple[list[np.ndarray], str, list[tuple[float, float]]]:
+        """Decoded images, the scheduler's name and each image's (denoise, decode) seconds.
+
+        Images of one pipeline call share its times equally, as pieces share a micro-batch's seconds.
+
+        The split comes from a step-end callback that only reads the clock (and waits for the device
+        on the last step), so the pixels are exactly those of a call without it.
+        """
         pipe = replica.pipe
         first = requests[0]
         generator_device = "cpu" if self.device == "mps" else self.device  # MPS generators are unreliable
         arrays: list[np.ndarray | None] = [None] * len(requests)
+        phases: list[tuple[float, float]] = [(0.0, 0.0)] * len(requests)
         with torch.inference_mode():
             encoded = [self._encode(replica, request) for request in requests]
             # Same embedding shapes run together; padding different lengths would change the pixels.
@@ -551,6 +585,8 @@ class DiffusersBackend:
                 extra: dict[str, Any] = {}
                 if self.family == "flux":
                     extra["max_sequence_length"] = FLUX_MAX_SEQUENCE
+                clock = _StepClock(self.device)
+                began = time.perf_counter()
                 try:
                     output = pipe(
                         **inputs,
@@ -561,14 +597,39 @@ class DiffusersBackend:
                         height=first.height,
                         generator=generators,
                         output_type="np",
+                        callback_on_step_end=clock,
                     )
+                    _synchronize(self.device)
                 except (RuntimeError, ValueError) as exc:
                     reason = (str(exc).splitlines() or [type(exc).__name__])[0]
                     seeds = ", ".join(str(requests[i].seed) for i in indexes)
                     raise GenerationFailed(f"{self.model_id} failed on seed(s) {seeds}: {reason}") from exc
+                ended = time.perf_counter()
+                denoised = clock.last_step or ended
                 for position, index in enumerate(indexes):
                     arrays[index] = np.asarray(output.images[position])
-        return [a for a in arrays if a is not None], type(pipe.scheduler).__name__
+                    phases[index] = ((denoised - began) / len(indexes), (ended - denoised) / len(indexes))
+        return [a for a in arrays if a is not None], type(pipe.scheduler).__name__, phases
+
+
+class _StepClock:
+    """A ``callback_on_step_end`` that only notes when the last denoising step ended."""
+
+    def __init__(self, device: str) -> None:
+        self.device = device
+        self.last_step = 0.0
+
+    def __call__(self, pipe: Any, step: int, _timestep: Any, _kwargs: dict[str, Any]) -> dict[str, Any]:
+        if step == getattr(pipe, "num_timesteps", 0) - 1:
+            _synchronize(self.device)  # the last step: wait for its kernels so the split is true
+        self.last_step = time.perf_counter()
+        return {}
+
+
+def _synchronize(device: str) -> None:
+    """Wait for queued kernels so a clock reading means the work is done (CUDA runs asynchronously)."""
+    if device.startswith("cuda"):
+        torch.cuda.synchronize(device)
 
 
 def _stack(inputs: list[dict[str, Any]]) -> dict[str, Any]:

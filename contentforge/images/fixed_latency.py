@@ -16,6 +16,7 @@ from PIL import Image
 from contentforge.config import Settings
 from contentforge.domain import GenerationRecord
 from contentforge.images.protocol import GeneratedImage, ImageRequest
+from contentforge.images.timings import timing_extra
 
 FIXED_LATENCY_NAME = "fixed-latency (benchmark)"
 
@@ -70,5 +71,10 @@ class FixedLatencyBackend:
             extra={"latency_s": f"{self.latency_s:g}", "benchmark": "true"},
         )
         return GeneratedImage(
-            image=image, record=record, seconds=time.perf_counter() - started, cost_usd=self.cost_usd
+            image=image,
+            record=record,
+            seconds=time.perf_counter() - started,
+            cost_usd=self.cost_usd,
+            # Nothing loads and nothing denoises: only the (zero) load time and the cost apply.
+            timings=timing_extra(load_s=0.0, cost_usd=self.cost_usd),
         )

@@ -7,7 +7,7 @@ random-weight tiny pipeline or the fixed-latency benchmark) is decided by config
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Protocol, runtime_checkable
 
 from PIL import Image
@@ -46,12 +46,24 @@ class ImageRequest(BaseModel):
 
 @dataclass
 class GeneratedImage:
-    """A generated image with the record that regenerates it, its wall time and its cost."""
+    """A generated image with the record that regenerates it, its wall time and its cost.
+
+    ``timings`` holds what this run measured (``contentforge.images.timings``: load, denoise and decode
+    seconds, cost); it stays out of ``record``, so the same request gives an equal record, and goes into
+    the stored record's ``extra`` through ``stored_record``.
+    """
 
     image: Image.Image
     record: GenerationRecord
     seconds: float
     cost_usd: float
+    timings: dict[str, str] = field(default_factory=dict)
+
+    def stored_record(self) -> GenerationRecord:
+        """The record as stored with the piece and in the file: ``record`` plus this run's timings."""
+        if not self.timings:
+            return self.record
+        return self.record.model_copy(update={"extra": {**self.record.extra, **self.timings}})
 
 
 @runtime_checkable

@@ -31,6 +31,7 @@ from contentforge.domain import GenerationRecord, LoraRef
 from contentforge.errors import GenerationFailed, InvalidInput, InvalidLora
 from contentforge.images.protocol import GeneratedImage, ImageRequest
 from contentforge.images.safety import looks_local
+from contentforge.images.timings import timing_extra
 
 logger = logging.getLogger(__name__)
 
@@ -171,7 +172,13 @@ class ReplicateBackend:
             },
         )
         return GeneratedImage(
-            image=image, record=record, seconds=time.perf_counter() - started, cost_usd=self.cost_usd
+            image=image,
+            record=record,
+            seconds=time.perf_counter() - started,
+            cost_usd=self.cost_usd,
+            # Replicate reports one server time (predict_time_s in the record); load, denoise and decode
+            # are not separable from outside, so only the cost applies.
+            timings=timing_extra(cost_usd=self.cost_usd),
         )
 
     # -- HTTP ------------------------------------------------------------------------------------
