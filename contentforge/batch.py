@@ -25,9 +25,9 @@ from contentforge.db import PieceRow, PlannedPiece, Repository
 from contentforge.domain import Persona, PieceStatus, Platform, Template, TierMix
 from contentforge.errors import InvalidInput, UnknownPersona
 from contentforge.images.factory import build_image_backend
+from contentforge.images.loras import registry_name, resolve_persona_lora
 from contentforge.images.protocol import GeneratedImage, ImageBackend, ImageRequest
 from contentforge.images.provenance import png_with_provenance, sign_c2pa
-from contentforge.images.safety import validate_lora
 from contentforge.moderation import Moderator
 from contentforge.personas import load_persona_file
 from contentforge.storage import Storage, content_key
@@ -84,8 +84,8 @@ def validate_batch_request(
         raise InvalidInput(
             f"persona {found.id!r} does not target {chosen_platform.value} (it targets {targets})"
         )
-    if found.lora is not None:
-        validate_lora(found.lora, allow_pickle=settings.allow_pickle)
+    if found.lora is not None:  # a file, a hub id or registry:<name> (must be registered and fit the model)
+        resolve_persona_lora(found.lora, settings)
     # Builds the backend object only (the pipeline loads lazily): checks the model setting, refuses
     # pickle checkpoints, and fails here rather than after planning.
     build_image_backend(settings)
@@ -182,15 +182,28 @@ def plan_pieces(
 
 
 def image_request_for(piece: PieceRow, persona: Persona, settings: Settings) -> ImageRequest:
+    """The request for a piece; a persona LoRA ``registry:<name>`` is resolved through the registry.
+
+    The registry's trigger word replaces the one the prompt was planned with (the persona's own, or
+    ``TOK_<id>``) at the start of the prompt, or goes first if the prompt does not have it.
+    """
+    prompt, lora = piece.prompt, persona.lora
+    if lora is not None and registry_name(lora) is not None:
+        lora = resolve_persona_lora(lora, settings)
+        planned, trigger = persona.trigger_word, lora.trigger_word
+        if trigger and planned and planned != trigger and prompt.startswith(planned):
+            prompt = trigger + prompt[len(planned) :]
+        elif trigger and trigger not in prompt:
+            prompt = f"{trigger}, {prompt}"
     return ImageRequest(
-        prompt=piece.prompt,
+        prompt=prompt,
         negative_prompt=piece.negative_prompt,
         seed=piece.seed,
         steps=settings.image_steps,
         guidance_scale=settings.image_guidance,
         width=settings.image_width,
         height=settings.image_height,
-        loras=(persona.lora,) if persona.lora else (),
+        loras=(lora,) if lora else (),
     )
 
 

@@ -11,17 +11,23 @@ A YAML or JSON file (``CONTENTFORGE_IMAGE_LORA_REGISTRY``)::
 
 ``resolve`` turns names (with optional scales) into the ``LoraSpec`` list of one generation and refuses a
 LoRA trained for another family or whose file changed, before any weights load.
+
+A persona uses a registry entry by naming it as its LoRA source, ``lora: {source: "registry:anna"}``
+(``resolve_persona_lora``): source, weight name and trigger word come from the registry, and the scale
+too unless the persona sets one other than ``LoraSpec``'s default (0.8).
 """
 
 from __future__ import annotations
 
 import json
+import threading
 from collections.abc import Iterable
 from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from contentforge.config import Settings
 from contentforge.domain import LoraSpec
 from contentforge.errors import InvalidInput, InvalidLora
 from contentforge.images.safety import validate_lora
@@ -88,3 +94,71 @@ class LoraRegistry:
             if entry.trigger_word:
                 triggers.append(entry.trigger_word)
         return specs, triggers
+
+
+REGISTRY_PREFIX = "registry:"
+_DEFAULT_SCALE = LoraSpec.model_fields["scale"].default
+_REGISTRIES: dict[tuple[str, int, int], LoraRegistry] = {}
+_REGISTRIES_LOCK = threading.Lock()
+
+
+def registry_name(spec: LoraSpec) -> str | None:
+    """The registry entry a LoRA source ``registry:<name>`` names; None for a file or hub id."""
+    if not spec.source.startswith(REGISTRY_PREFIX):
+        return None
+    return spec.source.removeprefix(REGISTRY_PREFIX).strip()
+
+
+def load_registry(path: Path) -> LoraRegistry:
+    """The registry in ``path``, parsed once per change of the file (per piece calls are cheap)."""
+    try:
+        stat = path.stat()
+    except OSError as exc:
+        raise InvalidInput(f"LoRA registry {path}: {exc.strerror}") from exc
+    key = (str(path.resolve()), stat.st_size, stat.st_mtime_ns)
+    with _REGISTRIES_LOCK:
+        cached = _REGISTRIES.get(key)
+    if cached is None:
+        cached = LoraRegistry.load(path)
+        with _REGISTRIES_LOCK:
+            _REGISTRIES[key] = cached
+    return cached
+
+
+def resolve_persona_lora(spec: LoraSpec, settings: Settings, family: str | None = None) -> LoraSpec:
+    """The LoRA a persona's ``spec`` stands for, checked before any generation.
+
+    ``registry:<name>`` resolves through ``CONTENTFORGE_IMAGE_LORA_REGISTRY`` (an unknown name, a LoRA of
+    another family than the configured model's, or a changed file raise ``InvalidLora``); any other
+    source is validated and returned as given. ``family`` defaults to the configured backend's (none for
+    Replicate and the benchmark backend, whose LoRAs are then not checked against a family).
+    """
+    name = registry_name(spec)
+    if name is None:
+        validate_lora(spec, allow_pickle=settings.allow_pickle)
+        return spec
+    if settings.image_lora_registry is None:
+        raise InvalidLora(
+            f"persona LoRA {spec.source!r} names a registry entry, but CONTENTFORGE_IMAGE_LORA_REGISTRY "
+            "is not set"
+        )
+    registry = load_registry(settings.image_lora_registry)
+    entry = registry.entries.get(name)
+    if family is None:
+        family = _configured_family(settings) or (entry.base_family if entry else None)
+    scale = None if spec.scale == _DEFAULT_SCALE else spec.scale
+    specs, _ = registry.resolve(
+        [name if scale is None else (name, scale)], family or "", settings.allow_pickle
+    )
+    resolved = specs[0]
+    if resolved.trigger_word is None and spec.trigger_word:
+        resolved = resolved.model_copy(update={"trigger_word": spec.trigger_word})
+    return resolved
+
+
+def _configured_family(settings: Settings) -> str | None:
+    """The model family of the configured image backend (builds the backend object, loads no weights)."""
+    from contentforge.images.factory import build_image_backend
+
+    family = getattr(build_image_backend(settings), "family", None)
+    return family if isinstance(family, str) else None
