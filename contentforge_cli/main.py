@@ -8,6 +8,10 @@ from __future__ import annotations
 
 import os
 import sys
+
+# transformers warns at import about optional torchvision image processors nobody here uses; set
+# before anything imports it (validation may load the image backend before `connect`). Errors show.
+os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import threading
 import uuid
 from pathlib import Path
