@@ -85,6 +85,22 @@ def build_tiny_tokenizer() -> CLIPTokenizer:
     )
 
 
+def _tiny_vae(seed: int) -> AutoencoderKL:
+    """The tiny VAE both tiny pipelines share (seeded here, so each pipeline's weights stay the same)."""
+    torch.manual_seed(seed)
+    return AutoencoderKL(
+        block_out_channels=[8, 16, 32, 32],
+        layers_per_block=1,
+        norm_num_groups=8,
+        in_channels=3,
+        out_channels=3,
+        down_block_types=["DownEncoderBlock2D"] * 4,
+        up_block_types=["UpDecoderBlock2D"] * 4,
+        latent_channels=4,
+        sample_size=128,
+    )
+
+
 def build_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
     """Build the random-weight SDXL pipeline; the same ``seed`` always gives the same weights."""
     tokenizer = build_tiny_tokenizer()
@@ -113,18 +129,7 @@ def build_tiny_sdxl_pipeline(seed: int = 0) -> StableDiffusionXLPipeline:
         beta_schedule="scaled_linear",
         timestep_spacing="leading",
     )
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        block_out_channels=[8, 16, 32, 32],
-        layers_per_block=1,
-        norm_num_groups=8,
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        latent_channels=4,
-        sample_size=128,
-    )
+    vae = _tiny_vae(seed)
     torch.manual_seed(seed)
     text_config = CLIPTextConfig(
         bos_token_id=tokenizer.bos_token_id,
@@ -209,18 +214,7 @@ def build_tiny_sd15_pipeline(seed: int = 0) -> StableDiffusionPipeline:
         steps_offset=1,
         set_alpha_to_one=False,
     )
-    torch.manual_seed(seed)
-    vae = AutoencoderKL(
-        block_out_channels=[8, 16, 32, 32],
-        layers_per_block=1,
-        norm_num_groups=8,
-        in_channels=3,
-        out_channels=3,
-        down_block_types=["DownEncoderBlock2D"] * 4,
-        up_block_types=["UpDecoderBlock2D"] * 4,
-        latent_channels=4,
-        sample_size=128,
-    )
+    vae = _tiny_vae(seed)
     torch.manual_seed(seed)
     text_encoder = CLIPTextModel(
         CLIPTextConfig(
