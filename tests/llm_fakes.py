@@ -8,12 +8,13 @@ retry-after, 401, 5xx and slow answers. Every request is recorded for assertions
 from __future__ import annotations
 
 import json
-import threading
 import time
 from collections import deque
 from dataclasses import dataclass, field
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from http.server import BaseHTTPRequestHandler
 from typing import Any
+
+from loopback import LoopbackServer
 
 
 @dataclass
@@ -31,7 +32,7 @@ class Request:
     body: dict[str, Any]
 
 
-class FakeLlmServer:
+class FakeLlmServer(LoopbackServer):
     """Base: a threaded server on 127.0.0.1:0 answering scripted replies in order."""
 
     path = ""
@@ -71,22 +72,7 @@ class FakeLlmServer:
                 except (BrokenPipeError, ConnectionResetError):
                     pass
 
-        self._httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self._httpd.daemon_threads = True
-        self._thread = threading.Thread(target=self._httpd.serve_forever, daemon=True)
-
-    # lifecycle
-    def __enter__(self) -> FakeLlmServer:
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        self._httpd.shutdown()
-        self._httpd.server_close()
-
-    @property
-    def port(self) -> int:
-        return self._httpd.server_address[1]
+        self._serve(Handler)
 
     # script
     def push(self, reply: Reply) -> FakeLlmServer:
