@@ -109,9 +109,14 @@ def browser(tmp_path: Path) -> Iterator[Any]:
 
 
 def _wait(driver: Any, condition: Any, message: str) -> Any:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.support.ui import WebDriverWait
 
-    return WebDriverWait(driver, WAIT_S, poll_frequency=0.1).until(condition, message)
+    # The page replaces a card when its decision lands; a card found just before that goes stale,
+    # so the condition is simply evaluated again on the new one.
+    return WebDriverWait(
+        driver, WAIT_S, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
+    ).until(condition, message)
 
 
 def _card(driver: Any, piece_id: str) -> Any:
