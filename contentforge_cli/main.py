@@ -814,11 +814,11 @@ def topics_plan(
     """Propose topics for a persona's month (flow plan-topics) and wait for their approval."""
     from contentforge.batch import resolve_persona
     from contentforge.db import RecordNotFound
-    from contentforge.strategy.topics import _check_month
+    from contentforge.strategy.topics import parse_month
 
     settings = get_settings()
     try:
-        _check_month(month)
+        parse_month(month)
         found = resolve_persona(_repository(), persona)
         if brand is not None:
             from contentforge.strategy.store import StrategyStore

@@ -25,7 +25,7 @@ from contentforge.strategy.blog import write_blog_post
 from contentforge.strategy.personas import offline_candidates, propose_personas, random_persona
 from contentforge.strategy.social import derive_social_posts
 from contentforge.strategy.store import StrategyStore
-from contentforge.strategy.topics import plan_topics
+from contentforge.strategy.topics import parse_month, plan_topics
 from contentforge.text.platform_rules import check_caption, count_emoji, rules_for
 from contentforge.text.providers import build_text_provider
 
@@ -130,6 +130,13 @@ def test_offline_topics_are_distinct_and_use_the_dna() -> None:
     assert "summit espresso blend" in text or "coffee" in text or "trail" in text
     with pytest.raises(InvalidInput, match="YYYY-MM"):
         plan_topics(_persona(), "July", None)
+
+
+def test_parse_month_accepts_only_yyyy_mm() -> None:
+    assert parse_month("2026-07") == (2026, 7) and parse_month("1999-12") == (1999, 12)
+    for bad in ("2026-13", "2026-00", "2026-7", "26-07", "2026-+7", " 2026-07", "2026-07-01", "July"):
+        with pytest.raises(InvalidInput, match=r"month must be YYYY-MM, got"):
+            parse_month(bad)
 
 
 @pytest.mark.parametrize("pages", [4, 5, 7, 10])

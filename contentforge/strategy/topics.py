@@ -12,6 +12,7 @@ import calendar
 import hashlib
 import logging
 import random
+import re
 from dataclasses import dataclass
 
 from contentforge.domain.models import Persona, slugify
@@ -25,6 +26,7 @@ log = logging.getLogger(__name__)
 PILLARS = ("education", "how-to", "product spotlight", "behind the scenes", "community", "seasonal")
 SEASONS = {12: "winter", 1: "winter", 2: "winter", 3: "spring", 4: "spring", 5: "spring", 6: "summer",
            7: "summer", 8: "summer", 9: "autumn", 10: "autumn", 11: "autumn"}  # fmt: skip
+_MONTH_RE = re.compile(r"(\d{4})-(\d{2})", re.ASCII)
 
 
 def _rng(*parts: object) -> random.Random:
@@ -33,14 +35,16 @@ def _rng(*parts: object) -> random.Random:
     )
 
 
-def _check_month(month: str) -> tuple[int, int]:
-    try:
-        year, mon = (int(p) for p in month.split("-"))
-        if not 1 <= mon <= 12 or len(month) != 7:
-            raise ValueError
-    except ValueError:
-        raise InvalidInput(f"month must be YYYY-MM, got {month!r}") from None
-    return year, mon
+def parse_month(month: str) -> tuple[int, int]:
+    """``(year, month)`` of a ``YYYY-MM`` string; anything else is an ``InvalidInput`` naming the value.
+
+    Public because the CLI calls it too: ``contentforge topics plan --month`` must refuse a bad month
+    in one line before a Prefect server is started, with the very message the flow would give.
+    """
+    match = _MONTH_RE.fullmatch(month) if isinstance(month, str) else None
+    if match is None or not 1 <= int(match.group(2)) <= 12:
+        raise InvalidInput(f"month must be YYYY-MM, got {month!r}")
+    return int(match.group(1)), int(match.group(2))
 
 
 def _keywords(persona: Persona, dna: BrandDNA | None) -> list[str]:
@@ -57,7 +61,7 @@ def offline_topics(
 ) -> list[TopicDraft]:
     if not 1 <= count <= 20:
         raise InvalidInput(f"count must be 1-20, got {count}")
-    _, mon = _check_month(month)
+    _, mon = parse_month(month)
     niche = NICHES.get(persona.niche) or niche_for_hint(persona.niche)
     rng = _rng("topics", persona.id, month, seed)
     keywords = _keywords(persona, dna)
@@ -130,7 +134,7 @@ def plan_topics(
             interests=", ".join(persona.interests),
             tone=persona.tone,
             platforms=", ".join(persona.platforms),
-            month=f"{calendar.month_name[_check_month(month)[1]]} {month[:4]}",
+            month=f"{calendar.month_name[parse_month(month)[1]]} {month[:4]}",
             count=count,
             brand=dna.brand if dna else "(no brand)",
             dna=dna_lines,
