@@ -3,8 +3,10 @@
 Both share one code path, so everything the tests prove on the tiny pipelines (seeded determinism,
 LoRA switching, long prompts, thread safety, micro-batches equal to single runs) holds for real models.
 SD1.5 and SDXL prompts go through compel, which splits prompts longer than CLIP's 77 tokens into chunks
-instead of truncating them; Flux prompts go to its T5 encoder as text (up to 512 tokens, with a warning
-beyond).
+instead of truncating them; Flux prompts go to its T5 encoder as text, up to the model's own limit
+(``flux_max_sequence``: 512 tokens, or less where the T5 tokenizer says so), with a warning naming the
+piece's seed when a prompt is truncated. Flux has no negative prompt (it is guidance-distilled): one given is
+not used, and the record says so.
 
 Micro-batches: ``generate_many`` runs requests that share (LoRA set, size, steps, guidance) as one
 pipeline call with one ``torch.Generator`` per image, so item i is the image a single run with its seed
@@ -42,7 +44,9 @@ from contentforge.images.protocol import GeneratedImage, ImageRequest
 from contentforge.images.safety import check_model_file, looks_local, lora_file, validate_lora
 from contentforge.images.timings import timing_extra
 from contentforge.images.tiny import (
+    TINY_FLUX_MODEL_ID,
     TINY_SD15_MODEL_ID,
+    build_tiny_flux_pipeline,
     build_tiny_sd15_pipeline,
     build_tiny_sdxl_pipeline,
     tiny_model_id,
@@ -64,6 +68,9 @@ AUTO_MICRO_BATCH_CPU = 1
 AUTO_MICRO_BATCH_GPU = 4
 """On a GPU one call for 4 images keeps the device busier than 4 calls (measure with benchmarks/)."""
 FLUX_MAX_SEQUENCE = 512
+"""The longest T5 prompt FluxPipeline accepts (``max_sequence_length``); Flux-dev was trained with it."""
+LONG_SEQUENCE_NOTICE = "sequence-length-is-longer-than-the-specified-maximum"
+"""Key of a tokenizer's once-only "longer than the maximum" warning; set to True to mark it as shown."""
 
 
 def resolve_device(setting: str) -> tuple[str, str]:
@@ -218,7 +225,15 @@ class DiffusersBackend:
                     **common,
                 )
             if settings.image_family == "flux":
-                raise InvalidInput("the tiny profile builds SDXL or SD1.5 pipelines, not Flux")
+                return cls(
+                    name="tiny-flux",
+                    model_id=f"{TINY_FLUX_MODEL_ID}:seed=0",
+                    load=lambda _dtype: build_tiny_flux_pipeline(0),
+                    why="CONTENTFORGE_IMAGE_PROFILE=tiny: random weights in code, no download, noise images",
+                    family="flux",
+                    family_reason="CONTENTFORGE_IMAGE_FAMILY=flux",
+                    **common,
+                )
             return cls(
                 name="tiny-sdxl",
                 model_id=tiny_model_id(0),
@@ -324,6 +339,9 @@ class DiffusersBackend:
             extra["memory_options"] = ",".join(info.options)
         results = []
         for request, array, (denoise_s, decode_s) in zip(requests, arrays, phases, strict=True):
+            notes = dict(extra)
+            if self.family == "flux" and request.negative_prompt:
+                notes["negative_prompt_used"] = "false"  # Flux has none; the record must not suggest one
             timings = timing_extra(
                 load_s=sum(load_seconds) / len(requests),
                 denoise_s=denoise_s,
@@ -342,7 +360,7 @@ class DiffusersBackend:
                 height=request.height,
                 scheduler=scheduler,
                 loras=tuple(lora.ref for lora in loras),
-                extra=extra,
+                extra=notes,
             )
             results.append(
                 GeneratedImage(
@@ -427,6 +445,9 @@ class DiffusersBackend:
 
     def _make_compel(self, pipe: Any) -> Any | None:
         if self.family == "flux":
+            # We count T5 tokens untruncated on purpose (to warn per piece); the tokenizer's own
+            # "longer than the maximum" notice would only repeat it without saying which piece.
+            pipe.tokenizer_2.deprecation_warnings[LONG_SEQUENCE_NOTICE] = True
             return None
         from compel import CompelForSD, CompelForSDXL
 
@@ -434,7 +455,7 @@ class DiffusersBackend:
         for tokenizer in tokenizers:
             # compel splits long prompts into 77-token chunks itself, so the tokenizer's "longer than the
             # maximum sequence length" warning would be wrong here; mark it as already shown.
-            tokenizer.deprecation_warnings["sequence-length-is-longer-than-the-specified-maximum"] = True
+            tokenizer.deprecation_warnings[LONG_SEQUENCE_NOTICE] = True
         wrapper = CompelForSDXL if self.family == "sdxl" else CompelForSD
         return wrapper(pipe, device=self.device)
 
@@ -525,17 +546,17 @@ class DiffusersBackend:
         """The pipeline inputs for one request (batch dimension 1), as a single run would pass them."""
         pipe = replica.pipe
         if self.family == "flux":
-            tokenizer = pipe.tokenizer_2
-            count = len(tokenizer(request.prompt, truncation=False).input_ids)
-            if count > FLUX_MAX_SEQUENCE:
+            limit = flux_max_sequence(pipe)
+            count = len(pipe.tokenizer_2(request.prompt, truncation=False).input_ids)
+            if count > limit:
                 logger.warning(
-                    "Flux prompt of seed %d is %d T5 tokens; only the first %d are used",
+                    "Flux prompt of seed %d is %d T5 tokens; truncated to the model's limit of %d",
                     request.seed,
                     count,
-                    FLUX_MAX_SEQUENCE,
+                    limit,
                 )
             if request.negative_prompt:
-                logger.debug("Flux ignores the negative prompt of seed %d", request.seed)
+                logger.debug("Flux has no negative prompt; not using the one of seed %d", request.seed)
             return {"prompt": [request.prompt]}
         compel = replica.compel
         if self.family == "sd15":
@@ -584,7 +605,7 @@ class DiffusersBackend:
                 ]
                 extra: dict[str, Any] = {}
                 if self.family == "flux":
-                    extra["max_sequence_length"] = FLUX_MAX_SEQUENCE
+                    extra["max_sequence_length"] = flux_max_sequence(pipe)
                 clock = _StepClock(self.device)
                 began = time.perf_counter()
                 try:
@@ -630,6 +651,15 @@ def _synchronize(device: str) -> None:
     """Wait for queued kernels so a clock reading means the work is done (CUDA runs asynchronously)."""
     if device.startswith("cuda"):
         torch.cuda.synchronize(device)
+
+
+def flux_max_sequence(pipe: Any) -> int:
+    """The T5 token limit of a Flux pipeline: 512, or its T5 tokenizer's ``model_max_length`` if smaller.
+
+    Tokenizers saved without a limit report a huge ``model_max_length``; FluxPipeline refuses more than 512.
+    """
+    declared = getattr(pipe.tokenizer_2, "model_max_length", None) or FLUX_MAX_SEQUENCE
+    return int(min(FLUX_MAX_SEQUENCE, declared))
 
 
 def _stack(inputs: list[dict[str, Any]]) -> dict[str, Any]:
