@@ -926,5 +926,45 @@ def social_derive(
         console.print()
 
 
+# --- the cost ledger: batches and strategy steps (README "From brand to posts") ---
+@app.command()
+def costs(
+    persona: Annotated[
+        str | None, typer.Option("--persona", "-p", help="Only this persona (id or name).")
+    ] = None,
+    brand: Annotated[str | None, typer.Option("--brand", "-b", help="Only this brand (id or name).")] = None,
+) -> None:
+    """Show what was spent: per batch (by kind) and per strategy step (model calls, tokens)."""
+    from contentforge.db import RecordNotFound
+    from contentforge.db.models import COST_KINDS
+    from contentforge.strategy.store import StrategyStore
+
+    repo = _repository()
+    persona_id = brand_id = None
+    try:
+        if persona is not None:
+            found = repo.get_persona(persona)
+            if found is None:
+                raise ContentForgeError(f"unknown persona {persona!r}")
+            persona_id = found.id
+        if brand is not None:
+            brand_id = StrategyStore(repo.engine).get_brand(brand)[0]
+    except (ContentForgeError, RecordNotFound) as exc:
+        _fail(str(exc))
+    report = repo.cost_report(persona_id=persona_id, brand_id=brand_id)
+    batches = Table("batch", "persona", "entries", *COST_KINDS, "USD", title="batches")
+    for line in report.batches:
+        by_kind = [f"{line.usd_by_kind.get(kind, 0.0):.4f}" for kind in COST_KINDS]
+        batches.add_row(line.batch_id, line.persona_id, str(line.entries), *by_kind, f"{line.usd:.4f}")
+    steps = Table("step", "calls", "tokens in", "tokens out", "USD", title="strategy steps (model calls)")
+    for step in report.steps:
+        steps.add_row(
+            step.step, str(step.calls), str(step.input_tokens), str(step.output_tokens), f"{step.usd:.4f}"
+        )
+    console.print(batches)
+    console.print(steps)
+    console.print(f"total: {report.total_usd:.4f} USD", highlight=False)
+
+
 if __name__ == "__main__":
     sys.exit(app())

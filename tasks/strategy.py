@@ -6,7 +6,9 @@ failed at the network/5xx level, or a text provider error marked retryable. Refu
 address, robots.txt, size limit) and bad input fail at once. Time limits sit on the calls
 themselves (CONTENTFORGE_RESEARCH_TIMEOUT_S per page, CONTENTFORGE_TEXT_TIMEOUT_S per model call),
 where they can interrupt the blocking I/O, rather than on these thread-run tasks. Model calls hold a
-slot of the LLM global concurrency limit (``resources.run_llm``) unless only the offline engine runs.
+slot of the LLM global concurrency limit (``resources.run_llm``) unless only the offline engine runs,
+and each paid call is written to the cost ledger at once, charged to the step and what it worked on
+(``contentforge.strategy.costs``); the offline engine costs nothing and writes no entry.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ from prefect.tasks import exponential_backoff
 from sqlalchemy import Engine
 
 from contentforge.config import Settings
-from contentforge.domain.models import Persona, Platform
+from contentforge.domain.models import Persona, Platform, slugify
 from contentforge.domain.strategy import (
     ApprovalStatus,
     BlogPost,
@@ -36,7 +38,8 @@ from contentforge.research.brand import gather_sources
 from contentforge.research.errors import FetchFailed, FetchTimeout
 from contentforge.research.fetch import FetchLimits, SafeFetcher
 from contentforge.research.llm_extract import extract_dna
-from contentforge.strategy.blog import write_blog_post
+from contentforge.strategy.blog import blog_post_id, write_blog_post
+from contentforge.strategy.costs import StrategyCharge, ledger_listener
 from contentforge.strategy.personas import propose_personas
 from contentforge.strategy.social import derive_social_posts
 from contentforge.strategy.store import StrategyStore
@@ -75,9 +78,12 @@ def settings() -> Settings:
     return resources.settings()
 
 
-def text_chain() -> ProviderChain:
-    """The configured provider chain (the offline engine answers from the request context)."""
-    return build_text_provider(settings())
+def text_chain(charge: StrategyCharge) -> ProviderChain:
+    """The configured provider chain, every paid call of it charged to ``charge`` in the cost ledger.
+
+    The offline engine answers from the request context and costs nothing.
+    """
+    return build_text_provider(settings(), on_call=ledger_listener(resources.repository(), charge))
 
 
 def store() -> StrategyStore:
@@ -100,7 +106,7 @@ def research_dna(name: str, urls: list[str], documents: list[str]) -> dict[str, 
     config = settings()
     fetcher = SafeFetcher(FetchLimits.from_settings(config))
     sources = gather_sources(urls, [Path(d) for d in documents], fetcher, max_pages=config.research_max_pages)
-    chain = text_chain()
+    chain = text_chain(StrategyCharge("research_brand", brand_id=slugify(name)))  # the id save_dna gives it
     outcome = resources.run_llm(
         lambda: extract_dna(name, sources.pages, chain, website=urls[0] if urls else None)
     )
@@ -119,10 +125,10 @@ def save_dna(name: str, dna: dict[str, Any], website: str | None) -> str:
 
 @task(task_run_name="propose-personas-{brand}", **RETRY)
 def propose_persona_candidates(brand: str, count: int, seed: int) -> list[dict[str, Any]]:
-    _, _, dna = store().get_brand(brand)
+    brand_id, _, dna = store().get_brand(brand)
     if dna is None:
         raise InvalidInput(f"brand {brand!r} has no DNA yet; run research-brand first")
-    chain = text_chain()
+    chain = text_chain(StrategyCharge("propose_personas", brand_id=brand_id))
     outcome = resources.run_llm(lambda: propose_personas(dna, chain, count=count, seed=seed))
     return [c.model_dump(mode="json") for c in outcome.candidates]
 
@@ -149,7 +155,7 @@ def propose_topics(
     dna, brand_id = None, None
     if brand:
         brand_id, _, dna = db.get_brand(brand)
-    chain = text_chain()
+    chain = text_chain(StrategyCharge("plan_topics", brand_id, persona_id=who.id, subject_id=month))
     outcome = resources.run_llm(
         lambda: plan_topics(who, month, chain, dna=dna, brand_id=brand_id, count=count, seed=seed)
     )
@@ -169,7 +175,9 @@ def write_post_draft(topic_id: str, target_pages: int, seed: int) -> dict[str, A
     if topic.status is not ApprovalStatus.approved:
         raise InvalidInput(f"topic {topic_id} is {topic.status.value}; approve it first (plan-topics)")
     dna = db.get_brand(topic.brand_id)[2] if topic.brand_id else None
-    who, chain = persona(topic.persona_id), text_chain()
+    who = persona(topic.persona_id)
+    charge = StrategyCharge("write_blog_post", topic.brand_id, who.id, subject_id=blog_post_id(topic.id))
+    chain = text_chain(charge)
     outcome = resources.run_llm(
         lambda: write_blog_post(topic, who, chain, dna=dna, target_pages=target_pages, seed=seed)
     )
@@ -190,7 +198,8 @@ def derive_posts(post_id: str, platforms: list[str], require_approved: bool = Tr
         raise InvalidInput(f"blog post {post_id} is {post.status.value}; approve it first (write-blog-post)")
     who = persona(post.persona_id)
     wanted: list[Platform | str] = list(platforms) or list(who.platforms)
-    chain, topic = text_chain(), db.get_topic(post.topic_id)
+    topic = db.get_topic(post.topic_id)
+    chain = text_chain(StrategyCharge("derive_social_posts", topic.brand_id, who.id, subject_id=post.id))
     outcome = resources.run_llm(lambda: derive_social_posts(post, who, wanted, chain, topic=topic))
     posts: list[SocialPost] = outcome.posts
     db.save_social_posts(posts)

@@ -497,3 +497,126 @@ def test_eight_threads_write_pieces_at_once_without_lock_errors(repo: Repository
     assert stats["by_status"]["ready"] == total - total // 4
     assert stats["hooks"] == total
     assert stats["cost_usd_total"] == pytest.approx(0.01 * total)
+
+
+# Strategy costs (migration 0004)
+
+
+def _columns(engine: Engine, table: str) -> dict[str, bool]:
+    return {c["name"]: c["nullable"] for c in inspect(engine).get_columns(table)}
+
+
+def _raw_cost(conn: object, batch_id: str | None, step: str | None = None, kind: str = "text") -> None:
+    columns = "batch_id, kind, provider, amount_usd, created_at" + (", step" if step else "")
+    values = ":batch, :kind, 'p', 1.0, CURRENT_TIMESTAMP" + (", :step" if step else "")
+    conn.execute(  # type: ignore[attr-defined]
+        text(f"INSERT INTO cost_entries ({columns}) VALUES ({values})"),
+        {"batch": batch_id, "kind": kind, "step": step},
+    )
+
+
+def test_migration_0004_makes_batch_optional_and_its_downgrade_drops_only_strategy_charges(
+    db_url: str,
+) -> None:
+    from sqlalchemy.exc import IntegrityError
+
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0003_strategy")
+        assert _columns(engine, "cost_entries")["batch_id"] is False and "step" not in _columns(
+            engine, "cost_entries"
+        )
+        repo = Repository(engine)
+        repo.upsert_persona(make_persona())
+        start_batch(repo)
+        with engine.begin() as conn:
+            _raw_cost(conn, "b1", kind="image")
+
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "head")
+        columns = _columns(engine, "cost_entries")
+        assert columns["batch_id"] is True
+        assert {"step", "brand_id", "persona_id", "subject_id"} <= set(columns)
+        repo.add_strategy_cost("plan_topics", provider="anthropic", amount_usd=0.25, persona_id="mia")
+        for batch_id, step, why in (
+            (None, None, "a charge must belong to a batch or a strategy step"),
+            (None, "bogus_step", "the step must be a known one"),
+            ("b1", None, "kind must still be checked after the table rebuild"),
+        ):
+            with pytest.raises(IntegrityError), engine.begin() as conn:
+                _raw_cost(conn, batch_id, step, kind="image" if batch_id is None else "bogus")
+                pytest.fail(why)
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT batch_id, step, amount_usd FROM cost_entries ORDER BY id")).all()
+        assert [tuple(r) for r in rows] == [("b1", None, 1.0), (None, "plan_topics", 0.25)]
+        assert repo.batch_stats("b1")["cost_usd_total"] == pytest.approx(1.0), "batch sums ignore strategy"
+
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0003_strategy")
+        columns = _columns(engine, "cost_entries")
+        assert columns["batch_id"] is False and "step" not in columns and "persona_id" not in columns
+        with engine.connect() as conn:
+            rows = conn.execute(text("SELECT batch_id, amount_usd FROM cost_entries")).all()
+        assert [tuple(r) for r in rows] == [("b1", 1.0)], "only the strategy charge is gone"
+        with pytest.raises(IntegrityError), engine.begin() as conn:
+            _raw_cost(conn, None)
+
+        migrate(db_url)
+        assert _columns(engine, "cost_entries")["batch_id"] is True
+    finally:
+        engine.dispose()
+
+
+def test_strategy_costs_and_the_cost_report_by_persona_and_brand(repo: Repository, engine: Engine) -> None:
+    from contentforge.domain.strategy import BrandDNA
+    from contentforge.strategy.store import StrategyStore
+
+    strategy = StrategyStore(engine)
+    strategy.save_brand("Trailbean", BrandDNA(brand="Trailbean"))
+    repo.upsert_persona(make_persona())
+    repo.upsert_persona(make_persona("zoe", "Zoe"))
+    strategy.link_personas("trailbean", ["mia"])
+    start_batch(repo, "b1")
+    start_batch(repo, "b2", persona_id="zoe")
+    repo.add_planned_pieces("b1", planned("b1", range(1)))
+    generate(repo, "b1-000", seed=0, sha="0" * 64, cost=0.5)
+    repo.add_cost("b1", kind="text", provider="anthropic", amount_usd=0.25, piece_id="b1-000")
+    repo.add_cost("b2", kind="moderation", provider="openai", amount_usd=0.125)
+
+    def charge(step: str, usd: float, tokens: tuple[int, int], **who: str) -> None:
+        detail = {"input_tokens": tokens[0], "output_tokens": tokens[1], "calls": 1, "api_key": "sk-secret"}
+        repo.add_strategy_cost(step, provider="anthropic", amount_usd=usd, detail=detail, **who)
+
+    charge("research_brand", 0.01, (1000, 200), brand_id="trailbean")
+    charge("plan_topics", 0.02, (300, 400), brand_id="trailbean", persona_id="mia", subject_id="2026-07")
+    charge("plan_topics", 0.04, (10, 20), brand_id="trailbean", persona_id="mia", subject_id="2026-08")
+    charge("write_blog_post", 0.08, (5, 5), persona_id="zoe", subject_id="post-z")
+    with pytest.raises(InvalidInput, match="strategy step must be one of"):
+        repo.add_strategy_cost("brainstorm", provider="x", amount_usd=1.0)
+
+    everything = repo.cost_report()
+    assert [(b.batch_id, b.persona_id, b.entries) for b in everything.batches] == [
+        ("b1", "mia", 2),
+        ("b2", "zoe", 1),
+    ]
+    assert everything.batches[0].usd_by_kind == pytest.approx({"image": 0.5, "text": 0.25})
+    assert [(s.step, s.calls, s.input_tokens, s.output_tokens) for s in everything.steps] == [
+        ("research_brand", 1, 1000, 200),
+        ("plan_topics", 2, 310, 420),
+        ("write_blog_post", 1, 5, 5),
+    ]
+    assert everything.total_usd == pytest.approx(0.5 + 0.25 + 0.125 + 0.01 + 0.02 + 0.04 + 0.08)
+
+    mia = repo.cost_report(persona_id="mia")
+    assert [b.batch_id for b in mia.batches] == ["b1"] and [s.step for s in mia.steps] == ["plan_topics"]
+    assert mia.total_usd == pytest.approx(0.75 + 0.06)
+    brand = repo.cost_report(brand_id="trailbean")
+    assert [b.batch_id for b in brand.batches] == ["b1"], "zoe is not linked to the brand"
+    assert [s.step for s in brand.steps] == ["research_brand", "plan_topics"]
+    assert brand.total_usd == pytest.approx(0.75 + 0.07)
+    with engine.connect() as conn:
+        details = (
+            conn.execute(select(CostEntryORM.detail).where(CostEntryORM.step.is_not(None))).scalars().all()
+        )
+    assert all(d["api_key"] == "[redacted]" for d in details)

@@ -329,3 +329,29 @@ def test_record_text_cost_writes_a_ledger_entry_without_the_key(tmp_path: Path) 
     assert row.detail["model"] == "claude-test" and row.detail["tokens"] == 1500
     assert row.detail["prompt_version"] == "hooks.v1"
     assert KEY not in str(row.detail)
+
+
+def test_on_call_hears_each_paid_call_once_and_never_a_failed_request() -> None:
+    from contentforge.text.providers import InvalidModelOutput
+    from contentforge.text.providers.schemas import HookDrafts
+
+    heard: list[tuple[str, int, int]] = []
+
+    def listen(result: object) -> None:
+        heard.append((result.provider, result.input_tokens, result.output_tokens))  # type: ignore[attr-defined]
+
+    with FakeAnthropic(KEY) as a, FakeOpenAI(KEY) as o:
+        a.fail(429, "rate_limit_error", headers={"retry-after": "0"}).text(
+            "ok", input_tokens=5, output_tokens=6
+        )
+        anthropic(a, on_call=listen).generate("x")
+        o.fail(401, "invalid_request_error", "Incorrect key")
+        with pytest.raises(ProviderAuthError):
+            openai_(o, on_call=listen).generate("x")
+        # an answer that never validates was still paid for, the repair call too
+        o.text('{"hooks": [}', input_tokens=7, output_tokens=8).text(
+            "no JSON", input_tokens=9, output_tokens=1
+        )
+        with pytest.raises(InvalidModelOutput):
+            openai_(o, on_call=listen).generate_structured("hooks please", HookDrafts)
+    assert heard == [("anthropic", 5, 6), ("openai", 7, 8), ("openai", 9, 1)]

@@ -1,9 +1,10 @@
 """Persistence: SQLAlchemy models, packaged Alembic migrations and the repository used by tasks."""
 
 from contentforge.db.engine import make_engine, make_session_factory, migrate
-from contentforge.db.repository import PieceRow, PlannedPiece, RecordNotFound, Repository
+from contentforge.db.repository import CostReport, PieceRow, PlannedPiece, RecordNotFound, Repository
 
 __all__ = [
+    "CostReport",
     "PieceRow",
     "PlannedPiece",
     "RecordNotFound",

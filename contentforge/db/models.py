@@ -43,6 +43,14 @@ BATCH_STATUSES: tuple[str, ...] = ("running", "completed", "failed")
 PIECE_STATUSES: tuple[str, ...] = ("planned", "generated", "ready", "needs_review", "rejected", "failed")
 """``ready`` means publishable by policy or by a reviewer; ``needs_review`` waits for a human."""
 COST_KINDS: tuple[str, ...] = ("image", "text", "moderation", "publishing")
+STRATEGY_STEPS: tuple[str, ...] = (
+    "research_brand",
+    "propose_personas",
+    "plan_topics",
+    "write_blog_post",
+    "derive_social_posts",
+)
+"""Strategy steps that pay for model calls outside any batch; named after the flows that run them."""
 REVIEW_DECISIONS: tuple[str, ...] = ("approve", "reject")
 PUBLICATION_STATUSES: tuple[str, ...] = ("scheduled", "publishing", "published", "failed")
 
@@ -218,16 +226,33 @@ class ModerationVerdictORM(Base):
 
 
 class CostEntryORM(Base):
+    """One charge in the cost ledger: for batch work, or for a strategy step that has no batch.
+
+    Batch charges carry ``batch_id`` (and ``piece_id`` when one piece caused them). Strategy charges
+    (brand research, personas, topics, blog and social posts) carry ``step`` instead, and say what
+    they were for in ``brand_id``, ``persona_id`` and ``subject_id`` (the topic plan's month, the blog
+    post's id). Those three are plain strings, not foreign keys, on purpose: the ledger records money
+    spent, and a model call is paid even when its step fails before the brand or post is saved.
+    """
+
     __tablename__ = "cost_entries"
     __table_args__ = (
         CheckConstraint(_in("kind", COST_KINDS), name="kind"),
+        CheckConstraint("batch_id IS NOT NULL OR step IS NOT NULL", name="attributed"),
+        CheckConstraint(f"step IS NULL OR {_in('step', STRATEGY_STEPS)}", name="step"),
         Index(None, "batch_id"),
         Index(None, "piece_id"),
+        Index(None, "persona_id"),
+        Index(None, "brand_id"),
     )
 
     id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
-    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
+    batch_id: Mapped[str | None] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"))
     piece_id: Mapped[str | None] = mapped_column(ForeignKey("pieces.id", ondelete="SET NULL"))
+    step: Mapped[str | None] = mapped_column(String(32))
+    brand_id: Mapped[str | None] = mapped_column(String(64))
+    persona_id: Mapped[str | None] = mapped_column(String(64))
+    subject_id: Mapped[str | None] = mapped_column(String(120))
     kind: Mapped[str] = mapped_column(String(16))
     provider: Mapped[str] = mapped_column(String(64))
     amount_usd: Mapped[float] = mapped_column(Float)

@@ -14,7 +14,7 @@ from __future__ import annotations
 import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, field, fields
 from datetime import datetime
 from typing import Any
 
@@ -29,6 +29,7 @@ from contentforge.db.models import (
     BATCH_STATUSES,
     COST_KINDS,
     PIECE_STATUSES,
+    STRATEGY_STEPS,
     BatchORM,
     CostEntryORM,
     HookORM,
@@ -116,6 +117,41 @@ class PieceRow:
         if self.generation_record is None:
             return None
         return GenerationRecord.model_validate(self.generation_record)
+
+
+@dataclass
+class BatchCost:
+    """A batch's line in a ``CostReport``."""
+
+    batch_id: str
+    persona_id: str
+    entries: int = 0
+    usd: float = 0.0
+    usd_by_kind: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class StepCost:
+    """A strategy step's line in a ``CostReport``: its model calls summed over every run."""
+
+    step: str
+    entries: int = 0
+    calls: int = 0
+    input_tokens: int = 0
+    output_tokens: int = 0
+    usd: float = 0.0
+
+
+@dataclass(frozen=True)
+class CostReport:
+    """The ledger summed per batch and per strategy step (``Repository.cost_report``)."""
+
+    batches: list[BatchCost]
+    steps: list[StepCost]
+
+    @property
+    def total_usd(self) -> float:
+        return sum(b.usd for b in self.batches) + sum(s.usd for s in self.steps)
 
 
 class Repository:
@@ -480,6 +516,90 @@ class Repository:
                     detail=None if detail is None else _redact(dict(detail)),
                 )
             )
+
+    def add_strategy_cost(
+        self,
+        step: str,
+        *,
+        provider: str,
+        amount_usd: float,
+        kind: str = "text",
+        brand_id: str | None = None,
+        persona_id: str | None = None,
+        subject_id: str | None = None,
+        detail: Mapping[str, Any] | None = None,
+    ) -> None:
+        """Record a charge of a strategy step (no batch): one model call of research, personas, topics...
+
+        ``brand_id``, ``persona_id`` and ``subject_id`` say what the step worked on; they are not
+        checked against their tables, because a call is paid even if its step then fails.
+        """
+        if step not in STRATEGY_STEPS:
+            raise InvalidInput(f"strategy step must be one of {list(STRATEGY_STEPS)}, not {step!r}")
+        if kind not in COST_KINDS:
+            raise InvalidInput(f"cost kind must be one of {list(COST_KINDS)}, not {kind!r}")
+        with self._write() as session:
+            session.add(
+                CostEntryORM(
+                    step=step,
+                    brand_id=brand_id,
+                    persona_id=persona_id,
+                    subject_id=subject_id,
+                    kind=kind,
+                    provider=provider,
+                    amount_usd=amount_usd,
+                    detail=None if detail is None else _redact(dict(detail)),
+                )
+            )
+
+    def cost_report(self, *, persona_id: str | None = None, brand_id: str | None = None) -> CostReport:
+        """What was spent, per batch and per strategy step; optionally for one persona or one brand.
+
+        A persona's costs are its batches' and the strategy steps done for it (topics, posts); a
+        brand's are the steps done for it (research, personas, and its personas' topics and posts)
+        and the batches of the personas linked to it.
+        """
+        batch_query = (
+            select(
+                CostEntryORM.batch_id,
+                BatchORM.persona_id,
+                CostEntryORM.kind,
+                func.count(),
+                func.sum(CostEntryORM.amount_usd),
+            )
+            .join(BatchORM, BatchORM.id == CostEntryORM.batch_id)
+            .group_by(CostEntryORM.batch_id, BatchORM.persona_id, CostEntryORM.kind)
+        )
+        step_query = select(CostEntryORM).where(CostEntryORM.step.is_not(None))
+        if persona_id is not None:
+            batch_query = batch_query.where(BatchORM.persona_id == persona_id)
+            step_query = step_query.where(CostEntryORM.persona_id == persona_id)
+        if brand_id is not None:
+            brand_personas = select(PersonaORM.id).where(PersonaORM.brand_id == brand_id)
+            batch_query = batch_query.where(BatchORM.persona_id.in_(brand_personas))
+            step_query = step_query.where(CostEntryORM.brand_id == brand_id)
+        batches: dict[str, BatchCost] = {}
+        steps: dict[str, StepCost] = {}
+        with self._read() as session:
+            for batch_id, batch_persona, kind, entries, usd in session.execute(batch_query):
+                line = batches.setdefault(batch_id, BatchCost(batch_id=batch_id, persona_id=batch_persona))
+                line.entries += int(entries)
+                line.usd += float(usd or 0.0)
+                line.usd_by_kind[kind] = float(usd or 0.0)
+            # Tokens live in the JSON detail; summing them in Python keeps one query for both backends.
+            for entry in session.scalars(step_query.order_by(CostEntryORM.id)):
+                line = steps.setdefault(entry.step or "", StepCost(step=entry.step or ""))
+                detail = entry.detail or {}
+                line.entries += 1
+                line.calls += int(detail.get("calls", 1) or 0)
+                line.input_tokens += int(detail.get("input_tokens", 0) or 0)
+                line.output_tokens += int(detail.get("output_tokens", 0) or 0)
+                line.usd += entry.amount_usd
+        order = {step: i for i, step in enumerate(STRATEGY_STEPS)}
+        return CostReport(
+            batches=sorted(batches.values(), key=lambda b: b.batch_id),
+            steps=sorted(steps.values(), key=lambda s: order.get(s.step, len(order))),
+        )
 
     def save_hooks(self, piece_id: str, hooks: Sequence[Hook]) -> None:
         """Replace the piece's hooks for each platform present in ``hooks``; others stay."""

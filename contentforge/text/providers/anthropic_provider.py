@@ -27,7 +27,7 @@ from contentforge.text.providers.errors import (
     scrub,
 )
 from contentforge.text.providers.pricing import Prices, cost_usd
-from contentforge.text.providers.protocol import TextResult
+from contentforge.text.providers.protocol import CallListener, TextResult
 from contentforge.text.providers.retry import call_with_retries
 from contentforge.text.providers.structured import StructuredViaText
 
@@ -46,6 +46,7 @@ class AnthropicProvider(StructuredViaText):
         retry_base_s: float = 1.0,
         retry_max_s: float = 30.0,
         prices: Prices | None = None,
+        on_call: CallListener | None = None,
         name: str = "anthropic",
     ) -> None:
         self.name = name
@@ -55,6 +56,7 @@ class AnthropicProvider(StructuredViaText):
         self._retry_base_s = retry_base_s
         self._retry_max_s = retry_max_s
         self._prices = dict(prices or {})
+        self._on_call = on_call
         self._client = anthropic.Anthropic(
             api_key=api_key.get_secret_value(), base_url=base_url, timeout=timeout_s, max_retries=0
         )
@@ -115,7 +117,7 @@ class AnthropicProvider(StructuredViaText):
         input_tokens = int(getattr(usage, "input_tokens", 0) or 0)
         output_tokens = int(getattr(usage, "output_tokens", 0) or 0)
         model = getattr(message, "model", None) or self.model
-        return TextResult(
+        result = TextResult(
             text=text,
             provider=self.name,
             model=model,
@@ -125,3 +127,6 @@ class AnthropicProvider(StructuredViaText):
             latency_s=time.perf_counter() - started,
             prompt_version=prompt_version,
         )
+        if self._on_call is not None:
+            self._on_call(result)
+        return result

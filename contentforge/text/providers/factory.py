@@ -8,6 +8,7 @@ what to set.
 from __future__ import annotations
 
 import logging
+from typing import Any
 
 from contentforge.config import Settings
 from contentforge.text.providers.anthropic_provider import AnthropicProvider
@@ -15,19 +16,20 @@ from contentforge.text.providers.chain import ProviderChain
 from contentforge.text.providers.errors import NoProviderAvailable
 from contentforge.text.providers.offline import OfflineEngine
 from contentforge.text.providers.openai_provider import OpenAIProvider
-from contentforge.text.providers.protocol import TextProvider
+from contentforge.text.providers.protocol import CallListener, TextProvider
 
 log = logging.getLogger(__name__)
 
 
-def _build_one(name: str, settings: Settings) -> TextProvider | str:
+def _build_one(name: str, settings: Settings, on_call: CallListener | None = None) -> TextProvider | str:
     """The provider, or the reason it cannot run."""
-    common = {
+    common: dict[str, Any] = {
         "timeout_s": settings.text_timeout_s,
         "max_attempts": settings.text_max_attempts,
         "retry_base_s": settings.text_retry_base_s,
         "retry_max_s": settings.text_retry_max_s,
         "prices": settings.text_prices,
+        "on_call": on_call,
     }
     if name == "anthropic":
         if settings.anthropic_api_key is None or not settings.anthropic_api_key.get_secret_value():
@@ -64,12 +66,16 @@ def _build_one(name: str, settings: Settings) -> TextProvider | str:
     return f"unknown provider {name!r}"
 
 
-def build_text_provider(settings: Settings) -> ProviderChain:
-    """The chain named by ``settings.text_providers``, skipping (and logging) those that cannot run."""
+def build_text_provider(settings: Settings, *, on_call: CallListener | None = None) -> ProviderChain:
+    """The chain named by ``settings.text_providers``, skipping (and logging) those that cannot run.
+
+    ``on_call`` is handed to every model provider, which reports each paid call to it (strategy
+    steps write them to the cost ledger this way); the offline engine costs nothing and never does.
+    """
     providers: list[TextProvider] = []
     skipped: list[tuple[str, str]] = []
     for name in settings.text_provider_names:
-        built = _build_one(name, settings)
+        built = _build_one(name, settings, on_call)
         if isinstance(built, str):
             log.warning("text provider %s skipped: %s", name, built)
             skipped.append((name, built))

@@ -24,7 +24,7 @@ from contentforge.text.providers.errors import (
     scrub,
 )
 from contentforge.text.providers.pricing import Prices, cost_usd
-from contentforge.text.providers.protocol import TextResult
+from contentforge.text.providers.protocol import CallListener, TextResult
 from contentforge.text.providers.retry import call_with_retries
 from contentforge.text.providers.structured import StructuredViaText
 
@@ -57,6 +57,7 @@ class OpenAIProvider(StructuredViaText):
         retry_base_s: float = 1.0,
         retry_max_s: float = 30.0,
         prices: Prices | None = None,
+        on_call: CallListener | None = None,
         name: str = "openai",
     ) -> None:
         self.name = name
@@ -66,6 +67,7 @@ class OpenAIProvider(StructuredViaText):
         self._retry_base_s = retry_base_s
         self._retry_max_s = retry_max_s
         self._prices = dict(prices or {})
+        self._on_call = on_call
         self._client = openai.OpenAI(
             api_key=api_key.get_secret_value() if api_key else NO_KEY,
             base_url=base_url,
@@ -133,7 +135,7 @@ class OpenAIProvider(StructuredViaText):
         input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0) if usage else 0
         output_tokens = int(getattr(usage, "completion_tokens", 0) or 0) if usage else 0
         model = completion.model or self.model
-        return TextResult(
+        result = TextResult(
             text=text,
             provider=self.name,
             model=model,
@@ -143,3 +145,6 @@ class OpenAIProvider(StructuredViaText):
             latency_s=time.perf_counter() - started,
             prompt_version=prompt_version,
         )
+        if self._on_call is not None:
+            self._on_call(result)
+        return result

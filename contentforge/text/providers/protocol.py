@@ -7,7 +7,7 @@ of a chain were tried and skipped before it.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, Generic, Protocol, TypeVar, runtime_checkable
 
@@ -47,6 +47,15 @@ class StructuredResult(Generic[T]):
     @property
     def provider(self) -> str:
         return self.result.provider
+
+
+CallListener = Callable[[TextResult], None]
+"""Told by a model provider about each call it was paid for, e.g. to write it to the cost ledger.
+
+Providers call it once per HTTP call that returned an answer, including a structured answer's
+repair call and answers that later fail validation (they were paid for too); failed requests and
+the offline engine, which cost nothing, never call it.
+"""
 
 
 @runtime_checkable
