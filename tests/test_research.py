@@ -4,20 +4,25 @@ from __future__ import annotations
 
 import json
 import re
+import socket
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
 from brand_site import INJECTION, BrandSite
 from llm_fakes import FakeAnthropic, FakeOpenAI
+from loopback import LoopbackServer
 from pydantic import SecretStr
 
 from contentforge.config import Settings
 from contentforge.domain.strategy import DNA_FIELDS, BrandDNA
 from contentforge.errors import InvalidInput
+from contentforge.research import fetch as fetch_module
 from contentforge.research.brand import gather_sources
 from contentforge.research.documents import load_document
 from contentforge.research.errors import (
     AddressRefused,
+    FetchFailed,
     RobotsDisallowed,
     TooLarge,
     TooManyRedirects,
@@ -33,6 +38,25 @@ from contentforge.text.providers import build_text_provider
 def site():  # type: ignore[no-untyped-def]
     with BrandSite(big_bytes=300_000) as s:
         yield s
+
+
+class HostEcho(LoopbackServer):
+    """Answers every GET with the Host header it received."""
+
+    def __init__(self) -> None:
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                body = f"host={self.headers.get('host')}".encode()
+                self.send_response(200)
+                self.send_header("content-type", "text/plain")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._serve(Handler)
 
 
 def fetcher(**kw: object) -> SafeFetcher:
@@ -73,17 +97,77 @@ def test_a_host_with_one_private_address_among_public_ones_is_refused() -> None:
         SafeFetcher(FetchLimits(), resolver=resolver).check_url("http://brand.example/")
 
 
-def test_every_redirect_hop_is_checked_again(site: BrandSite) -> None:
-    # 'localhost' is treated as a public host; the redirect to the literal 127.0.0.1 must be refused.
-    def resolver(host: str, port: int) -> list[str]:
-        return ["93.184.216.34"] if host == "localhost" else ["127.0.0.1"]
+def test_every_redirect_hop_is_resolved_checked_and_pinned_again(
+    site: BrandSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The test site lives on loopback, so here 127.0.0.1 counts as public; 10.x stays private.
+    checked: list[str] = []
 
+    def loopback_is_public(ip: str) -> bool:
+        checked.append(ip)
+        return ip == "127.0.0.1"
+
+    resolved: list[str] = []
+
+    def resolver(host: str, port: int) -> list[str]:
+        resolved.append(host)
+        return [host] if host[0].isdigit() else ["127.0.0.1"]
+
+    monkeypatch.setattr(fetch_module, "is_public_address", loopback_is_public)
     guarded = SafeFetcher(FetchLimits(timeout_s=5.0, respect_robots=False), resolver=resolver)
-    assert "Coffee for the trail" in guarded.fetch(site.localhost_url + "/").body
-    with pytest.raises(AddressRefused, match=r"127\.0\.0\.1"):
-        guarded.fetch(site.localhost_url + "/to-loopback")
+    fetched = guarded.fetch(site.localhost_url + "/to-loopback")  # -> http://127.0.0.1:<port>/about
+    assert fetched.final_url == site.url + "/about" and "Our story" in fetched.body
+    assert resolved == ["localhost", "127.0.0.1"] and checked == ["127.0.0.1", "127.0.0.1"], "one per hop"
+    before = len(site.requests)
     with pytest.raises(AddressRefused, match=r"10\.1\.2\.3"):
         guarded.fetch(site.localhost_url + "/to-private")
+    assert site.requests[before:] == ["/to-private"], "the private hop is refused before any request"
+
+
+def test_dns_rebinding_cannot_reach_what_a_second_lookup_answers(
+    site: BrandSite, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A resolver that answers a public IP for the check and loopback afterwards (DNS rebinding)."""
+    real_getaddrinfo, real_connect = socket.getaddrinfo, socket.create_connection
+    public = "93.184.216.34"
+    lookups: list[str] = []
+
+    def rebinding_dns(host: str | bytes, port: object, *args: object, **kwargs: object) -> object:
+        name = host.decode() if isinstance(host, bytes) else host
+        if name != "rebind.example":
+            return real_getaddrinfo(host, port, *args, **kwargs)  # type: ignore[arg-type]
+        lookups.append(name)
+        answer = public if len(lookups) == 1 else "127.0.0.1"
+        return real_getaddrinfo(answer, port, *args, **kwargs)  # type: ignore[arg-type]
+
+    connected: list[str] = []
+
+    def network(address: tuple[str, int], *args: object, **kwargs: object) -> socket.socket:
+        connected.append(address[0])
+        if address[0] == public:  # no route out of the test machine; loopback answers
+            raise ConnectionRefusedError(111, "Connection refused")
+        return real_connect(address, *args, **kwargs)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(socket, "getaddrinfo", rebinding_dns)
+    monkeypatch.setattr(socket, "create_connection", network)
+    before = len(site.requests)
+    strict = SafeFetcher(FetchLimits(timeout_s=5.0, respect_robots=False))
+    with pytest.raises(FetchFailed, match="refused"):
+        strict.fetch(f"http://rebind.example:{site.port}/")
+    assert lookups == ["rebind.example"], "the host is resolved once"
+    assert connected == [public], "the connection goes to the checked address"
+    assert len(site.requests) == before, "the loopback site was never reached"
+
+
+def test_a_pinned_fetch_keeps_the_host_name_in_the_host_header() -> None:
+    with HostEcho() as echo:
+        pinned = SafeFetcher(
+            FetchLimits(allow_private=True, timeout_s=5.0, respect_robots=False),
+            resolver=lambda host, port: ["::1", "127.0.0.1"] if host == "brand.test" else [host],
+        )
+        fetched = pinned.fetch(f"http://brand.test:{echo.port}/")
+    assert fetched.body == f"host=brand.test:{echo.port}", "::1 is not served, so 127.0.0.1 answered"
+    assert fetched.final_url == f"http://brand.test:{echo.port}/"
 
 
 def test_allow_private_comes_from_the_environment(monkeypatch: pytest.MonkeyPatch, site: BrandSite) -> None:

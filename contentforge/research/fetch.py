@@ -1,23 +1,27 @@
 """Fetch web pages for brand research with limits: size, time, redirects, robots.txt and addresses.
 
-- Only ``http``/``https``. The host is resolved and **every** address it resolves to is checked:
-  private, loopback, link-local, multicast, reserved and unspecified addresses are refused
+- Only ``http``/``https``. The host is resolved **once** and every address it resolves to is
+  checked: private, loopback, link-local, multicast, reserved and unspecified addresses are refused
   (``AddressRefused``) unless ``allow_private`` is set (tests, a trusted intranet).
-- Redirects are followed by hand, at most ``max_redirects``, and each hop is checked again
-  (scheme, address, robots.txt), so a public page cannot bounce the fetcher into a private network.
+- The connection goes to an address that was checked, never to a second lookup's answer: the
+  request URL names the pinned IP, the ``Host`` header keeps the site's name, and httpx's
+  ``sni_hostname`` extension keeps TLS SNI and certificate verification on that name. A DNS server
+  that answers "public" for the check and "private" a moment later (DNS rebinding) therefore
+  reaches nothing. Connections are not kept alive, so one verified for a name is never reused for
+  another name on the same IP.
+- Redirects are followed by hand, at most ``max_redirects``, and each hop is resolved, checked and
+  pinned again (scheme, address, robots.txt), so a public page cannot bounce the fetcher into a
+  private network.
 - robots.txt is read once per origin and obeyed as RFC 9309 says: 4xx means no rules, 5xx or an
   unreachable file means everything is disallowed.
 - The body is streamed and cut off past ``max_bytes`` (``TooLarge``), the whole fetch has a
   deadline of ``timeout_s`` (``FetchTimeout``), and only HTML, plain text and Markdown are read
   (PDF too when the pure-python ``pypdf`` is installed).
-
-Known limit: the address is checked at resolution time; a DNS server that answers differently a
-moment later (DNS rebinding) is not defended against here. Run research where the network itself
-blocks internal ranges if that matters.
 """
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 import logging
 import socket
@@ -59,9 +63,9 @@ Resolver = Callable[[str, int], list[str]]
 
 
 def resolve_host(host: str, port: int) -> list[str]:
-    """Every IP address ``host`` resolves to (IPv4 and IPv6)."""
+    """Every IP address ``host`` resolves to (IPv4 and IPv6), in the resolver's order of preference."""
     infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    return sorted({str(info[4][0]) for info in infos})
+    return list(dict.fromkeys(str(info[4][0]) for info in infos))
 
 
 def is_public_address(ip: str) -> bool:
@@ -121,8 +125,12 @@ class SafeFetcher:
     _robots: dict[str, urllib.robotparser.RobotFileParser | None] = field(default_factory=dict)
 
     # --- checks ------------------------------------------------------------------------------
-    def check_url(self, url: str) -> None:
-        """Scheme and addresses; raises ``AddressRefused`` (an ``InvalidInput``)."""
+    def check_url(self, url: str) -> list[str]:
+        """Resolve the URL's host once and check scheme and every address; returns the addresses.
+
+        A refusal is an ``AddressRefused`` (an ``InvalidInput``). ``allow_private`` skips the address
+        check, not the resolution: the fetch is pinned to these addresses either way.
+        """
         parts = urlsplit(url)
         if parts.scheme not in ("http", "https"):
             raise AddressRefused(
@@ -132,15 +140,18 @@ class SafeFetcher:
             raise AddressRefused("the URL has no host", url=url)
         if parts.username or parts.password:
             raise AddressRefused("URLs with credentials are not fetched", url=url)
-        if self.limits.allow_private:
-            return
-        port = parts.port or (443 if parts.scheme == "https" else 80)
+        try:
+            port = parts.port or (443 if parts.scheme == "https" else 80)
+        except ValueError:
+            raise AddressRefused("the URL has an invalid port", url=url) from None
         try:
             addresses = self.resolver(parts.hostname, port)
         except (OSError, UnicodeError) as exc:
             raise FetchFailed(f"cannot resolve {parts.hostname}: {exc}", url=url) from None
         if not addresses:
             raise FetchFailed(f"{parts.hostname} resolves to no address", url=url)
+        if self.limits.allow_private:
+            return addresses
         refused = [ip for ip in addresses if not is_public_address(ip)]
         if refused:
             raise AddressRefused(
@@ -148,6 +159,7 @@ class SafeFetcher:
                 "public sites only (CONTENTFORGE_RESEARCH_ALLOW_PRIVATE=1 allows it for tests)",
                 url=url,
             )
+        return addresses
 
     def allowed_by_robots(self, url: str) -> bool:
         if not self.limits.respect_robots:
@@ -200,19 +212,22 @@ class SafeFetcher:
         current = url
         headers = {"user-agent": self.limits.user_agent, "accept": "text/html,text/plain,text/markdown;q=0.9"}
         timeout = httpx.Timeout(self.limits.timeout_s)
+        # No keep-alive: a pooled connection is keyed by the pinned IP, and one whose TLS was verified
+        # for one name must not carry a request for another name served from the same IP.
+        no_reuse = httpx.Limits(max_keepalive_connections=0)
         with httpx.Client(
-            timeout=timeout, follow_redirects=False, headers=headers, trust_env=False
+            timeout=timeout, follow_redirects=False, headers=headers, trust_env=False, limits=no_reuse
         ) as client:
             while True:
                 if time.monotonic() > deadline:
                     raise FetchTimeout(f"slower than {self.limits.timeout_s}s", url=current)
-                self.check_url(current)
+                addresses = self.check_url(current)
                 if check_robots and not self.allowed_by_robots(current):
                     raise RobotsDisallowed(
                         f"robots.txt disallows this page for {ROBOTS_AGENT}; it is not fetched", url=current
                     )
                 try:
-                    with client.stream("GET", current) as response:
+                    with contextlib.closing(_send_pinned(client, current, addresses)) as response:
                         if response.status_code in _REDIRECTS and "location" in response.headers:
                             redirects.append(urljoin(current, response.headers["location"]))
                             if len(redirects) > self.limits.max_redirects:
@@ -255,6 +270,30 @@ class SafeFetcher:
                     raise FetchTimeout(f"no answer within {self.limits.timeout_s}s", url=current) from None
                 except httpx.HTTPError as exc:
                     raise FetchFailed(f"{type(exc).__name__}: {exc}", url=current) from None
+
+
+def _send_pinned(client: httpx.Client, url: str, addresses: list[str]) -> httpx.Response:
+    """GET ``url`` over a connection to one of ``addresses`` (tried in order), streaming the body.
+
+    The URL handed to httpx names the IP, so nothing resolves the host again; the ``Host`` header
+    and ``sni_hostname`` (the documented httpx extension for connecting to an explicit IP) keep the
+    site's name for virtual hosting, SNI and certificate verification. Only a refused connection
+    moves on to the next address; every one of them passed the check.
+    """
+    target = httpx.URL(url)
+    failure = httpx.ConnectError(f"no address to connect to for {target.host}")
+    for ip in addresses:
+        request = client.build_request(
+            "GET",
+            target.copy_with(host=ip),
+            headers={"host": target.netloc.decode("ascii")},
+            extensions={"sni_hostname": target.raw_host.decode("ascii")},
+        )
+        try:
+            return client.send(request, stream=True)
+        except httpx.ConnectError as exc:
+            failure = exc
+    raise failure
 
 
 @dataclass(frozen=True)
