@@ -50,7 +50,18 @@ def batch_summary_markdown(
         lines.append(f"Mean time per generation: {', '.join(parts)}.")
     stages = stats.get("stage_seconds") or {}
     if stages:
-        lines += ["", "| stage | seconds |", "|---|---|", *(f"| {k} | {v:.2f} |" for k, v in stages.items())]
+        plan = stages.get("plan")
+        overlapping = {k: v for k, v in stages.items() if k != "plan"}
+        lines += ["", f"Planning: {plan:.2f} s." if plan is not None else ""]
+        if overlapping:
+            lines += [
+                "Images, hooks and moderation overlap (a piece is moderated once its image and hooks",
+                "exist); seconds from the end of planning until each was done:",
+                "",
+                "| stage | done after (s) |",
+                "|---|---|",
+                *(f"| {k} | {v:.2f} |" for k, v in overlapping.items()),
+            ]
     failed = [p for p in pieces if p.error]
     if failed:
         lines += ["", "## Failed pieces", *(f"- `{p.id}`: {p.error}" for p in failed[:20])]

@@ -18,6 +18,7 @@ Run it for the planned pieces of an existing batch:
 from __future__ import annotations
 
 import sys
+from typing import Any
 from uuid import UUID
 
 from prefect import flow, get_run_logger
@@ -28,7 +29,7 @@ from contentforge.batch import image_request_for
 from contentforge.images.batching import backend_micro_batch, group_requests
 from flows.progress import BatchProgress
 from tasks import resources
-from tasks.images import generate_image, generate_image_batch
+from tasks.images import discard_queued, generate_image, generate_image_batch, queue_generations
 from tasks.planning import load_piece
 
 
@@ -57,20 +58,38 @@ def generate_images(
 ) -> dict[str, str]:
     """Generate every listed piece; returns piece id -> 'generated', 'skipped' or 'failed: <error>'.
 
-    A failing piece is recorded as failed with its error and does not fail the batch.
+    A failing piece is recorded as failed with its error and does not fail the batch. Progress goes
+    to the given progress artifact, or to this run's own ``batch-<id>-images`` artifact.
     """
     logger = get_run_logger()
     backend = resources.image_backend()
     logger.info("image backend: %s", backend.describe())
-    progress = BatchProgress(batch_id, progress_steps or len(piece_ids), progress_artifact_id)
+    progress = BatchProgress(
+        batch_id, progress_steps or len(piece_ids), progress_artifact_id, key_suffix="images"
+    )
     size = backend_micro_batch(backend)
-    outcome: dict[str, str] = {}
+    groups = plan_micro_batches(piece_ids, size) if size > 1 else [[piece_id] for piece_id in piece_ids]
     if size > 1:
-        batches = plan_micro_batches(piece_ids, size)
-        logger.info("%d pieces in %d micro-batch(es) of up to %d", len(piece_ids), len(batches), size)
-        futures = {generate_image_batch.submit(ids, n=len(ids)): ids for ids in batches}
+        logger.info("%d pieces in %d micro-batch(es) of up to %d", len(piece_ids), len(groups), size)
+    # Every generation waits for a slot from now on, not from when its task run starts (tasks/images.py).
+    queued = queue_generations(groups, micro_batches=size > 1)
+    try:
+        outcome = _run_tasks(batch_id, groups, size > 1, progress, logger)
+    finally:
+        discard_queued(queued)
+    return outcome
+
+
+def _run_tasks(
+    batch_id: str, groups: list[list[str]], micro_batches: bool, progress: BatchProgress, logger: Any
+) -> dict[str, str]:
+    """Submit one task per group and record each outcome as it completes."""
+    if micro_batches:
+        futures = {generate_image_batch.submit(ids, n=len(ids)): ids for ids in groups}
     else:
-        futures = {generate_image.submit(piece_id): [piece_id] for piece_id in piece_ids}
+        futures = {generate_image.submit(ids[0]): ids for ids in groups}
+    total = sum(len(ids) for ids in groups)
+    outcome: dict[str, str] = {}
     for future in as_completed(list(futures)):
         ids = futures[future]
         try:
@@ -85,7 +104,7 @@ def generate_images(
                 resources.repository().mark_failed(piece_id, error)
                 logger.warning("piece %s failed: %s", piece_id, error)
                 outcome[piece_id] = f"failed: {error}"
-        progress.advance(len(ids), note=f"{len(outcome)}/{len(piece_ids)} images of batch {batch_id}")
+        progress.advance(len(ids), note=f"{len(outcome)}/{total} images of batch {batch_id}")
     return outcome
 
 

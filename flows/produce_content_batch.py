@@ -15,12 +15,14 @@ from __future__ import annotations
 import sys
 import time
 import uuid
+from concurrent.futures import FIRST_COMPLETED, wait
 from typing import Any
 
-from prefect import flow, get_run_logger
+from prefect import flow, get_run_logger, task
 from prefect.artifacts import create_markdown_artifact, create_table_artifact
+from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
-from prefect.futures import PrefectFuture, as_completed
+from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
@@ -72,28 +74,14 @@ def produce_content_batch(
 
     steps_per_piece = 1 + int(include_hooks) + int(safety_check)
     progress = BatchProgress(batch_id, steps_per_piece * len(piece_ids))
+    # The GPU stage first: it holds one of the task runner's threads for its whole run.
+    images = gpu_stage.submit(batch_id, piece_ids)
+    hook_futures = (
+        {piece_id: write_hooks.submit(piece_id, platform) for piece_id in piece_ids} if include_hooks else {}
+    )
+    stage_seconds |= follow_production(batch_id, images, hook_futures, safety_check, progress, logger)
 
-    clock = time.perf_counter()
-    hook_futures = [write_hooks.submit(piece_id, platform) for piece_id in piece_ids] if include_hooks else []
-    run_gpu_stage(batch_id, piece_ids, progress)
-    progress.done += len(piece_ids)
-    stage_seconds["images"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
-    for future in as_completed(hook_futures):
-        _log_failure(future, "hooks", logger)
-        progress.advance(note=f"hooks for batch {batch_id}")
-    stage_seconds["hooks"] = time.perf_counter() - clock
-
-    clock = time.perf_counter()
     repo = resources.repository()
-    generated = [p.id for p in repo.pieces(batch_id=batch_id) if p.status is not PieceStatus.failed]
-    if safety_check:
-        for future in as_completed([moderate.submit(piece_id) for piece_id in generated]):
-            _log_failure(future, "moderation", logger)
-            progress.advance(note=f"moderation for batch {batch_id}")
-    stage_seconds["moderation"] = time.perf_counter() - clock
-
     stats = repo.batch_stats(batch_id)
     stats["stage_seconds"] = {name: round(value, 3) for name, value in stage_seconds.items()}
     failed = stats["by_status"].get(PieceStatus.failed.value, 0)
@@ -111,7 +99,13 @@ def produce_content_batch(
     return stats
 
 
-def run_gpu_stage(batch_id: str, piece_ids: list[str], progress: BatchProgress) -> None:
+@task(name="gpu-stage", task_run_name="gpu-stage", cache_policy=NO_CACHE, persist_result=False)
+def gpu_stage(batch_id: str, piece_ids: list[str]) -> None:
+    """The GPU stage as a task, so that the batch flow can moderate pieces while it runs."""
+    run_gpu_stage(batch_id, piece_ids)
+
+
+def run_gpu_stage(batch_id: str, piece_ids: list[str]) -> None:
     """Generate the images in-process (local mode) or as the GPU deployment (distributed mode).
 
     Work pools route flow runs, not tasks, so on a cluster the GPU stage is the ``generate-images``
@@ -119,18 +113,12 @@ def run_gpu_stage(batch_id: str, piece_ids: list[str], progress: BatchProgress) 
     shared database, and its failure (not a piece's) fails the batch.
     """
     settings = resources.settings()
-    parameters = {
-        "batch_id": batch_id,
-        "piece_ids": piece_ids,
-        "progress_artifact_id": progress.artifact_id,
-        "progress_steps": progress.total_steps,
-    }
     if not settings.gpu_deployment:
-        generate_images(**parameters)
+        generate_images(batch_id=batch_id, piece_ids=piece_ids)
         return
     run = run_deployment(
         settings.gpu_deployment,
-        parameters=parameters,
+        parameters={"batch_id": batch_id, "piece_ids": piece_ids},
         timeout=None,
         poll_interval=2,
         tags=["contentforge", "gpu", f"batch:{batch_id[:12]}"],
@@ -140,6 +128,68 @@ def run_gpu_stage(batch_id: str, piece_ids: list[str], progress: BatchProgress) 
     if run.state is None or not run.state.is_completed():
         state = run.state.name if run.state else "unknown"
         raise RuntimeError(f"GPU stage {settings.gpu_deployment} run {run.id} ended {state}")
+
+
+def follow_production(
+    batch_id: str,
+    images: PrefectFuture[None],
+    hook_futures: dict[str, PrefectFuture[Any]],
+    safety_check: bool,
+    progress: BatchProgress,
+    logger: Any,
+    poll_s: float = 0.25,
+) -> dict[str, float]:
+    """Moderate each piece as soon as its image is stored and its hooks are written, until all are done.
+
+    Why not moderate after the GPU stage: moderation would then add its whole duration to the batch
+    (measured: ~30 s of a 73 s run of 3 x 50 pieces). The GPU stage may run on another machine, so
+    stored images are found in the shared database rather than through futures. Returns the seconds
+    from the start of production until the images, the hooks and the moderation were each done; a
+    failed GPU stage is raised only after everything it produced has been moderated.
+    """
+    repo = resources.repository()
+    started = time.perf_counter()
+    done_after: dict[str, float] = {}
+    moderation: dict[str, PrefectFuture[Any]] = {}
+    reported: set[tuple[str, str]] = set()
+    while True:
+        images_done = images.wrapped_future.done()  # read before the rows: then the rows are final
+        rows = repo.pieces(batch_id=batch_id)
+        produced = [row.id for row in rows if row.status not in (PieceStatus.planned, PieceStatus.failed)]
+        if safety_check:
+            for piece_id in produced:
+                hooks = hook_futures.get(piece_id)
+                if piece_id not in moderation and (hooks is None or _done(hooks)):
+                    moderation[piece_id] = moderate.submit(piece_id)
+        for stage, futures in (("hooks", hook_futures), ("moderation", moderation)):
+            for piece_id, future in futures.items():
+                if (stage, piece_id) not in reported and _done(future):
+                    reported.add((stage, piece_id))
+                    _log_failure(future, stage, logger)
+        images_finished = sum(row.status is not PieceStatus.planned for row in rows)
+        progress.set_done(images_finished + len(reported), note=f"batch {batch_id}")
+        elapsed = round(time.perf_counter() - started, 3)
+        if images_done:
+            done_after.setdefault("images", elapsed)
+        if all(_done(future) for future in hook_futures.values()):
+            done_after.setdefault("hooks", elapsed)
+        if safety_check and images_done and all(_done(moderation.get(p)) for p in produced):
+            done_after.setdefault("moderation", elapsed)
+        if {"images", "hooks"} <= done_after.keys() and ("moderation" in done_after or not safety_check):
+            break
+        pending = [f.wrapped_future for f in [images, *hook_futures.values(), *moderation.values()]]
+        pending = [future for future in pending if not future.done()]
+        if pending:
+            wait(pending, timeout=poll_s, return_when=FIRST_COMPLETED)
+        else:
+            time.sleep(poll_s)
+    images.result()  # a failed GPU stage fails the batch, once nothing it produced is left waiting
+    return done_after
+
+
+def _done(future: PrefectFuture[Any] | None) -> bool:
+    """Whether a submitted task has finished, without asking the API (``future.state`` would)."""
+    return future is not None and future.wrapped_future.done()
 
 
 def _log_failure(future: PrefectFuture[Any], stage: str, logger: Any) -> None:

@@ -2,11 +2,26 @@
 
 A slot covers one GPU job: a single image, or a micro-batch that the pipeline runs as one call (see
 ``contentforge.images.batching`` for why).
+
+The GPU stage first puts every generation in the slot dispatcher's queue (``queue_generations``) and
+only then submits the tasks, which pick up their queued generation and store it. A task run costs
+several API round trips before its body starts; when generations only reached the dispatcher from
+inside their task, three batches on a 2-core machine fed it slower than slots freed up (measured:
+slot utilization 0.71 with 3 x 50 pieces at 1 s each). Queued up front, a generation waits only for a
+slot. A task that finds nothing queued for it (a retry, or a piece queued differently) generates
+itself, so retries and single task runs behave exactly as before.
 """
 
 from __future__ import annotations
 
+import logging
+import threading
+from collections.abc import Callable, Sequence
+from concurrent.futures import Future
+from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
+from typing import Any
 
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
@@ -18,6 +33,18 @@ from contentforge.errors import InvalidInput
 from contentforge.images.batching import generate_micro_batch
 from tasks import resources
 from tasks.planning import load_piece
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class _Queued:
+    future: Future[Any]
+    queued_at: datetime
+
+
+_queued: dict[tuple[str, ...], _Queued] = {}
+_queued_lock = threading.Lock()
 
 
 def _is_transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-def]
@@ -46,6 +73,65 @@ def _persona(piece: PieceRow) -> Persona:
     return persona
 
 
+def queue_generations(groups: Sequence[Sequence[str]], *, micro_batches: bool) -> list[tuple[str, ...]]:
+    """Queue the generation of every group of piece ids in the slot dispatcher, before any task runs.
+
+    Returns the keys of what was queued; pass them to ``discard_queued`` when the stage ends so that
+    nothing a task never claimed stays queued. Pieces already generated, and pieces whose persona is
+    gone, are left to their task (which skips or reports them). Queueing is only a head start: a group
+    that cannot be prepared here is logged and left for its task to generate.
+    """
+    backend, config, dispatcher = resources.image_backend(), resources.settings(), resources.dispatcher()
+    keys: list[tuple[str, ...]] = []
+    for ids in groups:
+        try:
+            todo = [piece for piece in map(load_piece, ids) if not _already_generated(piece)]
+            personas = {piece.persona_id: _persona(piece) for piece in todo}
+        except Exception as exc:  # the task meets the same problem and reports it on the piece
+            logger.info("not queueing %s ahead of its task: %s", list(ids), exc)
+            continue
+        if not todo:
+            continue
+        work: Callable[[], Any]
+        if micro_batches:
+            work = partial(generate_micro_batch, todo, personas, backend, config)
+        else:
+            work = partial(generate_piece, todo[0], personas[todo[0].persona_id], backend, config)
+        key = tuple(piece.id for piece in todo)
+        with _queued_lock:
+            if key in _queued:  # queued already (a rerun of the stage in this process): claim that one
+                continue
+            _queued[key] = _Queued(dispatcher.submit(work), datetime.now(UTC))
+        keys.append(key)
+    return keys
+
+
+def discard_queued(keys: Sequence[tuple[str, ...]]) -> int:
+    """Forget queued generations no task claimed, cancelling those no slot has started; returns how many."""
+    dropped = 0
+    with _queued_lock:
+        for key in keys:
+            queued = _queued.pop(key, None)
+            if queued is not None:
+                queued.future.cancel()
+                dropped += 1
+    return dropped
+
+
+def _claim_or_run(key: tuple[str, ...], work: Callable[[], Any]) -> tuple[Any, datetime]:
+    """The result of the generation queued for ``key``, or of ``work`` run in a slot now; and when it queued.
+
+    A queued generation is claimed once: if it failed, its exception is raised here and the task's
+    retry finds nothing queued, so it generates afresh.
+    """
+    with _queued_lock:
+        queued = _queued.pop(key, None)
+    if queued is not None:
+        return queued.future.result(), queued.queued_at
+    queued_at = datetime.now(UTC)
+    return resources.dispatcher().run(work), queued_at
+
+
 @task(
     name="generate_image",
     task_run_name="generate-{piece_id}",
@@ -63,8 +149,7 @@ def generate_image(piece_id: str) -> GenerationOutcome | None:
     repo = resources.repository()
     persona = _persona(piece)
     backend, config = resources.image_backend(), resources.settings()
-    queued_at = datetime.now(UTC)
-    timed = resources.dispatcher().run(lambda: generate_piece(piece, persona, backend, config))
+    timed, queued_at = _claim_or_run((piece.id,), lambda: generate_piece(piece, persona, backend, config))
     return store_piece(
         piece,
         persona,
@@ -103,8 +188,9 @@ def generate_image_batch(piece_ids: list[str], n: int = 0) -> dict[str, str]:
         if piece.persona_id not in personas:
             personas[piece.persona_id] = _persona(piece)
     backend, config = resources.image_backend(), resources.settings()
-    queued_at = datetime.now(UTC)
-    results = resources.dispatcher().run(lambda: generate_micro_batch(todo, personas, backend, config))
+    results, queued_at = _claim_or_run(
+        tuple(piece.id for piece in todo), lambda: generate_micro_batch(todo, personas, backend, config)
+    )
     for piece, result in zip(todo, results, strict=True):
         if isinstance(result, Exception):
             error = f"{type(result).__name__}: {result}"[:2000]

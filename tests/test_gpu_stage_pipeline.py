@@ -1,0 +1,162 @@
+"""The GPU stage queues generations ahead of its task runs, and the batch moderates while it runs.
+
+Against the session's real local Prefect server, with the labelled fixed-latency backend (it sleeps
+instead of running a model), so the tests are about orchestration and take seconds.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contentforge.config import get_settings
+from contentforge.domain import PieceStatus
+from contentforge.images.fixed_latency import FixedLatencyBackend
+from contentforge.personas import sample_persona
+
+pytestmark = pytest.mark.slow
+
+
+class CountingBackend(FixedLatencyBackend):
+    """Sleeps like the fixed-latency backend and records the seed of every generation it runs."""
+
+    def __init__(self, latency_s: float) -> None:
+        super().__init__(latency_s)
+        self.seeds: list[int] = []
+        self._lock = threading.Lock()
+
+    def generate(self, request: Any) -> Any:
+        with self._lock:
+            self.seeds.append(request.seed)
+        return super().generate(request)
+
+
+@pytest.fixture
+def stage_env(settings_env: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch):  # type: ignore[no-untyped-def]
+    from tasks import resources
+    from tasks.bootstrap import ensure_concurrency_limit
+
+    settings = get_settings()
+    ensure_concurrency_limit(settings.concurrency_limit_name, settings.generation_slots)
+    repo = resources.repository()
+    repo.upsert_persona(sample_persona())
+    backend = CountingBackend(latency_s=0.2)
+    monkeypatch.setattr(resources, "image_backend", lambda: backend)
+    return repo, backend
+
+
+def _plan(repo: Any, batch_id: str, pieces: int) -> list[str]:
+    from contentforge.batch import validate_batch_request
+    from tasks import resources
+    from tasks.planning import select_templates_and_prompts
+
+    request = validate_batch_request(
+        repo,
+        resources.settings(),
+        persona="mia-fit",
+        num_pieces=pieces,
+        platform="instagram",
+        tier_mix=None,
+        seed=1,
+    )
+    return select_templates_and_prompts.fn(request, batch_id, None)
+
+
+def test_queued_generations_run_without_their_tasks_and_are_claimed_not_repeated(stage_env) -> None:  # type: ignore[no-untyped-def]
+    from flows.generate_images import generate_images
+    from tasks.images import _queued, queue_generations
+
+    repo, backend = stage_env
+    piece_ids = _plan(repo, "queued-batch-0001", 4)
+    keys = queue_generations([[piece_id] for piece_id in piece_ids], micro_batches=False)
+    assert keys == [(piece_id,) for piece_id in piece_ids]
+    deadline = time.monotonic() + 30
+    while len(backend.seeds) < 4 and time.monotonic() < deadline:  # no task run exists yet
+        time.sleep(0.05)
+    assert len(backend.seeds) == 4
+
+    outcome = generate_images(batch_id="queued-batch-0001", piece_ids=piece_ids)
+
+    assert outcome == dict.fromkeys(piece_ids, "generated")
+    rows = repo.pieces(batch_id="queued-batch-0001")
+    assert sorted(backend.seeds) == sorted(row.seed for row in rows), "each piece generated exactly once"
+    assert all(row.status is PieceStatus.generated and row.storage_key for row in rows)
+    assert not any(key in _queued for key in keys), "claimed generations are forgotten"
+
+
+def test_a_failed_queued_generation_is_retried_by_its_task(stage_env) -> None:  # type: ignore[no-untyped-def]
+    from tasks.images import generate_image, queue_generations
+
+    repo, backend = stage_env
+    [piece_id] = _plan(repo, "queued-batch-0002", 1)
+    real_generate = backend.generate
+    calls: list[datetime] = []
+
+    def fails_first(request: Any) -> Any:
+        calls.append(datetime.now(UTC))
+        if len(calls) == 1:
+            raise RuntimeError("CUDA error: out of memory")
+        return real_generate(request)
+
+    backend.generate = fails_first  # type: ignore[method-assign]
+    queue_generations([[piece_id]], micro_batches=False)
+    outcome = generate_image(piece_id)  # a task called outside a flow runs with its retries
+
+    assert outcome is not None and outcome.written
+    assert len(calls) == 2, "the queued attempt failed, the task's retry generated again"
+    assert repo.get_piece(piece_id).status is PieceStatus.generated
+
+
+def test_unclaimed_queued_generations_are_cancelled(stage_env) -> None:  # type: ignore[no-untyped-def]
+    from tasks import resources
+    from tasks.images import discard_queued, queue_generations
+
+    repo, backend = stage_env
+    piece_ids = _plan(repo, "queued-batch-0003", 12)
+    blocker = threading.Event()
+    slots = resources.settings().generation_slots
+    holds = [resources.dispatcher().submit(blocker.wait) for _ in range(slots)]  # every slot busy
+    keys = queue_generations([[piece_id] for piece_id in piece_ids], micro_batches=False)
+
+    assert discard_queued(keys) == 12
+    blocker.set()
+    for hold in holds:
+        hold.result(timeout=30)
+    time.sleep(0.5)
+    assert backend.seeds == [], "cancelled before any slot started them"
+    assert all(row.status is PieceStatus.planned for row in repo.pieces(batch_id="queued-batch-0003"))
+
+
+def test_pieces_are_moderated_while_later_images_are_still_generating(stage_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    from flows.produce_content_batch import produce_content_batch
+    from tasks import resources
+
+    repo, backend = stage_env
+    backend.latency_s = 1.0
+    real = resources.moderator()
+    moderated_at: list[datetime] = []
+
+    class Recording:
+        def __getattr__(self, name: str) -> Any:
+            return getattr(real, name)
+
+        def assess(self, *args: Any, **kwargs: Any) -> Any:
+            moderated_at.append(datetime.now(UTC))
+            return real.assess(*args, **kwargs)
+
+    monkeypatch.setattr(resources, "moderator", lambda: Recording())
+    stats = produce_content_batch(persona="mia-fit", num_pieces=15, seed=11)
+
+    rows = repo.pieces(batch_id=stats["batch_id"])
+    assert all(row.status in (PieceStatus.ready, PieceStatus.rejected) for row in rows)
+    assert len(moderated_at) == 15
+    last_image = max(row.finished_at for row in rows if row.finished_at)
+    assert min(moderated_at) < last_image, "moderation waited for the whole GPU stage"
+    stages = stats["stage_seconds"]
+    assert {"plan", "images", "hooks", "moderation"} <= stages.keys()
+    assert stages["moderation"] >= stages["images"]
