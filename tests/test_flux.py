@@ -242,3 +242,27 @@ def test_a_flux_lora_changes_the_image_and_unloading_restores_it(backend: Any, t
     assert [ref.source for ref in styled.record.loras] == [str(lora)]
     assert backend.unload_lora(spec) is True
     assert np.array_equal(pixels(backend.generate(request(51)).image), base)
+
+
+@pytest.mark.slow
+def test_a_fused_flux_lora_matches_the_unfused_one(backend: Any, flux_folder: Path, tmp_path: Path) -> None:
+    from peft.tuners.lora import LoraLayer
+
+    from contentforge.images.diffusers_backend import DiffusersBackend
+    from contentforge.images.tiny import build_tiny_flux_lora, build_tiny_flux_pipeline
+
+    lora = build_tiny_flux_lora(build_tiny_flux_pipeline(0), tmp_path / "ben_flux.safetensors", seed=2)
+    styled = request(61, loras=(LoraSpec(source=str(lora), scale=0.9),))
+    reference = backend.generate_arrays([styled])[0]
+    fused = DiffusersBackend.from_settings(
+        settings(
+            image_profile="model", image_model=str(flux_folder), image_device="cpu", image_lora_fuse=True
+        )
+    )
+    assert fused.pool_key == backend.pool_key  # same weights: the fused set is switched in and out
+    assert np.abs(fused.generate_arrays([styled])[0] - reference).max() < 1e-4
+    transformer = loaded_pool(backend).base.transformer
+    assert any(isinstance(m, LoraLayer) and m.merged_adapters for m in transformer.modules())
+    assert fused.generate(styled).record.extra["lora_fused"] == "true"
+    assert np.abs(backend.generate_arrays([styled])[0] - reference).max() < 1e-4
+    assert fused.unload_lora(styled.loras[0]) is True

@@ -106,3 +106,55 @@ def test_two_weighted_loras_change_the_image_and_unloading_restores_and_frees(
     assert np.array_equal(pixels(request()), base)
     # ...and it loads again on demand.
     assert np.array_equal(pixels(request((LoraSpec(source=str(anna), scale=1.0),))), only_anna)
+
+
+@pytest.mark.slow
+def test_fused_loras_match_unfused_switch_and_unload_cleanly(lora_files: tuple[Path, Path]) -> None:
+    """CONTENTFORGE_IMAGE_LORA_FUSE: same images (to rounding) as adapters, across persona switches."""
+    from peft.tuners.lora import LoraLayer
+
+    from contentforge.domain import LoraSpec
+    from contentforge.images.diffusers_backend import DiffusersBackend
+
+    anna, ben = lora_files
+    two = (LoraSpec(source=str(anna), scale=1.0), LoraSpec(source=str(ben), scale=0.5))
+    only_ben = (LoraSpec(source=str(ben), scale=1.0),)
+
+    def build(fuse: bool) -> Any:
+        options: dict[str, Any] = {"image_profile": "tiny", "image_device": "cpu", "image_lora_fuse": fuse}
+        return DiffusersBackend.from_settings(Settings(_env_file=None, **options))  # type: ignore[call-arg]
+
+    unfused, fused = build(False), build(True)
+    assert unfused.pool_key == fused.pool_key and "fused into the weights" in fused.describe()
+    pools.clear(unfused.pool_key)  # fresh weights: earlier tests' adapters must not be in the reference
+    try:
+        array = lambda backend, loras: backend.generate_arrays([request(loras)])[0]  # noqa: E731
+        base = array(unfused, ())
+        reference_two, reference_ben = array(unfused, two), array(unfused, only_ben)
+        assert (
+            np.abs(reference_two - base).mean() > 1e-3 and np.abs(reference_ben - reference_two).mean() > 1e-3
+        )
+
+        unet = pools.get_pool(fused.pool_key, lambda: pytest.fail("not loaded")).base.unet
+        lora_layers = [m for m in unet.modules() if isinstance(m, LoraLayer)]
+        merged = lambda: {name for layer in lora_layers for name in layer.merged_adapters}  # noqa: E731
+        assert np.abs(array(fused, two) - reference_two).max() < 1e-4
+        assert len(merged()) == 2, "the two adapters were not fused into the weights"
+        # Switching persona after fusing: the previous set is unfused, the new one fused.
+        assert np.abs(array(fused, only_ben) - reference_ben).max() < 1e-4
+        assert len(merged()) == 1
+        # An unfused backend on the same pool runs on unfused weights, not on the fused set.
+        assert np.abs(array(unfused, only_ben) - reference_ben).max() < 1e-4 and not merged()
+
+        fused_image, plain_image = fused.generate(request(only_ben)), unfused.generate(request(only_ben))
+        assert fused_image.record.extra["lora_fused"] == "true"
+        assert "lora_fused" not in plain_image.record.extra
+        assert "lora_fused" not in fused.generate(request()).record.extra  # no LoRA, nothing fused
+        assert fused_image.record.fingerprint() != plain_image.record.fingerprint()
+
+        # Unloading unfuses first: the base image comes back (to rounding) and no adapter is left.
+        assert fused.unload_lora(only_ben[0]) is True and fused.unload_lora(two[0]) is True
+        assert fused.loaded_lora_adapters() == [] and not merged()
+        assert np.abs(array(fused, ()) - base).max() < 1e-4
+    finally:
+        pools.clear(unfused.pool_key)

@@ -13,6 +13,10 @@ pipeline call with one ``torch.Generator`` per image, so item i is the image a s
 gives (diffusers draws each image's starting noise from its own generator). Requests whose prompt
 embeddings have different lengths (a long prompt has more 77-token chunks) run as separate calls,
 because padding them to one length would change their pixels.
+
+LoRA fusing (``CONTENTFORGE_IMAGE_LORA_FUSE``): the active LoRA set is merged into the shared weights at
+each switch and unmerged before the next, so denoising runs at base-model speed; the weights stay right
+to rounding only (see ``Settings.image_lora_fuse``), and fused generations are recorded as such.
 """
 
 from __future__ import annotations
@@ -118,6 +122,8 @@ class LoadInfo:
     load_seconds: float
     size_bytes: int
     options: list[str] = field(default_factory=list)
+    fused: tuple[tuple[str, float], ...] = ()
+    """Adapters (name, scale) fused into the shared weights now; changed only under the adapter gate."""
 
 
 @dataclass(frozen=True)
@@ -157,6 +163,7 @@ class DiffusersBackend:
         micro_batch: int = 1,
         vae_slicing: bool = False,
         vae_tiling: bool = False,
+        lora_fuse: bool = False,
     ) -> None:
         self.name = name
         self.model_id = model_id
@@ -171,6 +178,7 @@ class DiffusersBackend:
         self.micro_batch = max(1, micro_batch)
         self.vae_slicing = vae_slicing
         self.vae_tiling = vae_tiling
+        self.lora_fuse = lora_fuse
         self._load = load
         self._device_reason = device_reason
         self._family_reason = family_reason
@@ -212,6 +220,7 @@ class DiffusersBackend:
             or (AUTO_MICRO_BATCH_GPU if on_gpu else AUTO_MICRO_BATCH_CPU),
             "vae_slicing": settings.image_vae_slicing,
             "vae_tiling": settings.image_vae_tiling,
+            "lora_fuse": settings.image_lora_fuse,
         }
         if tiny:
             if settings.image_family == "sd15":
@@ -286,7 +295,8 @@ class DiffusersBackend:
             f"({_dtype_name(self.dtype)}; {self._device_reason}); memory strategy {self.strategy}, "
             f"pool budget {self.budget_bytes / 2**20 if self.budget_bytes else 0:.0f} MB "
             f"({self._budget_reason}); micro-batches of up to {self.micro_batch}; "
-            f"up to {self.replicas} concurrent call(s) sharing one copy of the weights; {self._why}"
+            f"up to {self.replicas} concurrent call(s) sharing one copy of the weights; "
+            f"LoRAs {'fused into the weights' if self.lora_fuse else 'as adapters'}; {self._why}"
         )
 
     def warm_up(self) -> None:
@@ -316,14 +326,14 @@ class DiffusersBackend:
         started = time.perf_counter()
         loras = [self._resolve_lora(spec) for spec in requests[0].loras]
         active = [lora for lora in loras if lora.spec.scale != 0]
-        adapters = tuple((lora.name, lora.spec.scale) for lora in active)
+        fused = self.lora_fuse and bool(active)
         warm, before = self.pool_key in pools.loaded_keys(), time.perf_counter()
         pool = self._pool()
         # Load time attributable to this call: the pipeline load it ran or waited for, plus LoRA loads.
         load_seconds = [0.0 if warm else time.perf_counter() - before]
         info: LoadInfo = pool.info
         switch = lambda: load_seconds.append(self._switch_adapters(pool, active))  # noqa: E731
-        with pool.lease(adapters, switch) as replica:
+        with pool.lease(self._adapter_key(active), switch) as replica:
             arrays, scheduler, phases = self._run_batch(replica, list(requests))
         seconds = time.perf_counter() - started
         extra = {
@@ -337,6 +347,8 @@ class DiffusersBackend:
         }
         if info.options:
             extra["memory_options"] = ",".join(info.options)
+        if fused:
+            extra["lora_fused"] = "true"  # only when fused: unfused records keep their fingerprints
         results = []
         for request, array, (denoise_s, decode_s) in zip(requests, arrays, phases, strict=True):
             notes = dict(extra)
@@ -378,8 +390,7 @@ class DiffusersBackend:
         loras = [self._resolve_lora(spec) for spec in requests[0].loras]
         active = [lora for lora in loras if lora.spec.scale != 0]
         pool = self._pool()
-        adapters = tuple((lora.name, lora.spec.scale) for lora in active)
-        with pool.lease(adapters, lambda: self._switch_adapters(pool, active)) as replica:
+        with pool.lease(self._adapter_key(active), lambda: self._switch_adapters(pool, active)) as replica:
             arrays, _, _ = self._run_batch(replica, list(requests))
         return arrays
 
@@ -390,6 +401,7 @@ class DiffusersBackend:
         removed: list[str] = []
 
         def unload() -> None:
+            _unfuse(pool)
             if name in pool.loaded_adapters:
                 pool.base.delete_adapters([name])
                 del pool.loaded_adapters[name]
@@ -488,7 +500,9 @@ class DiffusersBackend:
         Returns the seconds spent loading LoRA files (0 when all were loaded already).
         """
         pipe = pool.base
-        loading = 0.0
+        began = time.perf_counter()
+        _unfuse(pool)  # fused weights hold the previous set; they must be clean before anything changes
+        loading = time.perf_counter() - began
         wanted = {lora.name for lora in active}
         for lora in active:
             if lora.name in pool.loaded_adapters:
@@ -509,10 +523,24 @@ class DiffusersBackend:
                 pipe.disable_lora()
             return loading
         pipe.enable_lora()
-        pipe.set_adapters(
-            [lora.name for lora in active], adapter_weights=[lora.spec.scale for lora in active]
-        )
+        names = [lora.name for lora in active]
+        pipe.set_adapters(names, adapter_weights=[lora.spec.scale for lora in active])
+        if self.lora_fuse:
+            began = time.perf_counter()
+            # The adapter weights set above are folded in; lora_scale=1.0 adds no second scaling.
+            pipe.fuse_lora(adapter_names=names, lora_scale=1.0)
+            pool.info.fused = tuple((lora.name, lora.spec.scale) for lora in active)
+            loading += time.perf_counter() - began
         return loading
+
+    def _adapter_key(self, active: list[_ResolvedLora]) -> tuple[Any, ...]:
+        """The adapter gate's key: the LoRA set, and whether it runs fused.
+
+        Fused and unfused backends can share one pool (same weights); the key keeps one from running on
+        the other's weights. Without LoRAs there is nothing to fuse, so both share the plain key.
+        """
+        adapters = tuple((lora.name, lora.spec.scale) for lora in active)
+        return ("fused", adapters) if self.lora_fuse and adapters else adapters
 
     def _load_adapter(self, pool: pools.PipelinePool[Replica], lora: _ResolvedLora) -> None:
         spec = lora.spec
@@ -660,6 +688,13 @@ def flux_max_sequence(pipe: Any) -> int:
     """
     declared = getattr(pipe.tokenizer_2, "model_max_length", None) or FLUX_MAX_SEQUENCE
     return int(min(FLUX_MAX_SEQUENCE, declared))
+
+
+def _unfuse(pool: pools.PipelinePool[Replica]) -> None:
+    """Subtract fused LoRAs from the shared weights again (call only while nothing generates)."""
+    if pool.info.fused:
+        pool.base.unfuse_lora()
+        pool.info.fused = ()
 
 
 def _stack(inputs: list[dict[str, Any]]) -> dict[str, Any]:

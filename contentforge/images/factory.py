@@ -37,6 +37,7 @@ def backend_key(settings: Settings) -> tuple[object, ...]:
         settings.image_vae_tiling,
         settings.image_quantization,
         settings.image_micro_batch,
+        settings.image_lora_fuse,
         settings.replicate_base_url,
         settings.replicate_model,
         settings.replicate_cost_usd,
