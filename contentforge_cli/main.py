@@ -693,7 +693,7 @@ def _dna_table(dna: Any) -> Table:
 def brand_research(
     name: Annotated[str, typer.Argument(help="The brand's name.")],
     url: Annotated[list[str] | None, typer.Option("--url", "-u", help="Website URL (repeatable).")] = None,
-    doc: Annotated[list[Path] | None, typer.Option("--doc", "-d", help="A .txt/.md/.html document.")] = None,
+    doc: Annotated[list[Path] | None, typer.Option("--doc", "-d", help="A .txt/.md/.html/.pdf file.")] = None,
 ) -> None:
     """Research a brand (flow research-brand) and print its DNA; each field with its source or unknown."""
     from contentforge.research.documents import load_document

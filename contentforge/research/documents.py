@@ -1,12 +1,17 @@
-"""Uploaded documents (``.txt``, ``.md``, ``.html``; ``.pdf`` with pypdf) as research sources."""
+"""Uploaded documents (``.txt``, ``.md``, ``.html``, ``.pdf``) as research sources.
+
+Every document is read as data and cited as ``upload:<file name>``; a PDF's text comes from
+``contentforge.research.pdf`` (page and size limits; encrypted or image-only PDFs are refused with
+what to do instead).
+"""
 
 from __future__ import annotations
 
 from pathlib import Path
 
 from contentforge.errors import InvalidInput
-from contentforge.research.fetch import pdf_supported, pdf_text
 from contentforge.research.html_text import PageContent, parse_document
+from contentforge.research.pdf import pdf_supported, pdf_text
 
 DOCUMENT_KINDS = {".txt": "text", ".md": "markdown", ".markdown": "markdown", ".html": "html", ".htm": "html"}
 MAX_DOCUMENT_BYTES = 10_000_000
@@ -27,8 +32,7 @@ def load_document(path: Path, max_bytes: int = MAX_DOCUMENT_BYTES) -> PageConten
             )
     elif suffix not in DOCUMENT_KINDS:
         raise InvalidInput(
-            f"{path}: unsupported document type {suffix or '(none)'!r}; "
-            "use .txt, .md or .html (or .pdf with pypdf)"
+            f"{path}: unsupported document type {suffix or '(none)'!r}; use .txt, .md, .html or .pdf"
         )
     try:
         size = path.stat().st_size
@@ -39,5 +43,5 @@ def load_document(path: Path, max_bytes: int = MAX_DOCUMENT_BYTES) -> PageConten
         raise InvalidInput(f"{path}: cannot read document ({exc.strerror})") from exc
     source = document_source(path)
     if suffix == ".pdf":
-        return parse_document(pdf_text(data, source), "text", source)
+        return parse_document(pdf_text(data, str(path)), "text", source)
     return parse_document(data.decode("utf-8", "replace"), DOCUMENT_KINDS[suffix], source)

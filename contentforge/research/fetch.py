@@ -15,8 +15,8 @@
 - robots.txt is read once per origin and obeyed as RFC 9309 says: 4xx means no rules, 5xx or an
   unreachable file means everything is disallowed.
 - The body is streamed and cut off past ``max_bytes`` (``TooLarge``), the whole fetch has a
-  deadline of ``timeout_s`` (``FetchTimeout``), and only HTML, plain text and Markdown are read
-  (PDF too when the pure-python ``pypdf`` is installed).
+  deadline of ``timeout_s`` (``FetchTimeout``), and only HTML, plain text, Markdown and PDF are read
+  (PDF through ``contentforge.research.pdf``; one it cannot read is ``UnsupportedContent``).
 """
 
 from __future__ import annotations
@@ -43,6 +43,7 @@ from contentforge.research.errors import (
     TooManyRedirects,
     UnsupportedContent,
 )
+from contentforge.research.pdf import PdfUnreadable, pdf_supported, pdf_text
 
 log = logging.getLogger(__name__)
 
@@ -197,9 +198,13 @@ class SafeFetcher:
         if got.status >= 400:
             raise FetchFailed(f"HTTP {got.status}", url=got.url)
         kind = CONTENT_KINDS[got.content_type]
-        text = (
-            pdf_text(got.body, url) if kind == "pdf" else got.body.decode(got.charset or "utf-8", "replace")
-        )
+        if kind == "pdf":
+            try:
+                text = pdf_text(got.body, got.url)
+            except PdfUnreadable as exc:  # a fetched page that cannot be read is skipped, not fatal
+                raise UnsupportedContent(str(exc), url=got.url) from None
+        else:
+            text = got.body.decode(got.charset or "utf-8", "replace")
         return FetchedDocument(
             url=url, final_url=got.url, kind=kind, body=text, size=len(got.body), redirects=got.redirects
         )
@@ -315,28 +320,3 @@ def _check_kind(content_type: str, kinds: dict[str, str], url: str) -> None:
         )
     if kinds[content_type] == "pdf" and not pdf_supported():
         raise UnsupportedContent("PDF needs the pure-python package pypdf (pip install pypdf)", url=url)
-
-
-def pdf_supported() -> bool:
-    try:
-        import pypdf  # noqa: F401
-    except ImportError:
-        return False
-    return True
-
-
-def pdf_text(data: bytes, source: str) -> str:
-    """Text of a PDF with pypdf (pure python, optional)."""
-    import io
-
-    try:
-        import pypdf
-    except ImportError:
-        raise UnsupportedContent(
-            "PDF needs the pure-python package pypdf (pip install pypdf)", url=source
-        ) from None
-    try:
-        reader = pypdf.PdfReader(io.BytesIO(data))
-        return "\n\n".join(page.extract_text() or "" for page in reader.pages)
-    except Exception as exc:  # pypdf raises many types for broken files
-        raise UnsupportedContent(f"unreadable PDF: {exc}", url=source) from None
