@@ -225,3 +225,33 @@ def test_cli_brand_research_show_and_random_persona(env: BrandSite, prefect_serv
     assert [p.niche for p in saved] == ["fitness"]
     bad = runner.invoke(app, ["personas", "random", "--type", "underwater basket weaving"])
     assert bad.exit_code == 2 and "unknown persona type" in bad.output
+
+
+def test_research_flow_charges_its_model_calls_to_the_ledger(
+    env: BrandSite, prefect_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Through Prefect (and the 'llm' slot), each paid call lands in the ledger charged to the brand."""
+    from llm_fakes import FakeAnthropic
+    from sqlalchemy import select
+
+    from contentforge.db.models import CostEntryORM
+
+    with FakeAnthropic() as fake:
+        monkeypatch.setenv("CONTENTFORGE_TEXT_PROVIDERS", "anthropic,offline")
+        monkeypatch.setenv("CONTENTFORGE_ANTHROPIC_API_KEY", "test-key")
+        monkeypatch.setenv("CONTENTFORGE_ANTHROPIC_BASE_URL", fake.url)
+        monkeypatch.setenv("CONTENTFORGE_TEXT_MAX_ATTEMPTS", "1")
+        monkeypatch.setenv("CONTENTFORGE_TEXT_PRICES", '{"claude-test": [3.0, 15.0]}')
+        get_settings.cache_clear()
+        fake.text("no JSON here", input_tokens=2000, output_tokens=100)
+        fake.text("nor here", input_tokens=2500, output_tokens=50)
+        summary = _research(env)
+    assert summary["extractor"] == "heuristic", "the model never validated, so the rules answered"
+    with resources.repository().engine.connect() as conn:
+        rows = conn.execute(select(CostEntryORM).order_by(CostEntryORM.id)).all()
+    assert [(r.step, r.brand_id, r.batch_id, r.provider) for r in rows] == [
+        ("research_brand", "trailbean", None, "anthropic")
+    ] * 2
+    assert [r.amount_usd for r in rows] == pytest.approx(
+        [(2000 * 3 + 100 * 15) / 1e6, (2500 * 3 + 50 * 15) / 1e6]
+    )
