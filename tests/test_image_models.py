@@ -340,39 +340,3 @@ def test_logs_say_which_strategy_was_chosen(caplog: pytest.LogCaptureFixture) ->
         assert backend.load_info().strategy == "on_device" and backend.load_info().size_bytes > 0
     finally:
         pools.clear(backend.pool_key)
-
-
-@pytest.mark.slow
-def test_gpu_benchmark_script_runs_on_the_tiny_pipeline() -> None:
-    import subprocess
-    import sys
-
-    root = Path(__file__).resolve().parents[1]
-    completed = subprocess.run(
-        [
-            sys.executable,
-            str(root / "benchmarks" / "gpu_images.py"),
-            "--device",
-            "cpu",
-            "--images",
-            "3",
-            "--micro-batch",
-            "2",
-            "--steps",
-            "2",
-            "--width",
-            "64",
-            "--height",
-            "64",
-        ],
-        capture_output=True,
-        text=True,
-        timeout=300,
-        check=True,
-        cwd=root,
-    )
-    figures = json.loads(completed.stdout)
-    assert figures["tiny_random_weights"] is True and figures["device"] == "cpu"
-    assert (figures["images"], figures["micro_batch"], figures["resolution"]) == (3, 2, "64x64")
-    assert figures["strategy"] == "on_device" and figures["peak_vram_mb"] is None
-    assert figures["s_per_image"] > 0 and figures["peak_rss_mb"] > 50 and figures["weights_mb"] > 1
