@@ -55,6 +55,17 @@ def _warm_then_wait_for_go(sync_dir: Path, batch_id: str) -> None:
         time.sleep(0.05)
 
 
+def _trace_dispatch(path: Path) -> None:
+    """Log the slot dispatcher's grants, refusals and releases with wall-clock times (``--trace``)."""
+    import logging
+
+    handler = logging.FileHandler(path)
+    handler.setFormatter(logging.Formatter("%(created).3f %(threadName)s %(message)s"))
+    dispatch_logger = logging.getLogger("tasks.dispatch")
+    dispatch_logger.setLevel(logging.DEBUG)
+    dispatch_logger.addHandler(handler)
+
+
 def _bare_loop_seconds(count: int, backend: Any, threads: int) -> float:
     """The same generations in a plain loop of ``threads`` threads: the floor orchestration adds to."""
     from concurrent.futures import ThreadPoolExecutor
@@ -125,13 +136,22 @@ def main() -> None:
     parser.add_argument("--profile", choices=["fixed-latency", "tiny"], default="fixed-latency")
     parser.add_argument("--mode", choices=["processes", "threads", "deployed"], default="processes")
     parser.add_argument("--data-dir", type=Path, default=None, help="default: a fresh temporary directory")
+    parser.add_argument(
+        "--prefect-db-url",
+        help="run a Prefect server on this database (postgresql+asyncpg://…) on port 4210 instead of SQLite",
+    )
+    parser.add_argument("--trace", action="store_true", help="log slot grants per batch into DATA_DIR")
     parser.add_argument("--worker", nargs=3, metavar=("BATCH_ID", "PIECES", "SEED"), help=argparse.SUPPRESS)
     args = parser.parse_args()
 
     if args.worker:
         batch_id, pieces, seed = args.worker
-        _warm_then_wait_for_go(Path(os.environ["CONTENTFORGE_BENCH_SYNC_DIR"]), batch_id)
+        if os.environ.get("CONTENTFORGE_BENCH_TRACE"):
+            _trace_dispatch(Path(os.environ["CONTENTFORGE_BENCH_TRACE"]) / f"dispatch-{batch_id[:6]}.log")
+        sync_dir = Path(os.environ["CONTENTFORGE_BENCH_SYNC_DIR"])
+        _warm_then_wait_for_go(sync_dir, batch_id)
         _run_one_batch(batch_id, int(pieces), int(seed))
+        (sync_dir / f"done-{batch_id}").write_text(repr(time.time()))
         return
 
     data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="contentforge-bench-"))
@@ -141,6 +161,9 @@ def main() -> None:
         CONTENTFORGE_FIXED_LATENCY_S=str(args.latency),
         PREFECT_LOGGING_LEVEL="WARNING",
     )
+    if args.prefect_db_url:  # its own port, so a running SQLite server is never reused by mistake
+        os.environ["CONTENTFORGE_PREFECT_DATABASE_URL"] = args.prefect_db_url
+        os.environ["CONTENTFORGE_PREFECT_PORT"] = "4210"
     from contentforge.config import get_settings
     from contentforge.metrics import concurrency_figures
     from contentforge.personas import sample_persona
@@ -164,6 +187,8 @@ def main() -> None:
         sync_dir = data_dir / "sync"
         sync_dir.mkdir(exist_ok=True)
         env = dict(os.environ, CONTENTFORGE_BENCH_SYNC_DIR=str(sync_dir))
+        if args.trace:
+            env["CONTENTFORGE_BENCH_TRACE"] = str(data_dir)
         workers = [
             subprocess.Popen(
                 [sys.executable, __file__, "--worker", batch_id, str(args.pieces), str(seed)],
@@ -177,7 +202,7 @@ def main() -> None:
                 raise SystemExit("a batch process exited before it was ready")
             time.sleep(0.1)
         (sync_dir / "go").touch()
-    started = time.perf_counter()
+    started, started_at = time.perf_counter(), time.time()
     if args.mode == "deployed":
         _run_deployed(batch_ids, args.pieces, settings, server.api_url, data_dir, args)
     elif args.mode == "threads":
@@ -193,7 +218,10 @@ def main() -> None:
         codes = [worker.wait() for worker in workers]
         if any(codes):
             raise SystemExit(f"a batch process failed: exit codes {codes}")
-    wall_s = time.perf_counter() - started
+    exit_wall_s = time.perf_counter() - started
+    # Batches are done when their flows return; a process then still flushes Prefect's logs and events.
+    done = [float(path.read_text()) for path in (data_dir / "sync").glob("done-*")]
+    wall_s = max(done) - started_at if args.mode == "processes" else exit_wall_s
 
     rows = [row for batch_id in batch_ids for row in repo.pieces(batch_id=batch_id)]
     bare = _bare_loop_seconds(len(rows), resources.image_backend(), settings.generation_slots)
@@ -211,6 +239,7 @@ def main() -> None:
                 "pieces": len(rows),
                 "pieces_generated": figures.pieces,
                 "wall_s": round(wall_s, 3),
+                "process_exit_wall_s": round(exit_wall_s, 3),
                 "generation_phase_s": round(figures.phase_seconds, 3),
                 "generation_s_sum": round(generation_s_sum, 3),
                 "overhead_ms_per_piece": round(1000 * (wall_s - ideal_wall) / max(len(rows), 1), 1),
@@ -219,6 +248,8 @@ def main() -> None:
                 "slots": settings.generation_slots,
                 "bare_loop_wall_s": round(bare, 3),
                 "gap_to_bare": round((wall_s - bare) / wall_s, 3),
+                "phase_gap_to_bare": round((figures.phase_seconds - bare) / figures.phase_seconds, 3),
+                "prefect_database": "postgresql" if settings.prefect_database_url else "sqlite",
                 "prefect_api": server.api_url,
             }
         )

@@ -67,17 +67,34 @@ def generate_images(
     progress = BatchProgress(
         batch_id, progress_steps or len(piece_ids), progress_artifact_id, key_suffix="images"
     )
-    size = backend_micro_batch(backend)
-    groups = plan_micro_batches(piece_ids, size) if size > 1 else [[piece_id] for piece_id in piece_ids]
-    if size > 1:
-        logger.info("%d pieces in %d micro-batch(es) of up to %d", len(piece_ids), len(groups), size)
+    groups, micro_batches = plan_generation_groups(piece_ids)
+    if micro_batches:
+        logger.info("%d pieces in %d micro-batch(es)", len(piece_ids), len(groups))
     # Every generation waits for a slot from now on, not from when its task run starts (tasks/images.py).
-    queued = queue_generations(groups, micro_batches=size > 1)
+    queued = queue_generations(groups, micro_batches=micro_batches)
     try:
-        outcome = _run_tasks(batch_id, groups, size > 1, progress, logger)
+        outcome = _run_tasks(batch_id, groups, micro_batches, progress, logger)
     finally:
         discard_queued(queued)
     return outcome
+
+
+def plan_generation_groups(piece_ids: list[str]) -> tuple[list[list[str]], bool]:
+    """The groups of pieces generated together (one per task and slot), and whether they are micro-batches."""
+    size = backend_micro_batch(resources.image_backend())
+    if size > 1:
+        return plan_micro_batches(piece_ids, size), True
+    return [[piece_id] for piece_id in piece_ids], False
+
+
+def queue_ahead(piece_ids: list[str]) -> list[tuple[str, ...]]:
+    """Queue the pieces' generations in this process now, exactly as ``generate_images`` will group them.
+
+    The batch flow calls it in local mode before starting the GPU stage subflow, so the slots start
+    working while the subflow run is still being created; the subflow's tasks then claim the results.
+    """
+    groups, micro_batches = plan_generation_groups(piece_ids)
+    return queue_generations(groups, micro_batches=micro_batches)
 
 
 def _run_tasks(

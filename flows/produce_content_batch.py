@@ -29,10 +29,11 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from contentforge.domain import PieceStatus
 from contentforge.summary import batch_summary_markdown, batch_summary_table
 from contentforge_api.gallery import gallery_url
-from flows.generate_images import generate_images
+from flows.generate_images import generate_images, queue_ahead
 from flows.progress import BatchProgress
 from tasks import resources
 from tasks.bootstrap import bootstrap_limits
+from tasks.images import discard_queued
 from tasks.moderation import moderate
 from tasks.planning import select_templates_and_prompts, validate_request
 from tasks.text import write_hooks
@@ -74,12 +75,15 @@ def produce_content_batch(
 
     steps_per_piece = 1 + int(include_hooks) + int(safety_check)
     progress = BatchProgress(batch_id, steps_per_piece * len(piece_ids))
-    # The GPU stage first: it holds one of the task runner's threads for its whole run.
-    images = gpu_stage.submit(batch_id, piece_ids)
-    hook_futures = (
-        {piece_id: write_hooks.submit(piece_id, platform) for piece_id in piece_ids} if include_hooks else {}
-    )
-    stage_seconds |= follow_production(batch_id, images, hook_futures, safety_check, progress, logger)
+    # In local mode the generations start now, while the GPU stage's subflow run is being created.
+    queued = [] if resources.settings().gpu_deployment else queue_ahead(piece_ids)
+    try:
+        # The GPU stage first: it holds one of the task runner's threads for its whole run.
+        images = gpu_stage.submit(batch_id, piece_ids)
+        hook_futures = {pid: write_hooks.submit(pid, platform) for pid in piece_ids} if include_hooks else {}
+        stage_seconds |= follow_production(batch_id, images, hook_futures, safety_check, progress, logger)
+    finally:
+        discard_queued(queued)
 
     repo = resources.repository()
     stats = repo.batch_stats(batch_id)

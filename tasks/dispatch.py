@@ -156,6 +156,7 @@ class SlotDispatcher:
 
     def _serve_one_lease(self, client: SyncPrefectClient) -> bool:
         """Acquire one slot and drain work inside it; False if the server refused the slot."""
+        asked = time.monotonic()
         try:
             response = client.increment_concurrency_slots_with_lease(
                 names=[self.limit_name], slots=1, mode="concurrency", lease_duration=self.lease_s
@@ -164,8 +165,10 @@ class SlotDispatcher:
             wait = _retry_after(exc)
             if wait is None:
                 raise
+            logger.debug("%s: refused in %.3f s", self.limit_name, time.monotonic() - asked)
             time.sleep(min(wait, self.poll_s) * random.uniform(0.5, 1.0))
             return False
+        logger.debug("%s: slot granted in %.3f s", self.limit_name, time.monotonic() - asked)
         body = response.json()
         if not body.get("limits"):
             # strict: a missing limit must never mean "run unlimited".
@@ -186,6 +189,7 @@ class SlotDispatcher:
         finally:
             held.set()
             renewer.join()
+            logger.debug("%s: releasing a slot", self.limit_name)
             try:
                 client.release_concurrency_slots_with_lease(lease_id)
             except Exception as exc:  # the lease then expires by itself after lease_s
@@ -215,6 +219,7 @@ class SlotDispatcher:
                 self._pending -= 1
             if not future.set_running_or_notify_cancel():
                 continue
+            logger.debug("%s: work started", self.limit_name)
             try:
                 future.set_result(fn())
             except BaseException as exc:  # the caller's task decides what a failure means
