@@ -95,8 +95,12 @@ class Settings(BaseSettings):
     """
     replicate_api_token: SecretStr | None = None
     replicate_base_url: str = Field(default="https://api.replicate.com")
-    replicate_model: str = Field(default="black-forest-labs/flux-schnell", description="owner/name")
-    replicate_cost_usd: float = Field(default=0.003, ge=0.0, description="Charged per Replicate image.")
+    replicate_model: str = Field(default="black-forest-labs/flux-1.1-pro", description="owner/name")
+    replicate_cost_usd: float = Field(
+        default=0.04,
+        ge=0.0,
+        description="Per Replicate image: flux-1.1-pro's list price; set your model's (schnell ~0.003).",
+    )
     replicate_timeout_s: float = Field(default=120.0, gt=0.0, description="Per prediction, polling included.")
     # --- end image engine ---
 

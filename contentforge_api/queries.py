@@ -143,6 +143,15 @@ class ContentQueries:
                     .group_by(CostEntryORM.kind)
                 )
             }
+            # Strategy steps (topics, blog posts, social posts) have no batch; they name the persona.
+            cost_by_step = {
+                str(step): float(total)
+                for step, total in session.execute(
+                    select(CostEntryORM.step, func.sum(CostEntryORM.amount_usd))
+                    .where(CostEntryORM.batch_id.is_(None), CostEntryORM.persona_id == persona_id)
+                    .group_by(CostEntryORM.step)
+                )
+            }
             batches = session.scalar(select(func.count()).where(BatchORM.persona_id == persona_id))
             latest = session.scalar(
                 select(BatchORM.id)
@@ -159,8 +168,9 @@ class ContentQueries:
                 "by_tier": grouped(PieceORM.tier),
                 "by_platform": grouped(BatchORM.platform, BatchORM),
                 "pending_review": by_status.get(PieceStatus.needs_review.value, 0),
-                "cost_usd_total": sum(cost_by_kind.values()),
+                "cost_usd_total": sum(cost_by_kind.values()) + sum(cost_by_step.values()),
                 "cost_usd_by_kind": cost_by_kind,
+                "strategy_cost_usd_by_step": cost_by_step,
                 "generation_seconds_mean": None if seconds_mean is None else float(seconds_mean),
                 "latest_batch_id": latest,
             }

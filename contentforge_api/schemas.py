@@ -184,7 +184,11 @@ class PersonaStats(BaseModel):
     by_platform: dict[str, int]
     pending_review: int
     cost_usd_total: float
+    """Batches' costs plus the persona's strategy steps (topics, blog posts, social posts)."""
     cost_usd_by_kind: dict[str, float]
+    """Batch costs by kind (image, text, moderation, publishing)."""
+    strategy_cost_usd_by_step: dict[str, float]
+    """Model calls of strategy steps that worked for this persona; they belong to no batch."""
     generation_seconds_mean: float | None
     latest_batch_id: str | None
 

@@ -266,6 +266,20 @@ def test_persona_stats(client: TestClient) -> None:
     assert stats["cost_usd_by_kind"]["image"] == pytest.approx(7 * 0.002)
     assert stats["cost_usd_total"] == pytest.approx(7 * 0.002 + 0.001)
     assert stats["latest_batch_id"] == "b2"
+    assert stats["strategy_cost_usd_by_step"] == {}
+
+
+def test_persona_stats_include_the_personas_strategy_costs(world: World, client: TestClient) -> None:
+    repo = world.repo
+    repo.add_strategy_cost("plan_topics", provider="anthropic", amount_usd=0.03, persona_id="ava")
+    repo.add_strategy_cost("write_blog_post", provider="anthropic", amount_usd=0.2, persona_id="ava")
+    repo.add_strategy_cost("plan_topics", provider="openai", amount_usd=5.0, persona_id="leo")  # not ava's
+    stats = client.get("/api/v1/personas/ava/stats", headers=AUTH).json()
+    assert stats["strategy_cost_usd_by_step"] == {
+        "plan_topics": pytest.approx(0.03),
+        "write_blog_post": pytest.approx(0.2),
+    }
+    assert stats["cost_usd_total"] == pytest.approx(7 * 0.002 + 0.001 + 0.23)
     empty = client.get("/api/v1/personas/leo/stats", headers=AUTH).json()
     assert (
         empty["pieces"] == 0 and empty["latest_batch_id"] is None and empty["generation_seconds_mean"] is None

@@ -242,8 +242,10 @@ def test_success_goes_through_the_official_client(
     assert result.cost_usd == 0.04 and stored.extra["cost_usd"] == "0.04"
     assert stored.extra["prediction_id"] == "p0" and stored.extra["predict_time_s"] == "0.8"
     assert stored.extra["aspect_ratio"] == "4:5" and stored.extra["output_size"] == "64x48"
-    # Per-run facts stay out of ``record``: the same request gives an equal record.
+    # Per-run facts stay out of ``record`` and of the stored record's fingerprint: regenerating the same
+    # request (a new prediction) gives the same fingerprint.
     assert "prediction_id" not in result.record.extra
+    assert stored.fingerprint() == result.record.fingerprint()
 
     create = fake.requests[0]
     assert (create.method, create.path) == ("POST", f"/v1/models/{DEFAULT_MODEL}/predictions")

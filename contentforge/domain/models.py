@@ -178,8 +178,11 @@ class TierMix(BaseModel):
         return {TemplateTier.safe: total - suggestive, TemplateTier.suggestive: suggestive}
 
 
-MEASURED_EXTRA_KEYS = frozenset({"load_s", "denoise_s", "decode_s", "cost_usd"})
-"""``GenerationRecord.extra`` entries that measure a run (``contentforge.images.timings``), not the image."""
+MEASURED_EXTRA_KEYS = frozenset(
+    {"load_s", "denoise_s", "decode_s", "cost_usd", "prediction_id", "predict_time_s"}
+)
+"""``GenerationRecord.extra`` entries that measure a run (``contentforge.images.timings``, and a remote
+backend's prediction id and server time), not the image: left out of the fingerprint."""
 
 
 class GenerationRecord(BaseModel):
