@@ -10,8 +10,10 @@ queued generations back to back inside that slot, releasing it once the local qu
 for ``linger_s``. Every generation still runs inside a slot of the global limit, so across all
 processes and workers at most ``limit`` generations run at once; but a slot changes hands locally
 in microseconds, and only holders (never individual pieces) talk to the server. A holder refused by
-the server (other processes hold the slots) retries after ``min(Retry-After, poll_s)`` with jitter,
-so at most ``max_slots`` bounded pollers per process exist.
+the server (other processes hold the slots) retries after ``min(Retry-After, poll_s)`` with jitter;
+only one holder per process asks at a time (the others wait for it locally), so a process adds at most
+one request per ``poll_s`` however much work it has waiting, and ``poll_s`` can be short enough that a
+slot freed by another process is taken again within a fraction of a second.
 
 Holders call the server's lease API directly (increment with lease, renew, release) with their own
 client. Prefect's ``concurrency()`` context manager funnels every acquisition of a process through one
@@ -63,7 +65,7 @@ class SlotDispatcher:
         limit_name: str,
         max_slots: int,
         linger_s: float = 0.25,
-        poll_s: float = 0.5,
+        poll_s: float = 0.2,
         lease_s: float = 60.0,
     ) -> None:
         self.limit_name = limit_name
@@ -80,6 +82,8 @@ class SlotDispatcher:
         self._pending = 0
         self.leases_taken = 0
         self._threads: list[threading.Thread] = []
+        self._asking = threading.Lock()
+        """Held by the one holder of this process that is asking the server for a slot."""
         """How many slots were acquired from the server; far fewer than the work items when busy."""
 
     def submit(self, fn: Callable[[], T]) -> Future[T]:
@@ -156,18 +160,21 @@ class SlotDispatcher:
 
     def _serve_one_lease(self, client: SyncPrefectClient) -> bool:
         """Acquire one slot and drain work inside it; False if the server refused the slot."""
-        asked = time.monotonic()
-        try:
-            response = client.increment_concurrency_slots_with_lease(
-                names=[self.limit_name], slots=1, mode="concurrency", lease_duration=self.lease_s
-            )
-        except httpx.HTTPStatusError as exc:
-            wait = _retry_after(exc)
-            if wait is None:
-                raise
-            logger.debug("%s: refused in %.3f s", self.limit_name, time.monotonic() - asked)
-            time.sleep(min(wait, self.poll_s) * random.uniform(0.5, 1.0))
-            return False
+        with self._asking:
+            if not self._has_pending():  # another holder took the last work while this one waited
+                return False
+            asked = time.monotonic()
+            try:
+                response = client.increment_concurrency_slots_with_lease(
+                    names=[self.limit_name], slots=1, mode="concurrency", lease_duration=self.lease_s
+                )
+            except httpx.HTTPStatusError as exc:
+                wait = _retry_after(exc)
+                if wait is None:
+                    raise
+                logger.debug("%s: refused in %.3f s", self.limit_name, time.monotonic() - asked)
+                time.sleep(min(wait, self.poll_s) * random.uniform(0.5, 1.0))
+                return False
         logger.debug("%s: slot granted in %.3f s", self.limit_name, time.monotonic() - asked)
         body = response.json()
         if not body.get("limits"):
@@ -236,10 +243,15 @@ def _close_dispatchers() -> None:
         dispatcher.close()
 
 
-def get_dispatcher(limit_name: str, max_slots: int) -> SlotDispatcher:
-    """The process-wide dispatcher for a limit, shared by every batch running in this process."""
+def get_dispatcher(limit_name: str, max_slots: int, linger_s: float = 0.25) -> SlotDispatcher:
+    """The process-wide dispatcher for a limit, shared by every batch running in this process.
+
+    ``linger_s``: how long a holder keeps its slot once the local queue is empty, waiting for more work.
+    Worth a quarter second where work arrives task by task (moderation, model calls); image generations
+    are queued all at once (``tasks/images.py``), so their holders give a slot back almost at once.
+    """
     with _dispatchers_lock:
         key = (limit_name, max_slots)
         if key not in _dispatchers:
-            _dispatchers[key] = SlotDispatcher(limit_name, max_slots)
+            _dispatchers[key] = SlotDispatcher(limit_name, max_slots, linger_s=linger_s)
         return _dispatchers[key]

@@ -77,7 +77,7 @@ def hook_writer() -> HookWriter:
 
 def dispatcher() -> SlotDispatcher:
     config = settings()
-    return get_dispatcher(config.concurrency_limit_name, config.generation_slots)
+    return get_dispatcher(config.concurrency_limit_name, config.generation_slots, linger_s=0.05)
 
 
 def moderation_dispatcher() -> SlotDispatcher:
