@@ -37,9 +37,9 @@ from contentforge.images.replicate_backend import (
     ReplicateBackend,
     check_output_url,
     closest_aspect_ratio,
-    retry_after_seconds,
 )
 from contentforge.personas import sample_persona
+from contentforge.retry_after import retry_after_seconds
 
 TOKEN = "r8_secret_token_value"
 LORA_MODEL = "black-forest-labs/flux-dev-lora"

@@ -34,7 +34,6 @@ header to the API host, and messages name the setting, never the value.
 
 from __future__ import annotations
 
-import email.utils
 import io
 import ipaddress
 import logging
@@ -58,6 +57,7 @@ from contentforge.images.protocol import GeneratedImage, ImageRequest
 from contentforge.images.safety import looks_local
 from contentforge.images.timings import timing_extra
 from contentforge.research.fetch import is_public_address, resolve_host
+from contentforge.retry_after import retry_after_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -120,21 +120,6 @@ class _RateLimited(Exception):
 def _raise_on_rate_limited_post(response: httpx.Response) -> None:
     if response.status_code == 429 and response.request.method == "POST":
         raise _RateLimited(response.headers.get("Retry-After"))
-
-
-def retry_after_seconds(value: str | None) -> float | None:
-    """``Retry-After`` as seconds (a number or an HTTP date); None when absent or unreadable."""
-    if not value:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, when.timestamp() - time.time())
 
 
 def is_local_host(host: str) -> bool:

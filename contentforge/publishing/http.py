@@ -8,13 +8,12 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterable
-from datetime import UTC, datetime
-from email.utils import parsedate_to_datetime
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
+from contentforge import retry_after
 from contentforge.publishing.protocol import PermanentFailure, RateLimited, TransientError
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
@@ -32,15 +31,9 @@ def scrub(text: str, secrets: Iterable[SecretStr | None]) -> str:
 
 def retry_after_seconds(response: httpx.Response, default: float = 60.0) -> float:
     """Seconds to wait from ``Retry-After`` (seconds or HTTP date) or ``x-rate-limit-reset`` (epoch)."""
-    header = response.headers.get("retry-after")
-    if header:
-        try:
-            return max(0.0, float(header))
-        except ValueError:
-            try:
-                return max(0.0, (parsedate_to_datetime(header) - datetime.now(UTC)).total_seconds())
-            except (TypeError, ValueError):
-                pass
+    from_header = retry_after.retry_after_seconds(response.headers.get("retry-after"))
+    if from_header is not None:
+        return from_header
     reset = response.headers.get("x-rate-limit-reset")
     if reset:
         try:

@@ -9,6 +9,7 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from contentforge.errors import ContentForgeError
+from contentforge.retry_after import retry_after_seconds
 
 REDACTED = "[REDACTED]"
 
@@ -93,21 +94,7 @@ def parse_retry_after(headers: object) -> float | None:
             return max(0.0, float(ms) / 1000)
         except ValueError:
             pass
-    value = get("retry-after")
-    if value is None:
-        return None
-    try:
-        return max(0.0, float(value))
-    except ValueError:
-        pass
-    from datetime import UTC, datetime
-    from email.utils import parsedate_to_datetime
-
-    try:
-        when = parsedate_to_datetime(value)
-    except (TypeError, ValueError):
-        return None
-    return max(0.0, (when - datetime.now(UTC)).total_seconds())
+    return retry_after_seconds(get("retry-after"))
 
 
 def error_for_status(
