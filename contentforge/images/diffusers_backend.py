@@ -77,6 +77,14 @@ LONG_SEQUENCE_NOTICE = "sequence-length-is-longer-than-the-specified-maximum"
 """Key of a tokenizer's once-only "longer than the maximum" warning; set to True to mark it as shown."""
 
 
+_TINY_PIPELINES: dict[str, tuple[str, Callable[[int], Any]]] = {
+    "sd15": (f"{TINY_SD15_MODEL_ID}:seed=0", build_tiny_sd15_pipeline),
+    "sdxl": (tiny_model_id(0), build_tiny_sdxl_pipeline),
+    "flux": (f"{TINY_FLUX_MODEL_ID}:seed=0", build_tiny_flux_pipeline),
+}
+"""The tiny profile's random-weight pipeline per family: (model id recorded on pieces, builder by seed)."""
+
+
 def resolve_device(setting: str) -> tuple[str, str]:
     """The torch device to use and why: an explicit setting wins, else cuda > mps > cpu."""
     if setting != "auto":
@@ -223,33 +231,15 @@ class DiffusersBackend:
             "lora_fuse": settings.image_lora_fuse,
         }
         if tiny:
-            if settings.image_family == "sd15":
-                return cls(
-                    name="tiny-sd15",
-                    model_id=f"{TINY_SD15_MODEL_ID}:seed=0",
-                    load=lambda _dtype: build_tiny_sd15_pipeline(0),
-                    why="CONTENTFORGE_IMAGE_PROFILE=tiny: random weights in code, no download, noise images",
-                    family="sd15",
-                    family_reason="CONTENTFORGE_IMAGE_FAMILY=sd15",
-                    **common,
-                )
-            if settings.image_family == "flux":
-                return cls(
-                    name="tiny-flux",
-                    model_id=f"{TINY_FLUX_MODEL_ID}:seed=0",
-                    load=lambda _dtype: build_tiny_flux_pipeline(0),
-                    why="CONTENTFORGE_IMAGE_PROFILE=tiny: random weights in code, no download, noise images",
-                    family="flux",
-                    family_reason="CONTENTFORGE_IMAGE_FAMILY=flux",
-                    **common,
-                )
+            family = settings.image_family if settings.image_family in ("sd15", "flux") else "sdxl"
+            model_id, build = _TINY_PIPELINES[family]
             return cls(
-                name="tiny-sdxl",
-                model_id=tiny_model_id(0),
-                load=lambda _dtype: build_tiny_sdxl_pipeline(0),
+                name=f"tiny-{family}",
+                model_id=model_id,
+                load=lambda _dtype: build(0),
                 why="CONTENTFORGE_IMAGE_PROFILE=tiny: random weights in code, no download, noise images",
-                family="sdxl",
-                family_reason="tiny profile",
+                family=family,
+                family_reason=f"CONTENTFORGE_IMAGE_FAMILY={family}" if family != "sdxl" else "tiny profile",
                 **common,
             )
         if settings.image_profile != "model":
