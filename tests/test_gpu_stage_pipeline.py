@@ -133,30 +133,49 @@ def test_unclaimed_queued_generations_are_cancelled(stage_env) -> None:  # type:
 
 
 def test_pieces_are_moderated_while_later_images_are_still_generating(stage_env, monkeypatch) -> None:  # type: ignore[no-untyped-def]
+    """Images after the first five wait until a moderation has begun: only pipelining lets it begin.
+
+    Without pipelining (moderation after the last image) the gate would time out and the first
+    verdict would come after the last image; no timing of the machine decides the outcome.
+    """
     from flows.produce_content_batch import produce_content_batch
     from tasks import resources
 
     repo, backend = stage_env
-    backend.latency_s = 1.0
-    real = resources.moderator()
+    real_moderator, real_generate = resources.moderator(), backend.generate
+    moderation_began = threading.Event()
+    gate_opened_by_moderation: list[bool] = []
     moderated_at: list[datetime] = []
 
     class Recording:
         def __getattr__(self, name: str) -> Any:
-            return getattr(real, name)
+            return getattr(real_moderator, name)
 
         def assess(self, *args: Any, **kwargs: Any) -> Any:
             moderated_at.append(datetime.now(UTC))
-            return real.assess(*args, **kwargs)
+            moderation_began.set()
+            return real_moderator.assess(*args, **kwargs)
 
+    calls_lock, calls = threading.Lock(), [0]
+
+    def gated(request: Any) -> Any:
+        with calls_lock:
+            calls[0] += 1
+            later = calls[0] > 5
+        if later:
+            gate_opened_by_moderation.append(moderation_began.wait(timeout=60))
+        return real_generate(request)
+
+    backend.generate = gated  # type: ignore[method-assign]
     monkeypatch.setattr(resources, "moderator", lambda: Recording())
     stats = produce_content_batch(persona="mia-fit", num_pieces=15, seed=11)
 
     rows = repo.pieces(batch_id=stats["batch_id"])
     assert all(row.status in (PieceStatus.ready, PieceStatus.rejected) for row in rows)
-    assert len(moderated_at) == 15
+    assert len(moderated_at) == 15 and len(gate_opened_by_moderation) == 10
+    assert all(gate_opened_by_moderation), "no moderation began while images were still waiting"
     last_image = max(row.finished_at for row in rows if row.finished_at)
-    assert min(moderated_at) < last_image, "moderation waited for the whole GPU stage"
+    assert min(moderated_at) < last_image
     stages = stats["stage_seconds"]
     assert {"plan", "images", "hooks", "moderation"} <= stages.keys()
     assert stages["moderation"] >= stages["images"]
