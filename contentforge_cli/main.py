@@ -128,7 +128,9 @@ def _print_stats(stats: dict[str, Any]) -> None:
     if stats.get("generation_seconds_mean") is not None:
         table.add_row("mean s / image", f"{stats['generation_seconds_mean']:.3f}")
     for stage, seconds in (stats.get("stage_seconds") or {}).items():
-        table.add_row(f"stage {stage} (s)", f"{seconds:.2f}")
+        # Planning is a duration; images, hooks and moderation overlap and say when each was done.
+        label = "planning (s)" if stage == "plan" else f"{stage} done after (s)"
+        table.add_row(label, f"{seconds:.2f}")
     console.print(table)
 
 
