@@ -73,6 +73,25 @@ def _persona(piece: PieceRow) -> Persona:
     return persona
 
 
+def _personas_of(pieces: Sequence[PieceRow]) -> dict[str, Persona]:
+    """Each distinct persona of ``pieces``, read once."""
+    personas: dict[str, Persona] = {}
+    for piece in pieces:
+        if piece.persona_id not in personas:
+            personas[piece.persona_id] = _persona(piece)
+    return personas
+
+
+def _generation(
+    todo: Sequence[PieceRow], personas: dict[str, Persona], *, micro_batch: bool
+) -> Callable[[], Any]:
+    """What runs inside one slot for these pieces: one pipeline call for a micro-batch, or one image."""
+    backend, config = resources.image_backend(), resources.settings()
+    if micro_batch:
+        return partial(generate_micro_batch, todo, personas, backend, config)
+    return partial(generate_piece, todo[0], personas[todo[0].persona_id], backend, config)
+
+
 def queue_generations(groups: Sequence[Sequence[str]], *, micro_batches: bool) -> list[tuple[str, ...]]:
     """Queue the generation of every group of piece ids in the slot dispatcher, before any task runs.
 
@@ -81,26 +100,22 @@ def queue_generations(groups: Sequence[Sequence[str]], *, micro_batches: bool) -
     gone, are left to their task (which skips or reports them). Queueing is only a head start: a group
     that cannot be prepared here is logged and left for its task to generate.
     """
-    backend, config, dispatcher = resources.image_backend(), resources.settings(), resources.dispatcher()
+    dispatcher = resources.dispatcher()
     keys: list[tuple[str, ...]] = []
     for ids in groups:
         try:
             todo = [piece for piece in map(load_piece, ids) if not _already_generated(piece)]
-            personas = {piece.persona_id: _persona(piece) for piece in todo}
+            personas = _personas_of(todo)
         except Exception as exc:  # the task meets the same problem and reports it on the piece
             logger.info("not queueing %s ahead of its task: %s", list(ids), exc)
             continue
         if not todo:
             continue
-        work: Callable[[], Any]
-        if micro_batches:
-            work = partial(generate_micro_batch, todo, personas, backend, config)
-        else:
-            work = partial(generate_piece, todo[0], personas[todo[0].persona_id], backend, config)
         key = tuple(piece.id for piece in todo)
         with _queued_lock:
             if key in _queued:  # queued already (a rerun of the stage in this process): claim that one
                 continue
+            work = _generation(todo, personas, micro_batch=micro_batches)
             _queued[key] = _Queued(dispatcher.submit(work), datetime.now(UTC))
         keys.append(key)
     return keys
@@ -132,44 +147,36 @@ def _claim_or_run(key: tuple[str, ...], work: Callable[[], Any]) -> tuple[Any, d
     return resources.dispatcher().run(work), queued_at
 
 
-@task(
-    name="generate_image",
-    task_run_name="generate-{piece_id}",
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=_is_transient,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+_GENERATION_TASK_POLICY: dict[str, Any] = {
+    "retries": 2,
+    "retry_delay_seconds": [1, 5],
+    "retry_condition_fn": _is_transient,
+    "cache_policy": NO_CACHE,
+    "persist_result": False,
+}
+"""Retries, caching and results, the same for a single image and a micro-batch."""
+
+
+@task(name="generate_image", task_run_name="generate-{piece_id}", **_GENERATION_TASK_POLICY)
 def generate_image(piece_id: str) -> GenerationOutcome | None:
     """Generate and store one piece's image; None if it was already generated (a resumed batch)."""
     piece = load_piece(piece_id)
     if _already_generated(piece):
         return None
-    repo = resources.repository()
-    persona = _persona(piece)
-    backend, config = resources.image_backend(), resources.settings()
-    timed, queued_at = _claim_or_run((piece.id,), lambda: generate_piece(piece, persona, backend, config))
+    personas = _personas_of([piece])
+    timed, queued_at = _claim_or_run((piece.id,), _generation([piece], personas, micro_batch=False))
     return store_piece(
         piece,
-        persona,
+        personas[piece.persona_id],
         timed,
         resources.storage(),
-        repo,
+        resources.repository(),
         queued_at,
         c2pa_credentials=resources.c2pa_credentials(),
     )
 
 
-@task(
-    name="generate_image_batch",
-    task_run_name="generate-{piece_ids[0]}-x{n}",
-    retries=2,
-    retry_delay_seconds=[1, 5],
-    retry_condition_fn=_is_transient,
-    cache_policy=NO_CACHE,
-    persist_result=False,
-)
+@task(name="generate_image_batch", task_run_name="generate-{piece_ids[0]}-x{n}", **_GENERATION_TASK_POLICY)
 def generate_image_batch(piece_ids: list[str], n: int = 0) -> dict[str, str]:
     """Generate one micro-batch of pieces in one slot and store each image as soon as the batch is done.
 
@@ -183,13 +190,9 @@ def generate_image_batch(piece_ids: list[str], n: int = 0) -> dict[str, str]:
     todo = [piece for piece in pieces if piece.id not in outcome]
     if not todo:
         return outcome
-    personas: dict[str, Persona] = {}
-    for piece in todo:
-        if piece.persona_id not in personas:
-            personas[piece.persona_id] = _persona(piece)
-    backend, config = resources.image_backend(), resources.settings()
+    personas = _personas_of(todo)
     results, queued_at = _claim_or_run(
-        tuple(piece.id for piece in todo), lambda: generate_micro_batch(todo, personas, backend, config)
+        tuple(piece.id for piece in todo), _generation(todo, personas, micro_batch=True)
     )
     for piece, result in zip(todo, results, strict=True):
         if isinstance(result, Exception):
