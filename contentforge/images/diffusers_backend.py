@@ -38,7 +38,7 @@ import torch
 from PIL import Image
 
 from contentforge.config import Settings
-from contentforge.domain import GenerationRecord, LoraRef, LoraSpec
+from contentforge.domain import LoraRef, LoraSpec
 from contentforge.errors import GenerationFailed, InvalidInput, InvalidLora
 from contentforge.images import memory
 from contentforge.images import pool as pools
@@ -350,16 +350,9 @@ class DiffusersBackend:
                 decode_s=decode_s,
                 cost_usd=self.cost_usd,
             )
-            record = GenerationRecord(
+            record = request.generation_record(
                 backend=self.name,
                 model=self.model_id,
-                prompt=request.prompt,
-                negative_prompt=request.negative_prompt,
-                seed=request.seed,
-                steps=request.steps,
-                guidance_scale=request.guidance_scale,
-                width=request.width,
-                height=request.height,
                 scheduler=scheduler,
                 loras=tuple(lora.ref for lora in loras),
                 extra=notes,

@@ -14,7 +14,6 @@ import numpy as np
 from PIL import Image
 
 from contentforge.config import Settings
-from contentforge.domain import GenerationRecord
 from contentforge.images.protocol import GeneratedImage, ImageRequest
 from contentforge.images.timings import timing_extra
 
@@ -57,16 +56,9 @@ class FixedLatencyBackend:
         remaining = self.latency_s - (time.perf_counter() - started)
         if remaining > 0:
             time.sleep(remaining)
-        record = GenerationRecord(
+        record = request.generation_record(
             backend=self.name,
             model="none (benchmark)",
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            seed=request.seed,
-            steps=request.steps,
-            guidance_scale=request.guidance_scale,
-            width=request.width,
-            height=request.height,
             scheduler=None,
             extra={"latency_s": f"{self.latency_s:g}", "benchmark": "true"},
         )

@@ -51,7 +51,7 @@ from replicate.exceptions import ReplicateError
 from replicate.prediction import Prediction
 
 from contentforge.config import Settings
-from contentforge.domain import GenerationRecord, LoraRef
+from contentforge.domain import LoraRef
 from contentforge.errors import GenerationFailed, InvalidInput, InvalidLora
 from contentforge.images.protocol import GeneratedImage, ImageRequest
 from contentforge.images.safety import looks_local
@@ -288,16 +288,9 @@ class ReplicateBackend:
         if not isinstance(url, str):
             raise GenerationFailed(f"Replicate prediction {prediction.id} returned no image")
         image = self._fetch_image(url)
-        record = GenerationRecord(
+        record = request.generation_record(
             backend=self.name,
             model=self.model,
-            prompt=request.prompt,
-            negative_prompt=request.negative_prompt,
-            seed=request.seed,
-            steps=request.steps,
-            guidance_scale=request.guidance_scale,
-            width=request.width,
-            height=request.height,
             loras=tuple(
                 LoraRef(source=s.source, weight_name=s.weight_name, scale=s.scale) for s in request.loras
             ),
