@@ -17,13 +17,12 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import BaseModel, Field, ValidationError
 
 from contentforge.domain.models import Platform
 from contentforge.domain.strategy import PersonaCandidate
+from flows.approval import wait_for_decision
 from tasks import resources
 from tasks.strategy import propose_persona_candidates, save_personas, store
 
@@ -119,16 +118,14 @@ def create_personas(
     markdown = candidates_markdown(brand_name, candidates, default)
     create_markdown_artifact(markdown, key=f"personas-{brand_id[:40]}", description="Persona candidates")
     logger.info("brand %s: %d candidates proposed, waiting for a selection", brand_id, len(candidates))
-    timed_out = False
-    try:
-        selection = pause_flow_run(
-            wait_for_input=PersonaSelection.with_initial_data(description=markdown, selected=default),
-            timeout=timeout_s or settings.approval_timeout_s,
-            poll_interval=poll_interval_s,
-            key=f"personas-{brand_id}",
-        )
-    except FlowPauseTimeout:
-        timed_out = True
+    selection = wait_for_decision(
+        PersonaSelection.with_initial_data(description=markdown, selected=default),
+        key=f"personas-{brand_id}",
+        timeout_s=timeout_s,
+        poll_interval_s=poll_interval_s,
+    )
+    timed_out = selection is None
+    if selection is None:
         logger.warning("brand %s: no selection in time; saving the default %s", brand_id, default)
         selection = PersonaSelection(selected=default)
     chosen, errors = apply_selection(candidates, selection, default)

@@ -16,12 +16,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field
 
 from contentforge.domain.strategy import Topic
+from flows.approval import wait_for_decision
 from tasks import resources
 from tasks.strategy import propose_topics, set_topic_status
 
@@ -62,14 +61,13 @@ def plan_topics(
     ids = [t.id for t in topics]
     markdown = topics_markdown(persona_id, month, topics)
     create_markdown_artifact(markdown, key=f"topics-{persona_id[:30]}-{month}", description="Proposed topics")
-    try:
-        answer = pause_flow_run(
-            wait_for_input=TopicApproval.with_initial_data(description=markdown, approved=ids),
-            timeout=timeout_s or settings.approval_timeout_s,
-            poll_interval=poll_interval_s,
-            key=f"topics-{persona_id}-{month}",
-        )
-    except FlowPauseTimeout:
+    answer = wait_for_decision(
+        TopicApproval.with_initial_data(description=markdown, approved=ids),
+        key=f"topics-{persona_id}-{month}",
+        timeout_s=timeout_s,
+        poll_interval_s=poll_interval_s,
+    )
+    if answer is None:
         if settings.approve_on_timeout:
             set_topic_status(ids, "approved")
             logger.warning("no decision in time: all topics approved (CONTENTFORGE_APPROVE_ON_TIMEOUT)")

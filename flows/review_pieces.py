@@ -16,13 +16,12 @@ from typing import Any, Literal
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
 from contentforge.errors import InvalidInput
 from contentforge.moderation.review import ReviewItem, ReviewQueue
+from flows.approval import wait_for_decision
 from tasks import resources
 
 
@@ -75,14 +74,10 @@ def review_pieces(batch_id: str, timeout_s: int = 3600, poll_interval_s: int = 1
         review_markdown(batch_id, pending), key=f"review-{batch_id[:12]}", description="Pieces to review"
     )
     logger.info("batch %s: waiting for decisions on %d piece(s)", batch_id, len(pending))
-    try:
-        answer = pause_flow_run(
-            wait_for_input=ReviewInput,
-            timeout=timeout_s,
-            poll_interval=poll_interval_s,
-            key=f"review-{batch_id}",
-        )
-    except FlowPauseTimeout:
+    answer = wait_for_decision(
+        ReviewInput, key=f"review-{batch_id}", timeout_s=timeout_s, poll_interval_s=poll_interval_s
+    )
+    if answer is None:
         logger.warning("batch %s: no review within %ss; pieces stay in needs_review", batch_id, timeout_s)
         return summary | {"timed_out": True, "pending": [p.piece_id for p in pending]}
 

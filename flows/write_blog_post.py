@@ -16,12 +16,11 @@ from typing import Any
 
 from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
-from prefect.exceptions import FlowPauseTimeout
-from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 from pydantic import Field, ValidationError
 
 from contentforge.domain.strategy import BlogPost, BlogPostDraft
+from flows.approval import wait_for_decision
 from tasks import resources
 from tasks.strategy import set_post_status, write_post_draft
 
@@ -51,16 +50,13 @@ def write_blog_post(
         f"{header}\n\n---\n\n{post.markdown}", key=f"blog-{post.id[:50]}", description="Draft"
     )
     logger.info("post %s drafted: %d words (%.1f pages)", post.id, post.word_count, post.pages)
-    try:
-        answer = pause_flow_run(
-            wait_for_input=BlogApproval.with_initial_data(
-                description=f"{header}\n\n{post.markdown}", approve=True
-            ),
-            timeout=timeout_s or settings.approval_timeout_s,
-            poll_interval=poll_interval_s,
-            key=f"blog-{post.id}",
-        )
-    except FlowPauseTimeout:
+    answer = wait_for_decision(
+        BlogApproval.with_initial_data(description=f"{header}\n\n{post.markdown}", approve=True),
+        key=f"blog-{post.id}",
+        timeout_s=timeout_s,
+        poll_interval_s=poll_interval_s,
+    )
+    if answer is None:
         status = "approved" if settings.approve_on_timeout else "proposed"
         if settings.approve_on_timeout:
             set_post_status(post.id, "approved", None, None)
