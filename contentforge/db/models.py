@@ -39,7 +39,8 @@ NAMING_CONVENTION: dict[str, str] = {
 }
 """Deterministic constraint names, so later migrations can drop or alter them on any backend."""
 
-BATCH_STATUSES: tuple[str, ...] = ("running", "completed", "failed")
+BATCH_STATUSES: tuple[str, ...] = ("running", "completed", "failed", "cancelled", "crashed")
+"""``crashed``: its runner died (Prefect marked the run Crashed, or its lease expired while ``running``)."""
 PIECE_STATUSES: tuple[str, ...] = ("planned", "generated", "ready", "needs_review", "rejected", "failed")
 """``ready`` means publishable by policy or by a reviewer; ``needs_review`` waits for a human."""
 COST_KINDS: tuple[str, ...] = ("image", "text", "moderation", "publishing")
@@ -142,6 +143,10 @@ class BatchORM(Base):
     started_at: Mapped[datetime] = mapped_column(default=utcnow)
     finished_at: Mapped[datetime | None]
     summary: Mapped[dict[str, Any] | None]
+    lease_owner: Mapped[str | None] = mapped_column(String(200))
+    """Who runs the batch now (host, pid, flow run); one runner per batch (``db.leases``)."""
+    lease_expires_at: Mapped[datetime | None]
+    """Renewed while the runner lives; once past, a resume may take the batch over."""
 
 
 class PieceORM(Base):
@@ -187,6 +192,8 @@ class PieceORM(Base):
     tier: Mapped[str | None] = mapped_column(String(16))
     moderation_scores: Mapped[dict[str, Any] | None]
     moderation_reasons: Mapped[list[Any] | None]
+    moderated_hash: Mapped[str | None] = mapped_column(String(64))
+    """Hash of exactly what the verdict judged (``moderation.binding``); NULL when unmoderated."""
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
@@ -256,6 +263,8 @@ class CostEntryORM(Base):
     kind: Mapped[str] = mapped_column(String(16))
     provider: Mapped[str] = mapped_column(String(64))
     amount_usd: Mapped[float] = mapped_column(Float)
+    charge_key: Mapped[str | None] = mapped_column(String(200), unique=True)
+    """What was paid for (``image:<piece>:<generation>``, ``hooks:<piece>:<platform>``): never charged twice."""
     detail: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
@@ -304,6 +313,12 @@ class PublicationORM(Base):
     platform_container_id: Mapped[str | None] = mapped_column(String(200))
     platform_post_id: Mapped[str | None] = mapped_column(String(200))
     post_url: Mapped[str | None] = mapped_column(Text)
+    content_hash: Mapped[str | None] = mapped_column(String(64))
+    """The piece's ``moderated_hash`` when scheduled; publishing refuses a piece that no longer matches."""
+    claim_token: Mapped[str | None] = mapped_column(String(64))
+    """The current claim; only its holder may write the outcome (fenced final write)."""
+    claim_expires_at: Mapped[datetime | None]
+    """The claim's lease, renewed while the platform call runs; a reclaim waits until it passes."""
     attempts: Mapped[int] = mapped_column(Integer, default=0)
     last_error: Mapped[str | None] = mapped_column(Text)
     detail: Mapped[dict[str, Any] | None]
