@@ -510,7 +510,8 @@ def _raw_batch(conn: object, batch_id: str, persona_id: str) -> None:
     conn.execute(  # type: ignore[attr-defined]
         text(
             "INSERT INTO batches (id, persona_id, platform, num_pieces, tier_mix, seed, params, status,"
-            " started_at) VALUES (:id, :persona, 'instagram', 4, '{}', 42, '{}', 'running', CURRENT_TIMESTAMP)"
+            " started_at) VALUES (:id, :persona, 'instagram', 4, '{}', 42, '{}', 'running',"
+            " CURRENT_TIMESTAMP)"
         ),
         {"id": batch_id, "persona": persona_id},
     )

@@ -264,7 +264,7 @@ class CostEntryORM(Base):
     provider: Mapped[str] = mapped_column(String(64))
     amount_usd: Mapped[float] = mapped_column(Float)
     charge_key: Mapped[str | None] = mapped_column(String(200), unique=True)
-    """What was paid for (``image:<piece>:<generation>``, ``hooks:<piece>:<platform>``): never charged twice."""
+    """What was paid for (``image:<piece>:<generation>``, ``hooks:<piece>:<platform>``); charged once."""
     detail: Mapped[dict[str, Any] | None]
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 

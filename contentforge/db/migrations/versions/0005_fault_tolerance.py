@@ -24,7 +24,6 @@ from collections.abc import Sequence
 import sqlalchemy as sa
 from alembic import op
 
-
 revision: str = "0005_fault_tolerance"
 down_revision: str | None = "0004_strategy_costs"
 branch_labels: str | Sequence[str] | None = None
