@@ -31,3 +31,7 @@ class UnsafeCheckpoint(InvalidInput):
 
 class GenerationFailed(ContentForgeError):
     """One image could not be generated; the piece is recorded as failed."""
+
+
+class BatchBusy(InvalidInput):
+    """Another runner holds the batch's lease; the message names it and when its lease ends."""

@@ -419,12 +419,12 @@ def test_batch_stats_and_latest_batches(repo: Repository) -> None:
     generate(repo, "b1-000", seed=0, sha="0" * 64, cost=0.01, seconds=2.0)
     generate(repo, "b1-001", seed=1, sha="1" * 64, cost=0.03, seconds=4.0)
     generate(repo, "b1-002", seed=2, sha="2" * 64, cost=0.02, seconds=6.0)
+    repo.save_hooks("b1-000", [hook("a"), hook("b"), hook("c")])  # hooks first: they are moderated too
+    repo.save_hooks("b1-001", [hook("d")])
     repo.save_verdict("b1-000", verdict(Verdict.safe))
     repo.save_verdict("b1-001", verdict(Verdict.suggestive))
     repo.save_verdict("b1-002", verdict(Verdict.rejected, "too much"))
     repo.mark_failed("b1-003", "boom")
-    repo.save_hooks("b1-000", [hook("a"), hook("b"), hook("c")])
-    repo.save_hooks("b1-001", [hook("d")])
     repo.add_cost("b1", kind="text", provider="template", amount_usd=0.04, piece_id="b1-000")
     repo.finish_batch("b1", status="completed", summary={"ready": 2, "anthropic_api_key": "sk-x"})
 

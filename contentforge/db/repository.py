@@ -15,11 +15,11 @@ import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from pydantic import SecretBytes, SecretStr, ValidationError
-from sqlalchemy import Engine, delete, func, select
+from sqlalchemy import Engine, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session, selectinload
@@ -47,7 +47,8 @@ from contentforge.domain.models import (
     Platform,
     Verdict,
 )
-from contentforge.errors import InvalidInput, InvalidPersona, UnknownPersona
+from contentforge.errors import BatchBusy, InvalidInput, InvalidPersona, UnknownPersona
+from contentforge.moderation.binding import judged_hash, judged_texts
 
 MAX_ERROR_CHARS = 10_000
 """Errors are for people; a multi-megabyte traceback would only bloat the table."""
@@ -106,6 +107,7 @@ class PieceRow:
     tier: str | None
     moderation_scores: dict[str, float] | None
     moderation_reasons: list[str] | None
+    moderated_hash: str | None
     error: str | None
     created_at: datetime
     updated_at: datetime
@@ -267,14 +269,155 @@ class Repository:
             if existing is not None and existing.persona_id != persona_id:
                 raise InvalidInput(f"batch {batch_id!r} already exists for persona {existing.persona_id!r}")
 
-    def finish_batch(self, batch_id: str, *, status: str, summary: Mapping[str, Any]) -> None:
+    def finish_batch(
+        self, batch_id: str, *, status: str, summary: Mapping[str, Any], owner: str | None = None
+    ) -> bool:
+        """Record the batch's end and release its lease; with ``owner``, only while that runner holds it.
+
+        Returns False (and writes nothing) when ``owner`` lost the lease to another runner, so a stalled
+        runner never writes its summary over the one that took the batch over.
+        """
         if status not in BATCH_STATUSES or status == "running":
             raise InvalidInput(f"a batch finishes as 'completed' or 'failed', not {status!r}")
         with self._write() as session:
             batch = _batch(session, batch_id)
+            if owner is not None and batch.lease_owner != owner:
+                return False
             batch.status = status
             batch.summary = _redact(dict(summary))
             batch.finished_at = utcnow()
+            batch.lease_owner = batch.lease_expires_at = None
+            return True
+
+    # Batch leases: one runner per batch (``contentforge.db.leases``)
+
+    def acquire_batch_lease(
+        self,
+        batch_id: str,
+        owner: str,
+        *,
+        ttl_s: float,
+        flow_run_id: str | None = None,
+        wait_s: float = 0.0,
+        poll_s: float = 1.0,
+    ) -> None:
+        """Take the batch's lease for ``owner`` (free, expired, or already ours), or raise ``BatchBusy``.
+
+        Taking it marks the batch ``running`` again (a resume) and records ``flow_run_id`` as the run
+        that now works on it. With ``wait_s`` it waits up to that long for a live holder to finish.
+        """
+        import time
+
+        deadline = time.monotonic() + max(0.0, wait_s)
+        while True:
+            now = utcnow()
+            free = or_(
+                BatchORM.lease_owner.is_(None),
+                BatchORM.lease_expires_at < now,
+                BatchORM.lease_owner == owner,
+            )
+            values: dict[str, Any] = {
+                "lease_owner": owner,
+                "lease_expires_at": now + timedelta(seconds=ttl_s),
+                "status": "running",
+                "finished_at": None,
+            }
+            if flow_run_id is not None:
+                values["flow_run_id"] = flow_run_id
+            with self._write() as session:
+                _batch(session, batch_id)
+                taken = session.execute(
+                    update(BatchORM)
+                    .where(BatchORM.id == batch_id, free)
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+                if taken.rowcount == 1:
+                    return
+                holder = session.get(BatchORM, batch_id)
+                assert holder is not None
+                held_by, until = holder.lease_owner, holder.lease_expires_at
+            if time.monotonic() >= deadline:
+                left = "" if until is None else f" (its lease runs until {until:%H:%M:%S} UTC unless renewed)"
+                raise BatchBusy(
+                    f"batch {batch_id} is already being run by {held_by}{left}; "
+                    "wait for it to finish (or ask to wait), then run it again to resume"
+                )
+            time.sleep(poll_s)
+
+    def renew_batch_lease(self, batch_id: str, owner: str, ttl_s: float) -> bool:
+        """Extend ``owner``'s lease; False when another runner holds it now."""
+        with self._write() as session:
+            renewed = session.execute(
+                update(BatchORM)
+                .where(BatchORM.id == batch_id, BatchORM.lease_owner == owner)
+                .values(lease_expires_at=utcnow() + timedelta(seconds=ttl_s))
+                .execution_options(synchronize_session=False)
+            )
+            return bool(renewed.rowcount == 1)
+
+    def release_batch_lease(self, batch_id: str, owner: str) -> bool:
+        """Give the lease up if ``owner`` still holds it (the batch's status is left as it is)."""
+        with self._write() as session:
+            released = session.execute(
+                update(BatchORM)
+                .where(BatchORM.id == batch_id, BatchORM.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(released.rowcount == 1)
+
+    def batch_lease(self, batch_id: str) -> tuple[str, datetime] | None:
+        """``(holder, expires_at)`` of a live lease on the batch, or None when nobody runs it."""
+        with self._read() as session:
+            batch = session.get(BatchORM, batch_id)
+            if batch is None or batch.lease_owner is None or batch.lease_expires_at is None:
+                return None
+            if batch.lease_expires_at < utcnow():
+                return None
+            return batch.lease_owner, batch.lease_expires_at
+
+    def end_batch_run(self, batch_id: str, status: str, owner: str | None = None) -> bool:
+        """Mark a ``running`` batch ``crashed``, ``cancelled`` or ``failed`` and release its lease.
+
+        Called by Prefect state hooks of the run that held it; with ``owner``, only if that run still
+        holds the lease (a resume that took over is left alone). Returns whether anything changed.
+        """
+        if status not in ("crashed", "cancelled", "failed"):
+            raise InvalidInput(f"a batch run ends as 'crashed', 'cancelled' or 'failed', not {status!r}")
+        guard = [BatchORM.id == batch_id, BatchORM.status == "running"]
+        if owner is not None:
+            guard.append(BatchORM.lease_owner == owner)
+        with self._write() as session:
+            ended = session.execute(
+                update(BatchORM)
+                .where(*guard)
+                .values(status=status, finished_at=utcnow(), lease_owner=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(ended.rowcount == 1)
+
+    def reconcile_expired_batches(self) -> list[str]:
+        """Mark ``running`` batches whose runner's lease expired as ``crashed``; returns their ids.
+
+        A runner killed with ``kill -9`` runs no hook; its lease running out is how ContentForge learns.
+        """
+        now = utcnow()
+        expired = and_(
+            BatchORM.status == "running",
+            BatchORM.lease_expires_at.is_not(None),
+            BatchORM.lease_expires_at < now,
+        )
+        with self._write() as session:
+            ids = list(session.scalars(select(BatchORM.id).where(expired)))
+            if ids:
+                session.execute(
+                    update(BatchORM)
+                    .where(BatchORM.id.in_(ids), expired)
+                    .values(status="crashed", finished_at=now, lease_owner=None, lease_expires_at=None)
+                    .execution_options(synchronize_session=False)
+                )
+            return ids
 
     def latest_batches(self, limit: int = 10) -> list[dict[str, Any]]:
         """The newest batches first, each with its persona's name and piece counts by status."""
@@ -433,12 +576,16 @@ class Repository:
         finished_at: datetime,
         generation_seconds: float,
         cost_usd: float,
+        generation_id: str | None = None,
     ) -> None:
-        """Store the image's record and location, and its single 'image' cost entry.
+        """Store the image's record and location, and the charge of the generation that made it.
 
-        A rerun updates the same cost entry instead of adding one. If it produced the very same bytes
-        and the piece was already moderated, the verdict still holds and is kept; otherwise the piece
-        goes back to 'generated' and must be moderated again.
+        The charge is keyed (``cost_entries.charge_key``) by ``generation_id`` when given (each real
+        generation is one charge, recorded by ``charge_generation`` before the image is stored, so a
+        crash after generating never loses it), else by the record's fingerprint; recording the same
+        generation again never adds a second charge. If it produced the very same bytes and the piece
+        was already moderated, the verdict still holds and is kept; otherwise the piece goes back to
+        'generated' and must be moderated again.
         """
         for name, value in (
             ("queued_at", queued_at),
@@ -449,6 +596,7 @@ class Repository:
         with self._write() as session:
             piece = _piece(session, piece_id, for_update=True)
             keep_verdict = piece.verdict is not None and piece.content_sha256 == content_sha256
+            fingerprint = record.fingerprint()
             piece.prompt = record.prompt
             piece.negative_prompt = record.negative_prompt
             piece.seed = record.seed
@@ -461,7 +609,7 @@ class Repository:
             piece.height = record.height
             piece.scheduler = record.scheduler
             piece.generation_record = _redact(record.model_dump(mode="json"))
-            piece.generation_fingerprint = record.fingerprint()
+            piece.generation_fingerprint = fingerprint
             piece.storage_key = storage_key
             piece.url = url
             piece.content_sha256 = content_sha256
@@ -471,25 +619,42 @@ class Repository:
             piece.error = None
             if not keep_verdict:
                 piece.status = PieceStatus.generated.value
-                piece.verdict = piece.tier = piece.moderation_scores = piece.moderation_reasons = None
+                _clear_verdict(piece)
+            key = f"image:{piece_id}:{generation_id or fingerprint}"
+            _charge(
+                session,
+                key,
+                update_amount=generation_id is None,
+                batch_id=piece.batch_id,
+                piece_id=piece_id,
+                kind="image",
+                provider=record.backend,
+                amount_usd=cost_usd,
+                detail={"model": record.model, "fingerprint": fingerprint},
+            )
 
-            detail = {"model": record.model, "fingerprint": piece.generation_fingerprint}
-            cost = session.scalars(
-                select(CostEntryORM).where(CostEntryORM.piece_id == piece_id, CostEntryORM.kind == "image")
-            ).first()
-            if cost is None:
-                session.add(
-                    CostEntryORM(
-                        batch_id=piece.batch_id,
-                        piece_id=piece_id,
-                        kind="image",
-                        provider=record.backend,
-                        amount_usd=cost_usd,
-                        detail=detail,
-                    )
-                )
-            else:
-                cost.provider, cost.amount_usd, cost.detail = record.backend, cost_usd, detail
+    def charge_generation(
+        self,
+        piece_id: str,
+        *,
+        generation_id: str,
+        provider: str,
+        amount_usd: float,
+        detail: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Charge one real generation of the piece (kept or discarded); False if it was charged already."""
+        with self._write() as session:
+            piece = _piece(session, piece_id)
+            return _charge(
+                session,
+                f"image:{piece_id}:{generation_id}",
+                batch_id=piece.batch_id,
+                piece_id=piece_id,
+                kind="image",
+                provider=provider,
+                amount_usd=amount_usd,
+                detail=None if detail is None else _redact(dict(detail)),
+            )
 
     def add_cost(
         self,
@@ -500,22 +665,29 @@ class Repository:
         amount_usd: float,
         piece_id: str | None = None,
         detail: Mapping[str, Any] | None = None,
-    ) -> None:
-        """Record a text or moderation cost (image costs come with ``mark_generated``)."""
+        charge_key: str | None = None,
+    ) -> bool:
+        """Record a text or moderation cost (image costs come with ``charge_generation``).
+
+        With ``charge_key`` (what was paid for, e.g. one model call's id) the same charge is recorded
+        once however often a retry repeats the call to this method. Returns whether it was recorded.
+        """
         if kind not in COST_KINDS:
             raise InvalidInput(f"cost kind must be one of {list(COST_KINDS)}, not {kind!r}")
         with self._write() as session:
             _batch(session, batch_id)
-            session.add(
-                CostEntryORM(
-                    batch_id=batch_id,
-                    piece_id=piece_id,
-                    kind=kind,
-                    provider=provider,
-                    amount_usd=amount_usd,
-                    detail=None if detail is None else _redact(dict(detail)),
-                )
-            )
+            values = {
+                "batch_id": batch_id,
+                "piece_id": piece_id,
+                "kind": kind,
+                "provider": provider,
+                "amount_usd": amount_usd,
+                "detail": None if detail is None else _redact(dict(detail)),
+            }
+            if charge_key is None:
+                session.add(CostEntryORM(**values))
+                return True
+            return _charge(session, charge_key, **values)
 
     def add_strategy_cost(
         self,
@@ -601,13 +773,25 @@ class Repository:
             steps=sorted(steps.values(), key=lambda s: order.get(s.step, len(order))),
         )
 
-    def save_hooks(self, piece_id: str, hooks: Sequence[Hook]) -> None:
-        """Replace the piece's hooks for each platform present in ``hooks``; others stay."""
+    def hook_platforms(self, piece_id: str) -> set[str]:
+        """The platforms the piece has hooks for (a resumed batch leaves those hooks alone)."""
+        with self._read() as session:
+            return set(session.scalars(select(HookORM.platform).where(HookORM.piece_id == piece_id)))
+
+    def save_hooks(self, piece_id: str, hooks: Sequence[Hook]) -> bool:
+        """Replace the piece's hooks for each platform present in ``hooks``; others stay.
+
+        Hooks are published text, so a piece whose moderated texts change goes back to ``generated``
+        (its verdict no longer covers what would be published) and is moderated again; saving the
+        very same hooks changes nothing. Returns whether the piece lost its verdict.
+        """
         if not hooks:
-            return
+            return False
         platforms = sorted({hook.platform.value for hook in hooks})
         with self._write() as session:
-            _piece(session, piece_id, for_update=True)
+            piece = _piece(session, piece_id, for_update=True)
+            session.refresh(piece, attribute_names=["hooks"])
+            before = _content_hash(piece)
             session.execute(
                 delete(HookORM).where(HookORM.piece_id == piece_id, HookORM.platform.in_(platforms))
             )
@@ -626,16 +810,39 @@ class Repository:
                         hashtags=list(hook.hashtags),
                     )
                 )
+            session.flush()
+            session.refresh(piece, attribute_names=["hooks"])
+            if piece.moderated_hash is not None and _content_hash(piece) != before:
+                piece.status = PieceStatus.generated.value
+                _clear_verdict(piece)
+                return True
+            return False
+
+    def content_hash(self, piece_id: str) -> str:
+        """The hash of the piece's current image and texts (``moderation.binding``)."""
+        with self._read() as session:
+            return _content_hash(_piece(session, piece_id))
 
     def save_verdict(
-        self, piece_id: str, verdict: ModerationVerdict, *, review_reasons: Sequence[str] = ()
-    ) -> None:
+        self,
+        piece_id: str,
+        verdict: ModerationVerdict,
+        *,
+        judged: str | None = None,
+        review_reasons: Sequence[str] = (),
+    ) -> bool:
         """Keep the verdict's history row and apply it: 'ready', or 'rejected' with its reasons.
 
         Rejected pieces stay in the database so a reviewer can see what was refused and why. ``tier``
         is the publishing tier, so it is empty for a rejected piece. ``review_reasons`` (a borderline or
         disputed verdict) put a not-rejected piece in ``needs_review`` in the same transaction, so it
         is never ``ready`` even for a moment.
+
+        ``judged`` is ``moderation.binding.judged_hash`` of what the moderator actually saw. When the
+        piece changed while it was being judged (its current hash differs), the verdict is kept in the
+        history only and the piece stays ``generated`` for another pass; returns False then. Without
+        ``judged`` the verdict is bound to the piece's current content (for callers that judged the
+        stored piece in this very state, such as tests).
         """
         with self._write() as session:
             piece = _piece(session, piece_id, for_update=True)
@@ -643,6 +850,7 @@ class Repository:
                 raise InvalidInput(
                     f"piece {piece_id!r} is {piece.status!r}; only a generated image is moderated"
                 )
+            current = _content_hash(piece)
             scores = {name: float(score) for name, score in verdict.scores.items()}
             session.add(
                 ModerationVerdictORM(
@@ -653,6 +861,11 @@ class Repository:
                     backends=list(verdict.backends),
                 )
             )
+            if judged is not None and judged != current:
+                piece.status = PieceStatus.generated.value
+                _clear_verdict(piece)
+                return False
+            piece.moderated_hash = current
             rejected = verdict.verdict == Verdict.rejected
             piece.verdict = verdict.verdict.value
             piece.tier = None if rejected else verdict.verdict.value
@@ -663,6 +876,7 @@ class Repository:
                 piece.status = PieceStatus.needs_review.value
                 held = [f"needs review: {reason}" for reason in review_reasons]
                 piece.moderation_reasons = held + list(verdict.reasons)
+            return True
 
     def mark_failed(self, piece_id: str, error: str) -> None:
         """Record why a piece failed; its plan stays so the batch report can show the gap."""
@@ -681,6 +895,46 @@ def _insert(session: Session, entity: type[Any]) -> Any:
     if dialect == "sqlite":
         return sqlite.insert(entity)
     raise NotImplementedError(f"ContentForge supports SQLite and PostgreSQL, not {dialect}")
+
+
+def _clear_verdict(piece: PieceORM) -> None:
+    piece.verdict = piece.tier = piece.moderation_scores = piece.moderation_reasons = None
+    piece.moderated_hash = None
+
+
+def _hooks_of(piece: PieceORM) -> list[Hook]:
+    return [
+        Hook(
+            style=h.style,
+            text=h.text,
+            call_to_action=h.call_to_action,
+            hashtags=list(h.hashtags),
+            platform=h.platform,
+        )
+        for h in piece.hooks
+    ]
+
+
+def _content_hash(piece: PieceORM) -> str:
+    """``judged_hash`` of the piece as stored now: its image's sha256, its prompt and every hook caption."""
+    return judged_hash(piece.content_sha256, judged_texts(piece.prompt, _hooks_of(piece)))
+
+
+def _charge(session: Session, charge_key: str, *, update_amount: bool = False, **values: Any) -> bool:
+    """Insert the cost entry keyed ``charge_key`` unless it exists; True when this call added it.
+
+    ``update_amount`` replaces an existing entry's amount and detail instead (a legacy key that names
+    the record rather than one generation).
+    """
+    stmt = _insert(session, CostEntryORM).values(charge_key=charge_key, **values)
+    if update_amount:
+        stmt = stmt.on_conflict_do_update(
+            index_elements=["charge_key"],
+            set_={"amount_usd": values["amount_usd"], "detail": values.get("detail")},
+        )
+    else:
+        stmt = stmt.on_conflict_do_nothing(index_elements=["charge_key"])
+    return bool(session.execute(stmt).rowcount == 1)
 
 
 def _batch(session: Session, batch_id: str) -> BatchORM:
@@ -713,17 +967,7 @@ def _to_row(piece: PieceORM) -> PieceRow:
     values = {name: getattr(piece, name) for name in _ROW_COLUMNS}
     values["status"] = PieceStatus(piece.status)
     values["verdict"] = None if piece.verdict is None else Verdict(piece.verdict)
-    hooks = tuple(
-        Hook(
-            style=h.style,
-            text=h.text,
-            call_to_action=h.call_to_action,
-            hashtags=list(h.hashtags),
-            platform=h.platform,
-        )
-        for h in piece.hooks
-    )
-    return PieceRow(**values, hooks=hooks)
+    return PieceRow(**values, hooks=tuple(_hooks_of(piece)))
 
 
 def _require_aware(name: str, value: datetime) -> None:

@@ -179,10 +179,11 @@ class TierMix(BaseModel):
 
 
 MEASURED_EXTRA_KEYS = frozenset(
-    {"load_s", "denoise_s", "decode_s", "cost_usd", "prediction_id", "predict_time_s"}
+    {"load_s", "denoise_s", "decode_s", "cost_usd", "prediction_id", "predict_time_s", "generation_id"}
 )
-"""``GenerationRecord.extra`` entries that measure a run (``contentforge.images.timings``, and a remote
-backend's prediction id and server time), not the image: left out of the fingerprint."""
+"""``GenerationRecord.extra`` entries that measure a run (``contentforge.images.timings``, a remote
+backend's prediction id and server time, and the id its charge is keyed by), not the image: left out
+of the fingerprint."""
 
 
 class GenerationRecord(BaseModel):
