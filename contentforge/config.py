@@ -6,11 +6,12 @@ editing code. ``.env.example`` lists each variable with a comment.
 
 from __future__ import annotations
 
+import re
 from functools import lru_cache
 from pathlib import Path
 from typing import Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import Field, SecretStr, field_validator, model_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 ImageProfile = Literal["tiny", "model", "fixed-latency", "replicate"]
@@ -120,6 +121,19 @@ class Settings(BaseSettings):
     gpu_pool: str = Field(default="gpu", description="Work pool of the generate-images deployment.")
     gpu_work_queue: str | None = Field(
         default=None, description="Work queue of the gpu pool for this batch's GPU stage (e.g. priority)."
+    )
+    flow_heartbeat_s: int = Field(
+        default=30,
+        ge=30,
+        description="Seconds between the flow-run heartbeats of ContentForge's processes "
+        "(PREFECT_FLOWS_HEARTBEAT_FREQUENCY; Prefect's minimum is 30).",
+    )
+    crash_after_s: int = Field(
+        default=240,
+        ge=35,
+        description="A Running flow run with no heartbeat for this long is marked Crashed (the "
+        "automation `contentforge bootstrap` creates); above Prefect's default heartbeat period (180 s), "
+        "so a run from a process without CONTENTFORGE's setting is never crashed while alive.",
     )
     prefect_port: int = Field(
         default=4200, ge=1, le=65535, description="Port of the local prefect server the CLI starts or reuses."
@@ -323,6 +337,24 @@ class Settings(BaseSettings):
     c2pa_key_path: Path | None = Field(default=None, description="PEM private key for C2PA signing.")
     # --- end safety and compliance ---
 
+    # --- Outbound URL policy (contentforge.outbound) ----------------------------------------------
+    allow_private_urls: str = Field(
+        default="",
+        description="Comma list of URL settings that may point at a private/loopback address "
+        "(e.g. local_llm_base_url for llama.cpp or Ollama on localhost), or * for all; every other "
+        "outbound request goes to public addresses only.",
+    )
+
+    @field_validator("allow_private_urls")
+    @classmethod
+    def _known_url_settings(cls, value: str) -> str:
+        from contentforge.outbound import parse_allow_private
+
+        parse_allow_private(value)
+        return value
+
+    # --- end outbound URL policy ---
+
     # --- Brand research and strategy (contentforge.research, contentforge.strategy) -------------
     research_allow_private: bool = Field(
         default=False,
@@ -375,6 +407,27 @@ class Settings(BaseSettings):
         if value % 8:
             raise ValueError(f"must be a multiple of 8 (the VAE downsamples by 8), got {value}")
         return value
+
+    @field_validator("image_device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        device = value.strip().lower()
+        if not re.fullmatch(r"auto|cpu|mps|(cuda|xpu)(:\d{1,2})?", device):
+            raise ValueError(f"use auto, cpu, mps, cuda or cuda:N, got {value[:40]!r}")
+        return device
+
+    @model_validator(mode="after")
+    def _flux_sizes(self) -> Settings:
+        # Flux packs 2x2 latent patches: diffusers resizes other sizes (with a warning), and the image
+        # would not match its record.
+        if self.image_family == "flux":
+            for name in ("image_width", "image_height"):
+                if getattr(self, name) % 16:
+                    raise ValueError(
+                        f"CONTENTFORGE_{name.upper()} must be a multiple of 16 for "
+                        f"CONTENTFORGE_IMAGE_FAMILY=flux, got {getattr(self, name)}"
+                    )
+        return self
 
     @field_validator("data_dir")
     @classmethod

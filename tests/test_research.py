@@ -14,10 +14,10 @@ from llm_fakes import FakeAnthropic, FakeOpenAI
 from loopback import LoopbackServer
 from pydantic import SecretStr
 
+from contentforge import outbound as outbound_module
 from contentforge.config import Settings
 from contentforge.domain.strategy import DNA_FIELDS, BrandDNA
 from contentforge.errors import InvalidInput
-from contentforge.research import fetch as fetch_module
 from contentforge.research.brand import gather_sources
 from contentforge.research.documents import load_document
 from contentforge.research.errors import (
@@ -113,7 +113,7 @@ def test_every_redirect_hop_is_resolved_checked_and_pinned_again(
         resolved.append(host)
         return [host] if host[0].isdigit() else ["127.0.0.1"]
 
-    monkeypatch.setattr(fetch_module, "is_public_address", loopback_is_public)
+    monkeypatch.setattr(outbound_module, "is_public_address", loopback_is_public)
     guarded = SafeFetcher(FetchLimits(timeout_s=5.0, respect_robots=False), resolver=resolver)
     fetched = guarded.fetch(site.localhost_url + "/to-loopback")  # -> http://127.0.0.1:<port>/about
     assert fetched.final_url == site.url + "/about" and "Our story" in fetched.body

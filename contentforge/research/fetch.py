@@ -1,7 +1,8 @@
 """Fetch web pages for brand research with limits: size, time, redirects, robots.txt and addresses.
 
-- Only ``http``/``https``. The host is resolved **once** and every address it resolves to is
-  checked: private, loopback, link-local, multicast, reserved and unspecified addresses are refused
+- The address checks and the pinning are ``contentforge.outbound``'s, shared with every request
+  ContentForge sends. Only ``http``/``https``. The host is resolved **once** and every address it
+  resolves to is checked: private, loopback, link-local, multicast, reserved and unspecified addresses are refused
   (``AddressRefused``) unless ``allow_private`` is set (tests, a trusted intranet).
 - The connection goes to an address that was checked, never to a second lookup's answer: the
   request URL names the pinned IP, the ``Host`` header keeps the site's name, and httpx's
@@ -22,18 +23,23 @@
 from __future__ import annotations
 
 import contextlib
-import ipaddress
 import logging
-import socket
 import time
 import urllib.robotparser
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
 
+from contentforge.outbound import (
+    OutboundPolicy,
+    OutboundRefused,
+    Resolver,
+    is_public_address,
+    resolve_host,
+    send_pinned,
+)
 from contentforge.research.errors import (
     AddressRefused,
     FetchFailed,
@@ -60,29 +66,7 @@ CONTENT_KINDS: dict[str, str] = {
 _REDIRECTS = {301, 302, 303, 307, 308}
 _ROBOTS_MAX_BYTES = 512_000
 
-Resolver = Callable[[str, int], list[str]]
-
-
-def resolve_host(host: str, port: int) -> list[str]:
-    """Every IP address ``host`` resolves to (IPv4 and IPv6), in the resolver's order of preference."""
-    infos = socket.getaddrinfo(host, port, proto=socket.IPPROTO_TCP)
-    return list(dict.fromkeys(str(info[4][0]) for info in infos))
-
-
-def is_public_address(ip: str) -> bool:
-    """False for private, loopback, link-local, multicast, reserved, unspecified and shared addresses."""
-    address = ipaddress.ip_address(ip.split("%", 1)[0])
-    if isinstance(address, ipaddress.IPv6Address) and address.ipv4_mapped is not None:
-        address = address.ipv4_mapped
-    return not (
-        address.is_private
-        or address.is_loopback
-        or address.is_link_local
-        or address.is_multicast
-        or address.is_reserved
-        or address.is_unspecified
-        or (isinstance(address, ipaddress.IPv4Address) and address in ipaddress.ip_network("100.64.0.0/10"))
-    )
+__all__ = ["FetchLimits", "FetchedDocument", "SafeFetcher", "is_public_address", "resolve_host"]
 
 
 @dataclass(frozen=True)
@@ -132,35 +116,18 @@ class SafeFetcher:
         A refusal is an ``AddressRefused`` (an ``InvalidInput``). ``allow_private`` skips the address
         check, not the resolution: the fetch is pinned to these addresses either way.
         """
-        parts = urlsplit(url)
-        if parts.scheme not in ("http", "https"):
-            raise AddressRefused(
-                f"only http and https URLs are fetched, not {parts.scheme or 'none'!r}", url=url
-            )
-        if not parts.hostname:
-            raise AddressRefused("the URL has no host", url=url)
-        if parts.username or parts.password:
-            raise AddressRefused("URLs with credentials are not fetched", url=url)
+        policy = OutboundPolicy(
+            setting="brand research",
+            allow_private=self.limits.allow_private,
+            opt_in="CONTENTFORGE_RESEARCH_ALLOW_PRIVATE=1 (tests, an intranet you trust)",
+            resolver=self.resolver,
+        )
         try:
-            port = parts.port or (443 if parts.scheme == "https" else 80)
-        except ValueError:
-            raise AddressRefused("the URL has an invalid port", url=url) from None
-        try:
-            addresses = self.resolver(parts.hostname, port)
-        except (OSError, UnicodeError) as exc:
-            raise FetchFailed(f"cannot resolve {parts.hostname}: {exc}", url=url) from None
-        if not addresses:
-            raise FetchFailed(f"{parts.hostname} resolves to no address", url=url)
-        if self.limits.allow_private:
-            return addresses
-        refused = [ip for ip in addresses if not is_public_address(ip)]
-        if refused:
-            raise AddressRefused(
-                f"{parts.hostname} resolves to non-public address(es) {', '.join(refused)}; research fetches "
-                "public sites only (CONTENTFORGE_RESEARCH_ALLOW_PRIVATE=1 allows it for tests)",
-                url=url,
-            )
-        return addresses
+            return policy.addresses(url)
+        except OutboundRefused as exc:
+            raise AddressRefused(str(exc).removeprefix("brand research: "), url=url) from None
+        except httpx.ConnectError as exc:
+            raise FetchFailed(str(exc), url=url) from None
 
     def allowed_by_robots(self, url: str) -> bool:
         if not self.limits.respect_robots:
@@ -232,7 +199,7 @@ class SafeFetcher:
                         f"robots.txt disallows this page for {ROBOTS_AGENT}; it is not fetched", url=current
                     )
                 try:
-                    with contextlib.closing(_send_pinned(client, current, addresses)) as response:
+                    with contextlib.closing(send_pinned(client, "GET", current, addresses)) as response:
                         if response.status_code in _REDIRECTS and "location" in response.headers:
                             redirects.append(urljoin(current, response.headers["location"]))
                             if len(redirects) > self.limits.max_redirects:
@@ -275,30 +242,6 @@ class SafeFetcher:
                     raise FetchTimeout(f"no answer within {self.limits.timeout_s}s", url=current) from None
                 except httpx.HTTPError as exc:
                     raise FetchFailed(f"{type(exc).__name__}: {exc}", url=current) from None
-
-
-def _send_pinned(client: httpx.Client, url: str, addresses: list[str]) -> httpx.Response:
-    """GET ``url`` over a connection to one of ``addresses`` (tried in order), streaming the body.
-
-    The URL handed to httpx names the IP, so nothing resolves the host again; the ``Host`` header
-    and ``sni_hostname`` (the documented httpx extension for connecting to an explicit IP) keep the
-    site's name for virtual hosting, SNI and certificate verification. Only a refused connection
-    moves on to the next address; every one of them passed the check.
-    """
-    target = httpx.URL(url)
-    failure = httpx.ConnectError(f"no address to connect to for {target.host}")
-    for ip in addresses:
-        request = client.build_request(
-            "GET",
-            target.copy_with(host=ip),
-            headers={"host": target.netloc.decode("ascii")},
-            extensions={"sni_hostname": target.raw_host.decode("ascii")},
-        )
-        try:
-            return client.send(request, stream=True)
-        except httpx.ConnectError as exc:
-            failure = exc
-    raise failure
 
 
 @dataclass(frozen=True)
