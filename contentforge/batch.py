@@ -10,25 +10,31 @@ from __future__ import annotations
 
 import hashlib
 import io
+import logging
 import time
+import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
 from PIL import Image
 from pydantic import ValidationError
+from sqlalchemy import select
+from sqlalchemy.orm import Session
 
 from contentforge.catalog import load_templates, select_templates
 from contentforge.config import Settings
 from contentforge.db import PieceRow, PlannedPiece, Repository
+from contentforge.db.models import BatchORM, PieceORM
 from contentforge.domain import Persona, PieceStatus, Platform, Template, TierMix
-from contentforge.errors import InvalidInput, UnknownPersona
+from contentforge.errors import ContentForgeError, InvalidInput, UnknownPersona
 from contentforge.images.factory import build_image_backend
 from contentforge.images.loras import registry_name, resolve_persona_lora
 from contentforge.images.protocol import GeneratedImage, ImageBackend, ImageRequest
-from contentforge.images.provenance import png_with_provenance, sign_c2pa
+from contentforge.images.provenance import png_with_provenance, read_provenance, sign_c2pa
 from contentforge.moderation import Moderator
+from contentforge.moderation.binding import image_sha256, judged_hash, judged_texts
 from contentforge.personas import load_persona_file
 from contentforge.storage import Storage, content_key
 from contentforge.text.hooks import HookWriter
@@ -36,9 +42,21 @@ from contentforge.text.llm_hooks import LlmHookWriter
 from contentforge.text.llm_prompts import ImagePromptOutcome, LlmImagePromptWriter
 from contentforge.text.prompts import build_image_prompt
 from contentforge.text.providers.costs import record_text_cost
+from contentforge.validation import (
+    TIER_MIX_MAX_CHARS,
+    check_batch_id,
+    check_platforms,
+    check_text,
+    shown,
+)
 
 MAX_PIECES = 500
 FINISHED = frozenset({PieceStatus.ready, PieceStatus.rejected})
+logger = logging.getLogger(__name__)
+
+
+class ContentChanged(ContentForgeError):
+    """A piece's image or texts changed while moderation judged it; the task retries with the new ones."""
 
 
 @dataclass(frozen=True)
@@ -65,31 +83,61 @@ def validate_batch_request(
     seed: int,
     include_hooks: bool = True,
     safety_check: bool = True,
+    batch_id: str | None = None,
 ) -> BatchRequest:
-    """Check every input and return the request, or raise ``InvalidInput`` naming the problem."""
-    if not isinstance(num_pieces, int) or not 1 <= num_pieces <= MAX_PIECES:
-        raise InvalidInput(f"num_pieces must be between 1 and {MAX_PIECES}, got {num_pieces!r}")
-    if not isinstance(seed, int) or not 0 <= seed < 2**32:
-        raise InvalidInput(f"seed must be an integer in [0, 2**32), got {seed!r}")
-    try:
-        chosen_platform = Platform(platform)
-    except ValueError:
-        raise InvalidInput(
-            f"unknown platform {platform!r}; use one of {', '.join(p.value for p in Platform)}"
-        ) from None
+    """Check every input and return the request, or raise ``InvalidInput`` naming the problem.
+
+    Nothing is written until every check has passed: a persona named by a file is saved last, so a
+    request refused for any reason leaves the database as it was. ``batch_id`` (resume or name a
+    batch) must be a valid new id, or an existing batch of the same persona.
+    """
+    if isinstance(num_pieces, bool) or not isinstance(num_pieces, int) or not 1 <= num_pieces <= MAX_PIECES:
+        raise InvalidInput(f"num_pieces must be between 1 and {MAX_PIECES}, got {shown(num_pieces)}")
+    if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
+        raise InvalidInput(f"seed must be an integer in [0, 2**32), got {shown(seed)}")
+    chosen_platform = check_platforms([platform])[0]
+    if isinstance(tier_mix, str):
+        check_text(tier_mix, "tier mix", TIER_MIX_MAX_CHARS)
     mix = parse_tier_mix(tier_mix)
-    found = resolve_persona(repo, persona)
+    if batch_id is not None:
+        check_batch_id(batch_id)
+    from_file = _is_persona_file(persona)
+    found = resolve_persona(repo, persona, save=False)
     if chosen_platform not in found.platforms:
         targets = ", ".join(p.value for p in found.platforms)
         raise InvalidInput(
             f"persona {found.id!r} does not target {chosen_platform.value} (it targets {targets})"
         )
+    if batch_id is not None:
+        _check_batch_target(repo, batch_id, found.id, num_pieces)
     if found.lora is not None:  # a file, a hub id or registry:<name> (must be registered and fit the model)
         resolve_persona_lora(found.lora, settings)
     # Builds the backend object only (the pipeline loads lazily): checks the model setting, refuses
     # pickle checkpoints, and fails here rather than after planning.
     build_image_backend(settings)
+    if from_file:
+        repo.upsert_persona(found)  # last: raises InvalidPersona if another persona has its name
     return BatchRequest(found, num_pieces, chosen_platform, mix, seed, include_hooks, safety_check)
+
+
+def _check_batch_target(repo: Repository, batch_id: str, persona_id: str, num_pieces: int) -> None:
+    """A resumed batch belongs to this persona; no piece id the batch would plan is another batch's."""
+    with Session(repo.engine) as session:
+        existing = session.get(BatchORM, batch_id)
+        if existing is not None and existing.persona_id != persona_id:
+            raise InvalidInput(
+                f"batch {batch_id!r} belongs to persona {existing.persona_id!r}, not {persona_id!r}; "
+                "omit --batch-id to start a new batch"
+            )
+        # Pieces of batches planned before piece ids used the whole batch id ("<first 16>-NNN").
+        wanted = [piece_id_for(batch_id, index) for index in range(num_pieces)]
+        taken = session.scalars(
+            select(PieceORM.batch_id).where(PieceORM.id.in_(wanted), PieceORM.batch_id != batch_id).limit(1)
+        ).first()
+    if taken is not None:
+        raise InvalidInput(
+            f"batch id {batch_id!r} would reuse piece ids of batch {taken!r}; choose another batch id"
+        )
 
 
 def parse_tier_mix(value: TierMix | Mapping[str, float] | str | None) -> TierMix:
@@ -114,23 +162,51 @@ def _first_error(exc: Exception) -> str:
     return str(exc)
 
 
-def resolve_persona(repo: Repository, persona: str) -> Persona:
-    """A persona by id or name, or from a YAML/JSON file path (which is then saved)."""
-    path = Path(persona)
-    if path.suffix.lower() in {".yaml", ".yml", ".json"}:
-        loaded = load_persona_file(path)
-        repo.upsert_persona(loaded)
+PERSONA_FILE_SUFFIXES = frozenset({".yaml", ".yml", ".json"})
+PERSONA_REF_MAX_CHARS = 4096
+"""A persona reference: an id, a name (120 characters) or a file path."""
+KNOWN_SHOWN = 20
+"""At most this many known persona ids are listed in an unknown-persona message."""
+
+
+def _is_persona_file(persona: str) -> bool:
+    return Path(persona).suffix.lower() in PERSONA_FILE_SUFFIXES
+
+
+def resolve_persona(repo: Repository, persona: str, *, save: bool = True) -> Persona:
+    """A persona by id or name, or from a YAML/JSON file path (saved unless ``save=False``)."""
+    if not isinstance(persona, str) or not persona.strip():
+        raise UnknownPersona("name a persona: its id, its name or a YAML/JSON file")
+    check_text(persona, "persona reference", PERSONA_REF_MAX_CHARS)
+    if _is_persona_file(persona):
+        loaded = load_persona_file(Path(persona))
+        if save:
+            repo.upsert_persona(loaded)
         return loaded
     found = repo.get_persona(persona)
     if found is None:
-        known = ", ".join(p.id for p in repo.list_personas()) or "none yet"
-        raise UnknownPersona(f"unknown persona {persona!r} (known: {known})")
+        ids = [p.id for p in repo.list_personas()]
+        known = ", ".join(ids[:KNOWN_SHOWN]) + (
+            f" and {len(ids) - KNOWN_SHOWN} more" if len(ids) > KNOWN_SHOWN else ""
+        )
+        raise UnknownPersona(f"unknown persona {shown(persona)} (known: {known or 'none yet'})")
     return found
 
 
 def piece_id_for(batch_id: str, index: int) -> str:
-    """Deterministic, so a rerun of the same batch addresses the same pieces and storage keys."""
-    return f"{batch_id[:16]}-{index:03d}"
+    """Deterministic, so a rerun of the same batch addresses the same pieces and storage keys.
+
+    The whole batch id (at most ``BATCH_ID_MAX`` characters) keeps two batches' pieces apart. Batches
+    planned when ids used only its first 16 characters keep their stored ids: a resumed batch reads
+    them back by index (``stored_piece_ids``).
+    """
+    return f"{batch_id}-{index:03d}"
+
+
+def stored_piece_ids(repo: Repository, batch_id: str, planned: Sequence[PlannedPiece]) -> list[str]:
+    """The ids the database holds for the planned (batch, index) pairs, in plan order."""
+    by_index = {row.index: row.id for row in repo.pieces(batch_id=batch_id)}
+    return [by_index.get(piece.index, piece.piece_id) for piece in planned]
 
 
 def piece_seed(batch_seed: int, index: int) -> int:
@@ -209,12 +285,18 @@ def image_request_for(piece: PieceRow, persona: Persona, settings: Settings) -> 
 
 @dataclass(frozen=True)
 class TimedImage:
-    """A generated image with the wall-clock window in which the generation itself ran."""
+    """A generated image with the wall-clock window in which the generation itself ran.
+
+    ``generation_id`` names this one generation: its charge is keyed by it (charged once however
+    often it is recorded), and it travels in the stored record so a crash after storing can adopt
+    the stored image instead of generating it again.
+    """
 
     generated: GeneratedImage
     started_at: datetime
     finished_at: datetime
     seconds: float
+    generation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
 
 
 @dataclass(frozen=True)
@@ -268,7 +350,9 @@ def store_piece(
     ``c2pa_credentials`` (certificate chain, private key) add a signed C2PA manifest on top of the
     XMP provenance every image carries.
     """
+    charge_generation(piece, timed, repo)  # paid for now, even if storing fails or the process dies
     record = timed.generated.stored_record()  # with this run's load/denoise/decode timings
+    record = record.model_copy(update={"extra": {**record.extra, GENERATION_ID: timed.generation_id}})
     png = png_with_provenance(timed.generated.image, record)
     if c2pa_credentials is not None:
         png = sign_c2pa(png, "image/png", *c2pa_credentials, title=f"ContentForge piece {piece.id}")
@@ -286,25 +370,94 @@ def store_piece(
         finished_at=timed.finished_at,
         generation_seconds=timed.seconds,
         cost_usd=timed.generated.cost_usd,
+        generation_id=timed.generation_id,
     )
     return GenerationOutcome(
         piece.id, stored.key, stored.url, timed.seconds, timed.generated.cost_usd, stored.written
     )
 
 
+def charge_generation(piece: PieceRow, timed: TimedImage, repo: Repository) -> bool:
+    """Charge one generation of the piece (keyed by its id: never twice); False if already charged."""
+    generated = timed.generated
+    return repo.charge_generation(
+        piece.id,
+        generation_id=timed.generation_id,
+        provider=generated.record.backend,
+        amount_usd=generated.cost_usd,
+        detail={"model": generated.record.model, "fingerprint": generated.record.fingerprint()},
+    )
+
+
+def adopt_stored_image(
+    piece: PieceRow, persona: Persona, storage: Storage, repo: Repository, settings: Settings
+) -> bool:
+    """Record an image a crashed run stored but never recorded, instead of generating it again.
+
+    The stored file carries its generation record; it is adopted only when that record is exactly
+    what this piece's request would generate now (prompt, seed, steps, guidance, size, LoRAs), so a
+    changed configuration still regenerates. Its charge was made before it was stored, under the
+    generation id the record carries, so adopting it charges nothing again.
+    """
+    key = content_key(persona.id, piece.id, "png")
+    if piece.status is not PieceStatus.planned or not storage.exists(key):
+        return False
+    data = storage.get(key)
+    record = read_provenance(data).record
+    if record is None or GENERATION_ID not in record.extra:
+        return False
+    request = image_request_for(piece, persona, settings)
+    wanted = request.generation_record(backend=record.backend, model=record.model)
+    same = all(getattr(wanted, name) == getattr(record, name) for name in ADOPTION_FIELDS)
+    lora_names = tuple(lora.name for lora in request.loras)
+    if not same or tuple(lora.name for lora in record.loras) != lora_names:
+        return False
+    now = datetime.now(UTC)
+    repo.mark_generated(
+        piece.id,
+        record=record,
+        storage_key=key,
+        url=storage.url_for(key),
+        content_sha256=image_sha256(data),
+        queued_at=now,
+        started_at=now,
+        finished_at=now,
+        generation_seconds=0.0,
+        cost_usd=float(record.extra.get("cost_usd") or 0.0),
+        generation_id=record.extra[GENERATION_ID],
+    )
+    logger.info("piece %s: adopted the image a crashed run stored (not generated again)", piece.id)
+    return True
+
+
+GENERATION_ID = "generation_id"
+ADOPTION_FIELDS = ("prompt", "negative_prompt", "seed", "steps", "guidance_scale", "width", "height")
+
+
 def write_piece_hooks(
     piece: PieceRow, persona: Persona, platform: Platform, writer: HookWriter, repo: Repository
 ) -> int:
-    """Write and save the piece's hook variations; returns how many.
+    """Write and save the piece's hook variations; returns how many (0 when they already exist).
 
-    An LLM writer's answer is charged to the batch's cost ledger (tokens, model, prompt version).
+    A piece that already has hooks for ``platform`` keeps them: a resumed batch never rewrites (nor
+    pays again for) finished hooks, because they may already be moderated and scheduled. An LLM
+    writer's answer is charged to the batch's cost ledger (tokens, model, prompt version), keyed by
+    the piece and platform so a retried recording is not charged twice.
     """
+    if platform.value in repo.hook_platforms(piece.id):
+        return 0
     template = template_by_id(piece.template_id)
     if isinstance(writer, LlmHookWriter):
         outcome = writer.write_hooks_detailed(persona, template, platform, count=5, seed=piece.seed)
         hooks = outcome.hooks
         if outcome.result is not None and outcome.result.result.provider != "offline":
-            record_text_cost(repo, piece.batch_id, outcome.result, piece_id=piece.id)
+            record_text_cost(
+                repo,
+                piece.batch_id,
+                outcome.result,
+                piece_id=piece.id,
+                charge_key=f"hooks:{piece.id}:{platform.value}:{uuid.uuid4().hex}",
+            )
     else:
         hooks = writer.write_hooks(persona, template, platform, count=5, seed=piece.seed)
     repo.save_hooks(piece.id, hooks)
@@ -322,12 +475,21 @@ def moderate_piece(piece: PieceRow, storage: Storage, moderator: Moderator, repo
         return piece.verdict.value
     if piece.storage_key is None:
         raise InvalidInput(f"piece {piece.id} has no stored image to moderate")
-    image = Image.open(io.BytesIO(storage.get(piece.storage_key)))
+    data = storage.get(piece.storage_key)
+    image = Image.open(io.BytesIO(data))
     image.load()
-    texts = [piece.prompt, *(hook.caption for hook in piece.hooks)]
+    texts = judged_texts(piece.prompt, piece.hooks)
     assessment = moderator.assess(image, texts)
     review_reasons = assessment.review_reasons if assessment.needs_review else ()
-    repo.save_verdict(piece.id, assessment.verdict, review_reasons=review_reasons)
+    # Bound to exactly these bytes and texts: if the piece changed meanwhile, the verdict is not applied.
+    bound = repo.save_verdict(
+        piece.id,
+        assessment.verdict,
+        judged=judged_hash(image_sha256(data), texts),
+        review_reasons=review_reasons,
+    )
+    if not bound:
+        raise ContentChanged(f"piece {piece.id} changed while it was being moderated; moderate it again")
     return assessment.verdict.verdict.value
 
 

@@ -17,6 +17,11 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 ImageProfile = Literal["tiny", "model", "fixed-latency", "replicate"]
 
 
+PUBLISH_LEASE_MIN_S = 120
+"""Shortest publishing lease: above the longest single platform HTTP call (``publishing.http``:
+10 s connect + 30 s write + 30 s read + 30 s pool = 100 s)."""
+
+
 class Settings(BaseSettings):
     """All ContentForge settings; every field maps to ``CONTENTFORGE_<FIELD>``."""
 
@@ -138,6 +143,13 @@ class Settings(BaseSettings):
     prefect_port: int = Field(
         default=4200, ge=1, le=65535, description="Port of the local prefect server the CLI starts or reuses."
     )
+    batch_lease_s: float = Field(
+        default=60.0,
+        ge=6.0,
+        le=3600.0,
+        description="A batch runner's lease (renewed every third of it): one runner per batch, and how long "
+        "after a crash a resume must wait before it can take the batch over.",
+    )
 
     # Moderation thresholds (score at or above rejects); see contentforge.moderation.policy.
     moderation_sexual: float = Field(default=0.90, ge=0.0, le=1.0)
@@ -200,8 +212,22 @@ class Settings(BaseSettings):
     )
     publish_max_attempts: int = Field(default=5, ge=1, le=50)
     publish_stale_after_s: int = Field(
-        default=900, ge=0, description="A 'publishing' row untouched this long is resumed by the next run."
+        default=900,
+        description="Lease of a publishing claim (s), renewed while the platform call runs; a row whose "
+        f"lease expired (its worker died) is resumed by the next run. At least {PUBLISH_LEASE_MIN_S}.",
     )
+
+    @field_validator("publish_stale_after_s")
+    @classmethod
+    def _lease_outlasts_a_platform_call(cls, value: int) -> int:
+        if value < PUBLISH_LEASE_MIN_S:
+            raise ValueError(
+                f"CONTENTFORGE_PUBLISH_STALE_AFTER_S={value}: a publishing claim's lease must be at least "
+                f"{PUBLISH_LEASE_MIN_S} s (longer than the longest platform HTTP call), or another run "
+                "could reclaim a row while the first is still posting it"
+            )
+        return value
+
     publish_poll_interval_s: float = Field(default=2.0, ge=0.0, description="First wait when polling a post.")
     publish_poll_max: int = Field(default=10, ge=1, le=100, description="Status checks before giving up.")
     webhook_url: str | None = Field(default=None, description="Endpoint of the webhook publisher.")

@@ -24,9 +24,10 @@ from prefect.cache_policies import NO_CACHE
 from prefect.deployments import run_deployment
 from prefect.futures import PrefectFuture
 from prefect.runtime import flow_run
-from prefect.settings import PREFECT_FLOWS_HEARTBEAT_FREQUENCY, temporary_settings
 from prefect.task_runners import ThreadPoolTaskRunner
 
+from contentforge.batch import BatchRequest
+from contentforge.db.leases import LeaseRenewer, lease_owner
 from contentforge.domain import PieceStatus
 from contentforge.summary import batch_summary_markdown, batch_summary_table
 from contentforge_api.gallery import gallery_url
@@ -36,11 +37,17 @@ from tasks import resources
 from tasks.bootstrap import bootstrap_limits
 from tasks.images import discard_queued
 from tasks.moderation import moderate
-from tasks.planning import select_templates_and_prompts, validate_request
+from tasks.planning import select_templates_and_prompts, take_batch, validate_request
+from tasks.run_hooks import mark_batch_cancelled, mark_batch_crashed
 from tasks.text import write_hooks
 
 
-@flow(name="produce-content-batch", task_runner=ThreadPoolTaskRunner(max_workers=16))
+@flow(
+    name="produce-content-batch",
+    task_runner=ThreadPoolTaskRunner(max_workers=16),
+    on_crashed=[mark_batch_crashed],
+    on_cancellation=[mark_batch_cancelled],
+)
 def produce_content_batch(
     persona: str,
     num_pieces: int = 50,
@@ -50,13 +57,15 @@ def produce_content_batch(
     safety_check: bool = True,
     seed: int = 0,
     batch_id: str | None = None,
+    wait_for_runner_s: float = 0.0,
 ) -> dict[str, Any]:
     """Produce ``num_pieces`` pieces for ``persona`` (id, name or YAML/JSON file) on ``platform``.
 
     ``tier_mix`` maps template tiers to shares summing to 1 (default safe 0.7 / suggestive 0.3).
-    Returns the batch statistics (counts by status and tier, cost, timings per stage).
+    Returns the batch statistics (counts by status and tier, cost, timings per stage). One runner per
+    batch: a batch another run holds is refused (``BatchBusy``), or waited for up to
+    ``wait_for_runner_s``.
     """
-    logger = get_run_logger()
     stage_seconds: dict[str, float] = {}
     clock = time.perf_counter()
     request = validate_request(
@@ -70,7 +79,36 @@ def produce_content_batch(
     )
     bootstrap_limits(resources.settings())
     batch_id = batch_id or uuid.uuid4().hex
-    piece_ids = select_templates_and_prompts(request, batch_id, flow_run.get_id())
+    owner = lease_owner(flow_run.get_id())
+    take_batch(request, batch_id, flow_run.get_id(), owner, wait_for_runner_s)
+    repo = resources.repository()
+    renewer = LeaseRenewer(repo, batch_id, owner, resources.settings().batch_lease_s).start()
+    try:
+        stats = _produce(
+            batch_id, request, platform, include_hooks, safety_check, stage_seconds, clock, owner
+        )
+    except Exception:
+        # A failure of the run itself (not of a piece); a crash or cancellation is left to the state hooks.
+        repo.end_batch_run(batch_id, "failed", owner=owner)
+        raise
+    finally:
+        renewer.stop()
+    return stats
+
+
+def _produce(
+    batch_id: str,
+    request: BatchRequest,
+    platform: str,
+    include_hooks: bool,
+    safety_check: bool,
+    stage_seconds: dict[str, float],
+    clock: float,
+    owner: str,
+) -> dict[str, Any]:
+    """Plan, generate, write hooks, moderate and summarise a batch whose lease this run holds."""
+    logger = get_run_logger()
+    piece_ids = select_templates_and_prompts(request, batch_id)
     stage_seconds["plan"] = time.perf_counter() - clock
     logger.info("batch %s: %d pieces for %s on %s", batch_id, len(piece_ids), request.persona.id, platform)
 
@@ -90,7 +128,9 @@ def produce_content_batch(
     stats = repo.batch_stats(batch_id)
     stats["stage_seconds"] = {name: round(value, 3) for name, value in stage_seconds.items()}
     failed = stats["by_status"].get(PieceStatus.failed.value, 0)
-    repo.finish_batch(batch_id, status="completed" if failed < len(piece_ids) else "failed", summary=stats)
+    status = "completed" if failed < len(piece_ids) else "failed"
+    if not repo.finish_batch(batch_id, status=status, summary=stats, owner=owner):
+        logger.error("batch %s: another runner took the batch over; its summary stands", batch_id)
     rows = repo.pieces(batch_id=batch_id)
     gallery = gallery_url(resources.settings(), batch_id)
     create_markdown_artifact(
@@ -119,11 +159,11 @@ def run_gpu_stage(batch_id: str, piece_ids: list[str]) -> None:
     """
     settings = resources.settings()
     if not settings.gpu_deployment:
-        # The in-process subflow lives and dies with this batch's process, whose own flow-run heartbeats
-        # already tell the server it is alive. Its heartbeat thread would only delay its end: Prefect
-        # joins that thread in 1 s steps (measured: the GPU stage ended up to 1 s after its last task).
-        with temporary_settings(updates={PREFECT_FLOWS_HEARTBEAT_FREQUENCY: None}):
-            generate_images(batch_id=batch_id, piece_ids=piece_ids)
+        # The subflow sends its own heartbeats although its parent's would tell the server the process
+        # lives: when the process dies, the crash automation marks a run Crashed only if that run sent
+        # heartbeats, and a subflow without them would stay Running forever. Cost: Prefect joins the
+        # heartbeat thread in 1 s steps, so the stage ends up to 1 s after its last task.
+        generate_images(batch_id=batch_id, piece_ids=piece_ids)
         return
     run = run_deployment(
         settings.gpu_deployment,

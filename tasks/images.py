@@ -26,7 +26,14 @@ from typing import Any
 from prefect import get_run_logger, task
 from prefect.cache_policies import NO_CACHE
 
-from contentforge.batch import GenerationOutcome, generate_piece, store_piece
+from contentforge.batch import (
+    GenerationOutcome,
+    TimedImage,
+    adopt_stored_image,
+    charge_generation,
+    generate_piece,
+    store_piece,
+)
 from contentforge.db import PieceRow
 from contentforge.domain import Persona, PieceStatus
 from contentforge.errors import InvalidInput
@@ -41,6 +48,7 @@ logger = logging.getLogger(__name__)
 class _Queued:
     future: Future[Any]
     queued_at: datetime
+    pieces: tuple[PieceRow, ...]
 
 
 _queued: dict[tuple[str, ...], _Queued] = {}
@@ -59,10 +67,18 @@ def _is_transient(task, task_run, state) -> bool:  # type: ignore[no-untyped-def
 
 
 def _already_generated(piece: PieceRow) -> bool:
-    return bool(
-        piece.status is not PieceStatus.planned
-        and piece.storage_key
-        and resources.storage().exists(piece.storage_key)
+    """Whether the piece's image exists: recorded, or stored by a run that died before recording it.
+
+    The second case adopts the stored image (``adopt_stored_image``), so a crash between storing and
+    recording never makes a resume generate (and pay for) the same image again.
+    """
+    if piece.status is not PieceStatus.planned:
+        return bool(piece.storage_key and resources.storage().exists(piece.storage_key))
+    persona = resources.repository().get_persona(piece.persona_id)
+    if persona is None:
+        return False
+    return adopt_stored_image(
+        piece, persona, resources.storage(), resources.repository(), resources.settings()
     )
 
 
@@ -116,21 +132,41 @@ def queue_generations(groups: Sequence[Sequence[str]], *, micro_batches: bool) -
             if key in _queued:  # queued already (a rerun of the stage in this process): claim that one
                 continue
             work = _generation(todo, personas, micro_batch=micro_batches)
-            _queued[key] = _Queued(dispatcher.submit(work), datetime.now(UTC))
+            _queued[key] = _Queued(dispatcher.submit(work), datetime.now(UTC), tuple(todo))
         keys.append(key)
     return keys
 
 
 def discard_queued(keys: Sequence[tuple[str, ...]]) -> int:
-    """Forget queued generations no task claimed, cancelling those no slot has started; returns how many."""
+    """Forget queued generations no task claimed, cancelling those no slot has started; returns how many.
+
+    One that already started cannot be cancelled: it runs to its end and is charged then, because a
+    generation that ran was paid for even though nobody keeps its image.
+    """
     dropped = 0
     with _queued_lock:
         for key in keys:
             queued = _queued.pop(key, None)
             if queued is not None:
-                queued.future.cancel()
+                if not queued.future.cancel():
+                    queued.future.add_done_callback(partial(_charge_discarded, queued.pieces))
                 dropped += 1
     return dropped
+
+
+def _charge_discarded(pieces: tuple[PieceRow, ...], future: Future[Any]) -> None:
+    """Charge the generations of an unclaimed queued group once they finished (never raises)."""
+    if future.cancelled() or future.exception() is not None:
+        return
+    result = future.result()
+    timed = result if isinstance(result, list) else [result]
+    repo = resources.repository()
+    for piece, image in zip(pieces, timed, strict=False):
+        if isinstance(image, TimedImage):
+            try:
+                charge_generation(piece, image, repo)
+            except Exception as exc:  # called from the dispatcher's thread: log, never raise
+                logger.warning("could not charge the discarded generation of %s: %s", piece.id, exc)
 
 
 def _claim_or_run(key: tuple[str, ...], work: Callable[[], Any]) -> tuple[Any, datetime]:

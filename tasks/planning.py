@@ -7,7 +7,7 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
-from contentforge.batch import BatchRequest, plan_pieces, validate_batch_request
+from contentforge.batch import BatchRequest, plan_pieces, stored_piece_ids, validate_batch_request
 from contentforge.db import PieceRow, PlannedPiece
 from contentforge.text.llm_prompts import ImagePromptOutcome, build_image_prompt_writer
 from contentforge.text.prompt_sources import record_planned_prompts
@@ -21,10 +21,13 @@ def validate_request(**request: Any) -> BatchRequest:
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def select_templates_and_prompts(request: BatchRequest, batch_id: str, flow_run_id: str | None) -> list[str]:
-    """Record the batch and its planned pieces (template, prompt, seed); returns the piece ids.
+def take_batch(
+    request: BatchRequest, batch_id: str, flow_run_id: str | None, owner: str, wait_s: float = 0.0
+) -> None:
+    """Record the batch (once) and take its lease before planning: one runner per batch.
 
-    Idempotent: rerunning a batch id keeps pieces already planned exactly as they were.
+    Raises ``BatchBusy`` naming the live holder (after waiting up to ``wait_s`` for it), so a second
+    runner never plans, generates or writes anything for a batch another one is running.
     """
     repo = resources.repository()
     repo.create_batch(
@@ -41,6 +44,18 @@ def select_templates_and_prompts(request: BatchRequest, batch_id: str, flow_run_
         },
         flow_run_id=flow_run_id,
     )
+    repo.acquire_batch_lease(
+        batch_id, owner, ttl_s=resources.settings().batch_lease_s, flow_run_id=flow_run_id, wait_s=wait_s
+    )
+
+
+@task(cache_policy=NO_CACHE, persist_result=False)
+def select_templates_and_prompts(request: BatchRequest, batch_id: str) -> list[str]:
+    """Plan the batch's pieces (template, prompt, seed) and record them; returns the piece ids.
+
+    Idempotent: rerunning a batch id keeps pieces already planned exactly as they were.
+    """
+    repo = resources.repository()
     # A model writes the prompts when the chain has one; a retried batch keeps its pieces, so it is
     # not paid for again. Sources and costs are recorded once the pieces exist (prompt_sources).
     writer = (
@@ -59,7 +74,9 @@ def select_templates_and_prompts(request: BatchRequest, batch_id: str, flow_run_
     planned = plan() if writer is None else resources.run_llm(plan)  # model calls hold an LLM slot
     repo.add_planned_pieces(batch_id, planned)
     record_planned_prompts(repo, batch_id, outcomes)
-    return [piece.piece_id for piece in planned]
+    # A resumed batch keeps the ids it was planned with (older ones used the batch id's first 16
+    # characters), so its pieces are addressed by (batch, index) as stored.
+    return stored_piece_ids(repo, batch_id, planned)
 
 
 def load_piece(piece_id: str) -> PieceRow:

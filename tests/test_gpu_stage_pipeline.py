@@ -53,7 +53,7 @@ def stage_env(settings_env: Path, prefect_server: str, monkeypatch: pytest.Monke
 def _plan(repo: Any, batch_id: str, pieces: int) -> list[str]:
     from contentforge.batch import validate_batch_request
     from tasks import resources
-    from tasks.planning import select_templates_and_prompts
+    from tasks.planning import select_templates_and_prompts, take_batch
 
     request = validate_batch_request(
         repo,
@@ -64,7 +64,8 @@ def _plan(repo: Any, batch_id: str, pieces: int) -> list[str]:
         tier_mix=None,
         seed=1,
     )
-    return select_templates_and_prompts.fn(request, batch_id, None)
+    take_batch.fn(request, batch_id, None, owner="test")
+    return select_templates_and_prompts.fn(request, batch_id)
 
 
 def test_queued_generations_run_without_their_tasks_and_are_claimed_not_repeated(stage_env) -> None:  # type: ignore[no-untyped-def]

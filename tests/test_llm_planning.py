@@ -81,7 +81,8 @@ def plan(batch_id: str, num_pieces: int) -> list[str]:
     request = planning.validate_request.fn(
         persona=PERSONA.id, num_pieces=num_pieces, platform="instagram", tier_mix=None, seed=7
     )
-    return planning.select_templates_and_prompts.fn(request, batch_id, None)
+    planning.take_batch.fn(request, batch_id, None, owner="test")
+    return planning.select_templates_and_prompts.fn(request, batch_id)
 
 
 def text_costs(batch_id: str) -> list[CostEntryORM]:

@@ -30,8 +30,12 @@ def record_text_cost(
     answer: TextResult | StructuredResult,
     *,
     piece_id: str | None = None,
+    charge_key: str | None = None,
 ) -> None:
-    """One ``kind="text"`` cost entry for ``answer`` (a plain or structured result)."""
+    """One ``kind="text"`` cost entry for ``answer`` (a plain or structured result).
+
+    ``charge_key`` names the call, so recording it again (a retry of the recording) adds nothing.
+    """
     if isinstance(answer, StructuredResult):
         result, version = answer.result, answer.prompt_version
     else:
@@ -43,4 +47,5 @@ def record_text_cost(
         amount_usd=result.cost_usd,
         piece_id=piece_id,
         detail=cost_detail(result, version),
+        charge_key=charge_key,
     )
