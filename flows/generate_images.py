@@ -31,6 +31,7 @@ from flows.progress import BatchProgress
 from tasks import resources
 from tasks.images import discard_queued, generate_image, generate_image_batch, queue_generations
 from tasks.planning import load_piece
+from tasks.run_hooks import discard_generations
 
 
 def plan_micro_batches(piece_ids: list[str], size: int) -> list[list[str]]:
@@ -52,7 +53,13 @@ def plan_micro_batches(piece_ids: list[str], size: int) -> list[list[str]]:
     return [[ids[valid[i]] for i in group] for group in groups] + alone
 
 
-@flow(name="generate-images", task_runner=ThreadPoolTaskRunner(max_workers=16), log_prints=False)
+@flow(
+    name="generate-images",
+    task_runner=ThreadPoolTaskRunner(max_workers=16),
+    log_prints=False,
+    on_crashed=[discard_generations],
+    on_cancellation=[discard_generations],
+)
 def generate_images(
     batch_id: str, piece_ids: list[str], progress_artifact_id: UUID | None = None, progress_steps: int = 0
 ) -> dict[str, str]:

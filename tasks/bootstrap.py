@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
+from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
 
@@ -13,6 +15,10 @@ from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitUpdate,
     WorkPoolCreate,
 )
+from prefect.client.schemas.objects import StateType
+from prefect.events.actions import ChangeFlowRunState
+from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
+from prefect.events.schemas.events import ResourceSpecification
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
 
 from contentforge.config import Settings
@@ -65,9 +71,94 @@ def ensure_batch_limits(settings: Settings) -> dict[str, str]:
 
 @task(name="bootstrap-limits")
 def bootstrap_limits(settings: Settings) -> dict[str, str]:
-    """Create the batch's limits where absent, so a run started from the UI or a schedule works on a
-    server nobody bootstrapped; sizes an operator changed on the server are left alone."""
-    return {name: create_limit_if_absent(name, size) for name, size in _batch_limits(settings).items()}
+    """Create the batch's limits and the crash automation where absent, so a run started from the UI or
+    a schedule works on a server nobody bootstrapped; what an operator changed on the server is left alone."""
+    outcome = {name: create_limit_if_absent(name, size) for name, size in _batch_limits(settings).items()}
+    outcome[CRASH_AUTOMATION] = ensure_crash_automation(settings, update=False)
+    return outcome
+
+
+CRASH_AUTOMATION = "contentforge: crash flow runs without heartbeats"
+"""Name of the automation that marks a flow run Crashed when its process stops sending heartbeats."""
+
+_ALIVE = "prefect.flow-run.heartbeat"
+_RUN_STARTED = {"prefect.flow-run.Running", "prefect.flow-run.Retrying"}
+_RUN_ENDED = {
+    f"prefect.flow-run.{name}" for name in ("Completed", "Failed", "Cancelled", "Crashed", "Suspended")
+}
+"""A run that ended (or was suspended: its process exits on purpose) sends no more heartbeats."""
+
+
+def crash_automation(settings: Settings) -> AutomationCore:
+    """Prefect's documented zombie-run automation: a flow run that was Running or sent a heartbeat and
+    then sends neither a heartbeat nor an end state for ``crash_after_s`` is marked Crashed.
+
+    A process killed with ``kill -9`` (or a machine that died) runs no hook and reports nothing, so
+    without this its run, and the in-process GPU-stage subflow with it, would stay Running forever.
+    ``crash_after_s`` spans several heartbeat periods (``flow_heartbeat_s``) and Prefect's own default
+    period (180 s), so a live run is never crashed for one late heartbeat.
+    """
+    return AutomationCore(
+        name=CRASH_AUTOMATION,
+        description=(
+            f"Marks a flow run Crashed when it sent no heartbeat for {settings.crash_after_s} s "
+            f"(ContentForge processes send one every {settings.flow_heartbeat_s} s). "
+            "Created by `contentforge bootstrap`; CONTENTFORGE_CRASH_AFTER_S sets the window."
+        ),
+        enabled=True,
+        trigger=EventTrigger(
+            match=ResourceSpecification({"prefect.resource.id": "prefect.flow-run.*"}),
+            after={_ALIVE, *_RUN_STARTED},
+            expect={_ALIVE, *_RUN_ENDED},
+            for_each={"prefect.resource.id"},
+            posture=Posture.Proactive,
+            threshold=1,
+            within=timedelta(seconds=settings.crash_after_s),
+        ),
+        actions=[
+            ChangeFlowRunState(
+                state=StateType.CRASHED,
+                message=(
+                    f"No heartbeat for {settings.crash_after_s} s: the process running this flow run "
+                    "died or lost the server (marked by ContentForge's crash automation)."
+                ),
+            )
+        ],
+    )
+
+
+def _same_automation(a: AutomationCore, b: AutomationCore) -> bool:
+    """Same trigger, actions and description (sets compared as sets; the trigger's own id ignored)."""
+    fields = {"description", "enabled", "trigger", "actions"}
+    exclude = {"trigger": {"id"}}
+    return a.model_dump(include=fields, exclude=exclude) == b.model_dump(include=fields, exclude=exclude)
+
+
+def ensure_crash_automation(
+    settings: Settings, *, update: bool = True
+) -> Literal["created", "updated", "unchanged"]:
+    """Make the crash automation exist (and, with ``update``, match the settings) exactly once.
+
+    Automation names are not unique on the server, so two processes bootstrapping at once may both
+    create it; each then keeps the one with the lowest id and deletes the rest, so they agree.
+    """
+    wanted = crash_automation(settings)
+    with get_client(sync_client=True) as client:
+        existing = client.read_automations_by_name(CRASH_AUTOMATION)
+        if not existing:
+            client.create_automation(wanted)
+            existing = client.read_automations_by_name(CRASH_AUTOMATION)
+            outcome: Literal["created", "updated", "unchanged"] = "created"
+        else:
+            outcome = "unchanged"
+        keep, *duplicates = sorted(existing, key=lambda automation: str(automation.id))
+        for duplicate in duplicates:
+            with contextlib.suppress(ObjectNotFound):  # the other process deleted it first
+                client.delete_automation(duplicate.id)
+        if outcome == "unchanged" and update and not _same_automation(keep, wanted):
+            client.update_automation(keep.id, wanted)
+            outcome = "updated"
+    return outcome
 
 
 INFRA_POOLS = Path(__file__).resolve().parents[1] / "infra" / "pools"
@@ -128,6 +219,7 @@ def ensure_work_queue(pool: str, name: str, priority: int) -> Literal["created",
 def bootstrap_cluster(settings: Settings, gpu_worker_type: str = "process") -> dict[str, str]:
     """Everything a server needs before deployments run: limits, pools and their queues."""
     outcome = {f"limit {name}": result for name, result in ensure_batch_limits(settings).items()}
+    outcome[f"automation {CRASH_AUTOMATION}"] = ensure_crash_automation(settings)
     for role, worker_type in (("cpu", "process"), ("gpu", gpu_worker_type)):
         pool = settings.cpu_pool if role == "cpu" else settings.gpu_pool
         outcome[f"pool {pool}"] = ensure_work_pool(pool, worker_type, base_job_template(role, worker_type))
