@@ -29,6 +29,7 @@ from contentforge.db import PieceRow, PlannedPiece, Repository
 from contentforge.db.models import BatchORM, PieceORM
 from contentforge.domain import Persona, PieceStatus, Platform, Template, TierMix
 from contentforge.errors import ContentForgeError, InvalidInput, UnknownPersona
+from contentforge.faults import fault_point
 from contentforge.images.factory import build_image_backend
 from contentforge.images.loras import registry_name, resolve_persona_lora
 from contentforge.images.protocol import GeneratedImage, ImageBackend, ImageRequest
@@ -359,6 +360,7 @@ def store_piece(
     stored = storage.put(
         content_key(persona.id, piece.id, "png"), png, "image/png", metadata=piece_metadata(piece)
     )
+    fault_point("image-stored")  # test-only: kill -9 between storing and recording
     repo.mark_generated(
         piece.id,
         record=record,
@@ -461,6 +463,7 @@ def write_piece_hooks(
     else:
         hooks = writer.write_hooks(persona, template, platform, count=5, seed=piece.seed)
     repo.save_hooks(piece.id, hooks)
+    fault_point("hooks-saved")  # test-only: kill -9 once the hooks are saved
     return len(hooks)
 
 
@@ -490,6 +493,7 @@ def moderate_piece(piece: PieceRow, storage: Storage, moderator: Moderator, repo
     )
     if not bound:
         raise ContentChanged(f"piece {piece.id} changed while it was being moderated; moderate it again")
+    fault_point("verdict-saved")  # test-only: kill -9 once the verdict is saved
     return assessment.verdict.verdict.value
 
 
