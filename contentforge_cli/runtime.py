@@ -21,6 +21,8 @@ def connect(settings: Settings) -> LocalServer:
     os.environ.setdefault("PREFECT_LOGGING_HANDLERS_CONSOLE_LEVEL", "WARNING")
     # transformers warns about optional torchvision image processors nobody here uses; errors still show.
     os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
+    # Flow-run heartbeats, so the crash automation marks this process's runs Crashed if it dies.
+    os.environ.setdefault("PREFECT_FLOWS_HEARTBEAT_FREQUENCY", str(settings.flow_heartbeat_s))
     configured = os.environ.get("PREFECT_API_URL")
     if configured:
         if not is_healthy(configured):
