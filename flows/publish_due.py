@@ -21,9 +21,15 @@ from prefect.task_runners import ThreadPoolTaskRunner
 
 from contentforge.publishing import Outcome
 from tasks.publishing import claim_due_publications, publish_publication, release_publication
+from tasks.run_hooks import note_publish_end
 
 
-@flow(name="publish-due", task_runner=ThreadPoolTaskRunner(max_workers=4))
+@flow(
+    name="publish-due",
+    task_runner=ThreadPoolTaskRunner(max_workers=4),
+    on_crashed=[note_publish_end],
+    on_cancellation=[note_publish_end],
+)
 def publish_due(limit: int = 20, stale_after_s: float | None = None) -> dict[str, Any]:
     """Publish up to ``limit`` due publications; returns counts and the outcome of each."""
     logger = get_run_logger()
