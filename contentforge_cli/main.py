@@ -81,9 +81,12 @@ def _run_batch(settings: Settings, **params: Any) -> dict[str, Any]:
         try:
             # The same tags API-started runs carry, so the UI filters runs by persona and batch.
             with tags("contentforge", f"persona:{request.persona.id}", f"batch:{batch_id}", "cli"):
-                result["stats"] = produce_content_batch(
-                    **{**params, "persona": request.persona.id, "batch_id": batch_id}
+                state = produce_content_batch(
+                    **{**params, "persona": request.persona.id, "batch_id": batch_id}, return_state=True
                 )
+            # This run's own id: a resumed batch links to the run that resumed it, not the dead one.
+            result["run_id"] = state.state_details.flow_run_id
+            result["stats"] = state.result()
         except BaseException as exc:  # shown to the user below
             result["error"] = exc
 
@@ -105,10 +108,9 @@ def _run_batch(settings: Settings, **params: Any) -> dict[str, Any]:
             _fail(str(error))
         raise error
     stats = result["stats"]
-    batch = next((b for b in repo.latest_batches(limit=50) if b["id"] == batch_id), {})
     _print_stats(stats)
     console.print(f"Images: [bold]{(settings.content_dir / request.persona.id).resolve()}[/]")
-    run_id = batch.get("flow_run_id")
+    run_id = result.get("run_id")
     ui = f"{server.ui_url}/runs/flow-run/{run_id}" if run_id else server.ui_url
     console.print(f"Prefect UI: [bold]{ui}[/]", soft_wrap=True)  # one line, so the link stays clickable
     console.print("Stop the local Prefect server with `contentforge server stop`.")
