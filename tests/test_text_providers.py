@@ -284,7 +284,7 @@ def test_secrets_never_appear_in_errors_or_reprs() -> None:
             chain.generate("x")
     text = str(info.value) + repr(info.value) + repr(chain) + repr(pa) + repr(po)
     assert "bad key" in text and "Incorrect key" in text
-    assert KEY not in text and "[REDACTED]" in text
+    assert KEY not in text and "[redacted]" in text
     settings = Settings(anthropic_api_key=SecretStr(KEY))
     assert KEY not in repr(settings) and KEY not in str(settings.model_dump())
 

@@ -11,14 +11,13 @@ Nothing that looks like a credential is stored: JSON payloads and error texts pa
 
 from __future__ import annotations
 
-import re
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass, field, fields
 from datetime import datetime, timedelta
 from typing import Any
 
-from pydantic import SecretBytes, SecretStr, ValidationError
+from pydantic import ValidationError
 from sqlalchemy import Engine, and_, delete, func, or_, select, update
 from sqlalchemy.dialects import postgresql, sqlite
 from sqlalchemy.exc import IntegrityError
@@ -49,6 +48,9 @@ from contentforge.domain.models import (
 )
 from contentforge.errors import BatchBusy, InvalidInput, InvalidPersona, UnknownPersona
 from contentforge.moderation.binding import judged_hash, judged_texts
+from contentforge.redaction import REDACTED as REDACTED
+from contentforge.redaction import redact as _redact
+from contentforge.redaction import redact_text as _redact_text
 
 MAX_ERROR_CHARS = 10_000
 """Errors are for people; a multi-megabyte traceback would only bloat the table."""
@@ -975,32 +977,4 @@ def _require_aware(name: str, value: datetime) -> None:
         raise InvalidInput(f"{name} must be timezone-aware (e.g. datetime.now(UTC)), got {value.isoformat()}")
 
 
-REDACTED = "[redacted]"
-_SECRET_NAME = re.compile(
-    r"api_?key|apikey|secret|passw(or)?d|authori[sz]ation|credential|access_?key|private_?key"
-    r"|(^|[_.-])(token|auth)($|[_.-])",
-    re.IGNORECASE,
-)
-"""Key names whose values are never stored; ``max_tokens`` and the like do not match."""
-_SECRET_VALUE = re.compile(r"\b(sk-[A-Za-z0-9_-]{16,}|hf_[A-Za-z0-9]{20,}|Bearer\s+[A-Za-z0-9._~+/=-]{8,})")
-"""API-key shapes (OpenAI/Anthropic ``sk-``, Hugging Face ``hf_``, bearer headers) inside free text."""
-
-
-def _redact_text(text: str) -> str:
-    return _SECRET_VALUE.sub(REDACTED, text)
-
-
-def _redact(value: Any) -> Any:
-    """A copy of a JSON-like value with secrets replaced, by key name, type or shape."""
-    if isinstance(value, SecretStr | SecretBytes):
-        return REDACTED
-    if isinstance(value, Mapping):
-        return {
-            str(key): REDACTED if _SECRET_NAME.search(str(key)) and item is not None else _redact(item)
-            for key, item in value.items()
-        }
-    if isinstance(value, list | tuple):
-        return [_redact(item) for item in value]
-    if isinstance(value, str):
-        return _redact_text(value)
-    return value
+# Redaction (REDACTED, _redact, _redact_text) lives in contentforge.redaction, imported above.

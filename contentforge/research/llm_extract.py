@@ -30,6 +30,7 @@ from pydantic import BaseModel, ConfigDict
 
 from contentforge.domain.strategy import DNA_FIELDS, BrandDNA, FieldMethod, found
 from contentforge.errors import ContentForgeError, InvalidInput
+from contentforge.redaction import redact_text
 from contentforge.research.heuristic import STOPWORDS, clean_pages, extract_dna_heuristic
 from contentforge.research.html_text import PageContent
 from contentforge.text.prompt_library import PromptTemplate, load_prompt
@@ -269,8 +270,9 @@ def extract_dna(
             context={"fields": heuristic_answer(heuristic)},
         )
     except ContentForgeError as exc:
-        log.warning("no model extracted the DNA of %s (%s); heuristic values only", brand, exc)
-        note = f"no model answered ({exc}); values are the heuristic extractor's"
+        reason = redact_text(str(exc))  # providers redact their own keys; this catches any key shape
+        log.warning("no model extracted the DNA of %s (%s); heuristic values only", brand, reason)
+        note = f"no model answered ({reason}); values are the heuristic extractor's"
         return DnaOutcome(heuristic.model_copy(update={"warnings": [*heuristic.warnings, note]}))
     if answer.provider == "offline":
         return DnaOutcome(heuristic, answer)

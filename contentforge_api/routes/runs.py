@@ -6,7 +6,7 @@ import uuid
 
 from fastapi import APIRouter, Request
 
-from contentforge.db.repository import _redact
+from contentforge.redaction import redact
 from contentforge_api.errors import ApiError
 from contentforge_api.gallery import gallery_path
 from contentforge_api.launcher import FlowRunNotFound, PrefectRefused, PrefectUnavailable
@@ -40,7 +40,7 @@ async def get_run(state: State, _identity: Reader, flow_run_id: uuid.UUID, reque
         state_name=run.state.name if run.state else None,
         state_message=run.state.message if run.state else None,
         tags=sorted(run.tags or []),
-        parameters=_redact(parameters),
+        parameters=redact(parameters),
         created=run.created,
         start_time=run.start_time,
         end_time=run.end_time,

@@ -1,7 +1,8 @@
 """Typed errors of the text providers, mapped from the vendors' SDK exceptions.
 
 Messages name the provider and what to do next; they never contain an API key: every message a
-provider builds from a vendor response goes through ``scrub`` with the provider's secrets.
+provider builds from a vendor response goes through ``scrub`` with the provider's secrets, and the
+vendor's exception is redacted (``contentforge.redaction.redact_exception``) before it is dropped.
 """
 
 from __future__ import annotations
@@ -9,17 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterable
 
 from contentforge.errors import ContentForgeError
+from contentforge.redaction import REDACTED as REDACTED
+from contentforge.redaction import redact_text
 from contentforge.retry_after import retry_after_seconds
-
-REDACTED = "[REDACTED]"
 
 
 def scrub(text: str, secrets: Iterable[str | None]) -> str:
-    """``text`` with every non-trivial secret value replaced by ``[REDACTED]``."""
-    for secret in secrets:
-        if secret and len(secret) >= 4:
-            text = text.replace(secret, REDACTED)
-    return text
+    """``text`` with the provider's secrets and any API-key shape replaced (``contentforge.redaction``)."""
+    return redact_text(text, secrets)
 
 
 class ProviderError(ContentForgeError):
