@@ -28,9 +28,11 @@ from __future__ import annotations
 
 import ipaddress
 import socket
+import sys
 import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from types import ModuleType, TracebackType
 from typing import TYPE_CHECKING, Any
 
 import httpx
@@ -73,6 +75,10 @@ class OutboundRefused(InvalidInput):
         super().__init__(message)
         self.url = url
         self.setting = setting
+
+
+class Unresolvable(OSError):
+    """The host of a URL does not resolve (a network failure, not a refusal)."""
 
 
 def resolve_host(host: str, port: int) -> list[str]:
@@ -193,6 +199,8 @@ class OutboundPolicy:
     def addresses(self, url: str | httpx.URL) -> list[str]:
         """Resolve the URL's host once and check every address; the ones a connection may use.
 
+        Raises ``OutboundRefused`` (a refused address) or ``Unresolvable`` (no address at all).
+
         ``allow_private`` skips the address check, not the resolution: connections are pinned either way.
         """
         parsed = self.parse(url)
@@ -201,9 +209,9 @@ class OutboundPolicy:
         try:
             found = resolver(parsed.host, port)
         except (OSError, UnicodeError) as exc:
-            raise httpx.ConnectError(f"cannot resolve {parsed.host}: {exc}") from None
+            raise Unresolvable(f"cannot resolve {parsed.host}: {exc}") from None
         if not found:
-            raise httpx.ConnectError(f"{parsed.host} resolves to no address")
+            raise Unresolvable(f"{parsed.host} resolves to no address")
         if self.allow_private:
             return found
         refused = [ip for ip in found if not is_public_address(ip)]
@@ -218,9 +226,13 @@ class OutboundPolicy:
             f"addresses only unless {opt_in} allows it"
         )
 
-    def transport(self, **transport_options: Any) -> PinnedTransport:
-        """An httpx transport that checks and pins every request (redirect hops included)."""
-        return PinnedTransport(self, **transport_options)
+    def transport(self, http: ModuleType = httpx, **transport_options: Any) -> PinnedTransport:
+        """A transport that checks and pins every request (redirect hops included).
+
+        ``http`` is the httpx package the client is built from: ``httpx``, or ``httpx2`` for the SDKs
+        that moved to that fork (anthropic); ``transport_options`` go to its ``HTTPTransport``.
+        """
+        return PinnedTransport(self, http, **transport_options)
 
     def client(self, **client_options: Any) -> httpx.Client:
         """An ``httpx.Client`` on ``transport()`` (environment proxies do not apply: nothing re-resolves)."""
@@ -262,44 +274,50 @@ def send_pinned(client: httpx.Client, method: str, url: str, addresses: list[str
     raise failure
 
 
-class PinnedTransport(httpx.BaseTransport):
+class PinnedTransport:
     """Checks every request with ``policy`` and sends it to a checked address of its host.
 
-    Connections are pooled per host name (one inner transport per name), so a connection whose TLS was
-    verified for one name never carries a request for another name served from the same IP.
+    An httpx transport (``handle_request``) for the package ``http`` (``httpx`` or its fork
+    ``httpx2``), so one implementation serves every client. Connections are pooled per host name (one
+    inner ``HTTPTransport`` per name), so a connection whose TLS was verified for one name never
+    carries a request for another name served from the same IP.
     """
 
-    def __init__(self, policy: OutboundPolicy, **options: Any) -> None:
+    def __init__(self, policy: OutboundPolicy, http: ModuleType = httpx, **options: Any) -> None:
         self.policy = policy
-        self.options = options
-        self._inner: dict[str, httpx.HTTPTransport] = {}
+        self._http = http
+        self._options = options
+        self._inner: dict[str, Any] = {}
         self._lock = threading.Lock()
 
-    def _transport_for(self, host: str) -> httpx.HTTPTransport:
+    def _transport_for(self, host: str) -> Any:
         with self._lock:
             inner = self._inner.get(host)
             if inner is None:
-                inner = self._inner[host] = httpx.HTTPTransport(**self.options)
+                inner = self._inner[host] = self._http.HTTPTransport(**self._options)
             return inner
 
-    def handle_request(self, request: httpx.Request) -> httpx.Response:
-        addresses = self.policy.addresses(request.url)
+    def handle_request(self, request: Any) -> Any:
+        http = self._http
+        try:
+            addresses = self.policy.addresses(str(request.url))
+        except Unresolvable as exc:
+            raise http.ConnectError(str(exc), request=request) from None
         inner = self._transport_for(request.url.host)
-        failure = httpx.ConnectError(f"no address to connect to for {request.url.host}", request=request)
+        failure = http.ConnectError(f"no address to connect to for {request.url.host}", request=request)
         for ip in addresses:
-            url, host, sni = pinned(request.url, ip)
-            headers = httpx.Headers(request.headers)
-            headers.update(host)
-            attempt = httpx.Request(
+            headers = http.Headers(request.headers)
+            headers["host"] = request.url.netloc.decode("ascii")
+            attempt = http.Request(
                 request.method,
-                url,
+                request.url.copy_with(host=ip),
                 headers=headers,
                 stream=request.stream,
-                extensions={**request.extensions, **sni},
+                extensions={**request.extensions, "sni_hostname": request.url.raw_host.decode("ascii")},
             )
             try:
                 return inner.handle_request(attempt)
-            except httpx.ConnectError as exc:
+            except http.ConnectError as exc:
                 failure = exc
         raise failure
 
@@ -308,3 +326,35 @@ class PinnedTransport(httpx.BaseTransport):
             inner, self._inner = list(self._inner.values()), {}
         for transport in inner:
             transport.close()
+
+    def __enter__(self) -> PinnedTransport:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None = None,
+        exc_value: BaseException | None = None,
+        traceback: TracebackType | None = None,
+    ) -> None:
+        self.close()
+
+
+def http_package_of(client_class: type) -> ModuleType:
+    """The httpx package (``httpx`` or its fork ``httpx2``) an SDK's ``DefaultHttpxClient`` is built on."""
+    for cls in client_class.__mro__:
+        package = sys.modules.get(cls.__module__.partition(".")[0])
+        if package is not None and package.__name__ in ("httpx", "httpx2") and cls.__name__ == "Client":
+            return package
+    raise TypeError(f"{client_class.__qualname__} is not an httpx client class")
+
+
+def refusal_in(exc: BaseException) -> OutboundRefused | None:
+    """The ``OutboundRefused`` behind ``exc`` (an SDK wraps it in its own connection error), if any."""
+    seen: set[int] = set()
+    current: BaseException | None = exc
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OutboundRefused):
+            return current
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return None

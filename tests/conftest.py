@@ -32,6 +32,9 @@ def pytest_configure(config: pytest.Config) -> None:
     os.environ["PREFECT_SERVER_ANALYTICS_ENABLED"] = "false"
     os.environ["PREFECT_LOGGING_LEVEL"] = "WARNING"
     os.environ["CONTENTFORGE_DATA_DIR"] = str(SESSION_DIR / "data")
+    # The fakes of third-party APIs (webhooks, publishers, LLMs, Replicate) listen on loopback, which
+    # the outbound URL policy refuses by default; tests of the policy itself turn this off.
+    os.environ["CONTENTFORGE_ALLOW_PRIVATE_URLS"] = "*"
     for name in [n for n in os.environ if n.startswith("CONTENTFORGE_") and n.endswith("_API_KEY")]:
         del os.environ[name]
 

@@ -56,6 +56,8 @@ from contentforge.errors import GenerationFailed, InvalidInput, InvalidLora
 from contentforge.images.protocol import GeneratedImage, ImageRequest
 from contentforge.images.safety import looks_local
 from contentforge.images.timings import timing_extra
+from contentforge.outbound import OutboundPolicy
+from contentforge.redaction import redact_exception, redact_text
 from contentforge.research.fetch import is_public_address, resolve_host
 from contentforge.retry_after import retry_after_seconds
 
@@ -186,6 +188,8 @@ class ReplicateBackend:
         if not token.get_secret_value():
             raise InvalidInput("CONTENTFORGE_REPLICATE_API_TOKEN is empty")
         self.name = "replicate"
+        self._secrets = [token]
+        """Redacted from every error this backend raises or chains (a server may quote the token)."""
         self.model = model
         self.inputs = model_inputs(model)
         self.cost_usd = cost_usd
@@ -224,12 +228,16 @@ class ReplicateBackend:
                 "CONTENTFORGE_IMAGE_PROFILE=replicate needs CONTENTFORGE_REPLICATE_API_TOKEN "
                 "(https://replicate.com/account/api-tokens)"
             )
+        policy = OutboundPolicy.for_setting("replicate_base_url", settings)
+        policy.check_static(settings.replicate_base_url)
         return cls(
             token=token,
             model=settings.replicate_model,
             base_url=settings.replicate_base_url,
             cost_usd=settings.replicate_cost_usd,
             timeout_s=settings.replicate_timeout_s,
+            # API calls and output downloads: resolved once, public only, pinned (contentforge.outbound)
+            transport=policy.transport(),
         )
 
     def describe(self) -> str:
@@ -279,7 +287,8 @@ class ReplicateBackend:
         )
         prediction = self._wait(prediction, deadline)
         if prediction.status != "succeeded":
-            error = str(prediction.error or prediction.status).strip().splitlines()[0][:300]
+            error = redact_text(str(prediction.error or prediction.status), self._secrets)
+            error = error.strip().splitlines()[0][:300]
             raise GenerationFailed(
                 f"Replicate prediction {prediction.id} {prediction.status} (seed {request.seed}): {error}"
             )
@@ -342,7 +351,7 @@ class ReplicateBackend:
                 raise GenerationFailed(
                     f"Replicate: creating the prediction failed ({type(exc).__name__}); not retried here, "
                     "it may exist"
-                ) from exc
+                ) from redact_exception(exc, self._secrets)
         raise GenerationFailed(f"Replicate rate limit persisted after {MAX_RATE_LIMIT_RETRIES} retries")
 
     def _backoff(self, attempt: int, retry_after: str | None) -> float:
@@ -391,7 +400,9 @@ class ReplicateBackend:
 
     def _api_error(self, exc: ReplicateError) -> Exception:
         """A one-line error for an API refusal: input errors are not worth a retry, others may be."""
-        detail = str(exc.detail or exc.title or "no detail").strip().splitlines()[0][:300]
+        redact_exception(exc, self._secrets)
+        detail = redact_text(str(exc.detail or exc.title or "no detail"), self._secrets)
+        detail = detail.strip().splitlines()[0][:300]
         if exc.status in (401, 403):
             return InvalidInput("Replicate rejected the API token (check CONTENTFORGE_REPLICATE_API_TOKEN)")
         if exc.status == 404:

@@ -19,7 +19,7 @@ from contentforge.domain.models import ModerationVerdict
 from contentforge.errors import InvalidInput
 from contentforge.moderation.cache import ModerationCache
 from contentforge.moderation.nudenet_backend import NudeNetBackend
-from contentforge.moderation.openai_backend import OpenAIModerationBackend
+from contentforge.moderation.openai_backend import OpenAIModerationBackend, outbound_policy
 from contentforge.moderation.policy import ALL_MODALITIES, Assessment, ModerationPolicy
 from contentforge.moderation.protocol import CATEGORIES, ModerationBackend, ModerationInput
 from contentforge.moderation.text_rules import TextRulesBackend
@@ -99,6 +99,7 @@ def build_backends(settings: Settings) -> list[ModerationBackend]:
                     max_retries=settings.openai_max_retries,
                     timeout_s=settings.openai_timeout_s,
                     cache=ModerationCache(settings.data_dir / "cache" / "moderation"),
+                    policy=outbound_policy(settings),
                 )
             )
     return backends

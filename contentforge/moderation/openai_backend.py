@@ -14,7 +14,13 @@ rejected and never reaches review. ``illicit`` (non-violent) has no ContentForge
 Retries: the SDK retries 429, 408, 409, 5xx and connection errors ``max_retries`` times with
 exponential backoff, and waits exactly what ``Retry-After`` / ``retry-after-ms`` says when the server
 sends it (up to 60 s). Responses are cached on disk per content hash (``cache.py``), so a rerun of
-a batch sends nothing. ``base_url`` points the SDK at any server that speaks the same API.
+a batch sends nothing. ``base_url`` points the SDK at any server that speaks the same API; requests
+go to public addresses only (``contentforge.outbound``) unless ``CONTENTFORGE_ALLOW_PRIVATE_URLS``
+names the setting the URL came from.
+
+Secrets: an upstream that quotes the key in its error body (some OpenAI-compatible servers answer
+401 with "invalid key sk-…") must not carry it into logs, so the SDK's exception and its whole chain
+are redacted (``contentforge.redaction.redact_exception``) before ``ModerationUnavailable`` chains it.
 """
 
 from __future__ import annotations
@@ -31,9 +37,13 @@ from pydantic import SecretStr
 from contentforge.errors import ContentForgeError, InvalidInput
 from contentforge.moderation.cache import ModerationCache, content_key
 from contentforge.moderation.protocol import CategoryScores, ModerationInput
+from contentforge.outbound import OutboundPolicy, OutboundRefused, http_package_of, refusal_in
+from contentforge.redaction import redact_exception
 
 if TYPE_CHECKING:
     from PIL import Image
+
+    from contentforge.config import Settings
 
 logger = logging.getLogger(__name__)
 
@@ -60,6 +70,13 @@ class OpenAIScores(CategoryScores):
 
 class ModerationUnavailable(ContentForgeError):
     """The remote moderation service failed after its retries; the piece stays unmoderated."""
+
+
+def outbound_policy(settings: Settings) -> OutboundPolicy:
+    """The policy of the setting the moderation URL comes from (its own, else the shared OpenAI one)."""
+    if not settings.openai_moderation_base_url and settings.openai_base_url:
+        return OutboundPolicy.for_setting("openai_base_url", settings)
+    return OutboundPolicy.for_setting("openai_moderation_base_url", settings)
 
 
 def image_png_bytes(image: Image.Image) -> bytes:
@@ -97,17 +114,30 @@ class OpenAIModerationBackend:
         cache: ModerationCache | None = None,
         minors_reject_at: float = 0.2,
         client: Any = None,
+        policy: OutboundPolicy | None = None,
     ) -> None:
+        """``policy`` default: ``CONTENTFORGE_OPENAI_MODERATION_BASE_URL``'s (``outbound_policy``)."""
         secret = api_key.get_secret_value() if isinstance(api_key, SecretStr) else api_key
+        self._secrets = [secret] if secret else []
         if client is None and not secret:
             raise InvalidInput(
                 "the openai moderation backend needs an API key: set CONTENTFORGE_OPENAI_API_KEY, "
                 "or remove 'openai' from CONTENTFORGE_MODERATION_BACKENDS"
             )
         if client is None:
-            from openai import OpenAI  # imported here: local-only users never load the SDK
+            # imported here: local-only users never load the SDK
+            from openai import DefaultHttpxClient, OpenAI
 
-            client = OpenAI(api_key=secret, base_url=base_url, max_retries=max_retries, timeout=timeout_s)
+            policy = policy or OutboundPolicy.for_setting("openai_moderation_base_url")
+            http = http_package_of(DefaultHttpxClient)
+            client = OpenAI(
+                api_key=secret,
+                base_url=base_url,
+                max_retries=max_retries,
+                timeout=timeout_s,
+                http_client=DefaultHttpxClient(transport=policy.transport(http), trust_env=False),
+            )
+            policy.check_static(str(client.base_url))  # the SDK may take it from OPENAI_BASE_URL
         self._client = client
         self.model = model
         self.cache = cache
@@ -140,14 +170,24 @@ class OpenAIModerationBackend:
         try:
             response = self._client.moderations.create(model=self.model, input=request_input(png, texts))
         except openai.APIStatusError as exc:
+            redact_exception(exc, self._secrets)
             raise ModerationUnavailable(
                 f"OpenAI moderation failed with HTTP {exc.status_code} after retries "
                 f"({type(exc).__name__}); the piece stays unmoderated"
             ) from exc
         except openai.APIConnectionError as exc:
+            redact_exception(exc, self._secrets)
+            if (refused := refusal_in(exc)) is not None:
+                raise ModerationUnavailable(
+                    f"OpenAI moderation not sent: {refused}; the piece stays unmoderated"
+                ) from exc
             raise ModerationUnavailable(
                 f"OpenAI moderation unreachable ({type(exc).__name__}); the piece stays unmoderated"
             ) from exc
+        except OutboundRefused as exc:  # a refused redirect hop can escape the SDK unwrapped
+            raise ModerationUnavailable(
+                f"OpenAI moderation not sent: {exc}; the piece stays unmoderated"
+            ) from None
         finally:
             self.requests_sent += 1
         if not response.results:

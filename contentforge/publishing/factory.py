@@ -16,6 +16,8 @@ from contentforge.config import Settings
 from contentforge.domain.models import Platform
 from contentforge.errors import InvalidInput
 from contentforge.moderation.disclosure import disclosure_for
+from contentforge.outbound import OutboundPolicy
+from contentforge.publishing.http import DEFAULT_TIMEOUT
 from contentforge.publishing.instagram import InstagramPublisher
 from contentforge.publishing.media import MediaResolver
 from contentforge.publishing.outbox import OutboxPublisher
@@ -70,8 +72,20 @@ def build_publisher(
                 f"{platform} uses the webhook publisher: set CONTENTFORGE_WEBHOOK_URL and "
                 "CONTENTFORGE_WEBHOOK_SECRET"
             )
-        return WebhookPublisher(settings.webhook_url, settings.webhook_secret, client)
+        return WebhookPublisher(
+            settings.webhook_url,
+            settings.webhook_secret,
+            client,
+            policy=OutboundPolicy.for_setting("webhook_url", settings),
+        )
     name = Platform(platform.strip().lower())
+    if client is None:  # every platform API request goes through the outbound policy of its URL setting
+        setting = {Platform.instagram: "instagram_graph_url", Platform.x: "x_api_url"}.get(
+            name, "tiktok_api_url"
+        )
+        policy = OutboundPolicy.for_setting(setting, settings)
+        policy.check_static(getattr(settings, setting))
+        client = policy.client(timeout=DEFAULT_TIMEOUT)
     poll = {"poll_interval_s": settings.publish_poll_interval_s, "poll_max": settings.publish_poll_max}
     if name == Platform.instagram:
         if not settings.instagram_user_id or settings.instagram_access_token is None:
@@ -122,7 +136,12 @@ def build_notifier(settings: Settings, client: httpx.Client | None = None) -> We
         return None
     if settings.webhook_secret is None:
         raise InvalidInput("CONTENTFORGE_WEBHOOK_NOTIFY_URL is set but CONTENTFORGE_WEBHOOK_SECRET is not")
-    return WebhookNotifier(settings.webhook_notify_url, settings.webhook_secret, client)
+    return WebhookNotifier(
+        settings.webhook_notify_url,
+        settings.webhook_secret,
+        client,
+        policy=OutboundPolicy.for_setting("webhook_notify_url", settings),
+    )
 
 
 def describe(settings: Settings, platforms: tuple[str, ...] = ("instagram", "x", "tiktok")) -> dict[str, str]:

@@ -14,19 +14,17 @@ import httpx
 from pydantic import SecretStr
 
 from contentforge import retry_after
+from contentforge.outbound import OutboundRefused
 from contentforge.publishing.protocol import PermanentFailure, RateLimited, TransientError
+from contentforge.redaction import redact_text
 
 DEFAULT_TIMEOUT = httpx.Timeout(30.0, connect=10.0)
 MAX_EXCERPT = 300
 
 
 def scrub(text: str, secrets: Iterable[SecretStr | None]) -> str:
-    """``text`` with every secret value replaced and cut to a readable length."""
-    for secret in secrets:
-        value = secret.get_secret_value() if secret is not None else ""
-        if value:
-            text = text.replace(value, "[redacted]")
-    return text[:MAX_EXCERPT]
+    """``text`` with every secret value and API-key shape replaced, cut to a readable length."""
+    return redact_text(text, secrets)[:MAX_EXCERPT]
 
 
 def retry_after_seconds(response: httpx.Response, default: float = 60.0) -> float:
@@ -73,6 +71,8 @@ class ApiClient:
             return self._client.request(method, url, headers=headers, **kwargs)
         except httpx.TransportError as exc:
             raise TransientError(f"{self.service}: {method} {path} failed: {type(exc).__name__}") from None
+        except OutboundRefused as exc:  # the outbound URL policy refused the address: retrying cannot help
+            raise PermanentFailure(f"{self.service}: {method} refused: {exc}") from None
 
     def excerpt(self, response: httpx.Response) -> str:
         return scrub(response.text, [self.token])

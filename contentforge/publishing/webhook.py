@@ -10,6 +10,10 @@ Every request carries
 The publisher posts ``{"event": "publication.publish", ...}`` and takes the post id and URL from
 the JSON answer (``id``/``url``; both optional). The notifier posts ``publication.published`` or
 ``publication.failed`` events after the fact.
+
+Both send only to public addresses (``contentforge.outbound``): a webhook URL naming or resolving to
+a loopback, private or link-local address (169.254.169.254) is refused with one line naming the
+setting, unless ``CONTENTFORGE_ALLOW_PRIVATE_URLS`` lists ``webhook_url`` / ``webhook_notify_url``.
 """
 
 from __future__ import annotations
@@ -24,7 +28,8 @@ import httpx
 from pydantic import SecretStr
 
 from contentforge.errors import InvalidInput
-from contentforge.publishing.http import ApiClient
+from contentforge.outbound import OutboundPolicy
+from contentforge.publishing.http import DEFAULT_TIMEOUT, ApiClient
 from contentforge.publishing.protocol import Publication, PublishedPost
 
 SIGNATURE_HEADER = "X-ContentForge-Signature"
@@ -63,14 +68,21 @@ def publication_payload(publication: Publication) -> dict[str, Any]:
 
 
 class _SignedPoster:
-    def __init__(self, url: str, secret: SecretStr, client: httpx.Client | None = None) -> None:
-        if not url.startswith(("http://", "https://")):
-            raise InvalidInput(f"webhook URL must be http(s), got {url!r}")
+    """Signs and POSTs; without an injected ``client`` every request (and any redirect hop) goes
+    through ``policy``: the host resolved once, every address public (unless opted in), the
+    connection pinned to a checked address."""
+
+    def __init__(
+        self, url: str, secret: SecretStr, client: httpx.Client | None, policy: OutboundPolicy
+    ) -> None:
+        policy.check_static(url)
         if not secret.get_secret_value():
             raise InvalidInput("CONTENTFORGE_WEBHOOK_SECRET is empty; webhooks are always signed")
         self.url = url
         self.secret = secret
-        self.api = ApiClient(url, None, service="webhook", client=client)
+        self.api = ApiClient(
+            url, None, service="webhook", client=client or policy.client(timeout=DEFAULT_TIMEOUT)
+        )
 
     def post(self, payload: dict[str, Any], idempotency_key: str, what: str) -> dict[str, Any]:
         body = json.dumps(payload, sort_keys=True, separators=(",", ":")).encode("utf-8")
@@ -97,8 +109,16 @@ class WebhookPublisher:
 
     name = "webhook"
 
-    def __init__(self, url: str, secret: SecretStr, client: httpx.Client | None = None) -> None:
-        self._poster = _SignedPoster(url, secret, client)
+    def __init__(
+        self,
+        url: str,
+        secret: SecretStr,
+        client: httpx.Client | None = None,
+        *,
+        policy: OutboundPolicy | None = None,
+    ) -> None:
+        """``policy`` default: ``CONTENTFORGE_WEBHOOK_URL``'s under the process settings."""
+        self._poster = _SignedPoster(url, secret, client, policy or OutboundPolicy.for_setting("webhook_url"))
 
     def prepare(self, publication: Publication) -> str | None:
         return None
@@ -116,8 +136,18 @@ class WebhookPublisher:
 class WebhookNotifier:
     """Tells an endpoint that a publication was published or failed."""
 
-    def __init__(self, url: str, secret: SecretStr, client: httpx.Client | None = None) -> None:
-        self._poster = _SignedPoster(url, secret, client)
+    def __init__(
+        self,
+        url: str,
+        secret: SecretStr,
+        client: httpx.Client | None = None,
+        *,
+        policy: OutboundPolicy | None = None,
+    ) -> None:
+        """``policy`` default: ``CONTENTFORGE_WEBHOOK_NOTIFY_URL``'s under the process settings."""
+        self._poster = _SignedPoster(
+            url, secret, client, policy or OutboundPolicy.for_setting("webhook_notify_url")
+        )
 
     def notify(self, event: str, publication: Publication, **fields: Any) -> None:
         payload = {"event": f"publication.{event}", **publication_payload(publication), **fields}

@@ -2,8 +2,8 @@
 
 - The address checks and the pinning are ``contentforge.outbound``'s, shared with every request
   ContentForge sends. Only ``http``/``https``. The host is resolved **once** and every address it
-  resolves to is checked: private, loopback, link-local, multicast, reserved and unspecified addresses are refused
-  (``AddressRefused``) unless ``allow_private`` is set (tests, a trusted intranet).
+  resolves to is checked: private, loopback, link-local, multicast, reserved and unspecified
+  addresses are refused (``AddressRefused``) unless ``allow_private`` is set (tests, an intranet).
 - The connection goes to an address that was checked, never to a second lookup's answer: the
   request URL names the pinned IP, the ``Host`` header keeps the site's name, and httpx's
   ``sni_hostname`` extension keeps TLS SNI and certificate verification on that name. A DNS server
@@ -36,6 +36,7 @@ from contentforge.outbound import (
     OutboundPolicy,
     OutboundRefused,
     Resolver,
+    Unresolvable,
     is_public_address,
     resolve_host,
     send_pinned,
@@ -126,7 +127,7 @@ class SafeFetcher:
             return policy.addresses(url)
         except OutboundRefused as exc:
             raise AddressRefused(str(exc).removeprefix("brand research: "), url=url) from None
-        except httpx.ConnectError as exc:
+        except Unresolvable as exc:
             raise FetchFailed(str(exc), url=url) from None
 
     def allowed_by_robots(self, url: str) -> bool:

@@ -18,6 +18,8 @@ from typing import Any
 import anthropic
 from pydantic import SecretStr
 
+from contentforge.outbound import OutboundPolicy, OutboundRefused, http_package_of, refusal_in
+from contentforge.redaction import redact_exception
 from contentforge.text.providers.errors import (
     ProviderError,
     ProviderTimeout,
@@ -48,7 +50,9 @@ class AnthropicProvider(StructuredViaText):
         prices: Prices | None = None,
         on_call: CallListener | None = None,
         name: str = "anthropic",
+        policy: OutboundPolicy | None = None,
     ) -> None:
+        """``policy``: where requests may go (default ``CONTENTFORGE_ANTHROPIC_BASE_URL``'s)."""
         self.name = name
         self.model = model
         self._key = api_key
@@ -57,15 +61,25 @@ class AnthropicProvider(StructuredViaText):
         self._retry_max_s = retry_max_s
         self._prices = dict(prices or {})
         self._on_call = on_call
+        policy = policy or OutboundPolicy.for_setting("anthropic_base_url")
+        http = http_package_of(anthropic.DefaultHttpxClient)  # httpx, or its fork httpx2 in newer SDKs
         self._client = anthropic.Anthropic(
-            api_key=api_key.get_secret_value(), base_url=base_url, timeout=timeout_s, max_retries=0
+            api_key=api_key.get_secret_value(),
+            base_url=base_url,
+            timeout=timeout_s,
+            max_retries=0,
+            http_client=anthropic.DefaultHttpxClient(transport=policy.transport(http), trust_env=False),
         )
+        policy.check_static(str(self._client.base_url))  # the SDK may take it from ANTHROPIC_BASE_URL
 
     def __repr__(self) -> str:
         return f"AnthropicProvider(model={self.model!r}, base_url={str(self._client.base_url)!r})"
 
     def _error(self, exc: Exception) -> ProviderError:
         secrets = [self._key.get_secret_value()]
+        redact_exception(exc, secrets)  # the SDK's error quotes the server, which may quote the key
+        if (refused := refusal_in(exc)) is not None:
+            return ProviderUnavailable(str(refused), provider=self.name)
         if isinstance(exc, anthropic.APITimeoutError):
             return ProviderTimeout("request timed out", provider=self.name)
         if isinstance(exc, anthropic.APIConnectionError):
@@ -87,6 +101,8 @@ class AnthropicProvider(StructuredViaText):
             return self._client.messages.create(**params)
         except anthropic.AnthropicError as exc:
             raise self._error(exc) from None
+        except OutboundRefused as exc:  # a refused redirect hop can escape the SDK unwrapped
+            raise ProviderUnavailable(str(exc), provider=self.name) from None
 
     def generate(
         self,

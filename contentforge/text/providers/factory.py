@@ -11,6 +11,7 @@ import logging
 from typing import Any
 
 from contentforge.config import Settings
+from contentforge.outbound import OutboundPolicy
 from contentforge.text.providers.anthropic_provider import AnthropicProvider
 from contentforge.text.providers.chain import ProviderChain
 from contentforge.text.providers.errors import NoProviderAvailable
@@ -38,6 +39,7 @@ def _build_one(name: str, settings: Settings, on_call: CallListener | None = Non
             api_key=settings.anthropic_api_key,
             model=settings.anthropic_model,
             base_url=settings.anthropic_base_url,
+            policy=OutboundPolicy.for_setting("anthropic_base_url", settings),
             **common,
         )
     if name == "openai":
@@ -47,6 +49,7 @@ def _build_one(name: str, settings: Settings, on_call: CallListener | None = Non
             api_key=settings.openai_api_key,
             model=settings.openai_model,
             base_url=settings.openai_base_url,
+            policy=OutboundPolicy.for_setting("openai_base_url", settings),
             **common,
         )
     if name == "local":
@@ -59,6 +62,7 @@ def _build_one(name: str, settings: Settings, on_call: CallListener | None = Non
             api_key=settings.local_llm_api_key,
             model=settings.local_llm_model,
             base_url=settings.local_llm_base_url,
+            policy=OutboundPolicy.for_setting("local_llm_base_url", settings),
             **common,
         )
     if name == "offline":

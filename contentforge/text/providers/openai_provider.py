@@ -15,6 +15,8 @@ from typing import Any
 import openai
 from pydantic import SecretStr
 
+from contentforge.outbound import OutboundPolicy, OutboundRefused, http_package_of, refusal_in
+from contentforge.redaction import redact_exception
 from contentforge.text.providers.errors import (
     ProviderError,
     ProviderTimeout,
@@ -59,7 +61,10 @@ class OpenAIProvider(StructuredViaText):
         prices: Prices | None = None,
         on_call: CallListener | None = None,
         name: str = "openai",
+        policy: OutboundPolicy | None = None,
     ) -> None:
+        """``policy``: where requests may go (default ``CONTENTFORGE_OPENAI_BASE_URL``'s); the factory
+        passes ``CONTENTFORGE_LOCAL_LLM_BASE_URL``'s for the local server."""
         self.name = name
         self.model = model
         self._key = api_key
@@ -68,12 +73,16 @@ class OpenAIProvider(StructuredViaText):
         self._retry_max_s = retry_max_s
         self._prices = dict(prices or {})
         self._on_call = on_call
+        policy = policy or OutboundPolicy.for_setting("openai_base_url")
+        http = http_package_of(openai.DefaultHttpxClient)  # httpx, or its fork httpx2 in newer SDKs
         self._client = openai.OpenAI(
             api_key=api_key.get_secret_value() if api_key else NO_KEY,
             base_url=base_url,
             timeout=timeout_s,
             max_retries=0,
+            http_client=openai.DefaultHttpxClient(transport=policy.transport(http), trust_env=False),
         )
+        policy.check_static(str(self._client.base_url))  # the SDK may take it from OPENAI_BASE_URL
 
     def __repr__(self) -> str:
         url = str(self._client.base_url)
@@ -81,6 +90,9 @@ class OpenAIProvider(StructuredViaText):
 
     def _error(self, exc: Exception) -> ProviderError:
         secrets = [self._key.get_secret_value() if self._key else None]
+        redact_exception(exc, secrets)  # the SDK's error quotes the server, which may quote the key
+        if (refused := refusal_in(exc)) is not None:
+            return ProviderUnavailable(str(refused), provider=self.name)
         if isinstance(exc, openai.APITimeoutError):
             return ProviderTimeout("request timed out", provider=self.name)
         if isinstance(exc, openai.APIConnectionError):
@@ -101,6 +113,8 @@ class OpenAIProvider(StructuredViaText):
             return self._client.chat.completions.create(**params)
         except openai.OpenAIError as exc:
             raise self._error(exc) from None
+        except OutboundRefused as exc:  # a refused redirect hop can escape the SDK unwrapped
+            raise ProviderUnavailable(str(exc), provider=self.name) from None
 
     def generate(
         self,
