@@ -639,3 +639,151 @@ def test_strategy_costs_and_the_cost_report_by_persona_and_brand(repo: Repositor
             conn.execute(select(CostEntryORM.detail).where(CostEntryORM.step.is_not(None))).scalars().all()
         )
     assert all(d["api_key"] == "[redacted]" for d in details)
+
+
+# One runner per batch: the lease (issue 12, item 2)
+
+
+def test_a_second_runner_is_refused_naming_the_holder_until_the_lease_expires(repo: Repository) -> None:
+    from contentforge.errors import BatchBusy
+
+    repo.upsert_persona(make_persona())
+    start_batch(repo)
+    repo.acquire_batch_lease("b1", "host-a:pid 1:flow run r1", ttl_s=60, flow_run_id="r1")
+    with pytest.raises(BatchBusy, match="already being run by host-a:pid 1:flow run r1"):
+        repo.acquire_batch_lease("b1", "host-b:pid 2:flow run r2", ttl_s=60, flow_run_id="r2")
+    assert repo.batch_lease("b1") is not None and repo.batch_lease("b1")[0] == "host-a:pid 1:flow run r1"
+    assert repo.renew_batch_lease("b1", "host-a:pid 1:flow run r1", 60)
+    assert not repo.renew_batch_lease("b1", "host-b:pid 2:flow run r2", 60), "only the holder renews"
+    assert not repo.finish_batch("b1", status="completed", summary={}, owner="host-b:pid 2:flow run r2")
+
+    # The holder dies without a word: once its lease ran out, a resume takes over and is the run of record.
+    repo.acquire_batch_lease("b1", "host-a:pid 1:flow run r1", ttl_s=-1)  # renewed into the past
+    repo.acquire_batch_lease("b1", "host-b:pid 2:flow run r2", ttl_s=60, flow_run_id="r2")
+    assert repo.latest_batches()[0]["flow_run_id"] == "r2", "the CLI links the run that holds the batch"
+    assert not repo.renew_batch_lease("b1", "host-a:pid 1:flow run r1", 60), "the stalled runner lost it"
+    assert not repo.finish_batch("b1", status="completed", summary={"x": 1}, owner="host-a:pid 1:flow run r1")
+    assert repo.finish_batch("b1", status="completed", summary={"x": 2}, owner="host-b:pid 2:flow run r2")
+    assert repo.batch_lease("b1") is None
+    repo.acquire_batch_lease("b1", "host-c", ttl_s=60)  # a finished batch can be run again (a no-op resume)
+
+
+def test_waiting_runner_gets_the_batch_when_the_holder_releases_it(repo: Repository) -> None:
+    repo.upsert_persona(make_persona())
+    start_batch(repo)
+    repo.acquire_batch_lease("b1", "first", ttl_s=60)
+    timer = threading.Timer(0.3, repo.release_batch_lease, ("b1", "first"))
+    timer.start()
+    repo.acquire_batch_lease("b1", "second", ttl_s=60, wait_s=10, poll_s=0.05)
+    timer.join()
+    assert repo.batch_lease("b1") is not None and repo.batch_lease("b1")[0] == "second"
+
+
+def test_only_one_of_many_concurrent_runners_takes_the_lease(repo: Repository) -> None:
+    from contentforge.errors import BatchBusy
+
+    repo.upsert_persona(make_persona())
+    start_batch(repo)
+    winners: list[str] = []
+    barrier = threading.Barrier(6)
+
+    def contend(owner: str) -> None:
+        barrier.wait()
+        try:
+            repo.acquire_batch_lease("b1", owner, ttl_s=60)
+            winners.append(owner)
+        except BatchBusy:
+            pass
+
+    threads = [threading.Thread(target=contend, args=(f"runner-{i}",)) for i in range(6)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join()
+    assert len(winners) == 1
+
+
+def test_crashed_runs_are_marked_by_their_hook_or_by_their_expired_lease(repo: Repository) -> None:
+    repo.upsert_persona(make_persona())
+    for batch_id in ("b1", "b2", "b3"):
+        start_batch(repo, batch_id)
+    repo.acquire_batch_lease("b1", "dead", ttl_s=-1)  # killed -9: its lease simply runs out
+    repo.acquire_batch_lease("b2", "alive", ttl_s=60)
+    repo.acquire_batch_lease("b3", "cancelled-run", ttl_s=60)
+    assert not repo.end_batch_run("b3", "cancelled", owner="someone-else"), "only the holder's hook"
+    assert repo.end_batch_run("b3", "cancelled", owner="cancelled-run")
+    assert repo.reconcile_expired_batches() == ["b1"]
+    status = {b["id"]: b["status"] for b in repo.latest_batches()}
+    assert status == {"b1": "crashed", "b2": "running", "b3": "cancelled"}
+    assert repo.batch_lease("b3") is None
+
+
+# Verdicts bound to what they judged, charges keyed by what was paid for (issue 12, items 1 and 2)
+
+
+def test_hooks_changed_after_moderation_send_the_piece_back_to_moderation(repo: Repository) -> None:
+    repo.upsert_persona(make_persona())
+    start_batch(repo)
+    repo.add_planned_pieces("b1", planned("b1", range(1)))
+    generate(repo, "b1-000", seed=0, sha="0" * 64, cost=0.01)
+    repo.save_hooks("b1-000", [hook("original caption")])
+    repo.save_verdict("b1-000", verdict(Verdict.safe))
+    piece = repo.get_piece("b1-000")
+    assert piece is not None and piece.status is PieceStatus.ready
+    assert piece.moderated_hash == repo.content_hash("b1-000")
+
+    assert not repo.save_hooks("b1-000", [hook("original caption")]), "the same hooks keep the verdict"
+    assert repo.save_hooks("b1-000", [hook("a different caption nobody judged")])
+    piece = repo.get_piece("b1-000")
+    assert piece is not None and piece.status is PieceStatus.generated
+    assert piece.verdict is None and piece.moderated_hash is None
+
+
+def test_a_verdict_on_content_that_changed_while_it_was_judged_is_not_applied(repo: Repository) -> None:
+    from contentforge.moderation.binding import judged_hash, judged_texts
+
+    repo.upsert_persona(make_persona())
+    start_batch(repo)
+    repo.add_planned_pieces("b1", planned("b1", range(1)))
+    generate(repo, "b1-000", seed=0, sha="0" * 64, cost=0.01)
+    repo.save_hooks("b1-000", [hook("what the moderator read")])
+    piece = repo.get_piece("b1-000")
+    assert piece is not None
+    judged = judged_hash(piece.content_sha256, judged_texts(piece.prompt, piece.hooks))
+    repo.save_hooks("b1-000", [hook("rewritten while moderation ran")])
+
+    assert not repo.save_verdict("b1-000", verdict(Verdict.safe), judged=judged)
+    piece = repo.get_piece("b1-000")
+    assert piece is not None and piece.status is PieceStatus.generated and piece.verdict is None
+    with repo.engine.connect() as conn:  # kept in the history (every pass is), applied to nothing
+        assert conn.execute(select(ModerationVerdictORM.verdict)).scalars().all() == ["safe"]
+
+
+def test_each_generation_is_charged_once_however_often_it_is_recorded(repo: Repository) -> None:
+    repo.upsert_persona(make_persona())
+    start_batch(repo)
+    repo.add_planned_pieces("b1", planned("b1", range(1)))
+    for _ in range(2):  # a retried recording of one generation
+        assert repo.charge_generation("b1-000", generation_id="g1", provider="p", amount_usd=0.5) is (_ == 0)
+    # The kept image's record names the generation that was already charged.
+    repo.mark_generated(
+        "b1-000",
+        record=make_record(0),
+        storage_key="k",
+        url="u",
+        content_sha256="0" * 64,
+        queued_at=T0,
+        started_at=T0,
+        finished_at=T0,
+        generation_seconds=1.0,
+        cost_usd=0.5,
+        generation_id="g1",
+    )
+    # A second generation really ran (e.g. its first image was lost before storing): it is paid too.
+    assert repo.charge_generation("b1-000", generation_id="g2", provider="p", amount_usd=0.5)
+    with repo.engine.connect() as conn:
+        keys = conn.execute(select(CostEntryORM.charge_key).order_by(CostEntryORM.id)).scalars().all()
+    assert keys == ["image:b1-000:g1", "image:b1-000:g2"]
+    assert repo.batch_stats("b1")["cost_usd_total"] == pytest.approx(1.0)
+    assert repo.add_cost("b1", kind="text", provider="p", amount_usd=0.1, charge_key="hooks:b1-000:x")
+    assert not repo.add_cost("b1", kind="text", provider="p", amount_usd=0.1, charge_key="hooks:b1-000:x")

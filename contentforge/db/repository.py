@@ -793,7 +793,7 @@ class Repository:
         with self._write() as session:
             piece = _piece(session, piece_id, for_update=True)
             session.refresh(piece, attribute_names=["hooks"])
-            before = _content_hash(piece)
+            before = content_hash_of(piece)
             session.execute(
                 delete(HookORM).where(HookORM.piece_id == piece_id, HookORM.platform.in_(platforms))
             )
@@ -814,7 +814,7 @@ class Repository:
                 )
             session.flush()
             session.refresh(piece, attribute_names=["hooks"])
-            if piece.moderated_hash is not None and _content_hash(piece) != before:
+            if piece.moderated_hash is not None and content_hash_of(piece) != before:
                 piece.status = PieceStatus.generated.value
                 _clear_verdict(piece)
                 return True
@@ -823,7 +823,7 @@ class Repository:
     def content_hash(self, piece_id: str) -> str:
         """The hash of the piece's current image and texts (``moderation.binding``)."""
         with self._read() as session:
-            return _content_hash(_piece(session, piece_id))
+            return content_hash_of(_piece(session, piece_id))
 
     def save_verdict(
         self,
@@ -852,7 +852,7 @@ class Repository:
                 raise InvalidInput(
                     f"piece {piece_id!r} is {piece.status!r}; only a generated image is moderated"
                 )
-            current = _content_hash(piece)
+            current = content_hash_of(piece)
             scores = {name: float(score) for name, score in verdict.scores.items()}
             session.add(
                 ModerationVerdictORM(
@@ -917,7 +917,7 @@ def _hooks_of(piece: PieceORM) -> list[Hook]:
     ]
 
 
-def _content_hash(piece: PieceORM) -> str:
+def content_hash_of(piece: PieceORM) -> str:
     """``judged_hash`` of the piece as stored now: its image's sha256, its prompt and every hook caption."""
     return judged_hash(piece.content_sha256, judged_texts(piece.prompt, _hooks_of(piece)))
 
@@ -936,7 +936,8 @@ def _charge(session: Session, charge_key: str, *, update_amount: bool = False, *
         )
     else:
         stmt = stmt.on_conflict_do_nothing(index_elements=["charge_key"])
-    return bool(session.execute(stmt).rowcount == 1)
+    # RETURNING rather than rowcount: psycopg reports no rowcount for an ORM-enabled INSERT.
+    return session.execute(stmt.returning(CostEntryORM.id)).scalar() is not None
 
 
 def _batch(session: Session, batch_id: str) -> BatchORM:

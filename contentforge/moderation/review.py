@@ -21,6 +21,7 @@ from sqlalchemy.orm import Session
 
 from contentforge.db.engine import make_engine, make_session_factory, migrate
 from contentforge.db.models import PieceORM, ReviewDecisionORM, utcnow
+from contentforge.db.repository import content_hash_of
 from contentforge.domain.models import PieceStatus, Verdict
 from contentforge.errors import InvalidInput
 
@@ -142,6 +143,12 @@ class ReviewQueue:
                 raise ReviewStateError(
                     f"piece {piece_id!r} is {piece.status!r}, not waiting for review; "
                     "see `contentforge review list`"
+                )
+            if decision == "approve" and piece.moderated_hash != content_hash_of(piece):
+                # The reviewer saw what moderation held; anything else must be moderated first.
+                raise ReviewStateError(
+                    f"piece {piece_id!r} changed after it was moderated; it must be moderated again "
+                    "before anyone can approve it"
                 )
             row = ReviewDecisionORM(
                 piece_id=piece_id,
