@@ -180,3 +180,70 @@ def test_pieces_are_moderated_while_later_images_are_still_generating(stage_env,
     stages = stats["stage_seconds"]
     assert {"plan", "images", "hooks", "moderation"} <= stages.keys()
     assert stages["moderation"] >= stages["images"]
+
+
+def _image_charges(repo: Any, batch_id: str) -> list[tuple[str | None, str | None]]:
+    from sqlalchemy import select
+
+    from contentforge.db.models import CostEntryORM
+
+    with repo.engine.connect() as conn:
+        rows = conn.execute(
+            select(CostEntryORM.piece_id, CostEntryORM.charge_key).where(
+                CostEntryORM.batch_id == batch_id, CostEntryORM.kind == "image"
+            )
+        ).all()
+    return [tuple(row) for row in rows]
+
+
+def test_a_generation_whose_result_nobody_claims_is_still_charged(stage_env) -> None:  # type: ignore[no-untyped-def]
+    """Issue 12: every generation that spends money is charged, even one whose result is discarded."""
+    from tasks.images import discard_queued, queue_generations
+
+    repo, backend = stage_env
+    [piece_id] = _plan(repo, "discarded-batch-01", 1)
+    keys = queue_generations([[piece_id]], micro_batches=False)
+    deadline = time.monotonic() + 30
+    while not backend.seeds and time.monotonic() < deadline:  # the slot has started it
+        time.sleep(0.01)
+    assert discard_queued(keys) == 1  # the stage ends without a task claiming it (e.g. cancelled)
+    while not _image_charges(repo, "discarded-batch-01") and time.monotonic() < deadline:
+        time.sleep(0.05)
+    charges = _image_charges(repo, "discarded-batch-01")
+    assert len(charges) == 1 and charges[0][0] == piece_id
+    assert repo.get_piece(piece_id).status is PieceStatus.planned, "its image was not kept"
+
+
+def test_an_image_stored_by_a_run_that_died_before_recording_it_is_adopted_not_regenerated(stage_env) -> None:  # type: ignore[no-untyped-def]
+    """A crash between storing and recording: the resume records the stored image, no second generation."""
+    from contentforge.batch import generate_piece, store_piece
+    from tasks import resources
+    from tasks.images import generate_image
+
+    repo, backend = stage_env
+    [piece_id] = _plan(repo, "adopted-batch-0001", 1)
+    piece = repo.get_piece(piece_id)
+    persona = repo.get_persona(piece.persona_id)
+    timed = generate_piece(piece, persona, backend, resources.settings())
+
+    class DiesBeforeRecording(RuntimeError):
+        pass
+
+    def killed(*_: Any, **__: Any) -> None:
+        raise DiesBeforeRecording  # stands in for kill -9 right after storage.put
+
+    real = repo.mark_generated
+    repo.mark_generated = killed  # type: ignore[method-assign]
+    with pytest.raises(DiesBeforeRecording):
+        store_piece(piece, persona, timed, resources.storage(), repo, datetime.now(UTC))
+    repo.mark_generated = real  # type: ignore[method-assign]
+    assert repo.get_piece(piece_id).status is PieceStatus.planned
+    generations_before = len(backend.seeds)
+
+    assert generate_image.fn(piece_id) is None, "adopted: nothing generated"
+    assert len(backend.seeds) == generations_before
+    adopted = repo.get_piece(piece_id)
+    assert adopted.status is PieceStatus.generated and adopted.storage_key
+    assert _image_charges(repo, "adopted-batch-0001") == [
+        (piece_id, f"image:{piece_id}:{timed.generation_id}")
+    ]
