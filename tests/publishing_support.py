@@ -15,14 +15,15 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from PIL import Image
-from sqlalchemy import Engine, update
+from sqlalchemy import Engine, select, update
 
 from contentforge.config import Settings
 from contentforge.db import PlannedPiece, Repository, make_engine, migrate
 from contentforge.db.engine import make_session_factory
-from contentforge.db.models import PieceORM
+from contentforge.db.models import HookORM, PieceORM
 from contentforge.domain.models import GenerationRecord, Hook, HookStyle, ModerationVerdict, Persona, Verdict
 from contentforge.images.provenance import png_with_provenance
+from contentforge.moderation.binding import judged_hash, judged_texts
 from contentforge.moderation.policy import ModerationPolicy
 from contentforge.publishing.ledger import PublicationLedger
 from contentforge.storage import LocalStorage
@@ -167,9 +168,30 @@ def make_world(
             "rejected": Verdict.rejected,
         }.get(state, Verdict.safe)
         repo.save_verdict(plan.piece_id, ModerationVerdict(verdict=verdict, scores={"sexual": 0.1}))
+        bind_verdict(engine, plan.piece_id)
         if state in ("needs_review", "failed"):
             set_piece_status(engine, plan.piece_id, state)
     return world
+
+
+def content_hash(engine: Engine, piece_id: str) -> str:
+    """What moderation binds a verdict to: the stored image's sha256, the prompt and every hook."""
+    with make_session_factory(engine)() as session:
+        piece = session.get(PieceORM, piece_id)
+        assert piece is not None
+        hooks = [
+            Hook(style=h.style, text=h.text, call_to_action=h.call_to_action, hashtags=h.hashtags,
+                 platform=h.platform)
+            for h in session.scalars(select(HookORM).where(HookORM.piece_id == piece_id))
+        ]  # fmt: skip
+        return judged_hash(piece.content_sha256, judged_texts(piece.prompt, hooks))
+
+
+def bind_verdict(engine: Engine, piece_id: str) -> None:
+    """Set ``moderated_hash`` the way moderation does, from the piece's current content."""
+    digest = content_hash(engine, piece_id)
+    with make_session_factory(engine)() as session, session.begin():
+        session.execute(update(PieceORM).where(PieceORM.id == piece_id).values(moderated_hash=digest))
 
 
 def set_piece_status(engine: Engine, piece_id: str, status: str) -> None:

@@ -109,7 +109,7 @@ def test_a_stale_publishing_row_is_resumed_with_its_container(tmp_path: Path) ->
     pid = next(iter(world.pieces))
     pub_id, _ = world.ledger.schedule(pid, "instagram", T0, publisher="instagram")
     claimed = world.ledger.claim_due(now=T0)
-    world.ledger.record_container(pub_id, "container-1")
+    world.ledger.record_container(pub_id, claimed[0].claim_token, "container-1")
     # The worker died here. A fresh run right away leaves the row to its (maybe still alive) owner…
     assert world.ledger.claim_due(now=datetime.now(UTC), stale_after_s=600) == []
     # …and resumes it once it is stale, with the stored container id.
@@ -117,9 +117,13 @@ def test_a_stale_publishing_row_is_resumed_with_its_container(tmp_path: Path) ->
     assert [p.id for p in claimed] == [p.id for p in resumed] == [pub_id]
     assert resumed[0].container_id == "container-1"
     assert world.ledger.get(pub_id).attempts == 2
-    row = world.ledger.mark_published(pub_id, PublishedPost("m1", "https://example/p/1"))
+    assert resumed[0].claim_token != claimed[0].claim_token
+    row = world.ledger.mark_published(
+        pub_id, resumed[0].claim_token, PublishedPost("m1", "https://example/p/1")
+    )
     assert (row.status, row.platform_post_id, row.published_at is not None) == ("published", "m1", True)
-    assert world.ledger.claim_due(now=datetime.now(UTC) + timedelta(days=1), stale_after_s=0) == []
+    assert row.claim_token is None
+    assert world.ledger.claim_due(now=datetime.now(UTC) + timedelta(days=1), stale_after_s=120) == []
 
 
 def test_slots_use_the_persona_timezone_and_the_daily_limit() -> None:

@@ -110,7 +110,7 @@ def test_a_crash_after_upload_resumes_without_uploading_again(tmp_path: Path) ->
         }
         with pytest.raises(Crash):
             publish_claimed(world.ledger, Dies(**kwargs), claimed)  # type: ignore[arg-type]
-        [resumed] = world.ledger.claim_due(now=datetime.now(UTC) + timedelta(hours=1), stale_after_s=60)
+        [resumed] = world.ledger.claim_due(now=datetime.now(UTC) + timedelta(hours=1), stale_after_s=600)
         assert publish_claimed(world.ledger, XPublisher(**kwargs), resumed).status == "published"  # type: ignore[arg-type]
     assert (api.calls["POST /2/media/upload"], len(api.posts)) == (1, 1)
 

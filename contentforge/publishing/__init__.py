@@ -5,8 +5,15 @@ local outbox (offline default). See ``protocol.py`` for the two-step contract th
 between "create container" and "publish" resumable without a second post.
 """
 
-from contentforge.publishing.factory import build_notifier, build_publisher, publisher_name
+from contentforge.publishing.factory import (
+    PublisherUnavailable,
+    build_notifier,
+    build_publisher,
+    build_row_publisher,
+    publisher_name,
+)
 from contentforge.publishing.ledger import (
+    ClaimLost,
     PublicationLedger,
     PublicationRow,
     PublishRefused,
@@ -26,6 +33,7 @@ from contentforge.publishing.protocol import (
 from contentforge.publishing.runner import Outcome, give_up, publish_claimed
 
 __all__ = [
+    "ClaimLost",
     "Outcome",
     "PermanentFailure",
     "Publication",
@@ -35,12 +43,14 @@ __all__ = [
     "PublishRefused",
     "PublishedPost",
     "Publisher",
+    "PublisherUnavailable",
     "QuotaExhausted",
     "RateLimited",
     "ScheduleResult",
     "TransientError",
     "build_notifier",
     "build_publisher",
+    "build_row_publisher",
     "give_up",
     "idempotency_key",
     "publish_claimed",

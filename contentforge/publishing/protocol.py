@@ -7,8 +7,12 @@ Publishing is split in two calls so that a crash in between is resumable:
    platform needs none. The ledger stores this id *before* step 2 runs.
 2. ``publish(publication, container_id)`` makes the post visible and returns where it is.
 
-On a rerun the stored id is handed to ``publish`` again and ``prepare`` is never called twice for
-the same publication, so a crash between the steps can never create a second post.
+On a rerun the stored id is handed to ``publish`` again and ``prepare`` is not called again for
+the same publication, so a crash between the steps never creates a second post. A crash *during*
+``prepare`` (after the platform created its object, before the ledger stored the id) cannot be
+closed from this side: the ledger notes that a prepare started, and on resume a publisher whose
+``prepare`` already posts (``prepare_posts = True``, TikTok's direct post) is not prepared again;
+for the others a second, never-published container or upload is created and the row says so.
 """
 
 from __future__ import annotations
@@ -38,6 +42,10 @@ class Publication:
     attempts: int = 0
     scheduled_for: datetime | None = None
     detail: dict[str, Any] = field(default_factory=dict)
+    claim_token: str | None = None
+    """The claim this worker holds; every write of the outcome is fenced by it."""
+    lease_s: float | None = None
+    """The claim's lease length, renewed while the platform call runs."""
 
 
 @dataclass(frozen=True)

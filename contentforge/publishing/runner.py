@@ -2,7 +2,13 @@
 
 ``publish_claimed`` is what a worker runs for each row ``claim_due`` handed it:
 
-* the container id is created only when the row has none, and stored before ``publish``;
+* the piece is checked again right before the platform call (status, verdict, verdict bound to the
+  current content, judged caption); a mismatch fails the row instead of posting it;
+* the claim's lease is renewed in the background while the platform calls run, and every write
+  is fenced by the claim token: a worker whose claim was taken over gets the outcome ``lost`` and
+  writes nothing;
+* the container id is created only when the row has none, and stored before ``publish``; that a
+  prepare started is noted first, so a resume after a crash inside ``prepare`` knows it;
 * ``RateLimited`` / ``QuotaExhausted`` put the row back to ``scheduled`` at the platform's retry time;
 * ``PermanentFailure`` fails the row with the reason;
 * ``TransientError`` (5xx, network) is re-raised for the caller's retry policy (Prefect task
@@ -16,10 +22,12 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 
 from contentforge.db.models import utcnow
-from contentforge.publishing.ledger import PublicationLedger
+from contentforge.faults import fault_point
+from contentforge.publishing.ledger import ClaimLost, PublicationLedger
 from contentforge.publishing.protocol import (
     PermanentFailure,
     Publication,
+    PublishedPost,
     Publisher,
     PublishError,
     RateLimited,
@@ -29,6 +37,9 @@ from contentforge.publishing.webhook import WebhookNotifier
 
 logger = logging.getLogger(__name__)
 
+HELD_RETRY_S = 3600.0
+"""How long a held publication waits before it is checked again (see ``hold_back``)."""
+
 
 @dataclass(frozen=True)
 class Outcome:
@@ -36,7 +47,8 @@ class Outcome:
     piece_id: str
     platform: str
     status: str
-    """``published``, ``deferred`` (back to scheduled) or ``failed``."""
+    """``published``, ``deferred`` (back to scheduled), ``failed``, or ``lost`` (another run holds
+    the claim now and records the outcome)."""
     post_id: str | None = None
     url: str | None = None
     error: str | None = None
@@ -49,34 +61,100 @@ def publish_claimed(
     publication: Publication,
     *,
     notifier: WebhookNotifier | None = None,
+    lease_s: float | None = None,
 ) -> Outcome:
     """Publish one claimed publication exactly once; see the module docstring for outcomes."""
-    container_id = publication.container_id
     try:
-        if container_id is None:
-            container_id = publisher.prepare(publication)
-            if container_id is not None:
-                ledger.record_container(publication.id, container_id)
-        post = publisher.publish(publication, container_id)
-    except RateLimited as exc:
-        ledger.reschedule(publication.id, exc.retry_at, str(exc))
-        logger.info(
-            "publication %s (%s) deferred to %s: %s", publication.id, publication.platform, exc.retry_at, exc
-        )
-        return Outcome(
-            publication.id,
-            publication.piece_id,
-            publication.platform,
-            "deferred",
-            error=str(exc),
-            retry_at=exc.retry_at,
-        )
-    except PermanentFailure as exc:
-        return fail(ledger, publication, str(exc), notifier)
-    except TransientError as exc:
-        ledger.note_error(publication.id, str(exc))
-        raise
-    ledger.mark_published(publication.id, post)
+        return _publish(ledger, publisher, publication, notifier, lease_s)
+    except ClaimLost as exc:
+        return lost(publication, exc)
+
+
+def lost(publication: Publication, error: ClaimLost) -> Outcome:
+    logger.warning("publication %s (%s): %s", publication.id, publication.platform, error)
+    return Outcome(publication.id, publication.piece_id, publication.platform, "lost", error=str(error))
+
+
+def _publish(
+    ledger: PublicationLedger,
+    publisher: Publisher,
+    publication: Publication,
+    notifier: WebhookNotifier | None,
+    lease_s: float | None,
+) -> Outcome:
+    token = publication.claim_token
+    reason = ledger.publish_refusal(publication)
+    if reason is not None:
+        return fail(ledger, publication, f"not published: {reason}", notifier)
+    container_id = publication.container_id
+    with ledger.hold(publication, lease_s) as hold:
+        try:
+            if container_id is None:
+                pending = bool(publication.detail.get("prepare_pending"))
+                if pending and getattr(publisher, "prepare_posts", False):
+                    return fail(
+                        ledger,
+                        publication,
+                        f"not published again: an earlier attempt started posting on {publication.platform} "
+                        "and stopped before the platform's id was stored, so the post may already be "
+                        "live; check the account before scheduling it again",
+                        notifier,
+                    )
+                if pending:
+                    logger.warning(
+                        "publication %s: an earlier prepare on %s stopped before its id was stored; a "
+                        "second (never published) container is created",
+                        publication.id,
+                        publication.platform,
+                    )
+                ledger.begin_prepare(publication.id, token)
+                try:
+                    container_id = publisher.prepare(publication)
+                except (RateLimited, PermanentFailure):
+                    # The platform answered with a refusal: nothing was created. A TransientError
+                    # (timeout, 5xx) may have created something, so the prepare stays pending.
+                    ledger.end_prepare(publication.id, token)
+                    raise
+                fault_point("container-prepared")  # test-only: kill -9 before the container id is stored
+                if container_id is not None:
+                    ledger.record_container(publication.id, token, container_id)
+                else:
+                    ledger.end_prepare(publication.id, token)
+            # The last moment to find out the claim moved on: the call below makes the post.
+            if hold.lost.is_set():
+                raise ClaimLost(f"publication {publication.id}: lease lost before the publish call")
+            ledger.renew(publication.id, token, hold.lease_s)
+            post = publisher.publish(publication, container_id)
+            fault_point("post-published")  # test-only: kill -9 after the post, before it is recorded
+        except RateLimited as exc:
+            ledger.reschedule(publication.id, token, exc.retry_at, str(exc))
+            logger.info(
+                "publication %s (%s) deferred to %s: %s",
+                publication.id,
+                publication.platform,
+                exc.retry_at,
+                exc,
+            )
+            return Outcome(
+                publication.id,
+                publication.piece_id,
+                publication.platform,
+                "deferred",
+                error=str(exc),
+                retry_at=exc.retry_at,
+            )
+        except PermanentFailure as exc:
+            return fail(ledger, publication, str(exc), notifier)
+        except TransientError as exc:
+            ledger.note_error(publication.id, token, str(exc))
+            raise
+    return _published(ledger, publication, post, notifier)
+
+
+def _published(
+    ledger: PublicationLedger, publication: Publication, post: PublishedPost, notifier: WebhookNotifier | None
+) -> Outcome:
+    ledger.mark_published(publication.id, publication.claim_token, post)
     logger.info(
         "piece %s published on %s: %s", publication.piece_id, publication.platform, post.url or post.post_id
     )
@@ -89,10 +167,31 @@ def publish_claimed(
 def fail(
     ledger: PublicationLedger, publication: Publication, error: str, notifier: WebhookNotifier | None = None
 ) -> Outcome:
-    row = ledger.mark_failed(publication.id, error)
+    row = ledger.mark_failed(publication.id, publication.claim_token, error)
     logger.warning("piece %s failed on %s: %s", publication.piece_id, publication.platform, row.last_error)
     _notify(notifier, "failed", publication, error=row.last_error)
     return Outcome(publication.id, publication.piece_id, publication.platform, "failed", error=row.last_error)
+
+
+def hold_back(ledger: PublicationLedger, publication: Publication, reason: str) -> Outcome:
+    """Put a claimed row back without posting it, because the user must act first (``reason`` says how).
+
+    It is checked again every ``HELD_RETRY_S``, so it goes out once the cause is fixed.
+    """
+    retry_at = utcnow() + timedelta(seconds=HELD_RETRY_S)
+    try:
+        row = ledger.reschedule(publication.id, publication.claim_token, retry_at, f"held: {reason}")
+    except ClaimLost as exc:
+        return lost(publication, exc)
+    logger.warning("publication %s (%s) %s", publication.id, publication.platform, row.last_error)
+    return Outcome(
+        publication.id,
+        publication.piece_id,
+        publication.platform,
+        "deferred",
+        error=row.last_error,
+        retry_at=retry_at,
+    )
 
 
 def give_up(
@@ -105,11 +204,14 @@ def give_up(
     notifier: WebhookNotifier | None = None,
 ) -> Outcome:
     """After transient errors exhausted the in-run retries: retry later with backoff, or fail."""
-    row = ledger.get(publication.id)
-    if row.attempts >= max_attempts:
-        return fail(ledger, publication, f"gave up after {row.attempts} attempts: {error}", notifier)
-    retry_at = utcnow() + timedelta(seconds=backoff_s * 2 ** max(0, row.attempts - 1))
-    ledger.reschedule(publication.id, retry_at, error)
+    try:
+        row = ledger.get(publication.id)
+        if row.attempts >= max_attempts:
+            return fail(ledger, publication, f"gave up after {row.attempts} attempts: {error}", notifier)
+        retry_at = utcnow() + timedelta(seconds=backoff_s * 2 ** max(0, row.attempts - 1))
+        ledger.reschedule(publication.id, publication.claim_token, retry_at, error)
+    except ClaimLost as exc:
+        return lost(publication, exc)
     return Outcome(
         publication.id, publication.piece_id, publication.platform, "deferred", error=error, retry_at=retry_at
     )
