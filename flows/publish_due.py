@@ -4,8 +4,10 @@ Claims up to ``limit`` due rows (a guarded update, so concurrent runs never shar
 them through each platform's configured publisher, and records every outcome: published (with its
 link), deferred (rate limit or quota: back to scheduled at the platform's retry time) or failed.
 Transient errors are retried with backoff inside the run; after that the row is rescheduled, and
-fails for good after ``CONTENTFORGE_PUBLISH_MAX_ATTEMPTS``. A row left ``publishing`` by a dead
-worker is resumed with its stored container id once it is stale. Deployed on a cron schedule.
+fails for good after ``CONTENTFORGE_PUBLISH_MAX_ATTEMPTS``. A claim is a lease renewed while the
+platform call runs; a row left ``publishing`` by a dead worker is resumed with its stored container
+id once its lease (``CONTENTFORGE_PUBLISH_STALE_AFTER_S``) expired, and a run whose claim was taken
+over reports it as ``lost`` without writing. Deployed on a cron schedule.
 
     python flows/publish_due.py 20
 """
@@ -34,9 +36,9 @@ def publish_due(limit: int = 20, stale_after_s: float | None = None) -> dict[str
     """Publish up to ``limit`` due publications; returns counts and the outcome of each."""
     logger = get_run_logger()
     claimed = claim_due_publications(limit, stale_after_s)
-    futures = {pid: publish_publication.submit(pid) for pid in claimed}
+    futures = {(pid, token): publish_publication.submit(pid, token) for pid, token in claimed}
     outcomes: list[Outcome] = []
-    for publication_id, future in futures.items():
+    for (publication_id, token), future in futures.items():
         future.wait()
         state = future.state
         if state.is_completed():
@@ -47,9 +49,10 @@ def publish_due(limit: int = 20, stale_after_s: float | None = None) -> dict[str
             future.result()
         except Exception as exc:  # recorded on the row and in the artifact
             error = f"{type(exc).__name__}: {exc}"
-        outcomes.append(release_publication(publication_id, error))
+        outcomes.append(release_publication(publication_id, token, error))
     counts = {
-        status: sum(o.status == status for o in outcomes) for status in ("published", "deferred", "failed")
+        status: sum(o.status == status for o in outcomes)
+        for status in ("published", "deferred", "failed", "lost")
     }
     logger.info("publish_due: %d claimed, %s", len(claimed), counts)
     create_markdown_artifact(key="published", markdown=_report(outcomes), description="publish_due outcome")

@@ -3,7 +3,10 @@
 ``publish_publication`` retries transient failures (5xx, network) with exponential backoff; a
 rate limit or a used-up quota is not retried here: the ledger moves the row back to ``scheduled``
 at the platform's retry time and the next ``publish_due`` run picks it up. Each retry re-reads the
-row, so a container created by a failed attempt is reused, never created again.
+row as the holder of its claim token, so a container created by a failed attempt is reused, never
+created again, and a run whose claim was taken over writes nothing (outcome ``lost``). A row is
+published only through the publisher it was scheduled with; when the configuration now selects
+another one, the row is held and says which setting to change.
 """
 
 from __future__ import annotations
@@ -26,12 +29,18 @@ from contentforge.publishing import (
     PublicationLedger,
     TransientError,
     build_notifier,
-    build_publisher,
     give_up,
     publish_claimed,
     publisher_name,
 )
-from contentforge.publishing.factory import caption_with_disclosure
+from contentforge.publishing.factory import (
+    PublisherUnavailable,
+    build_row_publisher,
+    caption_judge,
+    caption_with_disclosure,
+)
+from contentforge.publishing.ledger import ClaimLost
+from contentforge.publishing.runner import hold_back, lost
 from contentforge.publishing.scheduling import offline_caption_writer, parse_slot_times, schedule_batch
 from tasks import resources
 
@@ -48,6 +57,7 @@ def _ledger_for(url: str) -> PublicationLedger:
         ModerationPolicy.from_settings(settings),
         caption_writer=offline_caption_writer,
         caption_label=caption_with_disclosure(settings),
+        caption_judge=caption_judge(settings),
     )
 
 
@@ -94,11 +104,14 @@ def schedule_batch_publications(
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def claim_due_publications(limit: int, stale_after_s: float | None = None) -> list[int]:
-    """Claim up to ``limit`` due publications for this run (guarded, so two runs never share one)."""
+def claim_due_publications(limit: int, stale_after_s: float | None = None) -> list[tuple[int, str]]:
+    """Claim up to ``limit`` due publications for this run: ``(id, claim token)`` of each.
+
+    Claims are guarded, so two runs never share one; the token fences every later write.
+    """
     settings = resources.settings()
     stale = settings.publish_stale_after_s if stale_after_s is None else stale_after_s
-    return [p.id for p in ledger().claim_due(limit=limit, stale_after_s=stale)]
+    return [(p.id, str(p.claim_token)) for p in ledger().claim_due(limit=limit, stale_after_s=stale)]
 
 
 @task(
@@ -110,24 +123,39 @@ def claim_due_publications(limit: int, stale_after_s: float | None = None) -> li
     cache_policy=NO_CACHE,
     persist_result=False,
 )
-def publish_publication(publication_id: int) -> Outcome:
-    """Publish one claimed publication through its configured publisher (exactly once)."""
+def publish_publication(publication_id: int, claim_token: str) -> Outcome:
+    """Publish one claimed publication through the publisher it was scheduled with (exactly once)."""
     settings = resources.settings()
     book = ledger()
-    publication = book.publication(publication_id)  # re-read: a retry reuses a stored container id
-    book.touch(publication_id)
-    publisher = build_publisher(settings, publication.platform, storage=resources.storage())
-    return publish_claimed(book, publisher, publication, notifier=build_notifier(settings))
+    try:
+        # Re-read as the claim holder: a retry reuses a stored container id.
+        publication = book.claimed(publication_id, claim_token)
+    except ClaimLost as exc:
+        return lost(book.publication(publication_id), exc)
+    try:
+        publisher = build_row_publisher(settings, publication, storage=resources.storage())
+    except PublisherUnavailable as exc:
+        return hold_back(book, publication, str(exc))
+    return publish_claimed(
+        book,
+        publisher,
+        publication,
+        notifier=build_notifier(settings),
+        lease_s=settings.publish_stale_after_s,
+    )
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def release_publication(publication_id: int, error: str) -> Outcome:
+def release_publication(publication_id: int, claim_token: str, error: str) -> Outcome:
     """After the retries ran out: back to scheduled with backoff, or failed after max attempts."""
     settings = resources.settings()
     book = ledger()
+    publication = book.publication(publication_id)
+    if publication.claim_token != claim_token:
+        return lost(publication, ClaimLost(f"publication {publication_id}: claim taken over; not released"))
     return give_up(
         book,
-        book.publication(publication_id),
+        publication,
         error,
         max_attempts=settings.publish_max_attempts,
         notifier=build_notifier(settings),

@@ -3,6 +3,10 @@
 Per platform the choice is explicit (``CONTENTFORGE_PUBLISHER_INSTAGRAM=api`` etc.); the default
 is the local outbox, which needs nothing and always works. Choosing ``api`` or ``webhook`` without
 its credentials fails here, naming the missing variable, before any publication is claimed.
+
+A publication keeps the publisher it was scheduled with (``publications.publisher``);
+``build_row_publisher`` builds exactly that one and refuses (``PublisherUnavailable``) when the
+configuration now selects another, so a post is never silently switched to another publisher.
 """
 
 from __future__ import annotations
@@ -13,15 +17,18 @@ from collections.abc import Callable
 import httpx
 
 from contentforge.config import Settings
-from contentforge.domain.models import Platform
+from contentforge.domain.models import ModerationVerdict, Platform
 from contentforge.errors import InvalidInput
 from contentforge.moderation.disclosure import disclosure_for
+from contentforge.moderation.policy import ModerationPolicy
+from contentforge.moderation.protocol import ModerationInput
 from contentforge.outbound import OutboundPolicy
 from contentforge.publishing.http import DEFAULT_TIMEOUT
 from contentforge.publishing.instagram import InstagramPublisher
+from contentforge.publishing.ledger import CaptionJudge
 from contentforge.publishing.media import MediaResolver
 from contentforge.publishing.outbox import OutboxPublisher
-from contentforge.publishing.protocol import Publisher
+from contentforge.publishing.protocol import Publication, Publisher
 from contentforge.publishing.tiktok import TikTokPublisher
 from contentforge.publishing.webhook import WebhookNotifier, WebhookPublisher
 from contentforge.publishing.x import XPublisher
@@ -47,6 +54,56 @@ def publisher_name(settings: Settings, platform: str) -> str:
     """The name stored in ``publications.publisher``: ``outbox``, ``webhook`` or the platform's API."""
     kind = publisher_kind(settings, platform)
     return platform.strip().lower() if kind == "api" else kind
+
+
+def publisher_setting(platform: str) -> str:
+    """The variable that selects ``platform``'s publisher."""
+    name = platform.strip().lower()
+    return f"CONTENTFORGE_PUBLISHER_{name.upper() if name in API_PLATFORMS else 'OTHER'}"
+
+
+class PublisherUnavailable(InvalidInput):
+    """A publication's own publisher is not the configured one any more, or cannot be built."""
+
+
+def build_row_publisher(
+    settings: Settings,
+    publication: Publication,
+    *,
+    storage: Storage | None = None,
+    client: httpx.Client | None = None,
+    sleep: Callable[[float], None] = time.sleep,
+) -> Publisher:
+    """The publisher ``publication`` was scheduled with, or ``PublisherUnavailable`` saying what to do."""
+    configured = publisher_name(settings, publication.platform)
+    variable = publisher_setting(publication.platform)
+    if configured != publication.publisher:
+        wanted = "api" if publication.publisher == publication.platform else publication.publisher
+        raise PublisherUnavailable(
+            f"scheduled with the {publication.publisher!r} publisher, but {variable} now selects "
+            f"{configured!r}; a scheduled post is never switched to another publisher. Set "
+            f"{variable}={wanted} to publish it as scheduled (it is checked again hourly)"
+        )
+    try:
+        return build_publisher(settings, publication.platform, storage=storage, client=client, sleep=sleep)
+    except InvalidInput as exc:
+        raise PublisherUnavailable(
+            f"its publisher {publication.publisher!r} cannot be built: {exc}"
+        ) from None
+
+
+def caption_judge(settings: Settings) -> CaptionJudge:
+    """The configured moderation's text backends, for captions no moderation pass judged."""
+    from contentforge.moderation.factory import KNOWN_MODALITIES, build_backends  # loads NudeNet's deps
+
+    policy = ModerationPolicy.from_settings(settings)
+    backends = [b for b in build_backends(settings) if "text" in KNOWN_MODALITIES.get(b.name, {"text"})]
+
+    def judge(caption: str) -> ModerationVerdict:
+        item = ModerationInput(image=None, texts=(caption,))
+        return policy.decide([(backend.name, backend.scores(item)) for backend in backends])
+
+    return judge
 
 
 def outbox_dir(settings: Settings) -> str:
