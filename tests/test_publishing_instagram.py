@@ -27,7 +27,9 @@ class FakeGraph(FakeApi):
         self.statuses = statuses
         self.quota_usage = quota_usage
         self.containers: dict[str, list[str]] = {}
+        self.captions: dict[str, str] = {}  # container → caption
         self.published: dict[str, str] = {}  # container → media id
+        self.media: list[dict[str, str]] = []  # the account's posts, newest first
 
     def handle(self, request: Request) -> Response:
         if request.headers.get("authorization") != f"Bearer {TOKEN}":
@@ -43,6 +45,7 @@ class FakeGraph(FakeApi):
                 return 400, {}, {"error": {"message": "Only photo or video can be accepted", "code": 9004}}
             cid = f"c{len(self.containers) + 1}"
             self.containers[cid] = list(self.statuses)
+            self.captions[cid] = form.get("caption", "")
             return 200, {}, {"id": cid}
         if path == f"/{USER}/media_publish":
             cid = request.form()["creation_id"]
@@ -52,7 +55,13 @@ class FakeGraph(FakeApi):
             self.published[cid] = media_id
             self.containers[cid] = ["PUBLISHED"]
             self.quota_usage += 1
+            stamp = datetime.now(UTC).strftime("%Y-%m-%dT%H:%M:%S+0000")
+            post = {"id": media_id, "caption": self.captions[cid], "timestamp": stamp}
+            self.media.insert(0, {**post, "permalink": f"https://www.instagram.com/p/{media_id}/"})
             return 200, {}, {"id": media_id}
+        if path == f"/{USER}/media" and request.method == "GET":
+            assert request.query["fields"] == ["id,caption,timestamp,permalink"]
+            return 200, {}, {"data": self.media[: int(request.query["limit"][0])]}
         cid = path.strip("/")
         if cid in self.containers:
             script = self.containers[cid]
@@ -193,7 +202,8 @@ def test_a_crash_between_container_and_publish_then_a_rerun_posts_exactly_once(
     assert graph.calls[f"POST /v21.0/{USER}/media_publish"] == 2
     [resumed2] = world.ledger.claim_due(now=datetime.now(UTC) + timedelta(hours=1), stale_after_s=600)
     outcome2 = publish_claimed(world.ledger, publisher(world, graph), resumed2)
-    assert outcome2.status == "published"
+    assert (outcome2.status, outcome2.post_id) == ("published", "m2")  # found in the account's media
+    assert world.ledger.get(resumed2.id).platform_post_id == "m2"
     assert graph.calls[f"POST /v21.0/{USER}/media_publish"] == 2  # no second post
     assert graph.calls[f"POST /v21.0/{USER}/media"] == 2  # one container per publication
 

@@ -9,22 +9,32 @@ The documented flow, per publication:
    → a container id. This is ``prepare``; the ledger stores the id before step 3.
 3. ``GET /{container-id}?fields=status_code,status`` until ``FINISHED`` (bounded polling with
    exponential backoff); ``ERROR`` and ``EXPIRED`` fail the publication, ``PUBLISHED`` means an
-   earlier run already posted it, so nothing is published twice.
+   earlier run already posted it, so nothing is published twice. A container does not name the
+   media it became, so the media id is then looked up in ``GET /{ig-user-id}/media``: the one post
+   with this caption published after the container was created (none or several: recorded as
+   unknown, with a note saying so).
 4. ``POST /{ig-user-id}/media_publish`` with ``creation_id`` → the media id; its ``permalink``
    is read when available.
+
+A rate limit (HTTP 429 or a "too many calls" code) waits for ``Retry-After`` when the answer has
+one, else for the Business Use Case header's ``estimated_time_to_regain_access``, else for
+``quota_retry_s``.
 
 The token is sent as a bearer header, never in a URL.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Callable
+from datetime import datetime, timedelta
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
+from contentforge import retry_after
 from contentforge.errors import InvalidInput
 from contentforge.publishing.http import ApiClient
 from contentforge.publishing.media import MediaResolver
@@ -44,6 +54,33 @@ RATE_LIMIT_CODES = frozenset({4, 17, 32, 613, 80002})
 TRANSIENT_CODES = frozenset({1, 2})
 QUOTA_SUBCODE = 2207042
 """Error subcode for "the account reached its content publishing limit"."""
+MEDIA_LOOKUP_LIMIT = 50
+"""Newest posts searched for the media a ``PUBLISHED`` container became."""
+CLOCK_SKEW = timedelta(minutes=5)
+
+
+def regain_access_s(response: httpx.Response) -> float | None:
+    """``estimated_time_to_regain_access`` (minutes) of the usage headers, in seconds; None if absent."""
+    waits: list[float] = []
+    for name in ("x-business-use-case-usage", "x-app-usage"):
+        try:
+            usage = json.loads(response.headers.get(name) or "null")
+        except ValueError:
+            continue
+        entries = [e for v in usage.values() for e in v] if isinstance(usage, dict) else []
+        for entry in entries:
+            minutes = entry.get("estimated_time_to_regain_access") if isinstance(entry, dict) else None
+            if isinstance(minutes, int | float) and minutes > 0:
+                waits.append(float(minutes) * 60)
+    return max(waits) if waits else None
+
+
+def _timestamp(value: object) -> datetime | None:
+    """A Graph API timestamp (``2026-03-02T08:01:00+0000``)."""
+    try:
+        return datetime.strptime(str(value), "%Y-%m-%dT%H:%M:%S%z")
+    except ValueError:
+        return None
 
 
 class InstagramPublisher:
@@ -95,12 +132,19 @@ class InstagramPublisher:
             + str(error.get("message") or self.api.excerpt(response))[:300]
         )
         if subcode == QUOTA_SUBCODE:
-            raise QuotaExhausted.after(message, self.quota_retry_s)
+            raise QuotaExhausted.after(message, self._retry_s(response))
         if code in RATE_LIMIT_CODES or response.status_code == 429:
-            raise RateLimited.after(message, self.quota_retry_s)
+            raise RateLimited.after(message, self._retry_s(response))
         if code in TRANSIENT_CODES or error.get("is_transient") or response.status_code >= 500:
             raise TransientError(message)
         raise PermanentFailure(message)
+
+    def _retry_s(self, response: httpx.Response) -> float:
+        """The platform's retry time: ``Retry-After``, else the usage headers, else ``quota_retry_s``."""
+        wait = retry_after.retry_after_seconds(response.headers.get("retry-after"))
+        if wait is None:
+            wait = regain_access_s(response)
+        return self.quota_retry_s if wait is None else wait
 
     def check_quota(self) -> tuple[int, int]:
         """``(used, total)`` of the 24 h publishing quota; raises ``QuotaExhausted`` when used up."""
@@ -167,7 +211,7 @@ class InstagramPublisher:
             raise PermanentFailure("instagram: publish needs the media container id from prepare")
         if self.wait_until_finished(container_id) == "PUBLISHED":
             # An earlier run published it and crashed before recording the media id.
-            return PublishedPost(None, None, {"container_id": container_id, "note": "already published"})
+            return self._already_published(publication, container_id)
         self.check_quota()
         body = self._call(
             "POST", f"/{self.user_id}/media_publish", "media_publish", data={"creation_id": container_id}
@@ -177,6 +221,39 @@ class InstagramPublisher:
             raise TransientError(f"instagram: media_publish answer has no id: {str(body)[:200]}")
         return PublishedPost(str(media_id), self._permalink(str(media_id)), {"container_id": container_id})
 
+    def _already_published(self, publication: Publication, container_id: str) -> PublishedPost:
+        """The post an earlier run made from ``container_id``, found in the account's media list."""
+        detail: dict[str, Any] = {"container_id": container_id, "note": "already published"}
+        since = _timestamp_iso(publication.detail.get("container_created_at"))
+        try:
+            body = self._call(
+                "GET",
+                f"/{self.user_id}/media",
+                "media list",
+                params={"fields": "id,caption,timestamp,permalink", "limit": str(MEDIA_LOOKUP_LIMIT)},
+            )
+        except (PermanentFailure, TransientError, RateLimited) as exc:
+            detail["note"] = f"already published; media id not looked up: {exc}"[:300]
+            return PublishedPost(None, None, detail)
+        caption = publication.caption.strip()
+        matches = [
+            item
+            for item in body.get("data") or []
+            if isinstance(item, dict)
+            and str(item.get("caption") or "").strip() == caption
+            and (since is None or ((ts := _timestamp(item.get("timestamp"))) and ts >= since - CLOCK_SKEW))
+        ]
+        if len(matches) != 1:
+            found = "no post" if not matches else f"{len(matches)} posts"
+            detail["note"] = (
+                f"already published; {found} with this caption since the container was created among "
+                f"the newest {MEDIA_LOOKUP_LIMIT}: media id unknown, check the account"
+            )
+            return PublishedPost(None, None, detail)
+        media_id = str(matches[0]["id"])
+        link = matches[0].get("permalink")
+        return PublishedPost(media_id, link if isinstance(link, str) else self._permalink(media_id), detail)
+
     def _permalink(self, media_id: str) -> str | None:
         try:
             body = self._call("GET", f"/{media_id}", "permalink", params={"fields": "permalink"})
@@ -184,3 +261,10 @@ class InstagramPublisher:
             return None  # the post exists; a missing link is not worth failing it
         link = body.get("permalink")
         return link if isinstance(link, str) else None
+
+
+def _timestamp_iso(value: object) -> datetime | None:
+    try:
+        return datetime.fromisoformat(str(value)) if value else None
+    except ValueError:
+        return None

@@ -44,6 +44,9 @@ IN_PROGRESS = frozenset({"PROCESSING_DOWNLOAD", "PROCESSING_UPLOAD", "SEND_TO_US
 
 class TikTokPublisher:
     name = "tiktok"
+    prepare_posts = True
+    """``content/init`` with ``DIRECT_POST`` already posts: an init whose publish id was lost is
+    never repeated (``publish_claimed`` fails the row and says to check the account)."""
 
     def __init__(
         self,
