@@ -15,13 +15,21 @@ LoRA trained for another family or whose file changed, before any weights load.
 A persona uses a registry entry by naming it as its LoRA source, ``lora: {source: "registry:anna"}``
 (``resolve_persona_lora``): source, weight name and trigger word come from the registry, and the scale
 too unless the persona sets one other than ``LoraSpec``'s default (0.8).
+
+A LoRA a client names (through the REST API) is only ever a registry name or a hub id: inside
+``client_named_loras()`` (the API's validation context) ``resolve_persona_lora`` decides by the
+string's shape alone and never touches the filesystem, so an answer cannot tell whether a server path
+exists; anything path-shaped is refused with the same message (``check_client_lora``).
 """
 
 from __future__ import annotations
 
 import json
+import re
 import threading
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
 from pathlib import Path
 
 import yaml
@@ -31,6 +39,42 @@ from contentforge.config import Settings
 from contentforge.domain import LoraSpec
 from contentforge.errors import InvalidInput, InvalidLora
 from contentforge.images.safety import validate_lora
+
+HUB_ID = re.compile(
+    r"[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*/[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*"
+)
+"""A Hugging Face repo id ``owner/name``: one slash, no ``..``, nothing that starts like a path."""
+_MODEL_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".pkl", ".gguf")
+_WEIGHT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+_CLIENT_NAMED: ContextVar[bool] = ContextVar("contentforge_client_named_loras", default=False)
+
+
+@contextmanager
+def client_named_loras() -> Iterator[None]:
+    """Within this block (the API's request validation) LoRA sources are checked by shape only."""
+    token = _CLIENT_NAMED.set(True)
+    try:
+        yield
+    finally:
+        _CLIENT_NAMED.reset(token)
+
+
+def check_client_lora(spec: LoraSpec) -> None:
+    """Refuse a client-named LoRA that is not ``registry:<name>`` or a hub id, without any file access.
+
+    The message is the same whatever the string names on the server (a file, a folder, nothing).
+    """
+    if registry_name(spec) is not None:
+        return
+    source = spec.source
+    weight = spec.weight_name
+    hub = HUB_ID.fullmatch(source) is not None and not source.lower().endswith(_MODEL_SUFFIXES)
+    if not hub or (weight is not None and (_WEIGHT_NAME.fullmatch(weight) is None or ".." in weight)):
+        raise InvalidLora(
+            f"LoRA {source!r}: through the API a persona LoRA is registry:<name> "
+            "(CONTENTFORGE_IMAGE_LORA_REGISTRY) or a Hugging Face hub id owner/name with a plain "
+            "weight_name, never a file path; register local files in the LoRA registry"
+        )
 
 
 class LoraEntry(BaseModel):
@@ -135,6 +179,9 @@ def resolve_persona_lora(spec: LoraSpec, settings: Settings, family: str | None 
     """
     name = registry_name(spec)
     if name is None:
+        if _CLIENT_NAMED.get():  # the API: decide by shape, never look at the server's filesystem
+            check_client_lora(spec)
+            return spec
         validate_lora(spec, allow_pickle=settings.allow_pickle)
         return spec
     if settings.image_lora_registry is None:

@@ -10,19 +10,24 @@ from __future__ import annotations
 
 import base64
 import binascii
+import hashlib
 import io
+import json
 import re
 import uuid
-from typing import Annotated, Any
+from collections.abc import Callable
+from typing import Annotated, Any, TypeVar
 
 from fastapi import APIRouter, Header, Request, status
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
+from pydantic import BaseModel
 
 from contentforge.batch import BatchRequest as ValidatedBatch
 from contentforge.batch import piece_id_for, template_by_id, validate_batch_request
 from contentforge.domain.models import Persona, TemplateTier
 from contentforge.errors import UnknownPersona
+from contentforge.images.loras import client_named_loras
 from contentforge_api.errors import ApiError
 from contentforge_api.gallery import gallery_path
 from contentforge_api.launcher import DeploymentMissing, PrefectRefused, PrefectUnavailable, batch_tags
@@ -49,9 +54,34 @@ IdempotencyKey = Annotated[
     Header(
         alias="Idempotency-Key",
         max_length=200,
-        description="Repeat a request with the same key and get the same flow run back.",
+        description="Repeat a request with the same key and body and get the same flow run back; the same "
+        "key with another body is refused (422).",
     ),
 ]
+T = TypeVar("T")
+REQUEST_TAG = "request:"
+"""Tag prefix of the request fingerprint an idempotent launch carries (see ``_request_tag``)."""
+
+
+def _api_validation(validate: Callable[[], T]) -> Callable[[], T]:
+    """``validate`` run as the API's validation: LoRAs are checked by shape, never on the filesystem."""
+
+    def run() -> T:
+        with client_named_loras():
+            return validate()
+
+    return run
+
+
+def _request_tag(kind: str, body: BaseModel) -> str:
+    """A tag naming what was asked: the endpoint and the parsed body (defaults filled in, keys sorted).
+
+    Prefect hands back the first run of an ``Idempotency-Key``; the tag on that run tells whether it
+    was started by the same request, so a key reused with another body is refused, not answered with
+    a run the client did not ask for.
+    """
+    canonical = json.dumps({"kind": kind, "body": body.model_dump(mode="json")}, sort_keys=True)
+    return REQUEST_TAG + hashlib.sha256(canonical.encode()).hexdigest()[:32]
 
 
 def _persona(state: ApiState, ref: str) -> Persona:
@@ -70,6 +100,7 @@ async def _launch(
     idempotency_key: str | None,
     *,
     kind: str,
+    body: BaseModel,
 ) -> LaunchResponse:
     parameters: dict[str, Any] = {
         "persona": validated.persona.id,
@@ -82,6 +113,9 @@ async def _launch(
         "batch_id": batch_id,
     }
     tags = batch_tags(validated.persona.id, batch_id, "api", kind)
+    request_tag = _request_tag(kind, body) if idempotency_key else None
+    if request_tag is not None:
+        tags.append(request_tag)
     try:
         run = await state.launcher.launch(parameters, tags=tags, idempotency_key=idempotency_key)
     except DeploymentMissing as exc:
@@ -90,6 +124,13 @@ async def _launch(
         raise ApiError(503, str(exc), code="prefect_unavailable") from exc
     except PrefectRefused as exc:
         raise ApiError(502, str(exc), code="prefect_refused") from exc
+    if request_tag is not None and request_tag not in (run.tags or []):
+        raise ApiError(
+            422,
+            "this Idempotency-Key was already used with a different request; send a new key for a new "
+            "request (the same key and body return the first run)",
+            code="idempotency_key_reused",
+        )
     # With an idempotency key Prefect may hand back an earlier run: report that run's batch.
     run_parameters = dict(run.parameters or {})
     batch_id = str(run_parameters.get("batch_id") or batch_id)
@@ -139,9 +180,9 @@ async def start_batch(
             safety_check=body.safety_check,
         )
 
-    validated = await run_in_threadpool(validate)
+    validated = await run_in_threadpool(_api_validation(validate))
     batch_id = body.batch_id or uuid.uuid4().hex
-    return await _launch(state, request, validated, batch_id, idempotency_key, kind="batch")
+    return await _launch(state, request, validated, batch_id, idempotency_key, kind="batch", body=body)
 
 
 @router.post("/content/generate", response_model=LaunchResponse, status_code=status.HTTP_202_ACCEPTED)
@@ -168,9 +209,9 @@ async def generate_one(
             safety_check=body.safety_check,
         )
 
-    validated = await run_in_threadpool(validate)
+    validated = await run_in_threadpool(_api_validation(validate))
     batch_id = uuid.uuid4().hex
-    return await _launch(state, request, validated, batch_id, idempotency_key, kind="single")
+    return await _launch(state, request, validated, batch_id, idempotency_key, kind="single", body=body)
 
 
 @router.post("/content/hooks", response_model=HooksResponse)

@@ -8,6 +8,7 @@ from fastapi import APIRouter, Path, Query, status
 
 from contentforge.domain.models import ID_PATTERN, Persona, PieceStatus, Platform, Verdict
 from contentforge.errors import InvalidPersona
+from contentforge.images.loras import check_client_lora
 from contentforge_api.errors import ApiError
 from contentforge_api.schemas import ContentPage, PersonaList, PersonaStats
 from contentforge_api.state import ApiState, Reader, State, Writer
@@ -31,7 +32,12 @@ def list_personas(state: State, _identity: Reader) -> PersonaList:
 
 @router.post("/personas", response_model=Persona, status_code=status.HTTP_201_CREATED)
 def create_persona(state: State, _identity: Writer, persona: Persona) -> Persona:
-    """Create a persona; an id that exists is a 409 (personas are not overwritten through POST)."""
+    """Create a persona; an id that exists is a 409 (personas are not overwritten through POST).
+
+    A LoRA is ``registry:<name>`` or a hub id, checked by shape: the API never reads a file a client names.
+    """
+    if persona.lora is not None:
+        check_client_lora(persona.lora)  # InvalidLora: 422, the same answer whatever exists on the server
     existing = state.repo.get_persona(persona.id)
     if existing is not None and existing.id == persona.id:
         raise ApiError(409, f"persona {persona.id!r} already exists")
