@@ -10,7 +10,8 @@ import yaml
 from pydantic import ValidationError
 
 from contentforge.domain import Persona
-from contentforge.errors import InvalidPersona
+from contentforge.errors import InvalidInput, InvalidPersona
+from contentforge.validation import PERSONA_FILE_MAX_BYTES, read_text_file
 
 SAMPLE_PERSONA_FILE = "persona-mia.yaml"
 
@@ -26,16 +27,28 @@ def persona_from_mapping(data: object, source: str) -> Persona:
         raise InvalidPersona(f"{source}: {field}: {first['msg']}") from exc
 
 
+def _parse_problem(exc: Exception) -> str:
+    """One line: PyYAML's messages span several lines and quote the file."""
+    if isinstance(exc, yaml.MarkedYAMLError) and exc.problem:
+        mark = exc.problem_mark
+        where = f" (line {mark.line + 1}, column {mark.column + 1})" if mark is not None else ""
+        return f"{exc.problem}{where}"
+    if isinstance(exc, RecursionError):
+        return "nested too deeply"
+    return " ".join(str(exc).split()) or type(exc).__name__
+
+
 def load_persona_file(path: Path) -> Persona:
-    """Read one persona from a ``.yaml``/``.yml``/``.json`` file."""
+    """Read one persona from a ``.yaml``/``.yml``/``.json`` file (UTF-8, a regular file of at most 64 KiB)."""
     try:
-        text = path.read_text(encoding="utf-8")
-    except OSError as exc:
-        raise InvalidPersona(f"{path}: cannot read persona file ({exc.strerror})") from exc
+        text = read_text_file(path, what="persona file", max_bytes=PERSONA_FILE_MAX_BYTES)
+    except InvalidInput as exc:
+        raise InvalidPersona(str(exc)) from exc
     try:
         data = json.loads(text) if path.suffix.lower() == ".json" else yaml.safe_load(text)
-    except (json.JSONDecodeError, yaml.YAMLError) as exc:
-        raise InvalidPersona(f"{path}: not valid {path.suffix.lstrip('.').upper() or 'YAML'}: {exc}") from exc
+    except (json.JSONDecodeError, yaml.YAMLError, RecursionError) as exc:  # Recursion: deep nesting
+        kind = path.suffix.lstrip(".").upper() or "YAML"
+        raise InvalidPersona(f"{path}: not valid {kind}: {_parse_problem(exc)}") from exc
     return persona_from_mapping(data, str(path))
 
 

@@ -11,6 +11,7 @@ import json
 import re
 import uuid
 from enum import StrEnum
+from typing import Annotated
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -69,9 +70,13 @@ class LoraSpec(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    source: str = Field(min_length=1, description="Path to a .safetensors file, or a hub id.")
-    weight_name: str | None = Field(default=None, description="File inside a hub repo or folder.")
-    trigger_word: str | None = None
+    source: str = Field(
+        min_length=1, max_length=1024, description="Path to a .safetensors file, or a hub id."
+    )
+    weight_name: str | None = Field(
+        default=None, min_length=1, max_length=255, description="File inside a hub repo or folder."
+    )
+    trigger_word: str | None = Field(default=None, min_length=1, max_length=60)
     scale: float = Field(default=0.8, ge=-4.0, le=4.0)
 
 
@@ -84,8 +89,20 @@ class LoraRef(BaseModel):
     sha256: str | None = None
 
 
+PERSONA_TRAITS_MAX = 20
+PERSONA_TRAIT_CHARS = 80
+PERSONA_INTERESTS_MAX = 30
+PERSONA_INTEREST_CHARS = 100
+Trait = Annotated[str, Field(min_length=1, max_length=PERSONA_TRAIT_CHARS)]
+Interest = Annotated[str, Field(min_length=1, max_length=PERSONA_INTEREST_CHARS)]
+
+
 class Persona(BaseModel):
-    """An AI persona whose content a batch produces."""
+    """An AI persona whose content a batch produces.
+
+    Every text and list is bounded (a real persona uses a fraction of each limit): the fields end up
+    in prompts, captions and storage metadata, and one oversized field must not stall a batch.
+    """
 
     model_config = ConfigDict(extra="forbid")
 
@@ -93,12 +110,31 @@ class Persona(BaseModel):
     name: str = Field(min_length=1, max_length=120)
     niche: str = Field(min_length=1, max_length=60)
     appearance: str = Field(min_length=1, max_length=600)
-    personality_traits: list[str] = Field(min_length=1)
-    interests: list[str] = Field(min_length=1)
+    personality_traits: list[Trait] = Field(min_length=1, max_length=PERSONA_TRAITS_MAX)
+    interests: list[Interest] = Field(min_length=1, max_length=PERSONA_INTERESTS_MAX)
     tone: str = Field(min_length=1, max_length=200)
-    timezone: str = "UTC"
-    platforms: list[Platform] = Field(min_length=1)
+    timezone: str = Field(default="UTC", min_length=1, max_length=64)
+    platforms: list[Platform] = Field(min_length=1, max_length=len(Platform))
     lora: LoraSpec | None = None
+
+    @field_validator("name", "niche", "appearance", "tone")
+    @classmethod
+    def _not_blank(cls, value: str) -> str:
+        if not value.strip():
+            raise ValueError("must not be blank")
+        return value
+
+    @field_validator("personality_traits", "interests")
+    @classmethod
+    def _no_blank_items(cls, value: list[str]) -> list[str]:
+        if blank := [i for i, item in enumerate(value) if not item.strip()]:
+            raise ValueError(f"item {blank[0]} is blank")
+        return value
+
+    @field_validator("platforms")
+    @classmethod
+    def _distinct_platforms(cls, value: list[Platform]) -> list[Platform]:
+        return list(dict.fromkeys(value))
 
     @field_validator("timezone")
     @classmethod
