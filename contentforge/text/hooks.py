@@ -111,6 +111,8 @@ _HOOK_EMOJI = 2
 """At most this many emoji sit at the end of the hook line; the rest go after the call to action."""
 _MIN_HOOK_ROOM = 24
 _MAX_HASHTAG_LEN = 30
+_MAX_FILL_CHARS = 300
+"""Longest persona or template text spliced into a hook: above every platform's hook line limit."""
 
 
 @runtime_checkable
@@ -124,9 +126,17 @@ class HookWriter(Protocol):
     ) -> list[Hook]: ...
 
 
-def _clean(text: str) -> str:
-    """A persona or template field made safe to splice in: no emoji, no '#', one line."""
-    return " ".join(strip_emoji(text).replace("#", "").split())
+def _clean(text: str, max_chars: int = _MAX_FILL_CHARS) -> str:
+    """A persona or template field made safe to splice in: no emoji, no '#', one line, short.
+
+    Cut to ``max_chars`` at a word boundary first: no hook line shows more, and trimming a fill is
+    what keeps the writer linear in its input (``trim_text`` tries word after word).
+    """
+    cleaned = " ".join(strip_emoji(text[: max_chars * 4]).replace("#", "").split())
+    if len(cleaned) > max_chars:
+        cut = cleaned.rfind(" ", 0, max_chars + 1)
+        cleaned = cleaned[: cut if cut > 0 else max_chars]
+    return cleaned
 
 
 def _with_article(noun: str) -> str:
@@ -148,9 +158,11 @@ def _hashtag(text: str) -> str:
 
 def _hashtag_pool(persona: Persona, template: Template) -> list[str]:
     pool: list[str] = []
+    seen: set[str] = set()
     for source in (persona.niche, template.category, *template.tags, *persona.interests):
         tag = _hashtag(source)
-        if tag and tag.lower() not in {t.lower() for t in pool}:
+        if tag and tag.lower() not in seen:
+            seen.add(tag.lower())
             pool.append(tag)
     return pool
 
