@@ -1,7 +1,9 @@
 """``contentforge``: run the demo, produce batches, list personas, templates and pieces.
 
 Errors a user can act on (``ContentForgeError``) print as one line and exit with code 2, before
-any generation starts.
+any generation starts. Settings are validated by the first command that reads them, before any
+server starts. Output never interprets markup: the console prints user text (persona names, ids,
+file names, hooks) literally, and styling is applied with ``Text``/``style=``, never ``[tags]``.
 """
 
 from __future__ import annotations
@@ -14,16 +16,19 @@ import sys
 os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
 import threading
 import uuid
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
+from rich.text import Text
 
-from contentforge.config import Settings, get_settings
+from contentforge.config import Settings
 from contentforge.errors import ContentForgeError
+from contentforge.validation import InvalidSettings, load_settings
 
 app = typer.Typer(
     help="ContentForge: social-media content batches for AI personas, on Prefect.", no_args_is_help=True
@@ -38,18 +43,40 @@ review_app = typer.Typer(
     help="Pieces waiting for a human decision (status needs_review).", no_args_is_help=True
 )
 app.add_typer(review_app, name="review")
-console = Console()
+console = Console(markup=False)  # user text is printed as it is: "[red]x" stays "[red]x"
 
 
-def _fail(message: str) -> None:
-    console.print(f"[bold red]error:[/] {message}", highlight=False)
+def _fail(message: str) -> NoReturn:
+    """One line (never wrapped, never interpreted as markup), exit code 2."""
+    console.print(Text.assemble(("error: ", "bold red"), message), highlight=False, soft_wrap=True)
     raise typer.Exit(code=2)
+
+
+def _warn(message: str) -> None:
+    console.print(Text.assemble(("warning: ", "yellow"), message), highlight=False, soft_wrap=True)
+
+
+def _settings() -> Settings:
+    """The settings, or one line naming the bad ``CONTENTFORGE_*`` variable (exit 2)."""
+    try:
+        return load_settings()
+    except InvalidSettings as exc:
+        _fail(str(exc))
+
+
+def _check(check: Callable[[str], str], value: str | None) -> None:
+    """Run a ``contentforge.validation`` check on an optional identifier; one line if it fails."""
+    if value is not None:
+        try:
+            check(value)
+        except ContentForgeError as exc:
+            _fail(str(exc))
 
 
 def _repository():  # type: ignore[no-untyped-def]
     from contentforge.db import Repository, make_engine, migrate
 
-    url = get_settings().resolved_database_url
+    url = _settings().resolved_database_url
     migrate(url)
     return Repository(make_engine(url))
 
@@ -60,12 +87,14 @@ def _run_batch(settings: Settings, **params: Any) -> dict[str, Any]:
     from contentforge_cli.runtime import connect
 
     repo = _repository()
-    # Validate before the server starts or any model loads: bad input costs nothing.
+    # Validate before the server starts or any model loads: bad input costs nothing. This checks
+    # the batch id too (pattern, owner, piece ids) and saves a persona file only once all is valid.
     request = validate_batch_request(
         repo,
         settings,
-        **{k: params[k] for k in ("persona", "num_pieces", "platform", "tier_mix", "seed")},
+        **{k: params.get(k) for k in ("persona", "num_pieces", "platform", "tier_mix", "seed", "batch_id")},
     )
+    params = {**params, "platform": request.platform.value, "tier_mix": request.tier_mix.model_dump()}
     server = connect(settings)
     from tasks.bootstrap import ensure_batch_limits
 
@@ -109,10 +138,13 @@ def _run_batch(settings: Settings, **params: Any) -> dict[str, Any]:
         raise error
     stats = result["stats"]
     _print_stats(stats)
-    console.print(f"Images: [bold]{(settings.content_dir / request.persona.id).resolve()}[/]")
+    console.print(
+        Text.assemble("Images: ", (str((settings.content_dir / request.persona.id).resolve()), "bold"))
+    )
     run_id = result.get("run_id")
     ui = f"{server.ui_url}/runs/flow-run/{run_id}" if run_id else server.ui_url
-    console.print(f"Prefect UI: [bold]{ui}[/]", soft_wrap=True)  # one line, so the link stays clickable
+    # One line, so the link stays clickable; Text, so nothing in it is read as markup.
+    console.print(Text.assemble("Prefect UI: ", (ui, "bold")), soft_wrap=True)
     console.print("Stop the local Prefect server with `contentforge server stop`.")
     return stats
 
@@ -144,12 +176,16 @@ def demo(
     """Start (or reuse) a local Prefect server and produce a batch for the sample persona, offline."""
     from contentforge.personas import sample_persona
 
-    settings = get_settings()
+    settings = _settings()
     try:
         persona = sample_persona()
         _repository().upsert_persona(persona)
         console.print(
-            f"Sample persona [bold]{persona.name}[/] ({persona.id}); image profile {settings.image_profile}"
+            Text.assemble(
+                "Sample persona ",
+                (persona.name, "bold"),
+                f" ({persona.id}); image profile {settings.image_profile}",
+            )
         )
         _run_batch(
             settings, persona=persona.id, num_pieces=num_pieces, platform=platform, tier_mix=None, seed=0
@@ -172,16 +208,14 @@ def produce(
     ] = None,
 ) -> None:
     """Produce a batch for a persona."""
-    from contentforge.batch import parse_tier_mix
-
+    settings = _settings()
     try:
-        mix = parse_tier_mix(tier_mix).model_dump()
         _run_batch(
-            get_settings(),
+            settings,
             persona=persona,
             num_pieces=num_pieces,
             platform=platform,
-            tier_mix=mix,
+            tier_mix=tier_mix,
             seed=seed,
             include_hooks=not no_hooks,
             safety_check=not no_safety,
@@ -244,6 +278,10 @@ def pieces(
 ) -> None:
     """List pieces with their template, verdict, seed and file."""
     from contentforge.domain import PieceStatus
+    from contentforge.validation import check_persona_id, check_stored_batch_id
+
+    _check(check_stored_batch_id, batch)
+    _check(check_persona_id, persona)
 
     try:
         wanted = PieceStatus(status) if status else None
@@ -267,6 +305,9 @@ def pieces(
 @app.command()
 def stats(batch: Annotated[str | None, typer.Argument(help="Batch id; default the latest.")] = None) -> None:
     """Show a batch's counts, cost and timings."""
+    from contentforge.validation import check_stored_batch_id
+
+    _check(check_stored_batch_id, batch)
     repo = _repository()
     if batch is None:
         latest = repo.latest_batches(limit=1)
@@ -290,7 +331,7 @@ def bootstrap(
 
     if gpu_worker_type not in ("process", "docker", "kubernetes"):
         _fail(f"unknown gpu worker type {gpu_worker_type!r}; use process, docker or kubernetes")
-    settings = get_settings()
+    settings = _settings()
     connect(settings)
     from tasks.bootstrap import bootstrap_cluster
 
@@ -303,7 +344,7 @@ def deploy() -> None:
     """Register (or update) every deployment of prefect.yaml on the Prefect server."""
     from contentforge_cli.runtime import connect
 
-    connect(get_settings())
+    connect(_settings())
     from contentforge_cli.stack import deploy_all
 
     for name, deployment_id in deploy_all().items():
@@ -321,7 +362,7 @@ def up(
     """
     from contentforge_cli.runtime import connect
 
-    settings = get_settings()
+    settings = _settings()
     server = connect(settings)
     from contentforge_cli.stack import Service, deploy_all, start, worker_services
     from tasks.bootstrap import bootstrap_cluster
@@ -354,7 +395,7 @@ def down(
     from contentforge_cli.server import stop_server
     from contentforge_cli.stack import stop
 
-    settings = get_settings()
+    settings = _settings()
     run_dir = settings.data_dir / "run"
     for name in ("api", "gpu-worker", "cpu-worker"):
         console.print(f"{name}: {'stopped' if stop(run_dir, name) else 'not running'}")
@@ -367,7 +408,7 @@ def server_start() -> None:
     """Start (or reuse) the local Prefect server."""
     from contentforge_cli.server import ensure_server
 
-    settings = get_settings()
+    settings = _settings()
     server = ensure_server(
         settings.prefect_home, port=settings.prefect_port, database_url=settings.prefect_database_url
     )
@@ -379,7 +420,7 @@ def server_stop() -> None:
     """Stop the local Prefect server started by ContentForge."""
     from contentforge_cli.server import stop_server
 
-    stopped = stop_server(get_settings().prefect_home)
+    stopped = stop_server(_settings().prefect_home)
     console.print("stopped" if stopped else "no server recorded")
 
 
@@ -389,7 +430,7 @@ def server_stop() -> None:
 def _review_queue():  # type: ignore[no-untyped-def]
     from contentforge.moderation.review import ReviewQueue
 
-    return ReviewQueue.from_settings(get_settings())
+    return ReviewQueue.from_settings(_settings())
 
 
 @review_app.command("list")
@@ -429,6 +470,9 @@ def review_approve(
     ] = None,
 ) -> None:
     """Approve a piece: it becomes ready (publishable on the platforms its tier allows)."""
+    from contentforge.validation import check_piece_id
+
+    _check(check_piece_id, piece)
     try:
         _review_queue().approve(piece, reviewer=reviewer, reason=reason, tier=tier)
     except ContentForgeError as exc:
@@ -443,6 +487,9 @@ def review_reject(
     reason: Annotated[str, typer.Option(help="Why; required.")],
 ) -> None:
     """Reject a piece: it is never published; the reason is recorded."""
+    from contentforge.validation import check_piece_id
+
+    _check(check_piece_id, piece)
     try:
         _review_queue().reject(piece, reviewer=reviewer, reason=reason)
     except ContentForgeError as exc:
@@ -480,7 +527,11 @@ def verify(image: Annotated[Path, typer.Argument(help="A PNG, JPEG or WebP file.
     if provenance.c2pa_manifest is not None:
         console.print(f"C2PA manifest: {provenance.c2pa_manifest}", highlight=False)
     if provenance.digital_source_type != DIGITAL_SOURCE_TYPE or record is None:
-        console.print("[bold red]provenance incomplete:[/] not labelled as AI-generated by ContentForge")
+        console.print(
+            Text.assemble(
+                ("provenance incomplete:", "bold red"), " not labelled as AI-generated by ContentForge"
+            )
+        )
         raise typer.Exit(code=1)
 
 
@@ -494,7 +545,7 @@ def _ledger():  # type: ignore[no-untyped-def]
     from contentforge.publishing.factory import caption_with_disclosure
     from contentforge.publishing.scheduling import offline_caption_writer
 
-    settings = get_settings()
+    settings = _settings()
     migrate(settings.resolved_database_url)
     return PublicationLedger(
         make_engine(settings.resolved_database_url),
@@ -515,16 +566,19 @@ def publish_schedule(
 
     from contentforge.publishing import publisher_name
     from contentforge.publishing.scheduling import parse_slot_times, schedule_batch
+    from contentforge.validation import check_platforms, check_stored_batch_id
 
-    settings = get_settings()
+    settings = _settings()
     try:
+        check_stored_batch_id(batch_id)
+        platforms = [p.value for p in check_platforms(platform)]
         begin = datetime.fromisoformat(start) if start else datetime.now(UTC)
         if begin.tzinfo is None:
             _fail(f"--start {start!r} needs a UTC offset, e.g. 2026-03-01T09:00+01:00")
         outcome = schedule_batch(
             _ledger(),
             batch_id,
-            platform,
+            platforms,
             start=begin,
             slot_times=parse_slot_times(settings.publish_slots),
             daily_limit=settings.publish_daily_limit,
@@ -546,8 +600,9 @@ def publish_plan(path: Annotated[Path, typer.Argument(help="CSV with piece_id,pl
     """Schedule a hand-made posting plan (naive times are in each persona's timezone)."""
     from contentforge.publishing import publisher_name
     from contentforge.publishing.scheduling import parse_plan_csv
+    from contentforge.validation import PLAN_FILE_MAX_BYTES, read_text_file
 
-    settings = get_settings()
+    settings = _settings()
     repo, ledger = _repository(), _ledger()
     zones: dict[str, str | None] = {}
 
@@ -559,7 +614,8 @@ def publish_plan(path: Annotated[Path, typer.Argument(help="CSV with piece_id,pl
         return zones[piece_id]
 
     try:
-        rows = parse_plan_csv(path.read_text(encoding="utf-8"), timezone_for)
+        text = read_text_file(path, what="posting plan", max_bytes=PLAN_FILE_MAX_BYTES)
+        rows = parse_plan_csv(text, timezone_for)
         result = ledger.schedule_many(
             [(r.piece_id, r.platform, r.when) for r in rows],
             publisher_for=lambda p: publisher_name(settings, p),
@@ -579,7 +635,7 @@ def publish_due_command(
     from contentforge.publishing.factory import describe
     from contentforge_cli.runtime import connect
 
-    settings = get_settings()
+    settings = _settings()
     try:
         console.print(f"publishers: {describe(settings)}", highlight=False)
         connect(settings)
@@ -650,7 +706,7 @@ def api_serve(
 
     from contentforge_cli.runtime import connect
 
-    settings = get_settings()
+    settings = _settings()
     host = host or settings.api_host
     port = port or settings.api_port
     if insecure_local:
@@ -703,7 +759,7 @@ def brand_research(
     from contentforge.research.documents import load_document
     from contentforge.research.fetch import FetchLimits, SafeFetcher
 
-    settings = get_settings()
+    settings = _settings()
     urls, docs = list(url or []), list(doc or [])
     try:
         if not urls and not docs:
@@ -726,7 +782,7 @@ def brand_research(
         _fail(str(exc))
     console.print(_dna_table(dna))
     for warning in summary["warnings"]:
-        console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        _warn(warning)
     console.print(
         f"saved brand {summary['brand_id']}; next: python flows/create_personas.py {summary['brand_id']}"
     )
@@ -820,14 +876,16 @@ def topics_plan(
     from contentforge.db import RecordNotFound
     from contentforge.strategy.topics import parse_month
 
-    settings = get_settings()
+    settings = _settings()
     try:
         parse_month(month)
-        found = resolve_persona(_repository(), persona)
+        repo = _repository()
+        found = resolve_persona(repo, persona, save=False)
         if brand is not None:
             from contentforge.strategy.store import StrategyStore
 
-            StrategyStore(_repository().engine).get_brand(brand)
+            StrategyStore(repo.engine).get_brand(brand)
+        repo.upsert_persona(found)  # a persona file is saved once the whole request is valid
         from contentforge_cli.runtime import connect
 
         connect(settings)
@@ -845,7 +903,7 @@ def topics_plan(
     for topic_id in summary["approved"]:
         console.print(f"approved {topic_id}; next: contentforge blog write {topic_id}", highlight=False)
     for error in summary["errors"]:
-        console.print(f"[yellow]warning:[/] {error}", highlight=False)
+        _warn(error)
 
 
 @blog_app.command("write")
@@ -862,7 +920,7 @@ def blog_write(
     from contentforge.domain.strategy import ApprovalStatus
     from contentforge.strategy.store import StrategyStore
 
-    settings = get_settings()
+    settings = _settings()
     try:
         topic = StrategyStore(_repository().engine).get_topic(topic_id)
         if topic.status is not ApprovalStatus.approved:
@@ -884,7 +942,7 @@ def blog_write(
         highlight=False,
     )
     if summary.get("error"):
-        console.print(f"[yellow]warning:[/] {summary['error']}", highlight=False)
+        _warn(summary["error"])
     if summary["status"] == "approved":
         console.print(f"next: contentforge social derive {summary['post_id']}", highlight=False)
 
@@ -905,7 +963,7 @@ def social_derive(
     from contentforge.domain.strategy import ApprovalStatus
     from contentforge.strategy.store import StrategyStore
 
-    settings = get_settings()
+    settings = _settings()
     platforms = list(platform or [])
     try:
         known = [p.value for p in Platform]
@@ -925,8 +983,8 @@ def social_derive(
     except (ContentForgeError, RecordNotFound) as exc:
         _fail(str(exc))
     for name, caption in summary["posts"].items():
-        console.print(f"[bold]{name}[/]", highlight=False)
-        console.print(caption, highlight=False, markup=False)
+        console.print(name, style="bold", highlight=False)
+        console.print(caption, highlight=False)
         console.print()
 
 
