@@ -14,7 +14,6 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contentforge.batch import MAX_PIECES
 from contentforge.domain.models import (
-    ID_PATTERN,
     TEMPLATE_ID_PATTERN,
     HookStyle,
     Persona,
@@ -23,6 +22,7 @@ from contentforge.domain.models import (
     Template,
     TemplateTier,
 )
+from contentforge.validation import BATCH_ID_MAX, BATCH_ID_PATTERN, TIER_MIX_MAX_CHARS
 
 PersonaRef = Annotated[
     str,
@@ -30,6 +30,11 @@ PersonaRef = Annotated[
 ]
 MAX_TEXTS = 20
 MAX_TEXT_CHARS = 10_000
+TierMixBody = (
+    Annotated[dict[str, float], Field(max_length=2)]
+    | Annotated[str, Field(max_length=TIER_MIX_MAX_CHARS)]
+    | None
+)
 
 
 class _Request(BaseModel):
@@ -52,14 +57,18 @@ class BatchRequest(_Request):
     persona: PersonaRef
     num_pieces: int = Field(default=50, ge=1, le=MAX_PIECES)
     platform: Platform = Platform.instagram
-    tier_mix: dict[str, float] | str | None = Field(
+    tier_mix: TierMixBody = Field(
         default=None, description='{"safe": 0.7, "suggestive": 0.3} or "safe=0.7,suggestive=0.3".'
     )
     seed: int = Field(default=0, ge=0, lt=2**32)
     include_hooks: bool = True
     safety_check: bool = True
     batch_id: str | None = Field(
-        default=None, pattern=ID_PATTERN, description="Resume this batch instead of starting a new one."
+        default=None,
+        description="Resume this batch instead of starting a new one (or name a new one): "
+        f"1 to {BATCH_ID_MAX} lowercase letters, digits and dashes. Checked by the same "
+        "``contentforge.validation.check_batch_id`` as the CLI, so both refuse with the same message.",
+        json_schema_extra={"pattern": BATCH_ID_PATTERN, "maxLength": BATCH_ID_MAX},
     )
 
 

@@ -502,7 +502,7 @@ def test_batch_launch_creates_a_flow_run_and_runs_reports_it(client: TestClient,
     )
     assert single.status_code == 202, single.text
     one = single.json()
-    assert one["piece_id"] == f"{one['batch_id'][:16]}-000"
+    assert one["piece_id"] == f"{one['batch_id']}-000"
     single_run = _read_run(one["flow_run_id"])
     assert single_run.parameters["num_pieces"] == 1
     assert single_run.parameters["tier_mix"] == {"safe": 0.0, "suggestive": 1.0}

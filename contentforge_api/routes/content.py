@@ -3,7 +3,7 @@
 Nothing here generates an image inside a request. ``/content/batch`` and ``/content/generate``
 validate the request completely (persona, platform, tier mix, seed, model settings, LoRA), then
 create a flow run of the batch deployment and answer 202 with its id; ``GET /runs/{id}`` follows it.
-``/content/generate`` is a one-piece batch: its piece id is known at once (``<batch[:16]>-000``).
+``/content/generate`` is a one-piece batch: its piece id is known at once (``<batch id>-000``).
 """
 
 from __future__ import annotations
@@ -28,6 +28,7 @@ from contentforge.batch import piece_id_for, template_by_id, validate_batch_requ
 from contentforge.domain.models import Persona, TemplateTier
 from contentforge.errors import UnknownPersona
 from contentforge.images.loras import client_named_loras
+from contentforge.validation import check_batch_id
 from contentforge_api.errors import ApiError
 from contentforge_api.gallery import gallery_path
 from contentforge_api.launcher import DeploymentMissing, PrefectRefused, PrefectUnavailable, batch_tags
@@ -165,6 +166,8 @@ async def start_batch(
     """Validate, then start the batch deployment; answers with the flow run id (never generates here)."""
 
     def validate() -> ValidatedBatch:
+        if body.batch_id is not None:
+            check_batch_id(body.batch_id)  # the CLI's check and message
         persona = _persona(state, body.persona)
         if body.batch_id:
             _check_batch_owner(state, body.batch_id, persona)
@@ -178,6 +181,7 @@ async def start_batch(
             seed=body.seed,
             include_hooks=body.include_hooks,
             safety_check=body.safety_check,
+            batch_id=body.batch_id,
         )
 
     validated = await run_in_threadpool(_api_validation(validate))

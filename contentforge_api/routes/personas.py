@@ -6,15 +6,16 @@ from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
 
-from contentforge.domain.models import ID_PATTERN, Persona, PieceStatus, Platform, Verdict
+from contentforge.domain.models import Persona, PieceStatus, Platform, Verdict
 from contentforge.errors import InvalidPersona
 from contentforge.images.loras import check_client_lora
+from contentforge.validation import PERSONA_ID_PATTERN
 from contentforge_api.errors import ApiError
 from contentforge_api.schemas import ContentPage, PersonaList, PersonaStats
 from contentforge_api.state import ApiState, Reader, State, Writer
 
 router = APIRouter(tags=["personas"])
-PersonaId = Annotated[str, Path(pattern=ID_PATTERN, description="Persona id.")]
+PersonaId = Annotated[str, Path(pattern=PERSONA_ID_PATTERN, description="Persona id.")]
 
 
 def _persona(state: ApiState, persona_id: str) -> Persona:

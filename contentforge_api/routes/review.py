@@ -7,16 +7,16 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Request
 
 from contentforge.db import RecordNotFound
-from contentforge.domain.models import ID_PATTERN
 from contentforge.moderation.review import ReviewStateError
+from contentforge.validation import PIECE_ID_PATTERN, STORED_BATCH_ID_PATTERN
 from contentforge_api.auth import reviewer_for
 from contentforge_api.errors import ApiError
 from contentforge_api.schemas import BatchOut, PieceOut, ReviewOut, ReviewRequest
 from contentforge_api.state import Reader, State, Writer
 
 router = APIRouter(tags=["review"])
-BatchId = Annotated[str, Path(pattern=ID_PATTERN)]
-PieceId = Annotated[str, Path(pattern=ID_PATTERN)]
+BatchId = Annotated[str, Path(pattern=STORED_BATCH_ID_PATTERN)]
+PieceId = Annotated[str, Path(pattern=PIECE_ID_PATTERN)]
 
 
 @router.get("/batches/{batch_id}", response_model=BatchOut)

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query
+from pydantic import StringConstraints
 
 from contentforge.catalog import filter_templates, load_templates
 from contentforge.domain.models import TEMPLATE_ID_PATTERN, Template, TemplateTier
@@ -24,7 +25,10 @@ def list_templates(
     persona: Annotated[
         str | None, Query(max_length=120, description="Persona id or name: templates for its niche.")
     ] = None,
-    tag: Annotated[list[str] | None, Query(max_length=20, description="Repeat for several.")] = None,
+    tag: Annotated[
+        list[Annotated[str, StringConstraints(max_length=60)]] | None,
+        Query(max_length=20, description="Repeat for several."),
+    ] = None,
 ) -> TemplateList:
     """Templates matching every filter; ``persona`` keeps those tagged with the persona's niche."""
     niche = None
