@@ -202,6 +202,45 @@ def test_robots_txt_disallow_is_obeyed(site: BrandSite) -> None:
     assert fetcher(respect_robots=False).fetch(site.url + "/private/plans").body == "<p>secret plans</p>"
 
 
+class RobotsSite(LoopbackServer):
+    """Serves ``robots`` at /robots.txt and a plain-text page at every other path."""
+
+    def __init__(self, robots: str) -> None:
+        self.requests: list[str] = []
+        site = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_GET(self) -> None:
+                site.requests.append(self.path)
+                body = (robots if self.path == "/robots.txt" else f"page {self.path}").encode()
+                self.send_response(200)
+                self.send_header("content-type", "text/plain")
+                self.send_header("content-length", str(len(body)))
+                self.end_headers()
+                self.wfile.write(body)
+
+        self._serve(Handler)
+
+
+def test_robots_txt_wildcards_and_longest_match_rfc_9309() -> None:
+    """``*`` and ``$`` patterns, and the longest matching rule wins (the stdlib parser got both wrong)."""
+    robots = "User-agent: *\nDisallow: /*.pdf$\nDisallow: /shop\nAllow: /shop/public\n"
+    with RobotsSite(robots) as robots_site:
+        base = f"http://127.0.0.1:{robots_site.port}"
+        guarded = fetcher()
+        with pytest.raises(RobotsDisallowed):
+            guarded.fetch(base + "/files/brand.pdf")
+        assert guarded.fetch(base + "/files/brand.pdf.html").body == "page /files/brand.pdf.html"
+        assert guarded.fetch(base + "/shop/public/mugs").body == "page /shop/public/mugs"
+        with pytest.raises(RobotsDisallowed):
+            guarded.fetch(base + "/shop/cart")
+        assert "/files/brand.pdf" not in robots_site.requests and "/shop/cart" not in robots_site.requests
+        assert robots_site.requests.count("/robots.txt") == 1
+
+
 def test_content_types_are_checked(site: BrandSite) -> None:
     with pytest.raises(UnsupportedContent, match="image/png"):
         fetcher().fetch(site.url + "/logo.png")

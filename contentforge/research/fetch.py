@@ -13,8 +13,9 @@
 - Redirects are followed by hand, at most ``max_redirects``, and each hop is resolved, checked and
   pinned again (scheme, address, robots.txt), so a public page cannot bounce the fetcher into a
   private network.
-- robots.txt is read once per origin and obeyed as RFC 9309 says: 4xx means no rules, 5xx or an
-  unreachable file means everything is disallowed.
+- robots.txt is read once per origin and obeyed as RFC 9309 says, through Scrapy's ``protego``
+  parser: ``*`` and ``$`` wildcards, the longest matching rule wins (``Allow`` on a tie); 4xx means
+  no rules, 5xx or an unreachable file means everything is disallowed.
 - The body is streamed and cut off past ``max_bytes`` (``TooLarge``), the whole fetch has a
   deadline of ``timeout_s`` (``FetchTimeout``), and only HTML, plain text, Markdown and PDF are read
   (PDF through ``contentforge.research.pdf``; one it cannot read is ``UnsupportedContent``).
@@ -25,12 +26,12 @@ from __future__ import annotations
 import contextlib
 import logging
 import time
-import urllib.robotparser
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import urljoin, urlsplit
 
 import httpx
+from protego import Protego
 
 from contentforge.outbound import (
     OutboundPolicy,
@@ -108,7 +109,7 @@ class SafeFetcher:
 
     limits: FetchLimits = field(default_factory=FetchLimits)
     resolver: Resolver = resolve_host
-    _robots: dict[str, urllib.robotparser.RobotFileParser | None] = field(default_factory=dict)
+    _robots: dict[str, Protego | None] = field(default_factory=dict)
 
     # --- checks ------------------------------------------------------------------------------
     def check_url(self, url: str) -> list[str]:
@@ -140,11 +141,10 @@ class SafeFetcher:
         parser = self._robots[origin]
         if parser is None:  # unreachable or 5xx: RFC 9309 says assume complete disallow
             return False
-        return parser.can_fetch(ROBOTS_AGENT, url)
+        return bool(parser.can_fetch(url, ROBOTS_AGENT))
 
-    def _load_robots(self, origin: str) -> urllib.robotparser.RobotFileParser | None:
+    def _load_robots(self, origin: str) -> Protego | None:
         robots_url = f"{origin}/robots.txt"
-        parser = urllib.robotparser.RobotFileParser(robots_url)
         try:
             got = self._get(robots_url, _ROBOTS_MAX_BYTES, check_robots=False, kinds=None)
         except (FetchFailed, FetchTimeout, TooLarge, TooManyRedirects) as exc:
@@ -154,10 +154,8 @@ class SafeFetcher:
             log.warning("robots.txt of %s answered %s: treating the site as disallowed", origin, got.status)
             return None
         if got.status >= 400:
-            parser.parse([])  # RFC 9309: an unavailable robots.txt means no rules
-        else:
-            parser.parse(got.body.decode("utf-8", "replace").splitlines())
-        return parser
+            return Protego.parse("")  # RFC 9309: an unavailable robots.txt means no rules
+        return Protego.parse(got.body.decode("utf-8", "replace"))
 
     # --- fetching ----------------------------------------------------------------------------
     def fetch(self, url: str) -> FetchedDocument:
