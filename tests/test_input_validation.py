@@ -403,3 +403,46 @@ def test_api_bounds_personas_and_tier_mixes(client: TestClient) -> None:
     assert "tier_mix" in _api_refusal(
         client, "/api/v1/content/batch", {"persona": "mia-fit", "tier_mix": many}
     )
+
+
+# --- the real flow resumes a batch planned with the old piece ids ------------------------------------
+
+
+@pytest.mark.slow
+def test_the_batch_flow_resumes_a_batch_planned_with_old_piece_ids(
+    settings_env: Path, monkeypatch: pytest.MonkeyPatch, prefect_server: str
+) -> None:
+    monkeypatch.setenv("CONTENTFORGE_IMAGE_PROFILE", "fixed-latency")
+    monkeypatch.setenv("CONTENTFORGE_FIXED_LATENCY_S", "0")
+    get_settings.cache_clear()
+    from flows.produce_content_batch import produce_content_batch
+    from tasks import resources
+    from tasks.bootstrap import ensure_concurrency_limit
+
+    settings = get_settings()
+    ensure_concurrency_limit(settings.concurrency_limit_name, settings.generation_slots)
+    repo = resources.repository()
+    repo.upsert_persona(sample_persona())
+    batch_id = "0123456789abcdef0123456789abcdef"
+    request = validate_batch_request(
+        repo, settings, persona="mia-fit", num_pieces=3, platform="instagram", tier_mix=None, seed=0
+    )
+    repo.create_batch(
+        batch_id=batch_id, persona_id="mia-fit", platform="instagram", num_pieces=3,
+        tier_mix=request.tier_mix.model_dump(), seed=0, params={}, flow_run_id=None,
+    )  # fmt: skip
+    old_ids = [f"{batch_id[:16]}-{i:03d}" for i in range(3)]
+    repo.add_planned_pieces(
+        batch_id,
+        [
+            PlannedPiece(old_id, p.index, p.template_id, p.template_tier, p.prompt, p.negative_prompt, p.seed)
+            for old_id, p in zip(old_ids, plan_pieces(request, batch_id), strict=True)
+        ],
+    )
+    stats = produce_content_batch(
+        persona="mia-fit", num_pieces=3, seed=0, batch_id=batch_id, safety_check=False
+    )
+    rows = repo.pieces(batch_id=batch_id)
+    assert sorted(r.id for r in rows) == old_ids
+    assert stats["by_status"].get("failed", 0) == 0
+    assert all(r.storage_key and len(r.hooks) == 5 for r in rows)
