@@ -3,7 +3,7 @@
 A remote moderation call costs time, rate-limit budget and sometimes money, and a rerun of a batch
 moderates the very same bytes again. The key is the sha256 of the model name, the image bytes and
 every text, so any change to any of them is a miss, and identical content is never sent twice.
-Entries are small JSON files written atomically (temp file + rename), so concurrent moderation
+Entries are small JSON files written atomically (``contentforge.files``), so concurrent moderation
 threads and a crash mid-write never leave a half-written entry behind.
 """
 
@@ -11,11 +11,11 @@ from __future__ import annotations
 
 import hashlib
 import json
-import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
+
+from contentforge.files import atomic_write_text
 
 
 def content_key(model: str, image_bytes: bytes | None, texts: Sequence[str]) -> str:
@@ -49,13 +49,4 @@ class ModerationCache:
         return value if isinstance(value, dict) else None
 
     def put(self, key: str, value: dict[str, Any]) -> None:
-        path = self._path(key)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=".tmp-", suffix=".json")
-        try:
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                json.dump(value, handle, sort_keys=True)
-            os.replace(tmp, path)
-        except BaseException:
-            Path(tmp).unlink(missing_ok=True)
-            raise
+        atomic_write_text(self._path(key), json.dumps(value, sort_keys=True))

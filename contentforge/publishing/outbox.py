@@ -1,7 +1,7 @@
 """The offline default publisher: posts become files in ``{data_dir}/outbox/{platform}/``.
 
 Each publication writes ``{piece_id}.json`` (caption, media, idempotency key, times) and a copy
-of its image beside it, both atomically (temporary file + ``os.replace``), so a reader or a
+of its image beside it, both atomically (``contentforge.files``), so a reader or a
 sync job never sees half a post. Publishing the same publication again returns the existing post
 and rewrites nothing.
 """
@@ -9,25 +9,12 @@ and rewrites nothing.
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from datetime import UTC, datetime
 from pathlib import Path
 
+from contentforge.files import atomic_write_bytes
 from contentforge.publishing.media import MediaResolver
 from contentforge.publishing.protocol import PermanentFailure, Publication, PublishedPost
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "wb") as handle:
-            handle.write(data)
-        os.replace(tmp_name, path)
-    except BaseException:
-        Path(tmp_name).unlink(missing_ok=True)
-        raise
 
 
 class OutboxPublisher:
@@ -60,7 +47,7 @@ class OutboxPublisher:
                 publication.idempotency_key, json_path.resolve().as_uri(), {"written": False}
             )
         if not image_path.is_file():
-            write_atomic(image_path, self.media.load_bytes(publication))
+            atomic_write_bytes(image_path, self.media.load_bytes(publication))
         record = {
             "idempotency_key": publication.idempotency_key,
             "piece_id": publication.piece_id,
@@ -73,5 +60,5 @@ class OutboxPublisher:
             "scheduled_for": publication.scheduled_for.isoformat() if publication.scheduled_for else None,
             "published_at": datetime.now(UTC).isoformat(),
         }
-        write_atomic(json_path, json.dumps(record, indent=2, ensure_ascii=False).encode("utf-8"))
+        atomic_write_bytes(json_path, json.dumps(record, indent=2, ensure_ascii=False).encode("utf-8"))
         return PublishedPost(publication.idempotency_key, json_path.resolve().as_uri(), {"written": True})

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import hashlib
-import os
-import tempfile
 from collections.abc import Mapping
 from pathlib import Path
 
 from contentforge.errors import InvalidInput
+from contentforge.files import atomic_write_bytes
 from contentforge.storage.protocol import StoredObject
 
 
@@ -41,7 +40,7 @@ class LocalStorage:
     def put(
         self, key: str, data: bytes, content_type: str, *, metadata: Mapping[str, str] | None = None
     ) -> StoredObject:
-        """Write via a temporary file and ``os.replace`` so a crash never leaves half an image.
+        """Write atomically (``contentforge.files``) so a crash never leaves half an image.
 
         ``metadata`` is accepted for protocol compatibility and not written: on local disk the
         database row and the provenance inside the image already carry it.
@@ -50,13 +49,5 @@ class LocalStorage:
         digest = hashlib.sha256(data).hexdigest()
         if path.is_file() and hashlib.sha256(path.read_bytes()).hexdigest() == digest:
             return StoredObject(key, self.url_for(key), digest, len(data), written=False)
-        path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp_name = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                handle.write(data)
-            os.replace(tmp_name, path)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
+        atomic_write_bytes(path, data)
         return StoredObject(key, self.url_for(key), digest, len(data), written=True)

@@ -13,9 +13,7 @@ back to boto3's default chain (``AWS_*`` variables, ``~/.aws``, an instance or p
 from __future__ import annotations
 
 import hashlib
-import os
 import re
-import tempfile
 import threading
 from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,6 +27,7 @@ from botocore.exceptions import BotoCoreError, ClientError
 from pydantic import SecretStr
 
 from contentforge.errors import InvalidInput
+from contentforge.files import atomic_writer
 from contentforge.storage.keys import validate_key, validate_prefix
 from contentforge.storage.protocol import StorageError, StoredObject
 
@@ -211,18 +210,12 @@ class S3Storage:
             raise self._error("GET", key, exc) from None
         expected = response.get("Metadata", {}).get(SHA256_META)
         digest = hashlib.sha256()
-        fd, tmp_name = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.")
-        try:
-            with os.fdopen(fd, "wb") as handle:
-                for chunk in response["Body"].iter_chunks(1 << 20):
-                    digest.update(chunk)
-                    handle.write(chunk)
+        with atomic_writer(target) as handle:
+            for chunk in response["Body"].iter_chunks(1 << 20):
+                digest.update(chunk)
+                handle.write(chunk)
             if expected and digest.hexdigest() != expected:
                 raise StorageError(f"download of {key!r} does not match its recorded sha256; not saved")
-            os.replace(tmp_name, target)
-        except BaseException:
-            Path(tmp_name).unlink(missing_ok=True)
-            raise
         return target
 
     # -- writes --------------------------------------------------------------------------------
