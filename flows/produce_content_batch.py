@@ -76,6 +76,7 @@ def produce_content_batch(
         seed=seed,
         include_hooks=include_hooks,
         safety_check=safety_check,
+        batch_id=batch_id,  # a run started straight from a deployment is checked like the CLI's and API's
     )
     bootstrap_limits(resources.settings())
     batch_id = batch_id or uuid.uuid4().hex
@@ -135,11 +136,11 @@ def _produce(
     gallery = gallery_url(resources.settings(), batch_id)
     create_markdown_artifact(
         batch_summary_markdown(stats, rows, gallery),
-        key=f"batch-{batch_id[:12]}-summary",
+        key=f"batch-{batch_id}-summary",
         description="Batch summary",
     )
     create_table_artifact(
-        batch_summary_table(rows), key=f"batch-{batch_id[:12]}-pieces", description="Pieces"
+        batch_summary_table(rows), key=f"batch-{batch_id}-pieces", description="Pieces"
     )
     return stats
 
@@ -170,7 +171,7 @@ def run_gpu_stage(batch_id: str, piece_ids: list[str]) -> None:
         parameters={"batch_id": batch_id, "piece_ids": piece_ids},
         timeout=None,
         poll_interval=2,
-        tags=["contentforge", "gpu", f"batch:{batch_id[:12]}"],
+        tags=["contentforge", "gpu", f"batch:{batch_id}"],
         work_queue_name=settings.gpu_work_queue,
         idempotency_key=f"gpu-stage-{batch_id}-{flow_run.get_id()}",
     )

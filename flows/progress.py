@@ -33,7 +33,7 @@ class BatchProgress:
         self._last_update = 0.0
         self.artifact_id = artifact_id or create_progress_artifact(
             progress=0.0,
-            key=f"batch-{batch_id[:12]}-{key_suffix}",
+            key=f"batch-{batch_id}-{key_suffix}",
             description=f"Batch {batch_id}: pieces finished",
         )
 

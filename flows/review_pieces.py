@@ -71,7 +71,7 @@ def review_pieces(batch_id: str, timeout_s: int = 3600, poll_interval_s: int = 1
         logger.info("batch %s: nothing to review", batch_id)
         return summary | {"pending": []}
     create_markdown_artifact(
-        review_markdown(batch_id, pending), key=f"review-{batch_id[:12]}", description="Pieces to review"
+        review_markdown(batch_id, pending), key=f"review-{batch_id}", description="Pieces to review"
     )
     logger.info("batch %s: waiting for decisions on %d piece(s)", batch_id, len(pending))
     answer = wait_for_decision(

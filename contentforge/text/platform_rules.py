@@ -109,7 +109,9 @@ def trim_text(text: str, limit: int, measure: Callable[[str], int] = len, ellips
         return text
     if limit <= 0:
         return ""
-    words = text.split()
+    # Every word measures at least 1, so more than ``limit`` words never fit: capping them keeps this
+    # linear in the text however long it is (each candidate is measured whole).
+    words = text.split()[: limit + 1]
     while words:
         candidate = " ".join(words).rstrip(" ,;:-–—") + ellipsis
         if measure(candidate) <= limit:
