@@ -22,6 +22,7 @@ from contentforge.db.models import (
     HookORM,
     PieceORM,
 )
+from contentforge.db.repository import effective_status
 from contentforge.domain.models import Hook, PieceStatus
 
 ImageUrl = Callable[[PieceORM], str | None]
@@ -100,7 +101,7 @@ class ContentQueries:
                 "batch_id": batch.id,
                 "persona_id": batch.persona_id,
                 "platform": batch.platform,
-                "status": batch.status,
+                "status": effective_status(batch),
                 "num_pieces": batch.num_pieces,
                 "flow_run_id": batch.flow_run_id,
             }

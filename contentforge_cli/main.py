@@ -27,7 +27,7 @@ from rich.table import Table
 from rich.text import Text
 
 from contentforge.config import Settings
-from contentforge.errors import ContentForgeError
+from contentforge.errors import BatchBusy, ContentForgeError
 from contentforge.validation import InvalidSettings, load_settings
 
 app = typer.Typer(
@@ -95,6 +95,13 @@ def _run_batch(settings: Settings, **params: Any) -> dict[str, Any]:
         **{k: params.get(k) for k in ("persona", "num_pieces", "platform", "tier_mix", "seed", "batch_id")},
     )
     params = {**params, "platform": request.platform.value, "tier_mix": request.tier_mix.model_dump()}
+    held = repo.batch_lease(params["batch_id"]) if params.get("batch_id") else None
+    if held is not None and not params.get("wait_for_runner_s"):
+        # The flow refuses it too (the lease is taken there); saying so here costs no server start.
+        raise BatchBusy(
+            f"batch {params['batch_id']} is already being run by {held[0]} (lease until "
+            f"{held[1]:%H:%M:%S} UTC unless renewed); wait for it, or pass --wait SECONDS"
+        )
     server = connect(settings)
     from tasks.bootstrap import ensure_batch_limits
 
@@ -206,6 +213,12 @@ def produce(
     batch_id: Annotated[
         str | None, typer.Option(help="Resume this batch instead of starting a new one.")
     ] = None,
+    wait: Annotated[
+        float,
+        typer.Option(
+            min=0, help="If another run holds the batch, wait this many seconds for it instead of refusing."
+        ),
+    ] = 0.0,
 ) -> None:
     """Produce a batch for a persona."""
     settings = _settings()
@@ -220,6 +233,7 @@ def produce(
             include_hooks=not no_hooks,
             safety_check=not no_safety,
             batch_id=batch_id,
+            wait_for_runner_s=wait,
         )
     except ContentForgeError as exc:
         _fail(str(exc))
@@ -539,20 +553,9 @@ def verify(image: Annotated[Path, typer.Argument(help="A PNG, JPEG or WebP file.
 
 
 def _ledger():  # type: ignore[no-untyped-def]
-    from contentforge.db import make_engine, migrate
-    from contentforge.moderation.policy import ModerationPolicy
-    from contentforge.publishing import PublicationLedger
-    from contentforge.publishing.factory import caption_with_disclosure
-    from contentforge.publishing.scheduling import offline_caption_writer
+    from contentforge.publishing.factory import build_ledger
 
-    settings = _settings()
-    migrate(settings.resolved_database_url)
-    return PublicationLedger(
-        make_engine(settings.resolved_database_url),
-        ModerationPolicy.from_settings(settings),
-        caption_writer=offline_caption_writer,
-        caption_label=caption_with_disclosure(settings),
-    )
+    return build_ledger(_settings())
 
 
 @publish_app.command("schedule")

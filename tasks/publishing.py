@@ -22,8 +22,6 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from prefect.tasks import Task, exponential_backoff
 
-from contentforge.db import make_engine, migrate
-from contentforge.moderation.policy import ModerationPolicy
 from contentforge.publishing import (
     Outcome,
     PublicationLedger,
@@ -35,13 +33,12 @@ from contentforge.publishing import (
 )
 from contentforge.publishing.factory import (
     PublisherUnavailable,
+    build_ledger,
     build_row_publisher,
-    caption_judge,
-    caption_with_disclosure,
 )
 from contentforge.publishing.ledger import ClaimLost
 from contentforge.publishing.runner import hold_back, lost
-from contentforge.publishing.scheduling import offline_caption_writer, parse_slot_times, schedule_batch
+from contentforge.publishing.scheduling import parse_slot_times, schedule_batch
 from tasks import resources
 
 PUBLISH_RETRIES = 3
@@ -50,15 +47,8 @@ _lock = threading.Lock()
 
 @lru_cache(maxsize=4)
 def _ledger_for(url: str) -> PublicationLedger:
-    migrate(url)
-    settings = resources.settings()
-    return PublicationLedger(
-        make_engine(url),
-        ModerationPolicy.from_settings(settings),
-        caption_writer=offline_caption_writer,
-        caption_label=caption_with_disclosure(settings),
-        caption_judge=caption_judge(settings),
-    )
+    """One ledger per database URL (the cache key: tests switch databases between runs)."""
+    return build_ledger(resources.settings())
 
 
 def ledger() -> PublicationLedger:

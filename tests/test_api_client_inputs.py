@@ -150,3 +150,25 @@ def test_batch_validation_never_looks_a_persona_lora_up_on_disk(
     sources = {"filea": str(real), "fileb": str(tmp_path / "missing.safetensors")}
     normalised = {answers[k][1].replace(repr(source), "<path>") for k, source in sources.items()}
     assert len(normalised) == 1, normalised
+
+
+def test_a_batch_another_run_holds_is_refused_before_any_launch(
+    client: TestClient, world: World, launcher: FakeLauncher
+) -> None:
+    """One runner per batch (issue 12, item 2): the API says who holds it, and launches nothing."""
+    first = client.post("/api/v1/content/batch", headers=AUTH, json={"persona": "ava", "batch_id": "held-b"})
+    assert first.status_code == 202, first.text
+    world.repo.create_batch(
+        batch_id="held-b", persona_id="ava", platform="instagram", num_pieces=3,
+        tier_mix={"safe": 1.0, "suggestive": 0.0}, seed=0, params={}, flow_run_id="r1",
+    )  # fmt: skip
+    world.repo.acquire_batch_lease("held-b", "worker-3:pid 9:flow run r1", ttl_s=60)
+    again = client.post("/api/v1/content/batch", headers=AUTH, json={"persona": "ava", "batch_id": "held-b"})
+    assert again.status_code == 409, again.text
+    assert "already being run by worker-3:pid 9:flow run r1" in again.json()["error"]["message"]
+    assert len(launcher.created) == 1
+    world.repo.release_batch_lease("held-b", "worker-3:pid 9:flow run r1")
+    resumed = client.post(
+        "/api/v1/content/batch", headers=AUTH, json={"persona": "ava", "batch_id": "held-b"}
+    )
+    assert resumed.status_code == 202 and len(launcher.created) == 2

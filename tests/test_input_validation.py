@@ -108,6 +108,17 @@ def test_cli_refuses_another_personas_batch_before_the_server(repo: Repository, 
     assert [b["status"] for b in repo.latest_batches()] == ["running"]  # untouched, and nothing added
 
 
+def test_cli_refuses_a_batch_another_run_holds_before_the_server(repo: Repository, no_server: None) -> None:
+    repo.create_batch(
+        batch_id="held-batch", persona_id="mia-fit", platform="instagram", num_pieces=2,
+        tier_mix={"safe": 1.0, "suggestive": 0.0}, seed=0, params={}, flow_run_id="r1",
+    )  # fmt: skip
+    repo.acquire_batch_lease("held-batch", "gpu-box:pid 7:flow run r1", ttl_s=60)
+    line = _refused(_cli(["produce", "mia-fit", "-n", "2", "--batch-id", "held-batch"]), "already being run")
+    assert "gpu-box:pid 7:flow run r1" in line and "--wait" in line
+    assert repo.batch_lease("held-batch") is not None and repo.pieces() == [], "the holder is left alone"
+
+
 def test_batch_ids_sharing_their_first_16_characters_plan_distinct_pieces(repo: Repository) -> None:
     request = validate_batch_request(
         repo, get_settings(), persona="mia-fit", num_pieces=3, platform="instagram", tier_mix=None, seed=0

@@ -447,7 +447,7 @@ class Repository:
                     "num_pieces": batch.num_pieces,
                     "tier_mix": batch.tier_mix,
                     "seed": batch.seed,
-                    "status": _effective_status(batch),
+                    "status": effective_status(batch),
                     "flow_run_id": batch.flow_run_id,
                     "started_at": batch.started_at,
                     "finished_at": batch.finished_at,
@@ -489,7 +489,7 @@ class Repository:
             total_cost = sum(cost_by_kind.values())
             return {
                 "batch_id": batch_id,
-                "status": _effective_status(batch),
+                "status": effective_status(batch),
                 "num_pieces": batch.num_pieces,
                 "pieces": sum(by_status.values()),
                 "by_status": by_status,
@@ -899,7 +899,7 @@ def _insert(session: Session, entity: type[Any]) -> Any:
     raise NotImplementedError(f"ContentForge supports SQLite and PostgreSQL, not {dialect}")
 
 
-def _effective_status(batch: BatchORM) -> str:
+def effective_status(batch: BatchORM) -> str:
     """``crashed`` for a ``running`` batch whose runner's lease ran out (it died without a word)."""
     expired = batch.lease_expires_at is not None and batch.lease_expires_at < utcnow()
     return "crashed" if batch.status == "running" and expired else batch.status

@@ -25,7 +25,7 @@ from contentforge.moderation.protocol import ModerationInput
 from contentforge.outbound import OutboundPolicy
 from contentforge.publishing.http import DEFAULT_TIMEOUT
 from contentforge.publishing.instagram import InstagramPublisher
-from contentforge.publishing.ledger import CaptionJudge
+from contentforge.publishing.ledger import CaptionJudge, PublicationLedger
 from contentforge.publishing.media import MediaResolver
 from contentforge.publishing.outbox import OutboxPublisher
 from contentforge.publishing.protocol import Publication, Publisher
@@ -104,6 +104,25 @@ def caption_judge(settings: Settings) -> CaptionJudge:
         return policy.decide([(backend.name, backend.scores(item)) for backend in backends])
 
     return judge
+
+
+def build_ledger(settings: Settings) -> PublicationLedger:
+    """The publication ledger on the configured database, migrated to head, as every front end needs it.
+
+    One constructor, so the CLI, the API and the publishing tasks judge unmoderated captions, label
+    AI content and write missing captions the same way.
+    """
+    from contentforge.db import make_engine, migrate
+    from contentforge.publishing.scheduling import offline_caption_writer
+
+    migrate(settings.resolved_database_url)
+    return PublicationLedger(
+        make_engine(settings.resolved_database_url),
+        ModerationPolicy.from_settings(settings),
+        caption_writer=offline_caption_writer,
+        caption_label=caption_with_disclosure(settings),
+        caption_judge=caption_judge(settings),
+    )
 
 
 def outbox_dir(settings: Settings) -> str:

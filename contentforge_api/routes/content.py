@@ -171,6 +171,10 @@ async def start_batch(
         persona = _persona(state, body.persona)
         if body.batch_id:
             _check_batch_owner(state, body.batch_id, persona)
+            held = state.repo.batch_lease(body.batch_id)
+            if held is not None and idempotency_key is None:
+                # A replay with its Idempotency-Key gets its first run back instead (see _launch).
+                raise ApiError(409, f"batch {body.batch_id!r} is already being run by {held[0]}")
         return validate_batch_request(
             state.repo,
             state.settings,
