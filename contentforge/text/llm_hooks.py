@@ -17,6 +17,8 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+import regex
+
 from contentforge.config import Settings
 from contentforge.domain.models import Hook, HookStyle, Persona, Platform, Template
 from contentforge.errors import ContentForgeError, InvalidInput
@@ -63,7 +65,7 @@ def _keep_emoji(text: str, allowed: int) -> tuple[str, int]:
     """``text`` with emoji beyond the first ``allowed`` removed; returns it and how many stayed."""
     kept = 0
 
-    def keep(match: re.Match[str]) -> str:
+    def keep(match: regex.Match[str]) -> str:
         nonlocal kept
         if kept < allowed:
             kept += 1

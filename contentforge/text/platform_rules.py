@@ -15,6 +15,7 @@ from collections.abc import Callable, Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path
 
+import regex
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
@@ -30,22 +31,27 @@ _LIGHT_RANGES: tuple[tuple[int, int], ...] = ((0, 4351), (8192, 8205), (8208, 82
 URL_WEIGHT = 23
 EMOJI_WEIGHT = 2
 
-_EMOJI_BASE = (
-    "\U0001f000-\U0001faff"  # pictographs, emoticons, transport, flags' letters, skin tones
-    "\u231a\u231b\u2328\u23cf\u23e9-\u23f3\u23f8-\u23fa\u24c2\u25aa\u25ab\u25b6\u25c0\u25fb-\u25fe"
-    "\u2600-\u27bf\u2934\u2935\u2b05-\u2b07\u2b1b\u2b1c\u2b50\u2b55\u3030\u303d\u3297\u3299"
+# Emoji come from the Unicode emoji data (UTS #51) that the ``regex`` module ships and updates with
+# each Unicode version, not from hand-kept code point ranges. An emoji is what a reader sees as one:
+# a keycap, a flag, or a ZWJ sequence of pictographs with their skin tones, VS16 and tags. A
+# pictograph that defaults to text (©, ™, ❤, ▪) is an emoji only when presented as one: with VS16,
+# a skin tone or inside a ZWJ sequence; a symbol that is no emoji at all (★, →) never is.
+_TAGS = r"[\U000e0020-\U000e007e]+\U000e007f"
+_MODIFIERS = rf"(?:\ufe0f|\p{{Emoji_Modifier}}|{_TAGS})*"
+_PRESENTED = (
+    r"(?:\p{Emoji_Presentation}"
+    r"|\p{Emoji_Modifier_Base}(?=\p{Emoji_Modifier})"
+    r"|\p{Extended_Pictographic}(?=\ufe0f))"
 )
-_TEXT_DEFAULT = "\u00a9\u00ae\u203c\u2049\u2122\u2139\u2194-\u2199\u21a9\u21aa"  # emoji only with VS16
-_ELEMENT = (
-    rf"(?:[{_EMOJI_BASE}](?:\ufe0f|[\U0001f3fb-\U0001f3ff])*|[{_TEXT_DEFAULT}]\ufe0f)"
-    r"(?:[\U000e0020-\U000e007e]+\U000e007f)?"
-)
+_PICTOGRAPH = rf"(?:{_PRESENTED}|\p{{Extended_Pictographic}}){_MODIFIERS}"
 EMOJI_PATTERN = (
     r"[0-9#*]\ufe0f?\u20e3"  # keycaps
-    r"|[\U0001f1e6-\U0001f1ff]{2}"  # flags
-    rf"|{_ELEMENT}(?:\u200d{_ELEMENT})*"  # modifiers, variation selectors, ZWJ sequences
+    r"|\p{Regional_Indicator}{2}"  # flags
+    rf"|{_PRESENTED}{_MODIFIERS}(?:\u200d{_PICTOGRAPH})*"  # toned, VS16 and ZWJ sequences
+    rf"|\p{{Extended_Pictographic}}{_MODIFIERS}(?:\u200d{_PICTOGRAPH})+"  # ❤‍🔥 without VS16
 )
-EMOJI_RE = re.compile(EMOJI_PATTERN)
+EMOJI_RE = regex.compile(EMOJI_PATTERN)
+_GRAPHEME_RE = regex.compile(r"\X")
 
 _URL_CHARS = r"[\w\-./?=&%#:~+@!$*,;'()\[\]]"
 _URL_END = r"[\w\-/=&%#~+]"
@@ -54,7 +60,7 @@ URL_PATTERN = (
     rf"(?:https?://|www\.){_URL_CHARS}*{_URL_END}"
     rf"|(?<![\w@.\-])(?:[a-z0-9](?:[a-z0-9\-]{{0,61}}[a-z0-9])?\.)+(?:{_TLDS})\b(?!@)(?:/{_URL_CHARS}*{_URL_END})?"
 )
-_TOKEN_RE = re.compile(rf"(?P<url>{URL_PATTERN})|(?P<emoji>{EMOJI_PATTERN})", re.IGNORECASE)
+_TOKEN_RE = regex.compile(rf"(?P<url>{URL_PATTERN})|(?P<emoji>{EMOJI_PATTERN})", regex.IGNORECASE)
 _HASHTAG_RE = re.compile(r"^\w*[^\W\d_]\w*$")
 _INLINE_HASHTAG_RE = re.compile(r"(?<![\w&#])#(\w*[^\W\d_]\w*)")
 
@@ -64,12 +70,30 @@ def _char_weight(char: str) -> int:
     return 1 if any(low <= code <= high for low, high in _LIGHT_RANGES) else 2
 
 
+def _shortened_by_x(url: str) -> bool:
+    """Whether X takes ``url`` for a link (23): each host label fits DNS, 63 bytes (punycode if IDN)."""
+    host = regex.sub(r"^https?://", "", url, flags=regex.IGNORECASE)
+    host = regex.split(r"[/?#]", host, maxsplit=1)[0].rsplit("@", 1)[-1]
+    if host.startswith("["):  # an IPv6 literal
+        return True
+    for label in regex.sub(r":\d*$", "", host).split("."):
+        try:
+            encoded = label.encode("ascii")
+        except UnicodeEncodeError:
+            encoded = b"xn--" + label.encode("punycode")
+        if not 0 < len(encoded) <= 63:
+            return False
+    return True
+
+
 def weighted_length(text: str) -> int:
     """Length as X counts it (twitter-text v3): URL 23, emoji 2, CJK/wide 2, others 1, after NFC."""
     text = unicodedata.normalize("NFC", text)
     total = 0
     position = 0
     for match in _TOKEN_RE.finditer(text):
+        if match.group("url") and not _shortened_by_x(match.group("url")):
+            continue  # not a link X would wrap in t.co: its characters count one by one
         total += sum(_char_weight(c) for c in text[position : match.start()])
         total += URL_WEIGHT if match.group("url") else EMOJI_WEIGHT
         position = match.end()
@@ -86,24 +110,17 @@ def strip_emoji(text: str) -> str:
     return " ".join(EMOJI_RE.sub(" ", text).split())
 
 
-def _atoms(text: str) -> list[str]:
-    """Split into pieces that must never be cut: whole emoji sequences, or a char with its marks."""
-    atoms: list[str] = []
-    position = 0
-    while position < len(text):
-        match = EMOJI_RE.match(text, position)
-        end = match.end() if match else position + 1
-        while end < len(text) and unicodedata.combining(text[end]):
-            end += 1
-        atoms.append(text[position:end])
-        position = end
-    return atoms
+def graphemes(text: str) -> list[str]:
+    """``text`` as user-perceived characters (Unicode extended grapheme clusters, ``regex``'s ``\\X``):
+    a ZWJ family, a flag, a toned emoji, a letter with its combining marks or a Hangul syllable is one."""
+    return _GRAPHEME_RE.findall(text)
 
 
 def trim_text(text: str, limit: int, measure: Callable[[str], int] = len, ellipsis: str = "…") -> str:
     """Shorten ``text`` to ``measure(result) <= limit``, cutting at a word boundary, never inside an emoji.
 
-    Falls back to cutting between characters only when the first word alone is too long.
+    Falls back to cutting between grapheme clusters only when the first word alone is too long, so a
+    cut never splits an emoji sequence, a flag or a letter from its accents.
     """
     if measure(text) <= limit:
         return text
@@ -118,7 +135,7 @@ def trim_text(text: str, limit: int, measure: Callable[[str], int] = len, ellips
             return candidate
         words.pop()
     kept = ""
-    for atom in _atoms(text):
+    for atom in graphemes(text):
         if measure(kept + atom + ellipsis) > limit:
             break
         kept += atom
