@@ -192,8 +192,8 @@ def follow_production(
     """Moderate each piece as soon as its image is stored and its hooks are written, until all are done.
 
     Why not moderate after the GPU stage: moderation would then add its whole duration to the batch
-    (measured: ~30 s of a 73 s run of 3 x 50 pieces). The GPU stage may run on another machine, so
-    stored images are found in the shared database rather than through futures. Returns the seconds
+    (figures: docs/benchmarks.md). The GPU stage may run on another machine, so stored images are
+    found in the shared database rather than through futures. Returns the seconds
     from the start of production until the images, the hooks and the moderation were each done; a
     failed GPU stage is raised only after everything it produced has been moderated.
     """

@@ -2,7 +2,7 @@
 
 Why this exists: when 50 tasks each block on ``concurrency("image-generation")``, every refused
 client sleeps for the server's Retry-After (up to 30 s, grown by the average slot occupancy), so
-slots sit free while work waits; measured here, ~20% utilization behind a limit of 5.
+slots sit free while work waits (measured utilization: docs/benchmarks.md).
 
 Instead, each process runs at most ``max_slots`` *slot holders*. A holder acquires one slot of the
 global limit (``strict=True``, so a missing limit is an error, never silently ignored) and then runs
@@ -17,13 +17,14 @@ slot freed by another process is taken again within a fraction of a second.
 
 Holders call the server's lease API directly (increment with lease, renew, release) with their own
 client. Prefect's ``concurrency()`` context manager funnels every acquisition of a process through one
-queue service and ties leases to the current task run; measured here with 3 processes contending for
-5 slots, freed slots then stayed idle for 10-20 s and utilization fell to ~0.45.
+queue service and ties leases to the current task run; with several processes contending for the
+slots, freed slots then stayed idle for seconds (figures: docs/benchmarks.md).
 
 Holders run in a fresh ``contextvars`` context that carries only Prefect's settings. They must not
 inherit the context of the task run that happened to spawn them: Prefect records every lease taken
 inside a task run and revokes it when that task run ends, which would free the server-side slot
-while the holder is still generating (measured: peak 10 behind a limit of 5 across two processes).
+while the holder is still generating, so more generations than the limit ran at once across
+processes (see docs/benchmarks.md).
 """
 
 from __future__ import annotations

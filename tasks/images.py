@@ -6,10 +6,10 @@ A slot covers one GPU job: a single image, or a micro-batch that the pipeline ru
 The GPU stage first puts every generation in the slot dispatcher's queue (``queue_generations``) and
 only then submits the tasks, which pick up their queued generation and store it. A task run costs
 several API round trips before its body starts; when generations only reached the dispatcher from
-inside their task, three batches on a 2-core machine fed it slower than slots freed up (measured:
-slot utilization 0.71 with 3 x 50 pieces at 1 s each). Queued up front, a generation waits only for a
-slot. A task that finds nothing queued for it (a retry, or a piece queued differently) generates
-itself, so retries and single task runs behave exactly as before.
+inside their task, several batches fed it slower than slots freed up (figures: docs/benchmarks.md).
+Queued up front, a generation waits only for a slot. A task that finds nothing queued for it (a
+retry, or a piece queued differently) generates itself, so retries and single task runs behave
+exactly as before.
 """
 
 from __future__ import annotations

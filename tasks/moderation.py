@@ -4,8 +4,8 @@ Each run executes inside a slot of the global concurrency limit ``moderation`` (
 ``moderation_concurrency_limit_name``, size ``moderation_concurrency``, created by the batch flow's
 bootstrap step), so a remote moderation API sees a bounded number of requests from all workers and
 batches together. Slots are taken through the same slot dispatcher as image generation: 50 tasks
-blocking on ``concurrency()`` each would sleep on the server's Retry-After and leave slots idle
-(measured: a 3 x 50 benchmark spent ~5 minutes in moderation that takes seconds of work).
+blocking on ``concurrency()`` each would sleep on the server's Retry-After and leave slots idle,
+stretching seconds of moderation work into minutes (figures: docs/benchmarks.md).
 """
 
 from __future__ import annotations

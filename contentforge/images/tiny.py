@@ -1,12 +1,13 @@
 """Random-weight SDXL-, SD1.5- and Flux-shaped pipelines built entirely in code.
 
 It exercises the exact code path of a real SDXL model (two CLIP text encoders, text-time UNet
-conditioning, VAE decode, LoRA adapters, compel prompts) in ~0.1 s per 128x128 image on a CPU, with
-nothing to download. Its images are structured noise: it is for tests, demos and orchestration runs,
-never for content. Shapes follow diffusers' own ``StableDiffusionXLPipelineFastTests`` dummy
-components; the VAE has four blocks so its scale factor is 8 as in real SDXL (and keeps it fast).
-The Flux one (``build_tiny_flux_pipeline``) follows ``FluxPipelineFastTests``, with a T5 tokenizer that
-is also built in code, so Flux's CLIP + T5 path is tested offline too.
+conditioning, VAE decode, LoRA adapters, compel prompts) fast enough on a CPU for tests and demos
+(timing: docs/benchmarks.md), with nothing to download. Its images are structured noise: it is for
+tests, demos and orchestration runs, never for content. Shapes follow diffusers' own
+``StableDiffusionXLPipelineFastTests`` dummy components; the VAE has four blocks so its scale factor
+is 8 as in real SDXL (and keeps it fast). The Flux one (``build_tiny_flux_pipeline``) follows
+``FluxPipelineFastTests``, with a T5 tokenizer that is also built in code, so Flux's CLIP + T5 path
+is tested offline too.
 """
 
 from __future__ import annotations

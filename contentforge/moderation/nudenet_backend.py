@@ -5,9 +5,9 @@ NudeNet 3.4 detects body parts, not "nudity": each detection is a label such as
 towards the ``sexual`` category; the backend's sexual score is ``max(weight * confidence)`` over all
 detections, so one clear exposed detection dominates while many faint covered ones do not add up.
 
-The detector (an onnxruntime session, ~0.2 s to build) is created once per process on first use,
-behind a lock, and shared by every backend instance; ``InferenceSession.run`` is thread-safe, so
-concurrent generation slots can share it.
+The detector (an onnxruntime session, costly to build: docs/benchmarks.md) is created once per
+process on first use, behind a lock, and shared by every backend instance; ``InferenceSession.run``
+is thread-safe, so concurrent generation slots can share it.
 """
 
 from __future__ import annotations

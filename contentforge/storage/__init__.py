@@ -26,7 +26,7 @@ __all__ = [
 
 
 def __getattr__(name: str) -> Any:
-    # The S3 backend imports boto3 (~0.5 s); only pay for it when it is used.
+    # The S3 backend imports boto3, which is slow to import (docs/benchmarks.md); only pay for it when used.
     if name in ("S3Storage", "PutItem"):
         from contentforge.storage import s3
 

@@ -319,8 +319,8 @@ def _shared_client(
     secret: str | None,
     max_workers: int,
 ) -> Any:
-    """One boto3 client per configuration and process (building one takes ~0.2 s; clients are
-    thread-safe and keep their connection pool), so storage built per task call stays cheap."""
+    """One boto3 client per configuration and process (building one is slow: docs/benchmarks.md;
+    clients are thread-safe and keep their connection pool), so storage built per task call stays cheap."""
     secret_id = hashlib.sha256(secret.encode()).hexdigest() if secret else None
     cache_key = (endpoint_url, region, addressing_style, key_id, secret_id, max_workers)
     with _clients_lock:
