@@ -16,7 +16,8 @@ Retries. The client wraps its transport in ``replicate.client.RetryTransport``, 
 ``RETRYABLE_METHODS`` are HEAD, GET, PUT, DELETE, OPTIONS and TRACE: polls are retried on 429/503/504
 (``Retry-After`` honoured, uncapped, up to 10 attempts), **POST never is**, and the ``ReplicateError``
 it raises keeps no headers. So prediction creation is retried here: a response hook turns a 429 on a
-POST into ``_RateLimited`` with its ``Retry-After``; the backend waits that long (plus up to ``backoff_s``
+POST into ``_RateLimited`` with its ``Retry-After``; tenacity (the same wait strategy as the text
+providers', ``contentforge.retry_after.wait_retry_after``) waits that long (plus up to ``backoff_s``
 of jitter so concurrent slots do not retry in lockstep), or ``backoff_s * 2**n`` with jitter when there
 is none, at most ``MAX_RATE_LIMIT_RETRIES`` times and never past the deadline. A 429 created nothing, so
 retrying it is safe; a 5xx, timeout or broken connection on the POST is not retried here (the prediction
@@ -37,7 +38,6 @@ from __future__ import annotations
 import io
 import ipaddress
 import logging
-import random
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -49,6 +49,7 @@ from PIL import Image
 from pydantic import SecretStr
 from replicate.exceptions import ReplicateError
 from replicate.prediction import Prediction
+from tenacity import RetryCallState, Retrying, retry_if_exception_type, stop_after_attempt
 
 from contentforge.config import Settings
 from contentforge.domain import LoraRef
@@ -59,7 +60,7 @@ from contentforge.images.timings import timing_extra
 from contentforge.outbound import OutboundPolicy
 from contentforge.redaction import redact_exception, redact_text
 from contentforge.research.fetch import is_public_address, resolve_host
-from contentforge.retry_after import retry_after_seconds
+from contentforge.retry_after import retry_after_seconds, wait_exponential_equal_jitter, wait_retry_after
 
 logger = logging.getLogger(__name__)
 
@@ -327,24 +328,21 @@ class ReplicateBackend:
     # -- prediction lifecycle ----------------------------------------------------------------------
 
     def _create(self, payload: dict[str, Any], deadline: float) -> Prediction:
-        """Create the prediction, retrying 429s ourselves (the client never retries a POST)."""
-        for attempt in range(1, MAX_RATE_LIMIT_RETRIES + 2):
+        """Create the prediction, retrying 429s ourselves (the client never retries a POST).
+
+        tenacity runs the retries: ``Retry-After`` plus up to ``backoff_s`` of jitter, or exponential
+        backoff with jitter when the server names no wait; at most ``MAX_RATE_LIMIT_RETRIES`` retries,
+        and none whose wait would pass the deadline (that fails at once instead of sleeping).
+        """
+
+        def create() -> Prediction:
             remaining = deadline - time.monotonic()
             try:
                 return self._client.models.predictions.create(
                     model=self.model, input=payload, wait=max(1, min(self.wait_s, int(remaining)))
                 )
-            except _RateLimited as limited:
-                if attempt > MAX_RATE_LIMIT_RETRIES:
-                    break
-                delay = self._backoff(attempt, limited.retry_after)
-                if time.monotonic() + delay > deadline:
-                    raise GenerationFailed(
-                        f"Replicate rate limit: waiting {delay:.1f}s would pass the "
-                        f"{self.timeout_s:g}s timeout"
-                    ) from None
-                logger.info("Replicate rate limit on creating a prediction; retrying in %.2fs", delay)
-                self._sleep(delay)
+            except _RateLimited:
+                raise
             except ReplicateError as exc:
                 raise self._api_error(exc) from None
             except httpx.HTTPError as exc:
@@ -352,14 +350,38 @@ class ReplicateBackend:
                     f"Replicate: creating the prediction failed ({type(exc).__name__}); not retried here, "
                     "it may exist"
                 ) from redact_exception(exc, self._secrets)
-        raise GenerationFailed(f"Replicate rate limit persisted after {MAX_RATE_LIMIT_RETRIES} retries")
 
-    def _backoff(self, attempt: int, retry_after: str | None) -> float:
-        """``Retry-After`` plus up to ``backoff_s`` of jitter; without it, exponential with jitter."""
-        asked = retry_after_seconds(retry_after)
-        if asked is not None:
-            return asked + random.uniform(0.0, self.backoff_s)
-        return min(MAX_BACKOFF_S, self.backoff_s * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+        def past_deadline(state: RetryCallState) -> bool:
+            return time.monotonic() + state.upcoming_sleep > deadline
+
+        def give_up(state: RetryCallState) -> Prediction:
+            if state.attempt_number > MAX_RATE_LIMIT_RETRIES:
+                raise GenerationFailed(
+                    f"Replicate rate limit persisted after {MAX_RATE_LIMIT_RETRIES} retries"
+                )
+            raise GenerationFailed(
+                f"Replicate rate limit: waiting {state.upcoming_sleep:.1f}s would pass the "
+                f"{self.timeout_s:g}s timeout"
+            )
+
+        def log_retry(state: RetryCallState) -> None:
+            logger.info(
+                "Replicate rate limit on creating a prediction; retrying in %.2fs", state.upcoming_sleep
+            )
+
+        retrying = Retrying(
+            retry=retry_if_exception_type(_RateLimited),
+            wait=wait_retry_after(
+                lambda exc: retry_after_seconds(exc.retry_after) if isinstance(exc, _RateLimited) else None,
+                wait_exponential_equal_jitter(self.backoff_s, MAX_BACKOFF_S),
+                jitter_s=self.backoff_s,
+            ),
+            stop=stop_after_attempt(MAX_RATE_LIMIT_RETRIES + 1) | past_deadline,
+            sleep=self._sleep,
+            before_sleep=log_retry,
+            retry_error_callback=give_up,
+        )
+        return retrying(create)
 
     def _wait(self, prediction: Prediction, deadline: float) -> Prediction:
         """Poll until terminal; transient poll failures (5xx, 429, network) are tolerated a few times."""

@@ -12,6 +12,7 @@ from typing import TypeVar
 
 from tenacity import RetryCallState, Retrying, retry_if_exception, stop_after_attempt, wait_exponential_jitter
 
+from contentforge.retry_after import wait_retry_after
 from contentforge.text.providers.errors import ProviderError, ProviderRateLimited
 
 log = logging.getLogger(__name__)
@@ -26,13 +27,11 @@ def call_with_retries(
     fn: Callable[[], R], *, attempts: int, base_s: float, max_s: float, what: str
 ) -> tuple[R, int]:
     """``fn()`` with up to ``attempts`` tries; returns its value and the number of tries used."""
-    backoff = wait_exponential_jitter(initial=base_s, max=max_s, jitter=base_s)
-
-    def wait(state: RetryCallState) -> float:
-        exc = state.outcome.exception() if state.outcome else None
-        if isinstance(exc, ProviderRateLimited) and exc.retry_after is not None:
-            return max(0.0, min(exc.retry_after, max_s))
-        return backoff(state)
+    wait = wait_retry_after(
+        lambda exc: exc.retry_after if isinstance(exc, ProviderRateLimited) else None,
+        wait_exponential_jitter(initial=base_s, max=max_s, jitter=base_s),
+        cap_s=max_s,
+    )
 
     def before_sleep(state: RetryCallState) -> None:
         exc = state.outcome.exception() if state.outcome else None
