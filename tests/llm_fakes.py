@@ -3,6 +3,12 @@
 Each server checks what the real API checks first (path, auth header, required body fields) and
 then answers from a script of replies, so tests can play success with usage, 429 with
 retry-after, 401, 5xx and slow answers. Every request is recorded for assertions.
+
+Structured output is checked as the APIs document it: OpenAI's ``response_format`` of type
+``json_schema`` needs a name and a schema, and with ``strict`` every object must list all its
+properties as required and set ``additionalProperties: false``; Anthropic's ``tool_choice`` of type
+``tool`` must name one of ``tools``, each with an object ``input_schema``. ``structured`` and
+``tool_call`` play the answers those requests get.
 """
 
 from __future__ import annotations
@@ -119,6 +125,13 @@ class FakeAnthropic(FakeLlmServer):
         for name in ("model", "max_tokens", "messages"):
             if name not in body:
                 return self.error(400, "invalid_request_error", f"{name}: Field required")
+        tools = {t.get("name"): t for t in body.get("tools", [])}
+        for name, tool in tools.items():
+            if not isinstance(tool.get("input_schema"), dict) or tool["input_schema"].get("type") != "object":
+                return self.error(400, "invalid_request_error", f"tools.{name}.input_schema: type 'object'")
+        choice = body.get("tool_choice")
+        if choice is not None and choice.get("type") == "tool" and choice.get("name") not in tools:
+            return self.error(400, "invalid_request_error", "tool_choice names a tool not in tools")
         return None
 
     def error(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Reply:
@@ -149,6 +162,32 @@ class FakeAnthropic(FakeLlmServer):
             )
         )
 
+    def tool_call(self, name: str, arguments: dict[str, Any], **kw: Any) -> FakeAnthropic:
+        """An answer that calls tool ``name`` with ``arguments`` (what a forced ``tool_choice`` gets)."""
+        return self.push(
+            Reply(
+                200,
+                {
+                    "id": f"msg_{len(self.replies)}",
+                    "type": "message",
+                    "role": "assistant",
+                    "model": kw.pop("model", "claude-test"),
+                    "content": [
+                        {
+                            "type": "tool_use",
+                            "id": f"toolu_{len(self.replies)}",
+                            "name": name,
+                            "input": arguments,
+                        }
+                    ],
+                    "stop_reason": "tool_use",
+                    "stop_sequence": None,
+                    "usage": {"input_tokens": 10, "output_tokens": 20},
+                },
+                **kw,
+            )
+        )
+
     def fail(self, status: int, kind: str, message: str = "failure", **kw: Any) -> FakeAnthropic:
         return self.push(Reply(status, self.error(status, kind, message).body, **kw))
 
@@ -172,6 +211,15 @@ class FakeOpenAI(FakeLlmServer):
         for name in ("model", "messages"):
             if name not in body:
                 return self.error(400, "invalid_request_error", f"you must provide '{name}'")
+        response_format = body.get("response_format")
+        if isinstance(response_format, dict) and response_format.get("type") == "json_schema":
+            spec = response_format.get("json_schema") or {}
+            if not spec.get("name") or not isinstance(spec.get("schema"), dict):
+                return self.error(400, "invalid_request_error", "json_schema needs a name and a schema")
+            if spec.get("strict") and (problem := _not_strict(spec["schema"])):
+                return self.error(
+                    400, "invalid_request_error", f"Invalid schema for response_format: {problem}"
+                )
         return None
 
     def error(self, status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> Reply:
@@ -208,9 +256,28 @@ class FakeOpenAI(FakeLlmServer):
             )
         )
 
+    def structured(self, value: Any, **kw: Any) -> FakeOpenAI:
+        """The answer to a ``json_schema`` request: the content is exactly the JSON document."""
+        return self.text(json.dumps(value), **kw)
+
     def fail(self, status: int, kind: str, message: str = "failure", **kw: Any) -> FakeOpenAI:
         return self.push(Reply(status, self.error(status, kind, message).body, **kw))
 
     @property
     def prompts(self) -> list[str]:
         return [r.body["messages"][-1]["content"] for r in self.requests if r.path == self.path]
+
+
+def _not_strict(node: Any, path: str = "schema") -> str | None:
+    """Why ``node`` breaks OpenAI's strict-mode rules for objects, or None."""
+    if isinstance(node, list):
+        return next((p for i, item in enumerate(node) if (p := _not_strict(item, f"{path}[{i}]"))), None)
+    if not isinstance(node, dict):
+        return None
+    if node.get("type") == "object":
+        if node.get("additionalProperties") is not False:
+            return f"{path}: 'additionalProperties' is required to be supplied and to be false"
+        missing = set(node.get("properties", {})) - set(node.get("required", []))
+        if missing:
+            return f"{path}: 'required' is required to include every property; missing {sorted(missing)}"
+    return next((p for key, value in node.items() if (p := _not_strict(value, f"{path}.{key}"))), None)

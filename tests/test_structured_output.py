@@ -210,3 +210,91 @@ def test_prompt_files_are_versioned_and_rendered(tmp_path) -> None:
 def test_hook_styles_are_known_to_the_prompt() -> None:
     user = load_prompt("hooks").user
     assert all(style.value in user for style in HookStyle)
+
+
+# --- native structured output -------------------------------------------------------------------
+class Profile(BaseModel):
+    """A schema strict mode cannot express: a free-form mapping."""
+
+    scores: dict[str, int]
+
+
+@pytest.fixture
+def no_prose_extraction(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fail the test if an answer goes through the JSON-in-prose extractor."""
+
+    def refuse(text: str) -> object:
+        raise AssertionError(f"extract_json was used on {text!r}")
+
+    monkeypatch.setattr("contentforge.text.providers.structured.extract_json", refuse)
+
+
+def openai_(server: FakeOpenAI) -> OpenAIProvider:
+    return OpenAIProvider(api_key=SecretStr(KEY), model="gpt-test", base_url=server.url, **FAST)
+
+
+def test_openai_sends_a_strict_json_schema_and_reads_the_answer_natively(no_prose_extraction: None) -> None:
+    with FakeOpenAI(KEY) as server:
+        server.structured({"title": "Sunrise run", "likes": 12, "tags": ["run"]})
+        answer = openai_(server).generate_structured("Describe the post", Caption, prompt_version="c.v1")
+    assert answer.value == Caption(title="Sunrise run", likes=12, tags=["run"]) and not answer.repaired
+    response_format = server.requests[0].body["response_format"]
+    assert response_format["type"] == "json_schema"
+    spec = response_format["json_schema"]
+    assert spec["name"] == "Caption" and spec["strict"] is True
+    schema = spec["schema"]
+    assert schema["additionalProperties"] is False
+    assert set(schema["required"]) == {"title", "likes", "tags"}  # strict: every property required
+    assert "minLength" not in json.dumps(schema) and "default" not in schema["properties"]["tags"]
+
+
+def test_a_native_answer_that_breaks_the_schema_is_repaired_natively(no_prose_extraction: None) -> None:
+    with FakeOpenAI(KEY) as server:
+        server.structured({"title": "Hi", "likes": -3, "tags": []})  # strict mode keeps shape, not bounds
+        server.structured({"title": "Hello there", "likes": 3, "tags": []})
+        answer = openai_(server).generate_structured("Describe the post", Caption)
+    assert answer.value == Caption(title="Hello there", likes=3) and answer.repaired
+    assert all("response_format" in r.body for r in server.requests)
+    assert "title: String should have at least 3 characters" in server.prompts[1]
+
+
+def test_local_servers_and_free_form_schemas_fall_back_to_extraction() -> None:
+    with FakeOpenAI(api_key=None) as server:
+        server.text('Sure:\n```json\n{"title": "Local run", "likes": 1}\n```')
+        local = OpenAIProvider(name="local", model="llama", base_url=server.url, **FAST)
+        assert local.generate_structured("x", Caption).value.title == "Local run"
+    assert "response_format" not in server.requests[0].body
+    with FakeOpenAI(KEY) as server:
+        server.text('{"scores": {"wit": 3}}')
+        assert openai_(server).generate_structured("x", Profile).value.scores == {"wit": 3}
+    assert "response_format" not in server.requests[0].body  # strict mode cannot name the keys
+    with FakeOpenAI(api_key=None) as server:  # a local server known to honour response_format
+        server.structured({"title": "Local strict", "likes": 2, "tags": []})
+        known = OpenAIProvider(
+            name="local",
+            model="llama",
+            base_url=server.url,
+            native_structured=True,
+            **FAST,
+        )
+        assert known.generate_structured("x", Caption).value.title == "Local strict"
+    assert server.requests[0].body["response_format"]["json_schema"]["strict"] is True
+
+
+def test_anthropic_forces_a_tool_with_the_schema_and_reads_its_input(no_prose_extraction: None) -> None:
+    with FakeAnthropic(KEY) as server:
+        server.tool_call("Caption", {"title": "Trail notes", "likes": 5, "tags": ["trail"]})
+        answer = anthropic(server).generate_structured("Describe the post", Caption, prompt_version="c.v1")
+    assert answer.value == Caption(title="Trail notes", likes=5, tags=["trail"])
+    body = server.requests[0].body
+    assert body["tool_choice"] == {"type": "tool", "name": "Caption"}
+    [tool] = body["tools"]
+    assert tool["name"] == "Caption" and tool["input_schema"] == Caption.model_json_schema()
+    assert json.loads(answer.result.text) == {"title": "Trail notes", "likes": 5, "tags": ["trail"]}
+
+
+def test_anthropic_answering_in_text_despite_the_tool_is_extracted() -> None:
+    with FakeAnthropic(KEY) as server:
+        server.text('Here: {"title": "Gateway text", "likes": 2}')
+        answer = anthropic(server).generate_structured("x", Caption)
+    assert answer.value.title == "Gateway text" and "tools" in server.requests[0].body

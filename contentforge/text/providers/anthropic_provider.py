@@ -7,16 +7,21 @@ the client at another server speaking the same API (a gateway, or a test server)
 ``temperature`` is accepted for the protocol's sake but not sent: the Messages API deprecated it
 (newer Claude models answer 400 when it is present, and the SDK no longer takes it), and every
 model accepts its absence.
+
+Structured answers use tool use: one tool whose ``input_schema`` is the pydantic schema, forced with
+``tool_choice``, so the answer arrives as the tool call's ``input`` (``structured.anthropic_tool``).
+A server that answers in text instead (a gateway that drops tools) goes through JSON extraction.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import anthropic
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from contentforge.outbound import OutboundPolicy, OutboundRefused, http_package_of, refusal_in
 from contentforge.redaction import redact_exception
@@ -31,7 +36,12 @@ from contentforge.text.providers.errors import (
 from contentforge.text.providers.pricing import Prices, cost_usd
 from contentforge.text.providers.protocol import CallListener, TextResult
 from contentforge.text.providers.retry import call_with_retries
-from contentforge.text.providers.structured import StructuredViaText
+from contentforge.text.providers.structured import (
+    NO_STRUCTURED_CONTENT,
+    StructuredAnswer,
+    StructuredViaText,
+    anthropic_tool,
+)
 
 
 class AnthropicProvider(StructuredViaText):
@@ -113,10 +123,38 @@ class AnthropicProvider(StructuredViaText):
         temperature: float = 0.7,
         prompt_version: str | None = None,
     ) -> TextResult:
+        return self._complete(prompt, system, max_tokens, prompt_version, {})[0]
+
+    def _structured_ask(
+        self,
+        prompt: str,
+        schema: type[BaseModel],
+        *,
+        system: str | None,
+        max_tokens: int,
+        temperature: float,
+        prompt_version: str | None,
+    ) -> StructuredAnswer:
+        tool = anthropic_tool(schema)
+        extra = {"tools": [tool], "tool_choice": {"type": "tool", "name": tool["name"]}}
+        return self._complete(prompt, system, max_tokens, prompt_version, extra, tool=tool["name"])
+
+    def _complete(
+        self,
+        prompt: str,
+        system: str | None,
+        max_tokens: int,
+        prompt_version: str | None,
+        extra: Mapping[str, Any],
+        *,
+        tool: str | None = None,
+    ) -> StructuredAnswer:
+        """The answer, and the input of a call to ``tool`` when it made one (else no structured content)."""
         params: dict[str, Any] = {
             "model": self.model,
             "max_tokens": max_tokens,
             "messages": [{"role": "user", "content": prompt}],
+            **extra,
         }
         if system:
             params["system"] = system
@@ -128,7 +166,15 @@ class AnthropicProvider(StructuredViaText):
             max_s=self._retry_max_s,
             what=f"{self.name} {self.model}",
         )
-        text = "".join(block.text for block in message.content if getattr(block, "type", None) == "text")
+        content: Any = NO_STRUCTURED_CONTENT
+        for block in message.content:
+            if tool is not None and getattr(block, "type", None) == "tool_use" and block.name == tool:
+                content = block.input
+                break
+        if content is NO_STRUCTURED_CONTENT:
+            text = "".join(b.text for b in message.content if getattr(b, "type", None) == "text")
+        else:  # the record of the call shows the structured answer as its text
+            text = json.dumps(content, ensure_ascii=False)
         usage = message.usage
         input_tokens = int(getattr(usage, "input_tokens", 0) or 0)
         output_tokens = int(getattr(usage, "output_tokens", 0) or 0)
@@ -145,4 +191,4 @@ class AnthropicProvider(StructuredViaText):
         )
         if self._on_call is not None:
             self._on_call(result)
-        return result
+        return result, content

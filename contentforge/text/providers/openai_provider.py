@@ -4,16 +4,21 @@ The same class serves any OpenAI-compatible server through ``base_url``: llama.c
 ``llama-server`` (``http://localhost:8080/v1``), Ollama (``http://localhost:11434/v1``) or vLLM
 (``http://localhost:8000/v1``). Local servers need no key; the SDK still sends a placeholder.
 SDK retries are off so ``retry.py`` is the one retry policy.
+
+Structured answers from OpenAI itself use the ``json_schema`` response format with ``strict``
+(``structured.openai_response_format``); local servers are asked in text by default, since their
+support of ``response_format`` varies, and their JSON is extracted from the answer.
 """
 
 from __future__ import annotations
 
+import json
 import time
 from collections.abc import Mapping
 from typing import Any
 
 import openai
-from pydantic import SecretStr
+from pydantic import BaseModel, SecretStr
 
 from contentforge.outbound import OutboundPolicy, OutboundRefused, http_package_of, refusal_in
 from contentforge.redaction import redact_exception
@@ -28,7 +33,12 @@ from contentforge.text.providers.errors import (
 from contentforge.text.providers.pricing import Prices, cost_usd
 from contentforge.text.providers.protocol import CallListener, TextResult
 from contentforge.text.providers.retry import call_with_retries
-from contentforge.text.providers.structured import StructuredViaText
+from contentforge.text.providers.structured import (
+    NO_STRUCTURED_CONTENT,
+    StructuredAnswer,
+    StructuredViaText,
+    openai_response_format,
+)
 
 NO_KEY = "sk-no-key-required"
 """Sent to local servers that ignore the key (the SDK refuses to build a client without one)."""
@@ -62,10 +72,14 @@ class OpenAIProvider(StructuredViaText):
         on_call: CallListener | None = None,
         name: str = "openai",
         policy: OutboundPolicy | None = None,
+        native_structured: bool | None = None,
     ) -> None:
         """``policy``: where requests may go (default ``CONTENTFORGE_OPENAI_BASE_URL``'s); the factory
-        passes ``CONTENTFORGE_LOCAL_LLM_BASE_URL``'s for the local server."""
+        passes ``CONTENTFORGE_LOCAL_LLM_BASE_URL``'s for the local server. ``native_structured``:
+        send the schema as a strict ``json_schema`` response format (default: for ``openai``, not
+        for ``local``)."""
         self.name = name
+        self.native_structured = name == "openai" if native_structured is None else native_structured
         self.model = model
         self._key = api_key
         self._attempts = max_attempts
@@ -125,6 +139,37 @@ class OpenAIProvider(StructuredViaText):
         temperature: float = 0.7,
         prompt_version: str | None = None,
     ) -> TextResult:
+        return self._complete(prompt, system, max_tokens, temperature, prompt_version, {})
+
+    def _structured_ask(
+        self,
+        prompt: str,
+        schema: type[BaseModel],
+        *,
+        system: str | None,
+        max_tokens: int,
+        temperature: float,
+        prompt_version: str | None,
+    ) -> StructuredAnswer:
+        response_format = openai_response_format(schema) if self.native_structured else None
+        extra = {"response_format": response_format} if response_format else {}
+        result = self._complete(prompt, system, max_tokens, temperature, prompt_version, extra)
+        if not extra:
+            return result, NO_STRUCTURED_CONTENT
+        try:  # a strict json_schema answer is exactly one JSON document
+            return result, json.loads(result.text)
+        except json.JSONDecodeError:  # a server that ignored the response format: extract as text
+            return result, NO_STRUCTURED_CONTENT
+
+    def _complete(
+        self,
+        prompt: str,
+        system: str | None,
+        max_tokens: int,
+        temperature: float,
+        prompt_version: str | None,
+        extra: Mapping[str, Any],
+    ) -> TextResult:
         messages = ([{"role": "system", "content": system}] if system else []) + [
             {"role": "user", "content": prompt}
         ]
@@ -133,6 +178,7 @@ class OpenAIProvider(StructuredViaText):
             "messages": messages,
             "max_tokens": max_tokens,
             "temperature": temperature,
+            **extra,
         }
         started = time.perf_counter()
         completion, _ = call_with_retries(
@@ -144,7 +190,9 @@ class OpenAIProvider(StructuredViaText):
         )
         if not completion.choices:
             raise ProviderUnavailable("the answer has no choices", provider=self.name)
-        text = completion.choices[0].message.content or ""
+        message = completion.choices[0].message
+        # a refusal to a structured request comes instead of content; it is what the model said
+        text = message.content or getattr(message, "refusal", None) or ""
         usage = completion.usage
         input_tokens = int(getattr(usage, "prompt_tokens", 0) or 0) if usage else 0
         output_tokens = int(getattr(usage, "completion_tokens", 0) or 0) if usage else 0

@@ -1,9 +1,13 @@
 """Structured output from any text model: ask for JSON, extract it, validate it, repair once.
 
-Models wrap JSON in prose or Markdown fences, so ``extract_json`` looks in fences first, then at
-the whole answer, then for the first decodable object or array. A value that does not validate
-against the pydantic schema gets one repair attempt: the model is shown its answer and the
-validation errors and asked again. A second failure raises ``InvalidModelOutput``.
+Where the API offers native structured output the provider uses it (OpenAI's ``json_schema``
+response format with ``strict``, Anthropic's tool use with a forced tool whose ``input_schema`` is
+the schema) and the decoded content is validated as it came, without looking for JSON in prose.
+Otherwise (local OpenAI-compatible servers, or an answer without structured content) models wrap
+JSON in prose or Markdown fences, so ``extract_json`` looks in fences first, then at the whole
+answer, then for the first decodable object or array. A value that does not validate against the
+pydantic schema gets one repair attempt: the model is shown its answer and the validation errors
+and asked again. A second failure raises ``InvalidModelOutput``.
 """
 
 from __future__ import annotations
@@ -11,9 +15,9 @@ from __future__ import annotations
 import json
 import logging
 import re
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import replace
-from typing import Any
+from typing import Any, Protocol
 
 from pydantic import BaseModel, ValidationError
 
@@ -70,6 +74,108 @@ def parse_structured(text: str, schema: type[T]) -> T:
     return schema.model_validate(extract_json(text))
 
 
+NO_STRUCTURED_CONTENT = object()
+"""What a provider returns as the structured value when its answer came as text only."""
+
+StructuredAnswer = tuple[TextResult, Any]
+"""A model's answer and its structured content, decoded (or ``NO_STRUCTURED_CONTENT``)."""
+
+
+class StructuredAsk(Protocol):
+    def __call__(
+        self,
+        prompt: str,
+        schema: type[BaseModel],
+        *,
+        system: str | None,
+        max_tokens: int,
+        temperature: float,
+        prompt_version: str | None,
+    ) -> StructuredAnswer: ...
+
+
+def _value(answer: StructuredAnswer, schema: type[T]) -> T:
+    result, content = answer
+    if content is NO_STRUCTURED_CONTENT:
+        return parse_structured(result.text, schema)
+    return schema.model_validate(content)
+
+
+_VALUE_CONSTRAINTS = frozenset(
+    {
+        "default",
+        "minLength",
+        "maxLength",
+        "pattern",
+        "format",
+        "minItems",
+        "maxItems",
+        "uniqueItems",
+        "minimum",
+        "maximum",
+        "exclusiveMinimum",
+        "exclusiveMaximum",
+        "multipleOf",
+    }
+)
+
+
+def _without_value_constraints(node: Any, *, in_properties: bool = False) -> Any:
+    if isinstance(node, list):
+        return [_without_value_constraints(item) for item in node]
+    if not isinstance(node, dict):
+        return node
+    return {
+        key: _without_value_constraints(value, in_properties=key == "properties" and not in_properties)
+        for key, value in node.items()
+        if in_properties or key not in _VALUE_CONSTRAINTS
+    }
+
+
+def _strict_compatible(node: Any) -> bool:
+    """No free-form objects (``dict[str, X]`` fields): strict mode needs every key named."""
+    if isinstance(node, list):
+        return all(_strict_compatible(item) for item in node)
+    if not isinstance(node, dict):
+        return True
+    if node.get("type") == "object" and ("properties" not in node or node.get("additionalProperties")):
+        return False
+    return all(_strict_compatible(value) for value in node.values())
+
+
+def openai_response_format(schema: type[BaseModel]) -> dict[str, Any] | None:
+    """The ``response_format`` that makes OpenAI answer with an instance of ``schema``, or None when
+    the schema cannot be strict (a free-form mapping field): then the answer is asked for in text.
+
+    The SDK's own ``to_strict_json_schema`` (what ``chat.completions.parse`` sends) names every
+    property as required and closes every object. Value constraints (lengths, bounds, patterns,
+    defaults) are left out, as strict mode accepts only part of them: the answer is validated
+    against the full pydantic schema afterwards, with the usual one repair.
+    """
+    from openai.lib._pydantic import to_strict_json_schema
+
+    strict = to_strict_json_schema(schema)
+    if not _strict_compatible(strict):
+        return None
+    return {
+        "type": "json_schema",
+        "json_schema": {
+            "name": schema.__name__[:64],
+            "schema": _without_value_constraints(strict),
+            "strict": True,
+        },
+    }
+
+
+def anthropic_tool(schema: type[BaseModel]) -> dict[str, Any]:
+    """The tool whose input is an instance of ``schema``; forced with ``tool_choice``."""
+    return {
+        "name": schema.__name__[:64],
+        "description": f"Record the answer as a {schema.__name__} object.",
+        "input_schema": schema.model_json_schema(),
+    }
+
+
 def json_instructions(schema: type[BaseModel]) -> str:
     """The suffix appended to a prompt that asks for a schema instance."""
     return (
@@ -115,33 +221,47 @@ def generate_structured_via_text(
     max_tokens: int = 1024,
     temperature: float = 0.7,
     prompt_version: str | None = None,
+    ask: StructuredAsk | None = None,
 ) -> StructuredResult[T]:
-    """Ask ``provider`` for JSON, validate against ``schema``, repair once, else ``InvalidModelOutput``."""
-    first = provider.generate(
+    """Ask ``provider`` for JSON, validate against ``schema``, repair once, else ``InvalidModelOutput``.
+
+    ``ask`` is the provider's native structured call (see the module docstring); without it the
+    answer is plain text and its JSON is extracted.
+    """
+
+    def plain(prompt: str, schema: type[BaseModel], **kw: Any) -> StructuredAnswer:
+        return provider.generate(prompt, **kw), NO_STRUCTURED_CONTENT
+
+    call: Callable[..., StructuredAnswer] = ask or plain
+    answer = call(
         prompt + json_instructions(schema),
+        schema,
         system=system,
         max_tokens=max_tokens,
         temperature=temperature,
         prompt_version=prompt_version,
     )
+    first = answer[0]
     try:
-        value = parse_structured(first.text, schema)
+        value = _value(answer, schema)
         return StructuredResult(value=value, result=first, prompt_version=prompt_version)
     except (NoJsonFound, ValidationError) as exc:
         problem = _problem(exc)
         log.info(
             "%s answer for %s did not validate; asking once to repair it", provider.name, schema.__name__
         )
-    second = provider.generate(
+    answer = call(
         repair_prompt(prompt, schema, first.text, problem),
+        schema,
         system=system,
         max_tokens=max_tokens,
         temperature=min(temperature, 0.3),
         prompt_version=prompt_version,
     )
+    second = answer[0]
     combined = _combine(first, second)
     try:
-        value = parse_structured(second.text, schema)
+        value = _value(answer, schema)
     except (NoJsonFound, ValidationError) as exc:
         raise InvalidModelOutput(
             f"answer for {schema.__name__} is invalid after one repair attempt:\n{_problem(exc)}",
@@ -153,10 +273,31 @@ def generate_structured_via_text(
 
 
 class StructuredViaText:
-    """``generate_structured`` for model backends: ask in text, then extract, validate and repair.
+    """``generate_structured`` for model backends: ask natively or in text, then validate and repair.
 
-    Mixed into the Anthropic and OpenAI providers, which differ only in how they produce text.
+    Mixed into the Anthropic and OpenAI providers, which override ``_structured_ask`` with their
+    native structured call where the API has one.
     """
+
+    def _structured_ask(
+        self,
+        prompt: str,
+        schema: type[BaseModel],
+        *,
+        system: str | None,
+        max_tokens: int,
+        temperature: float,
+        prompt_version: str | None,
+    ) -> StructuredAnswer:
+        """A plain text answer, whose JSON ``generate_structured`` then extracts."""
+        result = self.generate(  # type: ignore[attr-defined]
+            prompt,
+            system=system,
+            max_tokens=max_tokens,
+            temperature=temperature,
+            prompt_version=prompt_version,
+        )
+        return result, NO_STRUCTURED_CONTENT
 
     def generate_structured(
         self,
@@ -177,4 +318,5 @@ class StructuredViaText:
             max_tokens=max_tokens,
             temperature=temperature,
             prompt_version=prompt_version,
+            ask=self._structured_ask,
         )
