@@ -38,7 +38,7 @@ from tasks.bootstrap import bootstrap_limits
 from tasks.images import discard_queued
 from tasks.moderation import moderate
 from tasks.planning import select_templates_and_prompts, take_batch, validate_request
-from tasks.run_hooks import mark_batch_cancelled, mark_batch_crashed
+from tasks.run_hooks import cancel_child_runs, mark_batch_cancelled, mark_batch_crashed
 from tasks.text import write_hooks
 
 
@@ -92,6 +92,12 @@ def produce_content_batch(
         # A failure of the run itself (not of a piece); a crash or cancellation is left to the state hooks.
         repo.end_batch_run(batch_id, "failed", owner=owner)
         raise
+    except BaseException:
+        # Told to stop (cancellation, SIGTERM): a GPU stage running on another worker would keep this
+        # process waiting for it until its last image; cancel it so the batch stops now.
+        if resources.settings().gpu_deployment:
+            cancel_child_runs(flow_run.get_id() or "", f"its batch {batch_id} was stopped")
+        raise
     finally:
         renewer.stop()
     return stats
@@ -139,9 +145,7 @@ def _produce(
         key=f"batch-{batch_id}-summary",
         description="Batch summary",
     )
-    create_table_artifact(
-        batch_summary_table(rows), key=f"batch-{batch_id}-pieces", description="Pieces"
-    )
+    create_table_artifact(batch_summary_table(rows), key=f"batch-{batch_id}-pieces", description="Pieces")
     return stats
 
 

@@ -200,3 +200,48 @@ def test_every_flow_has_a_deployment_on_the_right_pool() -> None:
     assert set(pools.values()) == {"cpu"}
     schedules = {d["name"] for d in config["deployments"] if d.get("schedules")}
     assert schedules == {"publish-due"}
+
+
+@pytest.mark.parametrize("prefect_api", ["sqlite"], indirect=True)
+def test_a_cancelled_batch_run_marks_its_batch_cancelled_and_frees_it(cluster: Path) -> None:
+    """Issue 12, item 4: cancelling a batch in Prefect marks ContentForge's row and releases its lease.
+
+    The worker stops the run's process and runs its ``on_cancellation`` hook; a resume may then take
+    the batch at once, without waiting for a lease to expire.
+    """
+    from prefect.client.orchestration import get_client
+    from prefect.deployments import run_deployment
+    from prefect.states import Cancelling
+
+    from tasks import resources
+
+    repo = resources.repository()
+    run = run_deployment(
+        "produce-content-batch/produce-content-batch",
+        parameters={"persona": "mia-fit", "num_pieces": 400, "seed": 1, "batch_id": "cancel-me"},
+        timeout=0,
+    )
+    deadline = time.monotonic() + 240
+    while time.monotonic() < deadline:  # cancel once it holds the batch and images are coming
+        if repo.batch_lease("cancel-me") and any(r.storage_key for r in repo.pieces(batch_id="cancel-me")):
+            break
+        time.sleep(1)
+    else:
+        pytest.fail("the batch never started generating")
+    with get_client(sync_client=True) as client:
+        client.set_flow_run_state(run.id, Cancelling(), force=True)
+    final = _wait_final(str(run.id), timeout_s=180)
+    logs = {p.name: p.read_text()[-3000:] for p in cluster.glob("*.log")}
+    assert final.state.is_cancelled(), (final.state, logs)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and repo.batch_lease("cancel-me") is not None:
+        time.sleep(1)  # the hook runs right after the worker stopped the process
+    batch = next(b for b in repo.latest_batches() if b["id"] == "cancel-me")
+    assert batch["status"] == "cancelled", (batch, logs)
+    assert repo.batch_lease("cancel-me") is None
+    pieces = repo.pieces(batch_id="cancel-me")
+    # Its GPU stage on the other worker was cancelled with it (it would otherwise make all 400).
+    assert 0 < sum(bool(r.storage_key) for r in pieces) < 400, (
+        "stopped part-way, what it made is kept",
+        logs,
+    )
