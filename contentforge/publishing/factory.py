@@ -32,7 +32,8 @@ from contentforge.publishing.protocol import Publication, Publisher
 from contentforge.publishing.tiktok import TikTokPublisher
 from contentforge.publishing.webhook import WebhookNotifier, WebhookPublisher
 from contentforge.publishing.x import XPublisher
-from contentforge.storage.protocol import Storage, build_storage
+from contentforge.storage.factory import build_storage
+from contentforge.storage.protocol import Storage
 
 API_PLATFORMS = ("instagram", "x", "tiktok")
 

@@ -4,9 +4,10 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from contentforge.storage.factory import build_storage
 from contentforge.storage.keys import content_key, rendition_key, validate_key
 from contentforge.storage.local import LocalStorage
-from contentforge.storage.protocol import Storage, StorageError, StoredObject, build_storage
+from contentforge.storage.protocol import Storage, StorageError, StoredObject
 
 if TYPE_CHECKING:
     from contentforge.storage.s3 import PutItem, S3Storage
