@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from contentforge.db import PieceRow
 from contentforge.images.timings import DECODE_S, DENOISE_S, LOAD_S, mean_timings
+
+if TYPE_CHECKING:
+    from contentforge.config import Settings
+
+
+def gallery_url(settings: Settings, batch_id: str) -> str:
+    """The review gallery's absolute URL for a batch (served by ``contentforge_api``), for links in
+    artifacts and messages: ``CONTENTFORGE_API_PUBLIC_URL``, else the API's host and port."""
+    base = settings.api_public_url or f"http://{settings.api_host}:{settings.api_port}"
+    return f"{base.rstrip('/')}/gallery/batches/{batch_id}"
 
 
 def _fmt_cost(value: float | None) -> str:
@@ -17,15 +27,15 @@ _TIMING_LABELS = ((LOAD_S, "load"), (DENOISE_S, "denoise"), (DECODE_S, "decode")
 
 
 def batch_summary_markdown(
-    stats: Mapping[str, Any], pieces: Sequence[PieceRow], gallery_url: str | None = None
+    stats: Mapping[str, Any], pieces: Sequence[PieceRow], gallery: str | None = None
 ) -> str:
     """Counts by status and tier, total and per-piece cost, time per stage, and the review gallery."""
     lines = [
         f"# Batch `{stats['batch_id']}`",
         "",
         *(
-            [f"[Review gallery]({gallery_url}) (needs `contentforge api serve` or `contentforge up`)", ""]
-            if gallery_url
+            [f"[Review gallery]({gallery}) (needs `contentforge api serve` or `contentforge up`)", ""]
+            if gallery
             else []
         ),
         f"**{stats['pieces']} pieces**, {stats['generated']} images generated, {stats['hooks']} hooks.",

@@ -29,6 +29,7 @@ from contentforge.config import Settings
 from contentforge.domain.models import ID_PATTERN
 from contentforge.errors import InvalidInput
 from contentforge.storage import LocalStorage, validate_key
+from contentforge.summary import gallery_url
 from contentforge_api.errors import ApiError
 from contentforge_api.state import CONTENT_ROUTE, Reader, State
 
@@ -47,12 +48,6 @@ _templates = Environment(
 )
 
 router = APIRouter(tags=["gallery"])
-
-
-def gallery_url(settings: Settings, batch_id: str) -> str:
-    """The gallery's absolute URL for a batch, for links in artifacts and messages."""
-    base = settings.api_public_url or f"http://{settings.api_host}:{settings.api_port}"
-    return f"{base.rstrip('/')}/gallery/batches/{batch_id}"
 
 
 def gallery_path(settings: Settings, request: Request, batch_id: str) -> str:

@@ -29,8 +29,7 @@ from prefect.task_runners import ThreadPoolTaskRunner
 from contentforge.batch import BatchRequest
 from contentforge.db.leases import LeaseRenewer, lease_owner
 from contentforge.domain import PieceStatus
-from contentforge.summary import batch_summary_markdown, batch_summary_table
-from contentforge_api.gallery import gallery_url
+from contentforge.summary import batch_summary_markdown, batch_summary_table, gallery_url
 from flows.generate_images import generate_images, queue_ahead
 from flows.progress import BatchProgress
 from tasks import resources
