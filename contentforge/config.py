@@ -22,6 +22,38 @@ PUBLISH_LEASE_MIN_S = 120
 10 s connect + 30 s write + 30 s read + 30 s pool = 100 s)."""
 
 
+# Outbound URL settings (CONTENTFORGE_ALLOW_PRIVATE_URLS names some); contentforge.outbound is the policy.
+ALLOW_ALL = "*"
+URL_SETTINGS: tuple[str, ...] = (
+    "webhook_url",
+    "webhook_notify_url",
+    "instagram_graph_url",
+    "x_api_url",
+    "tiktok_api_url",
+    "replicate_base_url",
+    "anthropic_base_url",
+    "openai_base_url",
+    "openai_moderation_base_url",
+    "local_llm_base_url",
+)
+"""Settings naming a destination ContentForge sends requests to (and that may carry a key or token).
+
+Not here, on purpose: ``database_url``, ``prefect_database_url``, ``s3_endpoint_url`` (the operator's
+own infrastructure, private by nature: MinIO, PostgreSQL, the Prefect server) and ``public_base_url``
+and ``api_public_url`` (URLs ContentForge hands out, never requests)."""
+
+
+def parse_allow_private(value: str) -> frozenset[str]:
+    """``"local_llm_base_url, CONTENTFORGE_WEBHOOK_URL"`` -> field names; an unknown name is a ValueError."""
+    names = {n.strip().lower().removeprefix("contentforge_") for n in value.split(",") if n.strip()}
+    if ALLOW_ALL in names:
+        return frozenset({ALLOW_ALL})
+    unknown = sorted(names - set(URL_SETTINGS))
+    if unknown:
+        raise ValueError(f"unknown URL settings {unknown}; use '*' or some of {', '.join(URL_SETTINGS)}")
+    return frozenset(names)
+
+
 class Settings(BaseSettings):
     """All ContentForge settings; every field maps to ``CONTENTFORGE_<FIELD>``."""
 
@@ -374,8 +406,6 @@ class Settings(BaseSettings):
     @field_validator("allow_private_urls")
     @classmethod
     def _known_url_settings(cls, value: str) -> str:
-        from contentforge.outbound import parse_allow_private
-
         parse_allow_private(value)
         return value
 

@@ -33,36 +33,16 @@ import threading
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from types import ModuleType, TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import httpx
 
+from contentforge.config import ALLOW_ALL, URL_SETTINGS, Settings, get_settings, parse_allow_private
 from contentforge.errors import InvalidInput
-
-if TYPE_CHECKING:
-    from contentforge.config import Settings
 
 Resolver = Callable[[str, int], list[str]]
 
-ALLOW_ALL = "*"
 OPT_IN_VARIABLE = "CONTENTFORGE_ALLOW_PRIVATE_URLS"
-URL_SETTINGS: tuple[str, ...] = (
-    "webhook_url",
-    "webhook_notify_url",
-    "instagram_graph_url",
-    "x_api_url",
-    "tiktok_api_url",
-    "replicate_base_url",
-    "anthropic_base_url",
-    "openai_base_url",
-    "openai_moderation_base_url",
-    "local_llm_base_url",
-)
-"""Settings naming a destination ContentForge sends requests to (and that may carry a key or token).
-
-Not here, on purpose: ``database_url``, ``prefect_database_url``, ``s3_endpoint_url`` (the operator's
-own infrastructure, private by nature: MinIO, PostgreSQL, the Prefect server) and ``public_base_url``
-and ``api_public_url`` (URLs ContentForge hands out, never requests)."""
 
 _SHARED = ipaddress.ip_network("100.64.0.0/10")
 _NAT64 = ipaddress.ip_network("64:ff9b::/96")
@@ -121,21 +101,8 @@ def is_public_address(ip: str) -> bool:
 def allowed_private(settings: Settings | None) -> frozenset[str]:
     """The setting names ``CONTENTFORGE_ALLOW_PRIVATE_URLS`` opts in (``*``: all of them)."""
     if settings is None:
-        from contentforge.config import get_settings
-
         settings = get_settings()
     return parse_allow_private(settings.allow_private_urls)
-
-
-def parse_allow_private(value: str) -> frozenset[str]:
-    """``"local_llm_base_url, CONTENTFORGE_WEBHOOK_URL"`` -> field names; an unknown name is a ValueError."""
-    names = {n.strip().lower().removeprefix("contentforge_") for n in value.split(",") if n.strip()}
-    if ALLOW_ALL in names:
-        return frozenset({ALLOW_ALL})
-    unknown = sorted(names - set(URL_SETTINGS))
-    if unknown:
-        raise ValueError(f"unknown URL settings {unknown}; use '*' or some of {', '.join(URL_SETTINGS)}")
-    return frozenset(names)
 
 
 @dataclass(frozen=True)
