@@ -222,7 +222,11 @@ def _to_mode(image: Image.Image, fmt: str) -> Image.Image:
 
 
 def _encode_within_limit(
-    image: Image.Image, rule: MediaRules, fmt: str, xmp: str | None, info: Mapping[str, object]
+    image: Image.Image,
+    rule: MediaRules,
+    fmt: str,
+    xmp: str | None,
+    info: Mapping[str | tuple[int, int], object],
 ) -> Rendition:
     pillow_name, content_type, ext = _ENCODINGS[fmt]
     lossy = fmt in ("jpeg", "webp")
@@ -245,7 +249,11 @@ def _encode_within_limit(
 
 
 def _encode(
-    image: Image.Image, pillow_name: str, quality: int | None, xmp: str | None, info: Mapping[str, object]
+    image: Image.Image,
+    pillow_name: str,
+    quality: int | None,
+    xmp: str | None,
+    info: Mapping[str | tuple[int, int], object],
 ) -> bytes:
     buffer = io.BytesIO()
     options: dict[str, object] = {}

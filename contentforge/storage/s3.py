@@ -19,7 +19,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import boto3
 from botocore.config import Config
@@ -30,6 +30,11 @@ from contentforge.errors import InvalidInput
 from contentforge.files import atomic_writer
 from contentforge.storage.keys import validate_key, validate_prefix
 from contentforge.storage.protocol import StorageError, StoredObject
+
+if TYPE_CHECKING:
+    # Types only (boto3-stubs[s3], a dev dependency): never imported at run time.
+    from mypy_boto3_s3 import S3Client
+    from mypy_boto3_s3.type_defs import HeadObjectOutputTypeDef
 
 SHA256_META = "sha256"
 _META_KEY = re.compile(r"^[a-z0-9][a-z0-9-]{0,63}$")
@@ -93,7 +98,7 @@ class S3Storage:
         public_base_url: str | None = None,
         presign_expiry_s: int = 3600,
         max_workers: int = 8,
-        client: Any | None = None,
+        client: S3Client | None = None,
     ) -> None:
         if not bucket or not re.fullmatch(r"[a-z0-9][a-z0-9.-]{1,61}[a-z0-9]", bucket):
             raise InvalidInput(
@@ -135,7 +140,7 @@ class S3Storage:
         return f"S3Storage(bucket={self.bucket!r}, endpoint={endpoint!r}, prefix={self.prefix!r})"
 
     @property
-    def client(self) -> Any:
+    def client(self) -> S3Client:
         """The boto3 S3 client (thread-safe), e.g. to register botocore event hooks."""
         return self._client
 
@@ -164,7 +169,7 @@ class S3Storage:
 
     # -- reads ---------------------------------------------------------------------------------
 
-    def head(self, key: str) -> dict[str, Any] | None:
+    def head(self, key: str) -> HeadObjectOutputTypeDef | None:
         """The object's HEAD response, or None when there is no such object."""
         try:
             return self._client.head_object(Bucket=self.bucket, Key=self.object_key(key))
@@ -307,7 +312,7 @@ class S3Storage:
         return StorageError(f"S3 {operation} of {key!r} in bucket {self.bucket!r} failed: {detail}")
 
 
-_clients: dict[tuple[Any, ...], Any] = {}
+_clients: dict[tuple[Any, ...], S3Client] = {}
 _clients_lock = threading.Lock()
 
 
@@ -318,7 +323,7 @@ def _shared_client(
     key_id: str | None,
     secret: str | None,
     max_workers: int,
-) -> Any:
+) -> S3Client:
     """One boto3 client per configuration and process (building one is slow: docs/benchmarks.md;
     clients are thread-safe and keep their connection pool), so storage built per task call stays cheap."""
     secret_id = hashlib.sha256(secret.encode()).hexdigest() if secret else None
