@@ -1,4 +1,4 @@
-"""Start or reuse one real local ``prefect server``.
+"""Start or reuse one real local ``prefect server``; ``contentforge server start`` / ``stop``.
 
 Why not Prefect's ephemeral mode: it starts a server inside every process (~14 s each) and its
 SQLite database locks under concurrent load. One long-lived server on 127.0.0.1 serves the demo,
@@ -16,6 +16,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import httpx
+import typer
+
+from contentforge_cli import context
+from contentforge_cli.context import console
 
 
 @dataclass(frozen=True)
@@ -118,3 +122,25 @@ def stop_server(prefect_home: Path) -> bool:
         time.sleep(0.1)
     os.killpg(pid, signal.SIGKILL)
     return True
+
+
+# --- the commands ---------------------------------------------------------------------------------
+
+app = typer.Typer(help="The local Prefect server.", no_args_is_help=True)
+
+
+@app.command("start")
+def server_start() -> None:
+    """Start (or reuse) the local Prefect server."""
+    settings = context.settings()
+    server = ensure_server(
+        settings.prefect_home, port=settings.prefect_port, database_url=settings.prefect_database_url
+    )
+    console.print(f"Prefect UI: {server.ui_url} ({'started' if server.started else 'already running'})")
+
+
+@app.command("stop")
+def server_stop() -> None:
+    """Stop the local Prefect server started by ContentForge."""
+    stopped = stop_server(context.settings().prefect_home)
+    console.print("stopped" if stopped else "no server recorded")

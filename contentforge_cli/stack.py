@@ -1,5 +1,7 @@
 """``contentforge up`` / ``down``: a local cluster of Prefect server, cpu and gpu workers and the API.
 
+``contentforge bootstrap`` and ``deploy`` are the first two steps of ``up`` on their own.
+
 Each service is a detached process with a pid file and a log under ``<data_dir>/run``, so the stack
 outlives the command that started it and ``down`` (or a later ``up``) finds it again. The server's
 state lives in ``PREFECT_HOME`` (SQLite by default, PostgreSQL with
@@ -15,6 +17,12 @@ import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from contentforge_cli import context
+from contentforge_cli.context import console, fail
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -135,3 +143,87 @@ def deploy_all() -> dict[str, str]:
     from contentforge_cli.deploy import apply_deployments
 
     return apply_deployments()
+
+
+# --- the commands ---------------------------------------------------------------------------------
+
+app = typer.Typer()  # top-level commands: bootstrap, deploy, up, down
+
+
+@app.command()
+def bootstrap(
+    gpu_worker_type: Annotated[
+        str, typer.Option(help="Worker type of the gpu pool: process, docker or kubernetes.")
+    ] = "process",
+) -> None:
+    """Create the concurrency limits, the cpu and gpu work pools and their queues (idempotent)."""
+    from contentforge_cli.runtime import connect
+
+    if gpu_worker_type not in ("process", "docker", "kubernetes"):
+        fail(f"unknown gpu worker type {gpu_worker_type!r}; use process, docker or kubernetes")
+    settings = context.settings()
+    connect(settings)
+    from tasks.bootstrap import bootstrap_cluster
+
+    for what, outcome in bootstrap_cluster(settings, gpu_worker_type).items():
+        console.print(f"{what}: {outcome}")
+
+
+@app.command()
+def deploy() -> None:
+    """Register (or update) every deployment of prefect.yaml on the Prefect server."""
+    from contentforge_cli.runtime import connect
+
+    connect(context.settings())
+    for name, deployment_id in deploy_all().items():
+        console.print(f"deployment {name}: {deployment_id}")
+
+
+@app.command()
+def up(
+    api: Annotated[bool, typer.Option(help="Also serve the ContentForge API on 127.0.0.1:8000.")] = True,
+) -> None:
+    """Start the local stack: Prefect server, pools and deployments, a cpu and a gpu worker, the API.
+
+    Batches started on the cpu pool run their GPU stage as the generate-images deployment on the gpu
+    pool. Everything is detached and survives this command; `contentforge down` stops it.
+    """
+    from contentforge_cli.runtime import connect
+
+    settings = context.settings()
+    server = connect(settings)
+    from tasks.bootstrap import bootstrap_cluster
+
+    for what, outcome in bootstrap_cluster(settings).items():
+        console.print(f"{what}: {outcome}")
+    deploy_all()
+    run_dir = settings.data_dir / "run"
+    gpu_deployment = settings.gpu_deployment or "generate-images/generate-images"
+    services = worker_services(server.api_url, settings.cpu_pool, settings.gpu_pool, gpu_deployment)
+    if api:
+        api_env = dict(os.environ, PREFECT_API_URL=server.api_url)
+        command = [sys.executable, "-m", "contentforge_cli.main", "api", "serve"]
+        if settings.api_token is None:
+            console.print("CONTENTFORGE_API_TOKEN is not set: the API serves loopback only, without auth")
+            command.append("--insecure-local")
+        services.append(Service("api", command, api_env))
+    for service in services:
+        pid, started = start(run_dir, service)
+        console.print(f"{service.name}: pid {pid} ({'started' if started else 'already running'})")
+    console.print(f"Prefect UI: {server.ui_url}", soft_wrap=True)
+    console.print(f"Logs: {run_dir}")
+
+
+@app.command()
+def down(
+    server: Annotated[bool, typer.Option(help="Also stop the Prefect server.")] = True,
+) -> None:
+    """Stop what `contentforge up` started (state stays in the data directory for the next `up`)."""
+    from contentforge_cli.server import stop_server
+
+    settings = context.settings()
+    run_dir = settings.data_dir / "run"
+    for name in ("api", "gpu-worker", "cpu-worker"):
+        console.print(f"{name}: {'stopped' if stop(run_dir, name) else 'not running'}")
+    if server:
+        console.print(f"prefect server: {'stopped' if stop_server(settings.prefect_home) else 'not running'}")
