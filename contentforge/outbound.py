@@ -193,11 +193,12 @@ class OutboundPolicy:
             f"addresses only unless {opt_in} allows it"
         )
 
-    def transport(self, http: ModuleType = httpx, **transport_options: Any) -> PinnedTransport:
+    def transport(self, http: ModuleType = httpx, **transport_options: Any) -> Any:
         """A transport that checks and pins every request (redirect hops included).
 
         ``http`` is the httpx package the client is built from: ``httpx``, or ``httpx2`` for the SDKs
-        that moved to that fork (anthropic); ``transport_options`` go to its ``HTTPTransport``.
+        that moved to that fork (anthropic); ``transport_options`` go to its ``HTTPTransport``. Typed
+        ``Any``: the result serves as ``http.BaseTransport``, and the two packages' classes differ.
         """
         return PinnedTransport(self, http, **transport_options)
 

@@ -73,5 +73,5 @@ class wait_exponential_equal_jitter(wait_base):
         self.max_s = max_s
 
     def __call__(self, retry_state: RetryCallState) -> float:
-        step = min(self.max_s, self.initial * 2 ** (retry_state.attempt_number - 1))
+        step = min(self.max_s, self.initial * 2.0 ** (retry_state.attempt_number - 1))
         return step * random.uniform(0.5, 1.0)

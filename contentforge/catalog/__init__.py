@@ -80,9 +80,10 @@ def _read_entries(path: Path) -> list[object]:
         raise InvalidInput(f"template library {path} does not exist") from exc
     except yaml.YAMLError as exc:
         raise InvalidInput(f"template library {path} is not valid YAML: {exc}") from exc
-    if not isinstance(raw, dict) or not isinstance(raw.get("templates"), list):
+    entries = raw.get("templates") if isinstance(raw, dict) else None
+    if not isinstance(entries, list):
         raise InvalidInput(f"template library {path} must be a mapping with a 'templates' list")
-    return raw["templates"]
+    return entries
 
 
 def _parse(path: Path) -> tuple[Template, ...]:

@@ -193,7 +193,8 @@ class BrandDNA(BaseModel):
     def field(self, name: str) -> Sourced[Any]:
         if name not in DNA_FIELDS:
             raise KeyError(name)
-        return getattr(self, name)
+        value: Sourced[Any] = getattr(self, name)  # every DNA field is a Sourced
+        return value
 
     def known_fields(self) -> list[str]:
         return [n for n in DNA_FIELDS if self.field(n).known]

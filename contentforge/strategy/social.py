@@ -138,7 +138,10 @@ def offline_social_post(
     draft = SocialPostDraft(
         platform=platform, text="\n\n".join(parts), hashtags=_tags(keywords, rules.hashtag_count)
     )
-    return fit_to_rules(draft, rules, persona.niche)
+    fitted = fit_to_rules(draft, rules, persona.niche)
+    if fitted is None:  # the call to action always has words; this guards the rules file itself
+        raise InvalidInput(f"{platform.value}: the offline post for {post.id} has no words to keep")
+    return fitted
 
 
 def _rules_line(r: PlatformRules) -> str:

@@ -97,7 +97,8 @@ class AnthropicProvider(StructuredViaText):
                 f"cannot connect to {self._client.base_url}: {scrub(str(exc), secrets)}", provider=self.name
             )
         if isinstance(exc, anthropic.APIStatusError):
-            message = exc.api_message if isinstance(getattr(exc, "api_message", None), str) else str(exc)
+            api_message = getattr(exc, "api_message", None)
+            message = api_message if isinstance(api_message, str) else str(exc)
             return error_for_status(
                 exc.status_code,
                 scrub(message, secrets),

@@ -12,7 +12,7 @@ from __future__ import annotations
 import logging
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import replace
-from typing import Any, TypeVar
+from typing import Any, TypeVar, cast
 
 from contentforge.text.providers.errors import NoProviderAvailable, ProviderError
 from contentforge.text.providers.protocol import StructuredResult, T, TextProvider, TextResult
@@ -52,7 +52,8 @@ class ProviderChain:
                 continue
             if failures:
                 log.info("%s answered by %s after %s failed", what, provider.name, [n for n, _ in failures])
-            return self._with_fallbacks(answer, result_of(answer), failures)
+            # The same kind of answer back (TextResult or StructuredResult), fallbacks noted.
+            return cast(R, self._with_fallbacks(answer, result_of(answer), failures))
         raise NoProviderAvailable(f"every text provider failed for {what}", failures)
 
     @staticmethod

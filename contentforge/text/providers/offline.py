@@ -66,6 +66,7 @@ class OfflineEngine:
     ) -> StructuredResult[T]:
         started = time.perf_counter()
         context = dict(context or {})
+        value: T
         if issubclass(schema, HookDrafts):
             value = schema.model_validate(self._hook_drafts(context).model_dump())
             model = self._hooks.name

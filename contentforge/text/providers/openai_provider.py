@@ -48,8 +48,9 @@ def _api_message(exc: Any) -> str:
     body = getattr(exc, "body", None)
     if isinstance(body, Mapping):
         error = body.get("error", body)
-        if isinstance(error, Mapping) and isinstance(error.get("message"), str):
-            return error["message"]
+        message = error.get("message") if isinstance(error, Mapping) else None
+        if isinstance(message, str):
+            return message
         if isinstance(error, str):
             return error
     return str(getattr(exc, "message", "") or exc)
