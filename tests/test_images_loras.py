@@ -158,3 +158,37 @@ def test_fused_loras_match_unfused_switch_and_unload_cleanly(lora_files: tuple[P
         assert np.abs(array(fused, ()) - base).max() < 1e-4
     finally:
         pools.clear(unfused.pool_key)
+
+
+def test_the_lora_family_check_learns_the_model_family_without_building_a_backend(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The family a registry LoRA must match is the one the backend would load, and no backend is built."""
+    import json
+
+    from contentforge.images import factory, loras
+    from contentforge.images.diffusers_backend import DiffusersBackend
+
+    def built(_: Settings) -> Any:
+        raise AssertionError("a backend was built to learn the model family")
+
+    monkeypatch.setattr(factory, "build_image_backend", built)
+    folder = tmp_path / "sd15-model"
+    folder.mkdir()
+    (folder / "model_index.json").write_text(json.dumps({"_class_name": "StableDiffusionPipeline"}))
+    cases: list[dict[str, Any]] = [
+        {"image_profile": "tiny"},
+        {"image_profile": "tiny", "image_family": "sd15"},
+        {"image_profile": "tiny", "image_family": "flux"},
+        {"image_profile": "model", "image_model": str(folder)},
+        {"image_profile": "model", "image_model": str(folder), "image_family": "sdxl"},
+    ]
+    for options in cases:
+        config = Settings(_env_file=None, image_device="cpu", **options)  # type: ignore[call-arg]
+        assert loras._configured_family(config) == DiffusersBackend.from_settings(config).family, options
+    for profile in ("fixed-latency", "replicate"):
+        assert loras._configured_family(Settings(_env_file=None, image_profile=profile)) is None  # type: ignore[call-arg]
+    with pytest.raises(InvalidInput, match="no such file or folder"):
+        loras._configured_family(
+            Settings(_env_file=None, image_profile="model", image_model=str(tmp_path / "x"))
+        )  # type: ignore[call-arg]

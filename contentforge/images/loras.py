@@ -30,6 +30,7 @@ import threading
 from collections.abc import Iterable, Iterator
 from contextlib import contextmanager
 from contextvars import ContextVar
+from functools import lru_cache
 from pathlib import Path
 
 import yaml
@@ -38,7 +39,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 from contentforge.config import Settings
 from contentforge.domain import LoraSpec
 from contentforge.errors import InvalidInput, InvalidLora
-from contentforge.images.safety import validate_lora
+from contentforge.images.loading import detect_family
+from contentforge.images.safety import check_model_file, looks_local, validate_lora
 
 HUB_ID = re.compile(
     r"[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*/[A-Za-z0-9][A-Za-z0-9_-]*(?:\.[A-Za-z0-9_-]+)*"
@@ -204,8 +206,32 @@ def resolve_persona_lora(spec: LoraSpec, settings: Settings, family: str | None 
 
 
 def _configured_family(settings: Settings) -> str | None:
-    """The model family of the configured image backend (builds the backend object, loads no weights)."""
-    from contentforge.images.factory import build_image_backend
+    """The model family of the configured image backend, learned without building it (nor any weights).
 
-    family = getattr(build_image_backend(settings), "family", None)
-    return family if isinstance(family, str) else None
+    Decided as ``DiffusersBackend.from_settings`` decides it: the tiny profile is sd15 or flux when
+    ``CONTENTFORGE_IMAGE_FAMILY`` says so and sdxl otherwise; a model's family comes from
+    ``loading.detect_family`` (the setting, its ``model_index.json`` or a single file's tensor names),
+    after the same refusals of a missing or pickled model. Replicate and the fixed-latency benchmark
+    backend have none.
+    """
+    if settings.image_profile == "tiny":
+        return settings.image_family if settings.image_family in ("sd15", "flux") else "sdxl"
+    if settings.image_profile != "model":
+        return None
+    return _model_family(
+        settings.image_model, settings.image_family, settings.image_single_file_config, settings.allow_pickle
+    )
+
+
+@lru_cache(maxsize=16)
+def _model_family(model: str | None, setting: str, single_file_config: str | None, allow_pickle: bool) -> str:
+    """The family of ``CONTENTFORGE_IMAGE_MODEL``, once per model setting (a hub id asks the hub once)."""
+    if not model:
+        raise InvalidInput("CONTENTFORGE_IMAGE_MODEL must be set for CONTENTFORGE_IMAGE_PROFILE=model")
+    if looks_local(model):
+        path = Path(model).expanduser()
+        if not path.exists():
+            raise InvalidInput(f"CONTENTFORGE_IMAGE_MODEL={model}: no such file or folder")
+        if path.is_file():
+            check_model_file(path, allow_pickle)
+    return detect_family(model, setting, single_file_config)[0]
