@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
-from contentforge.db import PieceRow
+from contentforge.db import BatchStats, PieceRow
 from contentforge.images.timings import DECODE_S, DENOISE_S, LOAD_S, mean_timings
 
 if TYPE_CHECKING:
@@ -27,38 +27,45 @@ _TIMING_LABELS = ((LOAD_S, "load"), (DENOISE_S, "denoise"), (DECODE_S, "decode")
 
 
 def batch_summary_markdown(
-    stats: Mapping[str, Any], pieces: Sequence[PieceRow], gallery: str | None = None
+    stats: BatchStats,
+    pieces: Sequence[PieceRow],
+    gallery: str | None = None,
+    stage_seconds: Mapping[str, float] | None = None,
 ) -> str:
-    """Counts by status and tier, total and per-piece cost, time per stage, and the review gallery."""
+    """Counts by status and tier, total and per-piece cost, time per stage, and the review gallery.
+
+    ``stage_seconds``: what the batch flow measured (``plan``, then when images, hooks and
+    moderation were done).
+    """
     lines = [
-        f"# Batch `{stats['batch_id']}`",
+        f"# Batch `{stats.batch_id}`",
         "",
         *(
             [f"[Review gallery]({gallery}) (needs `contentforge api serve` or `contentforge up`)", ""]
             if gallery
             else []
         ),
-        f"**{stats['pieces']} pieces**, {stats['generated']} images generated, {stats['hooks']} hooks.",
+        f"**{stats.pieces} pieces**, {stats.generated} images generated, {stats.hooks} hooks.",
         "",
         "| status | count |",
         "|---|---|",
-        *(f"| {name} | {count} |" for name, count in stats["by_status"].items()),
+        *(f"| {name} | {count} |" for name, count in stats.by_status.items()),
         "",
         "| moderation tier | count |",
         "|---|---|",
-        *(f"| {name} | {count} |" for name, count in sorted(stats["by_verdict"].items())),
+        *(f"| {name} | {count} |" for name, count in sorted(stats.by_verdict.items())),
         "",
-        f"Cost: total {_fmt_cost(stats['cost_usd_total'])}, "
-        f"per generated piece {_fmt_cost(stats['cost_usd_mean'])}.",
+        f"Cost: total {_fmt_cost(stats.cost_usd_total)}, "
+        f"per generated piece {_fmt_cost(stats.cost_usd_mean)}.",
     ]
-    mean = stats.get("generation_seconds_mean")
+    mean = stats.generation_seconds_mean
     if mean is not None:
         lines.append(f"Mean generation time: {mean:.3f} s per image.")
     timings = mean_timings(p.generation_record for p in pieces)
     if timings:
         parts = [f"{label} {timings[key]:.3f} s" for key, label in _TIMING_LABELS if key in timings]
         lines.append(f"Mean time per generation: {', '.join(parts)}.")
-    stages = stats.get("stage_seconds") or {}
+    stages = stage_seconds or {}
     if stages:
         plan = stages.get("plan")
         overlapping = {k: v for k, v in stages.items() if k != "plan"}

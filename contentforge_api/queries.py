@@ -1,19 +1,19 @@
 """Read queries the API needs beyond ``Repository``: filtered, paginated content and persona totals.
 
-Read-only, short transactions on the repository's engine (SQLite reads ``BEGIN`` deferred, so they
-run beside a batch that is writing).
+Read-only, short transactions in the repository's session policy (``contentforge.db.sessions``:
+SQLite reads ``BEGIN`` deferred, so they run beside a batch that is writing).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from typing import Any
 
 from sqlalchemy import Engine, func, select
 from sqlalchemy.orm import Session, selectinload
 
-from contentforge.db.engine import READ_ONLY, make_session_factory
+from contentforge.db.batches import effective_status
 from contentforge.db.models import (
     COST_KINDS,
     PIECE_STATUSES,
@@ -22,21 +22,19 @@ from contentforge.db.models import (
     HookORM,
     PieceORM,
 )
-from contentforge.db.repository import effective_status
+from contentforge.db.sessions import SessionPolicy
 from contentforge.domain.models import Hook, PieceStatus
 
 ImageUrl = Callable[[PieceORM], str | None]
 
 
 class ContentQueries:
-    def __init__(self, engine: Engine, image_url: ImageUrl) -> None:
-        self._sessions = make_session_factory(engine.execution_options(**{READ_ONLY: True}))
+    def __init__(self, engine: Engine | SessionPolicy, image_url: ImageUrl) -> None:
+        self._db = SessionPolicy.of(engine)
         self._image_url = image_url
 
-    @contextmanager
-    def _read(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
-            yield session
+    def _read(self) -> AbstractContextManager[Session]:
+        return self._db.read()
 
     def persona_content(
         self,

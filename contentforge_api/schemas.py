@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contentforge.batch import MAX_PIECES
+from contentforge.db import BatchStats
 from contentforge.domain.models import (
     TEMPLATE_ID_PATTERN,
     HookStyle,
@@ -209,7 +210,7 @@ class BatchOut(BaseModel):
     status: str
     num_pieces: int
     flow_run_id: str | None
-    stats: dict[str, Any]
+    stats: BatchStats
 
 
 class RunOut(BaseModel):

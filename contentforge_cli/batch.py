@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import threading
 import uuid
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -17,6 +18,7 @@ from rich.table import Table
 from rich.text import Text
 
 from contentforge.config import Settings
+from contentforge.db.rows import BatchStats
 from contentforge.errors import BatchBusy
 from contentforge_cli import context
 from contentforge_cli.context import console, fail
@@ -83,8 +85,8 @@ def _run_batch(settings: Settings, **params: Any) -> dict[str, Any]:
             progress.update(verdicts, completed=sum(1 for r in rows if r.verdict is not None or r.error))
     if "error" in result:
         raise result["error"]  # a ContentForgeError becomes one line (main's handler)
-    stats = result["stats"]
-    _print_stats(stats)
+    stats = result["stats"]  # the flow's JSON summary: BatchStats fields and stage_seconds
+    _print_stats(BatchStats.model_validate(stats), stats.get("stage_seconds"))
     console.print(
         Text.assemble("Images: ", (str((settings.content_dir / request.persona.id).resolve()), "bold"))
     )
@@ -96,19 +98,19 @@ def _run_batch(settings: Settings, **params: Any) -> dict[str, Any]:
     return stats
 
 
-def _print_stats(stats: dict[str, Any]) -> None:
-    table = Table(title=f"batch {stats['batch_id']}")
+def _print_stats(stats: BatchStats, stage_seconds: Mapping[str, float] | None = None) -> None:
+    table = Table(title=f"batch {stats.batch_id}")
     table.add_column("what")
     table.add_column("value", justify="right")
-    for name, count in stats["by_status"].items():
+    for name, count in stats.by_status.items():
         table.add_row(f"status {name}", str(count))
-    for name, count in sorted(stats["by_verdict"].items()):
+    for name, count in sorted(stats.by_verdict.items()):
         table.add_row(f"verdict {name}", str(count))
-    table.add_row("hooks", str(stats["hooks"]))
-    table.add_row("cost total (USD)", f"{stats['cost_usd_total']:.4f}")
-    if stats.get("generation_seconds_mean") is not None:
-        table.add_row("mean s / image", f"{stats['generation_seconds_mean']:.3f}")
-    for stage, seconds in (stats.get("stage_seconds") or {}).items():
+    table.add_row("hooks", str(stats.hooks))
+    table.add_row("cost total (USD)", f"{stats.cost_usd_total:.4f}")
+    if stats.generation_seconds_mean is not None:
+        table.add_row("mean s / image", f"{stats.generation_seconds_mean:.3f}")
+    for stage, seconds in (stage_seconds or {}).items():
         # Planning is a duration; images, hooks and moderation overlap and say when each was done.
         label = "planning (s)" if stage == "plan" else f"{stage} done after (s)"
         table.add_row(label, f"{seconds:.2f}")
@@ -237,7 +239,7 @@ def stats(batch: Annotated[str | None, typer.Argument(help="Batch id; default th
         latest = repo.latest_batches(limit=1)
         if not latest:
             fail("no batches yet; run `contentforge demo`")
-        batch = latest[0]["id"]
+        batch = latest[0].id
     try:
         _print_stats(repo.batch_stats(batch))
     except LookupError:

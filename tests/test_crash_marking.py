@@ -63,13 +63,13 @@ def killed_batch(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) 
     with crash_window(CRASH_WINDOW_S):
         code, output = finish(start_cli(args, {**env, "CONTENTFORGE_FAULT_KILL_AT": "image-stored@3"}))
         assert killed(code), output[-3000:]
-        (row,) = [b for b in repository(data_dir).latest_batches() if b["id"] == batch_id]
+        (row,) = [b for b in repository(data_dir).latest_batches() if b.id == batch_id]
         yield {"data_dir": data_dir, "env": env, "args": args, "batch_id": batch_id, "row": row}
 
 
 @pytest.mark.slow
 def test_a_killed_batch_run_and_its_gpu_subflow_end_crashed(killed_batch: dict[str, Any]) -> None:
-    run_id = killed_batch["row"]["flow_run_id"]
+    run_id = killed_batch["row"].flow_run_id
     runs = [run_id, *(str(child.id) for child in child_runs(run_id))]
     assert len(runs) == 2, "the batch run and its in-process GPU-stage subflow"
     states = wait_for_states(runs, lambda state: state.is_crashed(), timeout_s=CRASH_WINDOW_S + 40)
@@ -87,14 +87,14 @@ def test_a_killed_batch_is_no_longer_running_and_its_resume_links_the_new_run(
     repo = repository(data_dir)
     time.sleep(LEASE_S + 1)  # the dead run's lease expires
     repo.reconcile_expired_batches()
-    (row,) = [b for b in repo.latest_batches() if b["id"] == batch_id]
-    assert row["status"] == "crashed"
+    (row,) = [b for b in repo.latest_batches() if b.id == batch_id]
+    assert row.status == "crashed"
 
     code, output = run_cli(killed_batch["args"], killed_batch["env"])
     assert code == 0, output[-3000:]
-    (row,) = [b for b in repo.latest_batches() if b["id"] == batch_id]
-    assert row["status"] == "completed"
-    new_run = row["flow_run_id"]
-    assert new_run != killed_batch["row"]["flow_run_id"]
+    (row,) = [b for b in repo.latest_batches() if b.id == batch_id]
+    assert row.status == "completed"
+    new_run = row.flow_run_id
+    assert new_run != killed_batch["row"].flow_run_id
     links = re.findall(r"/runs/flow-run/([0-9a-f-]{36})", output)
     assert links == [new_run], output[-2000:]

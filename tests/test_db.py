@@ -323,9 +323,17 @@ def test_mark_generated_records_everything_and_rerun_keeps_one_cost_entry(
         generate(repo, "missing", seed=1, sha="c" * 64, cost=0.0)
     with pytest.raises(InvalidInput, match="timezone-aware"):
         repo.mark_generated(
-            "b1-001", record=make_record(1), storage_key="k", url="u", content_sha256="d" * 64,
-            queued_at=datetime(2026, 1, 1), started_at=T0, finished_at=T0, generation_seconds=1, cost_usd=0,
-        )  # fmt: skip
+            "b1-001",
+            record=make_record(1),
+            storage_key="k",
+            url="u",
+            content_sha256="d" * 64,
+            queued_at=datetime(2026, 1, 1),
+            started_at=T0,
+            finished_at=T0,
+            generation_seconds=1,
+            cost_usd=0,
+        )
 
 
 def test_times_in_other_zones_come_back_as_the_same_instant_in_utc(repo: Repository) -> None:
@@ -334,10 +342,17 @@ def test_times_in_other_zones_come_back_as_the_same_instant_in_utc(repo: Reposit
     repo.add_planned_pieces("b1", planned("b1", range(1)))
     berlin = timezone(timedelta(hours=1))
     repo.mark_generated(
-        "b1-000", record=make_record(1), storage_key="k", url="u", content_sha256="d" * 64,
-        queued_at=datetime(2026, 1, 1, 13, 0, tzinfo=berlin), started_at=T0, finished_at=T0,
-        generation_seconds=1, cost_usd=0,
-    )  # fmt: skip
+        "b1-000",
+        record=make_record(1),
+        storage_key="k",
+        url="u",
+        content_sha256="d" * 64,
+        queued_at=datetime(2026, 1, 1, 13, 0, tzinfo=berlin),
+        started_at=T0,
+        finished_at=T0,
+        generation_seconds=1,
+        cost_usd=0,
+    )
     piece = repo.get_piece("b1-000")
     assert piece is not None and piece.queued_at == datetime(2026, 1, 1, 12, 0, tzinfo=UTC)
     assert piece.queued_at.tzinfo == UTC
@@ -429,8 +444,8 @@ def test_batch_stats_and_latest_batches(repo: Repository) -> None:
     repo.finish_batch("b1", status="completed", summary={"ready": 2, "anthropic_api_key": "sk-x"})
 
     stats = repo.batch_stats("b1")
-    assert stats["pieces"] == 4
-    assert stats["by_status"] == {
+    assert stats.pieces == 4
+    assert stats.by_status == {
         "planned": 0,
         "generated": 0,
         "ready": 2,
@@ -438,25 +453,25 @@ def test_batch_stats_and_latest_batches(repo: Repository) -> None:
         "rejected": 1,
         "failed": 1,
     }
-    assert stats["by_verdict"] == {"safe": 1, "suggestive": 1, "rejected": 1}
-    assert stats["by_tier"] == {"safe": 1, "suggestive": 1}
-    assert stats["by_template_tier"] == {"safe": 2, "suggestive": 2}
-    assert stats["generated"] == 3
-    assert stats["cost_usd_total"] == pytest.approx(0.10)
-    assert stats["cost_usd_by_kind"] == pytest.approx(
+    assert stats.by_verdict == {"safe": 1, "suggestive": 1, "rejected": 1}
+    assert stats.by_tier == {"safe": 1, "suggestive": 1}
+    assert stats.by_template_tier == {"safe": 2, "suggestive": 2}
+    assert stats.generated == 3
+    assert stats.cost_usd_total == pytest.approx(0.10)
+    assert stats.cost_usd_by_kind == pytest.approx(
         {"image": 0.06, "text": 0.04, "moderation": 0.0, "publishing": 0.0}
     )
-    assert stats["cost_usd_mean"] == pytest.approx(0.10 / 3)
-    assert stats["generation_seconds_mean"] == pytest.approx(4.0)
-    assert stats["hooks"] == 4
-    assert stats["status"] == "completed"
+    assert stats.cost_usd_mean == pytest.approx(0.10 / 3)
+    assert stats.generation_seconds_mean == pytest.approx(4.0)
+    assert stats.hooks == 4
+    assert stats.status == "completed"
 
     latest = repo.latest_batches(limit=1)
-    assert [b["id"] for b in latest] == ["b1"]
-    assert latest[0]["persona_name"] == "Mia Fit"
-    assert latest[0]["summary"] == {"ready": 2, "anthropic_api_key": "[redacted]"}
-    assert latest[0]["by_status"]["ready"] == 2
-    assert [b["id"] for b in repo.latest_batches()] == ["b1", "old"]
+    assert [b.id for b in latest] == ["b1"]
+    assert latest[0].persona_name == "Mia Fit"
+    assert latest[0].summary == {"ready": 2, "anthropic_api_key": "[redacted]"}
+    assert latest[0].by_status["ready"] == 2
+    assert [b.id for b in repo.latest_batches()] == ["b1", "old"]
     with pytest.raises(InvalidInput):
         repo.finish_batch("b1", status="running", summary={})
     with pytest.raises(RecordNotFound):
@@ -492,11 +507,11 @@ def test_eight_threads_write_pieces_at_once_without_lock_errors(repo: Repository
     assert errors == []
     stats = repo.batch_stats("b1")
     total = threads_n * per_thread
-    assert stats["pieces"] == total
-    assert stats["by_status"]["rejected"] == total // 4
-    assert stats["by_status"]["ready"] == total - total // 4
-    assert stats["hooks"] == total
-    assert stats["cost_usd_total"] == pytest.approx(0.01 * total)
+    assert stats.pieces == total
+    assert stats.by_status["rejected"] == total // 4
+    assert stats.by_status["ready"] == total - total // 4
+    assert stats.hooks == total
+    assert stats.cost_usd_total == pytest.approx(0.01 * total)
 
 
 # Strategy costs (migration 0004)
@@ -660,7 +675,7 @@ def test_a_second_runner_is_refused_naming_the_holder_until_the_lease_expires(re
     # The holder dies without a word: once its lease ran out, a resume takes over and is the run of record.
     repo.acquire_batch_lease("b1", "host-a:pid 1:flow run r1", ttl_s=-1)  # renewed into the past
     repo.acquire_batch_lease("b1", "host-b:pid 2:flow run r2", ttl_s=60, flow_run_id="r2")
-    assert repo.latest_batches()[0]["flow_run_id"] == "r2", "the CLI links the run that holds the batch"
+    assert repo.latest_batches()[0].flow_run_id == "r2", "the CLI links the run that holds the batch"
     assert not repo.renew_batch_lease("b1", "host-a:pid 1:flow run r1", 60), "the stalled runner lost it"
     assert not repo.finish_batch("b1", status="completed", summary={"x": 1}, owner="host-a:pid 1:flow run r1")
     assert repo.finish_batch("b1", status="completed", summary={"x": 2}, owner="host-b:pid 2:flow run r2")
@@ -713,7 +728,7 @@ def test_crashed_runs_are_marked_by_their_hook_or_by_their_expired_lease(repo: R
     assert not repo.end_batch_run("b3", "cancelled", owner="someone-else"), "only the holder's hook"
     assert repo.end_batch_run("b3", "cancelled", owner="cancelled-run")
     assert repo.reconcile_expired_batches() == ["b1"]
-    status = {b["id"]: b["status"] for b in repo.latest_batches()}
+    status = {b.id: b.status for b in repo.latest_batches()}
     assert status == {"b1": "crashed", "b2": "running", "b3": "cancelled"}
     assert repo.batch_lease("b3") is None
 
@@ -784,6 +799,6 @@ def test_each_generation_is_charged_once_however_often_it_is_recorded(repo: Repo
     with repo.engine.connect() as conn:
         keys = conn.execute(select(CostEntryORM.charge_key).order_by(CostEntryORM.id)).scalars().all()
     assert keys == ["image:b1-000:g1", "image:b1-000:g2"]
-    assert repo.batch_stats("b1")["cost_usd_total"] == pytest.approx(1.0)
+    assert repo.batch_stats("b1").cost_usd_total == pytest.approx(1.0)
     assert repo.add_cost("b1", kind="text", provider="p", amount_usd=0.1, charge_key="hooks:b1-000:x")
     assert not repo.add_cost("b1", kind="text", provider="p", amount_usd=0.1, charge_key="hooks:b1-000:x")

@@ -236,8 +236,8 @@ def test_a_cancelled_batch_run_marks_its_batch_cancelled_and_frees_it(cluster: P
     deadline = time.monotonic() + 60
     while time.monotonic() < deadline and repo.batch_lease("cancel-me") is not None:
         time.sleep(1)  # the hook runs right after the worker stopped the process
-    batch = next(b for b in repo.latest_batches() if b["id"] == "cancel-me")
-    assert batch["status"] == "cancelled", (batch, logs)
+    batch = next(b for b in repo.latest_batches() if b.id == "cancel-me")
+    assert batch.status == "cancelled", (batch, logs)
     assert repo.batch_lease("cancel-me") is None
     pieces = repo.pieces(batch_id="cancel-me")
     # Its GPU stage on the other worker was cancelled with it (it would otherwise make all 400).

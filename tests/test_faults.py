@@ -70,9 +70,9 @@ def chain(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iter
         for point in KILLS:
             code, output = finish(start_cli(args, {**env, "CONTENTFORGE_FAULT_KILL_AT": point}))
             assert killed(code), f"not killed at {point}:\n{output[-3000:]}"
-            (row,) = [b for b in repository(data_dir).latest_batches() if b["id"] == batch_id]
-            assert row["status"] == "running", "killed: no hook ran, its lease is still held"
-            killed_runs.append(row["flow_run_id"])
+            (row,) = [b for b in repository(data_dir).latest_batches() if b.id == batch_id]
+            assert row.status == "running", "killed: no hook ran, its lease is still held"
+            killed_runs.append(row.flow_run_id)
             snapshots.append(_files(data_dir))
             time.sleep(LEASE_S + 0.5)  # the dead runner's lease expires; the resume takes the batch over
         code, output = run_cli(args, env)
@@ -156,8 +156,8 @@ def test_every_killed_run_ends_crashed_within_the_heartbeat_window(chain: dict[s
     # The last kill happened at most a heartbeat window ago; allow the automation's 5 s evaluation step.
     states = wait_for_states(runs, lambda state: state.is_crashed(), timeout_s=CRASH_WINDOW_S + 40)
     assert all(state.is_crashed() for state in states.values()), {r: s.name for r, s in states.items()}
-    (row,) = [b for b in repository(chain["data_dir"]).latest_batches() if b["id"] == chain["batch_id"]]
-    assert row["status"] == "completed" and row["flow_run_id"] not in chain["killed_runs"]
+    (row,) = [b for b in repository(chain["data_dir"]).latest_batches() if b.id == chain["batch_id"]]
+    assert row.status == "completed" and row.flow_run_id not in chain["killed_runs"]
 
 
 def test_a_second_runner_of_a_live_batch_is_refused_naming_the_holder(

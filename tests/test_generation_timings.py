@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 from contentforge.config import Settings
+from contentforge.db import BatchStats
 from contentforge.domain.models import MEASURED_EXTRA_KEYS
 from contentforge.images import pool as pools
 from contentforge.images.fixed_latency import FixedLatencyBackend
@@ -95,16 +96,22 @@ def _piece(index: int, extra: dict[str, str] | None) -> Any:
     return SimpleNamespace(id=f"b-{index:03d}", generation_record=record, error=None, verdict=None)
 
 
-STATS = {
-    "batch_id": "b",
-    "pieces": 4,
-    "generated": 3,
-    "hooks": 0,
-    "by_status": {"generated": 3, "failed": 1},
-    "by_verdict": {},
-    "cost_usd_total": 0.0,
-    "cost_usd_mean": 0.0,
-}
+STATS = BatchStats(
+    batch_id="b",
+    status="completed",
+    num_pieces=4,
+    pieces=4,
+    generated=3,
+    hooks=0,
+    by_status={"generated": 3, "failed": 1},
+    by_verdict={},
+    by_tier={},
+    by_template_tier={},
+    cost_usd_total=0.0,
+    cost_usd_by_kind={},
+    cost_usd_mean=0.0,
+    generation_seconds_mean=None,
+)
 
 
 def test_summary_shows_mean_load_denoise_decode_per_batch() -> None:

@@ -105,7 +105,7 @@ def test_cli_refuses_another_personas_batch_before_the_server(repo: Repository, 
         tier_mix={"safe": 1.0, "suggestive": 0.0}, seed=0, params={}, flow_run_id=None,
     )  # fmt: skip
     _refused(_cli(["produce", "mia-fit", "--batch-id", "leos-batch"]), "belongs to persona 'leo-park'")
-    assert [b["status"] for b in repo.latest_batches()] == ["running"]  # untouched, and nothing added
+    assert [b.status for b in repo.latest_batches()] == ["running"]  # untouched, and nothing added
 
 
 def test_cli_refuses_a_batch_another_run_holds_before_the_server(repo: Repository, no_server: None) -> None:

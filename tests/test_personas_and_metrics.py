@@ -71,18 +71,25 @@ def test_concurrency_figures() -> None:
 
 
 def test_the_summary_links_the_review_gallery_only_when_given() -> None:
+    from contentforge.db import BatchStats
     from contentforge.summary import batch_summary_markdown
 
-    stats = {
-        "batch_id": "b1",
-        "pieces": 2,
-        "generated": 2,
-        "hooks": 10,
-        "by_status": {"ready": 1, "needs_review": 1},
-        "by_verdict": {"safe": 2},
-        "cost_usd_total": 0.02,
-        "cost_usd_mean": 0.01,
-    }
+    stats = BatchStats(
+        batch_id="b1",
+        status="completed",
+        num_pieces=2,
+        pieces=2,
+        generated=2,
+        hooks=10,
+        by_status={"ready": 1, "needs_review": 1},
+        by_verdict={"safe": 2},
+        by_tier={"safe": 2},
+        by_template_tier={"safe": 2},
+        cost_usd_total=0.02,
+        cost_usd_by_kind={"image": 0.02},
+        cost_usd_mean=0.01,
+        generation_seconds_mean=None,
+    )
     linked = batch_summary_markdown(stats, [], "http://127.0.0.1:8000/gallery/batches/b1")
     assert "[Review gallery](http://127.0.0.1:8000/gallery/batches/b1)" in linked
     assert "| needs_review | 1 |" in linked

@@ -177,7 +177,7 @@ def test_approve_and_reject_record_decisions(env) -> None:  # type: ignore[no-un
         "ben",
         "too revealing for the brand",
     )
-    with repo._read() as session:  # the raw table too
+    with repo.sessions.read() as session:  # the raw table too
         rows = session.scalars(select(ReviewDecisionORM).order_by(ReviewDecisionORM.id)).all()
         assert [(r.piece_id, r.decision, r.reviewer) for r in rows] == [
             ("b1-000", "approve", "ana"),

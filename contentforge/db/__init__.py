@@ -1,14 +1,26 @@
 """Persistence: SQLAlchemy models, packaged Alembic migrations and the repository used by tasks."""
 
 from contentforge.db.engine import make_engine, make_session_factory, migrate
-from contentforge.db.repository import CostReport, PieceRow, PlannedPiece, RecordNotFound, Repository
+from contentforge.db.repository import (
+    BatchStats,
+    BatchSummary,
+    CostReport,
+    PieceRow,
+    PlannedPiece,
+    RecordNotFound,
+    Repository,
+)
+from contentforge.db.sessions import SessionPolicy
 
 __all__ = [
+    "BatchStats",
+    "BatchSummary",
     "CostReport",
     "PieceRow",
     "PlannedPiece",
     "RecordNotFound",
     "Repository",
+    "SessionPolicy",
     "make_engine",
     "make_session_factory",
     "migrate",

@@ -10,8 +10,6 @@ waiting for review is refused with ``ReviewStateError``, so two reviewers cannot
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -19,9 +17,9 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Engine, select
 from sqlalchemy.orm import Session
 
-from contentforge.db.engine import make_engine, make_session_factory, migrate
 from contentforge.db.models import PieceORM, ReviewDecisionORM, utcnow
-from contentforge.db.repository import content_hash_of
+from contentforge.db.pieces import content_hash_of
+from contentforge.db.sessions import SessionPolicy
 from contentforge.domain.models import PieceStatus, Verdict
 from contentforge.errors import InvalidInput
 
@@ -66,25 +64,20 @@ class ReviewDecision:
 class ReviewQueue:
     """Queries and decisions on ``needs_review`` pieces, in short transactions."""
 
-    def __init__(self, engine: Engine) -> None:
-        self._sessions = make_session_factory(engine)
+    def __init__(self, engine: Engine | SessionPolicy) -> None:
+        self._db = SessionPolicy.of(engine)
 
     @classmethod
     def from_settings(cls, settings: Settings) -> ReviewQueue:
         """The queue on the configured database, migrated to head first."""
-        url = settings.resolved_database_url
-        migrate(url)
-        return cls(make_engine(url))
+        from contentforge.db.repository import Repository
+
+        return cls.for_repository(Repository.open(settings.resolved_database_url))
 
     @classmethod
     def for_repository(cls, repo: Repository) -> ReviewQueue:
-        """The queue on the same engine (and so the same SQLite connection settings) as ``repo``."""
-        return cls(repo.engine)
-
-    @contextmanager
-    def _write(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
-            yield session
+        """The queue on ``repo``'s database, with its session policy."""
+        return cls(repo.sessions)
 
     def pending(
         self, *, batch_id: str | None = None, persona_id: str | None = None, limit: int | None = None
@@ -96,7 +89,7 @@ class ReviewQueue:
         if persona_id is not None:
             query = query.where(PieceORM.persona_id == persona_id)
         query = query.order_by(PieceORM.created_at, PieceORM.batch_id, PieceORM.index).limit(limit)
-        with self._sessions() as session:
+        with self._db.read() as session:
             return [_item(piece) for piece in session.scalars(query)]
 
     def approve(
@@ -128,7 +121,7 @@ class ReviewQueue:
             .where(ReviewDecisionORM.piece_id == piece_id)
             .order_by(ReviewDecisionORM.created_at, ReviewDecisionORM.id)
         )
-        with self._sessions() as session:
+        with self._db.read() as session:
             return [_decision(row) for row in session.scalars(query)]
 
     def _decide(
@@ -137,7 +130,7 @@ class ReviewQueue:
         reviewer = reviewer.strip()
         if not reviewer or len(reviewer) > MAX_REVIEWER_CHARS:
             raise InvalidInput(f"reviewer must be 1-{MAX_REVIEWER_CHARS} characters")
-        with self._write() as session:
+        with self._db.write() as session:
             piece = _piece(session, piece_id, for_update=True)
             if piece.status != PieceStatus.needs_review.value:
                 raise ReviewStateError(

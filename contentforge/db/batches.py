@@ -1,0 +1,312 @@
+"""Batches: their start and end, one runner per batch (leases), listings and statistics.
+
+Batch leases (``contentforge.db.leases`` says why a lease and not a lock): taking one is a single
+guarded ``UPDATE … WHERE the lease is free, expired or already ours``, so of two runners racing,
+exactly one sees its row updated, on SQLite and PostgreSQL alike.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from datetime import datetime, timedelta
+from typing import Any
+
+from sqlalchemy import and_, func, or_, select, update
+
+from contentforge.db.models import (
+    BATCH_STATUSES,
+    COST_KINDS,
+    PIECE_STATUSES,
+    BatchORM,
+    CostEntryORM,
+    HookORM,
+    PersonaORM,
+    PieceORM,
+    utcnow,
+)
+from contentforge.db.rows import BatchStats, BatchSummary
+from contentforge.db.sessions import Store, insert_for, load_batch, rows_changed
+from contentforge.domain.models import Platform
+from contentforge.errors import BatchBusy, InvalidInput, UnknownPersona
+from contentforge.redaction import redact
+
+
+class BatchRepository(Store):
+    def create_batch(
+        self,
+        *,
+        batch_id: str,
+        persona_id: str,
+        platform: str,
+        num_pieces: int,
+        tier_mix: Mapping[str, float],
+        seed: int,
+        params: Mapping[str, Any],
+        flow_run_id: str | None,
+    ) -> None:
+        """Record a started batch; repeating the call (a retried flow) leaves the first record alone."""
+        try:
+            platform = Platform(platform).value
+        except ValueError as exc:
+            raise InvalidInput(
+                f"unknown platform {platform!r}; use one of {[p.value for p in Platform]}"
+            ) from exc
+        with self._db.write() as session:
+            if session.get(PersonaORM, persona_id) is None:
+                raise UnknownPersona(f"no persona with id {persona_id!r}; save it before starting a batch")
+            stmt = insert_for(session, BatchORM).values(
+                id=batch_id,
+                persona_id=persona_id,
+                platform=platform,
+                num_pieces=num_pieces,
+                tier_mix=dict(tier_mix),
+                seed=seed,
+                params=redact(dict(params)),
+                status="running",
+                flow_run_id=flow_run_id,
+                started_at=utcnow(),
+            )
+            session.execute(stmt.on_conflict_do_nothing(index_elements=["id"]))
+            existing = session.get(BatchORM, batch_id)
+            if existing is not None and existing.persona_id != persona_id:
+                raise InvalidInput(f"batch {batch_id!r} already exists for persona {existing.persona_id!r}")
+
+    def finish_batch(
+        self, batch_id: str, *, status: str, summary: Mapping[str, Any], owner: str | None = None
+    ) -> bool:
+        """Record the batch's end and release its lease; with ``owner``, only while that runner holds it.
+
+        Returns False (and writes nothing) when ``owner`` lost the lease to another runner, so a stalled
+        runner never writes its summary over the one that took the batch over.
+        """
+        if status not in BATCH_STATUSES or status == "running":
+            raise InvalidInput(f"a batch finishes as 'completed' or 'failed', not {status!r}")
+        with self._db.write() as session:
+            batch = load_batch(session, batch_id)
+            if owner is not None and batch.lease_owner != owner:
+                return False
+            batch.status = status
+            batch.summary = redact(dict(summary))
+            batch.finished_at = utcnow()
+            batch.lease_owner = batch.lease_expires_at = None
+            return True
+
+    # Leases: one runner per batch (``contentforge.db.leases``)
+
+    def acquire_batch_lease(
+        self,
+        batch_id: str,
+        owner: str,
+        *,
+        ttl_s: float,
+        flow_run_id: str | None = None,
+        wait_s: float = 0.0,
+        poll_s: float = 1.0,
+    ) -> None:
+        """Take the batch's lease for ``owner`` (free, expired, or already ours), or raise ``BatchBusy``.
+
+        Taking it marks the batch ``running`` again (a resume) and records ``flow_run_id`` as the run
+        that now works on it. With ``wait_s`` it waits up to that long for a live holder to finish.
+        """
+        deadline = time.monotonic() + max(0.0, wait_s)
+        while True:
+            now = utcnow()
+            free = or_(
+                BatchORM.lease_owner.is_(None),
+                BatchORM.lease_expires_at < now,
+                BatchORM.lease_owner == owner,
+            )
+            values: dict[str, Any] = {
+                "lease_owner": owner,
+                "lease_expires_at": now + timedelta(seconds=ttl_s),
+                "status": "running",
+                "finished_at": None,
+            }
+            if flow_run_id is not None:
+                values["flow_run_id"] = flow_run_id
+            with self._db.write() as session:
+                load_batch(session, batch_id)
+                taken = session.execute(
+                    update(BatchORM)
+                    .where(BatchORM.id == batch_id, free)
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+                if rows_changed(taken) == 1:
+                    return
+                holder = session.get(BatchORM, batch_id)
+                assert holder is not None
+                held_by, until = holder.lease_owner, holder.lease_expires_at
+            if time.monotonic() >= deadline:
+                left = "" if until is None else f" (its lease runs until {until:%H:%M:%S} UTC unless renewed)"
+                raise BatchBusy(
+                    f"batch {batch_id} is already being run by {held_by}{left}; "
+                    "wait for it to finish (or ask to wait), then run it again to resume"
+                )
+            time.sleep(poll_s)
+
+    def renew_batch_lease(self, batch_id: str, owner: str, ttl_s: float) -> bool:
+        """Extend ``owner``'s lease; False when another runner holds it now."""
+        with self._db.write() as session:
+            renewed = session.execute(
+                update(BatchORM)
+                .where(BatchORM.id == batch_id, BatchORM.lease_owner == owner)
+                .values(lease_expires_at=utcnow() + timedelta(seconds=ttl_s))
+                .execution_options(synchronize_session=False)
+            )
+            return bool(rows_changed(renewed) == 1)
+
+    def release_batch_lease(self, batch_id: str, owner: str) -> bool:
+        """Give the lease up if ``owner`` still holds it (the batch's status is left as it is)."""
+        with self._db.write() as session:
+            released = session.execute(
+                update(BatchORM)
+                .where(BatchORM.id == batch_id, BatchORM.lease_owner == owner)
+                .values(lease_owner=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(rows_changed(released) == 1)
+
+    def batch_lease(self, batch_id: str) -> tuple[str, datetime] | None:
+        """``(holder, expires_at)`` of a live lease on the batch, or None when nobody runs it."""
+        with self._db.read() as session:
+            batch = session.get(BatchORM, batch_id)
+            if batch is None or batch.lease_owner is None or batch.lease_expires_at is None:
+                return None
+            if batch.lease_expires_at < utcnow():
+                return None
+            return batch.lease_owner, batch.lease_expires_at
+
+    def end_batch_run(self, batch_id: str, status: str, owner: str | None = None) -> bool:
+        """Mark a ``running`` batch ``crashed``, ``cancelled`` or ``failed`` and release its lease.
+
+        Called by Prefect state hooks of the run that held it; with ``owner``, only if that run still
+        holds the lease (a resume that took over is left alone). Returns whether anything changed.
+        """
+        if status not in ("crashed", "cancelled", "failed"):
+            raise InvalidInput(f"a batch run ends as 'crashed', 'cancelled' or 'failed', not {status!r}")
+        guard = [BatchORM.id == batch_id, BatchORM.status == "running"]
+        if owner is not None:
+            guard.append(BatchORM.lease_owner == owner)
+        with self._db.write() as session:
+            ended = session.execute(
+                update(BatchORM)
+                .where(*guard)
+                .values(status=status, finished_at=utcnow(), lease_owner=None, lease_expires_at=None)
+                .execution_options(synchronize_session=False)
+            )
+            return bool(rows_changed(ended) == 1)
+
+    def reconcile_expired_batches(self) -> list[str]:
+        """Mark ``running`` batches whose runner's lease expired as ``crashed``; returns their ids.
+
+        A runner killed with ``kill -9`` runs no hook; its lease running out is how ContentForge learns.
+        """
+        now = utcnow()
+        expired = and_(
+            BatchORM.status == "running",
+            BatchORM.lease_expires_at.is_not(None),
+            BatchORM.lease_expires_at < now,
+        )
+        with self._db.write() as session:
+            ids = list(session.scalars(select(BatchORM.id).where(expired)))
+            if ids:
+                session.execute(
+                    update(BatchORM)
+                    .where(BatchORM.id.in_(ids), expired)
+                    .values(status="crashed", finished_at=now, lease_owner=None, lease_expires_at=None)
+                    .execution_options(synchronize_session=False)
+                )
+            return ids
+
+    def latest_batches(self, limit: int = 10) -> list[BatchSummary]:
+        """The newest batches first, each with its persona's name and piece counts by status."""
+        with self._db.read() as session:
+            rows = session.execute(
+                select(BatchORM, PersonaORM.name)
+                .join(PersonaORM, PersonaORM.id == BatchORM.persona_id)
+                .order_by(BatchORM.started_at.desc(), BatchORM.id.desc())
+                .limit(limit)
+            ).all()
+            ids = [batch.id for batch, _ in rows]
+            counts: dict[str, dict[str, int]] = {i: dict.fromkeys(PIECE_STATUSES, 0) for i in ids}
+            for batch_id, status, count in session.execute(
+                select(PieceORM.batch_id, PieceORM.status, func.count())
+                .where(PieceORM.batch_id.in_(ids))
+                .group_by(PieceORM.batch_id, PieceORM.status)
+            ):
+                counts[batch_id][status] = count
+            return [
+                BatchSummary(
+                    id=batch.id,
+                    persona_id=batch.persona_id,
+                    persona_name=persona_name,
+                    platform=batch.platform,
+                    num_pieces=batch.num_pieces,
+                    tier_mix=batch.tier_mix,
+                    seed=batch.seed,
+                    status=effective_status(batch),
+                    flow_run_id=batch.flow_run_id,
+                    started_at=batch.started_at,
+                    finished_at=batch.finished_at,
+                    summary=batch.summary,
+                    by_status=counts[batch.id],
+                )
+                for batch, persona_name in rows
+            ]
+
+    def batch_stats(self, batch_id: str) -> BatchStats:
+        """Counts and costs of one batch (see ``BatchStats``); ``RecordNotFound`` for an unknown id."""
+        with self._db.read() as session:
+            batch = load_batch(session, batch_id)
+            in_batch = PieceORM.batch_id == batch_id
+
+            def grouped(column: Any) -> dict[str, int]:
+                query = select(column, func.count()).where(in_batch, column.is_not(None)).group_by(column)
+                return {key: count for key, count in session.execute(query)}
+
+            by_status = dict.fromkeys(PIECE_STATUSES, 0) | grouped(PieceORM.status)
+            generated, seconds_mean = session.execute(
+                select(func.count(PieceORM.content_sha256), func.avg(PieceORM.generation_seconds)).where(
+                    in_batch
+                )
+            ).one()
+            cost_by_kind = dict.fromkeys(COST_KINDS, 0.0) | {
+                kind: float(total)
+                for kind, total in session.execute(
+                    select(CostEntryORM.kind, func.sum(CostEntryORM.amount_usd))
+                    .where(CostEntryORM.batch_id == batch_id)
+                    .group_by(CostEntryORM.kind)
+                )
+            }
+            hooks = session.scalar(select(func.count()).select_from(HookORM).join(PieceORM).where(in_batch))
+            total_cost = sum(cost_by_kind.values())
+            return BatchStats(
+                batch_id=batch_id,
+                status=effective_status(batch),
+                num_pieces=batch.num_pieces,
+                pieces=sum(by_status.values()),
+                by_status=by_status,
+                by_verdict=grouped(PieceORM.verdict),
+                by_tier=grouped(PieceORM.tier),
+                by_template_tier=grouped(PieceORM.template_tier),
+                generated=generated,
+                cost_usd_total=total_cost,
+                cost_usd_by_kind=cost_by_kind,
+                cost_usd_mean=total_cost / generated if generated else None,
+                generation_seconds_mean=None if seconds_mean is None else float(seconds_mean),
+                hooks=hooks or 0,
+            )
+
+    def persona_of_batch(self, batch_id: str) -> str | None:
+        """The persona id of the batch, or None when no batch has this id (yet)."""
+        with self._db.read() as session:
+            batch = session.get(BatchORM, batch_id)
+            return None if batch is None else batch.persona_id
+
+
+def effective_status(batch: BatchORM) -> str:
+    """``crashed`` for a ``running`` batch whose runner's lease ran out (it died without a word)."""
+    expired = batch.lease_expires_at is not None and batch.lease_expires_at < utcnow()
+    return "crashed" if batch.status == "running" and expired else batch.status
