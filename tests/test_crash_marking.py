@@ -28,6 +28,7 @@ from fault_support import (
 from contentforge.config import get_settings
 
 
+@pytest.mark.slow
 def test_bootstrap_creates_the_crash_automation_once(prefect_server: str) -> None:
     from prefect.client.orchestration import get_client
 

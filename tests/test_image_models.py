@@ -305,6 +305,7 @@ def test_vae_slicing_and_tiling_are_applied_and_recorded(sd15_folder: Path) -> N
         pools.clear(backend.pool_key)
 
 
+@pytest.mark.slow
 def test_bad_lora_family_or_file_fails_the_piece(tmp_path: Path) -> None:
     """An SDXL LoRA does not fit the SD1.5 pipeline: a clear InvalidLora, and the backend keeps working."""
     from contentforge.domain import LoraSpec
@@ -327,6 +328,7 @@ def test_bad_lora_family_or_file_fails_the_piece(tmp_path: Path) -> None:
         pools.clear(backend.pool_key)
 
 
+@pytest.mark.slow
 def test_logs_say_which_strategy_was_chosen(caplog: pytest.LogCaptureFixture) -> None:
     from contentforge.images.diffusers_backend import DiffusersBackend
 

@@ -266,6 +266,7 @@ def _start_review(batch_id: str, **kwargs: Any) -> tuple[threading.Thread, dict[
     return thread, result
 
 
+@pytest.mark.slow
 def test_review_flow_pauses_and_applies_approve_and_reject(env, prefect_server: str) -> None:  # type: ignore[no-untyped-def]
     from prefect.flow_runs import resume_flow_run
 
@@ -300,6 +301,7 @@ def test_review_flow_pauses_and_applies_approve_and_reject(env, prefect_server: 
     ]
 
 
+@pytest.mark.slow
 def test_review_flow_timeout_leaves_pieces_pending(env, prefect_server: str) -> None:  # type: ignore[no-untyped-def]
     repo, queue, settings = env
     make_batch(repo, settings, "rv2", ["score:hate=0.47"])
