@@ -570,6 +570,8 @@ class DiffusersBackend:
                 logger.debug("Flux has no negative prompt; not using the one of seed %d", request.seed)
             return {"prompt": [request.prompt]}
         compel = replica.compel
+        if compel is None:  # _make_compel builds one for every SD1.5 and SDXL replica; Flux returned above
+            raise GenerationFailed(f"the {self.family} pipeline has no prompt encoder (compel)")
         if self.family == "sd15":
             cond = compel(request.prompt, negative_prompt=request.negative_prompt)
             return {"prompt_embeds": cond.embeds, "negative_prompt_embeds": cond.negative_embeds}

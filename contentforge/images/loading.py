@@ -77,7 +77,7 @@ def detect_family(model: str, setting: str, single_file_config: str | None = Non
     if setting != "auto":
         if setting not in CLASS_BY_FAMILY:
             raise InvalidInput(f"CONTENTFORGE_IMAGE_FAMILY={setting!r}: use auto, sd15, sdxl or flux")
-        return setting, f"CONTENTFORGE_IMAGE_FAMILY={setting}"  # type: ignore[return-value]
+        return setting, f"CONTENTFORGE_IMAGE_FAMILY={setting}"
     path = Path(model).expanduser()
     if looks_local(model):
         if path.is_dir():
@@ -164,4 +164,4 @@ def load_pipeline(
         if isinstance(exc, InvalidInput):
             raise
         reason = (str(exc).splitlines() or [type(exc).__name__])[0]
-        raise GenerationFailed(f"could not load {CLASS_BY_FAMILY[family]} model {model}: {reason}") from exc
+        raise GenerationFailed(f"could not load {cls.__name__} model {model}: {reason}") from exc

@@ -107,7 +107,7 @@ def apply_strategy(pipe: Any, strategy: str, device: str) -> None:
 
 def apply_vae_options(pipe: Any, slicing: bool, tiling: bool) -> list[str]:
     """VAE slicing (decode a batch one image at a time) and tiling (decode in overlapping tiles)."""
-    done = []
+    done: list[str] = []
     vae = getattr(pipe, "vae", None)
     if vae is None:
         return done

@@ -62,7 +62,7 @@ class AdapterGate:
         return self._current
 
     @contextmanager
-    def hold(self, key: Hashable, switch: Callable[[], None]) -> Iterator[None]:
+    def hold(self, key: Hashable, switch: Callable[[], object]) -> Iterator[None]:
         """Run the body with adapter set ``key`` active; ``switch`` activates it while nothing runs."""
         ticket = object()
         with self._cond:
@@ -111,7 +111,7 @@ class PipelinePool(Generic[R]):
             self._free.put(replica)
 
     @contextmanager
-    def lease(self, adapters: Hashable, switch: Callable[[], None]) -> Iterator[R]:
+    def lease(self, adapters: Hashable, switch: Callable[[], object]) -> Iterator[R]:
         """A replica, with adapter set ``adapters`` active on the shared weights for the whole call."""
         replica = self._free.get()
         try:

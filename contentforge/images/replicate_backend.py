@@ -351,8 +351,10 @@ class ReplicateBackend:
                     "it may exist"
                 ) from redact_exception(exc, self._secrets)
 
-        def past_deadline(state: RetryCallState) -> bool:
-            return time.monotonic() + state.upcoming_sleep > deadline
+        attempts = stop_after_attempt(MAX_RATE_LIMIT_RETRIES + 1)
+
+        def out_of_attempts_or_time(state: RetryCallState) -> bool:
+            return attempts(state) or time.monotonic() + state.upcoming_sleep > deadline
 
         def give_up(state: RetryCallState) -> Prediction:
             if state.attempt_number > MAX_RATE_LIMIT_RETRIES:
@@ -376,7 +378,7 @@ class ReplicateBackend:
                 wait_exponential_equal_jitter(self.backoff_s, MAX_BACKOFF_S),
                 jitter_s=self.backoff_s,
             ),
-            stop=stop_after_attempt(MAX_RATE_LIMIT_RETRIES + 1) | past_deadline,
+            stop=out_of_attempts_or_time,
             sleep=self._sleep,
             before_sleep=log_retry,
             retry_error_callback=give_up,
