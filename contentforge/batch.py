@@ -28,6 +28,7 @@ from contentforge.config import Settings
 from contentforge.db import PieceRow, PlannedPiece, Repository
 from contentforge.db.models import BatchORM, PieceORM
 from contentforge.domain import Persona, PieceStatus, Platform, Template, TierMix
+from contentforge.domain.binding import image_sha256, judged_hash, judged_texts
 from contentforge.errors import ContentForgeError, InvalidInput, UnknownPersona
 from contentforge.faults import fault_point
 from contentforge.images.factory import build_image_backend
@@ -35,7 +36,6 @@ from contentforge.images.loras import registry_name, resolve_persona_lora
 from contentforge.images.protocol import GeneratedImage, ImageBackend, ImageRequest
 from contentforge.images.provenance import png_with_provenance, read_provenance, sign_c2pa
 from contentforge.moderation import Moderator
-from contentforge.moderation.binding import image_sha256, judged_hash, judged_texts
 from contentforge.personas import load_persona_file
 from contentforge.storage import Storage, content_key
 from contentforge.text.hooks import HookWriter

@@ -21,9 +21,9 @@ from contentforge.config import Settings
 from contentforge.db import PlannedPiece, Repository, make_engine, migrate
 from contentforge.db.engine import make_session_factory
 from contentforge.db.models import HookORM, PieceORM
+from contentforge.domain.binding import judged_hash, judged_texts
 from contentforge.domain.models import GenerationRecord, Hook, HookStyle, ModerationVerdict, Persona, Verdict
 from contentforge.images.provenance import png_with_provenance
-from contentforge.moderation.binding import judged_hash, judged_texts
 from contentforge.moderation.policy import ModerationPolicy
 from contentforge.publishing.ledger import PublicationLedger
 from contentforge.storage import LocalStorage

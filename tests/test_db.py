@@ -755,7 +755,7 @@ def test_hooks_changed_after_moderation_send_the_piece_back_to_moderation(repo: 
 
 
 def test_a_verdict_on_content_that_changed_while_it_was_judged_is_not_applied(repo: Repository) -> None:
-    from contentforge.moderation.binding import judged_hash, judged_texts
+    from contentforge.domain.binding import judged_hash, judged_texts
 
     repo.upsert_persona(make_persona())
     start_batch(repo)

@@ -134,7 +134,7 @@ def test_no_text_is_charged_twice_and_hooks_are_never_rewritten(chain: dict[str,
 
 
 def test_every_ready_piece_is_moderated_on_exactly_its_content(chain: dict[str, Any]) -> None:
-    from contentforge.moderation.binding import image_sha256, judged_hash, judged_texts
+    from contentforge.domain.binding import image_sha256, judged_hash, judged_texts
 
     data_dir = chain["data_dir"]
     rows = repository(data_dir).pieces(batch_id=chain["batch_id"])

@@ -18,9 +18,9 @@ from test_review import PromptScores, make_batch, persona
 from contentforge.batch import ContentChanged, moderate_piece, write_piece_hooks
 from contentforge.config import Settings, get_settings
 from contentforge.db import Repository, make_engine, migrate
+from contentforge.domain.binding import judged_hash, judged_texts
 from contentforge.domain.models import Hook, HookStyle, Persona, PieceStatus, Platform, Template
 from contentforge.moderation import CategoryScores, ModerationInput, ModerationPolicy, Moderator
-from contentforge.moderation.binding import judged_hash, judged_texts
 from contentforge.moderation.review import ReviewQueue, ReviewStateError
 from contentforge.storage import build_storage
 

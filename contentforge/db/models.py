@@ -193,7 +193,7 @@ class PieceORM(Base):
     moderation_scores: Mapped[dict[str, Any] | None]
     moderation_reasons: Mapped[list[Any] | None]
     moderated_hash: Mapped[str | None] = mapped_column(String(64))
-    """Hash of exactly what the verdict judged (``moderation.binding``); NULL when unmoderated."""
+    """Hash of exactly what the verdict judged (``domain.binding``); NULL when unmoderated."""
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)

@@ -4,7 +4,7 @@ A verdict is bound to what it judged: ``moderated_hash`` is ``content_hash_of`` 
 bytes, prompt and every hook caption) when the verdict was applied. Anything that changes those
 (new hooks, another image) sends the piece back to ``generated`` to be moderated again, and a verdict
 on content that changed while it was being judged is kept in the history only
-(``moderation.binding``).
+(``domain.binding``).
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ from contentforge.db.costs import charge
 from contentforge.db.models import HookORM, ModerationVerdictORM, PieceORM, utcnow
 from contentforge.db.rows import PieceRow, PlannedPiece
 from contentforge.db.sessions import Store, insert_for, load_batch, load_piece, require_aware
+from contentforge.domain.binding import judged_hash, judged_texts
 from contentforge.domain.models import (
     GenerationRecord,
     Hook,
@@ -31,7 +32,6 @@ from contentforge.domain.models import (
     Verdict,
 )
 from contentforge.errors import InvalidInput
-from contentforge.moderation.binding import judged_hash, judged_texts
 from contentforge.redaction import redact, redact_text
 
 MAX_ERROR_CHARS = 10_000
@@ -214,7 +214,7 @@ class PieceRepository(Store):
             return False
 
     def content_hash(self, piece_id: str) -> str:
-        """The hash of the piece's current image and texts (``moderation.binding``)."""
+        """The hash of the piece's current image and texts (``domain.binding``)."""
         with self._db.read() as session:
             return content_hash_of(load_piece(session, piece_id))
 
@@ -233,7 +233,7 @@ class PieceRepository(Store):
         disputed verdict) put a not-rejected piece in ``needs_review`` in the same transaction, so it
         is never ``ready`` even for a moment.
 
-        ``judged`` is ``moderation.binding.judged_hash`` of what the moderator actually saw. When the
+        ``judged`` is ``domain.binding.judged_hash`` of what the moderator actually saw. When the
         piece changed while it was being judged (its current hash differs), the verdict is kept in the
         history only and the piece stays ``generated`` for another pass; returns False then. Without
         ``judged`` the verdict is bound to the piece's current content (for callers that judged the

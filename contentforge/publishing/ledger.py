@@ -8,7 +8,7 @@ State machine of one row (one piece on one platform)::
 
 * ``schedule`` only accepts pieces that are ``ready``, whose verdict the platform accepts and whose
   verdict is bound to their current content (``pieces.moderated_hash``, see
-  ``moderation.binding``); the row keeps that hash (``content_hash``). A caption that is not one of
+  ``domain.binding``); the row keeps that hash (``content_hash``). A caption that is not one of
   the piece's judged hooks (a ``caption=`` override, or one written by ``caption_writer``) is judged
   right there by ``caption_judge`` and the row keeps the hash of what was judged.
 * ``claim_due`` moves due rows to ``publishing`` with a guarded ``UPDATE … WHERE status =
@@ -46,9 +46,9 @@ from contentforge.config import PUBLISH_LEASE_MIN_S
 from contentforge.db.engine import READ_ONLY, make_session_factory
 from contentforge.db.models import HookORM, PersonaORM, PieceORM, PublicationORM, utcnow
 from contentforge.db.repository import _redact_text
+from contentforge.domain.binding import judged_hash, judged_texts
 from contentforge.domain.models import Hook, ModerationVerdict, Persona, PieceStatus, Platform, Verdict
 from contentforge.errors import ContentForgeError, InvalidInput
-from contentforge.moderation.binding import judged_hash, judged_texts
 from contentforge.moderation.policy import ModerationPolicy
 from contentforge.moderation.protocol import ModerationInput
 from contentforge.moderation.text_rules import TextRulesBackend
