@@ -163,7 +163,6 @@ def build_publisher(
         policy = OutboundPolicy.for_setting(setting, settings)
         policy.check_static(getattr(settings, setting))
         client = policy.client(timeout=DEFAULT_TIMEOUT)
-    poll = {"poll_interval_s": settings.publish_poll_interval_s, "poll_max": settings.publish_poll_max}
     if name == Platform.instagram:
         if not settings.instagram_user_id or settings.instagram_access_token is None:
             raise InvalidInput(
@@ -179,7 +178,8 @@ def build_publisher(
             or _flag_name(disclosure_for(Platform.instagram, settings).flags),
             client=client,
             sleep=sleep,
-            **poll,
+            poll_interval_s=settings.publish_poll_interval_s,
+            poll_max=settings.publish_poll_max,
         )
     if name == Platform.x:
         if settings.x_access_token is None:
@@ -203,7 +203,8 @@ def build_publisher(
         is_aigc=settings.tiktok_is_aigc and bool(disclosure_for(Platform.tiktok, settings).flags),
         client=client,
         sleep=sleep,
-        **poll,
+        poll_interval_s=settings.publish_poll_interval_s,
+        poll_max=settings.publish_poll_max,
     )
 
 

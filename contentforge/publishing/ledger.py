@@ -27,6 +27,7 @@ State machine of one row (one piece on one platform)::
 
 from __future__ import annotations
 
+import builtins
 import hashlib
 import logging
 import threading
@@ -35,10 +36,10 @@ from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
-from typing import Any
+from typing import Any, cast
 
 from pydantic import ValidationError
-from sqlalchemy import Engine, and_, func, or_, select, update
+from sqlalchemy import CursorResult, Engine, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
@@ -235,12 +236,14 @@ class PublicationLedger:
         )
         try:
             return [
-                Hook(
-                    style=row.style,
-                    text=row.text,
-                    call_to_action=row.call_to_action,
-                    hashtags=list(row.hashtags),
-                    platform=row.platform,
+                Hook.model_validate(
+                    {
+                        "style": row.style,
+                        "text": row.text,
+                        "call_to_action": row.call_to_action,
+                        "hashtags": list(row.hashtags),
+                        "platform": row.platform,
+                    }
                 )
                 for row in rows
             ]
@@ -397,7 +400,7 @@ class PublicationLedger:
                 )
                 .execution_options(synchronize_session=False)
             )
-            if result.rowcount != 1:
+            if cast(CursorResult[Any], result).rowcount != 1:  # an UPDATE's result is a cursor result
                 return None  # another worker got it first
             row = session.get(PublicationORM, publication_id)
             assert row is not None
@@ -452,7 +455,7 @@ class PublicationLedger:
 
     # --- the lease -----------------------------------------------------------------------------
 
-    def renew(self, publication_id: int, claim_token: str, lease_s: float = DEFAULT_LEASE_S) -> None:
+    def renew(self, publication_id: int, claim_token: str | None, lease_s: float = DEFAULT_LEASE_S) -> None:
         """Extend the claim's lease to ``lease_s`` from now; ``ClaimLost`` if it is not ours any more."""
         self._fenced(
             publication_id, claim_token, claim_expires_at=utcnow() + timedelta(seconds=check_lease(lease_s))
@@ -511,7 +514,7 @@ class PublicationLedger:
             .values(**values, updated_at=utcnow())
             .execution_options(synchronize_session=False)
         )
-        if result.rowcount != 1:
+        if cast(CursorResult[Any], result).rowcount != 1:  # an UPDATE's result is a cursor result
             raise ClaimLost(_lost_message(publication_id, fence))
 
     def begin_prepare(self, publication_id: int, claim_token: str | None) -> int:
@@ -641,7 +644,7 @@ class PublicationLedger:
                 )
             }
 
-    def taken_slots(self, persona_id: str, platform: str) -> list[datetime]:
+    def taken_slots(self, persona_id: str, platform: str) -> builtins.list[datetime]:  # list: a method here
         """Times already used by the persona's publications on ``platform`` (any status but failed)."""
         with self._read() as session:
             return [

@@ -10,14 +10,14 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from datetime import timedelta
-from typing import Any
+from typing import Any, cast
 
-from sqlalchemy import Engine, delete, func, select, update
+from sqlalchemy import CursorResult, Engine, delete, func, select, update
 from sqlalchemy.orm import Session, sessionmaker
 
 from contentforge.db.models import BlogPostORM, BrandORM, PersonaORM, SocialPostORM, TopicORM, utcnow
 from contentforge.db.repository import RecordNotFound
-from contentforge.domain.models import slugify
+from contentforge.domain.models import Platform, slugify
 from contentforge.domain.strategy import ApprovalStatus, BlogPost, BrandDNA, SocialPost, Topic
 from contentforge.errors import InvalidInput
 
@@ -124,7 +124,7 @@ class StrategyStore:
                 .where(TopicORM.id.in_(topic_ids))
                 .values(status=status.value, updated_at=utcnow())
             )
-            return result.rowcount or 0
+            return cast(CursorResult[Any], result).rowcount or 0  # an UPDATE's result is a cursor result
 
     # blog posts
     def save_blog_post(self, post: BlogPost) -> None:
@@ -172,7 +172,8 @@ class StrategyStore:
 
             values |= {"markdown": markdown, "word_count": count_words(markdown)}
         with self._session() as s:
-            if not s.execute(update(BlogPostORM).where(BlogPostORM.id == post_id).values(**values)).rowcount:
+            result = s.execute(update(BlogPostORM).where(BlogPostORM.id == post_id).values(**values))
+            if not cast(CursorResult[Any], result).rowcount:  # an UPDATE's result is a cursor result
                 raise RecordNotFound(f"no blog post {post_id!r}")
 
     # social posts
@@ -209,7 +210,7 @@ class StrategyStore:
             )
             return [
                 SocialPost(
-                    platform=r.platform,
+                    platform=Platform(r.platform),
                     text=r.text,
                     hashtags=r.hashtags,
                     blog_post_id=r.blog_post_id,
