@@ -194,6 +194,7 @@ def test_downgrade_to_base_removes_every_table_and_upgrade_restores_them(engine:
     assert set(inspect(engine).get_table_names()) >= TABLES
 
 
+@pytest.mark.slow
 def test_concurrent_processes_migrating_one_fresh_database_all_succeed(db_url: str) -> None:
     env = {
         **os.environ,
