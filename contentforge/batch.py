@@ -411,8 +411,9 @@ def adopt_stored_image(
     request = image_request_for(piece, persona, settings)
     wanted = request.generation_record(backend=record.backend, model=record.model)
     same = all(getattr(wanted, name) == getattr(record, name) for name in ADOPTION_FIELDS)
-    lora_names = tuple(lora.name for lora in request.loras)
-    if not same or tuple(lora.name for lora in record.loras) != lora_names:
+    # The LoRAs as the backends record them (source, file, scale); neither LoraSpec nor LoraRef has a name.
+    wanted_loras = [(lora.source, lora.weight_name, lora.scale) for lora in request.loras]
+    if not same or [(lora.source, lora.weight_name, lora.scale) for lora in record.loras] != wanted_loras:
         return False
     now = datetime.now(UTC)
     repo.mark_generated(
