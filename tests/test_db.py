@@ -603,6 +603,139 @@ def test_migration_0004_makes_batch_optional_and_its_downgrade_drops_only_strate
         engine.dispose()
 
 
+# Prompt sources on the piece (migration 0006)
+
+
+def test_migration_0006_moves_prompt_sources_from_batch_params_to_pieces_and_back(db_url: str) -> None:
+    from sqlalchemy import JSON, column, table
+
+    from contentforge.db.models import UtcDateTime
+
+    batches = table(
+        "batches",
+        *(column(n) for n in ("id", "persona_id", "platform", "num_pieces", "seed", "status")),
+        column("started_at", UtcDateTime()),
+        column("tier_mix", JSON),
+        column("params", JSON),
+    )
+    piece_columns = ("id", "batch_id", "persona_id", "index", "template_id", "template_tier", "status")
+    pieces = table(
+        "pieces",
+        *(column(n) for n in (*piece_columns, "prompt", "negative_prompt", "seed")),
+        column("created_at", UtcDateTime()),
+        column("updated_at", UtcDateTime()),
+    )
+    hooks = table(
+        "hooks",
+        *(column(n) for n in ("piece_id", "position", "style", "platform", "text")),
+        column("call_to_action"),
+        column("hashtags", JSON),
+    )
+    engine = make_engine(db_url)
+    try:
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0005_fault_tolerance")
+        Repository(engine).upsert_persona(make_persona())
+        old_params = {
+            "steps": 4,
+            "prompt_sources": {"b1-000": "llm", "b1-001": "rules", "no-such-piece": "llm"},
+            "prompt_fallbacks": {"b1-001": "provider said 429"},
+        }
+        with engine.begin() as conn:  # raw: today's ORM knows columns that revision 0005 lacks
+            conn.execute(
+                batches.insert().values(
+                    id="b1",
+                    persona_id="mia",
+                    platform="instagram",
+                    num_pieces=3,
+                    seed=1,
+                    status="running",
+                    started_at=T0,
+                    tier_mix={},
+                    params=old_params,
+                )
+            )
+            conn.execute(
+                batches.insert().values(
+                    id="b2",
+                    persona_id="mia",
+                    platform="instagram",
+                    num_pieces=1,
+                    seed=1,
+                    status="running",
+                    started_at=T0,
+                    tier_mix={},
+                    params={"steps": 8},
+                )
+            )
+            for batch_id, index in (("b1", 0), ("b1", 1), ("b1", 2), ("b2", 0)):
+                conn.execute(
+                    pieces.insert().values(
+                        id=f"{batch_id}-{index:03d}",
+                        batch_id=batch_id,
+                        persona_id="mia",
+                        index=index,
+                        template_id="FIT-001",
+                        template_tier="safe",
+                        status="planned",
+                        prompt="p",
+                        negative_prompt="",
+                        seed=index,
+                        created_at=T0,
+                        updated_at=T0,
+                    )
+                )
+            conn.execute(
+                hooks.insert().values(
+                    piece_id="b1-001",
+                    position=0,
+                    style="question",
+                    platform="instagram",
+                    text="t",
+                    call_to_action="Follow",
+                    hashtags=[],
+                )
+            )
+
+        with engine.begin() as conn:
+            command.upgrade(alembic_config(conn), "0006_piece_prompt_sources")
+        repo = Repository(engine)
+        assert repo.prompt_sources("b1") == {"b1-000": "llm", "b1-001": "rules"}
+        assert repo.prompt_sources("b2") == {}
+        fell_back = repo.get_piece("b1-001")
+        assert fell_back is not None and fell_back.prompt_fallback == "provider said 429"
+        assert len(fell_back.hooks) == 1, "adding the columns rebuilt no table"
+        with engine.connect() as conn:
+            params = dict(conn.execute(select(batches.c.id, batches.c.params)).tuples().all())
+        assert params == {"b1": {"steps": 4}, "b2": {"steps": 8}}, "the sources left the batch JSON"
+
+        repo.set_prompt_sources("b1", {"b1-002": ("llm", None)})
+        with engine.begin() as conn:
+            command.downgrade(alembic_config(conn), "0005_fault_tolerance")
+        assert not {"prompt_source", "prompt_fallback"} & set(_columns(engine, "pieces"))
+        with engine.connect() as conn:
+            params = dict(conn.execute(select(batches.c.id, batches.c.params)).tuples().all())
+            hook_count = conn.execute(text("SELECT COUNT(*) FROM hooks")).scalar()
+        assert params == {
+            "b1": {
+                "steps": 4,
+                "prompt_sources": {"b1-000": "llm", "b1-001": "rules", "b1-002": "llm"},
+                "prompt_fallbacks": {"b1-001": "provider said 429"},
+            },
+            "b2": {"steps": 8},
+        }
+        assert hook_count == 1, "dropping the columns deleted no hook"
+
+        migrate(db_url)
+        assert Repository(engine).prompt_sources("b1") == {
+            "b1-000": "llm",
+            "b1-001": "rules",
+            "b1-002": "llm",
+        }
+    finally:
+        engine.dispose()
+
+
 def test_strategy_costs_and_the_cost_report_by_persona_and_brand(repo: Repository, engine: Engine) -> None:
     from contentforge.domain.strategy import BrandDNA
     from contentforge.strategy.store import StrategyStore

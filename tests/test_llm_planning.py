@@ -133,9 +133,10 @@ def test_a_provider_failure_falls_back_to_the_template_prompt_for_that_piece(ope
     rules = build_image_prompt(PERSONA, templates[second.template_id])
     assert (second.prompt, second.negative_prompt) == (rules.prompt, rules.negative_prompt)
     assert prompt_sources(resources.repository(), "b-mixed") == {ids[0]: "llm", ids[1]: "rules"}
-    with Session(resources.repository().engine) as session:  # the reason is kept beside the source
+    fell_back = resources.repository().get_piece(ids[1])  # the reason is kept beside the source
+    with Session(resources.repository().engine) as session:
         params = session.get(BatchORM, "b-mixed").params
-    assert ids[1] in params["prompt_fallbacks"] and KEY not in json.dumps(params)
+    assert fell_back.prompt_fallback and KEY not in fell_back.prompt_fallback + json.dumps(params)
     assert [c.piece_id for c in text_costs("b-mixed")] == [ids[0]]
 
 

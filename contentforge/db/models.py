@@ -195,6 +195,10 @@ class PieceORM(Base):
     moderated_hash: Mapped[str | None] = mapped_column(String(64))
     """Hash of exactly what the verdict judged (``domain.binding``); NULL when unmoderated."""
     error: Mapped[str | None] = mapped_column(Text)
+    prompt_source: Mapped[str | None] = mapped_column(String(8))
+    """``llm`` or ``rules``: who wrote the image prompt; NULL when planned without a model (rules)."""
+    prompt_fallback: Mapped[str | None] = mapped_column(Text)
+    """Why a model-written prompt fell back to the rules (short, redacted); NULL otherwise."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

@@ -9,11 +9,11 @@ on content that changed while it was being judged is kept in the history only
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import fields
 from datetime import datetime
 
-from sqlalchemy import delete, select
+from sqlalchemy import delete, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import selectinload
 
@@ -36,6 +36,8 @@ from contentforge.redaction import redact, redact_text
 
 MAX_ERROR_CHARS = 10_000
 """Errors are for people; a multi-megabyte traceback would only bloat the table."""
+MAX_FALLBACK_CHARS = 300
+PROMPT_SOURCES = ("llm", "rules")
 
 
 class PieceRepository(Store):
@@ -280,6 +282,42 @@ class PieceRepository(Store):
             piece.status = PieceStatus.failed.value
             piece.error = redact_text(error)[:MAX_ERROR_CHARS]
             piece.finished_at = piece.finished_at or utcnow()
+
+    def set_prompt_sources(self, batch_id: str, sources: Mapping[str, tuple[str, str | None]]) -> None:
+        """Record where each piece's image prompt came from: piece id to ``(source, fallback reason)``.
+
+        ``source`` is ``llm`` or ``rules``; a reason (why a model prompt fell back to the rules) is
+        kept, redacted and cut short, and an earlier reason stays when none is given.
+        ``RecordNotFound`` for an unknown batch; ids of no piece of the batch are ignored.
+        """
+        for piece_id, (source, _) in sources.items():
+            if source not in PROMPT_SOURCES:
+                raise InvalidInput(
+                    f"prompt source of {piece_id!r} must be one of {PROMPT_SOURCES}, not {source!r}"
+                )
+        with self._db.write() as session:
+            load_batch(session, batch_id)
+            for piece_id, (source, reason) in sources.items():
+                values: dict[str, str] = {"prompt_source": source}
+                if reason:
+                    values["prompt_fallback"] = redact_text(reason)[:MAX_FALLBACK_CHARS]
+                session.execute(
+                    update(PieceORM)
+                    .where(PieceORM.id == piece_id, PieceORM.batch_id == batch_id)
+                    .values(**values)
+                    .execution_options(synchronize_session=False)
+                )
+
+    def prompt_sources(self, batch_id: str) -> dict[str, str]:
+        """Piece id to ``llm`` or ``rules`` for the batch's pieces that have a recorded source."""
+        with self._db.read() as session:
+            load_batch(session, batch_id)
+            rows = session.execute(
+                select(PieceORM.id, PieceORM.prompt_source).where(
+                    PieceORM.batch_id == batch_id, PieceORM.prompt_source.is_not(None)
+                )
+            )
+            return {piece_id: str(source) for piece_id, source in rows}
 
     def batch_holding_piece_ids(self, piece_ids: Sequence[str], *, other_than: str) -> str | None:
         """A batch other than ``other_than`` that has a piece with one of these ids, or None."""

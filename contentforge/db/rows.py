@@ -70,6 +70,10 @@ class PieceRow:
     created_at: datetime
     updated_at: datetime
     hooks: tuple[Hook, ...]
+    prompt_source: str | None = None
+    """``llm`` or ``rules`` when the planner recorded where the image prompt came from, else None."""
+    prompt_fallback: str | None = None
+    """Why a model-written prompt fell back to the rules (short), else None."""
 
     @property
     def record(self) -> GenerationRecord | None:
