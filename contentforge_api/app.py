@@ -15,8 +15,7 @@ from fastapi import FastAPI, HTTPException
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contentforge.config import Settings, get_settings
-from contentforge.db import Repository, make_engine, migrate
-from contentforge.moderation.review import ReviewQueue
+from contentforge.services import Services
 from contentforge_api import gallery
 from contentforge_api.auth import TokenAuth
 from contentforge_api.errors import error_body, install_error_handlers
@@ -131,13 +130,8 @@ def create_app(
         )
     if not auth.configured:
         log.warning("ContentForge API without a token: loopback clients only (--insecure-local)")
-    url = settings.resolved_database_url
-    migrate(url)
-    repo = Repository(make_engine(url))
     state = ApiState(
-        settings=settings,
-        repo=repo,
-        review=ReviewQueue.for_repository(repo),
+        services=Services.from_settings(settings),  # migrates the database to head once, here
         auth=auth,
         launcher=launcher or BatchLauncher(settings.batch_deployment_name),
     )

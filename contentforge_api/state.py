@@ -1,4 +1,4 @@
-"""What every route shares (settings, repository, review queue, launcher) and the auth dependencies."""
+"""What every route shares (settings, the data services, launcher) and the auth dependencies."""
 
 from __future__ import annotations
 
@@ -15,7 +15,8 @@ from contentforge.db.models import PieceORM
 from contentforge.moderation import Moderator
 from contentforge.moderation.factory import build_moderator
 from contentforge.moderation.review import ReviewQueue
-from contentforge.storage import Storage, build_storage
+from contentforge.services import Services
+from contentforge.storage import Storage
 from contentforge.text.hooks import HookWriter
 from contentforge.text.llm_hooks import build_hook_writer
 from contentforge_api.auth import Identity, TokenAuth
@@ -28,24 +29,30 @@ CONTENT_ROUTE = "/content"
 
 @dataclass
 class ApiState:
-    settings: Settings
-    repo: Repository
-    review: ReviewQueue
+    services: Services
     auth: TokenAuth
     launcher: BatchLauncher
     queries: ContentQueries = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
-    _storage: Storage | None = field(default=None, init=False)
     _hook_writer: HookWriter | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
-        self.queries = ContentQueries(self.repo.engine, self.image_url)
+        self.queries = ContentQueries(self.services.sessions, self.image_url)
+
+    @property
+    def settings(self) -> Settings:
+        return self.services.settings
+
+    @property
+    def repo(self) -> Repository:
+        return self.services.repository
+
+    @property
+    def review(self) -> ReviewQueue:
+        return self.services.review
 
     def storage(self) -> Storage:
-        with self._lock:
-            if self._storage is None:
-                self._storage = build_storage(self.settings)
-            return self._storage
+        return self.services.storage
 
     def hook_writer(self) -> HookWriter:
         with self._lock:

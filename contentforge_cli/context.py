@@ -1,8 +1,10 @@
 """What every command group shares: the console, one-line failures, the settings and the stores.
 
 Output never interprets markup: the console prints user text (persona names, ids, file names,
-hooks) literally, and styling is applied with ``Text``/``style=``, never ``[tags]``. The stores are
-built here and nowhere else; their modules are imported when first used, so ``--help`` stays fast.
+hooks) literally, and styling is applied with ``Text``/``style=``, never ``[tags]``. The stores come
+from one ``contentforge.services.Services`` per settings, built here and nowhere else (the database is
+migrated once, when it is first needed); their modules are imported when first used, so ``--help``
+stays fast.
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ if TYPE_CHECKING:
     from contentforge.db import Repository
     from contentforge.moderation.review import ReviewQueue
     from contentforge.publishing.ledger import PublicationLedger
+    from contentforge.services import Services
     from contentforge.strategy.store import StrategyStore
 
 console = Console(markup=False)  # user text is printed as it is: "[red]x" stays "[red]x"
@@ -40,30 +43,35 @@ def settings() -> Settings:
     return load_settings()
 
 
+_services: list[Services] = []
+
+
+def services() -> Services:
+    """The data services of the current settings: repository, stores and storage (built once each)."""
+    from contentforge.services import Services
+
+    config = settings()
+    if not _services or _services[0].settings is not config:
+        _services[:] = [Services.from_settings(config)]
+    return _services[0]
+
+
 def repository() -> Repository:
     """The repository on the configured database, migrated to head first."""
-    from contentforge.db import Repository, make_engine, migrate
-
-    url = settings().resolved_database_url
-    migrate(url)
-    return Repository(make_engine(url))
+    return services().repository
 
 
 def strategy_store(repo: Repository | None = None) -> StrategyStore:
-    """Brands, topics, blog and social posts, on ``repo``'s database (default: a new repository)."""
+    """Brands, topics, blog and social posts, on ``repo``'s database (default: the configured one)."""
     from contentforge.strategy.store import StrategyStore
 
-    return StrategyStore((repo or repository()).engine)
+    return services().strategy if repo is None else StrategyStore(repo.sessions)
 
 
 def ledger() -> PublicationLedger:
     """The publication ledger, with the configured moderation judging captions (as the tasks do)."""
-    from contentforge.publishing.factory import build_ledger
-
-    return build_ledger(settings())
+    return services().ledger
 
 
 def review_queue() -> ReviewQueue:
-    from contentforge.moderation.review import ReviewQueue
-
-    return ReviewQueue.from_settings(settings())
+    return services().review

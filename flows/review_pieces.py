@@ -20,7 +20,7 @@ from prefect.input import RunInput
 from pydantic import BaseModel, Field
 
 from contentforge.errors import InvalidInput
-from contentforge.moderation.review import ReviewItem, ReviewQueue
+from contentforge.moderation.review import ReviewItem
 from flows.approval import wait_for_decision
 from tasks import resources
 
@@ -64,7 +64,7 @@ def review_markdown(batch_id: str, items: list[ReviewItem]) -> str:
 def review_pieces(batch_id: str, timeout_s: int = 3600, poll_interval_s: int = 10) -> dict[str, Any]:
     """Pause for a reviewer's decisions on ``batch_id``'s pieces in ``needs_review`` and apply them."""
     logger = get_run_logger()
-    queue = ReviewQueue.for_repository(resources.repository())
+    queue = resources.services().review
     pending = queue.pending(batch_id=batch_id)
     summary: dict[str, Any] = {"approved": [], "rejected": [], "errors": [], "timed_out": False}
     if not pending:

@@ -11,9 +11,7 @@ another one, the row is held and says which setting to change.
 
 from __future__ import annotations
 
-import threading
 from datetime import UTC, datetime
-from functools import lru_cache
 from typing import Any
 
 from prefect import task
@@ -33,7 +31,6 @@ from contentforge.publishing import (
 )
 from contentforge.publishing.factory import (
     PublisherUnavailable,
-    build_ledger,
     build_row_publisher,
 )
 from contentforge.publishing.ledger import ClaimLost
@@ -42,19 +39,11 @@ from contentforge.publishing.scheduling import parse_slot_times, schedule_batch
 from tasks import resources
 
 PUBLISH_RETRIES = 3
-_lock = threading.Lock()
-
-
-@lru_cache(maxsize=4)
-def _ledger_for(url: str) -> PublicationLedger:
-    """One ledger per database URL (the cache key: tests switch databases between runs)."""
-    return build_ledger(resources.settings())
 
 
 def ledger() -> PublicationLedger:
     """The ledger on the configured database (migrated to head on first use in this process)."""
-    with _lock:
-        return _ledger_for(resources.settings().resolved_database_url)
+    return resources.services().ledger
 
 
 def _is_transient(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:

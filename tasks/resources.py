@@ -1,7 +1,8 @@
-"""Process-wide resources the tasks share: settings, repository, storage, backends.
+"""Process-wide resources the tasks share: settings, services (repository, stores, storage), backends.
 
 Built lazily and once per process, so a model or detector loads once and is reused by every piece
-of every batch running in this process.
+of every batch running in this process. The data is reached through ``contentforge.services``: one
+``Services`` per settings object, on a repository opened (and migrated) once per database.
 """
 
 from __future__ import annotations
@@ -15,13 +16,14 @@ from typing import TypeVar
 from prefect.settings import PREFECT_API_URL
 
 from contentforge.config import Settings, get_settings
-from contentforge.db import Repository, make_engine, migrate
+from contentforge.db import Repository
 from contentforge.errors import InvalidInput
 from contentforge.images.factory import build_image_backend
 from contentforge.images.protocol import ImageBackend
 from contentforge.moderation import Moderator
 from contentforge.moderation.factory import build_moderator
-from contentforge.storage import Storage, build_storage
+from contentforge.services import Services
+from contentforge.storage import Storage
 from contentforge.text.hooks import HookWriter
 from contentforge.text.llm_hooks import build_hook_writer
 from contentforge.text.providers.factory import build_text_provider
@@ -40,18 +42,29 @@ def settings() -> Settings:
 
 @lru_cache(maxsize=4)
 def _repository_for(url: str) -> Repository:
-    migrate(url)
-    return Repository(make_engine(url))
+    return Repository.open(url)
+
+
+_services: list[Services] = []
+
+
+def services() -> Services:
+    """The services of the configured settings; the database is migrated on first use in this process."""
+    config = settings()
+    with _lock:
+        if not _services or _services[0].settings is not config:
+            repo = _repository_for(config.resolved_database_url)
+            _services[:] = [Services.from_settings(config, repository=repo)]
+        return _services[0]
 
 
 def repository() -> Repository:
     """The repository on the configured database, migrated to head on first use in this process."""
-    with _lock:
-        return _repository_for(settings().resolved_database_url)
+    return services().repository
 
 
 def storage() -> Storage:
-    return build_storage(settings())
+    return services().storage
 
 
 def image_backend() -> ImageBackend:

@@ -21,7 +21,6 @@ from prefect.cache_policies import NO_CACHE
 from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from prefect.tasks import exponential_backoff
-from sqlalchemy import Engine
 
 from contentforge.config import Settings
 from contentforge.domain.models import Persona, Platform, slugify
@@ -87,8 +86,7 @@ def text_chain(charge: StrategyCharge) -> ProviderChain:
 
 
 def store() -> StrategyStore:
-    engine: Engine = resources.repository().engine
-    return StrategyStore(engine)
+    return resources.services().strategy
 
 
 def persona(persona_id: str) -> Persona:

@@ -36,7 +36,6 @@ from contentforge.db.rows import (
     StepCost,
 )
 from contentforge.db.sessions import RecordNotFound, SessionPolicy
-from contentforge.redaction import redact_text as _redact_text  # noqa: F401  (publishing.ledger's import)
 
 __all__ = [
     "MAX_ERROR_CHARS",

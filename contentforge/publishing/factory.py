@@ -17,6 +17,7 @@ from collections.abc import Callable
 import httpx
 
 from contentforge.config import Settings
+from contentforge.db.sessions import SessionPolicy
 from contentforge.domain.models import ModerationVerdict, Platform
 from contentforge.errors import InvalidInput
 from contentforge.moderation.disclosure import disclosure_for
@@ -107,18 +108,20 @@ def caption_judge(settings: Settings) -> CaptionJudge:
     return judge
 
 
-def build_ledger(settings: Settings) -> PublicationLedger:
+def build_ledger(settings: Settings, sessions: SessionPolicy | None = None) -> PublicationLedger:
     """The publication ledger on the configured database, migrated to head, as every front end needs it.
 
     One constructor, so the CLI, the API and the publishing tasks judge unmoderated captions, label
-    AI content and write missing captions the same way.
+    AI content and write missing captions the same way. ``sessions``: the repository's session policy
+    (``Services.ledger`` passes it); without, the configured database is opened here.
     """
-    from contentforge.db import make_engine, migrate
+    from contentforge.db import Repository
     from contentforge.publishing.scheduling import offline_caption_writer
 
-    migrate(settings.resolved_database_url)
+    if sessions is None:
+        sessions = Repository.open(settings.resolved_database_url).sessions
     return PublicationLedger(
-        make_engine(settings.resolved_database_url),
+        sessions,
         ModerationPolicy.from_settings(settings),
         caption_writer=offline_caption_writer,
         caption_label=caption_with_disclosure(settings),

@@ -33,7 +33,7 @@ import logging
 import threading
 import uuid
 from collections.abc import Callable, Iterable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
@@ -44,9 +44,8 @@ from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contentforge.config import PUBLISH_LEASE_MIN_S
-from contentforge.db.engine import READ_ONLY, make_session_factory
 from contentforge.db.models import HookORM, PersonaORM, PieceORM, PublicationORM, utcnow
-from contentforge.db.repository import _redact_text
+from contentforge.db.sessions import SessionPolicy
 from contentforge.domain.binding import judged_hash, judged_texts
 from contentforge.domain.models import Hook, ModerationVerdict, Persona, PieceStatus, Platform, Verdict
 from contentforge.errors import ContentForgeError, InvalidInput
@@ -54,6 +53,7 @@ from contentforge.moderation.policy import ModerationPolicy
 from contentforge.moderation.protocol import ModerationInput
 from contentforge.moderation.text_rules import TextRulesBackend
 from contentforge.publishing.protocol import Publication, PublishedPost
+from contentforge.redaction import redact_text as _redact_text
 
 logger = logging.getLogger(__name__)
 
@@ -169,32 +169,27 @@ class PublicationLedger:
 
     def __init__(
         self,
-        engine: Engine,
+        engine: Engine | SessionPolicy,
         policy: ModerationPolicy,
         *,
         caption_writer: CaptionWriter | None = None,
         caption_label: Callable[[str, str], str] | None = None,
         caption_judge: CaptionJudge | None = None,
     ) -> None:
-        self.engine = engine
+        self._db = SessionPolicy.of(engine)
+        self.engine = self._db.engine
         self.policy = policy
         self.caption_writer = caption_writer
         self.caption_label = caption_label
         """``(platform, caption) -> caption`` adding the AI disclosure label (``moderation.disclosure``)."""
         self.caption_judge = caption_judge or text_rules_judge(policy)
         """Judges captions that are not one of the piece's moderated hooks (override or written)."""
-        self._sessions = make_session_factory(engine)
-        self._read_sessions = make_session_factory(engine.execution_options(**{READ_ONLY: True}))
 
-    @contextmanager
-    def _write(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
-            yield session
+    def _write(self) -> AbstractContextManager[Session]:
+        return self._db.write()
 
-    @contextmanager
-    def _read(self) -> Iterator[Session]:
-        with self._read_sessions() as session, session.begin():
-            yield session
+    def _read(self) -> AbstractContextManager[Session]:
+        return self._db.read()
 
     # --- eligibility and scheduling ------------------------------------------------------------
 

@@ -7,29 +7,28 @@ replaces it.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager
 from datetime import timedelta
 from typing import Any, cast
 
 from sqlalchemy import CursorResult, Engine, delete, func, select, update
-from sqlalchemy.orm import Session, sessionmaker
+from sqlalchemy.orm import Session
 
 from contentforge.db.models import BlogPostORM, BrandORM, PersonaORM, SocialPostORM, TopicORM, utcnow
-from contentforge.db.repository import RecordNotFound
+from contentforge.db.sessions import RecordNotFound, SessionPolicy
 from contentforge.domain.models import Platform, slugify
 from contentforge.domain.strategy import ApprovalStatus, BlogPost, BrandDNA, SocialPost, Topic
 from contentforge.errors import InvalidInput
 
 
 class StrategyStore:
-    def __init__(self, engine: Engine) -> None:
-        self._sessions = sessionmaker(engine, expire_on_commit=False)
+    """Brands, topics, blog and social posts, in the repository's short transactions (``db.sessions``)."""
 
-    @contextmanager
-    def _session(self) -> Iterator[Session]:
-        with self._sessions() as session, session.begin():
-            yield session
+    def __init__(self, engine: Engine | SessionPolicy) -> None:
+        self._db = SessionPolicy.of(engine)
+
+    def _session(self) -> AbstractContextManager[Session]:
+        return self._db.write()
 
     # brands
     def save_brand(self, name: str, dna: BrandDNA, website: str | None = None) -> str:
@@ -47,7 +46,7 @@ class StrategyStore:
 
     def get_brand(self, id_or_name: str) -> tuple[str, str, BrandDNA | None]:
         """``(id, name, dna)``; ``RecordNotFound`` when no brand has this id or (case-insensitive) name."""
-        with self._session() as s:
+        with self._db.read() as s:
             row = s.get(BrandORM, id_or_name) or s.get(BrandORM, slugify(id_or_name))
             if row is None:
                 row = s.scalars(
@@ -64,7 +63,7 @@ class StrategyStore:
             s.execute(update(PersonaORM).where(PersonaORM.id.in_(persona_ids)).values(brand_id=brand_id))
 
     def personas_of(self, brand_id: str) -> list[str]:
-        with self._session() as s:
+        with self._db.read() as s:
             return list(
                 s.scalars(
                     select(PersonaORM.id).where(PersonaORM.brand_id == brand_id).order_by(PersonaORM.id)
@@ -103,7 +102,7 @@ class StrategyStore:
             query = query.where(TopicORM.month == month)
         if status:
             query = query.where(TopicORM.status == status)
-        with self._session() as s:
+        with self._db.read() as s:
             return [self._topic(row) for row in s.scalars(query)]
 
     @staticmethod
@@ -111,7 +110,7 @@ class StrategyStore:
         return Topic.model_validate({**row.data, "status": row.status, "title": row.title})
 
     def get_topic(self, topic_id: str) -> Topic:
-        with self._session() as s:
+        with self._db.read() as s:
             row = s.get(TopicORM, topic_id)
             if row is None:
                 raise RecordNotFound(f"no topic {topic_id!r}")
@@ -150,7 +149,7 @@ class StrategyStore:
                     setattr(row, key, value)
 
     def get_blog_post(self, post_id: str) -> BlogPost:
-        with self._session() as s:
+        with self._db.read() as s:
             row = s.get(BlogPostORM, post_id)
             if row is None:
                 raise RecordNotFound(f"no blog post {post_id!r}")
@@ -202,7 +201,7 @@ class StrategyStore:
                 )
 
     def social_posts(self, blog_post_id: str) -> list[SocialPost]:
-        with self._session() as s:
+        with self._db.read() as s:
             rows = s.scalars(
                 select(SocialPostORM)
                 .where(SocialPostORM.blog_post_id == blog_post_id)
