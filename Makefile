@@ -31,22 +31,29 @@ browser:
 		|| { apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium chromium-driver; }; \
 	else echo "chromium/chromium-driver missing and cannot be installed here: the browser test will say so"; fi
 
+# lint-imports: the dependency contracts in pyproject.toml (layers, no frameworks in the library, no
+# cycles); mypy: the library's types.
 test: $(STAMP) browser
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy contentforge
 	$(BIN)/python -m pytest
 
 # The inner loop: everything but the tests marked slow (flows, servers, pipelines).
 test-fast: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -m "not slow"
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
+	$(BIN)/lint-imports
+	$(BIN)/mypy contentforge
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/orchestration.py
 
 clean:
-	rm -rf $(VENV) .contentforge .pytest_cache .ruff_cache
+	rm -rf $(VENV) .contentforge .pytest_cache .ruff_cache .mypy_cache .import_linter_cache

@@ -1,4 +1,8 @@
-"""Architecture rule: the library package never imports Prefect."""
+"""Architecture rule at run time: importing any library module loads no Prefect.
+
+The static rules (layers, no framework imports in the library, no import cycles) are import-linter
+contracts in pyproject.toml, checked by `lint-imports` in `make test`.
+"""
 
 from __future__ import annotations
 
