@@ -11,15 +11,15 @@ from __future__ import annotations
 import hashlib
 import io
 import logging
-import time
 import uuid
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Literal
 
 from PIL import Image
-from pydantic import ValidationError
+from pydantic import BaseModel, ConfigDict, ValidationError
 from sqlalchemy import select
 from sqlalchemy.orm import Session
 
@@ -31,9 +31,10 @@ from contentforge.domain import Persona, PieceStatus, Platform, Template, TierMi
 from contentforge.domain.binding import image_sha256, judged_hash, judged_texts
 from contentforge.errors import ContentForgeError, InvalidInput, UnknownPersona
 from contentforge.faults import fault_point
+from contentforge.images.batching import TimedImage, generate_timed, generate_timed_group
 from contentforge.images.factory import build_image_backend
 from contentforge.images.loras import registry_name, resolve_persona_lora
-from contentforge.images.protocol import GeneratedImage, ImageBackend, ImageRequest
+from contentforge.images.protocol import ImageBackend, ImageRequest
 from contentforge.images.provenance import png_with_provenance, read_provenance, sign_c2pa
 from contentforge.moderation import Moderator
 from contentforge.personas import load_persona_file
@@ -285,23 +286,9 @@ def image_request_for(piece: PieceRow, persona: Persona, settings: Settings) -> 
 
 
 @dataclass(frozen=True)
-class TimedImage:
-    """A generated image with the wall-clock window in which the generation itself ran.
-
-    ``generation_id`` names this one generation: its charge is keyed by it (charged once however
-    often it is recorded), and it travels in the stored record so a crash after storing can adopt
-    the stored image instead of generating it again.
-    """
-
-    generated: GeneratedImage
-    started_at: datetime
-    finished_at: datetime
-    seconds: float
-    generation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
-
-
-@dataclass(frozen=True)
 class GenerationOutcome:
+    """One piece's image as ``store_piece`` stored and recorded it."""
+
     piece_id: str
     storage_key: str
     url: str
@@ -310,15 +297,43 @@ class GenerationOutcome:
     written: bool
 
 
+ERROR_MAX_CHARS = 2000
+"""A failed piece's error as recorded on the piece and shown in its outcome."""
+
+
+class PieceOutcome(BaseModel):
+    """What the GPU stage did with one piece: generated (and stored), skipped (it already had its
+    image: a resumed batch), or failed with ``error``. The ``generate-images`` flow returns one per
+    piece; being a pydantic model, it shows as JSON in the Prefect UI."""
+
+    model_config = ConfigDict(frozen=True)
+
+    status: Literal["generated", "skipped", "failed"]
+    error: str | None = None
+
+    @classmethod
+    def failure(cls, exc: BaseException) -> PieceOutcome:
+        return cls(status="failed", error=f"{type(exc).__name__}: {exc}"[:ERROR_MAX_CHARS])
+
+
+GENERATED = PieceOutcome(status="generated")
+SKIPPED = PieceOutcome(status="skipped")
+
+
 def generate_piece(
     piece: PieceRow, persona: Persona, backend: ImageBackend, settings: Settings
 ) -> TimedImage:
-    """Only the generation: this is what runs inside a concurrency slot."""
-    started_at = datetime.now(UTC)
-    clock = time.perf_counter()
-    generated = backend.generate(image_request_for(piece, persona, settings))
-    seconds = time.perf_counter() - clock
-    return TimedImage(generated, started_at, datetime.now(UTC), seconds)
+    """Only the generation of one image: this is what runs inside a concurrency slot."""
+    return generate_timed(backend, image_request_for(piece, persona, settings))
+
+
+def generate_piece_group(
+    pieces: Sequence[PieceRow], personas: Mapping[str, Persona], backend: ImageBackend, settings: Settings
+) -> list[TimedImage | Exception]:
+    """Only the generation of one image group (pieces sharing a group key, ``images.batching``), in one
+    pipeline call: what runs inside one slot. Per piece, its image or the exception it alone raised."""
+    requests = [image_request_for(piece, personas[piece.persona_id], settings) for piece in pieces]
+    return generate_timed_group(backend, requests)
 
 
 def piece_metadata(piece: PieceRow) -> dict[str, str]:

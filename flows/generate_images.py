@@ -5,10 +5,16 @@ tasks). Every generation runs inside a slot of the global concurrency limit ``im
 through the process-wide slot dispatcher (``tasks/dispatch.py``), so at most 5 run at once across
 all batches and workers while held slots stay busy.
 
-With micro-batching (``CONTENTFORGE_IMAGE_MICRO_BATCH`` > 1, the default on CUDA), pieces sharing
-LoRA set, size, steps and guidance are grouped into micro-batches and each micro-batch is one task and
-one slot: a slot is one GPU job, and the GPU runs a micro-batch as one job (one UNet pass per step for
-all its images). Each image still equals a single run with its seed.
+The stage, top to bottom: plan the image groups (one per slot); queue every group's generation
+(``GenerationQueue``, ``tasks/generation_queue.py``, which draws the sequence); submit one task per
+group (``tasks/images.py``), each claiming its queued generation and storing the images; record each
+piece's ``PieceOutcome`` as its task completes; discard whatever no task claimed.
+
+With GPU micro-batches (``CONTENTFORGE_IMAGE_MICRO_BATCH`` > 1, the default on CUDA), pieces sharing
+LoRA set, size, steps and guidance form image groups of up to that many, each one task
+(``generate_image_group``) and one slot: a slot is one GPU job, and the GPU runs a group as one job
+(one UNet pass per step for all its images). Each image still equals a single run with its seed.
+Otherwise every piece is its own group and task (``generate_image``).
 
 Run it for the planned pieces of an existing batch:
 
@@ -22,35 +28,36 @@ from typing import Any
 from uuid import UUID
 
 from prefect import flow, get_run_logger
-from prefect.futures import as_completed
+from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from contentforge.batch import image_request_for
-from contentforge.images.batching import backend_micro_batch, group_requests
+from contentforge.batch import GENERATED, SKIPPED, PieceOutcome, image_request_for
+from contentforge.images.batching import group_requests, image_group_size
+from contentforge.images.protocol import ImageRequest
 from flows.progress import BatchProgress
 from tasks import resources
-from tasks.images import discard_queued, generate_image, generate_image_batch, queue_generations
+from tasks.generation_queue import GroupKey, generation_queue
+from tasks.images import generate_image, generate_image_group, record_failure
 from tasks.planning import load_piece
 from tasks.run_hooks import discard_generations
 
 
-def plan_micro_batches(piece_ids: list[str], size: int) -> list[list[str]]:
-    """Piece ids cut into micro-batches of pieces that can share one pipeline call."""
+def plan_image_groups(piece_ids: list[str], size: int) -> list[list[str]]:
+    """Piece ids cut into image groups of pieces that can share one pipeline call."""
     repo, config = resources.repository(), resources.settings()
     pieces = [load_piece(piece_id) for piece_id in piece_ids]
     personas = {p.persona_id: repo.get_persona(p.persona_id) for p in pieces}
-    requests, ids = [], []
+    ids: list[str] = []
+    requests: list[ImageRequest] = []
+    alone: list[list[str]] = []
     for piece in pieces:
         persona = personas[piece.persona_id]
         if persona is None:  # the task reports it; keep the piece alone
-            requests.append(None)
+            alone.append([piece.id])
         else:
+            ids.append(piece.id)
             requests.append(image_request_for(piece, persona, config))
-        ids.append(piece.id)
-    alone = [[ids[i]] for i, r in enumerate(requests) if r is None]
-    valid = [i for i, r in enumerate(requests) if r is not None]
-    groups = group_requests([requests[i] for i in valid], size)  # type: ignore[misc]
-    return [[ids[valid[i]] for i in group] for group in groups] + alone
+    return [[ids[i] for i in group] for group in group_requests(requests, size)] + alone
 
 
 @flow(
@@ -62,8 +69,8 @@ def plan_micro_batches(piece_ids: list[str], size: int) -> list[list[str]]:
 )
 def generate_images(
     batch_id: str, piece_ids: list[str], progress_artifact_id: UUID | None = None, progress_steps: int = 0
-) -> dict[str, str]:
-    """Generate every listed piece; returns piece id -> 'generated', 'skipped' or 'failed: <error>'.
+) -> dict[str, PieceOutcome]:
+    """Generate every listed piece; returns each piece's outcome: generated, skipped, or failed (and why).
 
     A failing piece is recorded as failed with its error and does not fail the batch. Progress goes
     to the given progress artifact, or to this run's own ``batch-<id>-images`` artifact.
@@ -74,60 +81,61 @@ def generate_images(
     progress = BatchProgress(
         batch_id, progress_steps or len(piece_ids), progress_artifact_id, key_suffix="images"
     )
-    groups, micro_batches = plan_generation_groups(piece_ids)
-    if micro_batches:
-        logger.info("%d pieces in %d micro-batch(es)", len(piece_ids), len(groups))
-    # Every generation waits for a slot from now on, not from when its task run starts (tasks/images.py).
-    queued = queue_generations(groups, micro_batches=micro_batches)
+    groups, grouped = plan_generation_groups(piece_ids)
+    if grouped:
+        logger.info("%d pieces in %d image group(s)", len(piece_ids), len(groups))
+    # Every generation waits for a slot from now on, not from when its task run starts.
+    queue = generation_queue()
+    queued = queue.queue(groups, grouped=grouped)
     try:
-        outcome = _run_tasks(batch_id, groups, micro_batches, progress, logger)
+        outcome = _run_tasks(batch_id, groups, grouped, progress, logger)
     finally:
-        discard_queued(queued)
+        queue.discard(queued)
     return outcome
 
 
 def plan_generation_groups(piece_ids: list[str]) -> tuple[list[list[str]], bool]:
-    """The groups of pieces generated together (one per task and slot), and whether they are micro-batches."""
-    size = backend_micro_batch(resources.image_backend())
+    """The groups of pieces generated together (one per task and slot), and whether they are image
+    groups (one pipeline call each) rather than lone pieces."""
+    size = image_group_size(resources.image_backend())
     if size > 1:
-        return plan_micro_batches(piece_ids, size), True
+        return plan_image_groups(piece_ids, size), True
     return [[piece_id] for piece_id in piece_ids], False
 
 
-def queue_ahead(piece_ids: list[str]) -> list[tuple[str, ...]]:
+def queue_ahead(piece_ids: list[str]) -> list[GroupKey]:
     """Queue the pieces' generations in this process now, exactly as ``generate_images`` will group them.
 
     The batch flow calls it in local mode before starting the GPU stage subflow, so the slots start
     working while the subflow run is still being created; the subflow's tasks then claim the results.
+    Returns the keys to ``generation_queue().discard`` once the stage is over.
     """
-    groups, micro_batches = plan_generation_groups(piece_ids)
-    return queue_generations(groups, micro_batches=micro_batches)
+    groups, grouped = plan_generation_groups(piece_ids)
+    return generation_queue().queue(groups, grouped=grouped)
 
 
 def _run_tasks(
-    batch_id: str, groups: list[list[str]], micro_batches: bool, progress: BatchProgress, logger: Any
-) -> dict[str, str]:
-    """Submit one task per group and record each outcome as it completes."""
-    if micro_batches:
-        futures = {generate_image_batch.submit(ids, n=len(ids)): ids for ids in groups}
+    batch_id: str, groups: list[list[str]], grouped: bool, progress: BatchProgress, logger: Any
+) -> dict[str, PieceOutcome]:
+    """Submit one task per group and record each piece's outcome as its task completes."""
+    futures: dict[PrefectFuture[Any], list[str]]
+    if grouped:
+        futures = {generate_image_group.submit(ids, n=len(ids)): ids for ids in groups}
     else:
         futures = {generate_image.submit(ids[0]): ids for ids in groups}
     total = sum(len(ids) for ids in groups)
-    outcome: dict[str, str] = {}
+    outcome: dict[str, PieceOutcome] = {}
     for future in as_completed(list(futures)):
         ids = futures[future]
         try:
             result = future.result()
-            if isinstance(result, dict):
-                outcome.update(result)
-            else:
-                outcome[ids[0]] = "generated" if result is not None else "skipped"
-        except Exception as exc:  # one failing piece (or micro-batch) never fails the batch
-            error = f"{type(exc).__name__}: {exc}"[:2000]
-            for piece_id in ids:
-                resources.repository().mark_failed(piece_id, error)
-                logger.warning("piece %s failed: %s", piece_id, error)
-                outcome[piece_id] = f"failed: {error}"
+        except Exception as exc:  # one failing piece (or image group) never fails the batch
+            outcome |= {piece_id: record_failure(piece_id, exc, logger) for piece_id in ids}
+        else:
+            if isinstance(result, dict):  # generate_image_group: each piece's outcome
+                outcome |= result
+            else:  # generate_image: what it stored, or None when the piece already had its image
+                outcome[ids[0]] = GENERATED if result is not None else SKIPPED
         progress.advance(len(ids), note=f"{len(outcome)}/{total} images of batch {batch_id}")
     return outcome
 

@@ -34,7 +34,7 @@ from flows.generate_images import generate_images, queue_ahead
 from flows.progress import BatchProgress
 from tasks import resources
 from tasks.bootstrap import bootstrap_limits
-from tasks.images import discard_queued
+from tasks.generation_queue import generation_queue
 from tasks.moderation import moderate
 from tasks.planning import select_templates_and_prompts, take_batch, validate_request
 from tasks.run_hooks import cancel_child_runs, mark_batch_cancelled, mark_batch_crashed
@@ -128,7 +128,7 @@ def _produce(
         hook_futures = {pid: write_hooks.submit(pid, platform) for pid in piece_ids} if include_hooks else {}
         stage_seconds |= follow_production(batch_id, images, hook_futures, safety_check, progress, logger)
     finally:
-        discard_queued(queued)
+        generation_queue().discard(queued)
 
     repo = resources.repository()
     stats = repo.batch_stats(batch_id)

@@ -249,7 +249,7 @@ def get_dispatcher(limit_name: str, max_slots: int, linger_s: float = 0.25) -> S
 
     ``linger_s``: how long a holder keeps its slot once the local queue is empty, waiting for more work.
     Worth a quarter second where work arrives task by task (moderation, model calls); image generations
-    are queued all at once (``tasks/images.py``), so their holders give a slot back almost at once.
+    are queued all at once (``tasks/generation_queue.py``), so their holders give a slot back almost at once.
     """
     with _dispatchers_lock:
         key = (limit_name, max_slots)

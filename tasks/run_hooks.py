@@ -22,7 +22,8 @@ from prefect.client.schemas.objects import FlowRun, State
 from prefect.logging.loggers import flow_run_logger
 
 from contentforge.db.leases import lease_owner
-from tasks import images, resources
+from tasks import resources
+from tasks.generation_queue import generation_queue
 
 
 def _batch_of(flow_run: FlowRun) -> str | None:
@@ -111,8 +112,7 @@ def discard_generations(flow: Flow[..., Any], flow_run: FlowRun, state: State) -
     The stage's own ``finally`` does the same when the flow body unwinds; this covers a hook run after
     a body that never got there. Generations already running finish and are recorded or charged.
     """
-    pieces = set((flow_run.parameters or {}).get("piece_ids") or [])
-    dropped = images.discard_queued([key for key in list(images._queued) if pieces.issuperset(key)])
+    dropped = generation_queue().discard_pieces((flow_run.parameters or {}).get("piece_ids") or [])
     if dropped:
         flow_run_logger(flow_run, flow).warning("%s: %d queued generation(s) cancelled", state.name, dropped)
 

@@ -69,12 +69,13 @@ def _plan(repo: Any, batch_id: str, pieces: int) -> list[str]:
 
 
 def test_queued_generations_run_without_their_tasks_and_are_claimed_not_repeated(stage_env) -> None:  # type: ignore[no-untyped-def]
+    from contentforge.batch import GENERATED
     from flows.generate_images import generate_images
-    from tasks.images import _queued, queue_generations
+    from tasks.generation_queue import generation_queue
 
     repo, backend = stage_env
     piece_ids = _plan(repo, "queued-batch-0001", 4)
-    keys = queue_generations([[piece_id] for piece_id in piece_ids], micro_batches=False)
+    keys = generation_queue().queue([[piece_id] for piece_id in piece_ids], grouped=False)
     assert keys == [(piece_id,) for piece_id in piece_ids]
     deadline = time.monotonic() + 30
     while len(backend.seeds) < 4 and time.monotonic() < deadline:  # no task run exists yet
@@ -83,15 +84,16 @@ def test_queued_generations_run_without_their_tasks_and_are_claimed_not_repeated
 
     outcome = generate_images(batch_id="queued-batch-0001", piece_ids=piece_ids)
 
-    assert outcome == dict.fromkeys(piece_ids, "generated")
+    assert outcome == dict.fromkeys(piece_ids, GENERATED)
     rows = repo.pieces(batch_id="queued-batch-0001")
     assert sorted(backend.seeds) == sorted(row.seed for row in rows), "each piece generated exactly once"
     assert all(row.status is PieceStatus.generated and row.storage_key for row in rows)
-    assert not any(key in _queued for key in keys), "claimed generations are forgotten"
+    assert not any(key in generation_queue() for key in keys), "claimed generations are forgotten"
 
 
 def test_a_failed_queued_generation_is_retried_by_its_task(stage_env) -> None:  # type: ignore[no-untyped-def]
-    from tasks.images import generate_image, queue_generations
+    from tasks.generation_queue import generation_queue
+    from tasks.images import generate_image
 
     repo, backend = stage_env
     [piece_id] = _plan(repo, "queued-batch-0002", 1)
@@ -105,7 +107,7 @@ def test_a_failed_queued_generation_is_retried_by_its_task(stage_env) -> None:  
         return real_generate(request)
 
     backend.generate = fails_first  # type: ignore[method-assign]
-    queue_generations([[piece_id]], micro_batches=False)
+    generation_queue().queue([[piece_id]], grouped=False)
     outcome = generate_image(piece_id)  # a task called outside a flow runs with its retries
 
     assert outcome is not None and outcome.written
@@ -115,16 +117,16 @@ def test_a_failed_queued_generation_is_retried_by_its_task(stage_env) -> None:  
 
 def test_unclaimed_queued_generations_are_cancelled(stage_env) -> None:  # type: ignore[no-untyped-def]
     from tasks import resources
-    from tasks.images import discard_queued, queue_generations
+    from tasks.generation_queue import generation_queue
 
     repo, backend = stage_env
     piece_ids = _plan(repo, "queued-batch-0003", 12)
     blocker = threading.Event()
     slots = resources.settings().generation_slots
     holds = [resources.dispatcher().submit(blocker.wait) for _ in range(slots)]  # every slot busy
-    keys = queue_generations([[piece_id] for piece_id in piece_ids], micro_batches=False)
+    keys = generation_queue().queue([[piece_id] for piece_id in piece_ids], grouped=False)
 
-    assert discard_queued(keys) == 12
+    assert generation_queue().discard(keys) == 12
     blocker.set()
     for hold in holds:
         hold.result(timeout=30)
@@ -198,15 +200,15 @@ def _image_charges(repo: Any, batch_id: str) -> list[tuple[str | None, str | Non
 
 def test_a_generation_whose_result_nobody_claims_is_still_charged(stage_env) -> None:  # type: ignore[no-untyped-def]
     """Issue 12: every generation that spends money is charged, even one whose result is discarded."""
-    from tasks.images import discard_queued, queue_generations
+    from tasks.generation_queue import generation_queue
 
     repo, backend = stage_env
     [piece_id] = _plan(repo, "discarded-batch-01", 1)
-    keys = queue_generations([[piece_id]], micro_batches=False)
+    keys = generation_queue().queue([[piece_id]], grouped=False)
     deadline = time.monotonic() + 30
     while not backend.seeds and time.monotonic() < deadline:  # the slot has started it
         time.sleep(0.01)
-    assert discard_queued(keys) == 1  # the stage ends without a task claiming it (e.g. cancelled)
+    assert generation_queue().discard(keys) == 1  # the stage ends without a task claiming it (e.g. cancelled)
     while not _image_charges(repo, "discarded-batch-01") and time.monotonic() < deadline:
         time.sleep(0.05)
     charges = _image_charges(repo, "discarded-batch-01")

@@ -12,7 +12,7 @@ import pytest
 from contentforge.config import Settings
 from contentforge.errors import GenerationFailed, InvalidInput
 from contentforge.images import pool as pools
-from contentforge.images.batching import backend_micro_batch, generate_requests, group_requests
+from contentforge.images.batching import generate_requests, group_requests, image_group_size
 from contentforge.images.fixed_latency import FixedLatencyBackend
 from contentforge.images.protocol import GeneratedImage, ImageRequest
 
@@ -92,7 +92,7 @@ def test_grouping_by_shared_settings_and_size() -> None:
     ]
     assert group_requests(requests, 2) == [[0, 2], [3, 5], [1, 6], [4]]
     assert group_requests(requests, 1) == [[i] for i in (0, 2, 3, 5, 1, 6, 4)]
-    assert backend_micro_batch(FixedLatencyBackend(0.0)) == 1
+    assert image_group_size(FixedLatencyBackend(0.0)) == 1
 
 
 class FlakyBackend:

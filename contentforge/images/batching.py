@@ -1,39 +1,55 @@
-"""Micro-batches of pieces: group pieces that can share one pipeline call, run them, isolate failures.
+"""Image groups: the pieces one pipeline call generates inside one slot, and how a generation is timed.
 
-Pieces whose requests share (LoRA set, size, steps, guidance) are cut into micro-batches of
-``CONTENTFORGE_IMAGE_MICRO_BATCH`` images. One micro-batch is one GPU job: it runs as one pipeline call
-with one generator per image (so each image equals a single run with its seed) inside ONE slot of the
-global ``image-generation`` limit. A slot therefore bounds GPU jobs, not images: the GPU executes the
-micro-batch as one unit of work (one UNet forward per step for all its images), and what the limit
-protects, the device's memory and time, is taken per job. With 5 slots and micro-batches of 4, at most
-5 jobs (20 images) are in flight across all workers.
+Words, as the GPU stage uses them: a *batch* is always a persona's content batch (``contentforge.batch``);
+an *image group* is what one slot of the global ``image-generation`` limit runs, and the backend runs
+it as one GPU *micro-batch* (``generate_many``). Pieces whose requests share (LoRA set, size, steps,
+guidance) are cut into image groups of at most ``CONTENTFORGE_IMAGE_MICRO_BATCH`` images. One image
+group is one GPU job: one pipeline call with one generator per image (so each image equals a single
+run with its seed) inside ONE slot. A slot therefore bounds GPU jobs, not images: the GPU executes
+the group as one unit of work (one UNet forward per step for all its images), and what the limit
+protects, the device's memory and time, is taken per job. With 5 slots and groups of 4, at most 5
+jobs (20 images) are in flight across all workers.
 
-Each piece of a micro-batch gets the micro-batch's started/finished window, and its share of the wall
-time as its ``seconds``. If a micro-batch fails, its pieces are retried one by one in the same slot, so
-one bad piece fails alone.
+Each image of a group gets the group's started/finished window, and its share of the wall time as
+its ``seconds``. If the group's pipeline call fails, its requests are retried one by one in the same
+slot, so one bad piece fails alone.
+
+Nothing here knows pieces or personas (``contentforge.batch`` turns pieces into requests), so the
+image package never imports the batch layer above it.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+import uuid
 from collections.abc import Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
-from typing import TYPE_CHECKING
 
-from contentforge.config import Settings
-from contentforge.domain import Persona
 from contentforge.images.protocol import GeneratedImage, ImageBackend, ImageRequest
-
-if TYPE_CHECKING:
-    from contentforge.batch import TimedImage
-    from contentforge.db import PieceRow
 
 logger = logging.getLogger(__name__)
 
 
-def backend_micro_batch(backend: ImageBackend) -> int:
-    """How many images the backend runs per call; 1 for backends without ``generate_many``."""
+@dataclass(frozen=True)
+class TimedImage:
+    """A generated image with the wall-clock window in which the generation itself ran.
+
+    ``generation_id`` names this one generation: its charge is keyed by it (charged once however
+    often it is recorded), and it travels in the stored record so a crash after storing can adopt
+    the stored image instead of generating it again.
+    """
+
+    generated: GeneratedImage
+    started_at: datetime
+    finished_at: datetime
+    seconds: float
+    generation_id: str = field(default_factory=lambda: uuid.uuid4().hex)
+
+
+def image_group_size(backend: ImageBackend) -> int:
+    """How many images the backend generates per call; 1 for backends without ``generate_many``."""
     if not callable(getattr(backend, "generate_many", None)):
         return 1
     return max(1, int(getattr(backend, "micro_batch", 1)))
@@ -57,7 +73,7 @@ def group_requests(requests: Sequence[ImageRequest], size: int) -> list[list[int
 def generate_requests(
     backend: ImageBackend, requests: Sequence[ImageRequest]
 ) -> list[GeneratedImage | Exception]:
-    """One micro-batch through ``generate_many``; on failure each request again on its own.
+    """One image group through ``generate_many``; on failure each request again on its own.
 
     Returns, per request, the image or the exception that request alone raised.
     """
@@ -67,7 +83,7 @@ def generate_requests(
             return list(generate_many(list(requests)))
         except Exception as exc:
             logger.warning(
-                "micro-batch of %d (seeds %s) failed (%s: %s); retrying its pieces one by one",
+                "image group of %d (seeds %s) failed (%s: %s); retrying its pieces one by one",
                 len(requests),
                 ", ".join(str(r.seed) for r in requests),
                 type(exc).__name__,
@@ -82,19 +98,25 @@ def generate_requests(
     return results
 
 
-def generate_micro_batch(
-    pieces: Sequence[PieceRow], personas: dict[str, Persona], backend: ImageBackend, settings: Settings
-) -> list[TimedImage | Exception]:
-    """Generate pieces sharing a group key as one micro-batch; this is what runs inside one slot."""
-    from contentforge.batch import TimedImage, image_request_for
+def generate_timed(backend: ImageBackend, request: ImageRequest) -> TimedImage:
+    """One image, timed; its exception propagates (the calling task decides whether to retry)."""
+    started_at = datetime.now(UTC)
+    clock = time.perf_counter()
+    generated = backend.generate(request)
+    seconds = time.perf_counter() - clock
+    return TimedImage(generated, started_at, datetime.now(UTC), seconds)
 
-    requests = [image_request_for(piece, personas[piece.persona_id], settings) for piece in pieces]
+
+def generate_timed_group(
+    backend: ImageBackend, requests: Sequence[ImageRequest]
+) -> list[TimedImage | Exception]:
+    """One image group, timed: each image shares the group's window and gets its share of the time."""
     started_at = datetime.now(UTC)
     clock = time.perf_counter()
     results = generate_requests(backend, requests)
     seconds = time.perf_counter() - clock
     finished_at = datetime.now(UTC)
-    share = seconds / max(1, len(pieces))
+    share = seconds / max(1, len(requests))
     return [
         result if isinstance(result, Exception) else TimedImage(result, started_at, finished_at, share)
         for result in results
