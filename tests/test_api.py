@@ -13,10 +13,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from api_support import MARKUP_HOOK, World, build_world
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select
+from support.api import MARKUP_HOOK, World, build_world
 
 from contentforge.config import Settings
 from contentforge.db.models import ReviewDecisionORM

@@ -19,9 +19,9 @@ from typing import Any
 
 import numpy as np
 import pytest
-from api_support import World, build_world, persona
 from fastapi.testclient import TestClient
 from safetensors.numpy import save_file
+from support.api import World, build_world, persona
 
 from contentforge.config import Settings
 from contentforge.domain import LoraSpec

@@ -11,7 +11,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from fault_support import (
+from support.faults import (
     CRASH_WINDOW_S,
     LEASE_S,
     child_runs,

@@ -24,7 +24,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from fault_support import (
+from support.faults import (
     CRASH_WINDOW_S,
     LEASE_S,
     child_runs,

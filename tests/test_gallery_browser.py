@@ -19,8 +19,8 @@ from typing import Any
 
 import pytest
 import uvicorn
-from api_support import MARKUP_HOOK, World, build_world
 from sqlalchemy import select
+from support.api import MARKUP_HOOK, World, build_world
 
 from contentforge.config import Settings
 from contentforge.db.models import ReviewDecisionORM

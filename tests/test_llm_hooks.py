@@ -7,8 +7,8 @@ import json
 import logging
 
 import pytest
-from llm_fakes import FakeAnthropic, FakeOpenAI
 from pydantic import SecretStr
+from support.llm_fakes import FakeAnthropic, FakeOpenAI
 
 from contentforge.catalog import load_templates
 from contentforge.config import Settings

@@ -10,9 +10,9 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from llm_fakes import FakeOpenAI
 from sqlalchemy import select
 from sqlalchemy.orm import Session
+from support.llm_fakes import FakeOpenAI
 
 from contentforge.catalog import load_templates
 from contentforge.config import get_settings

@@ -8,9 +8,9 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from llm_fakes import FakeOpenAI
-from publishing_support import FakeApi, Request, Response, serve
 from pydantic import SecretStr, ValidationError
+from support.llm_fakes import FakeOpenAI
+from support.publishing import FakeApi, Request, Response, serve
 
 from contentforge import outbound
 from contentforge.config import Settings, get_settings

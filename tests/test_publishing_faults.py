@@ -12,12 +12,12 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from publishing_support import T0, Crash, FakeApi, Request, Response, World, make_world, no_sleep, serve
 from pydantic import SecretStr, ValidationError
 from sqlalchemy import update
-from test_publishing_instagram import TOKEN, USER, FakeGraph, publisher
-from test_publishing_tiktok import TOKEN as TIKTOK_TOKEN
-from test_publishing_tiktok import FakeTikTok
+from support.instagram import TOKEN, USER, FakeGraph, publisher
+from support.publishing import T0, Crash, FakeApi, Request, Response, World, make_world, no_sleep, serve
+from support.tiktok import TOKEN as TIKTOK_TOKEN
+from support.tiktok import FakeTikTok
 
 import contentforge.publishing.ledger as ledger_module
 from contentforge.config import PUBLISH_LEASE_MIN_S, Settings

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import httpx
 import pytest
-from publishing_support import make_world
+from support.publishing import make_world
 
 from contentforge.config import get_settings
 

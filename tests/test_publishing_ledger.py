@@ -7,7 +7,7 @@ from datetime import UTC, datetime, time, timedelta
 from pathlib import Path
 
 import pytest
-from publishing_support import T0, make_world, set_piece_status
+from support.publishing import T0, make_world, set_piece_status
 
 from contentforge.errors import InvalidInput
 from contentforge.publishing import PublishedPost, PublishRefused, idempotency_key

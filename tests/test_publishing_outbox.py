@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from publishing_support import T0, make_world
 from pydantic import SecretStr
+from support.publishing import T0, make_world
 
 from contentforge.config import Settings
 from contentforge.errors import InvalidInput

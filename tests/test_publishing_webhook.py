@@ -6,8 +6,8 @@ import json
 import time
 from pathlib import Path
 
-from publishing_support import T0, FakeApi, Request, Response, make_world, serve
 from pydantic import SecretStr
+from support.publishing import T0, FakeApi, Request, Response, make_world, serve
 
 from contentforge.publishing import PublishedPost, publish_claimed
 from contentforge.publishing.outbox import OutboxPublisher

@@ -8,8 +8,8 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
-from publishing_support import T0, Crash, FakeApi, Request, Response, make_world, serve
 from pydantic import SecretStr
+from support.publishing import T0, Crash, FakeApi, Request, Response, make_world, serve
 
 from contentforge.publishing import PermanentFailure, publish_claimed
 from contentforge.publishing.media import MediaResolver

@@ -6,8 +6,8 @@ import logging
 import traceback
 
 import pytest
-from publishing_support import FakeApi, Request, Response, serve
 from pydantic import SecretStr
+from support.publishing import FakeApi, Request, Response, serve
 
 from contentforge.moderation.openai_backend import ModerationUnavailable, OpenAIModerationBackend
 from contentforge.moderation.protocol import ModerationInput

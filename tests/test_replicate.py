@@ -22,9 +22,9 @@ from types import SimpleNamespace
 from typing import Any
 
 import pytest
-from loopback import LoopbackServer
 from PIL import Image
 from pydantic import SecretStr
+from support.loopback import LoopbackServer
 
 from contentforge.batch import image_request_for
 from contentforge.config import Settings

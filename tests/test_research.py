@@ -9,10 +9,10 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from brand_site import INJECTION, BrandSite
-from llm_fakes import FakeAnthropic, FakeOpenAI
-from loopback import LoopbackServer
 from pydantic import SecretStr
+from support.brand_site import INJECTION, BrandSite
+from support.llm_fakes import FakeAnthropic, FakeOpenAI
+from support.loopback import LoopbackServer
 
 from contentforge import outbound as outbound_module
 from contentforge.config import Settings

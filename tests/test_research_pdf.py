@@ -11,8 +11,8 @@ from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import pytest
-from loopback import LoopbackServer
 from pypdf import PdfReader, PdfWriter
+from support.loopback import LoopbackServer
 
 from contentforge.errors import InvalidInput
 from contentforge.research.brand import gather_sources

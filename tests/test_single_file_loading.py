@@ -14,9 +14,9 @@ from typing import Any
 import numpy as np
 import pytest
 import torch
-from original_layout import sd15_pipeline_to_original
 from safetensors import safe_open
 from safetensors.torch import save_file
+from support.original_layout import sd15_pipeline_to_original
 
 from contentforge.images.loading import detect_family, load_pipeline
 from contentforge.images.tiny import build_tiny_sd15_pipeline

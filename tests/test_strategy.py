@@ -6,8 +6,8 @@ import json
 from pathlib import Path
 
 import pytest
-from llm_fakes import FakeAnthropic, FakeOpenAI
 from pydantic import SecretStr
+from support.llm_fakes import FakeAnthropic, FakeOpenAI
 
 from contentforge.config import Settings
 from contentforge.db import Repository, make_engine, migrate

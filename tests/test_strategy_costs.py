@@ -9,10 +9,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brand_site import BrandSite
-from llm_fakes import FakeAnthropic
 from pydantic import SecretStr
 from sqlalchemy import Engine, select
+from support.brand_site import BrandSite
+from support.llm_fakes import FakeAnthropic
 from typer.testing import CliRunner
 
 from contentforge.config import Settings, get_settings

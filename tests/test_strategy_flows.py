@@ -9,7 +9,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from brand_site import BrandSite
+from support.brand_site import BrandSite
 
 from contentforge.config import get_settings
 from contentforge.domain.strategy import ApprovalStatus
@@ -231,8 +231,8 @@ def test_research_flow_charges_its_model_calls_to_the_ledger(
     env: BrandSite, prefect_server: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     """Through Prefect (and the 'llm' slot), each paid call lands in the ledger charged to the brand."""
-    from llm_fakes import FakeAnthropic
     from sqlalchemy import select
+    from support.llm_fakes import FakeAnthropic
 
     from contentforge.db.models import CostEntryORM
 

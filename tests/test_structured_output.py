@@ -6,8 +6,8 @@ from __future__ import annotations
 import json
 
 import pytest
-from llm_fakes import FakeAnthropic, FakeOpenAI
 from pydantic import BaseModel, Field, SecretStr
+from support.llm_fakes import FakeAnthropic, FakeOpenAI
 
 from contentforge.catalog import load_templates
 from contentforge.domain.models import HookStyle, Persona, Platform

@@ -8,9 +8,9 @@ import time
 from pathlib import Path
 
 import pytest
-from llm_fakes import FakeAnthropic, FakeOpenAI
 from pydantic import SecretStr, ValidationError
 from sqlalchemy import select
+from support.llm_fakes import FakeAnthropic, FakeOpenAI
 
 from contentforge.config import Settings
 from contentforge.db import Repository, make_engine, migrate

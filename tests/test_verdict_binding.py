@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 from sqlalchemy import text
-from test_review import PromptScores, make_batch, persona
+from support.review import PromptScores, make_batch, persona
 
 from contentforge.batch import ContentChanged, moderate_piece, write_piece_hooks
 from contentforge.config import Settings, get_settings

@@ -19,7 +19,7 @@ from typing import Any
 
 from sqlalchemy import create_engine, text
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 LEASE_S = 6
 """Batch lease of the child runs: a resume after a kill waits at most this long."""
 CRASH_WINDOW_S = 40
