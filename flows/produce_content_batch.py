@@ -132,20 +132,22 @@ def _produce(
 
     repo = resources.repository()
     stats = repo.batch_stats(batch_id)
-    stats["stage_seconds"] = {name: round(value, 3) for name, value in stage_seconds.items()}
-    failed = stats["by_status"].get(PieceStatus.failed.value, 0)
+    stages = {name: round(value, 3) for name, value in stage_seconds.items()}
+    # What the run returns and the batch keeps: JSON (Prefect stores it), the stats and the stage times.
+    summary = stats.model_dump(mode="json") | {"stage_seconds": stages}
+    failed = stats.by_status.get(PieceStatus.failed.value, 0)
     status = "completed" if failed < len(piece_ids) else "failed"
-    if not repo.finish_batch(batch_id, status=status, summary=stats, owner=owner):
+    if not repo.finish_batch(batch_id, status=status, summary=summary, owner=owner):
         logger.error("batch %s: another runner took the batch over; its summary stands", batch_id)
     rows = repo.pieces(batch_id=batch_id)
     gallery = gallery_url(resources.settings(), batch_id)
     create_markdown_artifact(
-        batch_summary_markdown(stats, rows, gallery),
+        batch_summary_markdown(stats, rows, gallery, stages),
         key=f"batch-{batch_id}-summary",
         description="Batch summary",
     )
     create_table_artifact(batch_summary_table(rows), key=f"batch-{batch_id}-pieces", description="Pieces")
-    return stats
+    return summary
 
 
 @task(name="gpu-stage", task_run_name="gpu-stage", cache_policy=NO_CACHE, persist_result=False)

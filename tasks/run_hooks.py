@@ -33,7 +33,7 @@ def _batch_of(flow_run: FlowRun) -> str | None:
         return str(batch_id)
     run_id = str(flow_run.id)
     recent = resources.repository().latest_batches(limit=100)
-    return next((batch["id"] for batch in recent if batch["flow_run_id"] == run_id), None)
+    return next((batch.id for batch in recent if batch.flow_run_id == run_id), None)
 
 
 def end_batch_run(flow: Flow[..., Any], flow_run: FlowRun, status: str) -> bool:
