@@ -20,13 +20,10 @@ from typing import Literal
 
 from PIL import Image
 from pydantic import BaseModel, ConfigDict, ValidationError
-from sqlalchemy import select
-from sqlalchemy.orm import Session
 
 from contentforge.catalog import load_templates, select_templates
 from contentforge.config import Settings
 from contentforge.db import PieceRow, PlannedPiece, Repository
-from contentforge.db.models import BatchORM, PieceORM
 from contentforge.domain import Persona, PieceStatus, Platform, Template, TierMix
 from contentforge.domain.binding import image_sha256, judged_hash, judged_texts
 from contentforge.errors import ContentForgeError, InvalidInput, UnknownPersona
@@ -124,18 +121,15 @@ def validate_batch_request(
 
 def _check_batch_target(repo: Repository, batch_id: str, persona_id: str, num_pieces: int) -> None:
     """A resumed batch belongs to this persona; no piece id the batch would plan is another batch's."""
-    with Session(repo.engine) as session:
-        existing = session.get(BatchORM, batch_id)
-        if existing is not None and existing.persona_id != persona_id:
-            raise InvalidInput(
-                f"batch {batch_id!r} belongs to persona {existing.persona_id!r}, not {persona_id!r}; "
-                "omit --batch-id to start a new batch"
-            )
-        # Pieces of batches planned before piece ids used the whole batch id ("<first 16>-NNN").
-        wanted = [piece_id_for(batch_id, index) for index in range(num_pieces)]
-        taken = session.scalars(
-            select(PieceORM.batch_id).where(PieceORM.id.in_(wanted), PieceORM.batch_id != batch_id).limit(1)
-        ).first()
+    owner = repo.persona_of_batch(batch_id)
+    if owner is not None and owner != persona_id:
+        raise InvalidInput(
+            f"batch {batch_id!r} belongs to persona {owner!r}, not {persona_id!r}; "
+            "omit --batch-id to start a new batch"
+        )
+    # Pieces of batches planned before piece ids used the whole batch id ("<first 16>-NNN").
+    wanted = [piece_id_for(batch_id, index) for index in range(num_pieces)]
+    taken = repo.batch_holding_piece_ids(wanted, other_than=batch_id)
     if taken is not None:
         raise InvalidInput(
             f"batch id {batch_id!r} would reuse piece ids of batch {taken!r}; choose another batch id"
