@@ -23,6 +23,10 @@ State machine of one row (one piece on one platform)::
 * When a row is claimed, and again right before the platform call (``publish_refusal``), the piece
   is checked: a piece rejected, changed or re-moderated after scheduling fails its publications
   instead of being posted.
+
+Why one module of ~740 lines: it is the publications aggregate's repository, and every transition
+above shares the same fenced writes and eligibility checks; split, the state machine would no longer
+read top to bottom in one place.
 """
 
 from __future__ import annotations
