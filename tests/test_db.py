@@ -23,7 +23,7 @@ from alembic.script import ScriptDirectory
 from sqlalchemy import Column, Engine, Integer, MetaData, inspect, select, text
 
 from contentforge.db import PieceRow, PlannedPiece, RecordNotFound, Repository, make_engine, migrate
-from contentforge.db.engine import alembic_config
+from contentforge.db.engine import alembic_config, migration_transaction
 from contentforge.db.models import Base, CostEntryORM, ModerationVerdictORM
 from contentforge.domain.models import (
     GenerationRecord,
@@ -186,10 +186,10 @@ def test_models_and_migrations_describe_the_same_schema(engine: Engine) -> None:
 
 
 def test_downgrade_to_base_removes_every_table_and_upgrade_restores_them(engine: Engine) -> None:
-    with engine.begin() as conn:
+    with migration_transaction(engine) as conn:
         command.downgrade(alembic_config(conn), "base")
     assert set(inspect(engine).get_table_names()) & TABLES == set()
-    with engine.begin() as conn:
+    with migration_transaction(engine) as conn:
         command.upgrade(alembic_config(conn), "head")
     assert set(inspect(engine).get_table_names()) >= TABLES
 
@@ -549,7 +549,7 @@ def test_migration_0004_makes_batch_optional_and_its_downgrade_drops_only_strate
 
     engine = make_engine(db_url)
     try:
-        with engine.begin() as conn:
+        with migration_transaction(engine) as conn:
             command.upgrade(alembic_config(conn), "0003_strategy")
         assert _columns(engine, "cost_entries")["batch_id"] is False and "step" not in _columns(
             engine, "cost_entries"
@@ -560,7 +560,7 @@ def test_migration_0004_makes_batch_optional_and_its_downgrade_drops_only_strate
             _raw_batch(conn, "b1", "mia")
             _raw_cost(conn, "b1", kind="image")
 
-        with engine.begin() as conn:
+        with migration_transaction(engine) as conn:
             command.upgrade(alembic_config(conn), "0004_strategy_costs")
         columns = _columns(engine, "cost_entries")
         assert columns["batch_id"] is True
@@ -587,7 +587,7 @@ def test_migration_0004_makes_batch_optional_and_its_downgrade_drops_only_strate
             batch_total = conn.execute(text("SELECT SUM(amount_usd) FROM cost_entries WHERE batch_id = 'b1'"))
             assert batch_total.scalar() == pytest.approx(1.0), "batch sums ignore strategy"
 
-        with engine.begin() as conn:
+        with migration_transaction(engine) as conn:
             command.downgrade(alembic_config(conn), "0003_strategy")
         columns = _columns(engine, "cost_entries")
         assert columns["batch_id"] is False and "step" not in columns and "persona_id" not in columns
@@ -633,7 +633,7 @@ def test_migration_0006_moves_prompt_sources_from_batch_params_to_pieces_and_bac
     )
     engine = make_engine(db_url)
     try:
-        with engine.begin() as conn:
+        with migration_transaction(engine) as conn:
             command.upgrade(alembic_config(conn), "0005_fault_tolerance")
         Repository(engine).upsert_persona(make_persona())
         old_params = {
@@ -697,7 +697,7 @@ def test_migration_0006_moves_prompt_sources_from_batch_params_to_pieces_and_bac
                 )
             )
 
-        with engine.begin() as conn:
+        with migration_transaction(engine) as conn:
             command.upgrade(alembic_config(conn), "0006_piece_prompt_sources")
         repo = Repository(engine)
         assert repo.prompt_sources("b1") == {"b1-000": "llm", "b1-001": "rules"}
@@ -710,7 +710,7 @@ def test_migration_0006_moves_prompt_sources_from_batch_params_to_pieces_and_bac
         assert params == {"b1": {"steps": 4}, "b2": {"steps": 8}}, "the sources left the batch JSON"
 
         repo.set_prompt_sources("b1", {"b1-002": ("llm", None)})
-        with engine.begin() as conn:
+        with migration_transaction(engine) as conn:
             command.downgrade(alembic_config(conn), "0005_fault_tolerance")
         assert not {"prompt_source", "prompt_fallback"} & set(_columns(engine, "pieces"))
         with engine.connect() as conn:
@@ -936,3 +936,57 @@ def test_each_generation_is_charged_once_however_often_it_is_recorded(repo: Repo
     assert repo.batch_stats("b1").cost_usd_total == pytest.approx(1.0)
     assert repo.add_cost("b1", kind="text", provider="p", amount_usd=0.1, charge_key="hooks:b1-000:x")
     assert not repo.add_cost("b1", kind="text", provider="p", amount_usd=0.1, charge_key="hooks:b1-000:x")
+
+
+def test_migration_0005_keeps_every_piece_hook_and_verdict_of_existing_batches(db_url: str) -> None:
+    """0005 rebuilds ``batches`` on SQLite; with foreign keys on, that deleted every piece (cascade).
+
+    Reproduced before the fix: pieces after upgrade 0. Now migrations run with foreign keys off on
+    SQLite (``migration_transaction``) and the migration refuses to run otherwise.
+    """
+    engine = make_engine(db_url)
+    try:
+        with migration_transaction(engine) as conn:
+            command.upgrade(alembic_config(conn), "0004_strategy_costs")
+        Repository(engine).upsert_persona(make_persona())
+        with engine.begin() as conn:  # raw: today's ORM knows columns that revision 0004 lacks
+            _raw_batch(conn, "b1", "mia")
+            conn.execute(
+                text(
+                    'INSERT INTO pieces (id, batch_id, persona_id, "index", template_id, template_tier,'
+                    " status, prompt, negative_prompt, seed, verdict, created_at, updated_at) VALUES"
+                    " ('b1-000', 'b1', 'mia', 0, 'FIT-001', 'safe', 'ready', 'p', '', 1, 'safe',"
+                    " CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO hooks (piece_id, position, style, platform, text, call_to_action, hashtags)"
+                    " VALUES ('b1-000', 0, 'question', 'instagram', 'hi', 'go', '[]')"
+                )
+            )
+            conn.execute(
+                text(
+                    "INSERT INTO moderation_verdicts (piece_id, verdict, scores, reasons, backends,"
+                    " created_at) VALUES ('b1-000', 'safe', '{}', '[]', '[]', CURRENT_TIMESTAMP)"
+                )
+            )
+            _raw_cost(conn, "b1", kind="image")
+
+        if engine.dialect.name == "sqlite":  # the unsafe way is refused, not silently destructive
+            with pytest.raises(RuntimeError, match="foreign keys off"), engine.begin() as conn:
+                command.upgrade(alembic_config(conn), "0005_fault_tolerance")
+        migrate(db_url)
+
+        with engine.connect() as conn:
+            counts = {
+                name: conn.execute(text(f"SELECT COUNT(*) FROM {name}")).scalar()
+                for name in ("batches", "pieces", "hooks", "moderation_verdicts", "cost_entries")
+            }
+            assert counts == dict.fromkeys(counts, 1), counts
+            if engine.dialect.name == "sqlite":
+                assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1, "enforcement back on"
+        piece = Repository(engine).get_piece("b1-000")
+        assert piece is not None and [h.text for h in piece.hooks] == ["hi"]
+    finally:
+        engine.dispose()

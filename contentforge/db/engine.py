@@ -12,6 +12,8 @@ installed wheel and from any working directory.
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -94,6 +96,43 @@ def alembic_config(connection: Connection | None = None) -> Config:
     return cfg
 
 
+@contextmanager
+def migration_transaction(engine: Engine) -> Iterator[Connection]:
+    """A connection in one locked transaction for migrations; on SQLite with foreign keys off.
+
+    Why foreign keys off: SQLite cannot alter a constraint, so a migration rebuilds the table (copy,
+    ``DROP``, rename); with foreign keys on, dropping a parent such as ``batches`` deletes every
+    ``ON DELETE CASCADE`` child (all pieces, hooks and verdicts). SQLite only lets the pragma change
+    outside a transaction, so it is set on the raw connection before ``BEGIN``; before committing,
+    ``PRAGMA foreign_key_check`` must find nothing, else the migration is rolled back.
+    """
+    with engine.connect() as connection:
+        sqlite = connection.dialect.name == "sqlite"
+        if sqlite:
+            _sqlite_foreign_keys(connection, on=False)
+        try:
+            with connection.begin():
+                if connection.dialect.name == "postgresql":
+                    connection.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK}
+                    )
+                yield connection
+                if sqlite:
+                    broken = connection.exec_driver_sql("PRAGMA foreign_key_check").all()
+                    if broken:
+                        raise RuntimeError(f"migration left rows without their parent: {broken[:5]}")
+        finally:
+            if sqlite:
+                _sqlite_foreign_keys(connection, on=True)
+
+
+def _sqlite_foreign_keys(connection: Connection, *, on: bool) -> None:
+    """Set SQLite's foreign-key enforcement on the DBAPI connection itself (outside any transaction)."""
+    raw = connection.connection.driver_connection
+    assert raw is not None
+    raw.execute(f"PRAGMA foreign_keys = {'ON' if on else 'OFF'}")
+
+
 def migrate(url: str) -> None:
     """Upgrade the database at ``url`` to the newest schema; a no-op when it is already there.
 
@@ -103,9 +142,7 @@ def migrate(url: str) -> None:
     """
     engine = make_engine(url)
     try:
-        with engine.begin() as connection:
-            if connection.dialect.name == "postgresql":
-                connection.execute(text("SELECT pg_advisory_xact_lock(:key)"), {"key": _PG_MIGRATION_LOCK})
+        with migration_transaction(engine) as connection:
             command.upgrade(alembic_config(connection), "head")
     finally:
         engine.dispose()

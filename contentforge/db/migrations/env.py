@@ -52,11 +52,11 @@ def run_migrations_online() -> None:
             context.run_migrations()
         return
 
-    from contentforge.db.engine import make_engine
+    from contentforge.db.engine import make_engine, migration_transaction
 
     engine = make_engine(_url())
     try:
-        with engine.begin() as own_connection:
+        with migration_transaction(engine) as own_connection:
             _configure(own_connection)
             with context.begin_transaction():
                 context.run_migrations()

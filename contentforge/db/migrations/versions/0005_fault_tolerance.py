@@ -33,7 +33,22 @@ OLD_BATCH_STATUSES = "status IN ('running', 'completed', 'failed')"
 NEW_BATCH_STATUSES = "status IN ('running', 'completed', 'failed', 'cancelled', 'crashed')"
 
 
+def _refuse_cascading_rebuild() -> None:
+    """SQLite rebuilds ``batches`` here; with foreign keys on, that would delete every piece.
+
+    ``contentforge.db.engine.migrate`` (and the ``alembic`` command through env.py) run migrations
+    with foreign keys off on SQLite; anything else is refused rather than losing data.
+    """
+    bind = op.get_bind()
+    if bind.dialect.name == "sqlite" and bind.exec_driver_sql("PRAGMA foreign_keys").scalar():
+        raise RuntimeError(
+            "on SQLite this migration rebuilds the batches table and must run with foreign keys off "
+            "(use contentforge.db.engine.migrate or migration_transaction), or every piece would be deleted"
+        )
+
+
 def upgrade() -> None:
+    _refuse_cascading_rebuild()
     with op.batch_alter_table("batches", recreate="auto") as batch:
         batch.add_column(sa.Column("lease_owner", sa.String(length=200), nullable=True))
         batch.add_column(sa.Column("lease_expires_at", sa.DateTime(timezone=True), nullable=True))
@@ -51,6 +66,7 @@ def upgrade() -> None:
 
 
 def downgrade() -> None:
+    _refuse_cascading_rebuild()
     with op.batch_alter_table("cost_entries", recreate="auto") as batch:
         batch.drop_constraint(op.f("uq_cost_entries_charge_key"), type_="unique")
         batch.drop_column("charge_key")
