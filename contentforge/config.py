@@ -2,6 +2,9 @@
 
 One settings object holds every knob so that backends are chosen by configuration, never by
 editing code. ``.env.example`` lists each variable with a comment.
+
+Over 500 lines on purpose: pydantic-settings reads one class, so every setting and its validator
+live on it; ``docs/configuration.md`` groups them by topic.
 """
 
 from __future__ import annotations

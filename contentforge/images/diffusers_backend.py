@@ -17,6 +17,10 @@ because padding them to one length would change their pixels.
 LoRA fusing (``CONTENTFORGE_IMAGE_LORA_FUSE``): the active LoRA set is merged into the shared weights at
 each switch and unmerged before the next, so denoising runs at base-model speed; the weights stay right
 to rounding only (see ``Settings.image_lora_fuse``), and fused generations are recorded as such.
+
+Over 500 lines on purpose: one backend whose families share the pipeline pool, LoRA switching, seeding
+and micro-batching; per-family encoding is the part that differs and could move out next (STYLE.md's
+"one small module per family") when a fourth family arrives.
 """
 
 from __future__ import annotations

@@ -3,6 +3,9 @@
 Each niche has keywords (to match a brand's DNA), and pools of interests, looks, traits, tones,
 platforms, time zones and content angles. The niches are those the template library serves, so a
 persona generated here finds templates when a batch is produced for it.
+
+Over 500 lines on purpose: it is one table of data, read whole; split by niche it would scatter the
+catalog that ``match_niche`` ranks as one.
 """
 
 from __future__ import annotations
