@@ -80,7 +80,7 @@ def validate_batch_request(
             f"persona {found.id!r} does not target {chosen_platform.value} (it targets {targets})"
         )
     if batch_id is not None:
-        _check_batch_target(repo, batch_id, found.id, num_pieces)
+        _check_batch_target(repo, batch_id, found.id, num_pieces, chosen_platform)
     if found.lora is not None:  # a file, a hub id or registry:<name> (must be registered and fit the model)
         resolve_persona_lora(found.lora, settings)
     # Builds the backend object only (the pipeline loads lazily): checks the model setting, refuses
@@ -91,13 +91,25 @@ def validate_batch_request(
     return BatchRequest(found, num_pieces, chosen_platform, mix, seed, include_hooks, safety_check)
 
 
-def _check_batch_target(repo: Repository, batch_id: str, persona_id: str, num_pieces: int) -> None:
-    """A resumed batch belongs to this persona; no piece id the batch would plan is another batch's."""
+def _check_batch_target(
+    repo: Repository, batch_id: str, persona_id: str, num_pieces: int, platform: Platform
+) -> None:
+    """A resumed batch belongs to this persona and platform; no piece id it would plan is another batch's.
+
+    Why the platform: a resume on another platform would write that platform's hooks onto finished
+    pieces, sending moderated (or reviewer-rejected) pieces back to moderation.
+    """
     owner = repo.persona_of_batch(batch_id)
     if owner is not None and owner != persona_id:
         raise InvalidInput(
             f"batch {batch_id!r} belongs to persona {owner!r}, not {persona_id!r}; "
             "omit --batch-id to start a new batch"
+        )
+    planned_for = repo.platform_of_batch(batch_id)
+    if planned_for is not None and planned_for != platform.value:
+        raise InvalidInput(
+            f"batch {batch_id!r} was produced for {planned_for}, not {platform.value}; resume it with "
+            f"--platform {planned_for}, or omit --batch-id to start a new batch"
         )
     # Pieces of batches planned before piece ids used the whole batch id ("<first 16>-NNN").
     wanted = [piece_id_for(batch_id, index) for index in range(num_pieces)]

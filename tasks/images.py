@@ -44,7 +44,10 @@ def record_failure(
 ) -> PieceOutcome:
     """Record the piece as failed with its error, which fails neither its group nor the batch."""
     outcome = PieceOutcome.failure(exc)
-    resources.repository().mark_failed(piece_id, outcome.error or "")
+    if not resources.repository().mark_failed(piece_id, outcome.error or ""):
+        # Its image was recorded before its group failed: the piece keeps it.
+        logger.warning("piece %s kept its image; its group failed afterwards: %s", piece_id, outcome.error)
+        return GENERATED
     logger.warning("piece %s failed: %s", piece_id, outcome.error)
     return outcome
 

@@ -27,10 +27,18 @@ from tasks.planning import load_piece
     persist_result=False,
 )
 def moderate(piece_id: str) -> str:
-    """Moderate the stored piece and return its verdict; a finished or held piece keeps its verdict."""
+    """Moderate the stored piece and return its verdict; a finished or held piece keeps its verdict.
+
+    Only while that verdict is bound to the piece's current content: a piece moderated before verdicts
+    were bound (an upgraded database) or changed since is moderated again, so resuming its batch makes
+    it publishable again.
+    """
     piece = load_piece(piece_id)
     decided = piece.status in FINISHED or piece.status is PieceStatus.needs_review
-    if decided and piece.verdict is not None:
+    bound = piece.moderated_hash is not None and piece.moderated_hash == resources.repository().content_hash(
+        piece_id
+    )
+    if decided and piece.verdict is not None and bound:
         return piece.verdict.value
     return resources.moderation_dispatcher().run(
         lambda: moderate_piece(piece, resources.storage(), resources.moderator(), resources.repository())

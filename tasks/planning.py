@@ -12,6 +12,7 @@ from contentforge.db import PieceRow, PlannedPiece
 from contentforge.text.llm_prompts import ImagePromptOutcome, build_image_prompt_writer
 from contentforge.text.prompt_sources import record_planned_prompts
 from tasks import resources
+from tasks.run_hooks import cancel_child_runs
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -44,9 +45,14 @@ def take_batch(
         },
         flow_run_id=flow_run_id,
     )
+    previous_run = repo.flow_run_of_batch(batch_id)
     repo.acquire_batch_lease(
         batch_id, owner, ttl_s=resources.settings().batch_lease_s, flow_run_id=flow_run_id, wait_s=wait_s
     )
+    if flow_run_id is not None and previous_run not in (None, flow_run_id):
+        # Taken over from a run whose lease expired: a GPU stage it started on another worker may still
+        # be generating; cancel it so only this run writes the batch's pieces.
+        cancel_child_runs(previous_run, f"batch {batch_id} was taken over by run {flow_run_id}")
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)

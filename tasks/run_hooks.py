@@ -49,7 +49,7 @@ def end_batch_run(flow: Flow[..., Any], flow_run: FlowRun, status: str) -> bool:
     repo = resources.repository()
     lease = repo.batch_lease(batch_id)
     if lease is None:
-        return batch_id in repo.reconcile_expired_batches()
+        return batch_id in repo.reconcile_expired_batches(batch_id)
     holder = lease[0]
     if holder != lease_owner(str(flow_run.id)) and not holder.endswith(f"flow run {flow_run.id}"):
         return False
@@ -62,8 +62,13 @@ def end_batch_run(flow: Flow[..., Any], flow_run: FlowRun, status: str) -> bool:
 
 
 def mark_batch_crashed(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
-    """``on_crashed`` of ``produce-content-batch``: the batch is ``crashed``, its lease free for a resume."""
+    """``on_crashed`` of ``produce-content-batch``: the batch is ``crashed``, its lease free for a resume.
+
+    Its GPU stage on another worker is cancelled too, so it does not keep writing the batch's pieces
+    while a resume does.
+    """
     end_batch_run(flow, flow_run, "crashed")
+    cancel_child_runs(flow_run.id, f"its batch run {flow_run.id} crashed")
 
 
 def mark_batch_cancelled(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
@@ -91,7 +96,10 @@ def cancel_child_runs(flow_run_id: UUID | str, message: str) -> int:
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.states import Cancelling
 
-    parent = UUID(str(flow_run_id))
+    try:
+        parent = UUID(str(flow_run_id))
+    except ValueError:  # not a Prefect run id (a batch recorded outside Prefect): no children
+        return 0
     cancelled = 0
     with get_client(sync_client=True) as client:
         children = client.read_flow_runs(

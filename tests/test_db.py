@@ -990,3 +990,25 @@ def test_migration_0005_keeps_every_piece_hook_and_verdict_of_existing_batches(d
         assert piece is not None and [h.text for h in piece.hooks] == ["hi"]
     finally:
         engine.dispose()
+
+
+def test_a_failed_image_group_leaves_its_recorded_pieces_alone(repo: Repository) -> None:
+    repo.upsert_persona(make_persona())
+    start_batch(repo)
+    repo.add_planned_pieces("b1", planned("b1", range(2)))
+    generate(repo, "b1-000", seed=0, sha="0" * 64, cost=0.01)  # stored and recorded first
+    assert not repo.mark_failed("b1-000", "the group's third piece failed to store")
+    assert repo.mark_failed("b1-001", "the group's third piece failed to store")
+    statuses = {p.id: p.status for p in repo.pieces(batch_id="b1")}
+    assert statuses == {"b1-000": PieceStatus.generated, "b1-001": PieceStatus.failed}
+
+
+def test_a_hook_reconciles_only_its_own_batch(repo: Repository) -> None:
+    repo.upsert_persona(make_persona())
+    for batch_id in ("mine", "late-renewer"):
+        start_batch(repo, batch_id)
+        repo.acquire_batch_lease(batch_id, f"runner-{batch_id}", ttl_s=-1)
+    assert repo.reconcile_expired_batches("mine") == ["mine"]
+    status = {b.id: b.status for b in repo.latest_batches()}
+    assert status["mine"] == "crashed"
+    assert repo.renew_batch_lease("late-renewer", "runner-late-renewer", 60), "still its runner's"

@@ -119,6 +119,21 @@ def test_cli_refuses_a_batch_another_run_holds_before_the_server(repo: Repositor
     assert repo.batch_lease("held-batch") is not None and repo.pieces() == [], "the holder is left alone"
 
 
+def test_a_batch_is_resumed_only_on_the_platform_it_was_produced_for(repo: Repository) -> None:
+    repo.create_batch(
+        batch_id="insta-batch", persona_id="mia-fit", platform="instagram", num_pieces=2,
+        tier_mix={"safe": 1.0, "suggestive": 0.0}, seed=0, params={}, flow_run_id=None,
+    )  # fmt: skip
+    persona = repo.get_persona("mia-fit")
+    assert persona is not None
+    other = next(p for p in persona.platforms if p.value != "instagram")
+    with pytest.raises(InvalidInput, match="was produced for instagram"):
+        validate_batch_request(
+            repo, get_settings(), persona="mia-fit", num_pieces=2, platform=other.value, tier_mix=None,
+            seed=0, batch_id="insta-batch",
+        )  # fmt: skip
+
+
 def test_batch_ids_sharing_their_first_16_characters_plan_distinct_pieces(repo: Repository) -> None:
     request = validate_batch_request(
         repo, get_settings(), persona="mia-fit", num_pieces=3, platform="instagram", tier_mix=None, seed=0

@@ -141,3 +141,16 @@ def test_a_reviewer_cannot_approve_a_piece_edited_after_moderation(env) -> None:
     with pytest.raises(ReviewStateError, match="changed after it was moderated"):
         ReviewQueue.from_settings(settings).approve("b1-000", reviewer="ana")
     assert repo.get_piece("b1-000").status is PieceStatus.needs_review  # type: ignore[union-attr]
+
+
+def test_a_held_piece_whose_verdict_is_not_bound_is_moderated_again(env) -> None:  # type: ignore[no-untyped-def]
+    """An upgraded database has verdicts from before binding: they are judged again, not trusted."""
+    repo, settings = env
+    make_batch(repo, settings, "b1", ["score:hate=0.47"])  # borderline: held for review
+    with repo.engine.begin() as conn:  # as migration 0005 leaves an older verdict
+        conn.execute(text("UPDATE pieces SET moderated_hash = NULL WHERE id = 'b1-000'"))
+    piece = repo.get_piece("b1-000")
+    assert piece is not None and piece.status is PieceStatus.needs_review and piece.moderated_hash is None
+    moderate_piece(piece, build_storage(settings), _moderator(settings), repo)
+    judged = repo.get_piece("b1-000")
+    assert judged is not None and judged.moderated_hash == repo.content_hash("b1-000")

@@ -83,7 +83,9 @@ class BatchRepository(Store):
         if status not in BATCH_STATUSES or status == "running":
             raise InvalidInput(f"a batch finishes as 'completed' or 'failed', not {status!r}")
         with self._db.write() as session:
-            batch = load_batch(session, batch_id)
+            # FOR UPDATE: on PostgreSQL a takeover committed between this read and the write would
+            # otherwise be overwritten (SQLite's BEGIN IMMEDIATE already serialises the two).
+            batch = load_batch(session, batch_id, for_update=True)
             if owner is not None and batch.lease_owner != owner:
                 return False
             batch.status = status
@@ -198,10 +200,12 @@ class BatchRepository(Store):
             )
             return bool(rows_changed(ended) == 1)
 
-    def reconcile_expired_batches(self) -> list[str]:
+    def reconcile_expired_batches(self, batch_id: str | None = None) -> list[str]:
         """Mark ``running`` batches whose runner's lease expired as ``crashed``; returns their ids.
 
         A runner killed with ``kill -9`` runs no hook; its lease running out is how ContentForge learns.
+        With ``batch_id``, only that batch: a hook reconciles its own batch, never another one whose
+        live runner is merely late renewing.
         """
         now = utcnow()
         expired = and_(
@@ -209,6 +213,8 @@ class BatchRepository(Store):
             BatchORM.lease_expires_at.is_not(None),
             BatchORM.lease_expires_at < now,
         )
+        if batch_id is not None:
+            expired = and_(expired, BatchORM.id == batch_id)
         with self._db.write() as session:
             ids = list(session.scalars(select(BatchORM.id).where(expired)))
             if ids:
@@ -304,6 +310,18 @@ class BatchRepository(Store):
         with self._db.read() as session:
             batch = session.get(BatchORM, batch_id)
             return None if batch is None else batch.persona_id
+
+    def platform_of_batch(self, batch_id: str) -> str | None:
+        """The platform the batch was planned for, or None when no batch has this id (yet)."""
+        with self._db.read() as session:
+            batch = session.get(BatchORM, batch_id)
+            return None if batch is None else batch.platform
+
+    def flow_run_of_batch(self, batch_id: str) -> str | None:
+        """The flow run that last took the batch (its runner of record), or None."""
+        with self._db.read() as session:
+            batch = session.get(BatchORM, batch_id)
+            return None if batch is None else batch.flow_run_id
 
 
 def effective_status(batch: BatchORM) -> str:

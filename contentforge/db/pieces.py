@@ -243,7 +243,14 @@ class PieceRepository(Store):
         """
         with self._db.write() as session:
             piece = load_piece(session, piece_id, for_update=True)
-            if piece.status not in (PieceStatus.generated, PieceStatus.ready, PieceStatus.rejected):
+            # A held piece is judged again only when its verdict is not bound to it (moderate_piece).
+            moderated = (
+                PieceStatus.generated,
+                PieceStatus.ready,
+                PieceStatus.rejected,
+                PieceStatus.needs_review,
+            )
+            if piece.status not in moderated:
                 raise InvalidInput(
                     f"piece {piece_id!r} is {piece.status!r}; only a generated image is moderated"
                 )
@@ -275,13 +282,20 @@ class PieceRepository(Store):
                 piece.moderation_reasons = held + list(verdict.reasons)
             return True
 
-    def mark_failed(self, piece_id: str, error: str) -> None:
-        """Record why a piece failed; its plan stays so the batch report can show the gap."""
+    def mark_failed(self, piece_id: str, error: str) -> bool:
+        """Record why a piece's generation failed; its plan stays so the batch report can show the gap.
+
+        Only a piece still ``planned`` fails: one whose image was already recorded (say, the first of an
+        image group whose later piece then failed) keeps its image and status. Returns whether it failed.
+        """
         with self._db.write() as session:
             piece = load_piece(session, piece_id, for_update=True)
+            if piece.status not in (PieceStatus.planned.value, PieceStatus.failed.value):
+                return False
             piece.status = PieceStatus.failed.value
             piece.error = redact_text(error)[:MAX_ERROR_CHARS]
             piece.finished_at = piece.finished_at or utcnow()
+            return True
 
     def set_prompt_sources(self, batch_id: str, sources: Mapping[str, tuple[str, str | None]]) -> None:
         """Record where each piece's image prompt came from: piece id to ``(source, fallback reason)``.

@@ -88,8 +88,8 @@ def insert_for(session: Session, entity: type[Any]) -> Any:
     raise NotImplementedError(f"ContentForge supports SQLite and PostgreSQL, not {dialect}")
 
 
-def load_batch(session: Session, batch_id: str) -> BatchORM:
-    batch = session.get(BatchORM, batch_id)
+def load_batch(session: Session, batch_id: str, *, for_update: bool = False) -> BatchORM:
+    batch = session.get(BatchORM, batch_id, with_for_update=for_update)
     if batch is None:
         raise RecordNotFound(f"no batch with id {batch_id!r}")
     return batch
