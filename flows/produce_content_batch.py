@@ -34,10 +34,11 @@ from flows.generate_images import generate_images, queue_ahead
 from flows.progress import BatchProgress
 from tasks import resources
 from tasks.bootstrap import bootstrap_limits
+from tasks.child_runs import cancel_child_runs
 from tasks.generation_queue import generation_queue
 from tasks.moderation import moderate
 from tasks.planning import select_templates_and_prompts, take_batch, validate_request
-from tasks.run_hooks import cancel_child_runs, mark_batch_cancelled, mark_batch_crashed
+from tasks.run_hooks import mark_batch_cancelled, mark_batch_crashed
 from tasks.text import write_hooks
 
 

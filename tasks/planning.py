@@ -12,7 +12,7 @@ from contentforge.db import PieceRow, PlannedPiece
 from contentforge.text.llm_prompts import ImagePromptOutcome, build_image_prompt_writer
 from contentforge.text.prompt_sources import record_planned_prompts
 from tasks import resources
-from tasks.run_hooks import cancel_child_runs
+from tasks.child_runs import cancel_child_runs
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)

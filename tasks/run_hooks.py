@@ -15,7 +15,6 @@ claim's lease runs out.
 from __future__ import annotations
 
 from typing import Any
-from uuid import UUID
 
 from prefect import Flow
 from prefect.client.schemas.objects import FlowRun, State
@@ -23,6 +22,7 @@ from prefect.logging.loggers import flow_run_logger
 
 from contentforge.db.leases import lease_owner
 from tasks import resources
+from tasks.child_runs import cancel_child_runs
 from tasks.generation_queue import generation_queue
 
 
@@ -82,36 +82,6 @@ def mark_batch_cancelled(flow: Flow[..., Any], flow_run: FlowRun, state: State) 
     cancelled = cancel_child_runs(flow_run.id, f"its batch run {flow_run.id} was cancelled")
     if cancelled:
         flow_run_logger(flow_run, flow).warning("cancelled %d GPU-stage run(s) of this batch", cancelled)
-
-
-def cancel_child_runs(flow_run_id: UUID | str, message: str) -> int:
-    """Ask Prefect to cancel every unfinished child run of ``flow_run_id``; returns how many.
-
-    Why: a batch's GPU stage is a deployment run on the gpu pool, and the batch's process cannot exit
-    while it waits for that run; cancelling it lets the batch stop within a worker poll, and stops
-    generating (and paying for) images nobody will keep.
-    """
-    from prefect.client.orchestration import get_client
-    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
-    from prefect.client.schemas.sorting import FlowRunSort
-    from prefect.states import Cancelling
-
-    try:
-        parent = UUID(str(flow_run_id))
-    except ValueError:  # not a Prefect run id (a batch recorded outside Prefect): no children
-        return 0
-    cancelled = 0
-    with get_client(sync_client=True) as client:
-        children = client.read_flow_runs(
-            flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent])),
-            sort=FlowRunSort.START_TIME_ASC,  # limit and sort spelled out: the server refuses null defaults
-            limit=50,
-        )
-        for child in children:
-            if child.state is None or not child.state.is_final():
-                client.set_flow_run_state(child.id, Cancelling(message=message), force=True)
-                cancelled += 1
-    return cancelled
 
 
 def discard_generations(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
