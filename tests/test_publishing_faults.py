@@ -11,11 +11,24 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import SecretStr, ValidationError
 from sqlalchemy import update
+from sqlalchemy.exc import OperationalError
 from support.instagram import TOKEN, USER, FakeGraph, publisher
-from support.publishing import T0, Crash, FakeApi, Request, Response, World, make_world, no_sleep, serve
+from support.publishing import (
+    T0,
+    Crash,
+    FakeApi,
+    Request,
+    Response,
+    World,
+    make_world,
+    no_sleep,
+    png_bytes,
+    serve,
+)
 from support.tiktok import TOKEN as TIKTOK_TOKEN
 from support.tiktok import FakeTikTok
 
@@ -26,10 +39,14 @@ from contentforge.db.models import HookORM, PieceORM, PublicationORM
 from contentforge.errors import InvalidInput
 from contentforge.publishing import (
     ClaimLost,
+    PermanentFailure,
+    PublicationLedger,
     PublishedPost,
     PublisherUnavailable,
     PublishRefused,
+    TransientError,
     build_row_publisher,
+    give_up,
     publish_claimed,
     publisher_name,
 )
@@ -39,6 +56,7 @@ from contentforge.publishing.media import MediaResolver
 from contentforge.publishing.outbox import OutboxPublisher
 from contentforge.publishing.runner import hold_back
 from contentforge.publishing.tiktok import TikTokPublisher
+from contentforge.publishing.x import XPublisher
 
 MEDIA_PUBLISH = f"POST /v21.0/{USER}/media_publish"
 CREATE_CONTAINER = f"POST /v21.0/{USER}/media"
@@ -382,3 +400,118 @@ def test_captions_no_moderation_judged_are_judged_before_scheduling(tmp_path: Pa
         session.execute(update(PublicationORM).where(PublicationORM.id == pub_id).values(caption="Buy now"))
     assert world.ledger.claim_due(now=T0) == []
     assert "not a text moderation judged" in (world.ledger.get(pub_id).last_error or "")
+
+
+# --- 8. a post that went out is never posted again; the image posted is the image judged ---------
+
+
+class FakeTweets(FakeApi):
+    """X's media upload and post creation; ``accept_then_stall_s`` stalls after accepting a post."""
+
+    def __init__(self, accept_then_stall_s: float = 0.0) -> None:
+        super().__init__()
+        self.accept_then_stall_s = accept_then_stall_s
+        self.posts: list[str] = []
+
+    def handle(self, request: Request) -> Response:
+        if request.path == "/2/media/upload":
+            return 200, {}, {"data": {"id": "4242"}}
+        if request.path == "/2/media/metadata":
+            return 200, {}, {"data": {"associated_metadata": True}}
+        if request.path == "/2/tweets":
+            self.posts.append(request.json()["text"])
+            time.sleep(self.accept_then_stall_s)  # X took the post; its answer is late
+            return 201, {}, {"data": {"id": str(1000 + len(self.posts))}}
+        return 404, {}, {"title": "Not Found"}
+
+
+def x_publisher(world: World, api: FakeApi, client: httpx.Client | None = None) -> XPublisher:
+    return XPublisher(
+        access_token=SecretStr("x-token-0123456789"), media=MediaResolver(world.storage), base_url=api.url,
+        client=client,
+    )  # fmt: skip
+
+
+def fails_once_to_record(monkeypatch: pytest.MonkeyPatch, ledger: PublicationLedger) -> None:
+    """The post is made, then the database write recording it fails (once)."""
+    record = ledger.mark_published
+
+    def broken(*args: object, **kwargs: object) -> object:
+        monkeypatch.setattr(ledger, "mark_published", record)
+        raise OperationalError("UPDATE publications", {}, Exception("database is locked"))
+
+    monkeypatch.setattr(ledger, "mark_published", broken)
+
+
+NOT_AGAIN = "a previous attempt may already have posted it on x"
+
+
+def test_an_x_post_that_was_not_recorded_is_not_posted_again(
+    tmp_path: Path, db_url: str | None, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = make_world(tmp_path, ["ready-safe"], url=db_url)
+    world.ledger.schedule(next(iter(world.pieces)), "x", T0, publisher="x")
+    [claimed] = world.ledger.claim_due(now=T0)
+    fails_once_to_record(monkeypatch, world.ledger)
+    with serve(FakeTweets()) as api:
+        with pytest.raises(OperationalError):
+            publish_claimed(world.ledger, x_publisher(world, api), claimed)
+        # The task failed: release_publication gives the row back for a later run.
+        assert give_up(world.ledger, claimed, "OperationalError", max_attempts=5).status == "deferred"
+        [again] = world.ledger.claim_due(now=datetime.now(UTC) + timedelta(days=1))
+        outcome = publish_claimed(world.ledger, x_publisher(world, api), again)
+    assert len(api.posts) == 1
+    row = world.ledger.get(claimed.id)
+    assert outcome.status == row.status == "failed"
+    assert NOT_AGAIN in (row.last_error or "") and "check the account" in (row.last_error or "")
+    assert "\n" not in (row.last_error or "")
+
+
+def test_an_x_post_whose_answer_timed_out_is_not_posted_again(tmp_path: Path) -> None:
+    world = make_world(tmp_path, ["ready-safe"])
+    world.ledger.schedule(next(iter(world.pieces)), "x", T0, publisher="x")
+    [claimed] = world.ledger.claim_due(now=T0)
+    with serve(FakeTweets(accept_then_stall_s=1.0)) as api, httpx.Client(timeout=0.3) as client:
+        with pytest.raises(TransientError, match="ReadTimeout"):
+            publish_claimed(world.ledger, x_publisher(world, api, client), claimed)
+        # Prefect retries the task: it re-reads the row as the claim holder.
+        retry = world.ledger.claimed(claimed.id, str(claimed.claim_token))
+        outcome = publish_claimed(world.ledger, x_publisher(world, api, client), retry)
+        assert outcome.status == "failed" and NOT_AGAIN in (outcome.error or "")
+        assert len(api.posts) == 1
+    assert api.calls["POST /2/tweets"] == 1
+
+
+def test_an_instagram_post_that_was_not_recorded_is_settled_by_its_container(
+    tmp_path: Path, graph: FakeGraph, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    world = public_world(tmp_path)
+    world.ledger.schedule(next(iter(world.pieces)), "instagram", T0, publisher="instagram")
+    [claimed] = world.ledger.claim_due(now=T0)
+    fails_once_to_record(monkeypatch, world.ledger)
+    with pytest.raises(OperationalError):
+        publish_claimed(world.ledger, publisher(world, graph), claimed)
+    assert (world.ledger.get(claimed.id).detail or {})["publish_pending"] is True
+    give_up(world.ledger, claimed, "OperationalError", max_attempts=5)
+    [again] = world.ledger.claim_due(now=datetime.now(UTC) + timedelta(days=1))
+    outcome = publish_claimed(world.ledger, publisher(world, graph), again)
+    row = world.ledger.get(claimed.id)
+    assert (outcome.status, row.platform_post_id) == ("published", "m1")
+    assert (row.detail or {})["publish_pending"] is False
+    assert graph.calls[MEDIA_PUBLISH] == 1  # the container said PUBLISHED: no second post
+
+
+def test_an_image_replaced_after_moderation_is_not_published(tmp_path: Path, db_url: str | None) -> None:
+    world = public_world(tmp_path, db_url)
+    piece = next(iter(world.pieces))
+    world.ledger.schedule(piece, "instagram", T0, publisher="outbox")
+    # A stalled run (or a hand edit) writes another image under the judged one's key.
+    world.storage.put(f"content/mia/{piece}.png", png_bytes((1, 200, 1)), "image/png")
+    [claimed] = world.ledger.claim_due(now=T0)
+    differs = "stored image differs from the one moderation judged; moderate it again"
+    with pytest.raises(PermanentFailure, match=differs):  # the rendition a platform fetches, too
+        MediaResolver(world.storage).public_rendition_url(claimed)
+    outcome = publish_claimed(world.ledger, outbox(world, tmp_path), claimed)
+    row = world.ledger.get(claimed.id)
+    assert outcome.status == row.status == "failed" and differs in (row.last_error or "")
+    assert not list((tmp_path / "outbox").rglob("*.json"))

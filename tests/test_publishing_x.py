@@ -93,14 +93,15 @@ def test_429_reschedules_at_the_reset_and_a_rerun_reuses_the_upload(tmp_path: Pa
     assert api.calls["POST /2/tweets"] == 2 and len(api.posts) == 1
 
 
-def test_a_crash_after_upload_resumes_without_uploading_again(tmp_path: Path) -> None:
+def test_a_crash_after_upload_resumes_without_uploading_again(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     world = make_world(tmp_path, ["ready-safe"])
     world.ledger.schedule(next(iter(world.pieces)), "x", T0, publisher="x")
     [claimed] = world.ledger.claim_due(now=T0)
 
-    class Dies(XPublisher):
-        def publish(self, publication, container_id):  # type: ignore[no-untyped-def]
-            raise Crash()
+    def dies(publication_id: int, claim_token: str | None) -> None:
+        raise Crash()  # the upload id is stored; the process dies before the post call starts
 
     with serve(FakeX()) as api:
         kwargs = {
@@ -108,8 +109,10 @@ def test_a_crash_after_upload_resumes_without_uploading_again(tmp_path: Path) ->
             "media": MediaResolver(world.storage),
             "base_url": api.url,
         }
-        with pytest.raises(Crash):
-            publish_claimed(world.ledger, Dies(**kwargs), claimed)  # type: ignore[arg-type]
+        with monkeypatch.context() as patched:
+            patched.setattr(world.ledger, "begin_publish", dies)
+            with pytest.raises(Crash):
+                publish_claimed(world.ledger, XPublisher(**kwargs), claimed)  # type: ignore[arg-type]
         [resumed] = world.ledger.claim_due(now=datetime.now(UTC) + timedelta(hours=1), stale_after_s=600)
         assert publish_claimed(world.ledger, XPublisher(**kwargs), resumed).status == "published"  # type: ignore[arg-type]
     assert (api.calls["POST /2/media/upload"], len(api.posts)) == (1, 1)

@@ -85,6 +85,9 @@ def _timestamp(value: object) -> datetime | None:
 
 class InstagramPublisher:
     name = "instagram"
+    publish_is_idempotent = True
+    """``publish`` reads the container's status first: ``PUBLISHED`` (an earlier call went through)
+    is recorded, not posted again."""
 
     def __init__(
         self,

@@ -19,12 +19,14 @@ State machine of one row (one piece on one platform)::
   worker whose lease was taken over gets ``ClaimLost`` and never overwrites the new holder's row.
 * ``record_container`` stores the platform's intermediate id *before* the final publish call, so
   a reclaimed row resumes with it and never creates a second container or post; ``begin_prepare``
-  notes that a prepare call started, so a resume knows one may have happened without its id.
+  notes that a prepare call started, so a resume knows one may have happened without its id;
+  ``begin_publish`` notes the same of the final publish call (``publish_pending``, cleared by
+  ``mark_published``), so no later attempt posts again unless its publisher can settle the first.
 * When a row is claimed, and again right before the platform call (``publish_refusal``), the piece
   is checked: a piece rejected, changed or re-moderated after scheduling fails its publications
   instead of being posted.
 
-Why one module of ~740 lines: it is the publications aggregate's repository, and every transition
+Why one module of ~770 lines: it is the publications aggregate's repository, and every transition
 above shares the same fenced writes and eligibility checks; split, the state machine would no longer
 read top to bottom in one place.
 """
@@ -536,6 +538,25 @@ class PublicationLedger:
             detail = {**(_row(session, publication_id).detail or {}), "prepare_pending": False}
             self._fenced_in(session, publication_id, claim_token, detail=detail)
 
+    def begin_publish(self, publication_id: int, claim_token: str | None) -> None:
+        """Note that the final publish call is about to start (``detail.publish_pending``).
+
+        Until ``mark_published`` (or ``end_publish``) clears it, a later attempt knows a post may
+        exist that this ledger never recorded (see ``publish_claimed``).
+        """
+        with self._write() as session:
+            detail = dict(_row(session, publication_id).detail or {})
+            detail["publishes_started"] = int(detail.get("publishes_started") or 0) + 1
+            detail["publish_started_at"] = utcnow().isoformat()
+            detail["publish_pending"] = True
+            self._fenced_in(session, publication_id, claim_token, detail=detail)
+
+    def end_publish(self, publication_id: int, claim_token: str | None) -> None:
+        """The publish call answered with a refusal (rate limit, permanent error): nothing was posted."""
+        with self._write() as session:
+            detail = {**(_row(session, publication_id).detail or {}), "publish_pending": False}
+            self._fenced_in(session, publication_id, claim_token, detail=detail)
+
     def record_container(self, publication_id: int, claim_token: str | None, container_id: str) -> None:
         """Store the platform's intermediate id; must happen before the final publish call."""
         with self._write() as session:
@@ -558,7 +579,11 @@ class PublicationLedger:
     ) -> PublicationRow:
         with self._write() as session:
             row = _row(session, publication_id)
-            detail = {**(row.detail or {}), **{k: v for k, v in post.detail.items() if v is not None}}
+            detail = {
+                **(row.detail or {}),
+                **{k: v for k, v in post.detail.items() if v is not None},
+                "publish_pending": False,
+            }
             self._fenced_in(
                 session,
                 publication_id,
@@ -741,4 +766,5 @@ def _to_publication(row: PublicationORM, piece: PieceORM | None, lease_s: float 
         detail=detail,
         claim_token=row.claim_token,
         lease_s=lease_s,
+        content_sha256=piece.content_sha256 if piece is not None else None,
     )

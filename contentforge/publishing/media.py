@@ -4,10 +4,17 @@ Instagram's Graph API and TikTok's photo posts fetch the image themselves from a
 accept JPEG (TikTok: JPEG or WEBP), not PNG. ``public_rendition_url`` stores the platform's
 rendition next to the original (idempotent, provenance kept) and returns its public URL; a
 ``file://`` URL is refused with what to configure, before any API call.
+
+Every image sent is the one moderation judged: ``load_bytes`` checks the bytes against the piece's
+``content_sha256`` (carried in ``Publication``) and refuses others (a late write by a stalled run, a
+file replaced by hand), and renditions are only made from checked bytes. There is no download
+fallback: ``media_url`` is a URL ContentForge hands out, not one it requests (no outbound URL
+policy covers it), and the bytes must come from the configured storage (or a ``file://`` URL).
 """
 
 from __future__ import annotations
 
+import hashlib
 from pathlib import Path
 
 import httpx
@@ -25,7 +32,26 @@ class MediaResolver:
         self.storage = storage
 
     def load_bytes(self, publication: Publication) -> bytes:
-        """The stored image's bytes (from storage, else downloaded from ``media_url``)."""
+        """The stored image's bytes (from storage, else a ``file://`` ``media_url``), checked
+        against the image moderation judged; ``PermanentFailure`` when missing or different."""
+        data = self._stored_bytes(publication)
+        if data is None:
+            raise PermanentFailure(
+                f"piece {publication.piece_id}: image not found (key {publication.storage_key!r})"
+            )
+        if publication.content_sha256 is None:
+            raise PermanentFailure(
+                f"piece {publication.piece_id}: no hash of the image moderation judged is recorded; "
+                "moderate it again"
+            )
+        if hashlib.sha256(data).hexdigest() != publication.content_sha256:
+            raise PermanentFailure(
+                f"piece {publication.piece_id}: the stored image differs from the one moderation "
+                "judged; moderate it again"
+            )
+        return data
+
+    def _stored_bytes(self, publication: Publication) -> bytes | None:
         if (
             self.storage is not None
             and publication.storage_key
@@ -37,13 +63,7 @@ class MediaResolver:
             path = Path(httpx.URL(url).path)
             if path.is_file():
                 return path.read_bytes()
-        if url.startswith(("http://", "https://")):
-            response = httpx.get(url, timeout=30.0, follow_redirects=True)
-            if response.is_success:
-                return response.content
-        raise PermanentFailure(
-            f"piece {publication.piece_id}: image not found (key {publication.storage_key!r})"
-        )
+        return None
 
     def public_rendition_url(self, publication: Publication) -> str:
         """A public http(s) URL of the platform's rendition of the image (JPEG for Instagram).
@@ -52,19 +72,23 @@ class MediaResolver:
         and encoded within its limits, carries the original's AI provenance, and is stored next to
         the original once (``content/{persona}/{piece}.{platform}.{ext}``); a rerun reuses it.
         """
-        url = publication.media_url or ""
-        if self.storage is not None and publication.storage_key:
-            try:
-                stored = store_renditions(
-                    self.storage,
-                    publication.persona_id,
-                    publication.piece_id,
-                    self.load_bytes(publication),
-                    [publication.platform],
-                )
-            except InvalidInput as exc:
-                raise PermanentFailure(f"piece {publication.piece_id}: {exc}") from exc
-            url = stored[publication.platform].url
+        if self.storage is None or not publication.storage_key:
+            raise PermanentFailure(
+                f"piece {publication.piece_id}: {publication.platform} fetches the image from a URL, "
+                "and only a rendition stored from the checked original may be handed out; the piece "
+                "has no stored image (configure the storage it was generated into)"
+            )
+        try:
+            stored = store_renditions(
+                self.storage,
+                publication.persona_id,
+                publication.piece_id,
+                self.load_bytes(publication),
+                [publication.platform],
+            )
+        except InvalidInput as exc:
+            raise PermanentFailure(f"piece {publication.piece_id}: {exc}") from exc
+        url = stored[publication.platform].url
         if not url.startswith(("http://", "https://")):
             raise PermanentFailure(
                 f"piece {publication.piece_id}: {publication.platform} fetches images from a public URL, "

@@ -21,6 +21,8 @@ class OutboxPublisher:
     """Writes posts to a local directory; always available, needs no credentials."""
 
     name = "outbox"
+    publish_is_idempotent = True
+    """An existing file with this publication's idempotency key is returned, not written again."""
 
     def __init__(self, root: Path, media: MediaResolver | None = None) -> None:
         self.root = Path(root)
@@ -46,8 +48,9 @@ class OutboxPublisher:
             return PublishedPost(
                 publication.idempotency_key, json_path.resolve().as_uri(), {"written": False}
             )
-        if not image_path.is_file():
-            atomic_write_bytes(image_path, self.media.load_bytes(publication))
+        image = self.media.load_bytes(publication)  # checked against the image moderation judged
+        if not image_path.is_file() or image_path.read_bytes() != image:
+            atomic_write_bytes(image_path, image)
         record = {
             "idempotency_key": publication.idempotency_key,
             "piece_id": publication.piece_id,

@@ -13,6 +13,13 @@ the same publication, so a crash between the steps never creates a second post. 
 closed from this side: the ledger notes that a prepare started, and on resume a publisher whose
 ``prepare`` already posts (``prepare_posts = True``, TikTok's direct post) is not prepared again;
 for the others a second, never-published container or upload is created and the row says so.
+
+The final ``publish`` call is guarded the same way: the ledger notes ``publish_pending`` before it
+and clears it when the post is recorded. A later attempt (a retry after a timeout, a reclaim after a
+crash, a rerun after the outcome failed to be recorded) that finds the note calls ``publish`` again
+only when the publisher says a repeated call cannot post twice (``publish_is_idempotent = True``:
+it checks what the earlier call did, or the receiver deduplicates by the idempotency key); the
+others fail the row and say to check the account.
 """
 
 from __future__ import annotations
@@ -46,6 +53,9 @@ class Publication:
     """The claim this worker holds; every write of the outcome is fenced by it."""
     lease_s: float | None = None
     """The claim's lease length, renewed while the platform call runs."""
+    content_sha256: str | None = None
+    """The sha256 of the stored image moderation judged (``pieces.content_sha256``); the bytes sent
+    to a platform are checked against it (``MediaResolver``)."""
 
 
 @dataclass(frozen=True)
@@ -89,6 +99,10 @@ class Publisher(Protocol):
     """A backend that can put a publication on a platform (or into an outbox, or a webhook)."""
 
     name: str
+    publish_is_idempotent: bool
+    """True when calling ``publish`` again after an attempt whose answer was lost cannot make a
+    second post (it settles the earlier call: a container's status, a publish id's status, a file
+    written by idempotency key, a receiver that drops a repeated ``Idempotency-Key``)."""
 
     def prepare(self, publication: Publication) -> str | None:
         """Create the platform's intermediate object and return its id (None if there is none)."""

@@ -9,6 +9,11 @@
   writes nothing;
 * the container id is created only when the row has none, and stored before ``publish``; that a
   prepare started is noted first, so a resume after a crash inside ``prepare`` knows it;
+* that the final ``publish`` call started is noted too (``publish_pending``, cleared when the post is
+  recorded): a later attempt that finds it (a retry after a timeout, a reclaim after a crash, a
+  rerun after the post could not be recorded) calls ``publish`` again only when the publisher can
+  settle the earlier call (``publish_is_idempotent``); otherwise the row fails and says to check
+  the account, because the post may be live already;
 * ``RateLimited`` / ``QuotaExhausted`` put the row back to ``scheduled`` at the platform's retry time;
 * ``PermanentFailure`` fails the row with the reason;
 * ``TransientError`` (5xx, network) is re-raised for the caller's retry policy (Prefect task
@@ -88,6 +93,9 @@ def _publish(
         return fail(ledger, publication, f"not published: {reason}", notifier)
     container_id = publication.container_id
     with ledger.hold(publication, lease_s) as hold:
+        unsettled = _unsettled_publish(publisher, publication)
+        if unsettled is not None:
+            return fail(ledger, publication, unsettled, notifier)
         try:
             if container_id is None:
                 pending = bool(publication.detail.get("prepare_pending"))
@@ -124,7 +132,13 @@ def _publish(
             if hold.lost.is_set():
                 raise ClaimLost(f"publication {publication.id}: lease lost before the publish call")
             ledger.renew(publication.id, token, hold.lease_s)
-            post = publisher.publish(publication, container_id)
+            ledger.begin_publish(publication.id, token)
+            try:
+                post = publisher.publish(publication, container_id)
+            except RateLimited:
+                # The platform refused the call before posting; the rescheduled run may post.
+                ledger.end_publish(publication.id, token)
+                raise
             fault_point("post-published")  # test-only: kill -9 after the post, before it is recorded
         except RateLimited as exc:
             ledger.reschedule(publication.id, token, exc.retry_at, str(exc))
@@ -149,6 +163,27 @@ def _publish(
             ledger.note_error(publication.id, token, str(exc))
             raise
     return _published(ledger, publication, post, notifier)
+
+
+def _unsettled_publish(publisher: Publisher, publication: Publication) -> str | None:
+    """Why ``publish`` must not be called again: an earlier call started and its post was never
+    recorded, and ``publisher`` cannot tell whether it went out; ``None`` when it may be called."""
+    if not publication.detail.get("publish_pending"):
+        return None
+    if getattr(publisher, "publish_is_idempotent", False):
+        logger.warning(
+            "publication %s: an earlier publish call on %s was never recorded; %s settles it",
+            publication.id,
+            publication.platform,
+            publisher.name,
+        )
+        return None
+    started = publication.detail.get("publish_started_at") or "an earlier run"
+    return (
+        f"not published again: a previous attempt may already have posted it on {publication.platform} "
+        f"(its publish call started at {started} and its answer was never recorded); check the "
+        "account before scheduling it again"
+    )
 
 
 def _published(

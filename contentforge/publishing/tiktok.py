@@ -47,6 +47,8 @@ class TikTokPublisher:
     prepare_posts = True
     """``content/init`` with ``DIRECT_POST`` already posts: an init whose publish id was lost is
     never repeated (``publish_claimed`` fails the row and says to check the account)."""
+    publish_is_idempotent = True
+    """``publish`` only polls the publish id's status; it never posts."""
 
     def __init__(
         self,

@@ -108,6 +108,9 @@ class WebhookPublisher:
     """Publishes by handing the post to your endpoint (e.g. a Zapier/Make hook or your own service)."""
 
     name = "webhook"
+    publish_is_idempotent = True
+    """A repeated delivery carries the same ``Idempotency-Key``; the receiver contract is to drop it
+    (a receiver that does not may see one publication twice after a lost answer)."""
 
     def __init__(
         self,

@@ -45,6 +45,9 @@ def media_type_of(data: bytes) -> str:
 
 class XPublisher:
     name = "x"
+    publish_is_idempotent = False
+    """X offers no lookup of a post by our key: a ``POST /2/tweets`` whose answer was lost (timeout,
+    crash, outcome not recorded) may have posted, so it is never sent again (the row fails)."""
 
     def __init__(
         self,
