@@ -9,23 +9,28 @@ from __future__ import annotations
 from uuid import UUID
 
 
-def cancel_child_runs(flow_run_id: UUID | str, message: str) -> int:
-    """Ask Prefect to cancel every unfinished child run of ``flow_run_id``; returns how many.
+def cancel_child_runs(flow_run_id: UUID | str, message: str, *, parent_dead: bool = False) -> int:
+    """Stop every unfinished child run of ``flow_run_id``; returns how many.
 
     Why: a batch's GPU stage is a deployment run on the gpu pool, and the batch's process cannot exit
     while it waits for that run; cancelling it lets the batch stop within a worker poll, and stops
     generating (and paying for) images nobody will keep.
+
+    A child run by a worker (it has a deployment) is set ``Cancelling``: its worker stops the process
+    and runs its hooks. An in-process subflow has nobody to act on ``Cancelling`` (it would stay there
+    for ever), so it gets its end state directly: ``Crashed`` when its parent's process died
+    (``parent_dead``), else ``Cancelled``.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
     from prefect.client.schemas.sorting import FlowRunSort
-    from prefect.states import Cancelling
+    from prefect.states import Cancelled, Cancelling, Crashed
 
     try:
         parent = UUID(str(flow_run_id))
     except ValueError:  # not a Prefect run id (a batch recorded outside Prefect): no children
         return 0
-    cancelled = 0
+    stopped = 0
     with get_client(sync_client=True) as client:
         children = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent])),
@@ -33,7 +38,14 @@ def cancel_child_runs(flow_run_id: UUID | str, message: str) -> int:
             limit=50,
         )
         for child in children:
-            if child.state is None or not child.state.is_final():
-                client.set_flow_run_state(child.id, Cancelling(message=message), force=True)
-                cancelled += 1
-    return cancelled
+            if child.state is not None and child.state.is_final():
+                continue
+            if child.deployment_id is not None:
+                state = Cancelling(message=message)
+            elif parent_dead:
+                state = Crashed(message=message)
+            else:
+                state = Cancelled(message=message)
+            client.set_flow_run_state(child.id, state, force=True)
+            stopped += 1
+    return stopped

@@ -52,7 +52,9 @@ def take_batch(
     if flow_run_id is not None and previous_run not in (None, flow_run_id):
         # Taken over from a run whose lease expired: a GPU stage it started on another worker may still
         # be generating; cancel it so only this run writes the batch's pieces.
-        cancel_child_runs(previous_run, f"batch {batch_id} was taken over by run {flow_run_id}")
+        cancel_child_runs(
+            previous_run, f"batch {batch_id} was taken over by run {flow_run_id}", parent_dead=True
+        )
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)

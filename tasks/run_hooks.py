@@ -68,7 +68,7 @@ def mark_batch_crashed(flow: Flow[..., Any], flow_run: FlowRun, state: State) ->
     while a resume does.
     """
     end_batch_run(flow, flow_run, "crashed")
-    cancel_child_runs(flow_run.id, f"its batch run {flow_run.id} crashed")
+    cancel_child_runs(flow_run.id, f"its batch run {flow_run.id} crashed", parent_dead=True)
 
 
 def mark_batch_cancelled(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:

@@ -19,6 +19,7 @@ from support.faults import (
     crash_window,
     finish,
     killed,
+    query,
     repository,
     run_cli,
     start_cli,
@@ -87,9 +88,11 @@ def test_a_killed_batch_is_no_longer_running_and_its_resume_links_the_new_run(
     data_dir, batch_id = killed_batch["data_dir"], killed_batch["batch_id"]
     repo = repository(data_dir)
     time.sleep(LEASE_S + 1)  # the dead run's lease expires
-    repo.reconcile_expired_batches()
     (row,) = [b for b in repo.latest_batches() if b.id == batch_id]
-    assert row.status == "crashed"
+    assert row.status == "crashed", "listings report a running batch whose lease ran out as crashed"
+    assert repo.reconcile_expired_batches(batch_id) == [batch_id], "and reconciling writes it"
+    (raw,) = query(data_dir, "SELECT status, lease_owner FROM batches WHERE id = :b", b=batch_id)
+    assert tuple(raw) == ("crashed", None)
 
     code, output = run_cli(killed_batch["args"], killed_batch["env"])
     assert code == 0, output[-3000:]
