@@ -16,6 +16,7 @@ import sys
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, wait
+from functools import partial
 from typing import Any
 
 from prefect import flow, get_run_logger, task
@@ -27,7 +28,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from contentforge.batch import BatchRequest
-from contentforge.db.leases import LeaseRenewer, lease_owner
+from contentforge.db.leases import kept_alive, lease_owner
 from contentforge.domain import PieceStatus
 from contentforge.summary import batch_summary_markdown, batch_summary_table, gallery_url
 from flows.generate_images import generate_images, queue_ahead
@@ -83,23 +84,23 @@ def produce_content_batch(
     owner = lease_owner(flow_run.get_id())
     take_batch(request, batch_id, flow_run.get_id(), owner, wait_for_runner_s)
     repo = resources.repository()
-    renewer = LeaseRenewer(repo, batch_id, owner, resources.settings().batch_lease_s).start()
-    try:
-        stats = _produce(
-            batch_id, request, platform, include_hooks, safety_check, stage_seconds, clock, owner
-        )
-    except Exception:
-        # A failure of the run itself (not of a piece); a crash or cancellation is left to the state hooks.
-        repo.end_batch_run(batch_id, "failed", owner=owner)
-        raise
-    except BaseException:
-        # Told to stop (cancellation, SIGTERM): a GPU stage running on another worker would keep this
-        # process waiting for it until its last image; cancel it so the batch stops now.
-        if resources.settings().gpu_deployment:
-            cancel_child_runs(flow_run.get_id() or "", f"its batch {batch_id} was stopped")
-        raise
-    finally:
-        renewer.stop()
+    lease_s = resources.settings().batch_lease_s
+    renew = partial(repo.renew_batch_lease, batch_id, owner, lease_s)
+    with kept_alive(renew, lease_s / 3, f"batch {batch_id}"):
+        try:
+            stats = _produce(
+                batch_id, request, platform, include_hooks, safety_check, stage_seconds, clock, owner
+            )
+        except Exception:
+            # A failure of the run itself (not of a piece); a crash or cancellation is left to the hooks.
+            repo.end_batch_run(batch_id, "failed", owner=owner)
+            raise
+        except BaseException:
+            # Told to stop (cancellation, SIGTERM): a GPU stage running on another worker would keep this
+            # process waiting for it until its last image; cancel it so the batch stops now.
+            if resources.settings().gpu_deployment:
+                cancel_child_runs(flow_run.get_id() or "", f"its batch {batch_id} was stopped")
+            raise
     return stats
 
 

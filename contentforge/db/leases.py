@@ -17,10 +17,8 @@ import logging
 import os
 import socket
 import threading
-from typing import TYPE_CHECKING
-
-if TYPE_CHECKING:
-    from contentforge.db.repository import Repository
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 
 logger = logging.getLogger(__name__)
 
@@ -34,35 +32,31 @@ def lease_owner(flow_run_id: str | None) -> str:
     return f"{socket.gethostname()}:pid {os.getpid()}:flow run {flow_run_id or '-'}"[:200]
 
 
-class LeaseRenewer:
-    """Renews a batch lease from a daemon thread until ``stop``; ``lost`` is set if another runner took it.
+@contextmanager
+def kept_alive(renew: Callable[[], bool], every_s: float, what: str) -> Iterator[threading.Event]:
+    """Call ``renew`` every ``every_s`` from a daemon thread while the block runs; yields ``lost``.
 
-    A lease is lost only when this process stalled for longer than the whole ``ttl`` (so the lease
-    expired and a resume took over); the work then continues but ``lost`` tells the flow to stop
-    writing its summary over the new runner's.
+    ``renew`` returns False when the lease is someone else's now (this holder stalled past its whole
+    lease and another took over): ``lost`` is set and renewing stops; the fenced writes that follow
+    decide what the stalled holder may still record. Any other failure (a database hiccup) is logged
+    and retried at the next tick. One mechanism for the batch lease and the publication claim.
     """
+    lost, stop = threading.Event(), threading.Event()
 
-    def __init__(self, repo: Repository, batch_id: str, owner: str, ttl_s: float) -> None:
-        self.repo, self.batch_id, self.owner, self.ttl_s = repo, batch_id, owner, ttl_s
-        self.lost = threading.Event()
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._run, name=f"lease-{batch_id[:12]}", daemon=True)
-
-    def start(self) -> LeaseRenewer:
-        self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(self.ttl_s / 3):
+    def renew_until_stopped() -> None:
+        while not stop.wait(every_s):
             try:
-                if not self.repo.renew_batch_lease(self.batch_id, self.owner, self.ttl_s):
-                    logger.error("batch %s: lease lost to another runner", self.batch_id)
-                    self.lost.set()
+                if not renew():
+                    logger.warning("%s: lease lost to another holder", what)
+                    lost.set()
                     return
-            except Exception as exc:  # a database hiccup: try again at the next period
-                logger.warning("batch %s: lease renewal failed: %s", self.batch_id, exc)
+            except Exception:  # keep renewing; the fenced final write still decides
+                logger.exception("%s: lease renewal failed", what)
 
-    def stop(self) -> None:
-        self._stop.set()
-        if self._thread.is_alive():
-            self._thread.join(timeout=5)
+    thread = threading.Thread(target=renew_until_stopped, name=f"lease {what}"[:60], daemon=True)
+    thread.start()
+    try:
+        yield lost
+    finally:
+        stop.set()
+        thread.join()

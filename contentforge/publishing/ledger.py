@@ -44,13 +44,14 @@ from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from typing import Any, cast
 
-from pydantic import ValidationError
 from sqlalchemy import CursorResult, Engine, and_, func, or_, select, update
 from sqlalchemy.exc import IntegrityError
 from sqlalchemy.orm import Session
 
 from contentforge.config import PUBLISH_LEASE_MIN_S
-from contentforge.db.models import HookORM, PersonaORM, PieceORM, PublicationORM, utcnow
+from contentforge.db.leases import kept_alive
+from contentforge.db.models import PersonaORM, PieceORM, PublicationORM, utcnow
+from contentforge.db.pieces import hooks_of
 from contentforge.db.sessions import SessionPolicy
 from contentforge.domain.binding import judged_hash, judged_texts
 from contentforge.domain.models import Hook, ModerationVerdict, Persona, PieceStatus, Platform, Verdict
@@ -164,7 +165,6 @@ class Hold:
 
     lease_s: float
     lost: threading.Event = field(default_factory=threading.Event)
-    stop: threading.Event = field(default_factory=threading.Event)
 
 
 class PublicationLedger:
@@ -232,23 +232,12 @@ class PublicationLedger:
 
     def _hooks(self, session: Session, piece_id: str) -> list[Hook] | None:
         """The piece's hooks as domain objects; ``None`` when one does not validate any more."""
-        rows = session.scalars(
-            select(HookORM).where(HookORM.piece_id == piece_id).order_by(HookORM.platform, HookORM.position)
-        )
+        piece = session.get(PieceORM, piece_id)
+        if piece is None:
+            return []
         try:
-            return [
-                Hook.model_validate(
-                    {
-                        "style": row.style,
-                        "text": row.text,
-                        "call_to_action": row.call_to_action,
-                        "hashtags": list(row.hashtags),
-                        "platform": row.platform,
-                    }
-                )
-                for row in rows
-            ]
-        except ValidationError:
+            return hooks_of(piece)
+        except ValueError:  # pydantic's ValidationError too
             return None
 
     def _current_hash(self, session: Session, piece: PieceORM) -> str | None:
@@ -476,27 +465,17 @@ class PublicationLedger:
             raise ClaimLost(f"publication {publication.id} was not claimed by this worker")
         lease = check_lease(lease_s or publication.lease_s or DEFAULT_LEASE_S)
         every = self.renew_every_s or lease / 3
-        hold = Hold(lease)
         token = publication.claim_token
 
-        def renew_until_stopped() -> None:
-            while not hold.stop.wait(every):
-                try:
-                    self.renew(publication.id, token, lease)
-                except ClaimLost:
-                    hold.lost.set()
-                    logger.warning("publication %s: claim lost while publishing", publication.id)
-                    return
-                except Exception:  # keep renewing; the fenced final write still decides
-                    logger.exception("publication %s: lease renewal failed", publication.id)
+        def renew_claim() -> bool:
+            try:
+                self.renew(publication.id, token, lease)
+            except ClaimLost:
+                return False
+            return True
 
-        thread = threading.Thread(target=renew_until_stopped, name=f"lease-{publication.id}", daemon=True)
-        thread.start()
-        try:
-            yield hold
-        finally:
-            hold.stop.set()
-            thread.join()
+        with kept_alive(renew_claim, every, f"publication {publication.id}") as lost:
+            yield Hold(lease, lost)
 
     # --- outcomes (fenced: only the current claim holder may write) ----------------------------
 
