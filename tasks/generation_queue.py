@@ -54,6 +54,7 @@ from contentforge.batch import (
 from contentforge.db import PieceRow
 from contentforge.domain import Persona, PieceStatus
 from contentforge.errors import InvalidInput
+from contentforge.storage import content_key
 from tasks import resources
 from tasks.planning import load_piece
 
@@ -159,14 +160,15 @@ def already_generated(piece: PieceRow) -> bool:
     The second case adopts the stored image (``adopt_stored_image``), so a crash between storing and
     recording never makes a resume generate (and pay for) the same image again.
     """
+    storage = resources.storage()
     if piece.status is not PieceStatus.planned:
-        return bool(piece.storage_key and resources.storage().exists(piece.storage_key))
+        return bool(piece.storage_key and storage.exists(piece.storage_key))
+    if not storage.exists(content_key(piece.persona_id, piece.id, "png")):
+        return False  # the usual case: nothing was stored, so no persona read on the way to the slot
     persona = resources.repository().get_persona(piece.persona_id)
     if persona is None:
         return False
-    return adopt_stored_image(
-        piece, persona, resources.storage(), resources.repository(), resources.settings()
-    )
+    return adopt_stored_image(piece, persona, storage, resources.repository(), resources.settings())
 
 
 def personas_of(pieces: Sequence[PieceRow]) -> dict[str, Persona]:
