@@ -339,9 +339,8 @@ def moderate_piece(piece: PieceRow, storage: Storage, moderator: Moderator, repo
     ``needs_review``. A piece already waiting for a reviewer keeps its verdict and is not moderated
     again.
     """
-    held = piece.status is PieceStatus.needs_review and piece.verdict is not None
-    if held and piece.moderated_hash == repo.content_hash(piece.id):
-        return piece.verdict.value  # type: ignore[union-attr]
+    if piece.status is PieceStatus.needs_review and piece.verdict is not None and piece.verdict_is_bound:
+        return piece.verdict.value
     if piece.storage_key is None:
         raise InvalidInput(f"piece {piece.id} has no stored image to moderate")
     data = storage.get(piece.storage_key)

@@ -35,10 +35,7 @@ def moderate(piece_id: str) -> str:
     """
     piece = load_piece(piece_id)
     decided = piece.status in FINISHED or piece.status is PieceStatus.needs_review
-    bound = piece.moderated_hash is not None and piece.moderated_hash == resources.repository().content_hash(
-        piece_id
-    )
-    if decided and piece.verdict is not None and bound:
+    if decided and piece.verdict is not None and piece.verdict_is_bound:
         return piece.verdict.value
     return resources.moderation_dispatcher().run(
         lambda: moderate_piece(piece, resources.storage(), resources.moderator(), resources.repository())

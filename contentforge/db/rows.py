@@ -13,6 +13,7 @@ from typing import Any
 
 from pydantic import BaseModel, ConfigDict
 
+from contentforge.domain.binding import judged_hash, judged_texts
 from contentforge.domain.models import GenerationRecord, Hook, PieceStatus, Verdict
 
 
@@ -81,6 +82,12 @@ class PieceRow:
         if self.generation_record is None:
             return None
         return GenerationRecord.model_validate(self.generation_record)
+
+    @property
+    def verdict_is_bound(self) -> bool:
+        """Whether the stored verdict judged exactly this row's image, prompt and hooks."""
+        content = judged_hash(self.content_sha256, judged_texts(self.prompt, self.hooks))
+        return self.moderated_hash is not None and self.moderated_hash == content
 
 
 class BatchStats(BaseModel):
