@@ -4,6 +4,10 @@ Every error raised for bad input derives from ``ContentForgeError`` and has a on
 naming the problem, so the CLI can print it without a traceback.
 """
 
+from __future__ import annotations
+
+from datetime import datetime
+
 
 class ContentForgeError(Exception):
     """Base class for errors a user can act on."""
@@ -35,3 +39,12 @@ class GenerationFailed(ContentForgeError):
 
 class BatchBusy(InvalidInput):
     """Another runner holds the batch's lease; the message names it and when its lease ends."""
+
+    @classmethod
+    def held(cls, batch_id: str, holder: str | None, until: datetime | None) -> BatchBusy:
+        """The one refusal the repository, the CLI and the API give a second runner."""
+        left = "" if until is None else f" (its lease runs until {until:%H:%M:%S} UTC unless renewed)"
+        return cls(
+            f"batch {batch_id} is already being run by {holder}{left}; wait for it to finish, or ask to "
+            "wait (--wait SECONDS), then run it again to resume"
+        )

@@ -43,10 +43,7 @@ def _run_batch(settings: Settings, **params: Any) -> dict[str, Any]:
     held = repo.batch_lease(params["batch_id"]) if params.get("batch_id") else None
     if held is not None and not params.get("wait_for_runner_s"):
         # The flow refuses it too (the lease is taken there); saying so here costs no server start.
-        raise BatchBusy(
-            f"batch {params['batch_id']} is already being run by {held[0]} (lease until "
-            f"{held[1]:%H:%M:%S} UTC unless renewed); wait for it, or pass --wait SECONDS"
-        )
+        raise BatchBusy.held(params["batch_id"], *held)
     server = connect(settings)
     from tasks.bootstrap import ensure_batch_limits
 

@@ -141,11 +141,7 @@ class BatchRepository(Store):
                 assert holder is not None
                 held_by, until = holder.lease_owner, holder.lease_expires_at
             if time.monotonic() >= deadline:
-                left = "" if until is None else f" (its lease runs until {until:%H:%M:%S} UTC unless renewed)"
-                raise BatchBusy(
-                    f"batch {batch_id} is already being run by {held_by}{left}; "
-                    "wait for it to finish (or ask to wait), then run it again to resume"
-                )
+                raise BatchBusy.held(batch_id, held_by, until)
             time.sleep(poll_s)
 
     def renew_batch_lease(self, batch_id: str, owner: str, ttl_s: float) -> bool:

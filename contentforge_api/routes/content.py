@@ -26,7 +26,7 @@ from pydantic import BaseModel
 from contentforge.batch import BatchRequest as ValidatedBatch
 from contentforge.batch import piece_id_for, template_by_id, validate_batch_request
 from contentforge.domain.models import Persona, TemplateTier
-from contentforge.errors import UnknownPersona
+from contentforge.errors import BatchBusy, UnknownPersona
 from contentforge.images.loras import client_named_loras
 from contentforge.validation import check_batch_id
 from contentforge_api.errors import ApiError
@@ -174,7 +174,7 @@ async def start_batch(
             held = state.repo.batch_lease(body.batch_id)
             if held is not None and idempotency_key is None:
                 # A replay with its Idempotency-Key gets its first run back instead (see _launch).
-                raise ApiError(409, f"batch {body.batch_id!r} is already being run by {held[0]}")
+                raise ApiError(409, str(BatchBusy.held(body.batch_id, *held)))
         return validate_batch_request(
             state.repo,
             state.settings,
