@@ -1,0 +1,3 @@
+"""ORM tables for analytics: metric snapshots, account series, learned weights (issue 15)."""
+
+from __future__ import annotations
