@@ -183,6 +183,8 @@ def parse_html(html: str, source: str) -> PageContent:
 
 _MD_HEADING = re.compile(r"^(#{1,6})\s+(.*?)\s*#*\s*$")
 _MD_ITEM = re.compile(r"^\s*(?:[-*+]|\d+[.)])\s+(.*)$")
+_TEXT_HEADING = re.compile(r"^\s*[A-ZÁÉÍÓÚÑ][\w’'&-]*(?: [\w’'&-]+){0,4}\s*$")
+_LABEL_LINE = re.compile(r"^\s*\**[A-ZÁÉÍÓÚÑ¿][\w ’'/&-]{0,40}\**\s*:\**\s+\S")
 _MD_LINK = re.compile(r"\[([^\]]+)\]\(([^)\s]+)[^)]*\)")
 
 
@@ -209,6 +211,18 @@ def parse_markdown(text: str, source: str, kind: str = "markdown") -> PageConten
             page.blocks.append(Block(f"h{level}", title, section))
             if level == 1 and not page.title:
                 page.title = title
+        elif kind == "text" and _TEXT_HEADING.match(plain):
+            # plain text and PDFs have no markup: a short line without punctuation ("Products",
+            # "Our customers") is the heading of what follows
+            flush()
+            title = _clean(plain)
+            page.headings.append((2, title))
+            section = title
+            page.blocks.append(Block("h2", title, section))
+        elif _LABEL_LINE.match(plain):
+            # "Tone: warm" on its own line is a fact of its own, not part of the paragraph around it
+            flush()
+            page.blocks.append(Block("p", _clean(plain.replace("**", "")), section))
         elif item := _MD_ITEM.match(plain):
             flush()
             page.blocks.append(Block("li", _clean(item.group(1).replace("**", "")), section))

@@ -326,6 +326,8 @@ NICHES: dict[str, Niche] = {
                 "saas",
                 "security",
                 "automation",
+                "sensor",
+                "hardware",
             ),
             (
                 "productivity tools",
