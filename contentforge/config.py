@@ -38,6 +38,8 @@ URL_SETTINGS: tuple[str, ...] = (
     "openai_base_url",
     "openai_moderation_base_url",
     "local_llm_base_url",
+    "civitai_base_url",
+    "hf_endpoint",
 )
 """Settings naming a destination ContentForge sends requests to (and that may carry a key or token).
 
@@ -89,7 +91,14 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         le=16,
-        description="Pipelines sharing weights in one process; 0 = auto (5 on CPU/tiny).",
+        description="Generations at once in one process (pipelines sharing weights); 0 = auto: on CPU one "
+        "per 4 cores (at least 1), on a GPU 1 (5 for tiny).",
+    )
+    image_threads: int = Field(
+        default=0,
+        ge=0,
+        le=256,
+        description="torch threads on CPU (process-wide); 0 = auto: the cores split between the generations.",
     )
     image_cost_usd: float = Field(default=0.0, ge=0.0, description="Cost charged per generated image.")
     fixed_latency_s: float = Field(
@@ -123,6 +132,27 @@ class Settings(BaseSettings):
     image_lora_registry: Path | None = Field(
         default=None, description="YAML/JSON file of named LoRAs (source, trigger, scale, family, sha256)."
     )
+    # --- Model hubs and the model registry (contentforge.models, issue 16) -------------------------
+    civitai_base_url: str = Field(default="https://civitai.com", description="CivitAI's REST API root.")
+    civitai_api_token: SecretStr | None = Field(
+        default=None, description="Optional CivitAI API token (some downloads need one); never logged."
+    )
+    hf_endpoint: str | None = Field(
+        default=None,
+        description="Hugging Face Hub root; unset: the HF_ENDPOINT variable, else https://huggingface.co.",
+    )
+    models_show_nsfw: bool = Field(
+        default=False,
+        description="List NSFW-flagged hub models in search results (they are never installed either way).",
+    )
+    models_max_download_mb: int = Field(
+        default=16384, ge=1, description="Largest model file a download may write (MB); larger is refused."
+    )
+    lora_max_count: int = Field(default=3, ge=0, le=8, description="Most LoRAs the recommender applies.")
+    lora_weight_cap: float = Field(
+        default=1.2, gt=0.0, le=4.0, description="Cap on the sum of the recommended LoRAs' weights."
+    )
+    # --- end model hubs ---
     image_lora_fuse: bool = Field(
         default=False, description="Fuse active LoRAs into the weights: faster denoising, lossy switches."
     )
@@ -413,6 +443,45 @@ class Settings(BaseSettings):
         return value
 
     # --- end outbound URL policy ---
+
+    # --- Persona conversations (contentforge.chat; docs/chat.md) ----------------------------------
+    chat_accounts: dict[str, str] = Field(
+        default_factory=dict,
+        description='JSON: which persona answers which account, e.g. {"instagram:<IG account id>": '
+        '"<persona id>", "x:<X user id>": "<persona id>"}. Messages to other accounts are refused.',
+    )
+    chat_disclosure: str = Field(
+        default="Hi! Just so you know: {persona} is an AI persona and these replies are written by AI.",
+        min_length=10,
+        max_length=300,
+        description="Opens the first automated reply of every conversation; must say 'AI'. {persona} is "
+        "replaced by the persona's name.",
+    )
+    chat_history_tokens: int = Field(
+        default=1500, ge=200, le=100_000, description="Recent turns sent to the model; older are summarised."
+    )
+    chat_reply_max_tokens: int = Field(default=300, ge=16, le=4000)
+    chat_replies_per_conversation_hour: int = Field(default=20, ge=1, le=1000)
+    chat_replies_per_persona_hour: int = Field(default=500, ge=1, le=100_000)
+    chat_reply_deployment_name: str = Field(default="reply-to-message/reply-to-message")
+    instagram_app_secret: SecretStr | None = Field(
+        default=None, description="Meta app secret: checks X-Hub-Signature-256 on Instagram webhooks."
+    )
+    instagram_verify_token: SecretStr | None = Field(
+        default=None, description="Token you typed in the Meta app's webhook setup (hub.verify_token)."
+    )
+    x_consumer_secret: SecretStr | None = Field(
+        default=None, description="X app consumer secret: signs the CRC answer, checks webhook signatures."
+    )
+
+    @field_validator("chat_disclosure")
+    @classmethod
+    def _disclosure_says_ai(cls, value: str) -> str:
+        if not re.search(r"\bAI\b", value):
+            raise ValueError("CONTENTFORGE_CHAT_DISCLOSURE must say 'AI': the disclosure cannot be removed")
+        return value
+
+    # --- end persona conversations ---
 
     # --- Brand research and strategy (contentforge.research, contentforge.strategy) -------------
     research_allow_private: bool = Field(
