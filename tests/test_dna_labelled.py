@@ -18,9 +18,9 @@ import pytest
 import yaml
 
 from contentforge.domain.strategy import BrandDNA
+from contentforge.quality.facts import split_product
 from contentforge.research.documents import load_document
 from contentforge.research.heuristic import extract_dna_heuristic
-from contentforge.research.labelled import split_product
 
 BRANDS = Path(__file__).parent / "data" / "brands"
 EXPECTED: dict[str, dict[str, Any]] = yaml.safe_load((BRANDS / "expected.yaml").read_text())

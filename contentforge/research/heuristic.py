@@ -23,9 +23,10 @@ from typing import Any
 from urllib.parse import urlsplit
 
 from contentforge.domain.strategy import DNA_FIELDS, BrandDNA, FieldMethod, found
+from contentforge.quality.facts import price_of, split_product
 from contentforge.research.html_text import Block, PageContent
 from contentforge.research.injection import split_sentences, strip_injections
-from contentforge.research.labelled import is_hex_colour, labelled_facts, price_of, price_tier, split_product
+from contentforge.research.labelled import is_hex_colour, labelled_facts, price_tier
 from contentforge.strategy.niches import NICHES, niche_scores
 
 EXTRACTED, INFERRED = FieldMethod.extracted, FieldMethod.inferred

@@ -6,8 +6,7 @@ tone replaced by an inferred one, a hex colour taken for a hashtag). This module
 with the labelled line as evidence, so the heuristic extractor's inferred rules only fill what the
 page does not say. English and Spanish labels are known.
 
-It also holds the two small readers every consumer of products and colours shares:
-``split_product`` (a product line into name, details and prices) and ``is_hex_colour``.
+It also holds ``is_hex_colour``, which tells a colour code from a hashtag.
 """
 
 from __future__ import annotations
@@ -17,6 +16,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from urllib.parse import urlsplit
 
+from contentforge.quality.facts import PRICE_RE
 from contentforge.research.html_text import PageContent
 
 HEX_COLOUR_RE = re.compile(r"#(?:[0-9a-fA-F]{6}|[0-9a-fA-F]{3})\b")
@@ -28,11 +28,6 @@ SOCIAL_HOSTS = {
 _SOCIAL_URL_RE = re.compile(
     r"(?:https?://)?(?:www\.)?(instagram\.com|tiktok\.com|x\.com|twitter\.com|facebook\.com|"
     r"linkedin\.com|youtube\.com|pinterest\.com|threads\.net|threads\.com)/[\w.@%/-]*[\w@]",
-    re.IGNORECASE,
-)
-PRICE_RE = re.compile(
-    r"(?:(?:[$€£]|\b(?:EUR|USD|GBP)\s)\s?(\d{1,3}(?:,\d{3})+|\d{1,5}(?:[.,]\d{2})?)"
-    r"|(\d{1,5}(?:[.,]\d{2})?)\s?(?:€|\b(?:EUR|USD|GBP|euros?)\b))",
     re.IGNORECASE,
 )
 _YEAR_RE = re.compile(r"\b((?:18|19|20)\d{2})\b")
@@ -98,31 +93,6 @@ def is_hex_colour(token: str) -> bool:
     if re.fullmatch(r"[0-9a-fA-F]{6}|[0-9a-fA-F]{8}", body):
         return True
     return bool(re.fullmatch(r"[0-9a-fA-F]{3}", body)) and any(c.isdigit() for c in body)
-
-
-@dataclass(frozen=True)
-class Product:
-    """A product line read apart: ``name`` alone is what titles and tags may use."""
-
-    name: str
-    details: str
-    prices: tuple[float, ...]
-
-
-def split_product(item: str) -> Product:
-    """``"The Basecamp Kit: a titanium cone, a mug and two bags, $79."`` -> name, details, prices.
-
-    The name ends at the first ":", " - ", " — ", " – ", "(" or ",": what follows is description
-    and price, which belong in a brief's product facts, never pasted into a title or a hashtag.
-    """
-    text = " ".join(item.split()).strip(" .")
-    prices = tuple(price_of(text))
-    parts = re.split(r"\s*(?::|\s[-—–]\s|\(|,|\s[|·]\s)\s*", text, maxsplit=1)
-    name = PRICE_RE.sub("", parts[0]).strip(" .-—–$€£")
-    details = parts[1].strip(" .)") if len(parts) > 1 else ""
-    if not name:
-        name = text[:60]
-    return Product(name=name, details=details, prices=prices)
 
 
 def _split_list(value: str, max_words: int = 8) -> list[str]:
@@ -263,17 +233,6 @@ def _audience_section(page: PageContent) -> list[str] | None:
 
 def _audience_evidence(page: PageContent) -> str:
     return "; ".join(page.items_under(AUDIENCE_HEADINGS)) or " ".join(_audience_blocks(page)[:1])
-
-
-def price_of(text: str) -> list[float]:
-    """Every stated price in ``text`` ("$3,400" is 3400; "5,50 €" is 5.5)."""
-    prices = []
-    for a, b in PRICE_RE.findall(text):
-        raw = a or b
-        if re.fullmatch(r"\d{1,3}(?:,\d{3})+", raw):
-            raw = raw.replace(",", "")
-        prices.append(float(raw.replace(",", ".")))
-    return prices
 
 
 def priced_products(page: PageContent) -> list[str]:

@@ -30,7 +30,7 @@ _PHRASES: dict[HookStyle, tuple[str, ...]] = {
     HookStyle.challenge: (
         "{challenge} one {scene} this week, no excuses. Who's in?",
         "{challenge} trade ten minutes of scrolling for {interest} today.",
-        "{challenge} recreate this {scene} and tag me in it.",
+        "{challenge} recreate this {scene} in your own way this week.",
         "{challenge} seven days of {interest}, one small step a day.",
         "{challenge} plan your own {scene} before Sunday and tell me how it went.",
     ),
