@@ -24,6 +24,15 @@ from prefect.exceptions import ObjectNotFound
 from prefect.settings import PREFECT_API_URL
 
 DEFAULT_DEPLOYMENT = "produce-content-batch/produce-content-batch"
+PRIORITIES = ("high", "normal", "low")
+"""What a job may ask for; ``high`` goes to the ``priority`` work queue, the others to ``default``."""
+
+
+def work_queue_for(priority: str) -> str:
+    """The work queue (prefect.yaml: every pool has ``priority`` and ``default``) a priority runs on."""
+    if priority not in PRIORITIES:
+        raise ValueError(f"priority must be one of {list(PRIORITIES)}, not {priority!r}")
+    return "priority" if priority == "high" else "default"
 
 
 class PrefectUnavailable(Exception):
@@ -68,7 +77,8 @@ class BatchLauncher:
         return self.api_url or PREFECT_API_URL.value() or None
 
     @asynccontextmanager
-    async def _client(self) -> AsyncIterator[PrefectClient]:
+    async def client(self) -> AsyncIterator[PrefectClient]:
+        """A client of this server; transport and HTTP errors become PrefectUnavailable/PrefectRefused."""
         url = self.server_url()
         if not url:
             raise PrefectUnavailable(
@@ -95,29 +105,51 @@ class BatchLauncher:
         *,
         tags: Iterable[str],
         idempotency_key: str | None = None,
+        work_queue_name: str | None = None,
     ) -> FlowRun:
         """Create a flow run of the batch deployment and return it without waiting (``timeout=0``)."""
-        async with self._client() as client:
+        return await self.launch_deployment(
+            self.deployment_name,
+            parameters,
+            tags=tags,
+            idempotency_key=idempotency_key,
+            work_queue_name=work_queue_name,
+            setting="CONTENTFORGE_BATCH_DEPLOYMENT_NAME",
+        )
+
+    async def launch_deployment(
+        self,
+        deployment_name: str,
+        parameters: Mapping[str, Any],
+        *,
+        tags: Iterable[str],
+        idempotency_key: str | None = None,
+        work_queue_name: str | None = None,
+        setting: str | None = None,
+    ) -> FlowRun:
+        """Create a flow run of any deployment (``flow/deployment``) on ``work_queue_name``; never waits."""
+        async with self.client() as client:
             try:
                 return await arun_deployment(
-                    self.deployment_name,
+                    deployment_name,
                     client=client,
                     parameters=dict(parameters),
                     timeout=0,
                     tags=list(tags),
                     idempotency_key=idempotency_key,
+                    work_queue_name=work_queue_name,
                     as_subflow=False,
                 )
             except ObjectNotFound as exc:
+                hint = f" or set {setting}" if setting else ""
                 raise DeploymentMissing(
-                    f"deployment {self.deployment_name!r} does not exist on the Prefect server at "
-                    f"{self.server_url()}; deploy it (`prefect deploy --all` from the project root, or "
-                    "`contentforge up`) or set CONTENTFORGE_BATCH_DEPLOYMENT_NAME"
+                    f"deployment {deployment_name!r} does not exist on the Prefect server at "
+                    f"{self.server_url()}; deploy it (`contentforge deploy`, or `contentforge up`){hint}"
                 ) from exc
 
     async def read(self, flow_run_id: UUID) -> RunView:
         """The flow run and its newest progress artifact value."""
-        async with self._client() as client:
+        async with self.client() as client:
             try:
                 flow_run = await client.read_flow_run(flow_run_id)
             except ObjectNotFound as exc:

@@ -21,6 +21,7 @@ from contentforge.text.hooks import HookWriter
 from contentforge.text.llm_hooks import build_hook_writer
 from contentforge_api.auth import Identity, TokenAuth
 from contentforge_api.errors import ApiError
+from contentforge_api.jobs import JobStore
 from contentforge_api.launcher import BatchLauncher
 from contentforge_api.queries import ContentQueries
 
@@ -33,11 +34,13 @@ class ApiState:
     auth: TokenAuth
     launcher: BatchLauncher
     queries: ContentQueries = field(init=False)
+    jobs: JobStore = field(init=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, init=False)
     _hook_writer: HookWriter | None = field(default=None, init=False)
 
     def __post_init__(self) -> None:
         self.queries = ContentQueries(self.services.sessions, self.image_url)
+        self.jobs = JobStore(self.launcher, self.services.sessions)
 
     @property
     def settings(self) -> Settings:

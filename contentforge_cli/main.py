@@ -11,6 +11,8 @@ module                        commands
 ``review``                    review list, approve, reject
 ``api``                       api serve
 ``strategy``                  brand research, show; topics plan; blog write; social derive
+``jobs``                      jobs list, show, cancel, watch
+``models``                    models search, install, list, verify, remove, prune
 ============================  =====================================================================
 
 Shared construction (console, settings, repository, stores) is in ``context``. Errors
@@ -37,7 +39,7 @@ from typer.core import TyperGroup
 from contentforge.config import Settings
 from contentforge.errors import ContentForgeError
 from contentforge.validation import settings_problem
-from contentforge_cli import api, batch, personas, publish, review, server, stack, strategy
+from contentforge_cli import api, batch, jobs, models, personas, publish, review, server, stack, strategy
 from contentforge_cli.context import fail
 
 
@@ -77,6 +79,8 @@ app.add_typer(strategy.brand_app, name="brand")
 app.add_typer(strategy.topics_app, name="topics")
 app.add_typer(strategy.blog_app, name="blog")
 app.add_typer(strategy.social_app, name="social")
+app.add_typer(jobs.app, name="jobs")
+app.add_typer(models.app, name="models")
 
 if __name__ == "__main__":
     sys.exit(app())
