@@ -13,6 +13,7 @@ module                        commands
 ``strategy``                  brand research, show; topics plan; blog write; social derive
 ``jobs``                      jobs list, show, cancel, watch
 ``models``                    models search, install, list, verify, remove, prune
+``chat``                      chat list, show, takeover, reply, handback
 ============================  =====================================================================
 
 Shared construction (console, settings, repository, stores) is in ``context``. Errors
@@ -39,7 +40,19 @@ from typer.core import TyperGroup
 from contentforge.config import Settings
 from contentforge.errors import ContentForgeError
 from contentforge.validation import settings_problem
-from contentforge_cli import api, batch, jobs, models, personas, publish, review, server, stack, strategy
+from contentforge_cli import (
+    api,
+    batch,
+    chat,
+    jobs,
+    models,
+    personas,
+    publish,
+    review,
+    server,
+    stack,
+    strategy,
+)
 from contentforge_cli.context import fail
 
 
@@ -81,6 +94,7 @@ app.add_typer(strategy.blog_app, name="blog")
 app.add_typer(strategy.social_app, name="social")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
+app.add_typer(chat.app, name="chat")
 
 if __name__ == "__main__":
     sys.exit(app())
