@@ -169,6 +169,14 @@ def blog_write(
         f"({summary['pages']:.1f} pages){' (timed out)' if summary['timed_out'] else ''}",
         highlight=False,
     )
+    if summary.get("kind") == "brief":
+        warn(
+            "no model is configured, so this is a BRIEF (facts, sections, call to action), not a post: "
+            "a full 4-10 page draft needs a model (CONTENTFORGE_TEXT_PROVIDERS), or a writer"
+        )
+    gate = summary.get("quality_gate") or {}
+    if gate and not gate.get("passed"):
+        warn(f"quality gate: {gate.get('status')}: " + "; ".join(i["detail"] for i in gate.get("issues", [])))
     if summary.get("error"):
         warn(summary["error"])
     if summary["status"] == "approved":

@@ -2,13 +2,24 @@
 
 from __future__ import annotations
 
-from typing import TypeVar
+from typing import Any, TypeVar
 
 from prefect.exceptions import FlowPauseTimeout
 from prefect.flow_runs import pause_flow_run
 from prefect.input import RunInput
 
 from tasks import resources
+
+
+def gate_markdown(gate: dict[str, Any] | None) -> str:
+    """The quality gate's verdict on a text (``source["quality_gate"]``): one line for a form."""
+    if not gate:
+        return "quality gate: not run"
+    if gate.get("passed"):
+        return f"quality gate: passed ({gate.get('status')})"
+    issues = "; ".join(f"{i['rule']}: {i['detail']}" for i in gate.get("issues", []))
+    return f"**quality gate: {gate.get('status')}** ({issues})"
+
 
 FormT = TypeVar("FormT", bound=RunInput)
 

@@ -2,7 +2,9 @@
 
 Captions come from a model (prompt ``social_posts.v1``) or the offline rules and are then fitted to
 ``contentforge/text/platform_rules.yaml`` (length, first line, emoji, hashtags; X counted by
-weight); a caption that cannot be fitted is replaced by the offline one. Saved in ``social_posts``
+weight) and checked by the quality gate (engagement bait rewritten out, prices only from the post or
+brief); a caption that cannot be fitted or fails the gate is replaced by the offline one. From an
+offline brief the captions carry the brief's own facts and call to action. Saved in ``social_posts``
 and shown as an artifact.
 
     python flows/derive_social_posts.py POST_ID [instagram x ...]
@@ -17,6 +19,7 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from contentforge.domain.strategy import SocialPost
+from flows.approval import gate_markdown
 from tasks.strategy import derive_posts
 
 
@@ -27,12 +30,26 @@ def derive_social_posts(post_id: str, platforms: list[str] | None = None) -> dic
     posts = [SocialPost.model_validate(p) for p in derive_posts(post_id, list(platforms or []))]
     lines = [f"# Social posts from `{post_id}`", ""]
     for p in posts:
-        lines += [f"## {p.platform.value} ({p.source.get('provider')})", "", "```", p.caption, "```", ""]
+        gate = gate_markdown(p.source.get("quality_gate"))
+        lines += [
+            f"## {p.platform.value} ({p.source.get('provider')})",
+            "",
+            gate,
+            "",
+            "```",
+            p.caption,
+            "```",
+        ]
+        lines.append("")
     create_markdown_artifact("\n".join(lines), key=f"social-{post_id[:50]}", description="Social posts")
     logger.info(
         "post %s: %d social posts (%s)", post_id, len(posts), ", ".join(p.platform.value for p in posts)
     )
-    return {"post_id": post_id, "posts": {p.platform.value: p.caption for p in posts}}
+    return {
+        "post_id": post_id,
+        "posts": {p.platform.value: p.caption for p in posts},
+        "quality_gate": {p.platform.value: p.source.get("quality_gate") for p in posts},
+    }
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """Plan a month of topics for a persona and wait for a supervisor to approve them in the Prefect UI.
 
 Topics are proposed (model via prompt ``topics.v1``, or offline rules from the niche catalog and
-the brand DNA), saved with status ``proposed`` and shown as an artifact; the flow pauses with
+the brand's products, values and audience), checked by the quality gate (its verdict shown beside each
+topic), saved with status ``proposed`` and shown as an artifact; the flow pauses with
 ``pause_flow_run(wait_for_input=TopicApproval)``. Approved topics get status ``approved``, the
 rest ``rejected``. On timeout every topic is approved if CONTENTFORGE_APPROVE_ON_TIMEOUT is true,
 otherwise they stay ``proposed``.
@@ -20,7 +21,7 @@ from prefect.input import RunInput
 from pydantic import Field
 
 from contentforge.domain.strategy import Topic
-from flows.approval import wait_for_decision
+from flows.approval import gate_markdown, wait_for_decision
 from tasks import resources
 from tasks.strategy import propose_topics, set_topic_status
 
@@ -36,11 +37,12 @@ def topics_markdown(persona_id: str, month: str, topics: list[Topic]) -> str:
     lines = [
         f"# Topics for {persona_id}, {month}",
         "",
-        "| id | title | pillar | angle | keywords |",
-        "|---|---|---|---|---|",
+        "| id | title | pillar | angle | keywords | quality gate |",
+        "|---|---|---|---|---|---|",
     ]
     for t in topics:
-        lines.append(f"| `{t.id}` | {t.title} | {t.pillar} | {t.angle} | {', '.join(t.keywords)} |")
+        gate = gate_markdown(t.source.get("quality_gate")).removeprefix("quality gate: ")
+        lines.append(f"| `{t.id}` | {t.title} | {t.pillar} | {t.angle} | {', '.join(t.keywords)} | {gate} |")
     return "\n".join(lines)
 
 

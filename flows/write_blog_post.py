@@ -1,6 +1,7 @@
-"""Write a 4-10 page Markdown blog post from an approved topic and wait for approval in the Prefect UI.
+"""Write a 4-10 page Markdown blog post from an approved topic (offline: a brief) and wait for approval.
 
-The draft (model via prompt ``blog_post.v1``, or the offline writer) is saved with status
+The draft (model via prompt ``blog_post.v1``) or, with no model, a BRIEF for a writer or a model (a
+full draft needs a model; the form says so) is checked by the quality gate and saved with status
 ``proposed`` and shown in full as an artifact and in the pause form's description; the flow pauses
 with ``pause_flow_run(wait_for_input=BlogApproval)``. The supervisor approves or rejects it and may
 paste an edited Markdown (it must still be 4-10 pages). On timeout the draft is approved only if
@@ -20,7 +21,7 @@ from prefect.input import RunInput
 from pydantic import Field, ValidationError
 
 from contentforge.domain.strategy import BlogPost, BlogPostDraft
-from flows.approval import wait_for_decision
+from flows.approval import gate_markdown, wait_for_decision
 from tasks import resources
 from tasks.strategy import set_post_status, write_post_draft
 
@@ -28,7 +29,10 @@ from tasks.strategy import set_post_status, write_post_draft
 class BlogApproval(RunInput):
     approve: bool = Field(description="Approve the draft (false rejects it).")
     reviewer: str = Field(default="", description="Who decided.")
-    markdown: str | None = Field(default=None, description="An edited version to save instead (4-10 pages).")
+    markdown: str | None = Field(
+        default=None,
+        description="An edited version to save instead (4-10 pages); for a brief, the post written from it.",
+    )
 
 
 @flow(name="write-blog-post")
@@ -43,11 +47,17 @@ def write_blog_post(
     logger = get_run_logger()
     settings = resources.settings()
     post = BlogPost.model_validate(write_post_draft(topic_id, target_pages, seed))
+    kind = str(post.source.get("kind", "draft"))
     header = (
         f"**{post.title}** · {post.word_count} words · {post.pages} A4 pages · {post.source.get('provider')}"
+        f" · {gate_markdown(post.source.get('quality_gate'))}"
     )
+    if kind == "brief":
+        header = f"**{post.source.get('note')}**\n\n{header}"
     create_markdown_artifact(
-        f"{header}\n\n---\n\n{post.markdown}", key=f"blog-{post.id[:50]}", description="Draft"
+        f"{header}\n\n---\n\n{post.markdown}",
+        key=f"blog-{post.id[:50]}",
+        description="Brief (a full draft needs a model)" if kind == "brief" else "Draft",
     )
     logger.info("post %s drafted: %d words (%.1f pages)", post.id, post.word_count, post.pages)
     answer = wait_for_decision(
@@ -67,6 +77,9 @@ def write_blog_post(
             "words": post.word_count,
             "pages": post.pages,
             "timed_out": True,
+            "kind": kind,
+            "note": post.source.get("note"),
+            "quality_gate": post.source.get("quality_gate"),
         }
     markdown, error = None, None
     if answer.markdown and answer.markdown.strip() != post.markdown.strip():
@@ -80,7 +93,8 @@ def write_blog_post(
     logger.info("post %s %s%s", post.id, status, f" by {answer.reviewer}" if answer.reviewer else "")
     return {
         "post_id": post.id, "status": status, "words": post.word_count, "pages": post.pages,
-        "timed_out": False, "edited": markdown is not None, "error": error,
+        "timed_out": False, "edited": markdown is not None, "error": error, "kind": kind,
+        "note": post.source.get("note"), "quality_gate": post.source.get("quality_gate"),
     }  # fmt: skip
 
 

@@ -69,6 +69,7 @@ def test_topics_blog_and_social_from_the_cli(
     assert code == 0, output
     post = store().get_blog_post(f"post-{topic_id}")
     assert f"post {post.id}: approved" in output and f"next: contentforge social derive {post.id}" in output
+    assert "this is a BRIEF" in output and "a full 4-10 page draft needs a model" in output
 
     code, output = run("social", "derive", post.id, "--platform", "instagram", "--platform", "x")
     assert code == 0, output

@@ -173,8 +173,13 @@ def check_text(
     must_name: Iterable[str] = (),
     platform: Platform | str | None = None,
     hashtags: list[str] | None = None,
+    source_text: str | None = None,
 ) -> GateResult:
-    """Every rule above against ``text``; ``must_name``: names of which at least one must appear."""
+    """Every rule above against ``text``; ``must_name``: names of which at least one must appear.
+
+    Traceability is checked against ``dna``, or against ``source_text`` (the brief or post a caption
+    was derived from) when the DNA is not at hand: every price and claim must appear there.
+    """
     issues: list[GateIssue] = []
     names = [n for n in must_name if n]
     if names and not any(n.lower() in text.lower() for n in names):
@@ -202,6 +207,8 @@ def check_text(
         issues.append(GateIssue("pasted_price", f"a price in a {kind}: {PRICE_RE.search(text).group(0)!r}"))  # type: ignore[union-attr]
     if dna is not None:
         issues += _untraceable(text, dna)
+    elif source_text is not None:
+        issues += _not_in_source(text, source_text)
     if platform is not None:
         issues += [GateIssue("platform", p) for p in check_caption(text, hashtags or [], platform)]
     for category, phrase in engagement_bait(text):
@@ -224,6 +231,18 @@ def _untraceable(text: str, dna: BrandDNA) -> list[GateIssue]:
     for match in _CLAIM_RE.finditer(text):
         if match.group(0).lower() not in source:
             issues.append(GateIssue("untraceable", f"claim {match.group(0)!r} is not in the brand's DNA"))
+    return issues
+
+
+def _not_in_source(text: str, source: str) -> list[GateIssue]:
+    issues: list[GateIssue] = []
+    stated = set(price_of(source))
+    for price in price_of(text):
+        if price not in stated:
+            issues.append(GateIssue("untraceable", f"price {price:g} is not in the text it comes from"))
+    for match in _CLAIM_RE.finditer(text):
+        if match.group(0).lower() not in source.lower():
+            issues.append(GateIssue("untraceable", f"claim {match.group(0)!r} is not in its source text"))
     return issues
 
 

@@ -18,6 +18,8 @@ from dataclasses import dataclass
 from contentforge.domain.models import Persona, Platform
 from contentforge.domain.strategy import BlogPost, SocialPost, SocialPostDraft, SocialPostDrafts, Topic
 from contentforge.errors import ContentForgeError, InvalidInput
+from contentforge.quality.gate import GateResult, check_text, remove_engagement_bait
+from contentforge.strategy.blog import is_brief
 from contentforge.text.platform_rules import (
     EMOJI_RE,
     PlatformRules,
@@ -46,7 +48,9 @@ def _emoji_pool(niche: str) -> list[str]:
 def _tags(words: list[str], limit: int) -> list[str]:
     tags: list[str] = []
     for word in words:
-        tag = re.sub(r"[^\w]", "", word.replace(" ", "").lstrip("#"))[:30]
+        parts = word.lstrip("#").split()
+        joined = "".join([parts[0], *(p[:1].upper() + p[1:] for p in parts[1:])]) if parts else ""
+        tag = re.sub(r"[^\w]", "", joined)[:30]  # "traceable sourcing" -> "traceableSourcing"
         if tag and re.match(r"^\w*[^\W\d_]\w*$", tag) and tag.lower() not in {t.lower() for t in tags}:
             tags.append(tag)
     return tags[:limit]
@@ -61,6 +65,40 @@ def _takeaway(post: BlogPost) -> str:
             if len(sentence.split()) >= 5:
                 return sentence
     return post.title
+
+
+@dataclass(frozen=True)
+class BriefFacts:
+    """What a caption may say from an offline brief: its key points, product facts and CTA."""
+
+    points: list[str]
+    products: list[str]
+    cta: str
+
+
+_SOURCE_NOTE_RE = re.compile(r"\s*\((?:DNA|persona) `[^`]+`[^)]*\)\s*$")
+
+
+def brief_facts(markdown: str) -> BriefFacts:
+    """The facts of a brief (``contentforge.strategy.blog.offline_blog_brief``), source notes cut."""
+    sections: dict[str, list[str]] = {}
+    current = ""
+    for line in markdown.splitlines():
+        if line.startswith("## "):
+            current = line[3:].strip().lower()
+        elif line.strip():
+            sections.setdefault(current, []).append(line.strip())
+
+    def bullets(name: str) -> list[str]:
+        return [
+            _SOURCE_NOTE_RE.sub("", b[2:]).replace("**", "").strip()
+            for b in sections.get(name, [])
+            if b.startswith("- ")
+        ]
+
+    points = [p for p in bullets("key points") if "voice" not in p.lower()]
+    cta = next((_SOURCE_NOTE_RE.sub("", c) for c in sections.get("call to action", [])), "")
+    return BriefFacts(points=points, products=bullets("product facts"), cta=cta)
 
 
 def fit_to_rules(draft: SocialPostDraft, rules: PlatformRules, niche: str) -> SocialPostDraft | None:
@@ -125,7 +163,14 @@ def offline_social_post(
     emoji = "".join(pool[(digest + i) % len(pool)] for i in range(rules.emoji_min or min(1, rules.emoji_max)))
     hook = f"{post.title} {emoji}".strip()
     body = f"New on the blog: {_takeaway(post)}"
-    if platform in (Platform.x, Platform.threads):
+    if is_brief(post.markdown):
+        # a brief is not a post to link to: the caption carries the brief's own facts and its CTA
+        facts = brief_facts(post.markdown)
+        subject = (topic.keywords[0] if topic and topic.keywords else "").lower()
+        fact = next((f for f in facts.products if f.lower().startswith(subject)), None) if subject else None
+        fact = fact or next(iter(facts.points + facts.products), "")
+        parts = [hook, fact, facts.cta or cta] if fact else [hook, facts.cta or cta]
+    elif platform in (Platform.x, Platform.threads):
         parts = [hook, cta]
     else:
         pointer = (
@@ -142,6 +187,13 @@ def offline_social_post(
     if fitted is None:  # the call to action always has words; this guards the rules file itself
         raise InvalidInput(f"{platform.value}: the offline post for {post.id} has no words to keep")
     return fitted
+
+
+def check_social(draft: SocialPostDraft, post: BlogPost) -> GateResult:
+    """The quality gate on a caption: platform rules, no bait or slots, prices only from its post."""
+    return check_text(
+        draft.text, "social", platform=draft.platform, hashtags=draft.hashtags, source_text=post.markdown
+    )
 
 
 def _rules_line(r: PlatformRules) -> str:
@@ -198,8 +250,12 @@ def derive_social_posts(
                 if draft.platform not in chosen or draft.platform in from_model:
                     continue
                 rules = rules_for(draft.platform)
-                fitted = fit_to_rules(draft, rules, persona.niche)
-                if fitted is not None and not check_caption(fitted.text, fitted.hashtags, draft.platform):
+                # engagement bait is rewritten out (the honest rest of the CTA stays) before fitting
+                honest = remove_engagement_bait(draft.text)
+                fitted = fit_to_rules(
+                    draft.model_copy(update={"text": honest or draft.text}), rules, persona.niche
+                )
+                if fitted is not None and check_social(fitted, post).passed:
                     chosen[draft.platform] = fitted
                     from_model.add(draft.platform)
         except ContentForgeError as exc:
@@ -211,14 +267,24 @@ def derive_social_posts(
         problems = check_caption(draft.text, draft.hashtags, platform)
         if problems:  # the offline caption is built to pass; this guards the rules file itself
             raise InvalidInput(f"{platform.value} caption breaks the platform rules: {'; '.join(problems)}")
+        gate = check_social(draft, post)
+        if platform not in from_model and provider is not None and result is not None:
+            gate.status = "fallback"  # the model's caption failed the rules or the gate
+        if not gate.passed:
+            gate.status = "needs_review"  # never published as if it passed
         posts.append(
             SocialPost(
                 **draft.model_dump(),
                 blog_post_id=post.id,
                 persona_id=persona.id,
-                source=source
-                if platform in from_model
-                else {"provider": "offline", "model": "offline-rules"},
+                source={
+                    **(
+                        source
+                        if platform in from_model
+                        else {"provider": "offline", "model": "offline-rules"}
+                    ),
+                    "quality_gate": gate.as_dict(),
+                },
             )
         )
     return SocialOutcome(posts, result, [p for p in wanted if p not in from_model], reason)
