@@ -139,3 +139,39 @@ def test_the_analyzer_names_subject_style_scene_mood_lighting_quality_and_intent
     assert found.scene == ("cafe",) and found.mood == ("cozy",) and found.lighting == ("golden hour",)
     assert set(found.quality) == {"highly detailed", "8k"}
     assert analyze("").subject == ""
+
+
+def test_the_optimizer_follows_family_ranges_priority_platform_aspect_and_memory() -> None:
+    from contentforge.models.optimizer import optimize, platform_aspect
+
+    aspect, why = platform_aspect("instagram")
+    quality = optimize("sdxl", "quality", aspect=aspect, aspect_reason=why, free_bytes=80 << 30)
+    assert quality.steps == 40 and quality.guidance_scale == 6.0 and quality.memory_strategy == "full_gpu"
+    assert quality.width < quality.height and quality.width % 64 == 0 and quality.height % 64 == 0
+    assert "40 steps (quality priority, SDXL range 20-40)" in quality.line()
+    assert "instagram prefers aspect 0.8" in quality.line()
+    speed = optimize("sdxl", "speed", free_bytes=80 << 30)
+    assert speed.steps == 20 and speed.width * speed.height < quality.width * quality.height
+    cramped = optimize("flux", "balanced", free_bytes=8 << 30)
+    assert cramped.memory_strategy == "model_cpu_offload" and "8.0 GB free" in cramped.line()
+    assert optimize("sd15").width == 512
+
+
+def test_the_optimizer_moves_a_parameter_only_on_enough_clear_feedback() -> None:
+    from contentforge.db.registry import FeedbackScore
+    from contentforge.errors import InvalidInput
+    from contentforge.models.explain import explain
+    from contentforge.models.optimizer import optimize
+
+    two_votes = {"steps:40": FeedbackScore(approvals=2)}
+    assert optimize("sdxl", "balanced", feedback=two_votes).steps == 30
+    learned = optimize(
+        "sdxl",
+        "balanced",
+        feedback={"steps:40": FeedbackScore(approvals=5), "steps:30": FeedbackScore(rejections=3)},
+    )
+    assert learned.steps == 40 and "learned: reviews prefer 40" in learned.line()
+    with pytest.raises(InvalidInput, match="priority 'fast'"):
+        optimize("sdxl", "fast")
+    assert explain(None, None) == "nothing recommended"
+    assert explain(None, learned).startswith("40 steps")
