@@ -1,7 +1,10 @@
 """Bearer-token authentication.
 
 * ``CONTENTFORGE_API_TOKEN`` grants everything (identity ``api``); the optional
-  ``CONTENTFORGE_API_READ_TOKEN`` grants reads only (identity ``read``): a write with it is 403.
+  ``CONTENTFORGE_API_READ_TOKEN`` grants reads only (identity ``read``): a write with it is 403, and
+  so is anything that may run a paid model or moderation call (hooks, variations, calls to action,
+  safety checks), refused before any provider is built: a token handed out to read dashboards
+  cannot spend money.
 * Tokens are compared with ``hmac.compare_digest`` on their SHA-256 digests (constant time, and the
   same length whatever the client sends); they are ``SecretStr`` and never logged or echoed.
 * No token configured: ``create_app`` refuses unless ``insecure_local=True``, which the CLI allows
@@ -41,6 +44,11 @@ class Identity:
 
     name: str
     can_write: bool
+
+    @property
+    def can_spend(self) -> bool:
+        """May this caller trigger a model or moderation call that may be paid? Only a writer may."""
+        return self.can_write
 
 
 def _digest(value: str) -> bytes:

@@ -1,7 +1,9 @@
 """One JSON shape for every error: ``{"error": {"code", "message", "details"?}}``.
 
 Validation errors name each bad field (``body.num_pieces: ...``) without echoing the submitted value,
-so a large base64 image or a pasted secret never comes back in a response or a log line.
+so a large base64 image or a pasted secret never comes back in a response or a log line. A body the
+framework cannot even parse (not UTF-8, not JSON) is a 422 ``malformed_body`` like any other bad
+input, rather than the framework's 400, so every route answers bad input with the one documented 422.
 """
 
 from __future__ import annotations
@@ -107,6 +109,8 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(_request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400:  # FastAPI's "There was an error parsing the body"
+            return error_response(422, "malformed_body", "the request body is not valid JSON (UTF-8)")
         code = _STATUS_CODES.get(exc.status_code, "error")
         message = exc.detail if isinstance(exc.detail, str) else code.replace("_", " ")
         return error_response(exc.status_code, code, message, headers=getattr(exc, "headers", None))

@@ -80,6 +80,16 @@ class ContentQueries:
             ).all()
             return self._with_costs(session, [self._piece(piece, platform) for piece, platform in rows])
 
+    def batch_storage_keys(self, batch_id: str, *, status: str | None = None) -> list[dict[str, Any]]:
+        """Each piece's id, index, status, tier and storage key (None before its image is stored)."""
+        query = select(
+            PieceORM.id, PieceORM.index, PieceORM.status, PieceORM.tier, PieceORM.storage_key
+        ).where(PieceORM.batch_id == batch_id)
+        if status is not None:
+            query = query.where(PieceORM.status == status)
+        with self._read() as session:
+            return [dict(row._mapping) for row in session.execute(query.order_by(PieceORM.index))]
+
     def piece(self, piece_id: str) -> dict[str, Any] | None:
         with self._read() as session:
             row = session.execute(

@@ -9,12 +9,17 @@ from __future__ import annotations
 
 from datetime import datetime
 from typing import Annotated, Any, Literal
+from zoneinfo import available_timezones
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from contentforge.batch import MAX_PIECES
 from contentforge.db import BatchStats
 from contentforge.domain.models import (
+    PERSONA_INTEREST_CHARS,
+    PERSONA_INTERESTS_MAX,
+    PERSONA_TRAIT_CHARS,
+    PERSONA_TRAITS_MAX,
     TEMPLATE_ID_PATTERN,
     HookStyle,
     Persona,
@@ -31,6 +36,18 @@ PersonaRef = Annotated[
 ]
 MAX_TEXTS = 20
 MAX_TEXT_CHARS = 10_000
+MAX_HOOK_CHARS = 2_200
+NOT_BLANK = r"[^\t-\r\x1c-\x20\x85\xa0\u1680\u2000-\u200a\u2028\u2029\u202f\u205f\u3000]"
+"""A pattern (searched, not anchored) that a string fails when ``str.strip`` leaves nothing of it.
+
+The class lists Python's whitespace (``str.isspace``) explicitly: ``\\S`` means less in JSON Schema's
+ECMA regexes than in Python (``\\x1c``-``\\x1f`` are whitespace only to Python)."""
+BASE64_IMAGE = (
+    r"^(data:image/[A-Za-z0-9.+-]+;base64,)?"
+    r"(?:[A-Za-z0-9+/]{4})*(?:[A-Za-z0-9+/]{2}==|[A-Za-z0-9+/]{3}=)?$"
+)
+"""``image_base64``: padded base64, optionally behind a ``data:image/...;base64,`` prefix."""
+IANA_TIME_ZONES = sorted(available_timezones())
 TierMixBody = (
     Annotated[dict[str, float], Field(max_length=2)]
     | Annotated[str, Field(max_length=TIER_MIX_MAX_CHARS)]
@@ -40,6 +57,29 @@ TierMixBody = (
 
 class _Request(BaseModel):
     model_config = ConfigDict(extra="forbid")
+
+
+class PersonaIn(Persona):
+    """A persona to create: ``Persona`` with the constraints its validators check written into the schema
+    (no blank texts or list items, an IANA time zone), so clients and fuzzers see them."""
+
+    name: str = Field(min_length=1, max_length=120, pattern=NOT_BLANK)
+    niche: str = Field(min_length=1, max_length=60, pattern=NOT_BLANK)
+    appearance: str = Field(min_length=1, max_length=600, pattern=NOT_BLANK)
+    personality_traits: list[
+        Annotated[str, Field(min_length=1, max_length=PERSONA_TRAIT_CHARS, pattern=NOT_BLANK)]
+    ] = Field(min_length=1, max_length=PERSONA_TRAITS_MAX)
+    interests: list[
+        Annotated[str, Field(min_length=1, max_length=PERSONA_INTEREST_CHARS, pattern=NOT_BLANK)]
+    ] = Field(min_length=1, max_length=PERSONA_INTERESTS_MAX)
+    tone: str = Field(min_length=1, max_length=200, pattern=NOT_BLANK)
+    timezone: str = Field(
+        default="UTC",
+        min_length=1,
+        max_length=64,
+        description="An IANA time zone name, e.g. Europe/Berlin.",
+        json_schema_extra={"enum": IANA_TIME_ZONES},
+    )
 
 
 class TemplateList(BaseModel):
@@ -122,19 +162,101 @@ class HooksResponse(BaseModel):
     hooks: list[HookOut]
 
 
+class BaseHookIn(_Request):
+    """A hook as the client has it (e.g. one of ``/content/hooks``' answers)."""
+
+    text: str = Field(min_length=1, max_length=MAX_HOOK_CHARS, pattern=NOT_BLANK)
+    call_to_action: str = Field(default="", max_length=MAX_HOOK_CHARS)
+    hashtags: list[Annotated[str, Field(min_length=1, max_length=60)]] = Field(
+        default_factory=list, max_length=30, description="Without '#'."
+    )
+
+
+class HookVariationsRequest(_Request):
+    persona: PersonaRef
+    template_id: str = Field(pattern=TEMPLATE_ID_PATTERN)
+    platform: Platform = Platform.instagram
+    hook: BaseHookIn
+    count: int = Field(default=5, ge=1, le=10)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+
+
+class HookVariationsResponse(BaseModel):
+    source: Literal["model", "rules"] = Field(
+        description="`model` when a model wrote at least one variation, else `rules`."
+    )
+    persona_id: str
+    template_id: str
+    platform: Platform
+    variations: list[HookOut]
+
+
+class CallsToActionRequest(_Request):
+    persona: PersonaRef
+    template_id: str = Field(pattern=TEMPLATE_ID_PATTERN)
+    platform: Platform = Platform.instagram
+    count: int = Field(default=5, ge=1, le=10)
+    seed: int = Field(default=0, ge=0, lt=2**32)
+
+
+class CallsToActionResponse(BaseModel):
+    writer: str
+    persona_id: str
+    template_id: str
+    platform: Platform
+    calls_to_action: list[str] = Field(description="Up to `count`, distinct, within the platform's rules.")
+
+
 class SafetyCheckRequest(_Request):
+    """Something to check: ``text``, ``texts``, and at most one image (``image_base64`` or ``image_url``)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"required": ["text"], "properties": {"text": {"type": "string", "minLength": 1}}},
+                {
+                    "required": ["texts"],
+                    "properties": {"texts": {"contains": {"type": "string", "pattern": NOT_BLANK}}},
+                },
+                {"required": ["image_base64"], "properties": {"image_base64": {"type": "string"}}},
+                {"required": ["image_url"], "properties": {"image_url": {"type": "string"}}},
+            ],
+            "not": {
+                "required": ["image_base64", "image_url"],
+                "properties": {"image_base64": {"type": "string"}, "image_url": {"type": "string"}},
+            },
+        },
+    )
+
     text: str | None = Field(default=None, max_length=MAX_TEXT_CHARS)
-    texts: list[str] = Field(default_factory=list, max_length=MAX_TEXTS)
+    texts: list[Annotated[str, Field(max_length=MAX_TEXT_CHARS)]] = Field(
+        default_factory=list,
+        max_length=MAX_TEXTS,
+        description="Blank entries are ignored; send at least one with text if nothing else.",
+    )
     image_base64: str | None = Field(
-        default=None, description="PNG, JPEG or WebP bytes, base64 (a data: URL prefix is accepted)."
+        default=None,
+        min_length=1,
+        pattern=BASE64_IMAGE,
+        description="PNG, JPEG or WebP bytes, base64 (a data: URL prefix is accepted).",
+    )
+    image_url: str | None = Field(
+        default=None,
+        max_length=2048,
+        pattern=r"^[Hh][Tt][Tt][Pp][Ss]?://[A-Za-z0-9._~%!$&'()*+,;=:@\[\]-]+([/?#][!-~]*)?$",
+        description="An http(s) URL (printable ASCII: percent-encode the rest) of a PNG, JPEG or WebP image "
+        "on a public address; fetched with brand "
+        "research's limits (public addresses only, CONTENTFORGE_RESEARCH_TIMEOUT_S, "
+        "CONTENTFORGE_RESEARCH_MAX_REDIRECTS) and CONTENTFORGE_API_MAX_IMAGE_BYTES.",
     )
 
     @model_validator(mode="after")
     def _something_to_check(self) -> SafetyCheckRequest:
-        if not (self.text or any(t.strip() for t in self.texts) or self.image_base64):
-            raise ValueError("send text, texts and/or image_base64")
-        if any(len(t) > MAX_TEXT_CHARS for t in self.texts):
-            raise ValueError(f"each of texts must be at most {MAX_TEXT_CHARS} characters")
+        if self.image_base64 and self.image_url:
+            raise ValueError("send image_base64 or image_url, not both")
+        if not (self.text or any(t.strip() for t in self.texts) or self.image_base64 or self.image_url):
+            raise ValueError("send text, texts, image_base64 and/or image_url")
         return self
 
     @property
@@ -213,6 +335,25 @@ class BatchOut(BaseModel):
     stats: BatchStats
 
 
+class PieceUrl(BaseModel):
+    piece_id: str
+    index: int
+    status: PieceStatus
+    tier: str | None
+    url: str | None = Field(description="None while the piece has no stored image.")
+
+
+class BatchUrls(BaseModel):
+    batch_id: str
+    storage: Literal["local", "s3"]
+    url_kind: Literal["api", "cdn", "presigned"] = Field(
+        description="`api`: this API's `/content/...` (send the bearer token); `cdn`: under "
+        "CONTENTFORGE_PUBLIC_BASE_URL; `presigned`: S3 GET URLs valid for `expires_in_s` seconds."
+    )
+    expires_in_s: int | None
+    items: list[PieceUrl]
+
+
 class RunOut(BaseModel):
     id: str
     name: str | None
@@ -232,6 +373,25 @@ class RunOut(BaseModel):
 
 
 class ReviewRequest(_Request):
+    """Approve (optionally with a tier) or reject (with a reason that is not blank, and no tier)."""
+
+    model_config = ConfigDict(
+        extra="forbid",
+        json_schema_extra={
+            "anyOf": [
+                {"properties": {"decision": {"const": "approve"}}},
+                {
+                    "required": ["reason"],
+                    "properties": {
+                        "decision": {"const": "reject"},
+                        "reason": {"type": "string", "pattern": NOT_BLANK},
+                        "tier": {"type": "null"},
+                    },
+                },
+            ]
+        },
+    )
+
     decision: Literal["approve", "reject"]
     reason: str = Field(default="", max_length=2000)
     tier: Literal["safe", "suggestive", "restricted"] | None = None

@@ -52,6 +52,8 @@ STRATEGY_STEPS: tuple[str, ...] = (
     "derive_social_posts",
 )
 """Strategy steps that pay for model calls outside any batch; named after the flows that run them."""
+API_REQUEST_STEPS: tuple[str, ...] = ("api_hooks",)
+"""API requests that pay for model calls outside any batch (``/content/hooks``, variations, CTAs)."""
 REVIEW_DECISIONS: tuple[str, ...] = ("approve", "reject")
 PUBLICATION_STATUSES: tuple[str, ...] = ("scheduled", "publishing", "published", "failed")
 
@@ -250,7 +252,7 @@ class CostEntryORM(Base):
     __table_args__ = (
         CheckConstraint(_in("kind", COST_KINDS), name="kind"),
         CheckConstraint("batch_id IS NOT NULL OR step IS NOT NULL", name="attributed"),
-        CheckConstraint(f"step IS NULL OR {_in('step', STRATEGY_STEPS)}", name="step"),
+        CheckConstraint(f"step IS NULL OR {_in('step', STRATEGY_STEPS + API_REQUEST_STEPS)}", name="step"),
         Index(None, "batch_id"),
         Index(None, "piece_id"),
         Index(None, "persona_id"),

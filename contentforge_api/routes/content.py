@@ -4,6 +4,11 @@ Nothing here generates an image inside a request. ``/content/batch`` and ``/cont
 validate the request completely (persona, platform, tier mix, seed, model settings, LoRA), then
 create a flow run of the batch deployment and answer 202 with its id; ``GET /runs/{id}`` follows it.
 ``/content/generate`` is a one-piece batch: its piece id is known at once (``<batch id>-000``).
+
+Hooks, hook variations, calls to action and safety checks run the configured text model or
+moderator inside the request, so they need a token that may spend (``Spender``: never the read-only
+token, refused before any provider is built), and every paid model call they make is written to the
+cost ledger as it returns (``_RequestCharges``, step ``api_hooks``, one key per call).
 """
 
 from __future__ import annotations
@@ -18,26 +23,42 @@ import uuid
 from collections.abc import Callable
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Header, Request, status
+from fastapi import APIRouter, Depends, Header, Request, status
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 from pydantic import BaseModel
 
 from contentforge.batch import BatchRequest as ValidatedBatch
 from contentforge.batch import piece_id_for, template_by_id, validate_batch_request
+from contentforge.db.request_costs import RequestCostRepository
 from contentforge.domain.models import Persona, TemplateTier
 from contentforge.errors import BatchBusy, UnknownPersona
 from contentforge.images.loras import client_named_loras
+from contentforge.moderation.remote_image import UnresolvableImageHost, image_fetcher
+from contentforge.research.errors import AddressRefused, FetchError, TooLarge, UnsupportedContent
+from contentforge.research.fetch import FetchLimits
+from contentforge.text.hook_variations import BaseHook, HookVariator, calls_to_action
+from contentforge.text.hooks import HookWriter
+from contentforge.text.llm_hooks import LlmHookWriter
+from contentforge.text.providers.costs import cost_detail
+from contentforge.text.providers.factory import build_text_provider
+from contentforge.text.providers.protocol import TextResult
 from contentforge.validation import check_batch_id
+from contentforge_api.auth import Identity
 from contentforge_api.errors import ApiError
 from contentforge_api.gallery import gallery_path
 from contentforge_api.launcher import DeploymentMissing, PrefectRefused, PrefectUnavailable, batch_tags
+from contentforge_api.responses import AUTH, documented
 from contentforge_api.schemas import (
     BatchRequest,
+    CallsToActionRequest,
+    CallsToActionResponse,
     GenerateRequest,
     HookOut,
     HooksRequest,
     HooksResponse,
+    HookVariationsRequest,
+    HookVariationsResponse,
     LaunchResponse,
     SafetyCheckRequest,
     SafetyCheckResponse,
@@ -60,6 +81,7 @@ IdempotencyKey = Annotated[
     ),
 ]
 T = TypeVar("T")
+API_HOOKS_STEP = "api_hooks"
 REQUEST_TAG = "request:"
 """Tag prefix of the request fingerprint an idempotent launch carries (see ``_request_tag``)."""
 
@@ -91,6 +113,56 @@ def _persona(state: ApiState, ref: str) -> Persona:
     if found is None:
         raise UnknownPersona(f"unknown persona {ref!r}; create it with POST /api/v1/personas")
     return found
+
+
+def require_spend(identity: Reader) -> Identity:
+    """A caller that may run a possibly paid model or moderation call: never the read-only token."""
+    if not identity.can_spend:
+        raise ApiError(
+            403,
+            "this token is read-only: hooks, calls to action and safety checks run models that may be "
+            "paid; use CONTENTFORGE_API_TOKEN",
+        )
+    return identity
+
+
+Spender = Annotated[Identity, Depends(require_spend)]
+
+
+class _RequestCharges:
+    """The ``CallListener`` of one API request: each paid model call goes to the ledger as it returns.
+
+    Keys are ``api:<request id>:<n>``, minted here once per request, so recording a call twice adds
+    nothing while another request that calls the model again is charged again (it was paid again).
+    The offline writer makes no calls and adds no entries: the ledger lists money spent.
+    """
+
+    def __init__(self, state: ApiState, endpoint: str, persona_id: str) -> None:
+        self._store = RequestCostRepository(state.services.sessions)
+        self._endpoint = endpoint
+        self._persona_id = persona_id
+        self.request_id = uuid.uuid4().hex
+        self.calls = 0
+
+    def __call__(self, result: TextResult) -> None:
+        self.calls += 1
+        self._store.charge_request_call(
+            API_HOOKS_STEP,
+            charge_key=f"api:{self.request_id}:{self.calls}",
+            provider=result.provider,
+            amount_usd=result.cost_usd,
+            persona_id=self._persona_id,
+            subject_id=self._endpoint,
+            detail={**cost_detail(result), "request_id": self.request_id},
+        )
+
+
+def _charged_writer(state: ApiState, charges: _RequestCharges) -> HookWriter:
+    """The configured hook writer; a model-backed one is built on a chain that reports to ``charges``."""
+    writer = state.hook_writer()
+    if isinstance(writer, LlmHookWriter):
+        return LlmHookWriter(build_text_provider(state.settings, on_call=charges))
+    return writer
 
 
 async def _launch(
@@ -155,7 +227,19 @@ def _check_batch_owner(state: ApiState, batch_id: str, persona: Persona) -> None
         raise ApiError(409, f"batch {batch_id!r} belongs to persona {existing['persona_id']!r}")
 
 
-@router.post("/content/batch", response_model=LaunchResponse, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/content/batch",
+    response_model=LaunchResponse,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=documented(
+        AUTH,
+        409,
+        413,
+        502,
+        503,
+        s409="The batch id belongs to another persona's batch, or another run holds the batch.",
+    ),
+)
 async def start_batch(
     state: State,
     _identity: Writer,
@@ -193,7 +277,12 @@ async def start_batch(
     return await _launch(state, request, validated, batch_id, idempotency_key, kind="batch", body=body)
 
 
-@router.post("/content/generate", response_model=LaunchResponse, status_code=status.HTTP_202_ACCEPTED)
+@router.post(
+    "/content/generate",
+    response_model=LaunchResponse,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=documented(AUTH, 413, 502, 503),
+)
 async def generate_one(
     state: State,
     _identity: Writer,
@@ -222,12 +311,15 @@ async def generate_one(
     return await _launch(state, request, validated, batch_id, idempotency_key, kind="single", body=body)
 
 
-@router.post("/content/hooks", response_model=HooksResponse)
-def write_hooks(state: State, _identity: Reader, body: HooksRequest) -> HooksResponse:
-    """Hook variations for a persona, template and platform from the configured writer (offline default)."""
+@router.post("/content/hooks", response_model=HooksResponse, responses=documented(AUTH, 413, 503))
+def write_hooks(state: State, _identity: Spender, body: HooksRequest) -> HooksResponse:
+    """Hooks for a persona, template and platform from the configured writer (offline by default).
+
+    A model-backed writer's calls are charged to the cost ledger (step ``api_hooks``).
+    """
     persona = _persona(state, body.persona)
     template = template_by_id(body.template_id)
-    writer = state.hook_writer()
+    writer = _charged_writer(state, _RequestCharges(state, "content/hooks", persona.id))
     hooks = writer.write_hooks(persona, template, body.platform, count=body.count, seed=body.seed)
     return HooksResponse(
         writer=writer.name,
@@ -238,7 +330,54 @@ def write_hooks(state: State, _identity: Reader, body: HooksRequest) -> HooksRes
     )
 
 
-def _decode_image(state: ApiState, data: str) -> Image.Image:
+@router.post(
+    "/content/hooks/variations", response_model=HookVariationsResponse, responses=documented(AUTH, 413, 503)
+)
+def hook_variations(state: State, _identity: Spender, body: HookVariationsRequest) -> HookVariationsResponse:
+    """Rewrites of an existing hook in distinct styles, each within the platform's rules.
+
+    With a model configured, the model rewrites it (its calls charged to the ledger); offline, or
+    where a model's rewrite breaks a rule, the hook's own line is framed by rules. Variations that
+    would repeat the original or each other are dropped, so fewer than ``count`` can come back.
+    """
+    persona = _persona(state, body.persona)
+    template = template_by_id(body.template_id)
+    charges = _RequestCharges(state, "content/hooks/variations", persona.id)
+    model_backed = isinstance(state.hook_writer(), LlmHookWriter)
+    variator = HookVariator(build_text_provider(state.settings, on_call=charges) if model_backed else None)
+    base = BaseHook(body.hook.text, body.hook.call_to_action, tuple(body.hook.hashtags))
+    outcome = variator.variations(persona, template, body.platform, base, count=body.count, seed=body.seed)
+    return HookVariationsResponse(
+        source=outcome.source,
+        persona_id=persona.id,
+        template_id=template.id,
+        platform=body.platform,
+        variations=[HookOut(**hook.model_dump(), caption=hook.caption) for hook in outcome.hooks],
+    )
+
+
+@router.post("/content/cta", response_model=CallsToActionResponse, responses=documented(AUTH, 413, 503))
+def write_calls_to_action(
+    state: State, _identity: Spender, body: CallsToActionRequest
+) -> CallsToActionResponse:
+    """Calls to action for a persona, template and platform, from the configured hook writer.
+
+    Up to ``count`` distinct ones: the offline writer's bank for the platform can hold fewer.
+    """
+    persona = _persona(state, body.persona)
+    template = template_by_id(body.template_id)
+    writer = _charged_writer(state, _RequestCharges(state, "content/cta", persona.id))
+    found = calls_to_action(writer, persona, template, body.platform, count=body.count, seed=body.seed)
+    return CallsToActionResponse(
+        writer=writer.name,
+        persona_id=persona.id,
+        template_id=template.id,
+        platform=body.platform,
+        calls_to_action=found,
+    )
+
+
+def _decode_base64(state: ApiState, data: str) -> Image.Image:
     limit = state.settings.api_max_image_bytes
     data = _DATA_URL.sub("", data.strip(), count=1)
     if len(data) > (limit + 2) // 3 * 4 + 4:
@@ -247,6 +386,11 @@ def _decode_image(state: ApiState, data: str) -> Image.Image:
         raw = base64.b64decode(data, validate=True)
     except (binascii.Error, ValueError) as exc:
         raise ApiError(422, "image_base64 is not valid base64", code="validation_error") from exc
+    return _decode_bytes(state, raw, "image_base64")
+
+
+def _decode_bytes(state: ApiState, raw: bytes, field: str) -> Image.Image:
+    limit = state.settings.api_max_image_bytes
     if len(raw) > limit:
         raise ApiError(413, f"image is larger than {limit} bytes")
     try:
@@ -261,15 +405,56 @@ def _decode_image(state: ApiState, data: str) -> Image.Image:
         raise
     except (OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         raise ApiError(
-            422, "image_base64 is not a readable PNG, JPEG or WebP image", code="validation_error"
+            422, f"{field} is not a readable PNG, JPEG or WebP image", code="unreadable_image"
         ) from exc
     return image.convert("RGB")
 
 
-@router.post("/content/safety-check", response_model=SafetyCheckResponse)
-def safety_check(state: State, _identity: Reader, body: SafetyCheckRequest) -> SafetyCheckResponse:
-    """Moderate text and/or an image with the configured moderator; nothing is stored."""
-    image = _decode_image(state, body.image_base64) if body.image_base64 else None
+def _fetch_image(state: ApiState, url: str) -> Image.Image:
+    """The image at ``url``, through the research fetcher's protections (see ``remote_image``)."""
+    settings = state.settings
+    fetcher = image_fetcher(FetchLimits.from_settings(settings), settings.api_max_image_bytes)
+    try:
+        fetched = fetcher.fetch_image(url)
+    except AddressRefused as exc:
+        raise ApiError(422, str(exc), code="image_url_refused") from exc
+    except UnresolvableImageHost as exc:
+        raise ApiError(422, str(exc), code="image_url_unresolvable") from exc
+    except TooLarge as exc:
+        raise ApiError(
+            413, f"image_url: the image is larger than {settings.api_max_image_bytes} bytes"
+        ) from exc
+    except UnsupportedContent as exc:
+        raise ApiError(415, str(exc)) from exc
+    except FetchError as exc:  # timeout, too many redirects, an HTTP error, a network error
+        raise ApiError(502, f"image_url could not be fetched: {exc}", code="image_url_unreachable") from exc
+    return _decode_bytes(state, fetched.data, "image_url")
+
+
+@router.post(
+    "/content/safety-check",
+    response_model=SafetyCheckResponse,
+    responses=documented(
+        AUTH,
+        413,
+        415,
+        502,
+        503,
+        s502="`image_url` could not be fetched (timeout, too many redirects, an HTTP error status).",
+    ),
+)
+def safety_check(state: State, _identity: Spender, body: SafetyCheckRequest) -> SafetyCheckResponse:
+    """Moderate text and/or an image (base64 or a public ``image_url``) with the configured moderator.
+
+    Nothing is stored. ``image_url`` is fetched with brand research's protections: public addresses
+    only (a private one is 422 ``image_url_refused``), research's time and redirect limits,
+    ``CONTENTFORGE_API_MAX_IMAGE_BYTES`` (413), image content types only (415).
+    """
+    image = None
+    if body.image_base64:
+        image = _decode_base64(state, body.image_base64)
+    elif body.image_url:
+        image = _fetch_image(state, body.image_url)
     moderator = state.moderator()
     assessment = moderator.assess(image, body.all_texts)
     verdict = assessment.verdict

@@ -11,7 +11,8 @@ from contentforge.errors import InvalidPersona
 from contentforge.images.loras import check_client_lora
 from contentforge.validation import PERSONA_ID_PATTERN
 from contentforge_api.errors import ApiError
-from contentforge_api.schemas import ContentPage, PersonaList, PersonaStats
+from contentforge_api.responses import AUTH, documented
+from contentforge_api.schemas import ContentPage, PersonaIn, PersonaList, PersonaStats
 from contentforge_api.state import ApiState, Reader, State, Writer
 
 router = APIRouter(tags=["personas"])
@@ -25,18 +26,24 @@ def _persona(state: ApiState, persona_id: str) -> Persona:
     return found
 
 
-@router.get("/personas", response_model=PersonaList)
+@router.get("/personas", response_model=PersonaList, responses=documented(AUTH))
 def list_personas(state: State, _identity: Reader) -> PersonaList:
     items = state.repo.list_personas()
     return PersonaList(total=len(items), items=items)
 
 
-@router.post("/personas", response_model=Persona, status_code=status.HTTP_201_CREATED)
-def create_persona(state: State, _identity: Writer, persona: Persona) -> Persona:
+@router.post(
+    "/personas",
+    response_model=Persona,
+    status_code=status.HTTP_201_CREATED,
+    responses=documented(AUTH, 409, 413, s409="A persona with this id or name exists."),
+)
+def create_persona(state: State, _identity: Writer, body: PersonaIn) -> Persona:
     """Create a persona; an id that exists is a 409 (personas are not overwritten through POST).
 
     A LoRA is ``registry:<name>`` or a hub id, checked by shape: the API never reads a file a client names.
     """
+    persona = Persona.model_validate(body.model_dump())
     if persona.lora is not None:
         check_client_lora(persona.lora)  # InvalidLora: 422, the same answer whatever exists on the server
     existing = state.repo.get_persona(persona.id)
@@ -49,12 +56,12 @@ def create_persona(state: State, _identity: Writer, persona: Persona) -> Persona
     return persona
 
 
-@router.get("/personas/{persona_id}", response_model=Persona)
+@router.get("/personas/{persona_id}", response_model=Persona, responses=documented(AUTH, 404))
 def get_persona(state: State, _identity: Reader, persona_id: PersonaId) -> Persona:
     return _persona(state, persona_id)
 
 
-@router.get("/personas/{persona_id}/content", response_model=ContentPage)
+@router.get("/personas/{persona_id}/content", response_model=ContentPage, responses=documented(AUTH, 404))
 def persona_content(
     state: State,
     _identity: Reader,
@@ -78,7 +85,7 @@ def persona_content(
     return ContentPage.model_validate({"total": total, "limit": limit, "offset": offset, "items": items})
 
 
-@router.get("/personas/{persona_id}/stats", response_model=PersonaStats)
+@router.get("/personas/{persona_id}/stats", response_model=PersonaStats, responses=documented(AUTH, 404))
 def persona_stats(state: State, _identity: Reader, persona_id: PersonaId) -> PersonaStats:
     _persona(state, persona_id)
     return PersonaStats.model_validate(state.queries.persona_stats(persona_id))

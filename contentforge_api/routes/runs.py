@@ -10,13 +10,16 @@ from contentforge.redaction import redact
 from contentforge_api.errors import ApiError
 from contentforge_api.gallery import gallery_path
 from contentforge_api.launcher import FlowRunNotFound, PrefectRefused, PrefectUnavailable
+from contentforge_api.responses import AUTH, documented
 from contentforge_api.schemas import RunOut
 from contentforge_api.state import Reader, State
 
 router = APIRouter(tags=["runs"])
 
 
-@router.get("/runs/{flow_run_id}", response_model=RunOut, name="get_run")
+@router.get(
+    "/runs/{flow_run_id}", response_model=RunOut, name="get_run", responses=documented(AUTH, 404, 502, 503)
+)
 async def get_run(state: State, _identity: Reader, flow_run_id: uuid.UUID, request: Request) -> RunOut:
     """The run's state, its progress (percent, from the progress artifact) and its batch's piece counts."""
     try:

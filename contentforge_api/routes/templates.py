@@ -10,13 +10,18 @@ from pydantic import StringConstraints
 from contentforge.catalog import filter_templates, load_templates
 from contentforge.domain.models import TEMPLATE_ID_PATTERN, Template, TemplateTier
 from contentforge_api.errors import ApiError
+from contentforge_api.responses import AUTH, documented
 from contentforge_api.schemas import TemplateList
 from contentforge_api.state import Reader, State
 
 router = APIRouter(tags=["templates"])
 
 
-@router.get("/templates", response_model=TemplateList)
+@router.get(
+    "/templates",
+    response_model=TemplateList,
+    responses=documented(AUTH, 404, s404="`persona` names no persona."),
+)
 def list_templates(
     state: State,
     _identity: Reader,
@@ -41,7 +46,7 @@ def list_templates(
     return TemplateList(total=len(items), items=items)
 
 
-@router.get("/templates/{template_id}", response_model=Template)
+@router.get("/templates/{template_id}", response_model=Template, responses=documented(AUTH, 404))
 def get_template(
     _identity: Reader, template_id: Annotated[str, Path(pattern=TEMPLATE_ID_PATTERN)]
 ) -> Template:
