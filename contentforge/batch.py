@@ -21,6 +21,7 @@ from typing import Literal
 from PIL import Image
 from pydantic import BaseModel, ConfigDict
 
+from contentforge.analytics.feedback import order_hooks
 from contentforge.batch_request import MAX_PIECES as MAX_PIECES
 from contentforge.batch_request import BatchRequest as BatchRequest
 from contentforge.batch_request import parse_tier_mix as parse_tier_mix
@@ -30,6 +31,7 @@ from contentforge.batch_request import validate_batch_request as validate_batch_
 from contentforge.catalog import load_templates, select_templates
 from contentforge.config import Settings
 from contentforge.db import PieceRow, PlannedPiece, Repository
+from contentforge.db.analytics import AnalyticsStore
 from contentforge.domain import Persona, PieceStatus, Platform, Template
 from contentforge.domain.binding import image_sha256, judged_hash, judged_texts
 from contentforge.errors import ContentForgeError, InvalidInput
@@ -73,6 +75,7 @@ def plan_pieces(
     *,
     prompt_writer: LlmImagePromptWriter | None = None,
     on_prompt: Callable[[PlannedPiece, ImagePromptOutcome], None] | None = None,
+    weights: Mapping[str, float] | None = None,
 ) -> list[PlannedPiece]:
     """Pick templates for the tier mix and build each piece's prompt and seed.
 
@@ -80,6 +83,8 @@ def plan_pieces(
     (``build_image_prompt_writer``), a model writes each prompt; the writer itself falls back to the
     rule-based prompt per piece on any provider error. ``on_prompt`` gets each planned piece with its
     outcome (``outcome.source`` is ``"llm"`` or ``"rules"``; ``outcome.result`` carries the cost).
+    ``weights`` (template id → weight) come from what analytics learned
+    (``analytics.feedback.template_weights``).
     """
     library = list(templates) if templates is not None else load_templates()
     chosen = select_templates(
@@ -88,6 +93,7 @@ def plan_pieces(
         count=request.num_pieces,
         tier_mix=request.tier_mix,
         seed=request.seed,
+        weights=weights,
     )
     planned = []
     for index, template in enumerate(chosen):
@@ -327,6 +333,11 @@ def write_piece_hooks(
             )
     else:
         hooks = writer.write_hooks(persona, template, platform, count=5, seed=piece.seed)
+    # Best first by what analytics learned for this account (unchanged when nothing was learned).
+    ranking = order_hooks(AnalyticsStore(repo.sessions), persona.id, platform.value, hooks)
+    hooks = ranking.hooks
+    if ranking.decision is not None:
+        AnalyticsStore(repo.sessions).record_feedback(piece.id, {f"hooks:{platform.value}": ranking.decision})
     repo.save_hooks(piece.id, hooks)
     fault_point("hooks-saved")  # test-only: kill -9 once the hooks are saved
     return len(hooks)

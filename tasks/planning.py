@@ -7,8 +7,11 @@ from typing import Any
 from prefect import task
 from prefect.cache_policies import NO_CACHE
 
+from contentforge.analytics.feedback import record_template_feedback, template_weights
 from contentforge.batch import BatchRequest, plan_pieces, stored_piece_ids, validate_batch_request
+from contentforge.catalog import load_templates
 from contentforge.db import PieceRow, PlannedPiece
+from contentforge.db.analytics import AnalyticsStore
 from contentforge.text.llm_prompts import ImagePromptOutcome, build_image_prompt_writer
 from contentforge.text.prompt_sources import record_planned_prompts
 from tasks import resources
@@ -70,6 +73,14 @@ def select_templates_and_prompts(request: BatchRequest, batch_id: str) -> list[s
         None if repo.pieces(batch_id=batch_id, limit=1) else build_image_prompt_writer(resources.settings())
     )
     outcomes: dict[str, ImagePromptOutcome] = {}
+    # What analytics learned for this persona and platform weights the template draw (none: no change).
+    learned = template_weights(
+        AnalyticsStore(repo.sessions),
+        request.persona.id,
+        request.platform.value,
+        load_templates(),
+        seed=request.seed,
+    )
 
     def plan() -> list[PlannedPiece]:
         return plan_pieces(
@@ -77,11 +88,13 @@ def select_templates_and_prompts(request: BatchRequest, batch_id: str) -> list[s
             batch_id,
             prompt_writer=writer,
             on_prompt=lambda piece, outcome: outcomes.__setitem__(piece.piece_id, outcome),
+            weights=learned.weights,
         )
 
     planned = plan() if writer is None else resources.run_llm(plan)  # model calls hold an LLM slot
     repo.add_planned_pieces(batch_id, planned)
     record_planned_prompts(repo, batch_id, outcomes)
+    record_template_feedback(AnalyticsStore(repo.sessions), planned, learned)
     # A resumed batch keeps the ids it was planned with (older ones used the batch id's first 16
     # characters), so its pieces are addressed by (batch, index) as stored.
     return stored_piece_ids(repo, batch_id, planned)

@@ -20,6 +20,9 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from prefect.tasks import Task, exponential_backoff
 
+from contentforge.analytics.feedback import LearnedSlots
+from contentforge.analytics.pauses import defer_if_paused
+from contentforge.db.analytics import AnalyticsStore
 from contentforge.publishing import (
     Outcome,
     PublicationLedger,
@@ -63,6 +66,14 @@ def schedule_batch_publications(
 ) -> dict[str, Any]:
     """Schedule the batch's publishable pieces on ``platforms``; returns counts, slots and refusals."""
     settings = resources.settings()
+    # Posting hours learned for the persona and platform replace the configured slots where there is
+    # enough data; every scheduled piece records why its slot was chosen.
+    learned = LearnedSlots(
+        AnalyticsStore(resources.repository().sessions),
+        default=parse_slot_times(settings.publish_slots),
+        daily_limit=settings.publish_daily_limit,
+        seed=int.from_bytes(batch_id.encode()[-8:].rjust(8, b"\0"), "big"),
+    )
     outcome = schedule_batch(
         ledger(),
         batch_id,
@@ -71,7 +82,10 @@ def schedule_batch_publications(
         slot_times=parse_slot_times(settings.publish_slots),
         daily_limit=settings.publish_daily_limit,
         publisher_for=lambda platform: publisher_name(settings, platform),
+        slot_times_for=learned.slot_times_for,
     )
+    for (persona_id, platform), _ in learned.reasons.items():
+        learned.record(persona_id, platform, outcome.slots.get(platform, []))
     return {
         "batch_id": batch_id,
         "scheduled": len(outcome.result.scheduled),
@@ -111,6 +125,11 @@ def publish_publication(publication_id: int, claim_token: str) -> Outcome:
         publication = book.claimed(publication_id, claim_token)
     except ClaimLost as exc:
         return lost(book.publication(publication_id), exc)
+    paused = defer_if_paused(
+        book, AnalyticsStore(resources.repository().sessions), publication, now=datetime.now(UTC)
+    )
+    if paused is not None:  # a reach drop paused this persona on this platform
+        return paused
     try:
         publisher = build_row_publisher(settings, publication, storage=resources.storage())
     except PublisherUnavailable as exc:

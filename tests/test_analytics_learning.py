@@ -175,5 +175,6 @@ def test_learn_and_store_saves_weights_and_records_a_drop_once(
     assert first.new_alerts[0].simulated and first.new_alerts[0].detail["series"] == "account"
     again = learn_and_store(store, "dropped", "instagram", now=now, config=FAST)
     assert again.new_alerts == [] and len(store.alerts("dropped")) == 1
-    kinds = {w.kind for w in store.weights("dropped", "instagram")}
+    assert store.weights("dropped", "instagram") == []  # simulated weights never steer a real persona
+    kinds = {w.kind for w in store.weights("dropped", "instagram", simulated=True)}
     assert {"hour_of_week", "hashtag", "hook_style"} <= kinds

@@ -315,9 +315,14 @@ class AnalyticsStore(Store):
                 for w in weights
             )
 
-    def weights(self, account: str, platform: str, kind: str | None = None) -> list[LearnedWeight]:
+    def weights(
+        self, account: str, platform: str, kind: str | None = None, *, simulated: bool = False
+    ) -> list[LearnedWeight]:
+        """The account's learned weights; real ones unless ``simulated``, so a demo never steers a persona."""
         query = select(LearnedWeightORM).where(
-            LearnedWeightORM.account == account, LearnedWeightORM.platform == platform
+            LearnedWeightORM.account == account,
+            LearnedWeightORM.platform == platform,
+            LearnedWeightORM.simulated == simulated,
         )
         if kind is not None:
             query = query.where(LearnedWeightORM.kind == kind)

@@ -154,11 +154,14 @@ def schedule_batch(
     slot_times: Sequence[time],
     daily_limit: int,
     publisher_for: Callable[[str], str],
+    slot_times_for: Callable[[Persona, str], Sequence[time] | None] | None = None,
 ) -> BatchSchedule:
     """Schedule the batch's pieces on each platform into the persona's next free slots.
 
     Only pieces the platform may receive get a slot; every other piece is refused with its reason
     (``result.refused``), so the caller can report how many were held back and why.
+    ``slot_times_for(persona, platform)`` may replace ``slot_times`` per platform (learned posting
+    hours, ``analytics.feedback.LearnedSlots``); ``None`` from it keeps ``slot_times``.
     """
     with ledger._read() as session:
         batch = session.get(BatchORM, batch_id)
@@ -187,10 +190,11 @@ def schedule_batch(
             continue
         existing = {row.piece_id for row in ledger.list(platform=platform, batch_id=batch_id, limit=None)}
         fresh = [piece_id for piece_id in eligible if piece_id not in existing]
+        learned = slot_times_for(persona, platform) if slot_times_for is not None else None
         slots = assign_slots(
             fresh,
             timezone=persona.timezone,
-            slot_times=slot_times,
+            slot_times=learned or slot_times,
             daily_limit=daily_limit,
             start=start,
             taken=ledger.taken_slots(persona.id, platform),

@@ -1,0 +1,213 @@
+"""Feeding back: learned weights steer the next batch's template draw, hook order and posting slots.
+
+Each decision says what influenced it, and ``record`` keeps that per piece (``piece_feedback``):
+
+* **Templates**: a weight per template from its category's learned lift, drawn by Thompson sampling
+  (one draw per category per batch from a log-normal around the lift, as wide as its interval; an
+  untested category draws around 1.0 with a wide spread), so untested templates still get drawn.
+* **Hooks**: the piece's hook variations ordered by the learned lifts of their style, call to action
+  and hashtags (untested values count as 1.0); the first one is the one published first. The
+  hashtags inside a hook are ordered by lift too (same set, so the platform rules still hold).
+* **Slots**: posting hours by Thompson sampling from the hour posteriors (``timing.choose_hours``);
+  with too little data the configured slots stay, and the reason says "default: only N posts".
+
+An account with no learned weights changes nothing: the defaults stay, and nothing is recorded.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+import random
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from datetime import datetime, time
+from typing import Any
+from zoneinfo import ZoneInfo
+
+import numpy as np
+
+from contentforge.analytics.features import template_category
+from contentforge.analytics.timing import MIN_POSTS, HourEstimate, TimingAdvice, choose_hours
+from contentforge.db import PlannedPiece
+from contentforge.db.analytics import AnalyticsStore
+from contentforge.domain.analytics import LearnedWeight
+from contentforge.domain.models import Hook, Persona, Template
+
+Z90 = 1.645
+UNTESTED_SD = 0.35
+"""Spread (log scale) of the draw for a category with no learned lift: exploration."""
+
+
+def _sd(weight: LearnedWeight) -> float:
+    return max((math.log(weight.upper) - math.log(weight.lower)) / (2 * Z90), 1e-3)
+
+
+@dataclass(frozen=True)
+class TemplateWeights:
+    weights: dict[str, float]
+    """Template id → weight for ``select_templates(weights=…)``; empty when nothing was learned."""
+    draws: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """Category → its learned lift, interval, posts and this batch's draw."""
+
+    def decision_for(self, template_id: str) -> dict[str, Any] | None:
+        category = template_category(template_id)
+        if not self.weights or category is None:
+            return None
+        return {"template_id": template_id, "category": category, **self.draws.get(category, {})}
+
+
+def template_weights(
+    store: AnalyticsStore, account: str, platform: str, templates: Sequence[Template], *, seed: int
+) -> TemplateWeights:
+    learned = {w.key: w for w in store.weights(account, platform, "template_category")}
+    if not learned:
+        return TemplateWeights({})
+    rng = random.Random(f"contentforge-feedback:{seed}:{account}:{platform}")
+    draws: dict[str, dict[str, Any]] = {}
+    for category in sorted({t.category for t in templates}):
+        weight = learned.get(category)
+        mean, sd = (math.log(weight.lift), _sd(weight)) if weight else (0.0, UNTESTED_SD)
+        drawn = math.exp(rng.gauss(mean, sd))
+        draws[category] = {
+            "draw": round(drawn, 4),
+            "lift": round(weight.lift, 4) if weight else None,
+            "interval": [round(weight.lower, 4), round(weight.upper, 4)] if weight else None,
+            "n_posts": weight.n_posts if weight else 0,
+            "method": "thompson sampling on learned template_category lift",
+        }
+    return TemplateWeights({t.id: draws[t.category]["draw"] for t in templates}, draws)
+
+
+def record_template_feedback(
+    store: AnalyticsStore, planned: Sequence[PlannedPiece], learned: TemplateWeights
+) -> None:
+    """Record on each planned piece the learned weight its template was drawn with."""
+    if not learned.weights:
+        return
+    for piece in planned:
+        decision = learned.decision_for(piece.template_id)
+        if decision is not None:
+            store.record_feedback(piece.piece_id, {"template": decision})
+
+
+def _lift(weights: Mapping[str, LearnedWeight], key: str | None) -> float:
+    weight = weights.get(key or "")
+    return math.log(weight.lift) if weight else 0.0
+
+
+@dataclass(frozen=True)
+class HookRanking:
+    hooks: list[Hook]
+    decision: dict[str, Any] | None
+
+
+def order_hooks(store: AnalyticsStore, account: str, platform: str, hooks: Sequence[Hook]) -> HookRanking:
+    """``hooks`` best first by learned lift (stable for ties); unchanged when nothing was learned."""
+    learned: dict[str, dict[str, LearnedWeight]] = {"hook_style": {}, "call_to_action": {}, "hashtag": {}}
+    for weight in store.weights(account, platform):
+        if weight.kind in learned:
+            learned[weight.kind][weight.key] = weight
+    if not hooks or not any(learned.values()):
+        return HookRanking(list(hooks), None)
+
+    def tag_lift(tag: str) -> float:
+        return _lift(learned["hashtag"], tag.lower().lstrip("#"))
+
+    def score(hook: Hook) -> float:
+        tags = [tag_lift(t) for t in hook.hashtags]
+        return (
+            _lift(learned["hook_style"], hook.style.value)
+            + _lift(learned["call_to_action"], hook.call_to_action)
+            + (sum(tags) / len(tags) if tags else 0.0)
+        )
+
+    scored = sorted(enumerate(hooks), key=lambda item: (-score(item[1]), item[0]))
+    ordered = [
+        hook.model_copy(update={"hashtags": sorted(hook.hashtags, key=lambda t: -tag_lift(t))})
+        for _, hook in scored
+    ]
+    decision = {
+        "order": [hook.style.value for _, hook in scored],
+        "original_positions": [index for index, _ in scored],
+        "scores": [round(math.exp(score(hook)), 4) for _, hook in scored],
+        "publish_first": scored[0][1].style.value,
+        "method": "learned lifts of hook_style, call_to_action and hashtags",
+    }
+    return HookRanking(ordered, decision)
+
+
+def _advice_from_weights(weights: Sequence[LearnedWeight]) -> TimingAdvice:
+    """Hour-of-day posteriors from the stored hour-of-week cells (each hour's 7 cells averaged)."""
+    by_hour: dict[int, list[LearnedWeight]] = {}
+    for weight in weights:
+        by_hour.setdefault(int(weight.key) % 24, []).append(weight)
+    hours = []
+    for hour, cells in sorted(by_hour.items()):
+        mean = sum(math.log(c.lift) for c in cells) / len(cells)
+        sd = sum(_sd(c) for c in cells) / len(cells)
+        hours.append(
+            HourEstimate(
+                hour, math.exp(mean), math.exp(mean - Z90 * sd), math.exp(mean + Z90 * sd),
+                sum(c.n_posts for c in cells), mean, sd,
+            )
+        )  # fmt: skip
+    n_posts = sum(h.n for h in hours)
+    return TimingAdvice(True, n_posts, "learned hour-of-week weights", hours)
+
+
+@dataclass
+class LearnedSlots:
+    """``slot_times_for`` for ``publishing.scheduling.schedule_batch``, remembering why per platform."""
+
+    store: AnalyticsStore
+    default: Sequence[time]
+    daily_limit: int
+    seed: int
+    min_posts: int = MIN_POSTS
+    reasons: dict[tuple[str, str], dict[str, Any]] = field(default_factory=dict)
+
+    def slot_times_for(self, persona: Persona, platform: str) -> list[time] | None:
+        persona_id, timezone = persona.id, persona.timezone
+        weights = self.store.weights(persona_id, platform, "hour_of_week")
+        posts = next(
+            (
+                a.posts
+                for a in self.store.accounts(simulated=False)
+                if a.account == persona_id and a.platform == platform
+            ),
+            0,
+        )
+        if not weights or posts < self.min_posts:
+            self.reasons[(persona_id, platform)] = {
+                "slots": [t.strftime("%H:%M") for t in self.default],
+                "why": f"default: only {posts} posts (at least {self.min_posts} needed)",
+            }
+            return None
+        count = max(1, min(self.daily_limit, len(self.default)))
+        key = hashlib.sha256(f"{self.seed}:{persona_id}:{platform}".encode()).digest()
+        rng = np.random.default_rng(int.from_bytes(key[:8], "big"))
+        chosen = choose_hours(_advice_from_weights(weights), count, rng=rng)
+        if not chosen:
+            return None
+        self.reasons[(persona_id, platform)] = {
+            "slots": [f"{c.hour:02d}:00" for c in chosen],
+            "timezone": timezone,
+            "why": {f"{c.hour:02d}:00": c.why for c in chosen},
+            "method": "empirical Bayes hour posteriors, Thompson sampling",
+        }
+        return [time(c.hour, 0) for c in chosen]
+
+    def record(self, persona_id: str, platform: str, slots: Sequence[tuple[str, datetime]]) -> None:
+        """Record on each scheduled piece why its slot's time was chosen (learned or default)."""
+        reason = self.reasons.get((persona_id, platform))
+        if reason is None:
+            return
+        why = reason["why"]
+        for piece_id, when in slots:
+            if isinstance(why, dict):
+                local = when.astimezone(ZoneInfo(reason["timezone"]))
+                detail = {"why": why.get(f"{local.hour:02d}:00", "learned slot"), "method": reason["method"]}
+            else:
+                detail = {"why": why}
+            self.store.record_feedback(piece_id, {f"slot:{platform}": {"when": when.isoformat(), **detail}})
