@@ -122,3 +122,18 @@ def test_a_model_caption_with_engagement_bait_is_rewritten_or_replaced(dna: Bran
     assert check_social(bait, post).rules_failed == ["engagement_bait"]
     wrong_price = SocialPostDraft(platform=Platform.instagram, text="Trailhead Blend, now $9 ☕")
     assert check_social(wrong_price, post).rules_failed == ["untraceable"]
+
+
+def test_with_no_model_configured_the_brief_is_written_without_a_failed_call(
+    dna: BrandDNA, caplog: pytest.LogCaptureFixture
+) -> None:
+    from contentforge.config import Settings
+    from contentforge.text.providers import build_text_provider
+
+    persona = offline_candidates(dna, seed=0)[0].to_persona()
+    topic = plan_topics(persona, "2026-07", None, dna=dna, count=1).topics[0]
+    chain = build_text_provider(Settings(text_providers="offline"))
+    with caplog.at_level("WARNING"):
+        outcome = write_blog_post(topic, persona, chain, dna=dna)
+    assert outcome.post.source["kind"] == "brief" and outcome.fallback_reason is None
+    assert not [r for r in caplog.records if r.levelname == "WARNING"], "no model: nothing failed"

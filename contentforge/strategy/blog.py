@@ -184,6 +184,14 @@ class BlogOutcome:
     fallback_reason: str | None = None
 
 
+def _offline_only(provider: TextProvider) -> bool:
+    """A chain of only the offline engine (no model configured): it writes no post, so the brief is
+    the answer and there is nothing to warn about."""
+    names = getattr(provider, "names", None)  # ProviderChain.names, a property
+    listed = list(names) if isinstance(names, list) else [getattr(provider, "name", "")]
+    return bool(listed) and all(name == "offline" for name in listed)
+
+
 def write_blog_post(
     topic: Topic,
     persona: Persona,
@@ -204,7 +212,7 @@ def write_blog_post(
         "provider": "offline", "model": "offline-rules", "prompt_version": None, "kind": "brief",
         "needs_model": True, "note": f"{BRIEF_MARKER}. {NEEDS_MODEL}",
     }  # fmt: skip
-    if provider is not None:
+    if provider is not None and not _offline_only(provider):
         template = load_prompt("blog_post")
         facts = "\n".join(f"- {n}: {dna.field(n).display()}" for n in dna.known_fields()) if dna else "- none"
         system, user = template.render(
