@@ -274,6 +274,34 @@ class SafetyCheckResponse(BaseModel):
     accepted_platforms: list[Platform]
 
 
+class UploadedImage(BaseModel):
+    filename: str = Field(
+        description="As the client named the file (stored in the record, never used as a path)."
+    )
+    key: str = Field(
+        description="Storage key: content/<persona>/upload-<sha256 of the stored PNG, 32 hex>.png"
+    )
+    url: str
+    sha256: str = Field(description="Of the stored PNG (the upload's pixels with its provenance label).")
+    original_sha256: str = Field(description="Of the bytes the client sent.")
+    digital_source_type: str = Field(
+        description="IPTC: digitalCapture, or trainedAlgorithmicMedia if stated."
+    )
+    verdict: str
+    scores: dict[str, float]
+    reasons: list[str]
+    needs_review: bool
+    review_reasons: list[str]
+    accepted_platforms: list[Platform]
+    written: bool = Field(description="False when identical bytes were stored already.")
+
+
+class UploadBatchResponse(BaseModel):
+    persona_id: str
+    ai_generated: bool
+    items: list[UploadedImage]
+
+
 class PieceOut(BaseModel):
     id: str
     batch_id: str

@@ -290,3 +290,74 @@ def test_batch_urls_on_s3_are_presigned_or_cdn_urls(world: World, cdn: str | Non
             assert url.startswith("https://s3.example.com/contentforge-test/content/ava/" + piece + ".png?")
             assert "Signature" in url and "Expires" in url
             assert "secret-example" not in url
+
+
+# --- bring your own images ---------------------------------------------------------------------------
+
+UPLOAD = "/api/v1/content/upload-batch"
+
+
+def jpeg_bytes() -> bytes:
+    buffer = io.BytesIO()
+    Image.new("RGB", (40, 30), (20, 120, 60)).save(buffer, format="JPEG")
+    return buffer.getvalue()
+
+
+@pytest.mark.slow
+def test_uploads_are_labelled_stored_and_moderated(client: TestClient, world: World) -> None:
+    from contentforge.images.provenance import read_image_provenance
+
+    files = [
+        ("files", ("beach.png", png_bytes(), "image/png")),
+        ("files", ("../../etc/passwd.jpg", jpeg_bytes(), "image/jpeg")),  # a name is only a label
+    ]
+    response = client.post(UPLOAD, headers=AUTH, data={"persona": "ava"}, files=files)
+    assert response.status_code == 201, response.text
+    body = response.json()
+    assert body["persona_id"] == "ava" and body["ai_generated"] is False and len(body["items"]) == 2
+    for item, name in zip(body["items"], ["beach.png", "../../etc/passwd.jpg"], strict=True):
+        assert item["filename"] == name and item["key"].startswith("content/ava/upload-")
+        assert item["digital_source_type"].endswith("/digitalCapture")
+        assert "nudenet" in item["scores"] or item["verdict"] in {"safe", "suggestive", "rejected"}
+        stored = (world.settings.data_dir / item["key"]).read_bytes()
+        provenance = read_image_provenance(stored)
+        assert provenance.digital_source_type is not None
+        assert provenance.digital_source_type.endswith("/digitalCapture") and provenance.record is None
+        assert client.get(item["url"], headers=AUTH).content == stored
+    assert not (world.settings.data_dir / "etc").exists()
+
+    stated = client.post(
+        UPLOAD, headers=AUTH, data={"persona": "ava", "ai_generated": "true"},
+        files=[("files", ("gen.png", png_bytes((33, 33)), "image/png"))],
+    )  # fmt: skip
+    assert stated.status_code == 201, stated.text
+    item = stated.json()["items"][0]
+    assert item["digital_source_type"].endswith("/trainedAlgorithmicMedia")
+    stored = (world.settings.data_dir / item["key"]).read_bytes()
+    assert str(read_image_provenance(stored).digital_source_type).endswith("/trainedAlgorithmicMedia")
+
+
+def test_uploads_are_checked_before_anything_is_stored(client: TestClient, world: World) -> None:
+    uploads_dir = world.settings.data_dir / "content" / "ava"
+    before = sorted(p.name for p in uploads_dir.iterdir())
+    gif = io.BytesIO()
+    Image.new("RGB", (8, 8)).save(gif, format="GIF")
+    for files, status, words in [
+        ([("files", ("a.png", png_bytes(), "image/png")), ("files", ("b.gif", gif.getvalue(), "image/gif"))],
+         415, "PNG, JPEG or WebP"),
+        ([("files", ("big.png", png_bytes() + b"\0" * 40_000, "image/png"))], 413, "larger than 32768"),
+        ([("files", ("text.png", b"not an image", "image/png"))], 422, "not a readable"),
+    ]:  # fmt: skip
+        refused = client.post(UPLOAD, headers=AUTH, data={"persona": "ava"}, files=files)
+        assert refused.status_code == status, refused.text
+        assert words in error(refused)["message"]
+    nobody = client.post(
+        UPLOAD, headers=AUTH, data={"persona": "nobody"}, files=[("files", ("a.png", png_bytes()))]
+    )
+    assert nobody.status_code == 422 and error(nobody)["code"] == "unknown_persona"
+    assert client.post(UPLOAD, headers=AUTH, data={"persona": "ava"}).status_code == 422  # no files
+    read_only = client.post(
+        UPLOAD, headers=READ_AUTH, data={"persona": "ava"}, files=[("files", ("a.png", png_bytes()))]
+    )
+    assert read_only.status_code == 403
+    assert sorted(p.name for p in uploads_dir.iterdir()) == before  # nothing stored

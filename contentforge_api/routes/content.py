@@ -21,9 +21,11 @@ import json
 import re
 import uuid
 from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar
 
-from fastapi import APIRouter, Depends, Header, Request, status
+from fastapi import APIRouter, Depends, File, Form, Header, Request, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 from pydantic import BaseModel
@@ -34,16 +36,18 @@ from contentforge.db.request_costs import RequestCostRepository
 from contentforge.domain.models import Persona, TemplateTier
 from contentforge.errors import BatchBusy, UnknownPersona
 from contentforge.images.loras import client_named_loras
+from contentforge.images.uploads import UploadRecord, png_with_upload_provenance
 from contentforge.moderation.remote_image import UnresolvableImageHost, image_fetcher
 from contentforge.research.errors import AddressRefused, FetchError, TooLarge, UnsupportedContent
 from contentforge.research.fetch import FetchLimits
+from contentforge.storage import content_key
 from contentforge.text.hook_variations import BaseHook, HookVariator, calls_to_action
 from contentforge.text.hooks import HookWriter
 from contentforge.text.llm_hooks import LlmHookWriter
 from contentforge.text.providers.costs import cost_detail
 from contentforge.text.providers.factory import build_text_provider
 from contentforge.text.providers.protocol import TextResult
-from contentforge.validation import check_batch_id
+from contentforge.validation import PERSONA_ID_PATTERN, check_batch_id
 from contentforge_api.auth import Identity
 from contentforge_api.errors import ApiError
 from contentforge_api.gallery import gallery_path
@@ -62,14 +66,18 @@ from contentforge_api.schemas import (
     LaunchResponse,
     SafetyCheckRequest,
     SafetyCheckResponse,
+    UploadBatchResponse,
+    UploadedImage,
 )
-from contentforge_api.state import ApiState, Reader, State, Writer
+from contentforge_api.state import CONTENT_ROUTE, ApiState, Reader, State, Writer
 
 router = APIRouter(tags=["content"])
 
 MAX_IMAGE_PIXELS = 40_000_000
 """Refuse larger images before decoding them (a small PNG can expand to gigabytes)."""
 IMAGE_FORMATS = {"PNG", "JPEG", "WEBP"}
+MAX_UPLOADS = 20
+"""Images per ``/content/upload-batch`` request (each is moderated inside the request)."""
 _DATA_URL = re.compile(r"^data:image/[a-z0-9.+-]+;base64,", re.IGNORECASE)
 IdempotencyKey = Annotated[
     str | None,
@@ -467,3 +475,121 @@ def safety_check(state: State, _identity: Spender, body: SafetyCheckRequest) -> 
         review_reasons=list(assessment.review_reasons),
         accepted_platforms=list(moderator.policy.accepted_platforms(verdict.verdict)),
     )
+
+
+@dataclass(frozen=True)
+class _Upload:
+    filename: str
+    data: bytes
+    image: Image.Image
+
+
+async def _read_uploads(state: ApiState, files: list[UploadFile]) -> list[_Upload]:
+    """Every file read and decoded (size, type and pixel limits) before anything is stored or moderated."""
+    if not 1 <= len(files) <= MAX_UPLOADS:
+        raise ApiError(422, f"send 1 to {MAX_UPLOADS} files, not {len(files)}", code="validation_error")
+    limit = state.settings.api_max_image_bytes
+    uploads: list[_Upload] = []
+    for file in files:
+        data = await file.read(limit + 1)
+        name = (file.filename or "")[:200]
+        if len(data) > limit:
+            raise ApiError(413, f"file {name!r} is larger than {limit} bytes")
+        image = await run_in_threadpool(_decode_bytes, state, data, f"file {name!r}")
+        uploads.append(_Upload(name, data, image))
+    return uploads
+
+
+@router.post(
+    "/content/upload-batch",
+    response_model=UploadBatchResponse,
+    status_code=status.HTTP_201_CREATED,
+    responses=documented(AUTH, 413, 415, 503),
+)
+async def upload_batch(
+    state: State,
+    identity: Spender,
+    request: Request,
+    persona: Annotated[str, Form(pattern=PERSONA_ID_PATTERN, description="Persona id.")],
+    files: Annotated[list[UploadFile], File(description=f"1 to {MAX_UPLOADS} PNG, JPEG or WebP images.")],
+    ai_generated: Annotated[
+        bool, Form(description="Say so if the images are AI-generated; they are labelled accordingly.")
+    ] = False,
+) -> UploadBatchResponse:
+    """Bring your own images: each is labelled, stored and moderated like a generated one.
+
+    Every file is checked first (size, PNG/JPEG/WebP, pixels); then each is re-encoded as PNG with
+    an XMP label, ``digitalCapture`` unless ``ai_generated`` says ``trainedAlgorithmicMedia``, and
+    the upload record (who, when, the original bytes' SHA-256), stored content-addressed under the
+    persona, and moderated by the configured moderator and policy. Uploads are not pieces: they are
+    not in a batch, the review queue or the publishing ledger.
+    """
+    found = state.repo.get_persona(persona)
+    if found is None or found.id != persona:
+        raise UnknownPersona(f"unknown persona {persona!r}; create it with POST /api/v1/personas")
+    uploads = await _read_uploads(state, files)
+    items = await run_in_threadpool(
+        _store_and_moderate, state, identity, found.id, uploads, ai_generated, request
+    )
+    return UploadBatchResponse(persona_id=found.id, ai_generated=ai_generated, items=items)
+
+
+def _store_and_moderate(
+    state: ApiState,
+    identity: Identity,
+    persona_id: str,
+    uploads: list[_Upload],
+    ai_generated: bool,
+    request: Request,
+) -> list[UploadedImage]:
+    moderator = state.moderator()
+    storage = state.storage()
+    items: list[UploadedImage] = []
+    for upload in uploads:
+        record = UploadRecord(
+            uploaded_by=identity.name,
+            uploaded_at=datetime.now(UTC).isoformat(),
+            original_sha256=hashlib.sha256(upload.data).hexdigest(),
+            original_format=str(Image.open(io.BytesIO(upload.data)).format),
+            original_filename=upload.filename,
+            ai_generated=ai_generated,
+        )
+        png = png_with_upload_provenance(upload.image, record)
+        assessment = moderator.assess(upload.image, [])
+        verdict = assessment.verdict
+        key = content_key(persona_id, f"upload-{hashlib.sha256(png).hexdigest()[:32]}", "png")
+        stored = storage.put(
+            key,
+            png,
+            "image/png",
+            metadata={
+                "persona": persona_id,
+                "source": "upload",
+                "digital-source-type": record.digital_source_type.rsplit("/", 1)[-1],
+                "verdict": verdict.verdict.value,
+            },
+        )
+        if state.settings.storage_backend == "local":
+            url = (
+                str(request.base_url).rstrip("/") + CONTENT_ROUTE + "/" + stored.key.removeprefix("content/")
+            )
+        else:
+            url = storage.url_for(stored.key)
+        items.append(
+            UploadedImage(
+                filename=upload.filename,
+                key=stored.key,
+                url=url,
+                sha256=stored.sha256,
+                original_sha256=record.original_sha256,
+                digital_source_type=record.digital_source_type,
+                verdict=verdict.verdict.value,
+                scores={k: float(v) for k, v in verdict.scores.items()},
+                reasons=list(verdict.reasons),
+                needs_review=assessment.needs_review,
+                review_reasons=list(assessment.review_reasons),
+                accepted_platforms=list(moderator.policy.accepted_platforms(verdict.verdict)),
+                written=stored.written,
+            )
+        )
+    return items
