@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contentforge.config import Settings, get_settings
 from contentforge.services import Services
-from contentforge_api import gallery
+from contentforge_api import chat_gallery, gallery
 from contentforge_api.auth import TokenAuth
 from contentforge_api.errors import error_body, install_error_handlers
 from contentforge_api.launcher import BatchLauncher
@@ -150,6 +150,7 @@ def create_app(
     for module in (templates, personas, content, runs, review, jobs, dm, dm_webhooks):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(gallery.router)
+    app.include_router(chat_gallery.router)
 
     @app.get(f"{API_PREFIX}/health", tags=["health"])
     def health() -> dict[str, Any]:

@@ -12,6 +12,7 @@ reply, send). Running it twice for one message sends one reply.
 
 from __future__ import annotations
 
+import re
 import sys
 from typing import Any
 
@@ -27,6 +28,6 @@ def reply_to_message(message_id: str) -> dict[str, Any]:
 
 
 if __name__ == "__main__":
-    if len(sys.argv) != 2:
-        sys.exit("usage: python flows/reply_to_message.py MESSAGE_ID")
+    if len(sys.argv) != 2 or not re.fullmatch(r"[0-9a-f]{32}", sys.argv[1]):
+        sys.exit("usage: python flows/reply_to_message.py MESSAGE_ID (32 hex: a stored inbound message)")
     print(reply_to_message(sys.argv[1]))

@@ -42,7 +42,8 @@ def in_llm_slot(fn: Callable[[], T]) -> T:
     task_run_name="answer-{message_id}",
     retries=2,
     retry_delay_seconds=[2, 10],
-    timeout_seconds=300,
+    # No task timeout: the model call has its own (CONTENTFORGE_TEXT_TIMEOUT_S), the send API its
+    # HTTP timeouts, and a thread-run task's timeout cannot interrupt either anyway.
     cache_policy=NO_CACHE,
     persist_result=False,
 )

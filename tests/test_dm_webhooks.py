@@ -306,3 +306,17 @@ def test_each_reply_held_a_slot_of_the_llm_limit(channels: Channels) -> None:
     post_instagram(channels, instagram_delivery("ig-user-slot", "mid.slot", "hi"))
     results = channels.settle()
     assert all(r["llm_slot"] for r in results.values() if r["action"] == "replied")
+
+
+def test_the_conversations_page_is_a_shell_under_the_gallery_csp(channels: Channels) -> None:
+    from contentforge_api.gallery import GALLERY_CSP, STATIC_DIR
+
+    page = channels.client.get("/gallery/conversations")
+    assert page.status_code == 200 and page.headers["content-security-policy"] == GALLERY_CSP
+    assert "<script>" not in page.text and 'src="/gallery/chat/static/conversations.js"' in page.text
+    assert "ig-user" not in page.text  # no data in the page: the script fetches it with the token
+    script = channels.client.get("/gallery/chat/static/conversations.js")
+    assert script.status_code == 200 and script.headers["content-type"].startswith("text/javascript")
+    assert channels.client.get("/gallery/chat/static/../app.py").status_code == 404
+    source = (STATIC_DIR / "conversations.js").read_text()
+    assert "innerHTML" not in source and "textContent" in source and "sessionStorage" in source

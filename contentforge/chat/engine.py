@@ -25,6 +25,7 @@
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import datetime, timedelta
@@ -235,53 +236,62 @@ class ReplyEngine:
     def _generate(
         self, persona: Persona, conversation: Conversation, inbound: ChatMessage, generation: dict[str, Any]
     ) -> tuple[str, str, dict[str, Any]]:
-        chain = self.text
-        models = [p for p in chain.providers if not isinstance(p, OfflineEngine)] if chain else []
+        """The reply text, inside a slot of the ``llm`` limit when the engine has one; the notes say
+        when the writing ran (``generated_from``/``generated_to``, epoch seconds) and in a slot or not."""
 
-        def write() -> tuple[str, str, dict[str, Any]]:
-            if chain is None or not models:
-                return templates.offline_reply(persona, inbound.text), "template", {"provider": "offline"}
-            system = system_prompt(persona, conversation.platform)
-            prompt = reply_prompt(
-                persona, self._history(conversation, inbound), inbound.text, self.settings.chat_history_tokens
-            )
-            try:
-                result = ProviderChain(models).generate(
-                    prompt,
-                    system=system,
-                    max_tokens=self.settings.chat_reply_max_tokens,
-                    prompt_version="chat.v1",
-                )
-            except (NoProviderAvailable, ProviderError) as exc:
-                reason = redact_text(str(exc), self.secrets)[:300]
-                log.warning(
-                    "conversation %s: no model answered, offline template used: %s", conversation.id, reason
-                )
-                return (
-                    templates.offline_reply(persona, inbound.text),
-                    "template",
-                    {"provider": "offline", "fallback": reason},
-                )
+        def clocked() -> tuple[str, str, dict[str, Any]]:
+            started = time.time()
+            text, source, notes = self._write(persona, conversation, inbound)
             return (
-                result.text.strip(),
-                result.provider,
-                {
-                    "provider": result.provider,
-                    "model": result.model,
-                    "input_tokens": result.input_tokens,
-                    "output_tokens": result.output_tokens,
-                    "cost_usd": result.cost_usd,
-                    "latency_s": round(result.latency_s, 4),
-                    "fallbacks": list(result.fallbacks),
-                },
+                text,
+                source,
+                notes | {"generated_from": round(started, 4), "generated_to": round(time.time(), 4)},
             )
 
         if self.slot is not None:
-            text, source, notes = self.slot(write)
+            text, source, notes = self.slot(clocked)
             notes["llm_slot"] = True
         else:
-            text, source, notes = write()
+            text, source, notes = clocked()
         return text, source, generation | notes
+
+    def _write(
+        self, persona: Persona, conversation: Conversation, inbound: ChatMessage
+    ) -> tuple[str, str, dict[str, Any]]:
+        models = [p for p in self.text.providers if not isinstance(p, OfflineEngine)] if self.text else []
+        if not models:
+            return templates.offline_reply(persona, inbound.text), "template", {"provider": "offline"}
+        system = system_prompt(persona, conversation.platform)
+        prompt = reply_prompt(
+            persona, self._history(conversation, inbound), inbound.text, self.settings.chat_history_tokens
+        )
+        try:
+            result = ProviderChain(models).generate(
+                prompt,
+                system=system,
+                max_tokens=self.settings.chat_reply_max_tokens,
+                prompt_version="chat.v1",
+            )
+        except (NoProviderAvailable, ProviderError) as exc:
+            reason = redact_text(str(exc), self.secrets)[:300]
+            log.warning(
+                "conversation %s: no model answered, offline template used: %s", conversation.id, reason
+            )
+            return (
+                templates.offline_reply(persona, inbound.text),
+                "template",
+                {"provider": "offline", "fallback": reason},
+            )
+        notes = {
+            "provider": result.provider,
+            "model": result.model,
+            "input_tokens": result.input_tokens,
+            "output_tokens": result.output_tokens,
+            "cost_usd": result.cost_usd,
+            "latency_s": round(result.latency_s, 4),
+            "fallbacks": list(result.fallbacks),
+        }
+        return result.text.strip(), result.provider, notes
 
     def _guarded(
         self, persona: Persona, conversation: Conversation, text: str, source: str, generation: dict[str, Any]
