@@ -13,6 +13,7 @@ module                        commands
 ``strategy``                  brand research, show; topics plan; blog write; social derive
 ``jobs``                      jobs list, show, cancel, watch
 ``models``                    models search, install, list, verify, remove, prune
+``regenerate``                regenerate, variations, generate (one image, per-request parameters)
 ``chat``                      chat list, show, takeover, reply, handback
 ============================  =====================================================================
 
@@ -48,6 +49,7 @@ from contentforge_cli import (
     models,
     personas,
     publish,
+    regenerate,
     review,
     server,
     stack,
@@ -82,6 +84,7 @@ app = typer.Typer(
     no_args_is_help=True,
 )
 app.add_typer(batch.app)
+app.add_typer(regenerate.app)
 app.add_typer(stack.app)
 app.add_typer(personas.app, name="personas")
 app.add_typer(server.app, name="server")

@@ -17,7 +17,7 @@ from support.lora_prompts import LABELLED_PROMPTS, LORAS
 from contentforge.db import make_engine, migrate
 from contentforge.db.registry import ModelRegistry
 from contentforge.models.analyzer import analyze
-from contentforge.models.embeddings import MiniLMEmbedder
+from contentforge.models.embeddings import MiniLMEmbedder, default_embedder
 from contentforge.models.recommender import LoraCandidate, rank, recommend
 
 
@@ -32,7 +32,7 @@ def embedder() -> Iterator[MiniLMEmbedder]:
 
     socket.socket.connect = no_network  # type: ignore[method-assign]
     try:
-        embedder = MiniLMEmbedder()
+        embedder = default_embedder()  # shared with the AUTO-mode tests, loaded once per session
         embedder.encode([c.text() for c in candidates()] + [p for p, _ in LABELLED_PROMPTS])
     finally:
         socket.socket.connect = real_connect  # type: ignore[method-assign]

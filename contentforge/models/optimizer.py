@@ -24,6 +24,8 @@ PRIORITIES: tuple[str, ...] = ("speed", "balanced", "quality")
 MIN_TRIALS = 3
 LEARNED_MARGIN = 0.15
 SIZE_STEP = 64
+SIZE_MULTIPLE = 8
+SMALL_AREA = 512 * 512
 """Sizes are rounded to 64 px: every family's latent grid and SDXL's training buckets fit it."""
 
 
@@ -127,10 +129,11 @@ def optimize(
                 f"{free_bytes / 2**30:.1f} GB free < 1.5 x {known.model_bytes / 2**30:.0f} GB weights"
             )
             area *= SPEED_AREA
-    width = snap(math.sqrt(area * aspect))
-    height = snap(math.sqrt(area / aspect))
+    step = SIZE_STEP if area >= SMALL_AREA else SIZE_MULTIPLE  # tiny pipelines: 64 px steps are too coarse
+    width = snap(math.sqrt(area * aspect), step)
+    height = snap(math.sqrt(area / aspect), step)
     width, height = min(width, known.max_side), min(height, known.max_side)
-    size_reason = f"{aspect_reason}, {known.label} area" + (
+    size_reason = f"{aspect_reason}, {'configured' if pixels else known.label} area" + (
         ", reduced for speed" if priority == "speed" else ""
     )
     return ParameterChoice(
