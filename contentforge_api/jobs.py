@@ -44,6 +44,7 @@ from sqlalchemy import func, select
 
 from contentforge.db.models import BatchORM, CostEntryORM, PersonaORM
 from contentforge.db.sessions import SessionPolicy
+from contentforge.domain.models import slugify
 from contentforge.redaction import redact
 from contentforge_api.launcher import BatchLauncher
 
@@ -61,11 +62,11 @@ JOB_TYPES: dict[str, str] = {
 }
 """Flow name -> job type. A flow ContentForge starts that is not named here is not listed as a job."""
 STRATEGY_STEP_OF_TYPE = {
-    "research": "research",
-    "personas": "personas",
-    "topics": "topics",
-    "blog": "blog",
-    "social": "social",
+    "research": "research_brand",
+    "personas": "propose_personas",
+    "topics": "plan_topics",
+    "blog": "write_blog_post",
+    "social": "derive_social_posts",
 }
 """Job type -> ``cost_entries.step`` of the strategy charges it makes (see ``db.costs``)."""
 
@@ -455,7 +456,7 @@ class JobStore:
         if subject.persona:
             query = query.where(CostEntryORM.persona_id == subject.persona)
         elif subject.brand:
-            query = query.where(CostEntryORM.brand_id == subject.brand)
+            query = query.where(CostEntryORM.brand_id.in_({subject.brand, slugify(subject.brand)}))
         with self.sessions.read() as session:
             return float(session.scalar(query) or 0.0)
 
