@@ -276,6 +276,13 @@ class Settings(BaseSettings):
         default=3, ge=1, le=50, description="Posts per persona, platform and day."
     )
     publish_max_attempts: int = Field(default=5, ge=1, le=50)
+    analytics_pause_hours: float = Field(
+        default=0.0, ge=0.0, le=24 * 14,
+        description="Hours a reach drop pauses the persona's publishing on that platform (0: alert only).",
+    )  # fmt: skip
+    analytics_snapshot_ages: str = Field(
+        default="1,6,24,72,168", description="Post ages (hours) at which metrics are snapshotted."
+    )
     publish_stale_after_s: int = Field(
         default=900,
         description="Lease of a publishing claim (s), renewed while the platform call runs; a row whose "

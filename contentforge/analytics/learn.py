@@ -7,7 +7,7 @@ learned weights (replacing the previous run's) and records each detected drop as
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 
@@ -19,7 +19,7 @@ from contentforge.analytics.prediction import MIN_HISTORY, EngagementModel, trai
 from contentforge.analytics.ranking import MIN_POSTS as MIN_RANK_POSTS
 from contentforge.analytics.ranking import RANKED_KINDS, Ranking, rank
 from contentforge.analytics.timing import MIN_POSTS as MIN_TIMING_POSTS
-from contentforge.analytics.timing import TimingAdvice, estimate_posting_times
+from contentforge.analytics.timing import TimingAdvice, estimate_posting_times, platform_prior
 from contentforge.db.analytics import Alert, AnalyticsStore
 from contentforge.domain.analytics import AccountDay, LearnedWeight, PostMetrics
 
@@ -148,3 +148,38 @@ def _detail(drop: ReachDrop, learning: AccountLearning) -> dict[str, object]:
         "method": learning.drops.reason,
         "simulated": learning.simulated,
     }
+
+
+def learn_all(
+    store: AnalyticsStore,
+    *,
+    now: datetime,
+    timezone_for: Callable[[str], str | None],
+    config: LearnConfig | None = None,
+) -> list[AccountLearning]:
+    """Learn every account in the store; each hour curve is shrunk toward its platform's prior.
+
+    The prior of a platform is the mean hour curve of its accounts of the same kind (real accounts
+    from real ones, simulated from simulated ones, never mixed). ``timezone_for(account)`` is the
+    persona's time zone (``None``: UTC, e.g. for an imported or simulated account).
+    """
+    accounts = store.accounts()
+    frames: dict[tuple[str, str, bool], pd.DataFrame] = {}
+    for acc in accounts:
+        observations = store.observations(
+            acc.account, acc.platform, age_hours=(config or LearnConfig()).age_hours
+        )
+        zone = timezone_for(acc.account) or "UTC"
+        frames[(acc.account, acc.platform, acc.simulated)] = normalize(
+            posts_frame(observations, timezone=zone)
+        )
+    results = []
+    for acc in accounts:
+        peers = [f for (a, p, s), f in frames.items() if p == acc.platform and s == acc.simulated]
+        results.append(
+            learn_and_store(
+                store, acc.account, acc.platform, now=now, timezone=timezone_for(acc.account) or "UTC",
+                prior=platform_prior(peers) or None, config=config,
+            )
+        )  # fmt: skip
+    return results

@@ -8,12 +8,14 @@ posted, so publishing resumes by itself when the pause runs out, or at once afte
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from datetime import datetime, timedelta
 
 from contentforge.db.analytics import Alert, AnalyticsStore, Pause
 from contentforge.publishing.ledger import ClaimLost, PublicationLedger
-from contentforge.publishing.protocol import Publication
+from contentforge.publishing.protocol import Publication, PublishError
 from contentforge.publishing.runner import Outcome, lost
+from contentforge.publishing.webhook import WebhookNotifier
 
 
 def defer_if_paused(
@@ -49,3 +51,34 @@ def pause_for_alert(store: AnalyticsStore, alert: Alert, *, hours: float, now: d
         now=now,
         alert_id=alert.id,
     )
+
+
+def act_on_alerts(
+    store: AnalyticsStore,
+    alerts: Sequence[Alert],
+    *,
+    notifier: WebhookNotifier | None,
+    pause_hours: float,
+    now: datetime,
+) -> list[str]:
+    """Notify each new alert through the signed webhook and pause where configured; what was done."""
+    done: list[str] = []
+    for alert in alerts:
+        pause = pause_for_alert(store, alert, hours=pause_hours, now=now)
+        if pause is not None:
+            done.append(f"paused {alert.account} on {alert.platform} until {pause.paused_until.isoformat()}")
+        if notifier is None:
+            done.append(f"alert {alert.id} not sent: CONTENTFORGE_WEBHOOK_NOTIFY_URL is not set")
+            continue
+        try:
+            notifier.notify_event(
+                "analytics.reach_drop", str(alert.id), account=alert.account, platform=alert.platform,
+                starts_on=alert.starts_on.isoformat(), detail=alert.detail, simulated=alert.simulated,
+                paused_until=pause.paused_until.isoformat() if pause is not None else None,
+            )  # fmt: skip
+        except PublishError as exc:  # the alert stays recorded (and un-notified) for the next run
+            done.append(f"alert {alert.id} not sent: {exc}")
+            continue
+        store.mark_notified(alert.id, now)
+        done.append(f"alert {alert.id} sent ({alert.account} on {alert.platform}, from {alert.starts_on})")
+    return done

@@ -13,7 +13,7 @@ positive Spearman correlation; otherwise ``usable`` is False and ``reason`` says
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -36,6 +36,8 @@ class Evaluation:
     spearman: float | None = None
     mae: float | None = None
     baseline_mae: float | None = None
+    held_out: list[tuple[float, float]] = field(default_factory=list)
+    """(predicted, actual) normalized engagement of every post in a test fold, for predicted vs actual."""
 
 
 @dataclass
@@ -90,9 +92,11 @@ def train_engagement_model(frame: pd.DataFrame, *, min_history: int = MIN_HISTOR
     x = design_matrix(frame, hashtags)
     y = frame["log_norm"].astype(float).to_numpy()
     maes, base_maes, rhos = [], [], []
+    held_out: list[tuple[float, float]] = []
     for train, test in TimeSeriesSplit(n_splits=SPLITS).split(x):
         model = _estimator().fit(x.iloc[train].to_numpy(), y[train])
         predicted = model.predict(x.iloc[test].to_numpy())
+        held_out += [(float(np.exp(p)), float(np.exp(a))) for p, a in zip(predicted, y[test], strict=True)]
         maes.append(float(np.mean(np.abs(predicted - y[test]))))
         base_maes.append(float(np.mean(np.abs(np.median(y[train]) - y[test]))))
         rho = pd.Series(predicted).corr(pd.Series(y[test]), method="spearman")
@@ -104,6 +108,6 @@ def train_engagement_model(frame: pd.DataFrame, *, min_history: int = MIN_HISTOR
         f"{verdict} (time-ordered CV over {n} posts: MAE {mae:.3f} vs median baseline {base_mae:.3f}, "
         f"Spearman {rho:.2f})"
     )
-    evaluation = Evaluation(usable, reason, n, rho, mae, base_mae)
+    evaluation = Evaluation(usable, reason, n, rho, mae, base_mae, held_out)
     estimator = _estimator().fit(x.to_numpy(), y) if usable else None
     return EngagementModel(evaluation, list(x.columns), hashtags, estimator)

@@ -155,3 +155,7 @@ class WebhookNotifier:
     def notify(self, event: str, publication: Publication, **fields: Any) -> None:
         payload = {"event": f"publication.{event}", **publication_payload(publication), **fields}
         self._poster.post(payload, f"{publication.idempotency_key}:{event}", f"{event} notification")
+
+    def notify_event(self, event: str, key: str, **fields: Any) -> None:
+        """Another event than a publication's (``analytics.reach_drop``), signed the same way."""
+        self._poster.post({"event": event, **fields}, f"{event}:{key}", f"{event} notification")
