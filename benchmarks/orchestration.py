@@ -4,18 +4,29 @@ Prints one JSON object with pieces, wall_s, generation_s_sum, overhead_ms_per_pi
 peak_concurrent_generations and slot_utilization, all computed from the timestamps stored on the
 pieces. By default it uses the *fixed-latency* image backend (clearly labelled: it sleeps about 1 s
 per image instead of running a model) because it measures orchestration, not models; pass
-``--profile tiny`` to run the real tiny diffusers pipeline instead.
+``--profile tiny`` to run the real tiny diffusers pipeline instead (``--batches 1 --pieces 50`` is
+``make demo``'s batch).
 
     python benchmarks/orchestration.py                       # 3 x 50, one process per batch
+    python benchmarks/orchestration.py --profile tiny --batches 1 --pieces 50   # the demo's batch
+    python benchmarks/orchestration.py --sweep               # 1x50, 3x50, 10x50 and 1x500
+    python benchmarks/orchestration.py --sweep --sweep-points 1x5,3x5 --latency 0.1   # a quick check
     python benchmarks/orchestration.py --mode threads        # 3 batches in one process
-    python benchmarks/orchestration.py --batches 1 --pieces 50
     python benchmarks/orchestration.py --mode deployed       # through the cpu and gpu pools and workers
 
 ``--mode deployed`` bootstraps the pools, applies prefect.yaml, starts a cpu and a gpu process
 worker (as ``contentforge up`` does) and runs the batches as deployment runs whose GPU stage is the
-``generate-images`` deployment on the gpu pool. Every mode also reports ``bare_loop_wall_s``: the
-same generations in a plain Python loop of 5 threads with no orchestration, and ``gap_to_bare``,
-the share of the wall time the orchestration adds.
+``generate-images`` deployment on the gpu pool.
+
+Every point also reports the *bare loop*: the batch's own image requests (each piece's prompt,
+negative prompt, seed, size, steps) generated in a plain thread pool with no orchestration, for every
+way of splitting the machine's cores into concurrent generations and torch threads (a CPU pipeline)
+or with every slot (other backends); ``bare_loop_wall_s`` is the fastest, ``wall_to_bare`` and
+``gap_to_bare`` compare the batch with it. In processes mode each batch process also reports the
+Prefect API calls and events it made (``benchmarks/instrument.py``) and its resident memory, so a
+point gives API calls per piece, peak RSS and, for batches of 100 pieces or more, how much the
+process grew after its 50th image. ``machine`` records the cores and the load average: on a shared
+machine the figures move with it.
 """
 
 from __future__ import annotations
@@ -29,10 +40,14 @@ import tempfile
 import threading
 import time
 import uuid
+from collections import Counter
 from pathlib import Path
 from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+SWEEP = "1x50,3x50,10x50,1x500"
+"""The scale curve's points: simultaneous batches x pieces per batch."""
 
 
 def _run_one_batch(batch_id: str, pieces: int, seed: int) -> None:
@@ -48,7 +63,10 @@ def _warm_then_wait_for_go(sync_dir: Path, batch_id: str) -> None:
     import flows.produce_content_batch  # noqa: F401  (the imports a batch process pays once)
     from tasks import resources
 
-    resources.image_backend()
+    backend = resources.image_backend()
+    warm_up = getattr(backend, "warm_up", None)
+    if callable(warm_up):  # a pipeline loads here, as the demo's process loads it before its first piece
+        warm_up()
     resources.repository()
     (sync_dir / f"ready-{batch_id}").touch()
     while not (sync_dir / "go").exists():
@@ -66,21 +84,73 @@ def _trace_dispatch(path: Path) -> None:
     dispatch_logger.addHandler(handler)
 
 
-def _bare_loop_seconds(count: int, backend: Any, threads: int) -> float:
-    """The same generations in a plain loop of ``threads`` threads: the floor orchestration adds to."""
+def _batch_requests(rows: list[Any], repo: Any, settings: Any) -> list[Any]:
+    """The image requests the batch itself made: each piece's own prompt, negative prompt, seed, size."""
+    from contentforge.batch import image_request_for
+
+    personas: dict[str, Any] = {}
+    for row in rows:
+        if row.persona_id not in personas:
+            personas[row.persona_id] = repo.get_persona(row.persona_id)
+    return [image_request_for(row, personas[row.persona_id], settings) for row in rows]
+
+
+def _bare_candidates(settings: Any, cores: int) -> list[tuple[int, int]]:
+    """(concurrent generations, torch threads) to try: every way of splitting the cores, up to the slots.
+
+    Threads only matter for a pipeline on CPU; other backends run with every slot (threads 0: untouched).
+    """
+    if settings.image_profile not in ("tiny", "model"):
+        return [(settings.generation_slots, 0)]
+    candidates = {(c, max(1, cores // c)) for c in range(1, min(settings.generation_slots, cores) + 1)}
+    candidates |= {(1, 1), (settings.generation_slots, max(1, cores // settings.generation_slots))}
+    return sorted(candidates)
+
+
+def _bare_loop_seconds(requests: list[Any], settings: Any, concurrency: int, threads: int) -> float:
+    """The batch's own generations in a plain loop of ``concurrency`` threads: the floor under orchestration.
+
+    A pipeline is loaded afresh with that many replicas and ``threads`` torch threads, and warmed with
+    one untimed image, as a batch process's pipeline is before its first piece.
+    """
     from concurrent.futures import ThreadPoolExecutor
 
-    from contentforge.images.protocol import ImageRequest
+    from contentforge.images import pool
+    from contentforge.images.factory import build_image_backend, reset_image_backends
 
-    def one(seed: int) -> None:
-        backend.generate(
-            ImageRequest(prompt="bare loop", seed=seed, steps=4, guidance_scale=5.0, width=128, height=128)
-        )
-
+    if threads:
+        reset_image_backends()
+        pool.clear()
+        settings = settings.model_copy(update={"image_replicas": concurrency, "image_threads": threads})
+    backend = build_image_backend(settings)
+    backend.generate(requests[0])
     started = time.perf_counter()
-    with ThreadPoolExecutor(threads) as pool:
-        list(pool.map(one, range(count)))
-    return time.perf_counter() - started
+    with ThreadPoolExecutor(concurrency) as executor:
+        list(executor.map(backend.generate, requests))
+    seconds = time.perf_counter() - started
+    if threads:
+        reset_image_backends()
+    return seconds
+
+
+def _bare_loop(requests: list[Any], settings: Any, cores: int) -> dict[str, Any]:
+    """Every candidate split of the cores, timed, and the fastest: what "the machine's best" means here."""
+    timed = []
+    for concurrency, threads in _bare_candidates(settings, cores):
+        seconds = _bare_loop_seconds(requests, settings, concurrency, threads)
+        timed.append({"concurrency": concurrency, "torch_threads": threads, "wall_s": round(seconds, 3)})
+    return {"best": min(timed, key=lambda entry: entry["wall_s"]), "candidates": timed}
+
+
+def _machine() -> dict[str, Any]:
+    """What the figures depend on: the cores, and how busy the machine already was (1-minute load)."""
+    from contentforge.images.cpu_sizing import available_cores
+
+    return {
+        "cpu_count": os.cpu_count(),
+        "available_cores": available_cores(),
+        "loadavg": [round(value, 2) for value in os.getloadavg()],
+    }
 
 
 def _run_deployed(
@@ -126,72 +196,78 @@ def _run_deployed(
             stop(run_dir, service.name)
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--batches", type=int, default=3)
-    parser.add_argument("--pieces", type=int, default=50)
-    parser.add_argument(
-        "--latency", type=float, default=1.0, help="seconds per image (fixed-latency backend)"
-    )
-    parser.add_argument("--profile", choices=["fixed-latency", "tiny"], default="fixed-latency")
-    parser.add_argument("--mode", choices=["processes", "threads", "deployed"], default="processes")
-    parser.add_argument("--data-dir", type=Path, default=None, help="default: a fresh temporary directory")
-    parser.add_argument(
-        "--prefect-db-url",
-        help="run a Prefect server on this database (postgresql+asyncpg://…) on port 4210 instead of SQLite",
-    )
-    parser.add_argument("--trace", action="store_true", help="log slot grants per batch into DATA_DIR")
-    parser.add_argument("--worker", nargs=3, metavar=("BATCH_ID", "PIECES", "SEED"), help=argparse.SUPPRESS)
-    args = parser.parse_args()
+def _worker(args: Any) -> None:
+    """One batch process: warm up, wait for the common start, run the batch, report its figures."""
+    from benchmarks.instrument import ApiCallCounter, RssSampler, write_stats
 
-    if args.worker:
-        batch_id, pieces, seed = args.worker
-        if os.environ.get("CONTENTFORGE_BENCH_TRACE"):
-            _trace_dispatch(Path(os.environ["CONTENTFORGE_BENCH_TRACE"]) / f"dispatch-{batch_id[:6]}.log")
-        sync_dir = Path(os.environ["CONTENTFORGE_BENCH_SYNC_DIR"])
-        _warm_then_wait_for_go(sync_dir, batch_id)
-        _run_one_batch(batch_id, int(pieces), int(seed))
-        (sync_dir / f"done-{batch_id}").write_text(repr(time.time()))
-        return
+    batch_id, pieces, seed = args.worker
+    if os.environ.get("CONTENTFORGE_BENCH_TRACE"):
+        _trace_dispatch(Path(os.environ["CONTENTFORGE_BENCH_TRACE"]) / f"dispatch-{batch_id[:6]}.log")
+    sync_dir = Path(os.environ["CONTENTFORGE_BENCH_SYNC_DIR"])
+    counter = ApiCallCounter(os.environ["PREFECT_API_URL"])
+    counter.install()
+    sampler = RssSampler()
+    sampler.start()
+    _warm_then_wait_for_go(sync_dir, batch_id)
+    counter.reset()  # the batch's calls, not the warm-up's
+    _run_one_batch(batch_id, int(pieces), int(seed))
+    (sync_dir / f"done-{batch_id}").write_text(repr(time.time()))
+    sampler.stop()
+    write_stats(sync_dir / f"stats-{batch_id}.json", counter, sampler)
 
-    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="contentforge-bench-"))
-    os.environ.update(
-        CONTENTFORGE_DATA_DIR=str(data_dir),
-        CONTENTFORGE_IMAGE_PROFILE=args.profile,
-        CONTENTFORGE_FIXED_LATENCY_S=str(args.latency),
-        PREFECT_LOGGING_LEVEL="WARNING",
-    )
-    if args.prefect_db_url:  # its own port, so a running SQLite server is never reused by mistake
-        os.environ["CONTENTFORGE_PREFECT_DATABASE_URL"] = args.prefect_db_url
-        os.environ["CONTENTFORGE_PREFECT_PORT"] = "4210"
-    from contentforge.config import get_settings
+
+def _process_figures(sync_dir: Path, rows_by_batch: dict[str, list[Any]]) -> dict[str, Any]:
+    """API calls and memory of the batch processes (processes mode), from what each one wrote."""
+    from benchmarks.instrument import rss_growth_after
+
+    stats = {bid: json.loads((sync_dir / f"stats-{bid}.json").read_text()) for bid in rows_by_batch}
+    pieces = sum(len(rows) for rows in rows_by_batch.values())
+    calls: Counter[str] = Counter()
+    events: Counter[str] = Counter()
+    for entry in stats.values():
+        calls.update(entry["api_calls_by_endpoint"])
+        events.update(entry["events_by_name"])
+    growth = []
+    for batch_id, rows in rows_by_batch.items():
+        finished = sorted(r.finished_at.timestamp() for r in rows if r.finished_at is not None)
+        if len(finished) >= 100:  # the 50th image is early enough to say how the process grows after it
+            growth.append(rss_growth_after(stats[batch_id]["rss_samples"], finished[49]))
+    return {
+        "api_calls": sum(calls.values()),
+        "api_calls_per_piece": round(sum(calls.values()) / max(pieces, 1), 2),
+        "api_calls_top": dict(calls.most_common(8)),
+        "events": sum(events.values()),
+        "events_per_piece": round(sum(events.values()) / max(pieces, 1), 2),
+        "events_top": dict(events.most_common(8)),
+        "peak_rss_mb": max(entry["peak_rss_mb"] for entry in stats.values()),
+        "rss_growth_mb_after_piece_50": max((g for g in growth if g is not None), default=None),
+    }
+
+
+def _run_point(
+    args: Any, batches: int, pieces: int, settings: Any, server: Any, data_dir: Path
+) -> dict[str, Any]:
+    """One point: ``batches`` simultaneous batches of ``pieces``, then the bare loop on their requests."""
+    from contentforge.images.cpu_sizing import available_cores, local_generation_limit
     from contentforge.metrics import concurrency_figures
-    from contentforge.personas import sample_persona
-    from contentforge_cli.runtime import connect
-
-    settings = get_settings()
-    server = connect(settings)  # reuses the running local server on prefect_port, or starts one
     from tasks import resources
-    from tasks.bootstrap import ensure_concurrency_limit
 
-    ensure_concurrency_limit(settings.concurrency_limit_name, settings.generation_slots)
     repo = resources.repository()
-    repo.upsert_persona(sample_persona())
-    resources.image_backend()  # load once before timing (the demo process also loads it once)
-
-    batch_ids = [uuid.uuid4().hex for _ in range(args.batches)]
+    backend = resources.image_backend()
+    local_limit = local_generation_limit(backend, settings.generation_slots)
+    batch_ids = [uuid.uuid4().hex for _ in range(batches)]
+    sync_dir = data_dir / f"sync-{batch_ids[0][:8]}"
+    sync_dir.mkdir()
     workers: list[subprocess.Popen[bytes]] = []
     if args.mode == "processes":
         # Start the batch processes first and wait until each has imported and loaded its model,
         # so the timed run measures orchestration, not Python start-up on a small machine.
-        sync_dir = data_dir / "sync"
-        sync_dir.mkdir(exist_ok=True)
         env = dict(os.environ, CONTENTFORGE_BENCH_SYNC_DIR=str(sync_dir))
         if args.trace:
             env["CONTENTFORGE_BENCH_TRACE"] = str(data_dir)
         workers = [
             subprocess.Popen(
-                [sys.executable, __file__, "--worker", batch_id, str(args.pieces), str(seed)],
+                [sys.executable, __file__, "--worker", batch_id, str(pieces), str(seed)],
                 env=env,
                 stdout=subprocess.DEVNULL,
             )
@@ -204,10 +280,10 @@ def main() -> None:
         (sync_dir / "go").touch()
     started, started_at = time.perf_counter(), time.time()
     if args.mode == "deployed":
-        _run_deployed(batch_ids, args.pieces, settings, server.api_url, data_dir, args)
+        _run_deployed(batch_ids, pieces, settings, server.api_url, data_dir, args)
     elif args.mode == "threads":
         threads = [
-            threading.Thread(target=_run_one_batch, args=(batch_id, args.pieces, seed))
+            threading.Thread(target=_run_one_batch, args=(batch_id, pieces, seed))
             for seed, batch_id in enumerate(batch_ids)
         ]
         for thread in threads:
@@ -220,40 +296,130 @@ def main() -> None:
             raise SystemExit(f"a batch process failed: exit codes {codes}")
     exit_wall_s = time.perf_counter() - started
     # Batches are done when their flows return; a process then still flushes Prefect's logs and events.
-    done = [float(path.read_text()) for path in (data_dir / "sync").glob("done-*")]
+    done = [float(path.read_text()) for path in sync_dir.glob("done-*")]
     wall_s = max(done) - started_at if args.mode == "processes" else exit_wall_s
 
-    rows = [row for batch_id in batch_ids for row in repo.pieces(batch_id=batch_id)]
-    bare = _bare_loop_seconds(len(rows), resources.image_backend(), settings.generation_slots)
+    rows_by_batch = {batch_id: repo.pieces(batch_id=batch_id) for batch_id in batch_ids}
+    rows = [row for batch_rows in rows_by_batch.values() for row in batch_rows]
     figures = concurrency_figures(
         ((r.started_at, r.finished_at) for r in rows if r.started_at), settings.generation_slots
     )
+    usable = min(settings.generation_slots, batches * local_limit)
     generation_s_sum = sum(r.generation_seconds or 0.0 for r in rows)
-    ideal_wall = generation_s_sum / settings.generation_slots
-    print(
-        json.dumps(
-            {
-                "backend": resources.image_backend().name,
-                "mode": args.mode,
-                "batches": args.batches,
-                "pieces": len(rows),
-                "pieces_generated": figures.pieces,
-                "wall_s": round(wall_s, 3),
-                "process_exit_wall_s": round(exit_wall_s, 3),
-                "generation_phase_s": round(figures.phase_seconds, 3),
-                "generation_s_sum": round(generation_s_sum, 3),
-                "overhead_ms_per_piece": round(1000 * (wall_s - ideal_wall) / max(len(rows), 1), 1),
-                "peak_concurrent_generations": figures.peak_concurrent,
-                "slot_utilization": round(figures.slot_utilization, 3),
-                "slots": settings.generation_slots,
-                "bare_loop_wall_s": round(bare, 3),
-                "gap_to_bare": round((wall_s - bare) / wall_s, 3),
-                "phase_gap_to_bare": round((figures.phase_seconds - bare) / figures.phase_seconds, 3),
-                "prefect_database": "postgresql" if settings.prefect_database_url else "sqlite",
-                "prefect_api": server.api_url,
-            }
-        )
+    ideal_wall = generation_s_sum / usable
+    bare = _bare_loop(_batch_requests(rows, repo, settings), settings, available_cores())
+    bare_s = bare["best"]["wall_s"]
+    result = {
+        "backend": backend.name,
+        "mode": args.mode,
+        "batches": batches,
+        "pieces": len(rows),
+        "pieces_generated": figures.pieces,
+        "wall_s": round(wall_s, 3),
+        "process_exit_wall_s": round(exit_wall_s, 3),
+        "generation_phase_s": round(figures.phase_seconds, 3),
+        "generation_s_sum": round(generation_s_sum, 3),
+        "overhead_ms_per_piece": round(1000 * (wall_s - ideal_wall) / max(len(rows), 1), 1),
+        "peak_concurrent_generations": figures.peak_concurrent,
+        "slots": settings.generation_slots,
+        "slot_utilization": round(figures.slot_utilization, 3),
+        "local_generation_limit": local_limit,
+        "usable_slots": usable,
+        "usable_slot_utilization": round(figures.busy_seconds / (usable * figures.phase_seconds), 3)
+        if figures.phase_seconds
+        else 0.0,
+        "batch_process_sizing": {
+            "replicas": getattr(backend, "replicas", None),
+            "torch_threads": getattr(backend, "cpu_threads", None),
+        },
+        "bare_loop_wall_s": bare_s,
+        "bare_loop_best": bare["best"],
+        "bare_loop_candidates": bare["candidates"],
+        "wall_to_bare": round(wall_s / bare_s, 3),
+        "gap_to_bare": round((wall_s - bare_s) / wall_s, 3),
+        "phase_gap_to_bare": round((figures.phase_seconds - bare_s) / figures.phase_seconds, 3)
+        if figures.phase_seconds
+        else None,
+    }
+    if args.mode == "processes":
+        result |= _process_figures(sync_dir, rows_by_batch)
+    return result
+
+
+def _points(text: str) -> list[tuple[int, int]]:
+    """``"1x50,3x50"`` -> [(1, 50), (3, 50)]: simultaneous batches x pieces per batch."""
+    try:
+        points = [tuple(int(n) for n in part.split("x")) for part in text.split(",")]
+    except ValueError:
+        points = []
+    if not points or any(len(p) != 2 or min(p) < 1 for p in points):
+        raise SystemExit(f"--sweep-points: expected BATCHESxPIECES[,…] such as 1x50,3x50; got {text!r}")
+    return [(p[0], p[1]) for p in points]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--batches", type=int, default=3)
+    parser.add_argument("--pieces", type=int, default=50)
+    parser.add_argument(
+        "--latency", type=float, default=1.0, help="seconds per image (fixed-latency backend)"
     )
+    parser.add_argument("--profile", choices=["fixed-latency", "tiny"], default="fixed-latency")
+    parser.add_argument("--mode", choices=["processes", "threads", "deployed"], default="processes")
+    parser.add_argument(
+        "--sweep", action="store_true", help=f"measure every point of --sweep-points (default {SWEEP})"
+    )
+    parser.add_argument("--sweep-points", default=SWEEP, help="BATCHESxPIECES,… for --sweep")
+    parser.add_argument("--data-dir", type=Path, default=None, help="default: a fresh temporary directory")
+    parser.add_argument(
+        "--prefect-db-url",
+        help="run a Prefect server on this database (postgresql+asyncpg://…) on port 4210 instead of SQLite",
+    )
+    parser.add_argument("--trace", action="store_true", help="log slot grants per batch into DATA_DIR")
+    parser.add_argument("--worker", nargs=3, metavar=("BATCH_ID", "PIECES", "SEED"), help=argparse.SUPPRESS)
+    args = parser.parse_args()
+
+    if args.worker:
+        _worker(args)
+        return
+    points = _points(args.sweep_points) if args.sweep else [(args.batches, args.pieces)]
+    if any(pieces > 500 for _, pieces in points):
+        raise SystemExit("a batch has at most 500 pieces")
+
+    data_dir = args.data_dir or Path(tempfile.mkdtemp(prefix="contentforge-bench-"))
+    os.environ.update(
+        CONTENTFORGE_DATA_DIR=str(data_dir),
+        CONTENTFORGE_IMAGE_PROFILE=args.profile,
+        CONTENTFORGE_FIXED_LATENCY_S=str(args.latency),
+        PREFECT_LOGGING_LEVEL="WARNING",
+    )
+    if args.prefect_db_url:  # its own port, so a running SQLite server is never reused by mistake
+        os.environ["CONTENTFORGE_PREFECT_DATABASE_URL"] = args.prefect_db_url
+        os.environ["CONTENTFORGE_PREFECT_PORT"] = "4210"
+    from contentforge.config import get_settings
+    from contentforge.personas import sample_persona
+    from contentforge_cli.runtime import connect
+
+    settings = get_settings()
+    machine_before = _machine()
+    server = connect(settings)  # reuses the running local server on prefect_port, or starts one
+    from tasks import resources
+    from tasks.bootstrap import ensure_concurrency_limit
+
+    ensure_concurrency_limit(settings.concurrency_limit_name, settings.generation_slots)
+    resources.repository().upsert_persona(sample_persona())
+    results = [_run_point(args, batches, pieces, settings, server, data_dir) for batches, pieces in points]
+    common = {
+        "machine": machine_before,
+        "loadavg_after": [round(value, 2) for value in os.getloadavg()],
+        "prefect_database": "postgresql" if settings.prefect_database_url else "sqlite",
+        "prefect_api": server.api_url,
+        "latency_s": args.latency if args.profile == "fixed-latency" else None,
+    }
+    if args.sweep:
+        print(json.dumps(common | {"sweep": results}))
+    else:
+        print(json.dumps(common | results[0]))
 
 
 if __name__ == "__main__":

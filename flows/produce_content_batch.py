@@ -28,6 +28,7 @@ from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from contentforge.batch import BatchRequest
+from contentforge.db.batch_progress import PieceStatusWatcher
 from contentforge.db.leases import kept_alive, lease_owner
 from contentforge.domain import PieceStatus
 from contentforge.summary import batch_summary_markdown, batch_summary_table, gallery_url
@@ -200,19 +201,24 @@ def follow_production(
 
     Why not moderate after the GPU stage: moderation would then add its whole duration to the batch
     (figures: docs/benchmarks.md). The GPU stage may run on another machine, so stored images are
-    found in the shared database rather than through futures. Returns the seconds
+    found in the shared database rather than through futures, by a ``PieceStatusWatcher`` whose polls
+    read only what changed since the last one. Returns the seconds
     from the start of production until the images, the hooks and the moderation were each done; a
     failed GPU stage is raised only after everything it produced has been moderated.
     """
-    repo = resources.repository()
+    watcher = PieceStatusWatcher(resources.repository().sessions, batch_id)
     started = time.perf_counter()
     done_after: dict[str, float] = {}
     moderation: dict[str, PrefectFuture[Any]] = {}
     reported: set[tuple[str, str]] = set()
+    statuses: dict[str, str] = {}
+    final_read = False
     while True:
         images_done = images.wrapped_future.done()  # read before the rows: then the rows are final
-        rows = repo.pieces(batch_id=batch_id)
-        produced = [row.id for row in rows if row.status not in (PieceStatus.planned, PieceStatus.failed)]
+        if not final_read:  # once the images are done and read in full, nothing there changes any more
+            statuses = watcher.poll(full=images_done)
+            final_read = images_done
+        produced = [pid for pid, status in statuses.items() if status != PieceStatus.failed.value]
         if safety_check:
             for piece_id in produced:
                 hooks = hook_futures.get(piece_id)
@@ -223,8 +229,7 @@ def follow_production(
                 if (stage, piece_id) not in reported and _done(future):
                     reported.add((stage, piece_id))
                     _log_failure(future, stage, logger)
-        images_finished = sum(row.status is not PieceStatus.planned for row in rows)
-        progress.set_done(images_finished + len(reported), note=f"batch {batch_id}")
+        progress.set_done(len(statuses) + len(reported), note=f"batch {batch_id}")
         elapsed = round(time.perf_counter() - started, 3)
         if images_done:
             done_after.setdefault("images", elapsed)

@@ -18,6 +18,7 @@ from prefect.settings import PREFECT_API_URL
 from contentforge.config import Settings, get_settings
 from contentforge.db import Repository
 from contentforge.errors import InvalidInput
+from contentforge.images.cpu_sizing import local_generation_limit
 from contentforge.images.factory import build_image_backend
 from contentforge.images.protocol import ImageBackend
 from contentforge.moderation import Moderator
@@ -89,8 +90,10 @@ def hook_writer() -> HookWriter:
 
 
 def dispatcher() -> SlotDispatcher:
+    """Image generation's slots: this process holds at most as many as its backend can run at once."""
     config = settings()
-    return get_dispatcher(config.concurrency_limit_name, config.generation_slots, linger_s=0.05)
+    slots = local_generation_limit(image_backend(), config.generation_slots)
+    return get_dispatcher(config.concurrency_limit_name, slots, linger_s=0.05)
 
 
 def moderation_dispatcher() -> SlotDispatcher:

@@ -130,7 +130,7 @@ class BatchORM(Base):
     __tablename__ = "batches"
     __table_args__ = (
         CheckConstraint(_in("status", BATCH_STATUSES), name="status"),
-        Index(None, "persona_id"),
+        Index(None, "persona_id", "started_at"),  # a persona's batches newest first (migration 0010)
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)
@@ -159,7 +159,7 @@ class PieceORM(Base):
         UniqueConstraint("batch_id", "index"),
         CheckConstraint(_in("status", PIECE_STATUSES), name="status"),
         Index(None, "persona_id", "status"),
-        Index(None, "batch_id"),
+        Index(None, "batch_id", "status"),  # per-status counts from the index alone (migration 0010)
     )
 
     id: Mapped[str] = mapped_column(String(64), primary_key=True)

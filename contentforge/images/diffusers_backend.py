@@ -47,6 +47,7 @@ from contentforge.errors import GenerationFailed, InvalidInput, InvalidLora
 from contentforge.images import memory
 from contentforge.images import pool as pools
 from contentforge.images.batching import request_group_key
+from contentforge.images.cpu_sizing import cpu_sizing
 from contentforge.images.loading import detect_family, dtype_kwarg, load_pipeline, offline
 from contentforge.images.protocol import GeneratedImage, ImageRequest
 from contentforge.images.safety import check_model_file, looks_local, lora_file, validate_lora
@@ -69,8 +70,9 @@ DTYPE_KWARG = dtype_kwarg()
 """diffusers renamed ``torch_dtype`` to ``dtype`` (PR #14205); use the new name where it exists."""
 MAX_LOADED_ADAPTERS = 8
 """LoRAs kept loaded per pipeline; beyond this the least recently used idle ones are unloaded."""
-AUTO_REPLICAS_CPU = 5
+AUTO_REPLICAS_TINY_GPU = 5
 AUTO_REPLICAS_GPU = 1
+"""On CPU the replicas (generations at once) and torch threads are sized to the cores: ``cpu_sizing``."""
 AUTO_MICRO_BATCH_CPU = 1
 """On CPU a batch of N costs N times one image: batching buys nothing and delays the first result."""
 AUTO_MICRO_BATCH_GPU = 4
@@ -176,6 +178,8 @@ class DiffusersBackend:
         vae_slicing: bool = False,
         vae_tiling: bool = False,
         lora_fuse: bool = False,
+        cpu_threads: int | None = None,
+        sizing_reason: str = "",
     ) -> None:
         self.name = name
         self.model_id = model_id
@@ -191,6 +195,9 @@ class DiffusersBackend:
         self.vae_slicing = vae_slicing
         self.vae_tiling = vae_tiling
         self.lora_fuse = lora_fuse
+        self.cpu_threads = cpu_threads
+        """torch threads set when the pipeline loads on CPU (process-wide); None leaves torch's own."""
+        self._sizing_reason = sizing_reason
         self._load = load
         self._device_reason = device_reason
         self._family_reason = family_reason
@@ -209,9 +216,12 @@ class DiffusersBackend:
         device, device_reason = resolve_device(settings.image_device)
         tiny = settings.image_profile == "tiny"
         dtype = resolve_dtype(device, tiny)
-        replicas = settings.image_replicas or (
-            AUTO_REPLICAS_CPU if tiny or device == "cpu" else AUTO_REPLICAS_GPU
-        )
+        cpu_threads, sizing_reason = None, ""
+        if device == "cpu":
+            sizing = cpu_sizing(settings.image_replicas, settings.image_threads)
+            replicas, cpu_threads, sizing_reason = sizing.concurrency, sizing.threads, sizing.reason
+        else:
+            replicas = settings.image_replicas or (AUTO_REPLICAS_TINY_GPU if tiny else AUTO_REPLICAS_GPU)
         if settings.image_memory_budget_mb:
             budget = settings.image_memory_budget_mb * 2**20
             budget_reason = "CONTENTFORGE_IMAGE_MEMORY_BUDGET_MB"
@@ -233,6 +243,8 @@ class DiffusersBackend:
             "vae_slicing": settings.image_vae_slicing,
             "vae_tiling": settings.image_vae_tiling,
             "lora_fuse": settings.image_lora_fuse,
+            "cpu_threads": cpu_threads,
+            "sizing_reason": sizing_reason,
         }
         if tiny:
             family = settings.image_family if settings.image_family in ("sd15", "flux") else "sdxl"
@@ -289,9 +301,15 @@ class DiffusersBackend:
             f"({_dtype_name(self.dtype)}; {self._device_reason}); memory strategy {self.strategy}, "
             f"pool budget {self.budget_bytes / 2**20 if self.budget_bytes else 0:.0f} MB "
             f"({self._budget_reason}); micro-batches of up to {self.micro_batch}; "
-            f"up to {self.replicas} concurrent call(s) sharing one copy of the weights; "
+            f"up to {self.replicas} concurrent call(s) sharing one copy of the weights"
+            f"{f' ({self._sizing_reason})' if self._sizing_reason else ''}; "
             f"LoRAs {'fused into the weights' if self.lora_fuse else 'as adapters'}; {self._why}"
         )
+
+    @property
+    def max_concurrent(self) -> int | None:
+        """Generations this process can run at once on CPU (its replicas); None on a GPU (every slot)."""
+        return self.replicas if self.device == "cpu" else None
 
     def warm_up(self) -> None:
         """Load the pipeline now (it is otherwise loaded on the first ``generate``)."""
@@ -412,6 +430,8 @@ class DiffusersBackend:
 
     def _load_pool(self) -> tuple[Any, list[Replica], LoadInfo]:
         started = time.perf_counter()
+        if self.cpu_threads is not None:
+            torch.set_num_threads(self.cpu_threads)  # process-wide: sized with the replicas (cpu_sizing)
         base = self._load(self.dtype)
         base.set_progress_bar_config(disable=True)
         freeze(base)

@@ -26,6 +26,7 @@ def backend_key(settings: Settings) -> tuple[object, ...]:
         settings.image_model,
         settings.image_device,
         settings.image_replicas,
+        settings.image_threads,
         settings.image_cost_usd,
         settings.fixed_latency_s,
         settings.allow_pickle,
