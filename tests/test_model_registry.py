@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import shutil
+import uuid
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -154,3 +155,96 @@ def test_bad_model_commands_fail_in_one_line_before_any_hub_is_contacted(
     result = CliRunner().invoke(app, ["models", *args])
     assert result.exit_code == 2, result.output
     assert message in result.output and len(result.output.strip().splitlines()) == 1
+
+
+# --- the API and the install flow ----------------------------------------------------------------
+
+FULL = "full-token-0123456789abcdef"
+READ = "read-token-0123456789abcdef"
+
+
+class RecordingLauncher:
+    """Stands in for the Prefect launcher: records the deployment runs the API asks for."""
+
+    deployment_name = "produce-content-batch/produce-content-batch"
+
+    def __init__(self) -> None:
+        self.launched: list[tuple[str, dict[str, object]]] = []
+
+    async def launch_deployment(self, deployment: str, parameters: dict[str, object], **_: object) -> object:
+        from types import SimpleNamespace
+
+        self.launched.append((deployment, dict(parameters)))
+        return SimpleNamespace(id=uuid.uuid4(), name="brave-otter", parameters=parameters)
+
+
+def test_models_api_lists_reads_starts_installs_as_flow_runs_and_guards_removal(settings_env: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from contentforge.config import Settings
+    from contentforge.domain import LoraSpec
+    from contentforge.personas import sample_persona
+    from contentforge_api import create_app
+
+    settings = Settings(_env_file=None, data_dir=settings_env, api_token=FULL, api_read_token=READ)  # type: ignore[call-arg]
+    launcher = RecordingLauncher()
+    app = create_app(settings, launcher=launcher)  # type: ignore[arg-type]
+    auth, read = {"Authorization": f"Bearer {FULL}"}, {"Authorization": f"Bearer {READ}"}
+    with TestClient(app) as client:
+        assert client.get("/api/v1/models", headers=read).json() == []
+        registry = ModelRegistry(app.state.contentforge.services.sessions)
+        registry.add(model("grain", 10))
+        listed = client.get("/api/v1/models?kind=lora", headers=read).json()
+        assert [m["name"] for m in listed] == ["grain"] and listed[0]["family"] == "sdxl"
+        assert client.get("/api/v1/models/nope", headers=read).status_code == 404
+
+        bad = client.post("/api/v1/models/install", headers=auth, json={"hub": "civitai", "ref": "abc"})
+        assert bad.status_code == 422 and "version id" in bad.json()["error"]["message"]
+        assert (
+            client.post(
+                "/api/v1/models/install", headers=read, json={"hub": "civitai", "ref": "1"}
+            ).status_code
+            == 403
+        )
+        assert launcher.launched == []
+        started = client.post(
+            "/api/v1/models/install",
+            headers=auth,
+            json={"hub": "huggingface", "ref": "org/lora", "kind": "lora"},
+        )
+        assert started.status_code == 202, started.text
+        assert launcher.launched == [
+            ("install-model/install-model", {"hub": "huggingface", "ref": "org/lora", "kind": "lora"})
+        ]
+
+        app.state.contentforge.repo.upsert_persona(
+            sample_persona().model_copy(update={"lora": LoraSpec(source="registry:grain")})
+        )
+        assert client.delete("/api/v1/models/grain", headers=auth).status_code == 409
+        schema = client.get("/api/v1/openapi.json").json()
+        assert {"202", "503"} <= set(schema["paths"]["/api/v1/models/install"]["post"]["responses"])
+
+
+@pytest.mark.slow
+def test_the_install_flow_installs_a_civitai_lora_on_a_real_prefect_server(
+    settings_env: Path, prefect_server: str, lora_file: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from support.model_hubs import FakeHubs, HubWorld
+
+    from contentforge.config import get_settings
+    from flows.install_model import install_model
+
+    world = HubWorld()
+    world.add_civitai(
+        7, "Grain", type_="LORA", version_id=70, base_model="SDXL 1.0", file_name="grain.safetensors",
+        data=lora_file.read_bytes(), trained_words=["grainy"],
+    )  # fmt: skip
+    with FakeHubs(world) as hubs:
+        monkeypatch.setenv("CONTENTFORGE_CIVITAI_BASE_URL", hubs.url)
+        get_settings.cache_clear()
+        result = install_model("civitai", "70", "grain")
+    assert result["name"] == "grain" and result["family"] == "sdxl"
+    from contentforge_cli import context
+
+    installed = ModelRegistry(context.services().sessions).get("grain")
+    assert installed is not None and installed.trigger_words == ("grainy",)
