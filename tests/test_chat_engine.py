@@ -362,3 +362,21 @@ def test_a_platform_refusal_is_recorded_as_failed_without_the_token(world: World
     reply = world.store.message(outcome.reply_id or "")
     assert reply.status == "failed" and reply.error and "platform-token" not in reply.error
     assert not world.store.conversations()[0].disclosed
+
+
+def test_a_rate_limited_send_is_recorded_as_failed_and_the_disclosure_is_sent_next_time(world: World) -> None:
+    world.platforms.fail_next(
+        429, {"error": {"message": "(#4) Application request limit reached", "code": 4}}
+    )
+    engine = world.engine()
+    assert world.say("first", engine).action == "failed"
+    retry = world.say("second", engine)
+    assert retry.action == "replied" and (retry.text or "").startswith("Hi! Just so you know")
+
+
+def test_the_disclosure_cannot_be_configured_away() -> None:
+    from pydantic import ValidationError
+
+    with pytest.raises(ValidationError, match="must say 'AI'"):
+        Settings(chat_disclosure="Hi from {persona}'s team, enjoy!")
+    assert "AI" in Settings(chat_disclosure="{persona} is run by AI.").chat_disclosure
