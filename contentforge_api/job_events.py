@@ -36,7 +36,9 @@ from contentforge.db.models import BatchORM, PieceORM
 from contentforge.domain.models import PieceStatus
 from contentforge_api.jobs import FINAL_STATUSES, JobStore, read_progress, status_of
 
-_CURSOR = re.compile(r"^(\d{1,6})\.(\d{1,3})\.([0-9a-f]{1,300})\.([01])$")
+EVENT_ID_PATTERN = r"^(\d{1,6})\.(\d{1,3})\.([0-9a-f]{1,300})\.([01])$"
+"""An event id: states sent, percent sent, the bitmap of pieces sent (hex), whether the end was sent."""
+_CURSOR = re.compile(EVENT_ID_PATTERN)
 FINISHED = frozenset({PieceStatus.ready, PieceStatus.needs_review, PieceStatus.rejected, PieceStatus.failed})
 """Piece statuses that end a piece's run through a batch with moderation (without it, ``generated`` too)."""
 

@@ -17,7 +17,7 @@ from fastapi.responses import StreamingResponse
 from fastapi.sse import format_sse_event
 
 from contentforge_api.errors import ApiError
-from contentforge_api.job_events import BadCursor, Cursor, job_events
+from contentforge_api.job_events import EVENT_ID_PATTERN, BadCursor, Cursor, job_events
 from contentforge_api.jobs import (
     JOB_TYPE_VALUES,
     STATUSES,
@@ -189,7 +189,14 @@ async def stream_job(
     state: State,
     _identity: Reader,
     job_id: uuid.UUID,
-    last_event_id: Annotated[str | None, Header(alias="Last-Event-ID", max_length=400)] = None,
+    last_event_id: Annotated[
+        str | None,
+        Header(
+            alias="Last-Event-ID",
+            pattern=EVENT_ID_PATTERN,
+            description="The id of the last event received: the stream resumes after it",
+        ),
+    ] = None,
     heartbeat_s: Annotated[float, Query(ge=1, le=60, description="Seconds between heartbeats")] = 10.0,
 ) -> StreamingResponse:
     """Live events of one job until its end; reconnect with ``Last-Event-ID`` to resume without repeats."""
