@@ -6,8 +6,9 @@ idempotency key is the message id, so a second launch for one message (a redeliv
 first run has not answered yet) gets the same flow run back. A worker of the cpu pool runs it.
 
 ``InProcessReplyLauncher`` runs the flow function in this process's threads instead (each call is
-still a Prefect flow run on the configured server): for a single-process setup, the tests and the
-benchmark. It is chosen by setting ``app.state.dm_launcher``.
+still a Prefect flow run on the configured server): for the tests and the benchmark, which set it
+as ``app.state.dm_launcher``. It keeps every launch's future so ``wait`` can report them, so it is
+not meant for a long-running API (use the deployment and a worker there).
 
 ``accept_inbound`` is what every channel does with a message: store it once (a duplicate is noticed
 by its platform id), then start the reply unless the message was already handled.
