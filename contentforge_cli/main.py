@@ -42,6 +42,7 @@ from contentforge.config import Settings
 from contentforge.errors import ContentForgeError
 from contentforge.validation import settings_problem
 from contentforge_cli import (
+    analytics,
     api,
     batch,
     chat,
@@ -98,6 +99,7 @@ app.add_typer(strategy.social_app, name="social")
 app.add_typer(jobs.app, name="jobs")
 app.add_typer(models.app, name="models")
 app.add_typer(chat.app, name="chat")
+app.add_typer(analytics.app, name="analytics")
 
 if __name__ == "__main__":
     sys.exit(app())

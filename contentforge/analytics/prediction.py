@@ -99,7 +99,9 @@ def train_engagement_model(frame: pd.DataFrame, *, min_history: int = MIN_HISTOR
         held_out += [(float(np.exp(p)), float(np.exp(a))) for p, a in zip(predicted, y[test], strict=True)]
         maes.append(float(np.mean(np.abs(predicted - y[test]))))
         base_maes.append(float(np.mean(np.abs(np.median(y[train]) - y[test]))))
-        rho = pd.Series(predicted).corr(pd.Series(y[test]), method="spearman")
+        # A constant prediction (a fold too small to split on) ranks nothing: correlation 0.
+        constant = np.ptp(predicted) == 0 or np.ptp(y[test]) == 0
+        rho = 0.0 if constant else pd.Series(predicted).corr(pd.Series(y[test]), method="spearman")
         rhos.append(0.0 if np.isnan(rho) else float(rho))
     mae, base_mae, rho = float(np.mean(maes)), float(np.mean(base_maes)), float(np.mean(rhos))
     usable = mae < base_mae and rho > 0.0

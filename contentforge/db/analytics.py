@@ -26,7 +26,7 @@ from contentforge.db.models_analytics import (
     PieceFeedbackORM,
     PublishingPauseORM,
 )
-from contentforge.db.sessions import Store, insert_for, require_aware
+from contentforge.db.sessions import Store, insert_for, require_aware, rows_changed
 from contentforge.domain.analytics import METRICS, AccountDay, LearnedWeight, PostMetrics
 from contentforge.errors import InvalidInput
 
@@ -227,6 +227,28 @@ class AnalyticsStore(Store):
             query = query.where(AnalyticsPostORM.simulated == simulated)
         with self._db.read() as session:
             return [Account(a, p, bool(s), int(n)) for a, p, s, n in session.execute(query).tuples()]
+
+    def delete_simulated(self, account: str) -> int:
+        """Remove a simulated account's posts, snapshots, days, weights and alerts (a demo rerun).
+
+        Refuses an account that holds real data: nothing real is ever deleted this way.
+        """
+        with self._db.write() as session:
+            real = session.scalar(
+                select(func.count())
+                .select_from(AnalyticsPostORM)
+                .where(AnalyticsPostORM.account == account, AnalyticsPostORM.simulated.is_(False))
+            )
+            if real:
+                raise SimulatedMixing(
+                    f"account {account!r} holds real data; only simulated accounts are deleted"
+                )
+            posts = rows_changed(
+                session.execute(delete(AnalyticsPostORM).where(AnalyticsPostORM.account == account))
+            )
+            for table in (AccountDayORM, LearnedWeightORM, AnalyticsAlertORM):
+                session.execute(delete(table).where(table.account == account, table.simulated.is_(True)))
+            return posts
 
     # --- account days ----------------------------------------------------------------------------
 
