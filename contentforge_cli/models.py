@@ -164,3 +164,40 @@ def models_prune(
         console.print(f"{'would remove' if dry_run else 'removed'} {model.line()}", highlight=False)
     left = sum(m.size_bytes for m in models) - sum(m.size_bytes for m in plan)
     console.print(f"{len(plan)} model(s) pruned; {left / 2**20:.1f} MB left (kept in use: {len(users)})")
+
+
+@app.command("rate")
+def models_rate(
+    piece: Annotated[str, typer.Argument(help="Piece id.")],
+    rating: Annotated[int | None, typer.Option(min=1, max=5, help="1 (bad) to 5 (great).")] = None,
+    approve: Annotated[bool | None, typer.Option("--approve/--reject", help="The review decision.")] = None,
+) -> None:
+    """Feed a piece's rating or review decision back to its LoRAs and parameters (used next time)."""
+    from contentforge.db import RecordNotFound
+    from contentforge.errors import InvalidInput
+    from contentforge.models.feedback import record_piece_feedback
+    from contentforge.validation import check_piece_id
+
+    check_piece_id(piece)
+    row = context.repository().get_piece(piece)
+    if row is None:
+        raise RecordNotFound(f"no piece with id {piece!r}")
+    if row.record is None:
+        raise InvalidInput(f"piece {piece} has no generation record yet")
+    updated = record_piece_feedback(_registry(), row.record, approved=approve, rating=rating)
+    console.print(f"{piece}: feedback recorded for {', '.join(updated)}", highlight=False)
+
+
+@app.command("learned")
+def models_learned() -> None:
+    """What feedback taught: per LoRA and per parameter value, approvals, rejections, ratings, score."""
+    registry = _registry()
+    table = Table("subject", "key", "approved", "rejected", "ratings", "mean rating", "score")
+    for subject in ("lora", "param"):
+        for key, score in sorted(registry.feedback(subject).items()):
+            mean = f"{score.rating_total / score.rating_count:.1f}" if score.rating_count else "-"
+            table.add_row(
+                subject, key, str(score.approvals), str(score.rejections), str(score.rating_count), mean,
+                f"{score.value():.2f}",
+            )  # fmt: skip
+    console.print(table)

@@ -173,3 +173,21 @@ def test_auto_mode_applies_a_registry_lora_and_the_optimizer_and_records_why(
     assert "8 steps (quality priority" in decision and record.steps == 8
     assert record.width < record.height  # Instagram's 4:5
     assert record.prompt.startswith("grainy35, ") and len(record.loras) == 1
+
+
+def test_rating_a_piece_feeds_its_lora_and_parameters_and_the_report_shows_it(
+    stored_piece: str, settings_env: Path
+) -> None:
+    from contentforge.db.registry import ModelRegistry
+    from contentforge_cli import context
+
+    runner = CliRunner()
+    rated = runner.invoke(app, ["models", "rate", stored_piece, "--rating", "5", "--approve"])
+    assert rated.exit_code == 0, rated.output
+    assert "param:steps:4" in rated.output and "param:guidance:5" in rated.output
+    scores = ModelRegistry(context.services().sessions).feedback("param")
+    assert scores["steps:4"].approvals == 1 and scores["steps:4"].rating_total == 5
+    report = runner.invoke(app, ["models", "learned"])
+    assert "steps:4" in report.output and "0.75" in report.output  # (1 approval + 1 five-star + 1) / (2 + 2)
+    assert runner.invoke(app, ["models", "rate", stored_piece]).exit_code == 2
+    assert runner.invoke(app, ["models", "rate", stored_piece, "--rating", "9"]).exit_code == 2
