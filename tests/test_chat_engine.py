@@ -380,3 +380,18 @@ def test_the_disclosure_cannot_be_configured_away() -> None:
     with pytest.raises(ValidationError, match="must say 'AI'"):
         Settings(chat_disclosure="Hi from {persona}'s team, enjoy!")
     assert "AI" in Settings(chat_disclosure="{persona} is run by AI.").chat_disclosure
+
+
+def test_history_beyond_the_token_budget_is_summarised_and_recent_turns_stay_whole() -> None:
+    from contentforge.chat.prompt import Turn, estimate_tokens, reply_prompt
+
+    history = [Turn("user", f"turn {i}: my favourite number is {i} " + "filler " * 40) for i in range(30)]
+    history += [Turn("persona", "nice!"), Turn("user", "latest thing I said")]
+    prompt = reply_prompt(PERSONA, history, "and now?", budget_tokens=400)
+
+    assert estimate_tokens(prompt) < 400 + 150  # the budget plus the fixed framing
+    assert "<user>latest thing I said</user>" in prompt and "<persona>nice!</persona>" in prompt
+    summary = prompt.split("\n")[0]
+    assert summary.startswith("Summary of earlier messages") and "turn 0: my favourite number is 0" in summary
+    assert "<user>turn 0:" not in prompt  # the oldest turn is only summarised
+    assert prompt.rstrip().endswith("Write Ava Climbs's reply (the reply text only).")
