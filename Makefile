@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint venv browser benchmark clean
+.PHONY: demo test test-fast lint venv browser benchmark benchmark-demo benchmark-sweep benchmark-reads clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -54,6 +54,19 @@ lint: $(STAMP)
 
 benchmark: $(STAMP)
 	$(BIN)/python benchmarks/orchestration.py
+
+# The demo's batch (tiny pipeline, 50 pieces) against a bare loop of its own requests at the best
+# split of the cores; the scale curve (1, 3, 10 batches of 50 and one of 500); API reads at 100k pieces.
+benchmark-demo: $(STAMP)
+	$(BIN)/python benchmarks/orchestration.py --profile tiny --batches 1 --pieces 50
+
+benchmark-sweep: $(STAMP)
+	$(BIN)/python benchmarks/orchestration.py --sweep
+
+benchmark-reads: $(STAMP)
+	$(BIN)/python benchmarks/seed_pieces.py
+	$(BIN)/python benchmarks/api_reads.py
+	$(BIN)/python benchmarks/seed_pieces.py --drop
 
 clean:
 	rm -rf $(VENV) .contentforge .pytest_cache .ruff_cache .mypy_cache .import_linter_cache

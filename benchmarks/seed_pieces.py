@@ -202,6 +202,7 @@ def seed(url: str, personas: int, batches: int, pieces: int, seed_value: int = 0
     flush()
     with repo.engine.connect() as conn:  # fresh statistics, as autovacuum would give a live table
         conn.exec_driver_sql("ANALYZE")
+        conn.commit()  # statistics written in a transaction that rolls back are lost
     return counts
 
 

@@ -54,18 +54,27 @@ class ContentQueries:
             conditions.append(PieceORM.status == status)
         if platform is not None:
             conditions.append(BatchORM.platform == platform)
+        order = (BatchORM.started_at.desc(), PieceORM.batch_id, PieceORM.index)
         with self._read() as session:
             total = session.scalar(
                 select(func.count()).select_from(PieceORM).join(BatchORM).where(*conditions)
             )
+            # The page's ids first, then only those rows in full: sorting a persona's thousands of pieces
+            # by narrow keys instead of whole rows (prompts, JSON) keeps deep pages cheap (issue 18).
+            page = session.scalars(
+                select(PieceORM.id)
+                .join(BatchORM)
+                .where(*conditions)
+                .order_by(*order)
+                .limit(limit)
+                .offset(offset)
+            ).all()
             rows = session.execute(
                 select(PieceORM, BatchORM.platform)
                 .join(BatchORM)
-                .where(*conditions)
+                .where(PieceORM.id.in_(page))
                 .options(selectinload(PieceORM.hooks))
-                .order_by(BatchORM.started_at.desc(), PieceORM.batch_id, PieceORM.index)
-                .limit(limit)
-                .offset(offset)
+                .order_by(*order)
             ).all()
             return int(total or 0), self._with_costs(session, [self._piece(p, plat) for p, plat in rows])
 
@@ -220,6 +229,7 @@ class ContentQueries:
             "generation_seconds": piece.generation_seconds,
             "seed": piece.seed,
             "prompt": piece.prompt,
+            "prompt_quality_gate": piece.prompt_quality_gate,
             "image_url": self._image_url(piece),
             "hooks": [_hook(h) for h in piece.hooks],
             "error": piece.error,
@@ -235,5 +245,6 @@ def _hook(row: HookORM) -> dict[str, Any]:
         call_to_action=row.call_to_action,
         hashtags=list(row.hashtags),
         platform=row.platform,
+        quality_gate=row.quality_gate,
     )
     return {**hook.model_dump(mode="json"), "caption": hook.caption}
