@@ -32,7 +32,7 @@ from contentforge.catalog import load_templates, select_templates
 from contentforge.config import Settings
 from contentforge.db import PieceRow, PlannedPiece, Repository
 from contentforge.db.analytics import AnalyticsStore
-from contentforge.domain import Persona, PieceStatus, Platform, Template
+from contentforge.domain import HookStyle, Persona, PieceStatus, Platform, Template
 from contentforge.domain.binding import image_sha256, judged_hash, judged_texts
 from contentforge.errors import ContentForgeError, InvalidInput
 from contentforge.faults import fault_point
@@ -41,11 +41,11 @@ from contentforge.images.loras import registry_name, resolve_persona_lora
 from contentforge.images.protocol import ImageBackend, ImageRequest
 from contentforge.images.provenance import png_with_provenance, read_provenance, sign_c2pa
 from contentforge.moderation import Moderator
+from contentforge.quality.batch_gate import gate_hooks, gate_image_prompt
 from contentforge.storage import Storage, content_key
 from contentforge.text.hooks import HookWriter
 from contentforge.text.llm_hooks import LlmHookWriter
 from contentforge.text.llm_prompts import ImagePromptOutcome, LlmImagePromptWriter
-from contentforge.text.prompts import build_image_prompt
 from contentforge.text.providers.costs import record_text_cost
 
 FINISHED = frozenset({PieceStatus.ready, PieceStatus.rejected})
@@ -98,7 +98,9 @@ def plan_pieces(
     planned = []
     for index, template in enumerate(chosen):
         outcome = prompt_writer.build(request.persona, template) if prompt_writer is not None else None
-        prompt = outcome.prompt if outcome is not None else build_image_prompt(request.persona, template)
+        # The quality gate: a failing model prompt falls back to the rules; its verdict is stored.
+        gated = gate_image_prompt(request.persona, template, outcome)
+        prompt, outcome = gated.prompt, gated.outcome
         piece = PlannedPiece(
             piece_id=piece_id_for(batch_id, index),
             index=index,
@@ -107,6 +109,7 @@ def plan_pieces(
             prompt=prompt.prompt,
             negative_prompt=prompt.negative_prompt,
             seed=piece_seed(request.seed, index),
+            prompt_quality_gate=gated.verdict,
         )
         planned.append(piece)
         if outcome is not None and on_prompt is not None:
@@ -320,9 +323,10 @@ def write_piece_hooks(
     if platform.value in repo.hook_platforms(piece.id):
         return 0
     template = template_by_id(piece.template_id)
+    offline_styles: frozenset[HookStyle] = frozenset()
     if isinstance(writer, LlmHookWriter):
         outcome = writer.write_hooks_detailed(persona, template, platform, count=5, seed=piece.seed)
-        hooks = outcome.hooks
+        hooks, offline_styles = outcome.hooks, frozenset(outcome.offline_styles)
         if outcome.result is not None and outcome.result.result.provider != "offline":
             record_text_cost(
                 repo,
@@ -333,9 +337,22 @@ def write_piece_hooks(
             )
     else:
         hooks = writer.write_hooks(persona, template, platform, count=5, seed=piece.seed)
+    # The quality gate: bait rewritten, failing hooks regenerated once, then offline or needs_review.
+    gated = gate_hooks(
+        hooks, persona, template, platform, writer, seed=piece.seed, offline_styles=offline_styles
+    )
+    hooks = gated.hooks
+    if gated.regeneration is not None and gated.regeneration.result.provider != "offline":
+        record_text_cost(  # the gate's one extra model call, charged under its own key
+            repo,
+            piece.batch_id,
+            gated.regeneration,
+            piece_id=piece.id,
+            charge_key=f"hooks-regenerate:{piece.id}:{platform.value}:{uuid.uuid4().hex}",
+        )
     # Best first by what analytics learned for this account (unchanged when nothing was learned).
     ranking = order_hooks(AnalyticsStore(repo.sessions), persona.id, platform.value, hooks)
-    hooks = ranking.hooks
+    hooks = sorted(ranking.hooks, key=lambda hook: hook.held_by_quality_gate)  # held hooks never first
     if ranking.decision is not None:
         AnalyticsStore(repo.sessions).record_feedback(piece.id, {f"hooks:{platform.value}": ranking.decision})
     repo.save_hooks(piece.id, hooks)

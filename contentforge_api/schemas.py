@@ -152,6 +152,11 @@ class HookOut(BaseModel):
     hashtags: list[str]
     platform: Platform
     caption: str
+    quality_gate: dict[str, Any] | None = Field(
+        default=None,
+        description="The quality gate's verdict (status passed, rewritten, regenerated, fallback or "
+        "needs_review; issues); a needs_review hook is never published. Null: not gated.",
+    )
 
 
 class HooksResponse(BaseModel):
@@ -320,6 +325,9 @@ class PieceOut(BaseModel):
     generation_seconds: float | None
     seed: int
     prompt: str
+    prompt_quality_gate: dict[str, Any] | None = Field(
+        default=None, description="The quality gate's verdict on the image prompt; null: not gated."
+    )
     image_url: str | None
     hooks: list[HookOut]
     error: str | None

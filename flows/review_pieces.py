@@ -12,6 +12,7 @@ Pieces without a decision, and all pieces when the pause times out, stay in ``ne
 from __future__ import annotations
 
 import sys
+from collections.abc import Mapping
 from typing import Any, Literal
 
 from prefect import flow, get_run_logger
@@ -21,6 +22,7 @@ from pydantic import BaseModel, Field
 
 from contentforge.errors import InvalidInput
 from contentforge.moderation.review import ReviewItem
+from contentforge.quality.batch_gate import gate_summary
 from flows.approval import wait_for_decision
 from tasks import resources
 
@@ -44,19 +46,25 @@ class ReviewInput(RunInput):
     decisions: list[PieceDecision] = Field(default_factory=list)
 
 
-def review_markdown(batch_id: str, items: list[ReviewItem]) -> str:
+def review_markdown(batch_id: str, items: list[ReviewItem], gates: Mapping[str, str] | None = None) -> str:
+    """The reviewer's table; ``gates``: each piece's quality-gate line (``gate_summary``)."""
     lines = [
         f"# Review batch `{batch_id}`: {len(items)} piece(s)",
         "",
-        "| piece | verdict | top scores | why | image |",
-        "|---|---|---|---|---|",
+        "| piece | verdict | top scores | why | quality gate | image |",
+        "|---|---|---|---|---|---|",
     ]
     for item in items:
         top = sorted(item.scores.items(), key=lambda kv: -kv[1])[:3]
         scores = ", ".join(f"{k} {v:.2f}" for k, v in top)
         why = "; ".join(r for r in item.reasons if r.startswith("needs review")) or "-"
-        lines.append(f"| `{item.piece_id}` | {item.verdict} | {scores} | {why} | {item.url or ''} |")
-    lines += ["", "Resume with decisions: approve (ready) or reject (with a reason)."]
+        gate = (gates or {}).get(item.piece_id, "-")
+        lines.append(f"| `{item.piece_id}` | {item.verdict} | {scores} | {why} | {gate} | {item.url or ''} |")
+    lines += [
+        "",
+        "Resume with decisions: approve (ready) or reject (with a reason). A hook the quality gate "
+        "holds (needs_review) is never published, whatever the decision.",
+    ]
     return "\n".join(lines)
 
 
@@ -70,8 +78,9 @@ def review_pieces(batch_id: str, timeout_s: int = 3600, poll_interval_s: int = 1
     if not pending:
         logger.info("batch %s: nothing to review", batch_id)
         return summary | {"pending": []}
+    gates = {item.piece_id: _gate_line(item.piece_id) for item in pending}
     create_markdown_artifact(
-        review_markdown(batch_id, pending), key=f"review-{batch_id}", description="Pieces to review"
+        review_markdown(batch_id, pending, gates), key=f"review-{batch_id}", description="Pieces to review"
     )
     logger.info("batch %s: waiting for decisions on %d piece(s)", batch_id, len(pending))
     answer = wait_for_decision(
@@ -101,6 +110,11 @@ def review_pieces(batch_id: str, timeout_s: int = 3600, poll_interval_s: int = 1
             summary["errors"].append(f"{decision.piece_id}: {exc}")
             logger.warning("piece %s: decision not applied: %s", decision.piece_id, exc)
     return summary | {"pending": sorted(waiting)}
+
+
+def _gate_line(piece_id: str) -> str:
+    piece = resources.repository().get_piece(piece_id)
+    return gate_summary(piece.hooks) if piece is not None else "-"
 
 
 if __name__ == "__main__":

@@ -702,9 +702,11 @@ def test_migration_0006_moves_prompt_sources_from_batch_params_to_pieces_and_bac
         repo = Repository(engine)
         assert repo.prompt_sources("b1") == {"b1-000": "llm", "b1-001": "rules"}
         assert repo.prompt_sources("b2") == {}
-        fell_back = repo.get_piece("b1-001")
-        assert fell_back is not None and fell_back.prompt_fallback == "provider said 429"
-        assert len(fell_back.hooks) == 1, "adding the columns rebuilt no table"
+        with engine.connect() as conn:  # raw: today's ORM knows columns later revisions add (0013)
+            fallback = conn.execute(text("SELECT prompt_fallback FROM pieces WHERE id = 'b1-001'")).scalar()
+            kept_hooks = conn.execute(text("SELECT COUNT(*) FROM hooks WHERE piece_id = 'b1-001'")).scalar()
+        assert fallback == "provider said 429"
+        assert kept_hooks == 1, "adding the columns rebuilt no table"
         with engine.connect() as conn:
             params = dict(conn.execute(select(batches.c.id, batches.c.params)).tuples().all())
         assert params == {"b1": {"steps": 4}, "b2": {"steps": 8}}, "the sources left the batch JSON"

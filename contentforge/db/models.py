@@ -201,6 +201,8 @@ class PieceORM(Base):
     """``llm`` or ``rules``: who wrote the image prompt; NULL when planned without a model (rules)."""
     prompt_fallback: Mapped[str | None] = mapped_column(Text)
     """Why a model-written prompt fell back to the rules (short, redacted); NULL otherwise."""
+    prompt_quality_gate: Mapped[dict[str, Any] | None]
+    """The quality gate's verdict on the image prompt (revision 0013)."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 
@@ -221,6 +223,8 @@ class HookORM(Base):
     text: Mapped[str] = mapped_column(Text)
     call_to_action: Mapped[str] = mapped_column(Text)
     hashtags: Mapped[list[Any]]
+    quality_gate: Mapped[dict[str, Any] | None]
+    """The quality gate's verdict on this hook (revision 0013); ``needs_review`` is never published."""
 
 
 class ModerationVerdictORM(Base):

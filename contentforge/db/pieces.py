@@ -61,6 +61,7 @@ class PieceRepository(Store):
                         "prompt": p.prompt,
                         "negative_prompt": p.negative_prompt,
                         "seed": p.seed,
+                        "prompt_quality_gate": p.prompt_quality_gate,
                         "created_at": now,
                         "updated_at": now,
                     }
@@ -205,6 +206,7 @@ class PieceRepository(Store):
                         text=hook.text,
                         call_to_action=hook.call_to_action,
                         hashtags=list(hook.hashtags),
+                        quality_gate=hook.quality_gate,
                     )
                 )
             session.flush()
@@ -356,6 +358,7 @@ def hooks_of(piece: PieceORM) -> list[Hook]:
             call_to_action=h.call_to_action,
             hashtags=list(h.hashtags),
             platform=Platform(h.platform),
+            quality_gate=h.quality_gate,
         )
         for h in piece.hooks
     ]

@@ -28,6 +28,8 @@ class PlannedPiece:
     prompt: str
     negative_prompt: str
     seed: int
+    prompt_quality_gate: dict[str, Any] | None = None
+    """The quality gate's verdict on ``prompt`` (``contentforge.quality.batch_gate``)."""
 
 
 @dataclass(frozen=True)

@@ -11,7 +11,7 @@ import json
 import re
 import uuid
 from enum import StrEnum
-from typing import Annotated
+from typing import Annotated, Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
@@ -259,6 +259,13 @@ class Hook(BaseModel):
     call_to_action: str
     hashtags: list[str] = Field(default_factory=list)
     platform: Platform
+    quality_gate: dict[str, Any] | None = None
+    """The quality gate's verdict (``GateResult.as_dict``), stored with the hook; ``None``: not gated."""
+
+    @property
+    def held_by_quality_gate(self) -> bool:
+        """A hook the gate marked ``needs_review``: shown to reviewers, never chosen for publishing."""
+        return (self.quality_gate or {}).get("status") == "needs_review"
 
     @property
     def caption(self) -> str:

@@ -334,10 +334,23 @@ class PublicationLedger:
         persona = Persona.model_validate(persona_row.data) if persona_row is not None else None
         alt_text = f"AI-generated image by {persona.name}" if persona else "AI-generated image"
         hooks = [hook for hook in self._hooks(session, piece.id) or [] if hook.platform == platform]
+        # A hook the quality gate marked needs_review is never published, not even when asked for.
+        held = {hook.caption for hook in hooks if hook.held_by_quality_gate}
+        hooks = [hook for hook in hooks if not hook.held_by_quality_gate]
         if caption is not None:
+            if caption in held and not any(hook.caption == caption for hook in hooks):
+                raise PublishRefused(
+                    f"piece {piece.id} on {platform.value}: that caption is a hook the quality gate "
+                    "marked needs_review"
+                )
             return caption, alt_text, any(hook.caption == caption for hook in hooks)
         if hooks:
             return hooks[0].caption, alt_text, True
+        if held:
+            raise PublishRefused(
+                f"piece {piece.id} on {platform.value}: every hook for this platform is held for review "
+                "by the quality gate"
+            )
         if self.caption_writer is not None and persona is not None:
             written = self.caption_writer(piece, persona, platform)
             if written is not None:

@@ -250,6 +250,39 @@ class LlmHookWriter:
             hooks=hooks, result=answer, prompt_version=answer.prompt_version, offline_styles=offline_styles
         )
 
+    def redraft(
+        self, persona: Persona, template: Template, platform: Platform, styles: list[HookStyle]
+    ) -> tuple[dict[HookStyle, list[Hook]], StructuredResult[HookDrafts] | None]:
+        """One more model call for just ``styles`` (hooks the quality gate sent back): the new hooks
+        that fit the platform rules, by style, and the answer to charge (``None`` when no model
+        answered or only the chain's offline engine did, so nothing new was written)."""
+        rules = rules_for(platform)
+        system, user = self.render_prompt(persona, template, rules, styles)
+        try:
+            answer = self.provider.generate_structured(
+                user,
+                HookDrafts,
+                system=system,
+                max_tokens=self.max_tokens,
+                temperature=self.temperature,
+                prompt_version=self.prompt.id,
+                context={"persona": persona, "template": template, "platform": rules.platform},
+            )
+        except ContentForgeError as exc:
+            if isinstance(exc, InvalidInput):
+                raise
+            log.warning("no model rewrote hooks for template %s (%s)", template.id, exc)
+            return {}, None
+        if self.on_result is not None:
+            self.on_result(answer)
+        if answer.provider == OfflineEngine.name:
+            return {}, None
+        redrafted: dict[HookStyle, list[Hook]] = {}
+        for draft in answer.value.hooks:
+            if draft.style in styles and (hook := enforce_platform_rules(draft, rules)) is not None:
+                redrafted.setdefault(draft.style, []).append(hook)
+        return redrafted, answer
+
     def _assemble(
         self,
         drafts: HookDrafts,
