@@ -16,7 +16,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from contentforge.config import Settings, get_settings
 from contentforge.services import Services
-from contentforge_api import chat_gallery, gallery
+from contentforge_api import analytics_page, chat_gallery, gallery
 from contentforge_api.auth import TokenAuth
 from contentforge_api.errors import error_body, install_error_handlers
 from contentforge_api.launcher import BatchLauncher
@@ -160,3 +160,7 @@ def create_app(
     app.add_middleware(BodySizeLimit, max_bytes=settings.api_max_body_bytes)
     app.add_middleware(SecurityHeaders)
     return app
+    from contentforge_api.routes import analytics as analytics_routes  # kept apart: a shared import list
+
+    app.include_router(analytics_routes.router, prefix=API_PREFIX)
+    app.include_router(analytics_page.router)

@@ -1,0 +1,155 @@
+"""Analytics over the API: accounts, what each one's data say, plots (PNG) and alerts; read-only.
+
+Learning runs on request from the stored metrics (the same ``learn_account`` as the ``learn`` flow,
+without saving), so the page always shows the current data. Simulated accounts say so in every
+answer and every plot.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Path
+from fastapi.responses import Response
+
+from contentforge.analytics import plots
+from contentforge.analytics.learn import AccountLearning, LearnConfig, learn_account
+from contentforge.db.analytics import AnalyticsStore
+from contentforge_api.errors import ApiError
+from contentforge_api.responses import AUTH, documented
+from contentforge_api.state import Reader, State
+
+router = APIRouter(tags=["analytics"])
+PLATFORMS = "^(instagram|x|tiktok)$"
+ACCOUNT = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,119}$"
+PLOT_NAMES = ("reach", "best-times", "rankings", "predicted-vs-actual")
+
+
+def _store(state: State) -> AnalyticsStore:
+    return AnalyticsStore(state.services.sessions)
+
+
+def _learn(state: State, platform: str, account: str, *, model: bool) -> AccountLearning:
+    store = _store(state)
+    if not any(a.account == account and a.platform == platform for a in store.accounts()):
+        raise ApiError(404, f"no metrics for {account!r} on {platform}")
+    persona = state.repo.get_persona(account)
+    return learn_account(
+        store.observations(account, platform), store.account_days(account, platform), account=account,
+        platform=platform, timezone=persona.timezone if persona is not None else "UTC",
+        config=LearnConfig(train_model=model),
+    )  # fmt: skip
+
+
+@router.get("/analytics/accounts", responses=documented(AUTH))
+def list_accounts(state: State, _identity: Reader) -> dict[str, Any]:
+    """Accounts with metrics, each marked simulated or real."""
+    accounts = _store(state).accounts()
+    return {
+        "items": [
+            {"account": a.account, "platform": a.platform, "simulated": a.simulated, "posts": a.posts}
+            for a in accounts
+        ]
+    }
+
+
+@router.get("/analytics/accounts/{platform}/{account}", responses=documented(AUTH, 404))
+def account_summary(
+    state: State,
+    _identity: Reader,
+    platform: Annotated[str, Path(pattern=PLATFORMS)],
+    account: Annotated[str, Path(pattern=ACCOUNT)],
+) -> dict[str, Any]:
+    """Best hours with intervals, rankings with intervals, reach drops and the engagement model."""
+    learning = _learn(state, platform, account, model=True)
+    timing = learning.timing
+    return {
+        "account": account,
+        "platform": platform,
+        "simulated": learning.simulated,
+        "posts": len(learning.frame),
+        "timing": {
+            "enough": timing.enough,
+            "reason": timing.reason,
+            "best_hour": timing.best_hour,
+            "hours": [
+                {"hour": h.hour, "lift": h.lift, "lower": h.lower, "upper": h.upper, "posts": h.n}
+                for h in timing.hours
+            ],
+        },
+        "rankings": {
+            kind: {
+                "ranked": [
+                    {"key": w.key, "lift": w.lift, "lower": w.lower, "upper": w.upper, "posts": w.n_posts}
+                    for w in ranking.ranked
+                ],
+                "untested": ranking.untested,
+            }
+            for kind, ranking in learning.rankings.items()
+        },
+        "drops": {
+            "checked": learning.drops.enough,
+            "reason": learning.drops.reason,
+            "series": learning.reach_source,
+            "found": [
+                {
+                    "starts_on": d.starts_on.isoformat(),
+                    "detected_on": d.detected_on.isoformat(),
+                    "depth": d.depth,
+                }
+                for d in learning.drops.drops
+            ],
+        },
+        "model": None if learning.model is None else learning.model.evaluation.reason,
+    }
+
+
+@router.get(
+    "/analytics/accounts/{platform}/{account}/plots/{name}.png",
+    responses=documented(AUTH, 404),
+    response_class=Response,
+)
+def account_plot(
+    state: State,
+    _identity: Reader,
+    platform: Annotated[str, Path(pattern=PLATFORMS)],
+    account: Annotated[str, Path(pattern=ACCOUNT)],
+    name: Annotated[str, Path(pattern="^(" + "|".join(PLOT_NAMES) + ")$")],
+) -> Response:
+    """One dashboard plot as PNG (``reach``, ``best-times``, ``rankings``, ``predicted-vs-actual``)."""
+    learning = _learn(state, platform, account, model=name == "predicted-vs-actual")
+    image = {
+        "reach": plots.reach_over_time,
+        "best-times": plots.hour_of_week_heatmap,
+        "rankings": plots.rankings,
+        "predicted-vs-actual": plots.predicted_vs_actual,
+    }[name](learning)
+    if image is None:
+        raise ApiError(
+            404, f"no {name} plot: {learning.model.evaluation.reason if learning.model else 'no model'}"
+        )
+    return Response(image, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
+
+
+@router.get("/analytics/alerts", responses=documented(AUTH))
+def list_alerts(state: State, _identity: Reader) -> dict[str, Any]:
+    """Reach-drop alerts (newest first) and publishing pauses."""
+    store = _store(state)
+    return {
+        "alerts": [
+            {
+                "id": a.id, "account": a.account, "platform": a.platform,
+                "starts_on": a.starts_on.isoformat(), "detail": a.detail, "simulated": a.simulated,
+                "notified_at": a.notified_at.isoformat() if a.notified_at else None,
+            }
+            for a in store.alerts()
+        ],
+        "pauses": [
+            {
+                "persona_id": p.persona_id, "platform": p.platform, "reason": p.reason,
+                "paused_until": p.paused_until.isoformat(),
+                "resumed_at": p.resumed_at.isoformat() if p.resumed_at else None,
+            }
+            for p in store.pauses()
+        ],
+    }  # fmt: skip
