@@ -29,8 +29,10 @@ app = typer.Typer()
 def _run_batch(settings: Settings, **params: Any) -> dict[str, Any]:
     """Run the batch flow on the server, showing a progress bar fed from the database."""
     from contentforge.batch import validate_batch_request
+    from contentforge.fair_share import priority_rank
     from contentforge_cli.runtime import connect
 
+    priority_rank(params.get("priority") or "normal")  # an unknown priority: one line, nothing started
     repo = context.repository()
     # Validate before the server starts or any model loads: bad input costs nothing. This checks
     # the batch id too (pattern, owner, piece ids) and saves a persona file only once all is valid.
@@ -153,6 +155,13 @@ def produce(
             min=0, help="If another run holds the batch, wait this many seconds for it instead of refusing."
         ),
     ] = 0.0,
+    priority: Annotated[
+        str,
+        typer.Option(
+            help="high | normal | low: a waiting high generation takes the next free slot; "
+            "equal priorities share the slots evenly."
+        ),
+    ] = "normal",
 ) -> None:
     """Produce a batch for a persona."""
     _run_batch(
@@ -166,6 +175,7 @@ def produce(
         safety_check=not no_safety,
         batch_id=batch_id,
         wait_for_runner_s=wait,
+        priority=priority,
     )
 
 

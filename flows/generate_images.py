@@ -16,9 +16,13 @@ LoRA set, size, steps and guidance form image groups of up to that many, each on
 (one UNet pass per step for all its images). Each image still equals a single run with its seed.
 Otherwise every piece is its own group and task (``generate_image``).
 
+``priority`` (``high`` | ``normal`` | ``low``, checked before any work) decides the generations' turn
+for a slot: a waiting ``high`` generation takes the next free slot, in this process or any other, and
+batches of equal priority share the slots evenly (``tasks/dispatch.py``).
+
 Run it for the planned pieces of an existing batch:
 
-    python flows/generate_images.py BATCH_ID
+    python flows/generate_images.py BATCH_ID [high|normal|low]
 """
 
 from __future__ import annotations
@@ -32,6 +36,7 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from contentforge.batch import GENERATED, SKIPPED, PieceOutcome, image_request_for
+from contentforge.fair_share import DEFAULT_PRIORITY, priority_rank
 from contentforge.images.batching import group_requests, image_group_size
 from contentforge.images.protocol import ImageRequest
 from flows.progress import BatchProgress
@@ -68,13 +73,19 @@ def plan_image_groups(piece_ids: list[str], size: int) -> list[list[str]]:
     on_cancellation=[discard_generations],
 )
 def generate_images(
-    batch_id: str, piece_ids: list[str], progress_artifact_id: UUID | None = None, progress_steps: int = 0
+    batch_id: str,
+    piece_ids: list[str],
+    progress_artifact_id: UUID | None = None,
+    progress_steps: int = 0,
+    priority: str = DEFAULT_PRIORITY,
 ) -> dict[str, PieceOutcome]:
     """Generate every listed piece; returns each piece's outcome: generated, skipped, or failed (and why).
 
     A failing piece is recorded as failed with its error and does not fail the batch. Progress goes
-    to the given progress artifact, or to this run's own ``batch-<id>-images`` artifact.
+    to the given progress artifact, or to this run's own ``batch-<id>-images`` artifact. ``priority``
+    is the generations' turn for a slot.
     """
+    priority_rank(priority)  # an unknown priority fails here, in one line, before any work
     logger = get_run_logger()
     backend = resources.image_backend()
     logger.info("image backend: %s", backend.describe())
@@ -86,9 +97,9 @@ def generate_images(
         logger.info("%d pieces in %d image group(s)", len(piece_ids), len(groups))
     # Every generation waits for a slot from now on, not from when its task run starts.
     queue = generation_queue()
-    queued = queue.queue(groups, grouped=grouped)
+    queued = queue.queue(groups, grouped=grouped, priority=priority, share=batch_id)
     try:
-        outcome = _run_tasks(batch_id, groups, grouped, progress, logger)
+        outcome = _run_tasks(batch_id, groups, grouped, progress, logger, priority)
     finally:
         queue.discard(queued)
     return outcome
@@ -103,7 +114,7 @@ def plan_generation_groups(piece_ids: list[str]) -> tuple[list[list[str]], bool]
     return [[piece_id] for piece_id in piece_ids], False
 
 
-def queue_ahead(piece_ids: list[str]) -> list[GroupKey]:
+def queue_ahead(piece_ids: list[str], priority: str = DEFAULT_PRIORITY, batch_id: str = "") -> list[GroupKey]:
     """Queue the pieces' generations in this process now, exactly as ``generate_images`` will group them.
 
     The batch flow calls it in local mode before starting the GPU stage subflow, so the slots start
@@ -111,18 +122,23 @@ def queue_ahead(piece_ids: list[str]) -> list[GroupKey]:
     Returns the keys to ``generation_queue().discard`` once the stage is over.
     """
     groups, grouped = plan_generation_groups(piece_ids)
-    return generation_queue().queue(groups, grouped=grouped)
+    return generation_queue().queue(groups, grouped=grouped, priority=priority, share=batch_id)
 
 
 def _run_tasks(
-    batch_id: str, groups: list[list[str]], grouped: bool, progress: BatchProgress, logger: Any
+    batch_id: str,
+    groups: list[list[str]],
+    grouped: bool,
+    progress: BatchProgress,
+    logger: Any,
+    priority: str = DEFAULT_PRIORITY,
 ) -> dict[str, PieceOutcome]:
     """Submit one task per group and record each piece's outcome as its task completes."""
     futures: dict[PrefectFuture[Any], list[str]]
     if grouped:
-        futures = {generate_image_group.submit(ids, n=len(ids)): ids for ids in groups}
+        futures = {generate_image_group.submit(ids, n=len(ids), priority=priority): ids for ids in groups}
     else:
-        futures = {generate_image.submit(ids[0]): ids for ids in groups}
+        futures = {generate_image.submit(ids[0], priority=priority): ids for ids in groups}
     total = sum(len(ids) for ids in groups)
     outcome: dict[str, PieceOutcome] = {}
     for future in as_completed(list(futures)):
@@ -143,4 +159,4 @@ def _run_tasks(
 if __name__ == "__main__":
     batch = sys.argv[1]
     ids = [p.id for p in resources.repository().pieces(batch_id=batch)]
-    print(generate_images(batch, ids))
+    print(generate_images(batch, ids, priority=sys.argv[2] if len(sys.argv) > 2 else DEFAULT_PRIORITY))

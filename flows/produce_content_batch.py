@@ -5,6 +5,11 @@ as failed and does not fail the batch; rerunning with the same ``batch_id`` resu
 pieces are kept, nothing is stored or charged twice). Progress and summary artifacts appear on the
 flow run in the Prefect UI.
 
+``priority`` (``high`` | ``normal`` | ``low``) is the batch's turn for the ``image-generation`` slots: a
+waiting ``high`` generation takes the next free slot, across processes too, and batches of equal
+priority share the slots evenly (``tasks/dispatch.py``); on a cluster a ``high`` batch's GPU stage also
+goes to the gpu pool's ``priority`` work queue.
+
 Run against a local server (``contentforge demo`` starts one):
 
     python flows/produce_content_batch.py mia-fit 50 instagram
@@ -31,6 +36,7 @@ from contentforge.batch import BatchRequest
 from contentforge.db.batch_progress import PieceStatusWatcher
 from contentforge.db.leases import kept_alive, lease_owner
 from contentforge.domain import PieceStatus
+from contentforge.fair_share import DEFAULT_PRIORITY, priority_rank
 from contentforge.summary import batch_summary_markdown, batch_summary_table, gallery_url
 from flows.generate_images import generate_images, queue_ahead
 from flows.progress import BatchProgress
@@ -60,16 +66,18 @@ def produce_content_batch(
     seed: int = 0,
     batch_id: str | None = None,
     wait_for_runner_s: float = 0.0,
+    priority: str = DEFAULT_PRIORITY,
 ) -> dict[str, Any]:
     """Produce ``num_pieces`` pieces for ``persona`` (id, name or YAML/JSON file) on ``platform``.
 
     ``tier_mix`` maps template tiers to shares summing to 1 (default safe 0.7 / suggestive 0.3).
     Returns the batch statistics (counts by status and tier, cost, timings per stage). One runner per
     batch: a batch another run holds is refused (``BatchBusy``), or waited for up to
-    ``wait_for_runner_s``.
+    ``wait_for_runner_s``. ``priority``: ``high`` | ``normal`` | ``low``, the generations' turn for a slot.
     """
     stage_seconds: dict[str, float] = {}
     clock = time.perf_counter()
+    priority_rank(priority)  # an unknown priority fails in one line, before any work
     request = validate_request(
         persona=persona,
         num_pieces=num_pieces,
@@ -90,7 +98,15 @@ def produce_content_batch(
     with kept_alive(renew, lease_s / 3, f"batch {batch_id}"):
         try:
             stats = _produce(
-                batch_id, request, platform, include_hooks, safety_check, stage_seconds, clock, owner
+                batch_id,
+                request,
+                platform,
+                include_hooks,
+                safety_check,
+                stage_seconds,
+                clock,
+                owner,
+                priority,
             )
         except Exception:
             # A failure of the run itself (not of a piece); a crash or cancellation is left to the hooks.
@@ -114,6 +130,7 @@ def _produce(
     stage_seconds: dict[str, float],
     clock: float,
     owner: str,
+    priority: str = DEFAULT_PRIORITY,
 ) -> dict[str, Any]:
     """Plan, generate, write hooks, moderate and summarise a batch whose lease this run holds."""
     logger = get_run_logger()
@@ -124,10 +141,10 @@ def _produce(
     steps_per_piece = 1 + int(include_hooks) + int(safety_check)
     progress = BatchProgress(batch_id, steps_per_piece * len(piece_ids))
     # In local mode the generations start now, while the GPU stage's subflow run is being created.
-    queued = [] if resources.settings().gpu_deployment else queue_ahead(piece_ids)
+    queued = [] if resources.settings().gpu_deployment else queue_ahead(piece_ids, priority, batch_id)
     try:
         # The GPU stage first: it holds one of the task runner's threads for its whole run.
-        images = gpu_stage.submit(batch_id, piece_ids)
+        images = gpu_stage.submit(batch_id, piece_ids, priority)
         hook_futures = {pid: write_hooks.submit(pid, platform) for pid in piece_ids} if include_hooks else {}
         stage_seconds |= follow_production(batch_id, images, hook_futures, safety_check, progress, logger)
     finally:
@@ -154,12 +171,12 @@ def _produce(
 
 
 @task(name="gpu-stage", task_run_name="gpu-stage", cache_policy=NO_CACHE, persist_result=False)
-def gpu_stage(batch_id: str, piece_ids: list[str]) -> None:
+def gpu_stage(batch_id: str, piece_ids: list[str], priority: str = DEFAULT_PRIORITY) -> None:
     """The GPU stage as a task, so that the batch flow can moderate pieces while it runs."""
-    run_gpu_stage(batch_id, piece_ids)
+    run_gpu_stage(batch_id, piece_ids, priority)
 
 
-def run_gpu_stage(batch_id: str, piece_ids: list[str]) -> None:
+def run_gpu_stage(batch_id: str, piece_ids: list[str], priority: str = DEFAULT_PRIORITY) -> None:
     """Generate the images in-process (local mode) or as the GPU deployment (distributed mode).
 
     Work pools route flow runs, not tasks, so on a cluster the GPU stage is the ``generate-images``
@@ -172,15 +189,16 @@ def run_gpu_stage(batch_id: str, piece_ids: list[str]) -> None:
         # lives: when the process dies, the crash automation marks a run Crashed only if that run sent
         # heartbeats, and a subflow without them would stay Running forever. Cost: Prefect joins the
         # heartbeat thread in 1 s steps, so the stage ends up to 1 s after its last task.
-        generate_images(batch_id=batch_id, piece_ids=piece_ids)
+        generate_images(batch_id=batch_id, piece_ids=piece_ids, priority=priority)
         return
     run = run_deployment(
         settings.gpu_deployment,
-        parameters={"batch_id": batch_id, "piece_ids": piece_ids},
+        parameters={"batch_id": batch_id, "piece_ids": piece_ids, "priority": priority},
         timeout=None,
         poll_interval=2,
         tags=["contentforge", "gpu", f"batch:{batch_id}"],
-        work_queue_name=settings.gpu_work_queue,
+        # A high batch's GPU stage is served first by the gpu workers too (unless a queue is configured).
+        work_queue_name=settings.gpu_work_queue or ("priority" if priority == "high" else None),
         idempotency_key=f"gpu-stage-{batch_id}-{flow_run.get_id()}",
     )
     if run.state is None or not run.state.is_completed():

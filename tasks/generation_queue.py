@@ -31,6 +31,11 @@ first step before the stage's subflow run exists)::
 A queued generation is claimed once: if it failed, its exception is raised in the claiming task,
 whose retry finds nothing queued and generates afresh. Queueing is only a head start: a group that
 cannot be prepared here is left for its task, which meets the same problem and reports it.
+
+Every generation carries its batch's priority (``high`` | ``normal`` | ``low``) and its batch id as its
+share: the dispatcher runs the most urgent first and shares slots evenly between batches, in this
+process and, through the demand table in the database, with every other generating process
+(``tasks/dispatch.py`` says how).
 """
 
 from __future__ import annotations
@@ -52,10 +57,13 @@ from contentforge.batch import (
     generate_piece_group,
 )
 from contentforge.db import PieceRow
+from contentforge.db.turns import DemandTable
 from contentforge.domain import Persona, PieceStatus
 from contentforge.errors import InvalidInput
+from contentforge.fair_share import DEFAULT_PRIORITY
 from contentforge.storage import content_key
 from tasks import resources
+from tasks.dispatch import SlotDispatcher
 from tasks.planning import load_piece
 
 T = TypeVar("T")
@@ -82,14 +90,22 @@ class GenerationQueue:
         with self._lock:
             return key in self._queued
 
-    def queue(self, groups: Sequence[Sequence[str]], *, grouped: bool) -> list[GroupKey]:
+    def queue(
+        self,
+        groups: Sequence[Sequence[str]],
+        *,
+        grouped: bool,
+        priority: str = DEFAULT_PRIORITY,
+        share: str = "",
+    ) -> list[GroupKey]:
         """Queue the generation of every group of piece ids in the slot dispatcher, before any task runs.
 
         ``grouped``: each group is an image group generated in one pipeline call (else a lone piece).
+        ``priority`` and ``share`` (the batch id; default: each piece's batch) decide its turn.
         Returns the keys of what was queued; ``discard`` them when the stage ends. Pieces already
         generated, and pieces whose persona is gone, are left to their task (which skips or reports them).
         """
-        dispatcher = resources.dispatcher()
+        dispatcher = generation_dispatcher()
         keys: list[GroupKey] = []
         for ids in groups:
             try:
@@ -105,11 +121,14 @@ class GenerationQueue:
                 if key in self._queued:  # a rerun of the stage in this process: its tasks claim that one
                     continue
                 work = group_work(todo, personas) if grouped else image_work(todo[0], personas)
-                self._queued[key] = QueuedGeneration(dispatcher.submit(work), datetime.now(UTC), tuple(todo))
+                future = dispatcher.submit(work, priority=priority, share=share or todo[0].batch_id)
+                self._queued[key] = QueuedGeneration(future, datetime.now(UTC), tuple(todo))
             keys.append(key)
         return keys
 
-    def claim_or_run(self, key: GroupKey, work: Callable[[], T]) -> tuple[T, datetime]:
+    def claim_or_run(
+        self, key: GroupKey, work: Callable[[], T], *, priority: str = DEFAULT_PRIORITY, share: str = ""
+    ) -> tuple[T, datetime]:
         """The result of the generation queued for ``key``, or of ``work`` run in a slot now; and when queued.
 
         A queued generation is claimed once: if it failed, its exception is raised here and the task's
@@ -120,7 +139,7 @@ class GenerationQueue:
         if queued is not None:
             return cast(T, queued.future.result()), queued.queued_at
         queued_at = datetime.now(UTC)
-        return resources.dispatcher().run(work), queued_at
+        return generation_dispatcher().run(work, priority=priority, share=share or "-"), queued_at
 
     def discard(self, keys: Iterable[GroupKey]) -> int:
         """Forget queued generations no task claimed, cancelling those no slot has started; returns how many.
@@ -152,6 +171,18 @@ _QUEUE = GenerationQueue()
 def generation_queue() -> GenerationQueue:
     """The process-wide queue: the batch flow queues ahead into it and the GPU stage's tasks claim from it."""
     return _QUEUE
+
+
+def generation_dispatcher() -> SlotDispatcher:
+    """The process's ``image-generation`` dispatcher, sharing the slots with other processes through the
+    demand table of the configured database (attached on first use)."""
+    dispatcher, sessions = resources.dispatcher(), resources.repository().sessions
+    table = dispatcher.demand_table
+    if table is None or table.sessions is not sessions:  # first use, or the database was reconfigured
+        config = resources.settings()
+        dispatcher.limit_size = config.generation_slots
+        dispatcher.demand_table = DemandTable(sessions, config.concurrency_limit_name)
+    return dispatcher
 
 
 def already_generated(piece: PieceRow) -> bool:

@@ -6,6 +6,9 @@ generation its stage queued before the task existed (``tasks/generation_queue.py
 sequence), or generates in a slot itself when nothing is queued for it (a retry, a lone task run),
 so retries and single task runs behave exactly as without the queue. Then it stores and records.
 
+Both take the batch's ``priority`` (``high`` | ``normal`` | ``low``), which decides the generation's
+turn for a slot when it runs from here (``tasks/dispatch.py``).
+
 Both tasks retry twice (after 1 s, then 5 s) unless the error is the input's: a bad LoRA stays bad
 however often we try. Their results are not cached nor persisted: the database is the record.
 """
@@ -23,6 +26,7 @@ from prefect.tasks import Task
 
 from contentforge.batch import GENERATED, SKIPPED, GenerationOutcome, PieceOutcome, store_piece
 from contentforge.errors import InvalidInput
+from contentforge.fair_share import DEFAULT_PRIORITY
 from tasks import resources
 from tasks.generation_queue import already_generated, generation_queue, group_work, image_work, personas_of
 from tasks.planning import load_piece
@@ -61,13 +65,15 @@ def record_failure(
     cache_policy=NO_CACHE,
     persist_result=False,
 )
-def generate_image(piece_id: str) -> GenerationOutcome | None:
+def generate_image(piece_id: str, priority: str = DEFAULT_PRIORITY) -> GenerationOutcome | None:
     """Generate and store one piece's image; None if it was already generated (a resumed batch)."""
     piece = load_piece(piece_id)
     if already_generated(piece):
         return None
     personas = personas_of([piece])
-    timed, queued_at = generation_queue().claim_or_run((piece.id,), image_work(piece, personas))
+    timed, queued_at = generation_queue().claim_or_run(
+        (piece.id,), image_work(piece, personas), priority=priority, share=piece.batch_id
+    )
     return store_piece(
         piece,
         personas[piece.persona_id],
@@ -88,7 +94,9 @@ def generate_image(piece_id: str) -> GenerationOutcome | None:
     cache_policy=NO_CACHE,
     persist_result=False,
 )
-def generate_image_group(piece_ids: list[str], n: int = 0) -> dict[str, PieceOutcome]:
+def generate_image_group(
+    piece_ids: list[str], n: int = 0, priority: str = DEFAULT_PRIORITY
+) -> dict[str, PieceOutcome]:
     """Generate one image group in one slot and store each image as soon as the group is done.
 
     Returns each piece's outcome; a piece that fails on its own (after the group's pipeline call was
@@ -102,7 +110,9 @@ def generate_image_group(piece_ids: list[str], n: int = 0) -> dict[str, PieceOut
         return outcome
     personas = personas_of(todo)
     key = tuple(piece.id for piece in todo)
-    results, queued_at = generation_queue().claim_or_run(key, group_work(todo, personas))
+    results, queued_at = generation_queue().claim_or_run(
+        key, group_work(todo, personas), priority=priority, share=todo[0].batch_id
+    )
     for piece, result in zip(todo, results, strict=True):
         if isinstance(result, Exception):
             outcome[piece.id] = record_failure(piece.id, result, logger)
