@@ -511,7 +511,10 @@ async def upload_batch(
     identity: Spender,
     request: Request,
     persona: Annotated[str, Form(pattern=PERSONA_ID_PATTERN, description="Persona id.")],
-    files: Annotated[list[UploadFile], File(description=f"1 to {MAX_UPLOADS} PNG, JPEG or WebP images.")],
+    files: Annotated[
+        list[UploadFile],
+        File(min_length=1, max_length=MAX_UPLOADS, description="PNG, JPEG or WebP images."),
+    ],
     ai_generated: Annotated[
         bool, Form(description="Say so if the images are AI-generated; they are labelled accordingly.")
     ] = False,
