@@ -98,7 +98,8 @@ class Settings(BaseSettings):
         default=0,
         ge=0,
         le=256,
-        description="torch threads on CPU (process-wide); 0 = auto: the cores split between the generations.",
+        description="torch threads on CPU (process-wide); 0 = auto: the cores but one split between the "
+        "generations.",
     )
     image_cost_usd: float = Field(default=0.0, ge=0.0, description="Cost charged per generated image.")
     fixed_latency_s: float = Field(
@@ -533,6 +534,11 @@ class Settings(BaseSettings):
     )
     api_max_image_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="Largest decoded image for /content/safety-check."
+    )
+    api_high_priority_allowed: bool = Field(
+        default=False,
+        description="Whether the API token may start jobs with priority high (the `priority` work queue, "
+        "first turn at the image slots); without it such a request is refused with 403.",
     )
     # --- end REST API ---
 

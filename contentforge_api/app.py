@@ -20,7 +20,18 @@ from contentforge_api import analytics_page, chat_gallery, gallery
 from contentforge_api.auth import TokenAuth
 from contentforge_api.errors import error_body, install_error_handlers
 from contentforge_api.launcher import BatchLauncher
-from contentforge_api.routes import content, dm, dm_webhooks, jobs, models, personas, review, runs, templates
+from contentforge_api.routes import (
+    chain,
+    content,
+    dm,
+    dm_webhooks,
+    jobs,
+    models,
+    personas,
+    review,
+    runs,
+    templates,
+)
 from contentforge_api.state import ApiState
 
 API_PREFIX = "/api/v1"
@@ -147,7 +158,7 @@ def create_app(
     )
     app.state.contentforge = state
     install_error_handlers(app)
-    for module in (templates, personas, content, runs, review, jobs, dm, dm_webhooks, models):
+    for module in (templates, personas, content, runs, review, jobs, chain, dm, dm_webhooks, models):
         app.include_router(module.router, prefix=API_PREFIX)
     app.include_router(gallery.router)
     app.include_router(chat_gallery.router)

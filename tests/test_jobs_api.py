@@ -225,3 +225,35 @@ def test_a_paused_job_shows_its_form_and_resumes_with_the_answer(api: TestClient
     assert world.repo.get_piece("b1-002").status.value == "ready"
     again = api.get(f"/api/v1/jobs/{job_id}/input", headers=READ)
     assert again.status_code == 409, "nothing is waiting any more"
+
+
+def test_the_jobs_cli_lists_shows_and_cancels_with_one_line_refusals(world: World) -> None:
+    from prefect.states import Running
+    from typer.testing import CliRunner
+
+    from contentforge_cli.main import app
+
+    mark = uuid.uuid4().hex[:10]
+    running = _run(
+        "produce-content-batch", {"persona": "ava", "batch_id": "b1"}, [f"persona:cli-{mark}"], Running()
+    )
+    waiting = _run("publish-due", {"limit": 5}, [f"persona:cli-{mark}"])
+    cli = CliRunner()
+
+    listed = cli.invoke(app, ["jobs", "list", "--persona", f"cli-{mark}"], env={"COLUMNS": "300"})
+    assert listed.exit_code == 0, listed.output
+    assert running in listed.output and waiting in listed.output and "2 job(s)" in listed.output
+    shown = cli.invoke(app, ["jobs", "show", running])
+    assert shown.exit_code == 0 and '"type": "batch"' in shown.output and '"batch": "b1"' in shown.output
+    cancelled = cli.invoke(app, ["jobs", "cancel", waiting])
+    assert cancelled.exit_code == 0 and f"{waiting}: cancelled" in cancelled.output
+
+    for args, message in (
+        (["jobs", "show", "not-a-uuid"], "job id must be a flow run id"),
+        (["jobs", "show", str(uuid.uuid4())], "no job with id"),
+        (["jobs", "cancel", running], "Ctrl+C"),
+        (["jobs", "list", "--status", "exploded"], "unknown status 'exploded'"),
+    ):
+        refused = cli.invoke(app, args, env={"COLUMNS": "300"})
+        assert refused.exit_code == 2 and message in refused.output, (args, refused.output)
+        assert len(refused.output.strip().splitlines()) == 1, refused.output

@@ -64,7 +64,7 @@ StatusParam = Literal[
 ]
 assert set(JobTypeParam.__args__) == set(JOB_TYPE_VALUES)  # type: ignore[attr-defined]
 assert set(StatusParam.__args__) == set(STATUSES)  # type: ignore[attr-defined]
-SubjectId = Annotated[str | None, Query(max_length=200, pattern=r"^[^\s,]+$")]
+SubjectId = Annotated[str | None, Query(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")]
 
 
 async def _answer(call: Awaitable[T]) -> T:
