@@ -16,7 +16,7 @@ def _settings(**overrides: object) -> Settings:
 
 @pytest.mark.parametrize(
     ("cores", "concurrency", "threads"),
-    [(1, 1, 1), (2, 1, 2), (4, 1, 4), (8, 2, 4), (16, 4, 4), (64, 5, 12)],
+    [(1, 1, 1), (2, 1, 1), (4, 1, 3), (8, 2, 3), (16, 4, 3), (64, 5, 12)],
 )
 def test_auto_sizing_splits_the_cores(cores: int, concurrency: int, threads: int) -> None:
     chosen = sizing.cpu_sizing(cores=cores)
@@ -26,7 +26,7 @@ def test_auto_sizing_splits_the_cores(cores: int, concurrency: int, threads: int
 
 def test_configured_replicas_and_threads_win_and_are_named() -> None:
     chosen = sizing.cpu_sizing(replicas=3, threads=0, cores=12)
-    assert (chosen.concurrency, chosen.threads) == (3, 4)
+    assert (chosen.concurrency, chosen.threads) == (3, 3)
     assert "CONTENTFORGE_IMAGE_REPLICAS=3" in chosen.reason
     chosen = sizing.cpu_sizing(replicas=2, threads=7, cores=2)
     assert (chosen.concurrency, chosen.threads) == (2, 7)
@@ -36,7 +36,7 @@ def test_configured_replicas_and_threads_win_and_are_named() -> None:
 def test_cpu_backend_is_sized_to_the_cores(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(sizing, "available_cores", lambda: 2)
     backend = DiffusersBackend.from_settings(_settings(image_profile="tiny", image_device="cpu"))
-    assert (backend.replicas, backend.cpu_threads, backend.max_concurrent) == (1, 2, 1)
+    assert (backend.replicas, backend.cpu_threads, backend.max_concurrent) == (1, 1, 1)
     assert "2 core(s)" in backend.describe()
     # A process with that backend holds one slot of the 5, leaving the others to other workers.
     assert sizing.local_generation_limit(backend, 5) == 1

@@ -44,7 +44,10 @@ def cpu_sizing(replicas: int = 0, threads: int = 0, cores: int | None = None) ->
     """Size CPU generation: ``replicas``/``threads`` as configured, or 0 for what the cores allow.
 
     Auto: one generation per ``CORES_PER_GENERATION`` cores (at least one, at most
-    ``MAX_AUTO_CONCURRENCY``), and the cores split evenly between them as torch threads.
+    ``MAX_AUTO_CONCURRENCY``), and the cores but one split evenly between them as torch threads: the
+    batch's own process (moderation, hooks, Prefect's client) and, locally, the Prefect server need the
+    other. Measured on 2 cores with the tiny pipeline, one generation on one thread beat one on two
+    threads, quiet or loaded (docs/benchmarks.md).
     """
     cores = cores or available_cores()
     if replicas:
@@ -55,8 +58,8 @@ def cpu_sizing(replicas: int = 0, threads: int = 0, cores: int | None = None) ->
     if threads:
         per_generation, why_threads = threads, f"CONTENTFORGE_IMAGE_THREADS={threads}"
     else:
-        per_generation = max(1, cores // concurrency)
-        why_threads = f"auto: {cores} core(s) split between {concurrency} generation(s)"
+        per_generation = max(1, (cores - 1) // concurrency)
+        why_threads = f"auto: {cores} core(s) but one split between {concurrency} generation(s)"
     return CpuSizing(concurrency, per_generation, f"{why}; {per_generation} torch thread(s) ({why_threads})")
 
 
