@@ -123,7 +123,9 @@ def test_unclaimed_queued_generations_are_cancelled(stage_env) -> None:  # type:
     piece_ids = _plan(repo, "queued-batch-0003", 12)
     blocker = threading.Event()
     slots = resources.settings().generation_slots
-    holds = [resources.dispatcher().submit(blocker.wait) for _ in range(slots)]  # every slot busy
+    # Every slot busy: high priority, so the holders take these before any generation queued below
+    # (between batches of equal priority the dispatcher takes turns, not first in, first out).
+    holds = [resources.dispatcher().submit(blocker.wait, priority="high") for _ in range(slots)]
     keys = generation_queue().queue([[piece_id] for piece_id in piece_ids], grouped=False)
 
     assert generation_queue().discard(keys) == 12
