@@ -31,9 +31,11 @@ def collect_metrics(now: datetime | None = None) -> dict[str, Any]:
     """Snapshot every published post whose next age has passed, on every configured platform."""
     settings = resources.settings()
     collectors, missing = build_collectors(settings)
+    storage = resources.storage()
     report = collect_due(
-        analytics_store(), collectors, now=now or datetime.now(UTC), ages=snapshot_ages(settings)
-    )
+        analytics_store(), collectors, now=now or datetime.now(UTC), ages=snapshot_ages(settings),
+        image_for=storage.get,
+    )  # fmt: skip
     return {
         "due": report.due,
         "snapshots": report.snapshots,

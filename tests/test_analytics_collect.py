@@ -295,7 +295,7 @@ def test_collect_due_snapshots_published_posts_once_per_age_and_reports_a_rate_l
         api.rate_limit_next = 1
         limited = collect_due(store, {"instagram": ig(api)}, now=later)
         assert (limited.snapshots, limited.due) == (0, 2) and "instagram" in limited.retry_at
-        report = collect_due(store, {"instagram": ig(api)}, now=later)
+        report = collect_due(store, {"instagram": ig(api)}, now=later, image_for=world.storage.get)
         assert (report.snapshots, report.due) == (2, 2)
         assert collect_due(store, {"instagram": ig(api)}, now=later).due == 0  # nothing twice
         assert collect_due(store, {}, now=later + timedelta(days=2)).skipped_platforms == ["instagram"]
@@ -304,6 +304,7 @@ def test_collect_due_snapshots_published_posts_once_per_age_and_reports_a_rate_l
     first = snapshots[0]
     assert first.piece_id in pieces and first.features["hook_style"] == "tip"
     assert first.features["hashtags"] == ["fitness", "run"] and first.features["tier"] == "safe"
+    assert 0.0 < first.features["brightness"] < 1.0 and "sharpness" in first.features  # from the stored image
 
 
 # --- CSV import -------------------------------------------------------------------------------------

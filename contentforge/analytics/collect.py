@@ -9,11 +9,12 @@ again or which permission is missing; what was already gathered is kept.
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import datetime
 
 from contentforge.analytics.features import post_features
+from contentforge.analytics.image_features import image_features
 from contentforge.analytics.protocol import Collector, MissingPermission
 from contentforge.db.analytics import AnalyticsStore, DuePost
 from contentforge.domain.analytics import DEFAULT_SNAPSHOT_AGES_H, PostMetrics
@@ -38,7 +39,9 @@ def collect_due(
     *,
     now: datetime,
     ages: Sequence[int] = DEFAULT_SNAPSHOT_AGES_H,
+    image_for: Callable[[str], bytes | None] | None = None,
 ) -> CollectReport:
+    """``image_for(storage_key)`` gives a post's stored image, whose features are then recorded."""
     report = CollectReport()
     by_platform: dict[str, list[DuePost]] = defaultdict(list)
     for post in store.due_for_collection(now, ages):
@@ -64,6 +67,11 @@ def collect_due(
             if remote is None:
                 report.missing.append(f"{platform}:{post.post_id}")
                 continue
+            features = post_features(
+                post.caption, template_id=post.template_id, tier=post.tier, hook_style=post.hook_style
+            )
+            if image_for is not None and post.storage_key:
+                features |= _image_features_of(image_for, post.storage_key)
             observations.append(
                 PostMetrics(
                     account=post.persona_id,
@@ -74,9 +82,7 @@ def collect_due(
                     collected_at=now,
                     source="api",
                     extra=dict(remote.extra),
-                    features=post_features(
-                        post.caption, template_id=post.template_id, tier=post.tier, hook_style=post.hook_style
-                    ),
+                    features=features,
                     piece_id=post.piece_id,
                     publication_id=post.publication_id,
                     **remote.values,
@@ -84,3 +90,12 @@ def collect_due(
             )
         report.snapshots += store.record(observations).snapshots_added
     return report
+
+
+def _image_features_of(image_for: Callable[[str], bytes | None], key: str) -> dict[str, float]:
+    """The stored image's features; none when it is gone or unreadable (metrics still count)."""
+    try:
+        data = image_for(key)
+        return image_features(data) if data else {}
+    except (OSError, ValueError):
+        return {}

@@ -90,6 +90,7 @@ class DuePost:
     caption: str
     template_id: str
     tier: str
+    storage_key: str | None
     hook_style: str | None
     """Style of the piece's first hook on the platform (the one whose caption is published)."""
     due_ages: tuple[int, ...]
@@ -516,6 +517,7 @@ class AnalyticsStore(Store):
                             caption=pub.caption,
                             template_id=piece.template_id,
                             tier=piece.tier or piece.template_tier,
+                            storage_key=piece.storage_key,
                             hook_style=hook_style,
                             due_ages=due,
                         )
