@@ -2,7 +2,9 @@
 
 ``list`` and ``show`` read; ``takeover`` silences the persona in a conversation, ``reply`` sends a
 person's message through the conversation's channel (only once taken over), ``handback`` lets the
-persona answer again (an opt-out stays). Users' words are printed literally, never as markup.
+persona answer again (an opt-out stays), ``resend`` finishes the replies a dead run left or a
+temporary refusal deferred (what the ``resend-replies`` deployment does every minute). Users' words
+are printed literally, never as markup.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ if TYPE_CHECKING:
     from contentforge.db.chat import ConversationStore
 
 app = typer.Typer(
-    help="Persona conversations: list, show, take over, reply, hand back.", no_args_is_help=True
+    help="Persona conversations: list, show, take over, reply, hand back, resend.", no_args_is_help=True
 )
 CONVERSATION_ID = re.compile(r"^[0-9a-f]{32}$")
 ConversationArg = Annotated[str, typer.Argument(help="Conversation id (32 hex characters).")]
@@ -80,10 +82,11 @@ def chat_show(conversation: ConversationArg) -> None:
         f"{c.id}  persona {c.persona_id}  {c.platform} user {c.user_id}  state {c.state}"
         f"{'  opted out' if c.opted_out else ''}  disclosed: {'yes' if c.disclosed else 'no'}"
     )
-    table = Table("at", "who", "status", "source", "text")
+    table = Table("at", "who", "status", "source", "text", "why not sent")
     for m in store.messages(c.id):
         who = "user" if m.direction == "inbound" else (m.author or "persona")
-        table.add_row(m.created_at.strftime("%Y-%m-%d %H:%M:%S"), who, m.status, m.source or "", m.text)
+        why = (m.error or "") if m.status in ("failed", "pending") else ""
+        table.add_row(m.created_at.strftime("%Y-%m-%d %H:%M:%S"), who, m.status, m.source or "", m.text, why)
     console.print(table)
 
 
@@ -123,3 +126,22 @@ def chat_reply(
     if message.status != "sent":
         context.fail(f"not sent: {message.error}")
     console.print(f"{c.id}: sent by {who}")
+
+
+@app.command("resend")
+def chat_resend(
+    limit: Annotated[int, typer.Option(min=1, max=500, help="Replies to finish at most.")] = 50,
+) -> None:
+    """Finish the replies whose run died after claiming them, or whose retry is due, each sent once.
+
+    Runs the reply engine in this process (no ``llm`` slot: for a person at a terminal; the
+    ``resend-replies`` deployment is the scheduled way). A reply whose sending had begun is not
+    sent again: it is listed as failed, for a person to check on the platform.
+    """
+    from contentforge.chat.engine import build_reply_engine
+
+    engine = build_reply_engine(context.settings(), context.services())
+    outcomes = engine.resend_due(limit=limit)
+    for outcome in outcomes:
+        console.print(f"{outcome.inbound_id}: {outcome.action} ({outcome.reason})", markup=False)
+    console.print(f"{len(outcomes)} reply(ies) taken over")

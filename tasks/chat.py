@@ -7,7 +7,9 @@ Unlike ``resources.run_llm``, the slot is held with the offline engine too: a co
 replies are paced the same whichever engine writes them, and the benchmark can count them.
 
 Retries are safe: the engine skips a message that is no longer ``received`` and claims its one
-reply row before writing; a retry after the claim finds it taken and stops.
+reply row (a lease) before writing; a retry while the claim is live finds it taken and stops.
+``resend_replies`` takes over the claims whose run died and the replies whose retry is due
+(``ReplyEngine.resend_due``): each is sent at most once, or left for a person.
 """
 
 from __future__ import annotations
@@ -61,3 +63,19 @@ def answer_message(message_id: str) -> dict[str, Any]:
         "disclosed": outcome.disclosed,
         "llm_slot": outcome.llm_slot,
     }
+
+
+@task(
+    name="resend-replies",
+    retries=1,
+    retry_delay_seconds=10,
+    cache_policy=NO_CACHE,
+    persist_result=False,
+)
+def resend_replies(limit: int = 50) -> list[dict[str, Any]]:
+    """Finish the replies left ``pending`` by a dead run or a temporary refusal; what happened to each."""
+    engine = build_reply_engine(resources.settings(), resources.services(), slot=in_llm_slot)
+    return [
+        {"message_id": o.inbound_id, "action": o.action, "reason": o.reason, "reply_id": o.reply_id}
+        for o in engine.resend_due(limit=limit)
+    ]

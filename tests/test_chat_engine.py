@@ -364,12 +364,12 @@ def test_a_platform_refusal_is_recorded_as_failed_without_the_token(world: World
     assert not world.store.conversations()[0].disclosed
 
 
-def test_a_rate_limited_send_is_recorded_as_failed_and_the_disclosure_is_sent_next_time(world: World) -> None:
+def test_a_rate_limited_send_waits_and_the_disclosure_still_opens_the_first_reply_sent(world: World) -> None:
     world.platforms.fail_next(
         429, {"error": {"message": "(#4) Application request limit reached", "code": 4}}
     )
     engine = world.engine()
-    assert world.say("first", engine).action == "failed"
+    assert world.say("first", engine).action == "deferred"  # retried by the sweep (test_chat_faults)
     retry = world.say("second", engine)
     assert retry.action == "replied" and (retry.text or "").startswith("Hi! Just so you know")
 

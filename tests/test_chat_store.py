@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine
 
 from contentforge.db import Repository, make_engine, migrate
-from contentforge.db.chat import ConversationStore
+from contentforge.db.chat import ConversationStore, ReplyClaimLost, ReplyNotJudged
 from contentforge.domain.models import Persona, Platform
 from contentforge.errors import InvalidInput, UnknownPersona
 
@@ -107,6 +107,47 @@ def test_a_failed_reply_does_not_count_as_disclosed(store: ConversationStore) ->
     )
     assert not store.conversation(inbound.conversation.id).disclosed
     assert store.message(inbound.message.id).status == "held"
+
+
+def test_an_expired_claim_is_taken_over_by_exactly_one_run_and_the_old_holder_is_fenced_out(
+    store: ConversationStore,
+) -> None:
+    inbound = store.record_inbound(persona_id="ava", platform="instagram", user_id="u1", text="hi")
+    dead = store.claim_reply(inbound.message.id, lease_s=60, now=T0)
+    assert dead is not None and dead.claim_token
+    assert store.claim_reply(inbound.message.id, now=T0 + timedelta(seconds=59)) is None  # still live
+    assert store.expired_replies(T0 + timedelta(seconds=59)) == []
+    assert store.expired_replies(T0 + timedelta(seconds=61)) == [inbound.message.id]
+
+    # Two runners after the expiry: the guarded UPDATE lets one in; the other sees a live claim.
+    first = store.claim_reply(inbound.message.id, lease_s=60, now=T0 + timedelta(seconds=61))
+    second = store.claim_reply(inbound.message.id, lease_s=60, now=T0 + timedelta(seconds=61))
+    assert first is not None and second is None and first.id == dead.id
+    assert first.claim_token != dead.claim_token
+
+    with pytest.raises(ReplyClaimLost):  # the old holder can write nothing any more
+        store.prepare_reply(
+            dead.id, dead.claim_token, text="late", source="template", disclosure=False, cost_usd=0.0,
+            generation=None,
+        )  # fmt: skip
+    assert not store.renew_claim(dead.id, dead.claim_token, T0 + timedelta(hours=1))
+    with pytest.raises(ReplyNotJudged):  # nothing judged yet: nothing may be sent
+        store.begin_send(first.id, first.claim_token or "")
+    store.prepare_reply(
+        first.id, first.claim_token or "", text="AI here. hi!", source="template", disclosure=True,
+        cost_usd=0.0, generation=None,
+    )  # fmt: skip
+    assert store.begin_send(first.id, first.claim_token or "") == "AI here. hi!"
+    assert store.message(first.id).send_started_at is not None and store.message(first.id).send_attempts == 1
+    with pytest.raises(ReplyClaimLost):
+        store.finish_outbound(
+            first.id, text="AI here. hi!", status="sent", source="template", claim_token=dead.claim_token
+        )
+    done = store.finish_outbound(
+        first.id, text="AI here. hi!", status="sent", source="template", claim_token=first.claim_token
+    )
+    assert done.status == "sent" and done.claim_token is None and done.claim_expires_at is None
+    assert store.expired_replies(T0 + timedelta(days=1)) == []
 
 
 def test_states_opt_out_and_bad_input(store: ConversationStore) -> None:

@@ -199,7 +199,7 @@ def test_every_flow_has_a_deployment_on_the_right_pool() -> None:
     assert pools.pop("generate-images") == "gpu"
     assert set(pools.values()) == {"cpu"}
     schedules = {d["name"] for d in config["deployments"] if d.get("schedules")}
-    assert schedules == {"publish-due", "collect-metrics", "learn"}
+    assert schedules == {"publish-due", "collect-metrics", "learn", "resend-replies"}
 
 
 @pytest.mark.parametrize("prefect_api", ["sqlite"], indirect=True)

@@ -7,16 +7,26 @@ unique constraints (``models_chat``), not on reads before writes, so they hold b
   a redelivered webhook finds its message there and is reported as a duplicate.
 * ``claim_reply`` inserts the reply row with ``ON CONFLICT DO NOTHING`` on ``reply_to_id``; only the
   run whose insert landed may write and send the reply.
+
+The claim is a lease, not a lock (the publications' pattern, ``publishing.ledger``): a fresh
+``claim_token`` and ``claim_expires_at``, renewed while the run lives (``renew_claim``). A run killed
+after its claim leaves a ``pending`` row whose lease runs out; a rerun, or the ``resend-replies``
+sweep (``expired_replies``), takes it over with one guarded ``UPDATE … WHERE claim_expires_at <
+now``, so of two takers exactly one wins. Every later write of the holder is fenced by its token
+(``ReplyClaimLost`` otherwise). ``begin_send`` records ``send_started_at`` before the platform call,
+in the same transaction that checks the stored text against ``judged_sha256`` (the hash of what
+moderation judged) and hands back the exact text to send.
 """
 
 from __future__ import annotations
 
+import hashlib
 import uuid
 from dataclasses import dataclass
-from datetime import datetime
-from typing import Any
+from datetime import datetime, timedelta
+from typing import Any, cast
 
-from sqlalchemy import func, select
+from sqlalchemy import CursorResult, func, select, update
 from sqlalchemy.orm import Session
 
 from contentforge.db.models import PersonaORM, utcnow
@@ -27,7 +37,20 @@ from contentforge.db.models_chat import (
     ConversationORM,
 )
 from contentforge.db.sessions import RecordNotFound, Store, insert_for, require_aware
-from contentforge.errors import InvalidInput, UnknownPersona
+from contentforge.errors import ContentForgeError, InvalidInput, UnknownPersona
+
+
+class ReplyClaimLost(ContentForgeError):
+    """The reply's claim is not this run's any more (its lease ran out and another run took over)."""
+
+
+class ReplyNotJudged(ContentForgeError):
+    """The stored reply is not the text moderation judged: it is not sent."""
+
+
+def text_sha256(text: str) -> str:
+    """The hash binding a reply to its moderation verdict (UTF-8, exactly as it would be sent)."""
+    return hashlib.sha256(text.encode("utf-8")).hexdigest()
 
 
 @dataclass(frozen=True)
@@ -65,6 +88,11 @@ class ChatMessage:
     error: str | None
     created_at: datetime
     sent_at: datetime | None
+    claim_token: str | None = None
+    claim_expires_at: datetime | None = None
+    send_started_at: datetime | None = None
+    judged_sha256: str | None = None
+    send_attempts: int = 0
 
 
 @dataclass(frozen=True)
@@ -112,6 +140,11 @@ def _message(row: ChatMessageORM) -> ChatMessage:
         error=row.error,
         created_at=row.created_at,
         sent_at=row.sent_at,
+        claim_token=row.claim_token,
+        claim_expires_at=row.claim_expires_at,
+        send_started_at=row.send_started_at,
+        judged_sha256=row.judged_sha256,
+        send_attempts=row.send_attempts or 0,
     )
 
 
@@ -222,8 +255,20 @@ class ConversationStore(Store):
 
     # --- replies -------------------------------------------------------------------------------
 
-    def claim_reply(self, inbound_id: str) -> ChatMessage | None:
-        """A ``pending`` reply row for ``inbound_id``, or None when another run already claimed one."""
+    def claim_reply(
+        self, inbound_id: str, *, lease_s: float = 60.0, now: datetime | None = None
+    ) -> ChatMessage | None:
+        """This run's claim on the reply to ``inbound_id`` (a lease of ``lease_s`` seconds), or None.
+
+        The first run inserts the ``pending`` row. A later run takes the row over only when it is
+        still ``pending`` and its lease (or the wait before a retry) ran out before ``now``: the
+        returned row then carries what the dead run left (its judged text, ``send_started_at``).
+        None: another run holds a live claim, or the reply is finished.
+        """
+        now = now or utcnow()
+        require_aware("now", now)
+        token = _new_id()
+        expires = now + timedelta(seconds=lease_s)
         with self._db.write() as session:
             inbound = self._load_message(session, inbound_id)
             result = session.execute(
@@ -239,16 +284,129 @@ class ConversationStore(Store):
                     disclosure=False,
                     cost_usd=0.0,
                     created_at=utcnow(),
+                    claim_token=token,
+                    claim_expires_at=expires,
+                    send_attempts=0,
                 )
                 .on_conflict_do_nothing(index_elements=["reply_to_id"])
                 .returning(ChatMessageORM.id)
             )
             if result.first() is None:
-                return None
+                taken = session.execute(
+                    update(ChatMessageORM)
+                    .where(
+                        ChatMessageORM.reply_to_id == inbound_id,
+                        ChatMessageORM.status == "pending",
+                        ChatMessageORM.claim_expires_at < now,
+                    )
+                    .values(claim_token=token, claim_expires_at=expires)
+                    .execution_options(synchronize_session=False)
+                )
+                if cast(CursorResult[Any], taken).rowcount != 1:  # an UPDATE's result is a cursor result
+                    return None
             row = session.scalars(
-                select(ChatMessageORM).where(ChatMessageORM.reply_to_id == inbound_id)
+                select(ChatMessageORM)
+                .where(ChatMessageORM.reply_to_id == inbound_id)
+                .execution_options(populate_existing=True)
             ).one()
             return _message(row)
+
+    def reply_for(self, inbound_id: str) -> ChatMessage | None:
+        """The automated reply row of ``inbound_id``, whatever its status; None before any claim."""
+        with self._db.read() as session:
+            row = session.scalars(
+                select(ChatMessageORM).where(ChatMessageORM.reply_to_id == inbound_id)
+            ).first()
+            return None if row is None else _message(row)
+
+    def renew_claim(self, message_id: str, claim_token: str, until: datetime) -> bool:
+        """Extend the claim to ``until``; False when it is not ``claim_token``'s any more."""
+        with self._db.write() as session:
+            result = session.execute(
+                update(ChatMessageORM)
+                .where(*_held(message_id, claim_token))
+                .values(claim_expires_at=until)
+                .execution_options(synchronize_session=False)
+            )
+            return cast(CursorResult[Any], result).rowcount == 1
+
+    def prepare_reply(
+        self,
+        message_id: str,
+        claim_token: str,
+        *,
+        text: str,
+        source: str,
+        disclosure: bool,
+        cost_usd: float,
+        generation: dict[str, Any] | None,
+    ) -> ChatMessage:
+        """Store the reply moderation judged, with its hash, before anything is sent (fenced)."""
+        with self._db.write() as session:
+            row = self._held_row(session, message_id, claim_token)
+            row.text, row.source, row.disclosure = text, source, disclosure
+            row.cost_usd, row.generation, row.judged_sha256 = cost_usd, generation, text_sha256(text)
+            session.flush()
+            return _message(row)
+
+    def begin_send(self, message_id: str, claim_token: str, at: datetime | None = None) -> str:
+        """The exact text to send, after recording that the platform call starts now (fenced).
+
+        ``ReplyNotJudged`` (nothing recorded) when the stored text is not the judged one: changed
+        after moderation, or never judged.
+        """
+        with self._db.write() as session:
+            row = self._held_row(session, message_id, claim_token)
+            if row.judged_sha256 is None or text_sha256(row.text) != row.judged_sha256:
+                raise ReplyNotJudged(
+                    f"reply {message_id}: the stored text is not the text moderation judged; not sent"
+                )
+            row.send_started_at = at or utcnow()
+            row.send_attempts = (row.send_attempts or 0) + 1
+            return row.text
+
+    def release_for_retry(
+        self, message_id: str, claim_token: str, retry_at: datetime, error: str
+    ) -> ChatMessage:
+        """The platform refused for now and sent nothing: free the claim until ``retry_at`` (fenced).
+
+        The row stays ``pending`` with its judged text, so the run that takes it over after
+        ``retry_at`` (the sweep) sends that same text.
+        """
+        require_aware("retry_at", retry_at)
+        with self._db.write() as session:
+            row = self._held_row(session, message_id, claim_token)
+            row.claim_token, row.claim_expires_at = None, retry_at
+            row.send_started_at, row.error = None, error
+            session.flush()
+            return _message(row)
+
+    def expired_replies(self, now: datetime, *, limit: int = 50) -> list[str]:
+        """Inbound ids whose ``pending`` reply may be taken over at ``now`` (oldest first)."""
+        require_aware("now", now)
+        with self._db.read() as session:
+            ids = session.scalars(
+                select(ChatMessageORM.reply_to_id)
+                .where(
+                    ChatMessageORM.status == "pending",
+                    ChatMessageORM.reply_to_id.is_not(None),
+                    ChatMessageORM.claim_expires_at < now,
+                )
+                .order_by(ChatMessageORM.claim_expires_at, ChatMessageORM.id)
+                .limit(limit)
+            ).all()
+            return [inbound_id for inbound_id in ids if inbound_id is not None]
+
+    def _held_row(self, session: Session, message_id: str, claim_token: str) -> ChatMessageORM:
+        row = session.scalars(
+            select(ChatMessageORM).where(*_held(message_id, claim_token)).with_for_update()
+        ).first()
+        if row is None:
+            raise ReplyClaimLost(
+                f"reply {message_id}: claim {claim_token[:8]} is no longer held (its lease ran out and "
+                "another run took it over, or the reply is finished); this run writes nothing more"
+            )
+        return row
 
     def add_outbound(
         self, conversation_id: str, text: str, *, source: str, author: str | None = None
@@ -285,10 +443,19 @@ class ConversationStore(Store):
         generation: dict[str, Any] | None = None,
         platform_message_id: str | None = None,
         error: str | None = None,
+        claim_token: str | None = None,
     ) -> ChatMessage:
-        """Record what was sent (or why not); a sent disclosure marks the conversation disclosed."""
+        """Record what was sent (or why not); a sent disclosure marks the conversation disclosed.
+
+        ``claim_token``: an automated reply's claim, which must still be held (``ReplyClaimLost``
+        otherwise); the claim ends here.
+        """
         with self._db.write() as session:
-            row = self._load_message(session, message_id, for_update=True)
+            if claim_token is not None:
+                row = self._held_row(session, message_id, claim_token)
+            else:
+                row = self._load_message(session, message_id, for_update=True)
+            row.claim_token = row.claim_expires_at = None
             row.text, row.status, row.source = text, status, source
             row.disclosure, row.cost_usd, row.generation, row.error = disclosure, cost_usd, generation, error
             if platform_message_id is not None:
@@ -406,3 +573,12 @@ class ConversationStore(Store):
         if row is None:
             raise RecordNotFound(f"no message with id {message_id!r}")
         return row
+
+
+def _held(message_id: str, claim_token: str) -> tuple[Any, ...]:
+    """The fence of every write a claim holder makes: its row, still pending, still its claim."""
+    return (
+        ChatMessageORM.id == message_id,
+        ChatMessageORM.status == "pending",
+        ChatMessageORM.claim_token == claim_token,
+    )

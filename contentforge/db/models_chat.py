@@ -14,7 +14,17 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Boolean, CheckConstraint, Float, ForeignKey, Index, String, Text, UniqueConstraint
+from sqlalchemy import (
+    Boolean,
+    CheckConstraint,
+    Float,
+    ForeignKey,
+    Index,
+    Integer,
+    String,
+    Text,
+    UniqueConstraint,
+)
 from sqlalchemy.orm import Mapped, mapped_column
 
 from contentforge.db.models import Base, _in, utcnow
@@ -29,9 +39,9 @@ MESSAGE_STATUSES: tuple[str, ...] = (
     "answered",  # inbound, an automated reply was sent
     "held",  # inbound, left for a person (human state, hand-off, outside the window, rate limit)
     "ignored",  # inbound, no reply by rule (opted out, closed, a "stop")
-    "pending",  # outbound, claimed by a reply run, not sent yet
+    "pending",  # outbound, claimed by a reply run (or waiting for a retry), not sent yet
     "sent",  # outbound, delivered to the platform (or stored for the API channel)
-    "failed",  # outbound, the platform refused it
+    "failed",  # outbound, not sent and left for a person (refused, unjudged text, maybe sent)
 )
 
 
@@ -100,3 +110,14 @@ class ChatMessageORM(Base):
     error: Mapped[str | None] = mapped_column(Text)
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     sent_at: Mapped[datetime | None]
+    claim_token: Mapped[str | None] = mapped_column(String(64))
+    """The reply run holding this ``pending`` reply; every write it makes is fenced by it."""
+    claim_expires_at: Mapped[datetime | None]
+    """When a ``pending`` reply may be taken over: the holder's lease end (renewed while it lives),
+    or, with no holder, when a temporary refusal may be retried. NULL: never taken over."""
+    send_started_at: Mapped[datetime | None]
+    """Written just before the platform call: a claim that expires after it may have been sent."""
+    judged_sha256: Mapped[str | None] = mapped_column(String(64))
+    """SHA-256 of the exact text moderation judged; the send refuses any other text."""
+    send_attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")
+    """Platform calls made for this reply (bounds the retries of temporary refusals)."""

@@ -38,9 +38,11 @@ def _handler(server: Any) -> type[BaseHTTPRequestHandler]:
             except json.JSONDecodeError:
                 body = None
             headers = {k.lower(): v for k, v in self.headers.items()}
-            status, answer = server.answer(self.path, headers, body)
+            status, answer, *extra = server.answer(self.path, headers, body)
             payload = json.dumps(answer).encode()
             self.send_response(status)
+            for name, value in (extra[0] if extra else {}).items():
+                self.send_header(name, value)
             self.send_header("content-type", "application/json")
             self.send_header("content-length", str(len(payload)))
             self.end_headers()
@@ -117,7 +119,7 @@ class FakeDmPlatforms(LoopbackServer):
     def __init__(self, token: str = "platform-token") -> None:
         self.token = token
         self.sent: list[Sent] = []
-        self.failures: deque[tuple[int, Any]] = deque()
+        self.failures: deque[tuple[int, Any, dict[str, str]]] = deque()
         self._lock = threading.Lock()
         self._serve(_handler(self))
 
@@ -125,10 +127,11 @@ class FakeDmPlatforms(LoopbackServer):
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
-    def fail_next(self, status: int, body: Any) -> None:
-        self.failures.append((status, body))
+    def fail_next(self, status: int, body: Any, headers: dict[str, str] | None = None) -> None:
+        """Answer the next send with ``status``, ``body`` and ``headers`` (e.g. ``Retry-After``)."""
+        self.failures.append((status, body, headers or {}))
 
-    def answer(self, path: str, headers: dict[str, str], body: Any) -> tuple[int, Any]:
+    def answer(self, path: str, headers: dict[str, str], body: Any) -> tuple[Any, ...]:
         if headers.get("authorization") != f"Bearer {self.token}":
             return 401, {
                 "error": {"message": "Invalid OAuth access token.", "type": "OAuthException", "code": 190}
