@@ -133,6 +133,28 @@ def test_every_paid_hook_call_is_charged_once_per_call(paid_world: World, model_
     assert store.request_spend("api_hooks", persona_id="ava") == (2, pytest.approx(2 * charge.amount_usd))
 
 
+def test_a_retry_with_its_idempotency_key_is_answered_without_paying_again(
+    paid_world: World, model_server: FakeOpenAI
+) -> None:
+    client = TestClient(create_app(paid_world.settings))
+    key = {**AUTH, "Idempotency-Key": "hooks-retry-1"}
+    model_server.structured(drafts(), model="gpt-4o-mini")
+    first = client.post("/api/v1/content/hooks", headers=key, json=HOOKS)
+    retry = client.post("/api/v1/content/hooks", headers=key, json=HOOKS)
+    assert first.status_code == retry.status_code == 200, retry.text
+    assert retry.json() == first.json()
+    assert len(model_server.requests) == 1 and len(api_charges(paid_world)) == 1  # one call, one charge
+
+    other_body = client.post("/api/v1/content/hooks", headers=key, json={**HOOKS, "seed": 2})
+    assert other_body.status_code == 422
+    assert other_body.json()["error"]["code"] == "idempotency_key_reused"
+    assert len(model_server.requests) == 1
+
+    model_server.structured(drafts(), model="gpt-4o-mini")  # a new key is a new request: paid again
+    fresh = client.post("/api/v1/content/hooks", headers={**AUTH, "Idempotency-Key": "hooks-2"}, json=HOOKS)
+    assert fresh.status_code == 200 and len(api_charges(paid_world)) == 2
+
+
 def test_variations_and_calls_to_action_are_charged_too(paid_world: World, model_server: FakeOpenAI) -> None:
     client = TestClient(create_app(paid_world.settings))
     model_server.structured(drafts(), model="gpt-4o-mini")

@@ -8,7 +8,9 @@ create a flow run of the batch deployment and answer 202 with its id; ``GET /run
 Hooks, hook variations, calls to action and safety checks run the configured text model or
 moderator inside the request, so they need a token that may spend (``Spender``: never the read-only
 token, refused before any provider is built), and every paid model call they make is written to the
-cost ledger as it returns (``_RequestCharges``, step ``api_hooks``, one key per call).
+cost ledger as it returns (``_RequestCharges``, step ``api_hooks``, one key per call). A retry sent
+with the first request's ``Idempotency-Key`` gets the first answer back without a second model call
+(``contentforge_api.replays``), so it is neither paid nor charged twice.
 """
 
 from __future__ import annotations
@@ -23,7 +25,7 @@ import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any, TypeVar, cast
 
 from fastapi import APIRouter, Depends, File, Form, Header, Request, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
@@ -52,6 +54,7 @@ from contentforge_api.auth import Identity
 from contentforge_api.errors import ApiError
 from contentforge_api.gallery import gallery_path
 from contentforge_api.launcher import DeploymentMissing, PrefectRefused, PrefectUnavailable, batch_tags
+from contentforge_api.replays import replay_cache
 from contentforge_api.responses import AUTH, documented
 from contentforge_api.schemas import (
     BatchRequest,
@@ -86,6 +89,16 @@ IdempotencyKey = Annotated[
         max_length=200,
         description="Repeat a request with the same key and body and get the same flow run back; the same "
         "key with another body is refused (422).",
+    ),
+]
+ReplayKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Repeat a request with the same key and body and get the first answer back, without "
+        "calling the model again (so a retry is not paid or charged twice); the same key with another body "
+        "is refused (422). Answers are kept for a day in the API process.",
     ),
 ]
 T = TypeVar("T")
@@ -163,6 +176,23 @@ class _RequestCharges:
             subject_id=self._endpoint,
             detail={**cost_detail(result), "request_id": self.request_id},
         )
+
+
+def _replayed(
+    request: Request, identity: Identity, key: str | None, body: BaseModel, answer: Callable[[], T]
+) -> T:
+    """``answer()``, or with an ``Idempotency-Key`` the answer kept for the same key and body."""
+    if key is None:
+        return answer()
+    cache = replay_cache(request.app.state)
+    scope = (identity.name, request.url.path, key)
+    fingerprint = cache.fingerprint(body.model_dump(mode="json"))
+    kept = cache.get(scope, fingerprint)
+    if kept is not None:
+        return cast(T, kept)
+    fresh = answer()
+    cache.put(scope, fingerprint, fresh)
+    return fresh
 
 
 def _charged_writer(state: ApiState, charges: _RequestCharges) -> HookWriter:
@@ -320,11 +350,17 @@ async def generate_one(
 
 
 @router.post("/content/hooks", response_model=HooksResponse, responses=documented(AUTH, 413, 503))
-def write_hooks(state: State, _identity: Spender, body: HooksRequest) -> HooksResponse:
+def write_hooks(
+    state: State, identity: Spender, body: HooksRequest, request: Request, idempotency_key: ReplayKey = None
+) -> HooksResponse:
     """Hooks for a persona, template and platform from the configured writer (offline by default).
 
     A model-backed writer's calls are charged to the cost ledger (step ``api_hooks``).
     """
+    return _replayed(request, identity, idempotency_key, body, lambda: _write_hooks(state, body))
+
+
+def _write_hooks(state: ApiState, body: HooksRequest) -> HooksResponse:
     persona = _persona(state, body.persona)
     template = template_by_id(body.template_id)
     writer = _charged_writer(state, _RequestCharges(state, "content/hooks", persona.id))
@@ -341,13 +377,23 @@ def write_hooks(state: State, _identity: Spender, body: HooksRequest) -> HooksRe
 @router.post(
     "/content/hooks/variations", response_model=HookVariationsResponse, responses=documented(AUTH, 413, 503)
 )
-def hook_variations(state: State, _identity: Spender, body: HookVariationsRequest) -> HookVariationsResponse:
+def hook_variations(
+    state: State,
+    identity: Spender,
+    body: HookVariationsRequest,
+    request: Request,
+    idempotency_key: ReplayKey = None,
+) -> HookVariationsResponse:
     """Rewrites of an existing hook in distinct styles, each within the platform's rules.
 
     With a model configured, the model rewrites it (its calls charged to the ledger); offline, or
     where a model's rewrite breaks a rule, the hook's own line is framed by rules. Variations that
     would repeat the original or each other are dropped, so fewer than ``count`` can come back.
     """
+    return _replayed(request, identity, idempotency_key, body, lambda: _hook_variations(state, body))
+
+
+def _hook_variations(state: ApiState, body: HookVariationsRequest) -> HookVariationsResponse:
     persona = _persona(state, body.persona)
     template = template_by_id(body.template_id)
     charges = _RequestCharges(state, "content/hooks/variations", persona.id)
@@ -366,12 +412,20 @@ def hook_variations(state: State, _identity: Spender, body: HookVariationsReques
 
 @router.post("/content/cta", response_model=CallsToActionResponse, responses=documented(AUTH, 413, 503))
 def write_calls_to_action(
-    state: State, _identity: Spender, body: CallsToActionRequest
+    state: State,
+    identity: Spender,
+    body: CallsToActionRequest,
+    request: Request,
+    idempotency_key: ReplayKey = None,
 ) -> CallsToActionResponse:
     """Calls to action for a persona, template and platform, from the configured hook writer.
 
     Up to ``count`` distinct ones: the offline writer's bank for the platform can hold fewer.
     """
+    return _replayed(request, identity, idempotency_key, body, lambda: _calls_to_action(state, body))
+
+
+def _calls_to_action(state: ApiState, body: CallsToActionRequest) -> CallsToActionResponse:
     persona = _persona(state, body.persona)
     template = template_by_id(body.template_id)
     writer = _charged_writer(state, _RequestCharges(state, "content/cta", persona.id))
@@ -451,13 +505,23 @@ def _fetch_image(state: ApiState, url: str) -> Image.Image:
         s502="`image_url` could not be fetched (timeout, too many redirects, an HTTP error status).",
     ),
 )
-def safety_check(state: State, _identity: Spender, body: SafetyCheckRequest) -> SafetyCheckResponse:
+def safety_check(
+    state: State,
+    identity: Spender,
+    body: SafetyCheckRequest,
+    request: Request,
+    idempotency_key: ReplayKey = None,
+) -> SafetyCheckResponse:
     """Moderate text and/or an image (base64 or a public ``image_url``) with the configured moderator.
 
     Nothing is stored. ``image_url`` is fetched with brand research's protections: public addresses
     only (a private one is 422 ``image_url_refused``), research's time and redirect limits,
     ``CONTENTFORGE_API_MAX_IMAGE_BYTES`` (413), image content types only (415).
     """
+    return _replayed(request, identity, idempotency_key, body, lambda: _safety_check(state, body))
+
+
+def _safety_check(state: ApiState, body: SafetyCheckRequest) -> SafetyCheckResponse:
     image = None
     if body.image_base64:
         image = _decode_base64(state, body.image_base64)
