@@ -89,8 +89,8 @@ def test_variations_are_recorded_as_derived_from_the_parent(stored_piece: str, t
     assert [r.guidance_scale for r in records if r] == [5.75, 4.25] and all(
         r and r.seed == 11 for r in records
     )
-    seeds = runner.invoke(app, ["variations", stored_piece, "-n", "2", "--out-dir", str(tmp_path / "s")])
-    assert seeds.exit_code == 0 and "seed 12" in seeds.output and "seed 13" in seeds.output
+    seeds = runner.invoke(app, ["variations", stored_piece, "-n", "1", "--out-dir", str(tmp_path / "s")])
+    assert seeds.exit_code == 0 and "seed 12" in seeds.output
     no_lora = runner.invoke(app, ["variations", stored_piece, "--vary", "lora-weight"])
     assert no_lora.exit_code == 2 and "generated without a LoRA" in no_lora.output
 
@@ -191,3 +191,27 @@ def test_rating_a_piece_feeds_its_lora_and_parameters_and_the_report_shows_it(
     assert "steps:4" in report.output and "0.75" in report.output  # (1 approval + 1 five-star + 1) / (2 + 2)
     assert runner.invoke(app, ["models", "rate", stored_piece]).exit_code == 2
     assert runner.invoke(app, ["models", "rate", stored_piece, "--rating", "9"]).exit_code == 2
+
+
+def test_variation_and_replay_requests_change_only_what_was_asked() -> None:
+    from contentforge.domain import GenerationRecord, LoraRef
+    from contentforge.errors import InvalidInput
+    from contentforge.models.requests import checked_params, replay_request, variation_requests
+
+    record = GenerationRecord(
+        backend="tiny-sdxl", model="m", prompt="a runner", negative_prompt="blur", seed=7, steps=4,
+        guidance_scale=5.0, width=128, height=128, loras=(LoraRef(source="/l.safetensors", scale=0.8),),
+    )  # fmt: skip
+    replay = replay_request(record)
+    assert (replay.seed, replay.loras[0].scale, replay.negative_prompt) == (7, 0.8, "blur")
+    weights = variation_requests(record, "lora-weight", 2)
+    assert [v.request.loras[0].scale for v in weights] == [0.96, 0.64]
+    assert all(v.request.seed == 7 and v.request.prompt == "a runner" for v in weights)
+    prompts = variation_requests(record, "prompt", 2)
+    assert [v.request.prompt for v in prompts] == ["a runner, close-up", "a runner, wide shot"]
+    with pytest.raises(InvalidInput, match="make 1 to 16"):
+        variation_requests(record, "seed", 17)
+    with pytest.raises(InvalidInput, match="use one of seed"):
+        variation_requests(record, "colour", 2)
+    with pytest.raises(InvalidInput, match="sd15 models take 64-1024 px"):
+        checked_params("sd15", width=1536)
