@@ -356,7 +356,8 @@ class PersonaStats(BaseModel):
     cost_usd_by_kind: dict[str, float]
     """Batch costs by kind (image, text, moderation, publishing)."""
     strategy_cost_usd_by_step: dict[str, float]
-    """Model calls of strategy steps that worked for this persona; they belong to no batch."""
+    """Model calls of strategy steps that worked for this persona, and of API requests for it
+    (``api_hooks``: hooks, variations, calls to action); they belong to no batch."""
     generation_seconds_mean: float | None
     latest_batch_id: str | None
 

@@ -131,6 +131,8 @@ def test_every_paid_hook_call_is_charged_once_per_call(paid_world: World, model_
     )
     assert again is False and len(api_charges(paid_world)) == 2
     assert store.request_spend("api_hooks", persona_id="ava") == (2, pytest.approx(2 * charge.amount_usd))
+    stats = client.get("/api/v1/personas/ava/stats", headers=AUTH).json()  # the persona's spend shows it
+    assert stats["strategy_cost_usd_by_step"]["api_hooks"] == pytest.approx(2 * charge.amount_usd)
 
 
 def test_a_retry_with_its_idempotency_key_is_answered_without_paying_again(
