@@ -197,6 +197,47 @@ def best_times(
     console.print(timing.reason, highlight=False)
 
 
+@app.command("predict")
+def predict(
+    batch_id: Annotated[str, typer.Argument(help="Batch whose planned pieces get a prediction.")],
+    platform: Annotated[str, typer.Option("--platform", "-p")] = "instagram",
+) -> None:
+    """Predicted normalized engagement per planned piece (1.0 = typical), or why there is none."""
+    from contentforge.analytics.frames import normalize, posts_frame
+    from contentforge.analytics.planned import planned_frame, predict_planned
+    from contentforge.analytics.prediction import train_engagement_model
+    from contentforge.validation import check_stored_batch_id
+
+    check_stored_batch_id(batch_id)
+    platform = _platform(platform)
+    repo = context.repository()
+    pieces = repo.pieces(batch_id=batch_id)
+    if not pieces:
+        fail(f"no pieces in batch {batch_id!r}")
+    persona = repo.get_persona(pieces[0].persona_id)
+    timezone = persona.timezone if persona is not None else "UTC"
+    history = normalize(posts_frame(_store().observations(pieces[0].persona_id, platform), timezone=timezone))
+    model = train_engagement_model(history)
+    console.print(f"{pieces[0].persona_id} on {platform}: model {model.evaluation.reason}", highlight=False)
+    if not model.evaluation.usable:
+        return
+    scheduled = {
+        row.piece_id: row.scheduled_for
+        for row in context.ledger().list(platform=platform, batch_id=batch_id, limit=None)
+        if row.scheduled_for is not None
+    }
+    frame = planned_frame(
+        pieces, platform=platform, timezone=timezone, when_for=scheduled, default_when=datetime.now(UTC),
+        image_for=context.services().storage.get,
+    )  # fmt: skip
+    table = Table("piece", "slot (UTC)", "first hook", "predicted")
+    for item in sorted(predict_planned(model, frame), key=lambda p: -(p.predicted or 0.0)):
+        shown = f"{item.predicted:.2f}" if item.predicted is not None else "-"
+        slot = "unscheduled" if item.piece_id not in scheduled else f"{item.when:%Y-%m-%d %H:%M}"
+        table.add_row(item.piece_id, slot, item.hook_style or "-", shown)
+    console.print(table)
+
+
 @app.command("alerts")
 def alerts(account: Annotated[str | None, typer.Argument(help="Only this account.")] = None) -> None:
     """Reach-drop alerts and publishing pauses."""

@@ -55,6 +55,8 @@ def test_import_then_best_times_on_thin_data_keeps_the_configured_slots(
     assert code == 0 and "0 new posts, 0 new snapshots, 2 replaced" in out
     code, out = run("best-times", "hist")
     assert code == 0 and "default: only 0 posts (at least 30 needed); the configured slots stay" in out
+    code, out = run("predict", "no-such-batch")
+    assert code == 2 and "no pieces in batch 'no-such-batch'" in out
     code, out = run("resume", "hist", "-p", "instagram")
     assert code == 0 and "no active pause for 'hist' on instagram" in out
 

@@ -1,16 +1,24 @@
-"""Image features measure what they claim; cover scoring prefers what the account's best posts look like."""
+"""Image features measure what they claim; cover scoring prefers what the account's best posts look like;
+planned pieces get a predicted engagement from a usable model."""
 
 from __future__ import annotations
 
 import io
+from datetime import UTC, datetime
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
 import pytest
 from PIL import Image
+from support.publishing import make_world
 
 from contentforge.analytics.cover import score_covers
+from contentforge.analytics.frames import normalize, posts_frame
 from contentforge.analytics.image_features import image_features
+from contentforge.analytics.planned import planned_frame, predict_planned
+from contentforge.analytics.prediction import train_engagement_model
+from contentforge.analytics.simulator import simulate_account
 from contentforge.errors import InvalidInput
 
 
@@ -69,3 +77,22 @@ def test_cover_scoring_prefers_the_top_posts_look_and_says_what_a_weak_one_lacks
 def test_cover_scoring_refuses_without_enough_history() -> None:
     with pytest.raises(InvalidInput, match="at least 8 posts; this account has 3"):
         score_covers({"a": flat(10)}, account_history().head(3))
+
+
+def test_planned_pieces_get_a_prediction_from_a_usable_model(tmp_path: Path) -> None:
+    sim = simulate_account("model", days=120, end=datetime(2026, 6, 1, tzinfo=UTC), seed=7, posts_per_day=2)
+    model = train_engagement_model(normalize(posts_frame(sim.observations)))
+    assert model.evaluation.usable, model.evaluation.reason
+    world = make_world(tmp_path, ["ready-safe", "ready-safe"])
+    pieces = world.repo.pieces(batch_id=world.batch_id)
+    evening, morning = datetime(2026, 6, 2, 19, tzinfo=UTC), datetime(2026, 6, 2, 3, tzinfo=UTC)
+    frame = planned_frame(
+        pieces, platform="instagram", timezone="UTC", when_for={pieces[0].id: evening}, default_when=morning,
+        image_for=world.storage.get,
+    )  # fmt: skip
+    assert frame.loc[0, "hook_style"] == "tip" and frame.loc[0, "hashtags"] == ["fitness", "run"]
+    assert "brightness" in frame.columns
+    predictions = predict_planned(model, frame)
+    assert [p.piece_id for p in predictions] == [p.id for p in pieces]
+    assert all(p.predicted is not None and p.predicted > 0 for p in predictions)
+    assert predictions[0].predicted > predictions[1].predicted  # 19:00 is the planted best hour
