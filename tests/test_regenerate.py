@@ -215,3 +215,22 @@ def test_variation_and_replay_requests_change_only_what_was_asked() -> None:
         variation_requests(record, "colour", 2)
     with pytest.raises(InvalidInput, match="sd15 models take 64-1024 px"):
         checked_params("sd15", width=1536)
+
+
+def test_auto_mode_reads_the_yaml_lora_registry_through(settings_env: Path, tmp_path: Path) -> None:
+    from contentforge.config import Settings
+    from contentforge.models.modes import plan_single
+
+    registry_file = tmp_path / "loras.yaml"
+    registry_file.write_text(
+        "neon-city:\n  source: /loras/neon.safetensors\n  trigger_word: neon cyberpunk city\n"
+        "  default_scale: 0.7\n  base_family: sdxl\n"
+        "old-flux:\n  source: /loras/flux.safetensors\n  trigger_word: neon glow\n  base_family: flux\n"
+    )
+    settings = Settings(data_dir=settings_env, image_lora_registry=registry_file)
+    plan = plan_single(settings, "rainy street at night under glowing neon signs", mode="auto", seed=3)
+    assert [lora.source for lora in plan.request.loras] == ["/loras/neon.safetensors"]  # sdxl only
+    assert plan.request.loras[0].scale == 0.7 and plan.request.prompt.startswith("neon cyberpunk city, ")
+    assert "LoRA neon-city 0.70" in plan.explanation
+    manual = plan_single(settings, "rainy street at night under glowing neon signs", mode="manual", steps=9)
+    assert manual.request.loras == () and manual.request.steps == 9 and manual.explanation == ""

@@ -19,6 +19,7 @@ from contentforge.domain import GenerationRecord, LoraSpec
 from contentforge.errors import InvalidInput
 from contentforge.images.protocol import ImageRequest
 from contentforge.models.explain import DECISION_KEY, MODE_KEY, explain
+from contentforge.models.recommender import LoraCandidate
 from contentforge.models.requests import apply_params, checked_params
 
 MODES: tuple[str, ...] = ("manual", "auto")
@@ -70,7 +71,7 @@ def plan_single(
         return SinglePlan("manual", apply_params(base, params))
     from contentforge.models.embeddings import default_embedder
     from contentforge.models.optimizer import optimize, platform_aspect
-    from contentforge.models.recommender import LoraCandidate, recommend
+    from contentforge.models.recommender import recommend
 
     aspect, aspect_reason = platform_aspect(platform)
     tiny = settings.image_profile == "tiny"
@@ -84,7 +85,7 @@ def plan_single(
         pixels=settings.image_width * settings.image_height if tiny else None,
         steps_range=(2, 4, 8) if tiny else None,
     )
-    candidates = []
+    candidates: list[LoraCandidate] = []
     feedback = None
     if registry is not None:
         candidates = [
@@ -101,6 +102,7 @@ def plan_single(
             for m in registry.list_models(kind="lora", family=family)
         ]
         feedback = registry.feedback("lora")
+    candidates += yaml_candidates(settings, family, {c.name for c in candidates})
     recommendation = recommend(
         prompt,
         candidates,
@@ -110,7 +112,10 @@ def plan_single(
         weight_cap=settings.lora_weight_cap,
         feedback=feedback,
     )
-    loras = tuple(LoraSpec(source=s.candidate.source, scale=s.weight) for s in recommendation.chosen)
+    loras = tuple(
+        LoraSpec(source=s.candidate.source, weight_name=s.candidate.weight_name, scale=s.weight)
+        for s in recommendation.chosen
+    )
     triggers = [w for s in recommendation.chosen for w in s.candidate.trigger_words[:1] if w not in prompt]
     auto = base.model_copy(
         update={
@@ -126,6 +131,31 @@ def plan_single(
         registry.touch([s.candidate.name for s in recommendation.chosen])
     explicit = params.model_copy(update={"prompt": None})  # the prompt now carries the trigger words
     return SinglePlan("auto", apply_params(auto, explicit), explain(recommendation, choice))
+
+
+def yaml_candidates(settings: Settings, family: str, taken: set[str]) -> list[LoraCandidate]:
+    """The YAML LoRA registry's entries (``CONTENTFORGE_IMAGE_LORA_REGISTRY``) of ``family``, read through.
+
+    They have no description or tags, so only their name and trigger word are matched; a database
+    registry LoRA of the same name wins.
+    """
+    if settings.image_lora_registry is None:
+        return []
+    from contentforge.images.loras import load_registry
+
+    entries = load_registry(settings.image_lora_registry).entries
+    return [
+        LoraCandidate(
+            name=name,
+            family=entry.base_family,
+            source=entry.source,
+            weight_name=entry.weight_name,
+            trigger_words=(entry.trigger_word,) if entry.trigger_word else (),
+            recommended_weight=entry.default_scale,
+        )
+        for name, entry in sorted(entries.items())
+        if entry.base_family == family and name not in taken
+    ]
 
 
 def with_decision(record: GenerationRecord, plan: SinglePlan) -> GenerationRecord:

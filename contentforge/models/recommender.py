@@ -47,6 +47,8 @@ class LoraCandidate:
     trigger_words: tuple[str, ...] = ()
     recommended_weight: float = 0.8
     rating: float | None = None
+    weight_name: str | None = None
+    """The file inside a hub repo or folder, for YAML registry entries that name one."""
 
     def text(self) -> str:
         parts = [self.name.replace("-", " ").replace("_", " ")]
