@@ -183,3 +183,62 @@ def test_heartbeats_bad_event_ids_and_unknown_jobs(live_api: str) -> None:
     missing = httpx.get(f"{live_api}/api/v1/jobs/{uuid.uuid4()}/stream", headers=AUTH)
     assert missing.status_code == 404
     assert httpx.get(url).status_code == 401
+
+
+@pytest.fixture
+def chromium(tmp_path: Path) -> Iterator[Any]:
+    """Headless Chromium as in test_gallery_browser.py (skips without it, fails under CI=true)."""
+    import os
+
+    problems = [
+        f"{p} is missing" for p in ("/usr/bin/chromium", "/usr/bin/chromedriver") if not Path(p).exists()
+    ]
+    try:
+        from selenium import webdriver
+        from selenium.webdriver.chrome.service import Service
+    except ImportError:
+        problems.append("selenium is not installed")
+    if problems:
+        reason = "headless Chromium unavailable: " + "; ".join(problems)
+        if os.environ.get("CI", "").lower() == "true":
+            pytest.fail(reason)
+        pytest.skip(reason)
+    options = webdriver.ChromeOptions()
+    options.binary_location = "/usr/bin/chromium"
+    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
+        options.add_argument(argument)
+    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
+    driver = webdriver.Chrome(service=Service("/usr/bin/chromedriver"), options=options)
+    try:
+        yield driver
+    finally:
+        driver.quit()
+
+
+def test_the_gallery_follows_a_running_batch_through_the_stream(live_api: str, chromium: Any) -> None:
+    """The page shows pieces as they finish, and the end of the run, without reloading or polling."""
+    from selenium.webdriver.common.by import By
+    from selenium.webdriver.support.ui import WebDriverWait
+
+    _, batch_id, thread = _start_batch(live_api)
+    deadline = time.monotonic() + 60
+    while httpx.get(f"{live_api}/api/v1/batches/{batch_id}", headers=AUTH).status_code != 200:
+        assert time.monotonic() < deadline, "the batch row never appeared"
+        time.sleep(0.1)  # the gallery link exists once the run has taken its batch
+    chromium.get(f"{live_api}/gallery/batches/{batch_id}")
+    chromium.find_element(By.ID, "token").send_keys(TOKEN)
+    chromium.find_element(By.ID, "use-token").click()
+    seen: list[str] = []
+
+    def ended(driver: Any) -> bool:
+        seen.append(driver.find_element(By.ID, "status").text)
+        return "Batch run completed" in seen[-1]
+
+    try:
+        WebDriverWait(chromium, 120, poll_frequency=0.2).until(ended)
+    except Exception:
+        pytest.fail(f"the page never showed the end; its status lines: {list(dict.fromkeys(seen))}")
+    cards = chromium.find_elements(By.CSS_SELECTOR, "article.piece")
+    assert len(cards) == PIECES
+    assert all(card.get_attribute("data-status") != "planned" for card in cards), "cards updated live"
+    thread.join(60)

@@ -152,16 +152,90 @@
     }
   }
 
+  // Live updates: while the batch's run goes on, the page follows its job's event stream
+  // (GET /api/v1/jobs/{id}/stream) instead of polling. Read with fetch, not EventSource, because the
+  // token must travel in the Authorization header; a dropped connection resumes with Last-Event-ID.
+  let following = null;
+  let runEnded = null;  // what the stream's end event said, kept on the status line
+
+  function parseEvent(block) {
+    const event = { event: "message", data: "" };
+    for (const line of block.split("\n")) {
+      if (line.startsWith(":")) continue;  // heartbeat
+      const colon = line.indexOf(":");
+      const field = colon < 0 ? line : line.slice(0, colon);
+      const value = colon < 0 ? "" : line.slice(colon + 1).replace(/^ /, "");
+      if (field === "event") event.event = value;
+      else if (field === "data") event.data += value;
+      else if (field === "id") event.id = value;
+    }
+    if (!event.data) return event.id ? event : null;
+    try { event.data = JSON.parse(event.data); } catch (e) { return null; }
+    return event;
+  }
+
+  async function onEvent(event) {
+    const data = event.data || {};
+    if (event.event === "progress") {
+      say("Batch " + Math.round(data.progress) + "% done" + (data.message ? " · " + data.message : ""));
+    } else if (event.event === "piece") {
+      const fresh = await api("/api/v1/pieces/" + encodeURIComponent(data.piece_id));
+      const card = renderPiece(fresh);
+      const old = grid.querySelector('[data-piece-id="' + CSS.escape(data.piece_id) + '"]');
+      if (old) old.replaceWith(card); else grid.appendChild(card);
+    } else if (event.event === "end") {
+      runEnded = "Batch run " + data.status + (data.error ? ": " + data.error : "");
+      say(runEnded);
+      await load(false);
+      return true;
+    }
+    return false;
+  }
+
+  async function follow(jobId) {
+    if (following === jobId) return;
+    following = jobId;
+    let lastId = null;
+    while (following === jobId && sessionStorage.getItem(TOKEN_KEY)) {
+      try {
+        const response = await fetch("/api/v1/jobs/" + encodeURIComponent(jobId) + "/stream", {
+          headers: headers(lastId ? { "Last-Event-ID": lastId } : {}), credentials: "omit", cache: "no-store",
+        });
+        if (!response.ok) { following = null; return; }  // no such job, or no token: nothing to follow
+        const reader = response.body.getReader();
+        const decoder = new TextDecoder();
+        let buffer = "";
+        for (;;) {
+          const { value, done } = await reader.read();
+          if (done) break;
+          buffer += decoder.decode(value, { stream: true });
+          let cut;
+          while ((cut = buffer.indexOf("\n\n")) >= 0) {
+            const event = parseEvent(buffer.slice(0, cut));
+            buffer = buffer.slice(cut + 2);
+            if (!event) continue;
+            if (event.id) lastId = event.id;
+            if (await onEvent(event)) { following = null; return; }
+          }
+        }
+      } catch (error) {
+        say("Live updates interrupted (" + error.message + "); reconnecting…");
+      }
+      await new Promise((resolve) => setTimeout(resolve, 2000));
+    }
+  }
+
   async function load(redraw) {
     if (!sessionStorage.getItem(TOKEN_KEY)) { say("Enter the API token to load the batch."); return; }
     try {
       const batch = await api("/api/v1/batches/" + encodeURIComponent(batchId));
       renderSummary(batch);
+      if (batch.flow_run_id && batch.status === "running") follow(batch.flow_run_id);
       if (redraw === false) return;
       const pieces = await api("/api/v1/batches/" + encodeURIComponent(batchId) + "/pieces");
       objectUrls.splice(0).forEach((url) => URL.revokeObjectURL(url));
       grid.replaceChildren(...pieces.map(renderPiece));
-      say(pieces.length + " pieces loaded");
+      say(pieces.length + " pieces loaded" + (runEnded ? " · " + runEnded : ""));
     } catch (error) {
       if (error.status === 401) sessionStorage.removeItem(TOKEN_KEY);
       say("Could not load the batch: " + error.message);
@@ -178,6 +252,7 @@
   });
   document.getElementById("forget-token").addEventListener("click", () => {
     sessionStorage.removeItem(TOKEN_KEY);
+    following = null;
     grid.replaceChildren();
     summary.replaceChildren();
     say("Token forgotten.");
