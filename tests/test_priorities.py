@@ -94,6 +94,38 @@ def test_the_local_queue_takes_high_first_then_round_robin_between_batches() -> 
     assert order == ["urgent", "first", "second", "first", "second", "first", "first"]
 
 
+def test_an_unknown_priority_is_refused_before_any_work(
+    settings_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The CLI says so in one line before any server is contacted; the flows before they do anything."""
+    from typer.testing import CliRunner
+
+    from contentforge.config import get_settings
+    from contentforge.personas import sample_persona
+    from contentforge_cli.main import app
+    from flows.generate_images import generate_images
+    from flows.produce_content_batch import produce_content_batch
+
+    def connect(*_args: object, **_kwargs: object) -> None:
+        raise AssertionError("the Prefect server was contacted before the input was refused")
+
+    monkeypatch.setattr("contentforge_cli.runtime.connect", connect)
+    get_settings.cache_clear()
+    url = get_settings().resolved_database_url
+    migrate(url)
+    from contentforge.db import Repository
+
+    Repository(make_engine(url)).upsert_persona(sample_persona())
+    result = CliRunner().invoke(app, ["produce", "mia-fit", "-n", "2", "--priority", "urgent"])
+    assert result.exit_code == 2, (result.output, result.exception)
+    lines = result.output.strip().splitlines()
+    assert len(lines) == 1 and "unknown priority 'urgent': choose one of high, normal, low" in lines[0], lines
+    with pytest.raises(InvalidInput, match="unknown priority 'HIGH'"):
+        produce_content_batch.fn(persona="no-such-persona", priority="HIGH")
+    with pytest.raises(InvalidInput, match="unknown priority ''"):
+        generate_images.fn(batch_id="no-such-batch", piece_ids=["x"], priority="")
+
+
 # The demand table
 
 
