@@ -24,7 +24,7 @@ from contentforge_api.state import ApiState, State, Writer
 router = APIRouter(tags=["strategy"])
 
 Priority = Literal["high", "normal", "low"]
-PRIORITY_FIELD = Field(
+PRIORITY_FIELD: Any = Field(
     "normal",
     description="high runs from the `priority` work queue (served first) and needs a token allowed to "
     "(CONTENTFORGE_API_HIGH_PRIORITY_ALLOWED); normal and low from `default`.",
