@@ -197,3 +197,17 @@ def test_chat_resend_finishes_a_reply_whose_run_died(settings_env: Path) -> None
     assert reply.status == "sent" and reply.disclosure and "AI" in reply.text
     again = CliRunner().invoke(app, ["chat", "resend"])
     assert "0 reply(ies) taken over" in again.output
+
+
+def test_a_hand_off_notice_deferred_by_a_429_still_goes_out_once_and_notifies_once(world: World) -> None:
+    world.platforms.fail_next(429, {"error": {"message": "(#4) Application request limit reached"}})
+    outcome = world.say("can I talk to a real person please", world.engine())
+    assert outcome.action == "handed_off" and world.platforms.sent == []
+    assert world.store.conversations()[0].state == "human"
+
+    assert [o.action for o in later(world, 5).resend_due()] == ["handed_off"]
+    [notice] = world.sent_to("u1")
+    assert "a person from the team" in notice and notice.startswith("Hi! Just so you know")
+    assert [event for event, _, _ in world.notifier.events] == ["handoff"]
+    assert world.store.conversations()[0].state == "human"
+    assert later(world, 10).resend_due() == []

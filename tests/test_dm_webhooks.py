@@ -320,3 +320,21 @@ def test_the_conversations_page_is_a_shell_under_the_gallery_csp(channels: Chann
     assert channels.client.get("/gallery/chat/static/../app.py").status_code == 404
     source = (STATIC_DIR / "conversations.js").read_text()
     assert "innerHTML" not in source and "textContent" in source and "sessionStorage" in source
+
+
+def test_a_rate_limited_reply_is_sent_once_by_the_resend_replies_flow(channels: Channels) -> None:
+    from flows.resend_replies import resend_replies
+
+    channels.platforms.fail_next(
+        429, {"error": {"message": "(#4) Application request limit reached", "code": 4}}, {"Retry-After": "1"}
+    )
+    post_instagram(channels, instagram_delivery("ig-user-429", "mid.in.429", "hi Ava!"))
+    [deferred] = [r for r in channels.settle().values() if r["action"] == "deferred"]
+    assert deferred["action"] == "deferred" and channels.sent_to("ig-user-429") == []
+    time.sleep(1.5)  # the platform's Retry-After
+
+    outcomes = resend_replies(limit=10)
+    assert [(o["action"], o["message_id"]) for o in outcomes] == [("replied", deferred["message_id"])]
+    [reply] = channels.sent_to("ig-user-429")
+    assert reply.startswith(DISCLOSURE)
+    assert resend_replies(limit=10) == []

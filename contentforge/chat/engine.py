@@ -172,7 +172,7 @@ class ReplyEngine:
             self.store.opt_out(conversation.id)
             self.store.set_inbound_status(inbound_id, "ignored")
             return outcome("opted_out", "the user asked to stop; no automated message is sent again")
-        if conversation.state == "human":
+        if conversation.state == "human" and not _deferred_notice(earlier):
             self._drop(earlier, "not sent: a person has taken this conversation over")
             self.store.set_inbound_status(inbound_id, "held")
             return outcome("held", "a person has taken this conversation over")
@@ -182,11 +182,17 @@ class ReplyEngine:
             raise UnknownPersona(
                 f"conversation {conversation.id}: no persona with id {conversation.persona_id!r}"
             )
-        verdict = self.moderator.moderate(None, [inbound.text])
-        handoff = safety.handoff_reason(inbound.text, verdict)
-        if handoff is not None:
-            conversation = self.store.set_state(conversation.id, "human", handoff)
-            self.notifier.notify("handoff", conversation, handoff)
+        verdict: Any = None
+        if conversation.state == "human":
+            # This message's own hand-off notice, deferred by a temporary refusal: it still goes out,
+            # once, and nobody is notified twice.
+            handoff: str | None = conversation.state_reason or "handed off"
+        else:
+            verdict = self.moderator.moderate(None, [inbound.text])
+            handoff = safety.handoff_reason(inbound.text, verdict)
+            if handoff is not None:
+                conversation = self.store.set_state(conversation.id, "human", handoff)
+                self.notifier.notify("handoff", conversation, handoff)
 
         if not self._inside_window(conversation, inbound):
             reason = (
@@ -218,7 +224,8 @@ class ReplyEngine:
         except ReplyClaimLost as exc:
             return outcome("lost", str(exc))
         if handoff is not None:
-            self.store.set_inbound_status(inbound_id, "held")
+            if sent.status != "pending":  # a deferred notice keeps its message open for the retry
+                self.store.set_inbound_status(inbound_id, "held")
             return outcome(
                 "handed_off",
                 handoff,
@@ -506,6 +513,16 @@ class ReplyEngine:
             "queued", conversation, "an automated reply was not sent; a person should answer"
         )
         return row
+
+
+def _deferred_notice(reply: ChatMessage | None) -> bool:
+    """A hand-off notice (source ``system``) judged and stored, waiting to be sent."""
+    return (
+        reply is not None
+        and reply.status == "pending"
+        and reply.source == "system"
+        and reply.judged_sha256 is not None
+    )
 
 
 def refused_before_delivery(exc: TransientError) -> bool:
