@@ -178,6 +178,7 @@ def _wait_paused(api: TestClient, job_id: str, timeout_s: float = 60) -> dict[st
     pytest.fail(f"job {job_id} never paused for input")
 
 
+@pytest.mark.slow
 def test_a_paused_job_shows_its_form_and_resumes_with_the_answer(api: TestClient, world: World) -> None:
     from prefect import tags
 

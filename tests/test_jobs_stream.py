@@ -28,7 +28,7 @@ TOKEN = "stream-token"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 PIECES = 10
 
-pytestmark = pytest.mark.usefixtures("prefect_server")
+pytestmark = [pytest.mark.usefixtures("prefect_server"), pytest.mark.slow]  # real batch runs
 
 
 def _free_port() -> int:
