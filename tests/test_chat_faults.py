@@ -14,11 +14,13 @@ import os
 import subprocess
 import sys
 from datetime import UTC, datetime, timedelta
+from http.server import BaseHTTPRequestHandler
 from pathlib import Path
 
 import test_chat_engine
 from sqlalchemy import create_engine, text
 from support.chat_fakes import FakeDmPlatforms
+from support.loopback import LoopbackServer
 from test_chat_engine import PERSONA, SECRETS, World
 from typer.testing import CliRunner
 
@@ -211,3 +213,33 @@ def test_a_hand_off_notice_deferred_by_a_429_still_goes_out_once_and_notifies_on
     assert [event for event, _, _ in world.notifier.events] == ["handoff"]
     assert world.store.conversations()[0].state == "human"
     assert later(world, 10).resend_due() == []
+
+
+class HangsUpAfterReading(LoopbackServer):
+    """A Send API that reads the whole request, then closes the connection without an answer: the
+    message may well have been delivered (a proxy or the platform dropping the answer)."""
+
+    def __init__(self) -> None:
+        self.requests = 0
+        server = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args: object) -> None:
+                pass
+
+            def do_POST(self) -> None:
+                self.rfile.read(int(self.headers.get("content-length", 0)))
+                server.requests += 1
+                self.close_connection = True  # no status line: the client sees the connection drop
+
+        self._serve(Handler)
+
+
+def test_a_connection_dropped_after_the_request_left_is_left_for_a_person_not_retried(world: World) -> None:
+    with HangsUpAfterReading() as platform:
+        engine = world.engine(instagram_graph_url=f"http://127.0.0.1:{platform.port}")
+        outcome = world.say("hello", engine)
+        assert outcome.action == "failed" and "may already have arrived" in outcome.reason, outcome
+        assert platform.requests == 1
+        assert later(world, 60).resend_due() == []
+    assert world.notifier.events[-1][0] == "queued"
