@@ -31,6 +31,8 @@ from contentforge.text.llm_prompts import ImagePromptOutcome
 from contentforge.text.prompts import ImagePrompt, build_image_prompt
 from contentforge.text.providers import OfflineEngine, ProviderChain
 from contentforge.text.providers.openai_provider import OpenAIProvider
+from contentforge_api.queries import ContentQueries
+from contentforge_api.schemas import PieceOut
 
 KEY = "sk-gate-test-key-123"
 FAST = {"retry_base_s": 0.01, "max_attempts": 1, "timeout_s": 5.0, "prices": {"gpt-test": (0.5, 2.0)}}
@@ -256,6 +258,12 @@ def test_a_hook_held_by_the_gate_is_never_published(tmp_path: Path, db_url: str)
         world.ledger.schedule(third, "instagram", T0, publisher="outbox", caption=held_caption)
     stored = world.repo.get_piece(first)
     assert stored is not None and [h.held_by_quality_gate for h in stored.hooks] == [True, False]
+    # The API (and so the gallery) shows each hook's verdict.
+    shown = PieceOut.model_validate(ContentQueries(world.engine, lambda piece: None).piece(first))
+    assert [h.quality_gate["status"] if h.quality_gate else None for h in shown.hooks] == [
+        "needs_review",
+        "passed",
+    ]
 
 
 # --- image prompts ------------------------------------------------------------------------------
@@ -316,3 +324,14 @@ def test_migration_0013_up_and_down_keeps_hooks(tmp_path: Path, db_url: str) -> 
         assert [h.quality_gate for h in stored.hooks] == [None, None], "rows from before 0013: not gated"
     finally:
         engine.dispose()
+
+
+def test_the_review_form_shows_each_pieces_gate_line() -> None:
+    from contentforge.moderation.review import ReviewItem
+    from flows.review_pieces import review_markdown
+
+    item = ReviewItem("p1", "b1", "mia", "FIT-001", "suggestive", None, {"sexual": 0.4}, [], None, None, T0)
+    line = gate_summary(held_and_passed(0), {"status": "passed"})
+    assert line == "hooks: 1 needs_review, 1 passed; image prompt: passed"
+    table = review_markdown("b1", [item], {"p1": line})
+    assert "| quality gate |" in table and line in table
