@@ -229,7 +229,7 @@ def test_a_paused_job_shows_its_form_and_resumes_with_the_answer(api: TestClient
 
 
 def test_the_jobs_cli_lists_shows_and_cancels_with_one_line_refusals(world: World) -> None:
-    from prefect.states import Running
+    from prefect.states import Completed, Running
     from typer.testing import CliRunner
 
     from contentforge_cli.main import app
@@ -248,6 +248,12 @@ def test_the_jobs_cli_lists_shows_and_cancels_with_one_line_refusals(world: Worl
     assert shown.exit_code == 0 and '"type": "batch"' in shown.output and '"batch": "b1"' in shown.output
     cancelled = cli.invoke(app, ["jobs", "cancel", waiting])
     assert cancelled.exit_code == 0 and f"{waiting}: cancelled" in cancelled.output
+    done = _run("publish-due", {"limit": 5}, [f"persona:cli-{mark}"], Running(), Completed())
+    watched = cli.invoke(app, ["jobs", "watch", done], env={"COLUMNS": "300"})
+    assert watched.exit_code == 0, watched.output
+    assert "state: Running" in watched.output and f"{done}: completed" in watched.output
+    stopped = cli.invoke(app, ["jobs", "watch", waiting], env={"COLUMNS": "300"})
+    assert stopped.exit_code == 1 and f"{waiting}: cancelled" in stopped.output, "not completed: exit 1"
 
     for args, message in (
         (["jobs", "show", "not-a-uuid"], "job id must be a flow run id"),
