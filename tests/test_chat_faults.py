@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import time
 from datetime import UTC, datetime, timedelta
 from http.server import BaseHTTPRequestHandler
 from pathlib import Path
@@ -37,6 +38,7 @@ world = test_chat_engine.world
 
 CHILD = """
 import sys
+import time
 from contentforge.chat.engine import build_reply_engine
 from contentforge.config import Settings
 from contentforge.services import Services
@@ -243,3 +245,19 @@ def test_a_connection_dropped_after_the_request_left_is_left_for_a_person_not_re
         assert platform.requests == 1
         assert later(world, 60).resend_due() == []
     assert world.notifier.events[-1][0] == "queued"
+
+
+def test_a_live_run_slower_than_its_lease_keeps_its_claim_by_renewing_it(world: World) -> None:
+    message_id = world.inbound("hello")
+    seen: list[str] = []
+
+    def slow_slot(write):  # type: ignore[no-untyped-def]
+        time.sleep(5)  # past the 3 s lease: only the renewals keep the claim
+        seen.append(later(world, 0).reply_to(message_id).action)  # a second runner meanwhile
+        return write()
+
+    engine = world.engine()
+    engine.claim_lease_s, engine.slot = 3.0, slow_slot
+    assert engine.reply_to(message_id).action == "replied"
+    assert seen == ["duplicate"]
+    assert len(world.sent_to("u1")) == 1
