@@ -59,6 +59,11 @@ JOB_TYPES: dict[str, str] = {
     "derive-social-posts": "social",
     "schedule-batch": "schedule",
     "publish-due": "publish",
+    "collect-metrics": "metrics",
+    "learn": "learn",
+    "install-model": "models",
+    "reply-to-message": "reply",
+    "resend-replies": "replies",
 }
 """Flow name -> job type. A flow ContentForge starts that is not named here is not listed as a job."""
 STRATEGY_STEP_OF_TYPE = {
@@ -90,6 +95,11 @@ JobType = Literal[
     "social",
     "schedule",
     "publish",
+    "metrics",
+    "learn",
+    "models",
+    "reply",
+    "replies",
 ]
 JOB_TYPE_VALUES: tuple[str, ...] = JobType.__args__  # type: ignore[attr-defined]
 

@@ -58,6 +58,11 @@ JobTypeParam = Literal[
     "social",
     "schedule",
     "publish",
+    "metrics",
+    "learn",
+    "models",
+    "reply",
+    "replies",
 ]
 StatusParam = Literal[
     "scheduled", "pending", "running", "paused", "cancelling", "cancelled", "completed", "failed", "crashed"
