@@ -35,12 +35,18 @@ the ContentForge database, which every generating process shares) publish what t
 and each computes the same split from the same rows (``contentforge/fair_share.py``: strict
 priorities, then an even split, its remainder to the least served). A process then:
 
-- asks the server for a slot only while it holds fewer than its shares' targets, so a freed slot goes
-  to whom the split entitles, not to whoever polls first;
-- gives its slot back after the current generation when it holds more than its target, or when a
-  more urgent share somewhere waits for a slot (so that share takes the next slot that frees, whoever
-  held it); nothing is preempted, so a high-priority generation waits at most one generation plus a
-  poll (``poll_s / 4`` for ``high``).
+- asks the server for a slot only while it holds fewer than its shares' targets (or a slot is free
+  that no other process is owed, so none idles), and only when the table shows a free slot or
+  ``poll_s`` passed since its last refusal, so a freed slot goes to whom the split entitles, not to
+  whoever polls first, and the server is not asked in vain many times a second;
+- gives its slot back after the current generation when a more urgent share somewhere waits for a
+  slot (so that share takes the next slot that frees, whoever held it), or when another process is
+  owed a slot and this one is the most above its target. Nothing is preempted: a high-priority
+  generation waits for one generation to end, plus the table's refresh (``refresh_s``) and a poll
+  (``poll_s / 4`` for ``high``).
+
+A batch that joins the rotation starts level with the least served batch already in it: it takes its
+turns from then on, it does not catch up on what the others were served before it arrived.
 
 Why a table and not more Prefect limits: a limit counts slots but cannot say which batch waits, at
 which priority, or how much it was served, and an even split needs all three. The table is advice,

@@ -265,7 +265,12 @@ def test_across_processes_a_high_generation_takes_the_next_free_slot(across_proc
 
 @pytest.mark.slow
 def test_across_processes_equal_batches_progress_together(across_processes: Workload) -> None:
-    _assert_fair_at_mid_run(across_processes, [f"normal-{n}" for n in range(NORMAL_BATCHES)])
+    # Across processes a hand-off needs the Prefect server (a release, then an acquisition): on a loaded
+    # machine its answers sometimes take seconds, and the process waiting for one falls behind by as
+    # much. So this asserts that no process is starved (each has at least half the mean) rather than
+    # the ±20% the batches in one process keep; without the demand table one of three processes had
+    # done 0 of its 50 at mid-run (first come keeps all).
+    _assert_fair_at_mid_run(across_processes, [f"normal-{n}" for n in range(NORMAL_BATCHES)], tolerance=0.5)
 
 
 def _assert_invariants(workload: Workload) -> None:
@@ -289,9 +294,9 @@ def _overtaken_and_ratio(workload: Workload) -> tuple[int, float]:
     return overtaken, (started - queued) / (ended - started)
 
 
-def _assert_fair_at_mid_run(workload: Workload, shares: list[str]) -> None:
+def _assert_fair_at_mid_run(workload: Workload, shares: list[str], tolerance: float = 0.2) -> None:
     """Half-way through the time all the batches were running side by side, each has done as many
-    generations since then as the others, ±20%.
+    generations since then as the others, ±``tolerance`` (20%).
 
     "Side by side" starts when the last of them queued its first generation: on a busy machine their
     planning ends seconds apart, and a batch cannot be served before it asks.
@@ -306,7 +311,7 @@ def _assert_fair_at_mid_run(workload: Workload, shares: list[str]) -> None:
     mean = sum(done.values()) / len(done)
     window = (first_queued.time(), mid.time(), last_started.time())
     assert mean >= 5, f"too short a window to compare: {done} in {window}"
-    assert all(abs(n - mean) <= 0.2 * mean for n in done.values()), (done, window)
+    assert all(abs(n - mean) <= tolerance * mean for n in done.values()), (done, window)
 
 
 @pytest.fixture(scope="module")
@@ -319,6 +324,7 @@ def batch_flows(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -
     from flows.produce_content_batch import produce_content_batch
     from tasks import resources
     from tasks.bootstrap import ensure_concurrency_limit, ensure_crash_automation
+    from tasks.generation_queue import generation_dispatcher
 
     patch = pytest.MonkeyPatch()
     patch.setenv("CONTENTFORGE_DATA_DIR", str(tmp_path_factory.mktemp("priorities") / "data"))
@@ -364,9 +370,27 @@ def batch_flows(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -
             threading.Thread(target=run, args=(batch_id, PIECES, n + 1, "normal"))
             for n, batch_id in enumerate(normal)
         ]
+        # "Started together": their planning ends seconds apart on a busy machine, so the slots are held
+        # (high priority, taken first) until all three batches have queued their generations.
+        dispatcher = generation_dispatcher()
+        release, holding = threading.Event(), threading.Semaphore(0)
+
+        def hold_slot() -> None:
+            holding.release()
+            release.wait(timeout=240)
+
+        holds = [dispatcher.submit(hold_slot, priority="high", share="hold") for _ in range(LIMIT)]
+        for _ in holds:
+            assert holding.acquire(timeout=60), "the slots were never held"
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 240
+        while len(dispatcher._queue) < NORMAL_BATCHES * PIECES:
+            assert time.monotonic() < deadline and not errors, errors
+            time.sleep(0.1)
+        release.set()
+        for hold in holds:
+            hold.result(timeout=60)
         while sum(1 for batch_id in normal for r in repo.pieces(batch_id=batch_id) if r.finished_at) < 20:
             assert time.monotonic() < deadline and not errors, errors
             time.sleep(0.1)
