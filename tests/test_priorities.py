@@ -426,14 +426,26 @@ def batch_flows(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -
 @pytest.mark.slow
 def test_a_high_batch_generation_starts_within_one_generation(batch_flows: Workload) -> None:
     _assert_invariants(batch_flows)
-    overtaken, ratio = _overtaken_and_ratio(batch_flows)
-    # In this process the high generation is the next one any holder takes: no normal generation
-    # starts in between (but those a holder took at the very moment it was queued). FIFO would have it
-    # wait for the ~110 generations queued ahead of it, a ratio of ~20; here it waits for the first
-    # of the 5 running generations to end, plus thread wake-up (a quarter generation allowed for a
-    # loaded test machine).
-    assert overtaken < LIMIT, (overtaken, ratio)
-    assert ratio <= 1.25, (overtaken, ratio)
+    overtaken, _ = _overtaken_and_ratio(batch_flows)
+    queued, started, _ = batch_flows.generations["high"][0]
+    # The slot it takes is the first to free after it was queued: the generation running then that
+    # ended first. Its wait, as a ratio to that generation's time, is at most 1 (it waited for no
+    # more than that one generation) plus the hand-off; FIFO would have it wait for the ~110 queued
+    # ahead of it (~20 generation times). Measured against the generation that freed the slot, not a
+    # nominal latency, so a loaded machine that stretches everything does not fail it.
+    running = [
+        (s, f)
+        for share, pieces in batch_flows.generations.items()
+        if share != "high"
+        for (_, s, f) in pieces.values()
+        if s <= queued < f
+    ]
+    assert running, "the slots were not busy when the high batch arrived"
+    freed_start, freed_end = min(running, key=lambda span: span[1])
+    ratio = (started - queued) / (freed_end - freed_start)
+    handoff = (started - freed_end).total_seconds()
+    assert overtaken < LIMIT, (overtaken, ratio, handoff)
+    assert ratio <= 1.25, (overtaken, ratio, handoff)
 
 
 @pytest.mark.slow
