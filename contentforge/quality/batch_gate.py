@@ -9,7 +9,8 @@ Hooks (model-written or offline) are checked as the caption they would be publis
 2. a hook that still fails is regenerated once: for a model writer, ONE more model call for all of
    the piece's failing slots together (``LlmHookWriter.redraft``), whose answer the caller charges to
    the cost ledger under its own charge key; for the offline writer, the same style from another
-   seed (status ``regenerated``);
+   seed (status ``regenerated``). Any other ``HookWriter`` is not asked again (a second call may
+   cost or change what a resumed batch expects): its failing hook goes straight to step 4;
 3. then a model hook falls back to the offline writer's hook of the same style (``fallback``);
 4. else the better attempt is kept and marked ``needs_review``: it is stored and shown, but
    ``Hook.held_by_quality_gate`` keeps it from ever being chosen for publishing, and it is moved
@@ -117,11 +118,11 @@ def gate_hooks(
             gated_hooks.append(_with_verdict(hook, verdicts[i], hooks[i]))
             continue
         from_model = model is not None and hook.style not in offline_styles
-        regenerate = (
-            model_hook(hook)
-            if from_model
-            else offline_hook(hook.style, seed + REGENERATION_SEED_OFFSET, hook.caption)
-        )
+        regenerate: Callable[[], str] | None = None
+        if from_model:
+            regenerate = model_hook(hook)
+        elif model is not None or isinstance(writer, OfflineHookWriter):
+            regenerate = offline_hook(hook.style, seed + REGENERATION_SEED_OFFSET, hook.caption)
         fallback = offline_hook(hook.style, seed, hook.caption) if from_model else None
         gated = gate_text(offer(hook), check, regenerate=regenerate, fallback=fallback)
         gated_hooks.append(by_caption[gated.text].model_copy(update={"quality_gate": gated.result.as_dict()}))
