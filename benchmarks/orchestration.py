@@ -293,7 +293,10 @@ def _run_point(
     else:
         codes = [worker.wait() for worker in workers]
         if any(codes):
-            raise SystemExit(f"a batch process failed: exit codes {codes}")
+            failure = f"a batch process failed: exit codes {codes}"
+            if not args.sweep:
+                raise SystemExit(failure)
+            return {"batches": batches, "pieces": batches * pieces, "failed": failure}  # the sweep goes on
     exit_wall_s = time.perf_counter() - started
     # Batches are done when their flows return; a process then still flushes Prefect's logs and events.
     done = [float(path.read_text()) for path in sync_dir.glob("done-*")]

@@ -46,8 +46,8 @@ def cpu_sizing(replicas: int = 0, threads: int = 0, cores: int | None = None) ->
     Auto: one generation per ``CORES_PER_GENERATION`` cores (at least one, at most
     ``MAX_AUTO_CONCURRENCY``), and the cores but one split evenly between them as torch threads: the
     batch's own process (moderation, hooks, Prefect's client) and, locally, the Prefect server need the
-    other. Measured on 2 cores with the tiny pipeline, one generation on one thread beat one on two
-    threads, quiet or loaded (docs/benchmarks.md).
+    other. Measured on 2 cores with the tiny pipeline at load ~2, one generation on one thread was the
+    fastest split (docs/benchmarks.md); under heavy load the order changed from run to run.
     """
     cores = cores or available_cores()
     if replicas:
