@@ -10,11 +10,13 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import test_gallery_browser as gallery
 from alembic import command
 from pydantic import SecretStr
 from sqlalchemy import inspect, select, text
 from support.llm_fakes import FakeOpenAI
 from support.publishing import T0, bind_verdict, make_world
+from test_gallery_browser import browser, server_url, world  # noqa: F401 (the gallery's fixtures)
 
 from contentforge.batch import BatchRequest, plan_pieces, template_by_id, write_piece_hooks
 from contentforge.catalog import load_templates
@@ -72,12 +74,12 @@ def good_text(style: HookStyle) -> str:
 
 def piece_world(tmp_path: Path, url: str) -> tuple[Repository, Persona, Any]:
     """A migrated database with one generated piece (no hooks yet) of persona mia."""
-    world = make_world(tmp_path, ["planned"], url=url, hook_platforms=())
-    persona = world.repo.get_persona("mia")
+    pub = make_world(tmp_path, ["planned"], url=url, hook_platforms=())
+    persona = pub.repo.get_persona("mia")
     assert persona is not None
-    piece = world.repo.get_piece(world.ids("planned")[0])
+    piece = pub.repo.get_piece(pub.ids("planned")[0])
     assert piece is not None
-    return world.repo, persona, piece
+    return pub.repo, persona, piece
 
 
 def cost_keys(repo: Repository, piece_id: str) -> list[str]:
@@ -240,26 +242,26 @@ def held_and_passed(index: int) -> list[Hook]:
 
 
 def test_a_hook_held_by_the_gate_is_never_published(tmp_path: Path, db_url: str) -> None:
-    world = make_world(tmp_path, ["generated", "generated", "generated"], url=db_url, hook_platforms=())
-    first, second, third = world.ids("generated")
-    world.repo.save_hooks(first, held_and_passed(0))  # held first: publishing must skip it
-    world.repo.save_hooks(second, held_and_passed(1)[:1])  # only a held hook
-    world.repo.save_hooks(third, held_and_passed(2))
+    pub = make_world(tmp_path, ["generated", "generated", "generated"], url=db_url, hook_platforms=())
+    first, second, third = pub.ids("generated")
+    pub.repo.save_hooks(first, held_and_passed(0))  # held first: publishing must skip it
+    pub.repo.save_hooks(second, held_and_passed(1)[:1])  # only a held hook
+    pub.repo.save_hooks(third, held_and_passed(2))
     for piece_id in (first, second, third):
-        world.repo.save_verdict(piece_id, ModerationVerdict(verdict=Verdict.safe, scores={"sexual": 0.1}))
-        bind_verdict(world.engine, piece_id)
+        pub.repo.save_verdict(piece_id, ModerationVerdict(verdict=Verdict.safe, scores={"sexual": 0.1}))
+        bind_verdict(pub.engine, piece_id)
 
-    publication_id, _ = world.ledger.schedule(first, "instagram", T0, publisher="outbox")
-    assert world.ledger.get(publication_id).caption.startswith("Passed hook 0")
+    publication_id, _ = pub.ledger.schedule(first, "instagram", T0, publisher="outbox")
+    assert pub.ledger.get(publication_id).caption.startswith("Passed hook 0")
     with pytest.raises(PublishRefused, match="held for review by the quality gate"):
-        world.ledger.schedule(second, "instagram", T0, publisher="outbox")
+        pub.ledger.schedule(second, "instagram", T0, publisher="outbox")
     held_caption = held_and_passed(2)[0].caption
     with pytest.raises(PublishRefused, match="quality gate marked needs_review"):
-        world.ledger.schedule(third, "instagram", T0, publisher="outbox", caption=held_caption)
-    stored = world.repo.get_piece(first)
+        pub.ledger.schedule(third, "instagram", T0, publisher="outbox", caption=held_caption)
+    stored = pub.repo.get_piece(first)
     assert stored is not None and [h.held_by_quality_gate for h in stored.hooks] == [True, False]
     # The API (and so the gallery) shows each hook's verdict.
-    shown = PieceOut.model_validate(ContentQueries(world.engine, lambda piece: None).piece(first))
+    shown = PieceOut.model_validate(ContentQueries(pub.engine, lambda piece: None).piece(first))
     assert [h.quality_gate["status"] if h.quality_gate else None for h in shown.hooks] == [
         "needs_review",
         "passed",
@@ -286,8 +288,8 @@ def test_a_model_image_prompt_failing_the_gate_falls_back_to_the_rules_prompt() 
 
 
 def test_every_planned_prompt_carries_its_verdict_into_the_database(tmp_path: Path, db_url: str) -> None:
-    world = make_world(tmp_path, ["planned"], url=db_url, hook_platforms=())
-    persona = world.repo.get_persona("mia")
+    pub = make_world(tmp_path, ["planned"], url=db_url, hook_platforms=())
+    persona = pub.repo.get_persona("mia")
     assert persona is not None
     request = BatchRequest(persona, 3, Platform.instagram, TierMix(safe=1.0, suggestive=0.0), seed=4)
     planned = plan_pieces(request, "batch1")
@@ -297,8 +299,8 @@ def test_every_planned_prompt_carries_its_verdict_into_the_database(tmp_path: Pa
     flagged = PlannedPiece(
         "gate-x", 9, "FIT-001", "safe", "p", "", 9, {"status": "needs_review", "issues": []}
     )
-    world.repo.add_planned_pieces("batch1", [flagged])
-    with world.repo.sessions.read() as session:
+    pub.repo.add_planned_pieces("batch1", [flagged])
+    with pub.repo.sessions.read() as session:
         stored = session.scalar(select(PieceORM.prompt_quality_gate).where(PieceORM.id == "gate-x"))
     assert stored == {"status": "needs_review", "issues": []}
 
@@ -307,9 +309,9 @@ def test_every_planned_prompt_carries_its_verdict_into_the_database(tmp_path: Pa
 
 
 def test_migration_0013_up_and_down_keeps_hooks(tmp_path: Path, db_url: str) -> None:
-    world = make_world(tmp_path, ["generated"], url=db_url, hook_platforms=())
-    [piece_id] = world.ids("generated")
-    world.repo.save_hooks(piece_id, held_and_passed(0))
+    pub = make_world(tmp_path, ["generated"], url=db_url, hook_platforms=())
+    [piece_id] = pub.ids("generated")
+    pub.repo.save_hooks(piece_id, held_and_passed(0))
     engine = make_engine(db_url)
     try:
         with migration_transaction(engine) as conn:
@@ -335,3 +337,22 @@ def test_the_review_form_shows_each_pieces_gate_line() -> None:
     assert line == "hooks: 1 needs_review, 1 passed; image prompt: passed"
     table = review_markdown("b1", [item], {"p1": line})
     assert "| quality gate |" in table and line in table
+
+
+# --- the gallery in a real browser --------------------------------------------------------------
+
+
+@pytest.mark.slow
+def test_the_gallery_shows_each_hooks_gate_verdict_as_text(browser: Any, server_url: str, world: Any) -> None:  # noqa: F811
+    from selenium.webdriver.common.by import By
+
+    hooks = held_and_passed(1)
+    hooks[0].quality_gate["issues"] = [{"rule": "unfilled_slot", "detail": "<b>{product}</b>"}]  # type: ignore[index]
+    world.repo.save_hooks("b1-001", hooks)
+    browser.get(f"{server_url}/gallery/batches/b1")
+    gallery._sign_in(browser, gallery.TOKEN)
+    gallery._wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.piece")) == 6, "no pieces")
+    badges = gallery._card(browser, "b1-001").find_elements(By.CSS_SELECTOR, ".hooks .gate")
+    assert [b.text for b in badges] == ["gate: needs_review", "gate: passed"]
+    assert badges[0].get_attribute("title") == "unfilled_slot: <b>{product}</b>", "issues shown as text"
+    assert gallery._card(browser, "b1-000").find_elements(By.CSS_SELECTOR, ".hooks .gate") == []
