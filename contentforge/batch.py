@@ -354,6 +354,8 @@ def write_piece_hooks(
     ranking = order_hooks(AnalyticsStore(repo.sessions), persona.id, platform.value, hooks)
     hooks = sorted(ranking.hooks, key=lambda hook: hook.held_by_quality_gate)  # held hooks never first
     if ranking.decision is not None:
+        if hooks and hooks[0] is not ranking.hooks[0]:  # the learned favourite is held by the gate
+            ranking.decision["publish_first"] = hooks[0].style.value
         AnalyticsStore(repo.sessions).record_feedback(piece.id, {f"hooks:{platform.value}": ranking.decision})
     repo.save_hooks(piece.id, hooks)
     fault_point("hooks-saved")  # test-only: kill -9 once the hooks are saved
