@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
-import contextlib
 import json
 from datetime import timedelta
 from pathlib import Path
 from typing import Any, Literal
+from uuid import UUID
 
 from prefect import task
-from prefect.client.orchestration import get_client
+from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitCreate,
     GlobalConcurrencyLimitUpdate,
@@ -19,7 +19,7 @@ from prefect.client.schemas.objects import StateType
 from prefect.events.actions import ChangeFlowRunState
 from prefect.events.schemas.automations import AutomationCore, EventTrigger, Posture
 from prefect.events.schemas.events import ResourceSpecification
-from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound
+from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectHTTPStatusError
 
 from contentforge.config import Settings
 
@@ -153,12 +153,26 @@ def ensure_crash_automation(
             outcome = "unchanged"
         keep, *duplicates = sorted(existing, key=lambda automation: str(automation.id))
         for duplicate in duplicates:
-            with contextlib.suppress(ObjectNotFound):  # the other process deleted it first
-                client.delete_automation(duplicate.id)
+            delete_automation_if_present(client, duplicate.id)
         if outcome == "unchanged" and update and not _same_automation(keep, wanted):
             client.update_automation(keep.id, wanted)
             outcome = "updated"
     return outcome
+
+
+def delete_automation_if_present(client: SyncPrefectClient, automation_id: UUID) -> None:
+    """Delete an automation that another bootstrapping process may have deleted a moment ago.
+
+    The client raises its HTTP error for the server's 404 before its own 404 check runs, so three
+    flows starting together on a fresh server failed with "Automation not found" here.
+    """
+    try:
+        client.delete_automation(automation_id)
+    except ObjectNotFound:
+        pass
+    except PrefectHTTPStatusError as error:
+        if error.response.status_code != 404:
+            raise
 
 
 INFRA_POOLS = Path(__file__).resolve().parents[1] / "infra" / "pools"

@@ -33,7 +33,12 @@ from contentforge.config import get_settings
 def test_bootstrap_creates_the_crash_automation_once(prefect_server: str) -> None:
     from prefect.client.orchestration import get_client
 
-    from tasks.bootstrap import CRASH_AUTOMATION, crash_automation, ensure_crash_automation
+    from tasks.bootstrap import (
+        CRASH_AUTOMATION,
+        crash_automation,
+        delete_automation_if_present,
+        ensure_crash_automation,
+    )
 
     settings = get_settings()
     ensure_crash_automation(settings)
@@ -50,6 +55,13 @@ def test_bootstrap_creates_the_crash_automation_once(prefect_server: str) -> Non
     assert "prefect.flow-run.heartbeat" in automation.trigger.expect
     assert automation.actions[0].type == "change-flow-run-state"
     assert ensure_crash_automation(settings) == "updated"
+
+    # A duplicate another process deleted a moment earlier is no error (three flows starting together).
+    with get_client(sync_client=True) as client:
+        duplicate = client.create_automation(crash_automation(settings))
+        client.delete_automation(duplicate)
+        delete_automation_if_present(client, duplicate)
+    assert ensure_crash_automation(settings) == "unchanged"
 
 
 @pytest.fixture(scope="module")
