@@ -114,7 +114,7 @@ def review_pieces(batch_id: str, timeout_s: int = 3600, poll_interval_s: int = 1
 
 def _gate_line(piece_id: str) -> str:
     piece = resources.repository().get_piece(piece_id)
-    return gate_summary(piece.hooks) if piece is not None else "-"
+    return gate_summary(piece.hooks, piece.prompt_quality_gate) if piece is not None else "-"
 
 
 if __name__ == "__main__":

@@ -77,6 +77,8 @@ class PieceRow:
     """``llm`` or ``rules`` when the planner recorded where the image prompt came from, else None."""
     prompt_fallback: str | None = None
     """Why a model-written prompt fell back to the rules (short), else None."""
+    prompt_quality_gate: dict[str, Any] | None = None
+    """The quality gate's verdict on the image prompt (None: planned before revision 0013)."""
 
     @property
     def record(self) -> GenerationRecord | None:
