@@ -7,6 +7,7 @@ from collections.abc import Iterator
 from datetime import UTC, date, datetime, timedelta
 from pathlib import Path
 
+import httpx
 import pytest
 from pydantic import SecretStr
 from sqlalchemy import Engine
@@ -23,17 +24,25 @@ from support.publishing import make_world, serve
 
 from contentforge.analytics.collect import collect_due
 from contentforge.analytics.csv_import import import_csv
+from contentforge.analytics.factory import build_collectors
 from contentforge.analytics.instagram import InstagramCollector
 from contentforge.analytics.protocol import MissingPermission, RateLimited
 from contentforge.analytics.tiktok import TikTokCollector
 from contentforge.analytics.x import XCollector
+from contentforge.config import Settings
 from contentforge.db import make_engine, migrate
 from contentforge.db.analytics import AnalyticsStore, SimulatedMixing
 from contentforge.domain.analytics import AccountDay, LearnedWeight, PostMetrics
 from contentforge.errors import InvalidInput
-from contentforge.publishing.protocol import PublishedPost
+from contentforge.outbound import OutboundPolicy
+from contentforge.publishing.protocol import PermanentFailure, PublishedPost
 
 NOW = datetime(2026, 3, 10, 12, tzinfo=UTC)
+
+
+def loopback_client() -> httpx.Client:
+    """A pinned policy client that may reach the loopback fakes (what an opted-in setting gets)."""
+    return OutboundPolicy(setting="test", allow_private=True).client(timeout=10)
 
 
 @pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
@@ -140,7 +149,9 @@ IG_MEDIA = {
 
 
 def ig(api: FakeGraphInsights, token: str = IG_TOKEN) -> InstagramCollector:
-    return InstagramCollector(user_id=IG_USER, access_token=SecretStr(token), base_url=f"{api.url}/v21.0")
+    return InstagramCollector(
+        user_id=IG_USER, access_token=SecretStr(token), base_url=f"{api.url}/v21.0", client=loopback_client()
+    )
 
 
 def test_instagram_media_insights_in_both_answer_shapes_and_young_media_left_out() -> None:
@@ -191,6 +202,35 @@ def test_instagram_account_days_carry_daily_reach() -> None:
     assert [(d.day, d.reach) for d in days] == [(date(2026, 3, 2), 1200)]
 
 
+def test_collectors_refuse_a_private_api_url_and_pin_every_request_to_checked_addresses(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The bearer token must never reach a loopback, private or metadata address (review finding 1)."""
+
+    def configured(url: str, allow: str) -> Settings:
+        return Settings(  # type: ignore[call-arg]
+            _env_file=None, instagram_graph_url=url, instagram_user_id=IG_USER,
+            instagram_access_token=SecretStr(IG_TOKEN), allow_private_urls=allow,
+        )  # fmt: skip
+
+    with serve(FakeGraphInsights(IG_MEDIA)) as api:
+        collectors, missing = build_collectors(configured(f"{api.url}/v21.0", allow=""))
+        assert "instagram" not in collectors
+        assert "CONTENTFORGE_INSTAGRAM_GRAPH_URL" in missing["instagram"]
+        assert "CONTENTFORGE_ALLOW_PRIVATE_URLS=instagram_graph_url" in missing["instagram"]
+        assert IG_TOKEN not in missing["instagram"]
+        # a public-looking name that resolves to loopback (DNS rebinding) passes the static check, but
+        # every request is resolved, checked and pinned again, so it is refused before connecting
+        port = api.url.rsplit(":", 1)[1]
+        monkeypatch.setattr("contentforge.outbound.resolve_host", lambda host, port: ["127.0.0.1"])
+        collectors, _ = build_collectors(configured(f"http://insights.example.com:{port}/v21.0", allow=""))
+        with pytest.raises(PermanentFailure, match="non-public address"):
+            collectors["instagram"].metrics(["m1"])
+        assert api.requests == []
+        opted_in, _ = build_collectors(configured(f"{api.url}/v21.0", allow="instagram_graph_url"))
+        assert opted_in["instagram"].metrics(["m1"])["m1"].values["reach"] == 900
+
+
 # --- X ----------------------------------------------------------------------------------------------
 
 X_POSTS = {
@@ -207,7 +247,7 @@ X_POSTS = {
 
 
 def x_collector(api: FakeXMetrics) -> XCollector:
-    return XCollector(access_token=SecretStr(X_TOKEN), base_url=api.url)
+    return XCollector(access_token=SecretStr(X_TOKEN), base_url=api.url, client=loopback_client())
 
 
 def test_x_public_and_non_public_metrics_with_a_user_context_token() -> None:
@@ -260,7 +300,7 @@ VIDEOS = {
 
 
 def tiktok(api: FakeTikTokVideos) -> TikTokCollector:
-    return TikTokCollector(access_token=SecretStr(TIKTOK_TOKEN), base_url=api.url)
+    return TikTokCollector(access_token=SecretStr(TIKTOK_TOKEN), base_url=api.url, client=loopback_client())
 
 
 def test_tiktok_video_query_list_pagination_and_errors() -> None:

@@ -60,7 +60,7 @@ class InstagramCollector:
         user_id: str,
         access_token: SecretStr,
         base_url: str = DEFAULT_GRAPH_URL,
-        client: httpx.Client | None = None,
+        client: httpx.Client,
         default_retry_s: float = 3600.0,
     ) -> None:
         if not user_id:
@@ -69,6 +69,7 @@ class InstagramCollector:
             raise InvalidInput("CONTENTFORGE_INSTAGRAM_ACCESS_TOKEN is required to collect Instagram metrics")
         self.user_id = user_id
         self.default_retry_s = default_retry_s
+        # ``client`` is required: a pinned outbound-policy client (``factory.build_collectors``)
         self.api = ApiClient(base_url, access_token, service="instagram", client=client)
 
     def _get(self, path: str, what: str, params: dict[str, Any]) -> dict[str, Any]:

@@ -42,11 +42,12 @@ class TikTokCollector:
         access_token: SecretStr,
         base_url: str = DEFAULT_TIKTOK_URL,
         account: str = "tiktok",
-        client: httpx.Client | None = None,
+        client: httpx.Client,
     ) -> None:
         if not access_token.get_secret_value():
             raise InvalidInput("CONTENTFORGE_TIKTOK_ACCESS_TOKEN is required to collect TikTok metrics")
         self.account = account
+        # ``client`` is required: a pinned outbound-policy client (``factory.build_collectors``)
         self.api = ApiClient(base_url, access_token, service="tiktok", client=client)
 
     def _call(self, method: str, path: str, what: str, scope: str, **kwargs: Any) -> dict[str, Any]:

@@ -42,13 +42,14 @@ class XCollector:
         access_token: SecretStr,
         base_url: str = DEFAULT_X_URL,
         user_id: str | None = None,
-        client: httpx.Client | None = None,
+        client: httpx.Client,
     ) -> None:
         if not access_token.get_secret_value():
             raise InvalidInput("CONTENTFORGE_X_ACCESS_TOKEN is required to collect X metrics")
         self.user_id = user_id
         self.non_public = True
         """False once X said this token may not read ``non_public_metrics``."""
+        # ``client`` is required: a pinned outbound-policy client (``factory.build_collectors``)
         self.api = ApiClient(base_url, access_token, service="x", client=client)
 
     def _get(self, path: str, what: str, params: dict[str, Any]) -> dict[str, Any]:
