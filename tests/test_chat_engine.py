@@ -8,7 +8,7 @@ first reply is checked for the AI disclosure (``first_replies_disclose``).
 from __future__ import annotations
 
 import shutil
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -50,7 +50,7 @@ SECRETS = {
 class RecordingNotifier:
     events: list[tuple[str, str, str]] = field(default_factory=list)
 
-    def notify(self, event: str, conversation: Conversation, reason: str) -> bool:
+    def notify(self, event: str, conversation: Conversation, reason: str, *, message_id: str) -> bool:
         self.events.append((event, conversation.id, reason))
         return True
 
@@ -220,6 +220,41 @@ def test_stop_in_the_users_language_ends_every_automated_message(world: World) -
         assert world.say("hello again?", engine, user=user).action == "ignored"
         assert len(world.sent_to(user)) == 1
     assert all(c.opted_out for c in world.store.conversations())
+
+
+def test_a_stop_or_a_takeover_while_the_reply_is_written_stops_that_reply(world: World) -> None:
+    """The engine reads the conversation before writing (seconds); a STOP handled by a parallel run,
+    or a person taking over, in that time must still stop the reply (checked again at send)."""
+    engine, parallel = world.engine(), world.engine()
+    assert world.say("hey", engine, user="racer-stop").action == "replied"
+    assert world.say("hey", engine, user="racer-human").action == "replied"
+    prepare = engine.store.prepare_reply
+
+    def meanwhile(user: str, change: Callable[[str], object]) -> ReplyOutcome:
+        def prepared_then_changed(*args: Any, **kwargs: Any) -> Any:
+            stored = prepare(*args, **kwargs)
+            change(stored.conversation_id)  # lands after the checks, before the send
+            return stored
+
+        engine.store.prepare_reply = prepared_then_changed  # type: ignore[method-assign]
+        try:
+            return world.say("and one more question", engine, user=user)
+        finally:
+            engine.store.prepare_reply = prepare  # type: ignore[method-assign]
+
+    stopped = meanwhile("racer-stop", lambda _: world.say("STOP", parallel, user="racer-stop"))
+    taken = meanwhile(
+        "racer-human", lambda conversation_id: world.store.set_state(conversation_id, "human", "reviewer")
+    )
+
+    assert stopped.action == "failed" and "asked to stop meanwhile" in stopped.reason
+    assert taken.action == "failed" and "took this conversation over meanwhile" in taken.reason
+    assert len(world.sent_to("racer-stop")) == len(world.sent_to("racer-human")) == 1  # the first only
+    assert world.store.message(stopped.inbound_id).status == "ignored"
+    assert world.store.message(taken.inbound_id).status == "held"
+    reply = world.store.message(stopped.reply_id or "")
+    assert reply.status == "failed" and reply.send_started_at is None and reply.claim_token is None
+    assert world.store.expired_replies(datetime.now(UTC) + timedelta(days=1)) == []  # no resend
 
 
 def test_only_a_whole_message_stop_opts_out() -> None:

@@ -10,7 +10,7 @@ import pytest
 from sqlalchemy import Engine
 
 from contentforge.db import Repository, make_engine, migrate
-from contentforge.db.chat import ConversationStore, ReplyClaimLost, ReplyNotJudged
+from contentforge.db.chat import ConversationStore, ReplyClaimLost, ReplyNoLongerWanted, ReplyNotJudged
 from contentforge.domain.models import Persona, Platform
 from contentforge.errors import InvalidInput, UnknownPersona
 
@@ -148,6 +148,43 @@ def test_an_expired_claim_is_taken_over_by_exactly_one_run_and_the_old_holder_is
     )
     assert done.status == "sent" and done.claim_token is None and done.claim_expires_at is None
     assert store.expired_replies(T0 + timedelta(days=1)) == []
+
+
+def test_begin_send_rechecks_the_conversation_and_finishes_an_unwanted_reply(
+    store: ConversationStore,
+) -> None:
+    def judged(user: str, source: str = "model") -> tuple[str, str, str]:
+        inbound = store.record_inbound(persona_id="ava", platform="instagram", user_id=user, text="hi")
+        claim = store.claim_reply(inbound.message.id)
+        assert claim is not None and claim.claim_token
+        store.prepare_reply(
+            claim.id, claim.claim_token, text="hello!", source=source, disclosure=False, cost_usd=0.0,
+            generation=None,
+        )  # fmt: skip
+        return inbound.conversation.id, claim.id, claim.claim_token
+
+    conversation_id, reply_id, token = judged("u-stop")
+    store.opt_out(conversation_id)  # a parallel run handled "stop" while this reply was written
+    with pytest.raises(ReplyNoLongerWanted, match="asked to stop meanwhile"):
+        store.begin_send(reply_id, token)
+    reply = store.message(reply_id)
+    assert reply.status == "failed" and reply.send_started_at is None and reply.claim_token is None
+    assert store.message(reply.reply_to_id or "").status == "ignored"
+
+    conversation_id, reply_id, token = judged("u-human")
+    store.set_state(conversation_id, "human", "a reviewer took over")
+    with pytest.raises(ReplyNoLongerWanted, match="took this conversation over meanwhile"):
+        store.begin_send(reply_id, token)
+    assert store.message(store.message(reply_id).reply_to_id or "").status == "held"
+
+    conversation_id, reply_id, token = judged("u-closed")
+    store.set_state(conversation_id, "closed", "done")
+    with pytest.raises(ReplyNoLongerWanted, match="closed meanwhile"):
+        store.begin_send(reply_id, token)
+
+    conversation_id, reply_id, token = judged("u-notice", source="system")  # its own hand-off notice
+    store.set_state(conversation_id, "human", "asked for a human")
+    assert store.begin_send(reply_id, token) == "hello!"
 
 
 def test_states_opt_out_and_bad_input(store: ConversationStore) -> None:

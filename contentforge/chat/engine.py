@@ -61,6 +61,7 @@ from contentforge.db.chat import (
     Conversation,
     ConversationStore,
     ReplyClaimLost,
+    ReplyNoLongerWanted,
     ReplyNotJudged,
 )
 from contentforge.db.leases import DEFAULT_LEASE_S, kept_alive
@@ -192,7 +193,7 @@ class ReplyEngine:
             handoff = safety.handoff_reason(inbound.text, verdict)
             if handoff is not None:
                 conversation = self.store.set_state(conversation.id, "human", handoff)
-                self.notifier.notify("handoff", conversation, handoff)
+                self.notifier.notify("handoff", conversation, handoff, message_id=inbound_id)
 
         if not self._inside_window(conversation, inbound):
             reason = (
@@ -201,7 +202,7 @@ class ReplyEngine:
             self._drop(earlier, f"not sent: {reason}")
             self.store.set_inbound_status(inbound_id, "held")
             if handoff is None:
-                self.notifier.notify("queued", conversation, reason)
+                self.notifier.notify("queued", conversation, reason, message_id=inbound_id)
             return outcome("held", reason)
         # A reply already claimed was counted when it was claimed; its takeover is not a new one.
         if handoff is None and earlier is None and (limited := self._rate_limited(conversation)):
@@ -464,6 +465,8 @@ class ReplyEngine:
             text = self.store.begin_send(claim.id, token, at=self.clock())
         except ReplyNotJudged as exc:
             return self._leave_for_person(conversation, claim, str(exc))
+        except ReplyNoLongerWanted:  # opted out, closed or taken over while it was written
+            return self.store.message(claim.id)
         try:
             platform_id = self.channel_for(conversation.platform).send(conversation.user_id, text)
         except RateLimited as exc:
@@ -510,7 +513,10 @@ class ReplyEngine:
             error=reason, claim_token=claim.claim_token,
         )  # fmt: skip
         self.notifier.notify(
-            "queued", conversation, "an automated reply was not sent; a person should answer"
+            "queued",
+            conversation,
+            "an automated reply was not sent; a person should answer",
+            message_id=claim.reply_to_id or claim.id,
         )
         return row
 

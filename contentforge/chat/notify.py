@@ -27,7 +27,10 @@ log = logging.getLogger(__name__)
 
 
 class Notifier(Protocol):
-    def notify(self, event: str, conversation: Conversation, reason: str) -> bool: ...
+    def notify(self, event: str, conversation: Conversation, reason: str, *, message_id: str) -> bool:
+        """``message_id``: the inbound message the event is about; with the conversation and the
+        event it is the Idempotency-Key, so a retried notification can be told from a new one."""
+        ...
 
 
 def conversation_payload(event: str, conversation: Conversation, reason: str) -> dict[str, Any]:
@@ -49,7 +52,7 @@ class WebhookConversationNotifier:
         self._client = client
         self._settings = settings
 
-    def notify(self, event: str, conversation: Conversation, reason: str) -> bool:
+    def notify(self, event: str, conversation: Conversation, reason: str, *, message_id: str) -> bool:
         """True when the endpoint took the event; False (logged) when none is set or it failed."""
         if not self.url or self.secret is None or not self.secret.get_secret_value():
             log.warning(
@@ -65,7 +68,8 @@ class WebhookConversationNotifier:
             "Content-Type": "application/json",
             TIMESTAMP_HEADER: str(stamp),
             SIGNATURE_HEADER: sign(self.secret, stamp, body),
-            "Idempotency-Key": f"{conversation.id}:{event}:{stamp}",
+            # No timestamp in the key: a retry of the same event for the same message must match.
+            "Idempotency-Key": f"{conversation.id}:{event}:{message_id}",
         }
         policy = OutboundPolicy.for_setting("webhook_notify_url", self._settings)
         client = self._client or policy.client(timeout=DEFAULT_TIMEOUT)

@@ -48,6 +48,11 @@ class ReplyNotJudged(ContentForgeError):
     """The stored reply is not the text moderation judged: it is not sent."""
 
 
+class ReplyNoLongerWanted(ContentForgeError):
+    """The conversation changed while the reply was written (opted out, closed, taken over by a
+    person): the reply is finished ``failed`` with that reason and not sent."""
+
+
 def text_sha256(text: str) -> str:
     """The hash binding a reply to its moderation verdict (UTF-8, exactly as it would be sent)."""
     return hashlib.sha256(text.encode("utf-8")).hexdigest()
@@ -354,16 +359,31 @@ class ConversationStore(Store):
 
         ``ReplyNotJudged`` (nothing recorded) when the stored text is not the judged one: changed
         after moderation, or never judged.
+
+        ``ReplyNoLongerWanted`` when the conversation was opted out, closed or taken over by a person
+        while the reply was being written (seconds): the engine read the state before writing, so
+        it is read again here, under a lock on the conversation, in the transaction that starts the
+        send. The reply is then finished ``failed`` ("… meanwhile") and its inbound ``ignored`` or
+        ``held``. A hand-off notice (source ``system``) still goes out to a ``human`` conversation.
         """
         with self._db.write() as session:
             row = self._held_row(session, message_id, claim_token)
-            if row.judged_sha256 is None or text_sha256(row.text) != row.judged_sha256:
-                raise ReplyNotJudged(
-                    f"reply {message_id}: the stored text is not the text moderation judged; not sent"
-                )
-            row.send_started_at = at or utcnow()
-            row.send_attempts = (row.send_attempts or 0) + 1
-            return row.text
+            conversation = self._load_conversation(session, row.conversation_id, for_update=True)
+            unwanted = _no_longer_wanted(conversation, row)
+            if unwanted is None:
+                if row.judged_sha256 is None or text_sha256(row.text) != row.judged_sha256:
+                    raise ReplyNotJudged(
+                        f"reply {message_id}: the stored text is not the text moderation judged; not sent"
+                    )
+                row.send_started_at = at or utcnow()
+                row.send_attempts = (row.send_attempts or 0) + 1
+                return row.text
+            reason, inbound_status = unwanted
+            row.status, row.error = "failed", reason
+            row.claim_token = row.claim_expires_at = None
+            if row.reply_to_id is not None:
+                self._load_message(session, row.reply_to_id, for_update=True).status = inbound_status
+        raise ReplyNoLongerWanted(f"reply {message_id}: {reason}")
 
     def release_for_retry(
         self, message_id: str, claim_token: str, retry_at: datetime, error: str
@@ -573,6 +593,17 @@ class ConversationStore(Store):
         if row is None:
             raise RecordNotFound(f"no message with id {message_id!r}")
         return row
+
+
+def _no_longer_wanted(conversation: ConversationORM, reply: ChatMessageORM) -> tuple[str, str] | None:
+    """Why the automated ``reply`` must not be sent now, and its inbound's new status; None if it may."""
+    if conversation.opted_out:
+        return "not sent: the user asked to stop meanwhile", "ignored"
+    if conversation.state == "closed":
+        return "not sent: the conversation was closed meanwhile", "ignored"
+    if conversation.state == "human" and reply.source != "system":  # its own hand-off notice may go
+        return "not sent: a person took this conversation over meanwhile", "held"
+    return None
 
 
 def _held(message_id: str, claim_token: str) -> tuple[Any, ...]:

@@ -161,3 +161,21 @@ class FakeDmPlatforms(LoopbackServer):
                     }
                 }
         return 404, {"error": {"message": f"no route {path}"}}
+
+
+class NotifyEndpoint(LoopbackServer):
+    """The receiving end of the notify webhook: records each POST's headers and JSON body, answers 200."""
+
+    def __init__(self) -> None:
+        self.received: list[tuple[dict[str, str], Any]] = []
+        self._lock = threading.Lock()
+        self._serve(_handler(self))
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}/events"
+
+    def answer(self, path: str, headers: dict[str, str], body: Any) -> tuple[Any, ...]:
+        with self._lock:
+            self.received.append((headers, body))
+        return 200, {"ok": True}
