@@ -20,6 +20,11 @@ from tasks.analytics import collect_metrics as collect_metrics_task
 
 @flow(name="collect-metrics")
 def collect_metrics() -> dict[str, Any]:
+    """Snapshot every post whose next age has passed; counts, errors and unconfigured platforms.
+
+    Writes one markdown artifact (``metrics-collected``) so a rate limit or a missing permission is
+    visible in the UI; the next cron run picks the remaining posts up again.
+    """
     logger = get_run_logger()
     result = collect_metrics_task()
     logger.info("collect-metrics: %d due, %d snapshots stored", result["due"], result["snapshots"])

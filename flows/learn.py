@@ -30,9 +30,15 @@ def _artifact_key(account: str, platform: str) -> str:
 
 @flow(name="learn")
 def learn() -> dict[str, Any]:
+    """Learn every account, then act on every reach-drop alert not yet notified; what was learned.
+
+    The alerts are acted on from the database, not from this run's learning, so one recorded by a
+    run that crashed or whose webhook failed is sent (and pauses its persona, once) by this run.
+    One markdown artifact per account.
+    """
     logger = get_run_logger()
     learnings = learn_accounts()
-    actions = act_on_new_alerts(learnings)
+    actions = act_on_new_alerts()  # every pending alert, also those an earlier run failed to send
     for learning in learnings:
         create_markdown_artifact(
             key=_artifact_key(learning.account, learning.platform),

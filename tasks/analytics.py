@@ -16,7 +16,7 @@ from prefect.cache_policies import NO_CACHE
 from contentforge.analytics.collect import collect_due
 from contentforge.analytics.factory import build_collectors, snapshot_ages
 from contentforge.analytics.learn import AccountLearning, learn_all
-from contentforge.analytics.pauses import act_on_alerts
+from contentforge.analytics.pauses import act_on_pending_alerts
 from contentforge.db.analytics import AnalyticsStore
 from contentforge.publishing import build_notifier
 from tasks import resources
@@ -59,13 +59,16 @@ def learn_accounts(now: datetime | None = None) -> list[AccountLearning]:
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def act_on_new_alerts(learnings: list[AccountLearning], now: datetime | None = None) -> list[str]:
-    """Send each new reach-drop alert through the signed notify webhook; pause where configured."""
+def act_on_new_alerts(now: datetime | None = None) -> list[str]:
+    """Send every pending reach-drop alert through the signed notify webhook; pause where configured.
+
+    Pending is read from the database (not yet notified, real, recent), not taken from this run's
+    learning, so a run that crashed after recording an alert, or whose webhook call failed, loses
+    nothing: the next run sends it, and pauses at most once per alert.
+    """
     settings = resources.settings()
-    alerts = [alert for learning in learnings for alert in learning.new_alerts]
-    return act_on_alerts(
+    return act_on_pending_alerts(
         analytics_store(),
-        alerts,
         notifier=build_notifier(settings),
         pause_hours=settings.analytics_pause_hours,
         now=now or datetime.now(UTC),

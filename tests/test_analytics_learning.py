@@ -171,8 +171,10 @@ def test_learn_and_store_saves_weights_and_records_a_drop_once(
     now = datetime.combine(DROP_START + timedelta(days=3), datetime.min.time(), UTC)
     first = learn_and_store(store, "dropped", "instagram", now=now, config=FAST)
     assert first.reach_source == "account"
-    assert [a.starts_on for a in first.new_alerts] == [first.drops.drops[0].starts_on]
-    assert first.new_alerts[0].simulated and first.new_alerts[0].detail["series"] == "account"
+    [alert] = store.alerts("dropped")
+    assert alert.starts_on == first.drops.drops[0].starts_on
+    assert alert.simulated and alert.detail["series"] == "account"
+    assert first.new_alerts == []  # a simulated alert is recorded, never sent
     again = learn_and_store(store, "dropped", "instagram", now=now, config=FAST)
     assert again.new_alerts == [] and len(store.alerts("dropped")) == 1
     assert store.weights("dropped", "instagram") == []  # simulated weights never steer a real persona

@@ -20,7 +20,7 @@ from contentforge.analytics.ranking import MIN_POSTS as MIN_RANK_POSTS
 from contentforge.analytics.ranking import RANKED_KINDS, Ranking, rank
 from contentforge.analytics.timing import MIN_POSTS as MIN_TIMING_POSTS
 from contentforge.analytics.timing import TimingAdvice, estimate_posting_times, platform_prior
-from contentforge.db.analytics import Alert, AnalyticsStore
+from contentforge.db.analytics import ALERT_WINDOW, Alert, AnalyticsStore
 from contentforge.domain.analytics import AccountDay, LearnedWeight, PostMetrics
 
 MIN_ACCOUNT_DAYS = 35
@@ -107,12 +107,14 @@ def learn_and_store(
     timezone: str = "UTC",
     prior: Mapping[int, float] | None = None,
     config: LearnConfig | None = None,
-    alert_window: timedelta = timedelta(days=7),
+    alert_window: timedelta = ALERT_WINDOW,
 ) -> AccountLearning:
     """Learn one account from the store, save its weights, and record drops as alerts once each.
 
-    ``new_alerts`` holds only drops recorded for the first time whose detection day is within
-    ``alert_window`` of ``now``: old history found on a first run is recorded but not notified.
+    ``new_alerts`` holds the account's real alerts not yet notified whose detection day is within
+    ``alert_window`` of ``now`` (``AnalyticsStore.pending_alerts``): one whose notification failed is
+    still there on the next run; old history found on a first run is recorded but not notified, and
+    simulated alerts are never sent.
     """
     learning = learn_account(
         store.observations(account, platform),
@@ -125,7 +127,7 @@ def learn_and_store(
     )
     store.save_weights(account, platform, learning.weights(), simulated=learning.simulated, computed_at=now)
     for drop in learning.drops.drops:
-        alert, created = store.add_alert(
+        store.add_alert(
             account,
             platform,
             "reach_drop",
@@ -133,8 +135,9 @@ def learn_and_store(
             _detail(drop, learning),
             simulated=learning.simulated,
         )
-        if created and (now.date() - drop.detected_on) <= alert_window:
-            learning.new_alerts.append(alert)
+    learning.new_alerts = store.pending_alerts(
+        now=now, window=alert_window, account=account, platform=platform
+    )
     return learning
 
 

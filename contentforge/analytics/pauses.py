@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from datetime import datetime, timedelta
 
-from contentforge.db.analytics import Alert, AnalyticsStore, Pause
+from contentforge.db.analytics import ALERT_WINDOW, Alert, AnalyticsStore, Pause
 from contentforge.publishing.ledger import ClaimLost, PublicationLedger
 from contentforge.publishing.protocol import Publication, PublishError
 from contentforge.publishing.runner import Outcome, lost
@@ -34,7 +34,11 @@ def defer_if_paused(
 
 
 def pause_for_alert(store: AnalyticsStore, alert: Alert, *, hours: float, now: datetime) -> Pause | None:
-    """Pause the alert's account (a persona id) on its platform for ``hours``; none for 0 hours."""
+    """Pause the alert's account (a persona id) on its platform for ``hours``; none for 0 hours.
+
+    Once per alert: acting on the same alert again (its notification failed, a run crashed) returns
+    the pause it already made, neither extended nor re-created after a person's resume.
+    """
     if hours <= 0 or alert.simulated:
         return None
     depth = alert.detail.get("depth")
@@ -43,14 +47,8 @@ def pause_for_alert(store: AnalyticsStore, alert: Alert, *, hours: float, now: d
         if isinstance(depth, float)
         else f"reach drop since {alert.starts_on.isoformat()} (alert {alert.id})"
     )
-    return store.pause(
-        alert.account,
-        alert.platform,
-        until=now + timedelta(hours=hours),
-        reason=reason,
-        now=now,
-        alert_id=alert.id,
-    )
+    pause, _ = store.pause_for_alert(alert.id, until=now + timedelta(hours=hours), reason=reason, now=now)
+    return pause
 
 
 def act_on_alerts(
@@ -61,10 +59,16 @@ def act_on_alerts(
     pause_hours: float,
     now: datetime,
 ) -> list[str]:
-    """Notify each new alert through the signed webhook and pause where configured; what was done."""
+    """Notify each alert through the signed webhook and pause where configured; what was done.
+
+    An alert is marked notified only once the webhook accepted it; until then it stays pending
+    (``AnalyticsStore.pending_alerts``) and the next run sends it again, with the same key.
+    """
     done: list[str] = []
     for alert in alerts:
         pause = pause_for_alert(store, alert, hours=pause_hours, now=now)
+        if pause is not None and pause.resumed_at is not None:
+            pause = None  # a person resumed publishing: the alert no longer announces a pause
         if pause is not None:
             done.append(f"paused {alert.account} on {alert.platform} until {pause.paused_until.isoformat()}")
         if notifier is None:
@@ -82,3 +86,25 @@ def act_on_alerts(
         store.mark_notified(alert.id, now)
         done.append(f"alert {alert.id} sent ({alert.account} on {alert.platform}, from {alert.starts_on})")
     return done
+
+
+def act_on_pending_alerts(
+    store: AnalyticsStore,
+    *,
+    notifier: WebhookNotifier | None,
+    pause_hours: float,
+    now: datetime,
+    window: timedelta = ALERT_WINDOW,
+) -> list[str]:
+    """Act on every real alert not yet notified (detected within ``window``), whichever run found it.
+
+    What the ``learn`` flow does after learning: an alert found by a run that crashed before acting,
+    or whose webhook call failed, is sent (and its persona paused, once) by the next run.
+    """
+    return act_on_alerts(
+        store,
+        store.pending_alerts(now=now, window=window),
+        notifier=notifier,
+        pause_hours=pause_hours,
+        now=now,
+    )

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
-from datetime import date, datetime
+from datetime import date, datetime, timedelta
 from typing import Any
 
 from sqlalchemy import and_, delete, func, or_, select, update
@@ -29,6 +29,9 @@ from contentforge.db.models_analytics import (
 from contentforge.db.sessions import Store, insert_for, require_aware, rows_changed
 from contentforge.domain.analytics import METRICS, AccountDay, LearnedWeight, PostMetrics
 from contentforge.errors import InvalidInput
+
+ALERT_WINDOW = timedelta(days=7)
+"""An alert detected longer ago than this is history: recorded, never sent (e.g. on a first import)."""
 
 
 class SimulatedMixing(InvalidInput):
@@ -422,23 +425,55 @@ class AnalyticsStore(Store):
         if not reason.strip():
             raise InvalidInput("a publishing pause needs a reason")
         with self._db.write() as session:
-            row = session.scalars(_active(persona_id, platform, now)).first()
-            if row is None:
-                row = PublishingPauseORM(
-                    persona_id=persona_id,
-                    platform=platform,
-                    reason=reason,
-                    alert_id=alert_id,
-                    paused_at=now,
-                    paused_until=until,
-                )
-                session.add(row)
-            else:
-                row.paused_until = max(row.paused_until, until)
-                row.reason = reason
-                row.alert_id = alert_id if alert_id is not None else row.alert_id
-            session.flush()
-            return _pause(row)
+            return _pause(_pause_row(session, persona_id, platform, until, reason, now, alert_id))
+
+    def pending_alerts(
+        self,
+        *,
+        now: datetime,
+        window: timedelta = ALERT_WINDOW,
+        account: str | None = None,
+        platform: str | None = None,
+    ) -> list[Alert]:
+        """Real alerts not yet notified whose drop was detected within ``window`` of ``now``.
+
+        Read from the table rather than from what this run created, so an alert whose notification
+        failed, or whose run crashed before acting, is acted on by the next run. Simulated alerts are
+        never sent: they only show in reports.
+        """
+        require_aware("now", now)
+        query = select(AnalyticsAlertORM).where(
+            AnalyticsAlertORM.notified_at.is_(None), AnalyticsAlertORM.simulated.is_(False)
+        )
+        if account is not None:
+            query = query.where(AnalyticsAlertORM.account == account)
+        if platform is not None:
+            query = query.where(AnalyticsAlertORM.platform == platform)
+        with self._db.read() as session:
+            alerts = [_alert(r) for r in session.scalars(query.order_by(AnalyticsAlertORM.id))]
+        return [a for a in alerts if now.date() - _detected_on(a) <= window]
+
+    def pause_for_alert(
+        self, alert_id: int, *, until: datetime, reason: str, now: datetime
+    ) -> tuple[Pause | None, bool]:
+        """Pause once per alert: ``(its pause, whether this call made it)``.
+
+        The pause's id is written into the alert's detail in the same transaction (the alert row
+        locked), so a retried or concurrent run never extends the pause again, nor re-pauses a persona
+        that a person resumed. ``None`` when the alert's pause has since been deleted.
+        """
+        require_aware("until", until)
+        require_aware("now", now)
+        with self._db.write() as session:
+            alert = session.scalars(
+                select(AnalyticsAlertORM).where(AnalyticsAlertORM.id == alert_id).with_for_update()
+            ).one()
+            if "pause_id" in alert.detail:
+                done = session.get(PublishingPauseORM, alert.detail["pause_id"])
+                return (None if done is None else _pause(done)), False
+            row = _pause_row(session, alert.account, alert.platform, until, reason, now, alert_id)
+            alert.detail = {**alert.detail, "pause_id": row.id}
+            return _pause(row), True
 
     def active_pause(self, persona_id: str, platform: str, now: datetime) -> Pause | None:
         """The pause holding the persona's publishing on the platform at ``now``, if any."""
@@ -550,6 +585,42 @@ def _active(persona_id: str, platform: str, now: datetime) -> Any:
         )
         .order_by(PublishingPauseORM.paused_until.desc())
     )
+
+
+def _pause_row(
+    session: Any,
+    persona_id: str,
+    platform: str,
+    until: datetime,
+    reason: str,
+    now: datetime,
+    alert_id: int | None,
+) -> PublishingPauseORM:
+    """Create the pause, or extend the active one (never two active pauses for one platform)."""
+    if not reason.strip():
+        raise InvalidInput("a publishing pause needs a reason")
+    row = session.scalars(_active(persona_id, platform, now)).first()
+    if row is None:
+        row = PublishingPauseORM(
+            persona_id=persona_id,
+            platform=platform,
+            reason=reason,
+            alert_id=alert_id,
+            paused_at=now,
+            paused_until=until,
+        )
+        session.add(row)
+    else:
+        row.paused_until = max(row.paused_until, until)
+        row.reason = reason
+        row.alert_id = alert_id if alert_id is not None else row.alert_id
+    session.flush()
+    return row  # type: ignore[no-any-return]
+
+
+def _detected_on(alert: Alert) -> date:
+    detected = alert.detail.get("detected_on")
+    return date.fromisoformat(detected) if isinstance(detected, str) else alert.starts_on
 
 
 def _alert(row: AnalyticsAlertORM) -> Alert:
