@@ -100,9 +100,13 @@ def conversation_store(state: ApiState) -> ConversationStore:
 
 @dataclass(frozen=True)
 class Accepted:
+    """``launch_failed``: the message is stored, still ``received``, but no reply run was started;
+    a webhook must then not answer 200, or the platform never redelivers it."""
+
     inbound: Inbound
     flow_run_id: str | None
     launched: bool
+    launch_failed: bool = False
 
 
 async def accept_inbound(
@@ -132,7 +136,8 @@ async def accept_inbound(
     try:
         run_id = await launcher.launch(inbound.message.id)
     except (PrefectUnavailable, OSError, TimeoutError) as exc:
-        # Stored and still "received": a redelivery or `contentforge chat list` shows it unanswered.
+        # Stored and still "received": the webhooks answer 503 so the platform redelivers it (a
+        # redelivery of a "received" message starts its reply again); `contentforge chat list` shows it.
         log.warning("message %s stored but its reply was not started: %s", inbound.message.id, exc)
-        return Accepted(inbound, None, launched=False)
+        return Accepted(inbound, None, launched=False, launch_failed=True)
     return Accepted(inbound, run_id, launched=True)

@@ -28,6 +28,7 @@ from contentforge.domain.models import Persona, Platform
 from contentforge.services import Services
 from contentforge_api import create_app
 from contentforge_api.dm_launcher import InProcessReplyLauncher
+from contentforge_api.launcher import PrefectUnavailable
 
 pytestmark = pytest.mark.slow
 APP_SECRET, VERIFY_TOKEN, X_SECRET, TOKEN = "meta-secret", "verify-me", "x-consumer-secret", "api-token"
@@ -165,6 +166,54 @@ def test_a_signed_instagram_message_gets_exactly_one_reply_even_when_redelivered
     assert conversation["disclosed"] and conversation["state"] == "auto"
     assert [m["direction"] for m in conversation["messages"]] == ["inbound", "outbound"]
     assert conversation["messages"][1]["disclosure"] is True
+
+
+class UnreachablePrefect:
+    """A launcher whose Prefect server cannot be reached, as ``DeploymentReplyLauncher`` reports it."""
+
+    def __init__(self) -> None:
+        self.tried: list[str] = []
+
+    async def launch(self, message_id: str) -> str | None:
+        self.tried.append(message_id)
+        raise PrefectUnavailable("the Prefect API at http://127.0.0.1:9/api is unreachable")
+
+
+def test_a_message_whose_reply_cannot_be_started_is_refused_so_the_platform_redelivers(
+    channels: Channels,
+) -> None:
+    app = channels.client.app
+    body = instagram_delivery("ig-user-noprefect", "mid.noprefect", "hi Ava, are you there?")
+    unreachable = UnreachablePrefect()
+    app.state.dm_launcher = unreachable  # type: ignore[attr-defined]
+    try:
+        refused = post_instagram(channels, body)
+    finally:
+        app.state.dm_launcher = channels.launcher  # type: ignore[attr-defined]
+    # A 200 would make Meta drop the delivery and leave the stored message unanswered for good.
+    assert refused.status_code == 503, refused.text
+    assert "redeliver" in refused.json()["error"]["message"]
+    [stored] = channels.conversation_of("ig-user-noprefect")["messages"]
+    assert stored["status"] == "received" and len(unreachable.tried) == 1
+
+    redelivered = post_instagram(channels, body)
+    assert redelivered.status_code == 200
+    assert redelivered.json() == {"received": 0, "duplicates": 1, "unrouted": 0}
+    channels.settle()
+    [reply] = channels.sent_to("ig-user-noprefect")
+    assert reply.startswith(DISCLOSURE)
+
+
+def test_a_non_ascii_signature_header_is_a_403_not_a_500(channels: Channels) -> None:
+    body = instagram_delivery("ig-user-nonascii", "mid.nonascii", "hello")
+    for path, header in (
+        ("/api/v1/dm/webhooks/instagram", "X-Hub-Signature-256"),
+        ("/api/v1/dm/webhooks/x", "x-twitter-webhooks-signature"),
+    ):
+        answer = channels.client.post(path, content=body, headers={header: "sha256=\u00e9".encode()})
+        assert answer.status_code == 403, (path, answer.status_code, answer.text)
+    listed = channels.client.get("/api/v1/dm/conversations", headers=AUTH).json()
+    assert all(c["user_id"] != "ig-user-nonascii" for c in listed)
 
 
 def test_a_bad_signature_is_refused_and_nothing_is_stored(channels: Channels) -> None:

@@ -59,7 +59,8 @@ def meta_signature(secret: SecretStr, body: bytes) -> str:
 def verify_meta_signature(secret: SecretStr | None, body: bytes, header: str | None) -> bool:
     if secret is None or not secret.get_secret_value() or not header:
         return False
-    return hmac.compare_digest(meta_signature(secret, body), header.strip())
+    # Bytes, not str: compare_digest raises TypeError on a non-ASCII str, which would be a 500.
+    return hmac.compare_digest(meta_signature(secret, body).encode(), header.strip().encode())
 
 
 def x_signature(secret: SecretStr, data: bytes) -> str:
@@ -73,7 +74,7 @@ def x_crc_response(secret: SecretStr, crc_token: str) -> dict[str, str]:
 def verify_x_signature(secret: SecretStr | None, body: bytes, header: str | None) -> bool:
     if secret is None or not secret.get_secret_value() or not header:
         return False
-    return hmac.compare_digest(x_signature(secret, body), header.strip())
+    return hmac.compare_digest(x_signature(secret, body).encode(), header.strip().encode())
 
 
 def _from_ms(value: Any) -> datetime:

@@ -4,8 +4,10 @@
 No bearer token here: the platforms authenticate with signatures over the raw body. A missing or
 wrong signature is a 403 before anything is parsed or stored. A good delivery is stored (each message
 once, by its platform id) and every new message gets a ``reply-to-message`` flow run; the answer
-goes back at once, so the platform never waits on a model. Messages to an account no persona answers
-for (``CONTENTFORGE_CHAT_ACCOUNTS``) are counted and skipped.
+goes back at once, so the platform never waits on a model. If a reply run cannot be started (Prefect
+unreachable), the answer is a 503 so the platform redelivers; the redelivery is stored once and
+starts the reply. Messages to an account no persona answers for (``CONTENTFORGE_CHAT_ACCOUNTS``) are
+counted and skipped.
 """
 
 from __future__ import annotations
@@ -56,12 +58,15 @@ SIGNED_RESPONSES: dict[int | str, dict[str, Any]] = {
     400: _error("The body is not JSON."),
     403: _error("Missing or wrong signature: nothing was stored."),
     413: _error("The body is larger than CONTENTFORGE_API_MAX_BODY_BYTES."),
-    503: _error("The app secret is not configured."),
+    503: _error(
+        "The app secret is not configured, or a message was stored but its reply could not be started "
+        "(Prefect unreachable): the platform redelivers it, and the redelivery starts the reply."
+    ),
 }
 
 
 async def _deliver(state: State, launcher: ReplyLauncher, events: list[InboundEvent]) -> Delivery:
-    received = duplicates = unrouted = 0
+    received = duplicates = unrouted = not_started = 0
     for event in events:
         persona_id = state.settings.chat_accounts.get(f"{event.platform}:{event.account_id}")
         if persona_id is None:
@@ -83,10 +88,19 @@ async def _deliver(state: State, launcher: ReplyLauncher, events: list[InboundEv
             unrouted += 1
             log.warning("CONTENTFORGE_CHAT_ACCOUNTS names persona %r, which does not exist", persona_id)
             continue
+        if accepted.launch_failed:
+            not_started += 1
         if accepted.inbound.duplicate:
             duplicates += 1
         else:
             received += 1
+    if not_started:
+        # After a 200 Meta and X never redeliver, and nothing else answers a "received" message.
+        raise ApiError(
+            503,
+            f"{not_started} message(s) stored but their replies could not be started (Prefect unreachable); "
+            "redeliver to start them",
+        )
     return Delivery(received=received, duplicates=duplicates, unrouted=unrouted)
 
 
