@@ -2,13 +2,20 @@
 
 from __future__ import annotations
 
+import threading
+import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 
+from contentforge.analytics.learn import learn_account
+from contentforge.analytics.learning_cache import LearningCache
 from contentforge.analytics.simulator import PlantedEffects, simulate_account
 from contentforge.config import Settings
 from contentforge.db.analytics import AnalyticsStore
@@ -75,3 +82,57 @@ def test_plots_are_png_and_the_page_is_a_data_free_shell_under_the_gallery_csp(c
     script = client.get("/analytics/static/analytics.js")
     assert script.status_code == 200 and "innerHTML" not in script.text and "textContent" in script.text
     assert client.get("/analytics/static/secrets.env").status_code == 404
+
+
+def test_a_page_view_learns_once_and_new_data_learns_again(
+    client: TestClient, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Summary and four plots share one learning; only a change of the data learns again (finding 12)."""
+    from contentforge_api.routes import analytics as routes
+
+    learned: list[str] = []
+
+    def counting_learn_account(*args: Any, **kwargs: Any) -> Any:
+        learned.append(kwargs["account"])
+        return learn_account(*args, **kwargs)
+
+    monkeypatch.setattr(routes, "learn_account", counting_learn_account)
+    base = "/api/v1/analytics/accounts/instagram/sim-api"
+    paths = [base, *(f"{base}/plots/{name}.png" for name in routes.PLOT_NAMES)]
+
+    def view_page() -> None:
+        for path in paths:
+            assert client.get(path, headers=AUTH).status_code in (200, 404), path
+
+    view_page()
+    assert len(learned) <= 1  # at most once (an earlier test of this module may have learned it)
+    view_page()
+    view_page()
+    assert len(learned) <= 1
+    before = client.get(base, headers=AUTH).json()["posts"]
+    store = AnalyticsStore(client.app.state.contentforge.services.sessions)  # type: ignore[attr-defined]
+    latest = store.observations("sim-api", "instagram")[-1]
+    store.record([replace(latest, likes=(latest.likes or 0) + 500)])  # a snapshot replaced in place
+    learned.clear()
+    view_page()
+    assert learned == ["sim-api"]  # the changed data was learned from, once
+    assert client.get(base, headers=AUTH).json()["posts"] == before
+
+
+def test_concurrent_requests_for_one_account_wait_for_a_single_learning() -> None:
+    cache: LearningCache[int] = LearningCache(size=2)
+    started = threading.Event()
+    calls: list[int] = []
+
+    def slow_learning() -> int:
+        calls.append(1)
+        started.set()
+        time.sleep(0.3)
+        return 42
+
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: cache.get(("mia", "x", "UTC", "d1"), slow_learning), range(4)))
+    assert results == [42] * 4 and len(calls) == 1
+    cache.get("b", lambda: 1)
+    cache.get("c", lambda: 2)  # the oldest entry is dropped beyond ``size``
+    assert cache.get(("mia", "x", "UTC", "d1"), lambda: 7) == 7

@@ -1,8 +1,10 @@
 """Analytics over the API: accounts, what each one's data say, plots (PNG) and alerts; read-only.
 
-Learning runs on request from the stored metrics (the same ``learn_account`` as the ``learn`` flow,
-without saving), so the page always shows the current data. Simulated accounts say so in every
-answer and every plot.
+Learning runs from the stored metrics (the same ``learn_account`` as the ``learn`` flow, without
+saving), once per account and state of its data: the learning is cached under a digest of the
+snapshots and account days it came from, so the page always shows the current data while a page
+view (summary and four plots) or a client polling it learns at most once. Simulated accounts say so
+in every answer and every plot.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from fastapi.responses import Response
 
 from contentforge.analytics import plots
 from contentforge.analytics.learn import AccountLearning, LearnConfig, learn_account
+from contentforge.analytics.learning_cache import LearningCache, data_digest
 from contentforge.db.analytics import AnalyticsStore
 from contentforge_api.errors import ApiError
 from contentforge_api.responses import AUTH, documented
@@ -23,22 +26,34 @@ router = APIRouter(tags=["analytics"])
 PLATFORMS = "^(instagram|x|tiktok)$"
 ACCOUNT = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,119}$"
 PLOT_NAMES = ("reach", "best-times", "rankings", "predicted-vs-actual")
+LEARNINGS: LearningCache[AccountLearning] = LearningCache(size=32)
+"""Keyed by account, platform, time zone and data digest: correct across databases and processes."""
 
 
 def _store(state: State) -> AnalyticsStore:
     return AnalyticsStore(state.services.sessions)
 
 
-def _learn(state: State, platform: str, account: str, *, model: bool) -> AccountLearning:
+def _learn(state: State, platform: str, account: str) -> AccountLearning:
+    """The account's learning (model included, the summary and a plot need it), cached by its data."""
     store = _store(state)
     if not any(a.account == account and a.platform == platform for a in store.accounts()):
         raise ApiError(404, f"no metrics for {account!r} on {platform}")
     persona = state.repo.get_persona(account)
-    return learn_account(
-        store.observations(account, platform), store.account_days(account, platform), account=account,
-        platform=platform, timezone=persona.timezone if persona is not None else "UTC",
-        config=LearnConfig(train_model=model),
-    )  # fmt: skip
+    timezone = persona.timezone if persona is not None else "UTC"
+    observations = store.observations(account, platform)
+    days = store.account_days(account, platform)
+    return LEARNINGS.get(
+        (account, platform, timezone, data_digest(observations, days)),
+        lambda: learn_account(
+            observations,
+            days,
+            account=account,
+            platform=platform,
+            timezone=timezone,
+            config=LearnConfig(train_model=True),
+        ),
+    )
 
 
 @router.get("/analytics/accounts", responses=documented(AUTH))
@@ -61,7 +76,7 @@ def account_summary(
     account: Annotated[str, Path(pattern=ACCOUNT)],
 ) -> dict[str, Any]:
     """Best hours with intervals, rankings with intervals, reach drops and the engagement model."""
-    learning = _learn(state, platform, account, model=True)
+    learning = _learn(state, platform, account)
     timing = learning.timing
     return {
         "account": account,
@@ -117,7 +132,7 @@ def account_plot(
     name: Annotated[str, Path(pattern="^(" + "|".join(PLOT_NAMES) + ")$")],
 ) -> Response:
     """One dashboard plot as PNG (``reach``, ``best-times``, ``rankings``, ``predicted-vs-actual``)."""
-    learning = _learn(state, platform, account, model=name == "predicted-vs-actual")
+    learning = _learn(state, platform, account)
     image = {
         "reach": plots.reach_over_time,
         "best-times": plots.hour_of_week_heatmap,
