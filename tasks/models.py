@@ -1,7 +1,8 @@
 """Installing a model from a hub: the download is the slow, retryable part, so it is a task.
 
-Retried on hub trouble (429, 5xx, a broken connection: a rerun resumes the ``.part`` file), never on
-bad input (a pickle, an NSFW model, a hash mismatch, a taken name), which would fail the same way again.
+Retried on hub trouble (429, 5xx, a connection broken more often than ``downloads`` resumes it: a rerun
+downloads again), never on bad input (a pickle, an NSFW model, a hash mismatch, a taken name, another
+install of the same name running), which would fail the same way again.
 """
 
 from __future__ import annotations

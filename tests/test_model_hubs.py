@@ -9,18 +9,21 @@ nothing behind when anything fails. The installed pipeline and LoRA then generat
 from __future__ import annotations
 
 import hashlib
+import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pytest
 from pydantic import SecretStr
-from support.model_hubs import FakeHubs, HubWorld
+from support.model_hubs import Blob, FakeHubs, HubWorld
 
 from contentforge.config import Settings
 from contentforge.db import make_engine, migrate
 from contentforge.db.registry import ModelRegistry
 from contentforge.domain import LoraSpec
+from contentforge.errors import InvalidInput
 from contentforge.models.civitai import CivitAIClient
 from contentforge.models.errors import (
     DownloadRefused,
@@ -28,11 +31,14 @@ from contentforge.models.errors import (
     HubOffline,
     HubRateLimited,
     HubUnauthorized,
+    InstallInProgress,
 )
 from contentforge.models.huggingface import HuggingFaceHub
-from contentforge.models.install import install_from_hub
+from contentforge.models.install import install_from_hub, verify
+from contentforge.outbound import OutboundPolicy
 
 TOKEN = "civitai-secret-token-42"
+LORA = "pytorch_lora_weights.safetensors"
 PIPE_REPO = "tiny-org/tiny-sdxl-pipe"
 
 
@@ -196,7 +202,8 @@ def _install(client: CivitAIClient, version: int, registry: ModelRegistry, data_
         registry=registry,
         data_dir=data_dir,
         max_bytes=int(kw.pop("max_bytes", 50 * 2**20)),  # type: ignore[call-overload]
-        headers=client.auth_headers(),
+        headers_for=client.auth_headers_for,
+        name=kw.pop("name", None),  # type: ignore[arg-type]
     )
 
 
@@ -232,7 +239,8 @@ def test_a_corrupted_download_is_caught_by_its_hash_and_leaves_nothing(
     with pytest.raises(HashMismatch, match=r"broken\.safetensors: SHA-256 .* does not match"):
         _install(_civitai(hubs), 1006, registry, tmp_path)
     assert registry.list_models() == []
-    assert [p for p in (tmp_path / "models").rglob("*") if p.is_file()] == []
+    left = [p for p in (tmp_path / "models").rglob("*") if p.is_file()]
+    assert [p.name for p in left] == ["broken-film-v1.0.lock"]  # the name's empty lock file, kept by design
 
 
 def test_a_token_is_sent_in_a_header_only_and_401_says_to_set_it(
@@ -327,3 +335,93 @@ def test_a_pipeline_from_hf_and_a_lora_from_civitai_install_and_generate(
     assert plain.record.model == pipe.path
     assert styled.record.loras[0].sha256 == lora.sha256
     assert not np.array_equal(np.asarray(plain.image), np.asarray(styled.image))
+
+
+def test_the_civitai_token_is_not_sent_to_a_download_url_on_another_origin(
+    hubs: FakeHubs, world: HubWorld, registry: ModelRegistry, tmp_path: Path, tiny_files: dict[str, object]
+) -> None:
+    lora = tiny_files["sdxl_lora"]
+    assert isinstance(lora, bytes)
+    elsewhere_world = HubWorld(blobs={"/api/download/models/1001": Blob(lora)})
+    with FakeHubs(elsewhere_world) as elsewhere:  # another port: another origin
+        world.download_base = elsewhere.url
+        installed = _install(_civitai(hubs, TOKEN), 1001, registry, tmp_path)
+    assert Path(installed.path).read_bytes() == lora
+    assert [s.headers.get("authorization") for s in elsewhere_world.seen] == [None]
+    api_calls = [s for s in world.seen if s.path.startswith("/api/v1/")]
+    assert api_calls and all(s.headers.get("authorization") == f"Bearer {TOKEN}" for s in api_calls)
+
+
+def test_hf_metadata_goes_to_the_checked_address_never_to_a_second_lookup(
+    hubs: FakeHubs, world: HubWorld, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The policy resolves ``hf-hub.invalid`` to the fake; the system resolver knows no such name, so a
+    request that looked the name up again (huggingface_hub's own session) would not get through."""
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)
+    port = hubs.url.rsplit(":", 1)[1]
+    policy = OutboundPolicy(setting="HF_ENDPOINT", allow_private=True, resolver=lambda host, _: ["127.0.0.1"])
+    hub = HuggingFaceHub(f"http://hf-hub.invalid:{port}", policy=policy, token="hf_secret_token")
+    try:
+        found = hub.search("grain", kind="lora")
+        grain = hub.describe("tiny-org/grain-lora")
+    finally:
+        hub.close()
+    assert [m.ref for m in found] == ["tiny-org/grain-lora"]
+    weights = world.hf_repos["tiny-org/grain-lora"]["files"][LORA]
+    assert grain.files[0].sha256 == hashlib.sha256(weights).hexdigest()
+    metadata = [s for s in world.seen if s.path.startswith("/api/models")]
+    assert len(metadata) == 2
+    assert all(s.headers["host"] == f"hf-hub.invalid:{port}" for s in metadata)
+    assert all(s.headers.get("authorization") == "Bearer hf_secret_token" for s in metadata)
+    refusing = OutboundPolicy(setting="HF_ENDPOINT", resolver=lambda host, _: ["169.254.169.254"])
+    with pytest.raises(InvalidInput, match="non-public"):
+        HuggingFaceHub("http://hf-hub.invalid", policy=refusing).search("grain")
+
+
+def test_a_second_install_of_a_name_while_the_first_downloads_is_refused_and_harms_nothing(
+    hubs: FakeHubs, world: HubWorld, registry: ModelRegistry, tmp_path: Path, tiny_files: dict[str, object]
+) -> None:
+    release = threading.Event()
+    world.blobs["/api/download/models/1001"].hold_first = release
+    first: dict[str, object] = {}
+
+    def install_first() -> None:
+        try:
+            first["model"] = _install(_civitai(hubs), 1001, registry, tmp_path, name="grain")
+        except Exception as exc:  # reported by the assertions below
+            first["error"] = exc
+
+    thread = threading.Thread(target=install_first)
+    thread.start()
+    try:
+        deadline = time.monotonic() + 30
+        while not any(s.path == "/api/download/models/1001" for s in world.seen):
+            assert time.monotonic() < deadline, "the first install never started its download"
+            time.sleep(0.02)
+        with pytest.raises(InstallInProgress, match="already running"):
+            _install(_civitai(hubs), 1001, registry, tmp_path, name="grain")
+    finally:
+        release.set()
+        thread.join(60)
+    assert "error" not in first, first
+    installed = registry.get("grain")
+    assert installed is not None and installed == first["model"]
+    assert verify(installed) is None  # the row points at the first install's intact files
+    assert sum(s.path == "/api/download/models/1001" for s in world.seen) == 1  # refused before fetching
+    assert [p.name for p in (tmp_path / "models" / ".staging").iterdir()] == ["grain.lock"]  # no staging
+    with pytest.raises(InvalidInput, match="installed already"):
+        _install(_civitai(hubs), 1001, registry, tmp_path, name="grain")
+    assert verify(installed) is None
+
+
+def test_files_left_where_an_install_would_go_are_never_deleted(
+    hubs: FakeHubs, world: HubWorld, registry: ModelRegistry, tmp_path: Path
+) -> None:
+    leftover = tmp_path / "models" / "lora" / "grain"
+    leftover.mkdir(parents=True)
+    (leftover / "keep.safetensors").write_bytes(b"someone's file")
+    with pytest.raises(InvalidInput, match="exists but no model named 'grain' is registered"):
+        _install(_civitai(hubs), 1001, registry, tmp_path, name="grain")
+    assert (leftover / "keep.safetensors").read_bytes() == b"someone's file"
+    assert registry.list_models() == []
+    assert not any(s.path == "/api/download/models/1001" for s in world.seen)  # refused before fetching

@@ -164,18 +164,29 @@ READ = "read-token-0123456789abcdef"
 
 
 class RecordingLauncher:
-    """Stands in for the Prefect launcher: records the deployment runs the API asks for."""
+    """Stands in for the Prefect launcher: records the deployment runs the API asks for.
+
+    Like Prefect, a run created with an idempotency key already used hands back that key's first run.
+    """
 
     deployment_name = "produce-content-batch/produce-content-batch"
 
     def __init__(self) -> None:
         self.launched: list[tuple[str, dict[str, object]]] = []
+        self.by_key: dict[str, object] = {}
 
-    async def launch_deployment(self, deployment: str, parameters: dict[str, object], **_: object) -> object:
+    async def launch_deployment(
+        self, deployment: str, parameters: dict[str, object], idempotency_key: str | None = None, **_: object
+    ) -> object:
         from types import SimpleNamespace
 
+        if idempotency_key is not None and idempotency_key in self.by_key:
+            return self.by_key[idempotency_key]
         self.launched.append((deployment, dict(parameters)))
-        return SimpleNamespace(id=uuid.uuid4(), name="brave-otter", parameters=parameters)
+        run = SimpleNamespace(id=uuid.uuid4(), name="brave-otter", parameters=parameters)
+        if idempotency_key is not None:
+            self.by_key[idempotency_key] = run
+        return run
 
 
 def test_models_api_lists_reads_starts_installs_as_flow_runs_and_guards_removal(settings_env: Path) -> None:
@@ -223,6 +234,28 @@ def test_models_api_lists_reads_starts_installs_as_flow_runs_and_guards_removal(
         assert client.delete("/api/v1/models/grain", headers=auth).status_code == 409
         schema = client.get("/api/v1/openapi.json").json()
         assert {"202", "503"} <= set(schema["paths"]["/api/v1/models/install"]["post"]["responses"])
+
+
+def test_a_retried_install_request_with_its_idempotency_key_starts_one_install(settings_env: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from contentforge.config import Settings
+    from contentforge_api import create_app
+
+    settings = Settings(_env_file=None, data_dir=settings_env, api_token=FULL, api_read_token=READ)  # type: ignore[call-arg]
+    launcher = RecordingLauncher()
+    app = create_app(settings, launcher=launcher)  # type: ignore[arg-type]
+    auth = {"Authorization": f"Bearer {FULL}", "Idempotency-Key": "install-grain-1"}
+    body = {"hub": "civitai", "ref": "128713", "name": "grain"}
+    with TestClient(app) as client:
+        first = client.post("/api/v1/models/install", headers=auth, json=body)
+        retried = client.post("/api/v1/models/install", headers=auth, json=body)
+        assert first.status_code == retried.status_code == 202, retried.text
+        assert retried.json()["flow_run_id"] == first.json()["flow_run_id"]
+        assert len(launcher.launched) == 1
+        other = client.post("/api/v1/models/install", headers=auth, json={**body, "name": "other"})
+        assert other.status_code == 422 and other.json()["error"]["code"] == "idempotency_key_reused"
+        assert len(launcher.launched) == 1
 
 
 @pytest.mark.slow

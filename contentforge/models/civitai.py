@@ -3,7 +3,8 @@
 Endpoints (https://developer.civitai.com/site/reference/models): ``GET /api/v1/models`` (``query``,
 ``types``, ``baseModels``, ``limit``, ``nsfw``), ``GET /api/v1/model-versions/{id}`` and each file's
 ``downloadUrl``. The optional API token goes in the ``Authorization: Bearer`` header, never in a URL,
-so it cannot appear in a logged URL or an error; it is a ``SecretStr`` until the header is built.
+so it cannot appear in a logged URL or an error; it is a ``SecretStr`` until the header is built. It is
+sent only to ``CONTENTFORGE_CIVITAI_BASE_URL``'s origin: a ``downloadUrl`` on another host gets none.
 
 NSFW: models flagged ``nsfw`` (or versions with an ``nsfwLevel`` above 1) are dropped from search
 results unless ``CONTENTFORGE_MODELS_SHOW_NSFW`` is set, and are refused at install either way.
@@ -21,7 +22,7 @@ from pydantic import SecretStr
 
 from contentforge.config import Settings
 from contentforge.models.catalog import HubFile, HubModel, ModelKind
-from contentforge.models.downloads import raise_for_hub_status
+from contentforge.models.downloads import raise_for_hub_status, same_origin
 from contentforge.models.errors import DownloadRefused, HubError
 from contentforge.outbound import OutboundPolicy
 
@@ -63,6 +64,11 @@ class CivitAIClient:
         if self._token is None:
             return {}
         return {"Authorization": f"Bearer {self._token.get_secret_value()}"}
+
+    def auth_headers_for(self, url: str) -> dict[str, str]:
+        """The token header for ``url`` only if it is on CivitAI's own origin (``downloadUrl`` comes from
+        the API's answer and could name any host)."""
+        return self.auth_headers() if same_origin(url, self.base_url) else {}
 
     def _get(self, path: str, params: dict[str, Any] | None = None) -> Any:
         try:

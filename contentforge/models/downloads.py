@@ -45,6 +45,19 @@ class Downloaded:
     """How many times the transfer was resumed with a Range request."""
 
 
+def same_origin(url: str, base: str) -> bool:
+    """Whether ``url`` has ``base``'s scheme, host and port: where a hub's token may be sent.
+
+    A hub's answer names its files' URLs; a token must not follow one to another host (httpx drops
+    ``Authorization`` on cross-origin *redirects* only, not on the first request).
+    """
+    try:
+        target, home = httpx.URL(url), httpx.URL(base)
+    except (httpx.InvalidURL, TypeError, ValueError):
+        return False
+    return (target.scheme, target.host, target.port) == (home.scheme, home.host, home.port)
+
+
 def check_file_name(name: str) -> None:
     """Refuse pickle formats (and anything that is neither safetensors nor a config/tokenizer file)."""
     suffix = Path(name).suffix.lower()

@@ -31,3 +31,7 @@ class DownloadRefused(InvalidInput):
 
 class HashMismatch(DownloadRefused):
     """The downloaded bytes do not have the SHA-256 the hub announced; nothing entered the registry."""
+
+
+class InstallInProgress(InvalidInput):
+    """Another install of the same name is running; retrying cannot help until it ends."""

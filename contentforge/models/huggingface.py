@@ -1,11 +1,14 @@
 """The Hugging Face Hub through ``huggingface_hub``: search with filters, file metadata, downloads.
 
-Search and metadata use ``HfApi`` (``list_models``, ``model_info(files_metadata=True)``), pointed at
-``CONTENTFORGE_HF_ENDPOINT``, else the ``HF_ENDPOINT`` variable (read when the client is built, not when
-``huggingface_hub`` was imported), else huggingface.co. ``HF_HUB_OFFLINE=1`` refuses both in one line:
-offline, only models already in the registry are used. Files are fetched from the endpoint's
-``/{repo}/resolve/{commit}/{file}`` URL by ``downloads.download`` (size cap, resume, SHA-256 from the
-file's LFS metadata), pinned to the commit the metadata came from, so metadata and bytes agree.
+Search and metadata are the Hub API's ``GET /api/models`` and ``GET /api/models/{repo}?blobs=true``,
+sent through the outbound policy's pinned client (the address checked is the address connected to,
+so a DNS rebind cannot carry the token elsewhere) and parsed by ``huggingface_hub``'s ``ModelInfo``.
+The endpoint is ``CONTENTFORGE_HF_ENDPOINT``, else the ``HF_ENDPOINT`` variable (read when the
+client is built, not when ``huggingface_hub`` was imported), else huggingface.co. ``HF_HUB_OFFLINE=1``
+refuses both in one line: offline, only models already in the registry are used. Files are fetched
+from the endpoint's ``/{repo}/resolve/{commit}/{file}`` URL by ``downloads.download`` (size cap,
+resume, SHA-256 from the file's LFS metadata), pinned to the commit the metadata came from, so
+metadata and bytes agree.
 
 NSFW: the Hub tags such repos ``not-for-all-audiences``; they are hidden from search unless
 ``CONTENTFORGE_MODELS_SHOW_NSFW`` is set, and refused at install either way.
@@ -22,13 +25,14 @@ from contentforge.config import Settings
 from contentforge.images.loading import offline
 from contentforge.images.safety import PICKLE_SUFFIXES
 from contentforge.models.catalog import HubFile, HubModel, ModelKind
-from contentforge.models.downloads import TEXT_SUFFIXES
-from contentforge.models.errors import DownloadRefused, HubError, HubOffline, HubRateLimited, HubUnauthorized
+from contentforge.models.downloads import TEXT_SUFFIXES, raise_for_hub_status, same_origin
+from contentforge.models.errors import DownloadRefused, HubError, HubOffline
 from contentforge.outbound import OutboundPolicy
 
 DEFAULT_ENDPOINT = "https://huggingface.co"
 NSFW_TAG = "not-for-all-audiences"
 SORTS = ("downloads", "likes", "last_modified", "trending_score")
+_API_SORTS = {"last_modified": "lastModified", "trending_score": "trendingScore"}
 LORA_WEIGHT_NAME = "pytorch_lora_weights.safetensors"
 TIMEOUT = httpx.Timeout(60.0, connect=10.0)
 FAMILY_CLASSES = {
@@ -51,15 +55,12 @@ class HuggingFaceHub:
         policy: OutboundPolicy | None = None,
         token: str | None = None,
     ) -> None:
-        from huggingface_hub import HfApi
-
         self.endpoint = endpoint.rstrip("/")
         self.show_nsfw = show_nsfw
         policy = policy or OutboundPolicy(setting="HF_ENDPOINT")
         policy.check_static(self.endpoint)
         self._policy = policy
         self._token = token
-        self.api = HfApi(endpoint=self.endpoint, token=token or False)
         self.client = policy.client(timeout=TIMEOUT, follow_redirects=True)
 
     @classmethod
@@ -77,6 +78,10 @@ class HuggingFaceHub:
 
     def auth_headers(self) -> dict[str, str]:
         return {"Authorization": f"Bearer {self._token}"} if self._token else {}
+
+    def auth_headers_for(self, url: str) -> dict[str, str]:
+        """The token header for ``url`` only if it is on the endpoint's own origin."""
+        return self.auth_headers() if same_origin(url, self.endpoint) else {}
 
     def _online(self, what: str) -> None:
         if offline():
@@ -107,29 +112,45 @@ class HuggingFaceHub:
             filters.append("lora")
         if base_model:
             filters.append(f"base_model:{base_model}")
-        found = _call(
-            "Hugging Face search",
-            lambda: list(
-                self.api.list_models(
-                    search=query or None,
-                    filter=filters or None,
-                    pipeline_tag=task,
-                    sort=sort,  # type: ignore[arg-type]
-                    limit=max(1, min(limit, 100)),
-                    full=True,
-                )
-            ),
-        )
-        models = [self._model(info, kind) for info in found]
+        params: dict[str, Any] = {"sort": _API_SORTS.get(sort, sort), "direction": -1, "full": True}
+        params["limit"] = max(1, min(limit, 100))
+        if query:
+            params["search"] = query
+        if filters:
+            params["filter"] = filters
+        if task:
+            params["pipeline_tag"] = task
+        found = self._get("Hugging Face search", "/api/models", params)
+        if not isinstance(found, list):
+            raise HubError("Hugging Face search: the answer is not a list of models")
+        models = [self._model(item, kind) for item in found]
         return [m for m in models if self.show_nsfw or not m.nsfw]
 
     def describe(self, repo_id: str, kind: ModelKind | None = None) -> HubModel:
         """One repo with the files an install would fetch, each with its LFS SHA-256 and size."""
         self._online(f"Hugging Face {repo_id}")
-        info = _call(f"Hugging Face {repo_id}", lambda: self.api.model_info(repo_id, files_metadata=True))
-        return self._model(info, kind, with_files=True)
+        data = self._get(f"Hugging Face {repo_id}", f"/api/models/{repo_id}", {"blobs": True})
+        return self._model(data, kind, with_files=True)
 
-    def _model(self, info: Any, kind: ModelKind | None, *, with_files: bool = False) -> HubModel:
+    def _get(self, what: str, path: str, params: dict[str, Any]) -> Any:
+        """``GET`` on the endpoint through the pinned client (never ``huggingface_hub``'s own session,
+        which would look the name up again and could carry the token to a rebound, private address)."""
+        try:
+            response = self.client.get(f"{self.endpoint}{path}", params=params, headers=self.auth_headers())
+        except httpx.TransportError as exc:
+            raise HubError(f"{what}: not reachable ({type(exc).__name__})") from exc
+        raise_for_hub_status(response, what)
+        try:
+            return response.json()
+        except ValueError as exc:
+            raise HubError(f"{what}: the answer is not JSON") from exc
+
+    def _model(self, data: Any, kind: ModelKind | None, *, with_files: bool = False) -> HubModel:
+        from huggingface_hub.hf_api import ModelInfo
+
+        if not isinstance(data, dict):
+            raise HubError("Hugging Face: a model in the answer is not an object")
+        info = ModelInfo(**{"siblings": None, **data})  # the Hub's JSON, parsed by huggingface_hub
         tags = tuple(str(t) for t in (getattr(info, "tags", None) or ()))
         siblings = list(getattr(info, "siblings", None) or ())
         names = {s.rfilename for s in siblings}
@@ -210,20 +231,3 @@ def _variant(name: str, names: set[str]) -> bool:
     if "." not in stem.rsplit("/", 1)[-1]:
         return False
     return f"{stem.rsplit('.', 1)[0]}.safetensors" in names
-
-
-def _call(what: str, fn: Any) -> Any:
-    """Turn ``huggingface_hub``'s HTTP errors into this package's one-line errors."""
-    from huggingface_hub.errors import HfHubHTTPError
-
-    try:
-        return fn()
-    except HfHubHTTPError as exc:
-        status = exc.response.status_code if exc.response is not None else None
-        if status in (401, 403):
-            raise HubUnauthorized(f"{what}: refused ({status}); log in (HF_TOKEN) or check access") from exc
-        if status == 429:
-            raise HubRateLimited(f"{what}: rate limited (429)") from exc
-        raise HubError(f"{what}: the hub answered {status}") from exc
-    except (httpx.TransportError, OSError) as exc:
-        raise HubError(f"{what}: not reachable ({type(exc).__name__})") from exc

@@ -98,7 +98,7 @@ def install(settings: Settings, registry: ModelRegistry, request: InstallRequest
                 registry=registry,
                 data_dir=settings.data_dir,
                 max_bytes=max_bytes,
-                headers=client.auth_headers(),
+                headers_for=client.auth_headers_for,
                 name=request.name,
             )
         finally:
@@ -114,7 +114,7 @@ def install(settings: Settings, registry: ModelRegistry, request: InstallRequest
             registry=registry,
             data_dir=settings.data_dir,
             max_bytes=max_bytes,
-            headers=hub.auth_headers(),
+            headers_for=hub.auth_headers_for,
             name=request.name,
         )
     finally:

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Annotated, Literal
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Header, Path, Query, status
 from pydantic import BaseModel, Field
 
 from contentforge.db.registry import ModelRegistry
@@ -21,6 +21,15 @@ from contentforge_api.state import ApiState, Reader, State, Writer
 
 router = APIRouter(tags=["models"])
 INSTALL_DEPLOYMENT = "install-model/install-model"
+InstallKey = Annotated[
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        max_length=200,
+        description="Repeat an install with the same key and body and get the same flow run back (a retried "
+        "request starts no second install); the same key with another body is refused (422).",
+    ),
+]
 ModelName = Annotated[str, Path(pattern=r"^[a-z0-9][a-z0-9._-]{0,119}$", description="Registry name.")]
 
 
@@ -138,15 +147,23 @@ def get_model(state: State, _identity: Reader, name: ModelName) -> InstalledMode
         AUTH, 502, 503, s503="The Prefect server or the install-model deployment is not available."
     ),
 )
-async def install_model(state: State, _identity: Writer, body: InstallIn) -> InstallStarted:
-    """Check the request, then start the install-model flow run and return at once (202)."""
+async def install_model(
+    state: State, _identity: Writer, body: InstallIn, idempotency_key: InstallKey = None
+) -> InstallStarted:
+    """Check the request, then start the install-model flow run and return at once (202).
+
+    With an ``Idempotency-Key``, Prefect hands back the first run of that key instead of starting a
+    second install (the install flow also refuses a second concurrent install of one name).
+    """
     request = service.InstallRequest.checked(body.hub, body.ref, body.name, body.kind)  # 422 in one line
     parameters = {"hub": request.hub, "ref": request.ref, "name": request.name, "kind": request.kind}
+    sent = {k: v for k, v in parameters.items() if v is not None}
     try:
         run = await state.launcher.launch_deployment(
             INSTALL_DEPLOYMENT,
-            {k: v for k, v in parameters.items() if v is not None},
+            sent,
             tags=["contentforge", "api", "install-model"],
+            idempotency_key=idempotency_key,
         )
     except DeploymentMissing as exc:
         raise ApiError(503, str(exc), code="deployment_missing") from exc
@@ -154,6 +171,14 @@ async def install_model(state: State, _identity: Writer, body: InstallIn) -> Ins
         raise ApiError(503, str(exc), code="prefect_unavailable") from exc
     except PrefectRefused as exc:
         raise ApiError(502, str(exc), code="prefect_refused") from exc
+    first = {k: v for k, v in (run.parameters or {}).items() if k in parameters and v is not None}
+    if idempotency_key is not None and first != sent:
+        raise ApiError(
+            422,
+            "this Idempotency-Key was already used with a different install request; send a new key for "
+            "a new request (the same key and body return the first run)",
+            code="idempotency_key_reused",
+        )
     return InstallStarted(
         flow_run_id=str(run.id), flow_run_name=run.name, deployment=INSTALL_DEPLOYMENT, parameters=parameters
     )

@@ -38,6 +38,9 @@ class Blob:
     rate_limited: bool = False
     corrupt: bool = False
     break_first: bool = False
+    hold_first: threading.Event | None = None
+    """When set, the first transfer waits (up to 30 s) for the event: an install caught mid-download."""
+    held: bool = False
     served: int = 0
 
     @property
@@ -55,6 +58,8 @@ class HubWorld:
     seen: list[Seen] = field(default_factory=list)
     lock: threading.Lock = field(default_factory=threading.Lock)
     base: str = ""
+    download_base: str = ""
+    """Where CivitAI's ``downloadUrl``s point when set (another origin, as a CDN would be); else ``base``."""
 
     # -- Hugging Face ---------------------------------------------------------------------------
 
@@ -160,7 +165,7 @@ class HubWorld:
         return None
 
     def _linked(self, version: dict[str, Any]) -> dict[str, Any]:
-        url = f"{self.base}/api/download/models/{version['id']}"
+        url = f"{self.download_base or self.base}/api/download/models/{version['id']}"
         files = [{**f, "downloadUrl": url} for f in version["files"]]
         return {**version, "files": files, "downloadUrl": url}
 
@@ -272,6 +277,9 @@ def _serve_blob(handler: BaseHTTPRequestHandler, blob: Blob, headers: dict[str, 
     if blob.rate_limited:
         _json(handler, 429, {"error": "Too many requests"}, {"Retry-After": "17"})
         return
+    if blob.hold_first is not None and not blob.held:
+        blob.held = True  # later requests are not held
+        blob.hold_first.wait(30)
     data = bytes(reversed(blob.data)) if blob.corrupt else blob.data
     start = 0
     status = 200
