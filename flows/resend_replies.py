@@ -5,7 +5,9 @@ lease runs out and this flow takes the reply over: written from the start when n
 yet, the judged text sent when it was, and left ``failed`` for a person when the dead run had
 already begun the platform call (it may have arrived). Replies the platform refused for now (429
 with ``Retry-After``, 5xx) are sent once their wait is over, a bounded number of times
-(``contentforge.chat.engine``). Deployment ``resend-replies`` runs it every minute on the cpu pool;
+(``contentforge.chat.engine``). Messages whose reply run never started (stored while Prefect was
+unreachable; still ``received`` with no reply after 5 minutes) are answered here too. Deployment
+``resend-replies`` runs it every minute on the cpu pool;
 ``contentforge chat resend`` does the same from a terminal.
 
     python flows/resend_replies.py [LIMIT]

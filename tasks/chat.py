@@ -9,7 +9,8 @@ replies are paced the same whichever engine writes them, and the benchmark can c
 Retries are safe: the engine skips a message that is no longer ``received`` and claims its one
 reply row (a lease) before writing; a retry while the claim is live finds it taken and stops.
 ``resend_replies`` takes over the claims whose run died and the replies whose retry is due
-(``ReplyEngine.resend_due``): each is sent at most once, or left for a person.
+and answers the messages whose reply run never started (``ReplyEngine.resend_due``): each is sent
+at most once, or left for a person.
 """
 
 from __future__ import annotations
@@ -73,7 +74,8 @@ def answer_message(message_id: str) -> dict[str, Any]:
     persist_result=False,
 )
 def resend_replies(limit: int = 50) -> list[dict[str, Any]]:
-    """Finish the replies left ``pending`` by a dead run or a temporary refusal; what happened to each."""
+    """Finish the replies left ``pending`` by a dead run or a temporary refusal, and answer the
+    messages no reply run ever claimed; what happened to each."""
     engine = build_reply_engine(resources.settings(), resources.services(), slot=in_llm_slot)
     return [
         {"message_id": o.inbound_id, "action": o.action, "reason": o.reason, "reply_id": o.reply_id}

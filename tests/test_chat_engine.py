@@ -390,6 +390,21 @@ def test_a_second_run_for_one_message_sends_nothing(world: World) -> None:
     assert len(world.platforms.sent) == 1
 
 
+def test_the_sweep_answers_a_message_whose_reply_run_never_started(world: World) -> None:
+    """Stored by a webhook while Prefect was unreachable: no run, no reply row, status ``received``."""
+    engine = world.engine()
+    stranded = world.inbound("hello, anyone there?", user="stranded", age=timedelta(minutes=6))
+    fresh = world.inbound("hi", user="fresh")  # its run may still be starting: left to it
+    handled = world.inbound("hey", user="handled", age=timedelta(minutes=6))
+    assert engine.reply_to(handled).action == "replied"
+
+    [outcome] = engine.resend_due()
+    assert outcome.inbound_id == stranded and outcome.action == "replied"
+    assert len(world.sent_to("stranded")) == 1 and world.sent_to("fresh") == []
+    assert world.store.message(fresh).status == "received"
+    assert engine.resend_due() == [] and len(world.platforms.sent) == 2
+
+
 def test_a_platform_refusal_is_recorded_as_failed_without_the_token(world: World) -> None:
     world.platforms.fail_next(400, {"error": {"message": "(#10) outside of allowed window platform-token"}})
     outcome = world.say("hello", world.engine())

@@ -187,6 +187,21 @@ def test_begin_send_rechecks_the_conversation_and_finishes_an_unwanted_reply(
     assert store.begin_send(reply_id, token) == "hello!"
 
 
+def test_unanswered_inbounds_are_received_messages_no_run_ever_claimed(store: ConversationStore) -> None:
+    def inbound(user: str, at: datetime) -> str:
+        return store.record_inbound(
+            persona_id="ava", platform="x", user_id=user, text="hi", received_at=at
+        ).message.id
+
+    stranded, claimed, late = inbound("u1", T0), inbound("u2", T0), inbound("u3", T0 + timedelta(minutes=9))
+    assert store.claim_reply(claimed) is not None
+    assert store.unanswered_inbounds(T0 + timedelta(minutes=5)) == [stranded]
+    assert store.unanswered_inbounds(T0 + timedelta(minutes=10)) == [stranded, late]
+    assert store.unanswered_inbounds(T0 + timedelta(minutes=10), limit=1) == [stranded]
+    store.set_inbound_status(stranded, "held")
+    assert store.unanswered_inbounds(T0 + timedelta(minutes=10)) == [late]
+
+
 def test_states_opt_out_and_bad_input(store: ConversationStore) -> None:
     inbound = store.record_inbound(persona_id="ava", platform="api", user_id="u1", text="hi")
     conversation_id = inbound.conversation.id

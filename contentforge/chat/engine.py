@@ -34,7 +34,8 @@ left ``failed`` for a person (notified) instead of being sent twice (the API cha
 stores, is settled by storing). A 429 or 5xx answer sent nothing: the reply waits (``Retry-After``,
 else a growing delay) and the sweep sends it, at most ``MAX_SEND_ATTEMPTS`` calls in all; a refusal
 for good (another 4xx, a missing setting), or a transport error after which the message may have
-arrived, is left ``failed`` for a person with the reason.
+arrived, is left ``failed`` for a person with the reason. A message whose reply run was never
+started (still ``received``, no reply row, older than ``UNANSWERED_AFTER``) is answered by the sweep.
 """
 
 from __future__ import annotations
@@ -86,6 +87,9 @@ MAX_SEND_ATTEMPTS = 4
 """Platform calls for one reply before a temporary refusal (429, 5xx) is left for a person."""
 RETRY_DELAY_S = 30.0
 """The wait before retrying a 5xx (doubled at each attempt); a 429's ``Retry-After`` wins."""
+UNANSWERED_AFTER = timedelta(minutes=5)
+"""An inbound still ``received`` with no reply row this long after it was sent is answered by the
+sweep: its reply run was never started (Prefect unreachable at the webhook) or never ran."""
 
 
 @dataclass(frozen=True)
@@ -250,10 +254,14 @@ class ReplyEngine:
         )
 
     def resend_due(self, *, limit: int = 50) -> list[ReplyOutcome]:
-        """Take over the replies whose claim expired (a dead run) or whose retry is due, and finish them."""
-        return [
-            self.reply_to(inbound_id) for inbound_id in self.store.expired_replies(self.clock(), limit=limit)
-        ]
+        """Take over the replies whose claim expired (a dead run) or whose retry is due, and finish
+        them; then answer the messages whose reply run never started (``UNANSWERED_AFTER``)."""
+        now = self.clock()
+        outcomes = [self.reply_to(inbound_id) for inbound_id in self.store.expired_replies(now, limit=limit)]
+        if len(outcomes) < limit:
+            unanswered = self.store.unanswered_inbounds(now - UNANSWERED_AFTER, limit=limit - len(outcomes))
+            outcomes += [self.reply_to(inbound_id) for inbound_id in unanswered]
+        return outcomes
 
     # --- claims --------------------------------------------------------------------------------
 

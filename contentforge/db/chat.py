@@ -26,8 +26,8 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta
 from typing import Any, cast
 
-from sqlalchemy import CursorResult, func, select, update
-from sqlalchemy.orm import Session
+from sqlalchemy import CursorResult, exists, func, select, update
+from sqlalchemy.orm import Session, aliased
 
 from contentforge.db.models import PersonaORM, utcnow
 from contentforge.db.models_chat import (
@@ -416,6 +416,26 @@ class ConversationStore(Store):
                 .limit(limit)
             ).all()
             return [inbound_id for inbound_id in ids if inbound_id is not None]
+
+    def unanswered_inbounds(self, before: datetime, *, limit: int = 50) -> list[str]:
+        """Inbound ids still ``received``, sent before ``before``, with no reply row: no reply run
+        ever claimed them (it was never started, or never ran). Oldest first."""
+        require_aware("before", before)
+        replies = aliased(ChatMessageORM)
+        with self._db.read() as session:
+            return list(
+                session.scalars(
+                    select(ChatMessageORM.id)
+                    .where(
+                        ChatMessageORM.direction == "inbound",
+                        ChatMessageORM.status == "received",
+                        ChatMessageORM.created_at < before,
+                        ~exists().where(replies.reply_to_id == ChatMessageORM.id),
+                    )
+                    .order_by(ChatMessageORM.created_at, ChatMessageORM.id)
+                    .limit(limit)
+                ).all()
+            )
 
     def _held_row(self, session: Session, message_id: str, claim_token: str) -> ChatMessageORM:
         row = session.scalars(
