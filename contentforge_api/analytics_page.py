@@ -12,7 +12,7 @@ from fastapi import APIRouter
 from fastapi.responses import FileResponse, HTMLResponse
 
 from contentforge_api.errors import ApiError
-from contentforge_api.gallery import GALLERY_CSP, STATIC_DIR, _templates
+from contentforge_api.gallery import GALLERY_CSP, STATIC_DIR, _templates, static_file_responses
 
 STATIC_FILES = {"analytics.js": "text/javascript", "analytics.css": "text/css"}
 
@@ -25,7 +25,12 @@ def analytics_page() -> HTMLResponse:
     return HTMLResponse(html, headers={"Content-Security-Policy": GALLERY_CSP, "Cache-Control": "no-store"})
 
 
-@router.get("/analytics/static/{name}", name="analytics_static")
+@router.get(
+    "/analytics/static/{name}",
+    name="analytics_static",
+    response_class=FileResponse,
+    responses=static_file_responses(STATIC_FILES),
+)
 def analytics_static(name: str) -> FileResponse:
     if name not in STATIC_FILES:
         raise ApiError(404, f"no static file {name!r}")

@@ -15,7 +15,7 @@ from fastapi.responses import FileResponse, HTMLResponse
 from jinja2 import Environment, FileSystemLoader, select_autoescape
 
 from contentforge_api.errors import ApiError
-from contentforge_api.gallery import GALLERY_CSP, PACKAGE_DIR, STATIC_DIR
+from contentforge_api.gallery import GALLERY_CSP, PACKAGE_DIR, STATIC_DIR, static_file_responses
 
 _templates = Environment(
     loader=FileSystemLoader(PACKAGE_DIR / "templates"), autoescape=select_autoescape(["html"], default=True)
@@ -30,7 +30,12 @@ def conversations_page() -> HTMLResponse:
     return HTMLResponse(html, headers={"Content-Security-Policy": GALLERY_CSP, "Cache-Control": "no-store"})
 
 
-@router.get("/gallery/chat/static/{name}", name="conversations_static")
+@router.get(
+    "/gallery/chat/static/{name}",
+    name="conversations_static",
+    response_class=FileResponse,
+    responses=static_file_responses(STATIC_FILES),
+)
 def conversations_static(name: str) -> FileResponse:
     if name not in STATIC_FILES:
         raise ApiError(404, f"no static file {name!r}")

@@ -18,7 +18,7 @@ Security model:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Request
 from fastapi import Path as PathParam
@@ -31,6 +31,7 @@ from contentforge.errors import InvalidInput
 from contentforge.storage import LocalStorage, validate_key
 from contentforge.summary import gallery_url
 from contentforge_api.errors import ApiError
+from contentforge_api.responses import AUTH, documented
 from contentforge_api.state import CONTENT_ROUTE, Reader, State
 
 PACKAGE_DIR = Path(__file__).resolve().parent
@@ -41,6 +42,17 @@ GALLERY_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: https:; "
     "connect-src 'self'; form-action 'none'; frame-ancestors 'none'; base-uri 'none'"
 )
+
+
+def static_file_responses(files: dict[str, str]) -> dict[int | str, dict[str, Any]]:
+    """``responses=`` of a route serving one of ``files`` (name -> media type) by name.
+
+    The page's assets are routes rather than a ``StaticFiles`` mount so that only the listed files
+    are reachable; documenting their media types and the 404 for any other name keeps the OpenAPI
+    document true to what they answer.
+    """
+    return {200: {"content": {media: {} for media in sorted(set(files.values()))}}, **documented(404)}
+
 
 _templates = Environment(
     loader=FileSystemLoader(PACKAGE_DIR / "templates"),
@@ -63,14 +75,24 @@ def gallery_page(batch_id: Annotated[str, PathParam(pattern=ID_PATTERN)]) -> HTM
     return HTMLResponse(html, headers={"Content-Security-Policy": GALLERY_CSP, "Cache-Control": "no-store"})
 
 
-@router.get("/gallery/static/{name}", name="gallery_static")
+@router.get(
+    "/gallery/static/{name}",
+    name="gallery_static",
+    response_class=FileResponse,
+    responses=static_file_responses(STATIC_FILES),
+)
 def gallery_static(name: str) -> FileResponse:
     if name not in STATIC_FILES:
         raise ApiError(404, f"no static file {name!r}")
     return FileResponse(STATIC_DIR / name, media_type=STATIC_FILES[name])
 
 
-@router.get(CONTENT_ROUTE + "/{path:path}", name="content_file")
+@router.get(
+    CONTENT_ROUTE + "/{path:path}",
+    name="content_file",
+    response_class=FileResponse,
+    responses={200: {"content": {t: {} for t in sorted(set(IMAGE_TYPES.values()))}}, **documented(AUTH, 404)},
+)
 def content_file(state: State, _identity: Reader, path: str) -> FileResponse:
     """A stored image from local storage (``content/...`` keys only; token required)."""
     not_found = ApiError(404, "no such content file")

@@ -245,14 +245,17 @@ class JobStore:
         flow_names = _flow_names_for(types)
         run_filter = self._run_filter(statuses, persona, brand, batch, single=types == {"single"})
         async with self.launcher.client() as client:
-            runs = await _read_runs(client, flow_names, run_filter, limit=limit + 1, offset=offset)
-            jobs = [await self._job(client, run) for run in runs[:limit]]
+            runs = await _read_runs(client, flow_names, run_filter, limit=limit, offset=offset)
+            # Whether a next page exists: one more run, asked separately because ``limit + 1`` would
+            # exceed the server's PREFECT_PAGE_LIMIT (a 422 from Prefect) when ``limit`` is the maximum.
+            more = len(runs) == limit and bool(
+                await _read_runs(client, flow_names, run_filter, limit=1, offset=offset + limit)
+            )
+            jobs = [await self._job(client, run) for run in runs]
         if "batch" in types and "single" not in types:
             # No "without tag" filter in Prefect: a page of batches may hold fewer than ``limit``.
             jobs = [job for job in jobs if job.type == "batch"]
-        return JobPage(
-            jobs=jobs, limit=limit, offset=offset, next_offset=offset + limit if len(runs) > limit else None
-        )
+        return JobPage(jobs=jobs, limit=limit, offset=offset, next_offset=offset + limit if more else None)
 
     async def get(self, job_id: UUID) -> Job:
         async with self.launcher.client() as client:

@@ -29,6 +29,7 @@ from contentforge.domain.models import (
     TemplateTier,
 )
 from contentforge.validation import BATCH_ID_MAX, BATCH_ID_PATTERN, TIER_MIX_MAX_CHARS
+from contentforge_api.priority import PRIORITY_FIELD, Priority
 
 PersonaRef = Annotated[
     str,
@@ -111,6 +112,7 @@ class BatchRequest(_Request):
         "``contentforge.validation.check_batch_id`` as the CLI, so both refuse with the same message.",
         json_schema_extra={"pattern": BATCH_ID_PATTERN, "maxLength": BATCH_ID_MAX},
     )
+    priority: Priority = PRIORITY_FIELD
 
 
 class GenerateRequest(_Request):
@@ -122,6 +124,7 @@ class GenerateRequest(_Request):
     seed: int = Field(default=0, ge=0, lt=2**32)
     include_hooks: bool = True
     safety_check: bool = True
+    priority: Priority = PRIORITY_FIELD
 
 
 class LaunchResponse(BaseModel):
@@ -133,6 +136,7 @@ class LaunchResponse(BaseModel):
     state: str | None
     tags: list[str]
     parameters: dict[str, Any]
+    work_queue: str = Field(description="`priority` for priority high, else `default`.")
     run_url: str = Field(description="GET this for state and progress.")
     gallery_url: str
 

@@ -42,7 +42,12 @@ class FakeLauncher:
         self.created: list[SimpleNamespace] = []
 
     async def launch(
-        self, parameters: Mapping[str, Any], *, tags: Iterable[str], idempotency_key: str | None = None
+        self,
+        parameters: Mapping[str, Any],
+        *,
+        tags: Iterable[str],
+        idempotency_key: str | None = None,
+        work_queue_name: str | None = None,
     ) -> SimpleNamespace:
         if idempotency_key is not None and idempotency_key in self.by_key:
             return self.by_key[idempotency_key]
@@ -51,6 +56,7 @@ class FakeLauncher:
             name=f"run-{len(self.created)}",
             parameters=dict(parameters),
             tags=list(tags),
+            work_queue_name=work_queue_name,
             state=SimpleNamespace(type=SimpleNamespace(value="SCHEDULED")),
         )
         self.created.append(run)

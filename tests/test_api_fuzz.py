@@ -13,11 +13,19 @@ What it finds, per route of the final app (every router, whoever wrote it):
   a check the schema cannot express (does this persona exist?) and is allowed;
 * an invalid request accepted (``negative_data_rejection``).
 
+The bearer token is the test's, not a generated parameter (``with_security_parameters=False``):
+otherwise a negative case whose only invalid part is a dropped or garbled ``Authorization`` header
+would be sent with the test's token put back, i.e. as a valid request, and be reported as "invalid
+data accepted" (what made ``GET /jobs/stats`` look broken). Missing and unknown tokens are tested in
+``tests/test_api.py``.
+
 Routes that start Prefect runs get ``RecordingLauncher`` (a test double in ``tests/support``), so
 generated requests are recorded, not turned into flow runs; routes that read jobs read the test
-session's real Prefect server. No request leaves the machine: host names do not resolve here (an
-``image_url`` to a generated host is refused or unreachable, as documented). Examples are bounded
-(``MAX_EXAMPLES`` per route and mode) so the whole module stays well under a minute.
+session's real Prefect server; model searches go to loopback fakes of CivitAI and the Hugging Face
+Hub (``tests/support/model_hubs.py``), so they answer for real. No request leaves the machine: host
+names do not resolve here (an ``image_url`` to a generated host is refused or unreachable, as
+documented). Examples are bounded (``MAX_EXAMPLES`` per route and mode) so the whole module stays
+well under a minute.
 """
 
 from __future__ import annotations
@@ -29,11 +37,13 @@ from typing import Any
 
 import pytest
 import schemathesis
+from fastapi.testclient import TestClient
 from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis.errors import Unsatisfiable
 from schemathesis.generation.modes import GenerationMode
 from schemathesis.specs.openapi.checks import positive_data_acceptance
 from support.api import build_world
+from support.model_hubs import FakeHubs, HubWorld
 from support.recording_launcher import RecordingLauncher
 
 from contentforge.config import Settings
@@ -42,21 +52,6 @@ from contentforge_api import create_app
 FULL = "fuzz-full-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {FULL}"}
 MAX_EXAMPLES = 8
-KNOWN_FAILURES: dict[str, str] = {
-    # contentforge_api/gallery.py: the routes have no ``responses=`` yet.
-    "GET /gallery/static/{name}": "404 for an unknown file is not documented",
-    "GET /content/{path}": "401 (no token) and 404 (no such file) are not documented",
-    # The chat gallery (issue 17) and the analytics page (issue 15): their static-file routes likewise.
-    "GET /gallery/chat/static/{name}": "404 for an unknown file is not documented",
-    "GET /analytics/static/{name}": "404 for an unknown file is not documented",
-    # contentforge_api/routes/jobs.py
-    "GET /api/v1/jobs/stats": "a schema-violating query is accepted (negative_data_rejection)",
-    # contentforge_api/routes/models.py (issue 16): the hubs are not reachable from the fuzz test (no
-    # network), so every search is a 502 hub_error; fuzzing it needs a loopback hub configured.
-    "GET /api/v1/models/search": "502 hub_error: no hub reachable (5xx)",
-}
-"""Operations of other modules that do not keep the contract yet: label -> what is wrong. Each is
-still fuzzed, and the test fails when one starts passing, so the entry is removed with the fix."""
 
 
 def _loopback_only(host: Any, *args: Any, **kwargs: Any) -> Any:
@@ -69,7 +64,28 @@ _real_getaddrinfo = socket.getaddrinfo
 
 
 @pytest.fixture(scope="module")
-def fuzz_app(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> Iterator[Any]:
+def fake_hubs() -> Iterator[FakeHubs]:
+    """One model on each hub, so ``/models/search`` finds something for some generated queries."""
+    world = HubWorld()
+    world.add_civitai(
+        101,
+        "Film Grain",
+        type_="LORA",
+        version_id=1001,
+        base_model="SDXL 1.0",
+        file_name="film_grain.safetensors",
+        data=b"not downloaded by a search",
+        tags=["film"],
+    )
+    world.add_hf_repo("tiny-org/film-lora", {"README.md": b"# film"}, tags=["lora", "film"])
+    with FakeHubs(world) as server:
+        yield server
+
+
+@pytest.fixture(scope="module")
+def fuzz_app(
+    tmp_path_factory: pytest.TempPathFactory, prefect_server: str, fake_hubs: FakeHubs
+) -> Iterator[Any]:
     data_dir: Path = tmp_path_factory.mktemp("fuzz-data")
     app_settings = Settings(
         _env_file=None,
@@ -81,6 +97,8 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> I
         # The DM webhooks check signatures with these; without them they answer 503 by design.
         instagram_app_secret="fuzz-instagram-app-secret",
         x_consumer_secret="fuzz-x-consumer-secret",
+        civitai_base_url=fake_hubs.url,
+        hf_endpoint=fake_hubs.url,
     )
     build_world(app_settings)
     with pytest.MonkeyPatch.context() as patch:
@@ -91,6 +109,7 @@ def fuzz_app(tmp_path_factory: pytest.TempPathFactory, prefect_server: str) -> I
 @pytest.fixture(scope="module")
 def api_schema(fuzz_app: Any) -> Any:
     schema = schemathesis.openapi.from_asgi("/api/v1/openapi.json", fuzz_app)
+    schema.config.generation.update(with_security_parameters=False)
     return schema
 
 
@@ -148,7 +167,15 @@ def test_the_api_keeps_its_openapi_contract(api_schema: Any) -> None:
         for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
             if found := _failures_of(operation, mode):
                 failures.setdefault(operation.label, []).extend(found)
-    unexpected = {label: found for label, found in failures.items() if label not in KNOWN_FAILURES}
-    assert not unexpected, "\n\n".join(text for found in unexpected.values() for text in found)
-    fixed = sorted(set(KNOWN_FAILURES) - set(failures))
-    assert not fixed, f"these now keep the contract; remove them from KNOWN_FAILURES: {fixed}"
+    assert not failures, "\n\n".join(text for found in failures.values() for text in found)
+
+
+def test_model_search_reaches_the_loopback_hubs(fuzz_app: Any) -> None:
+    """The fuzz test's model searches are answered by the fakes, not refused as an unreachable hub."""
+    with TestClient(fuzz_app) as client:
+        civitai = client.get("/api/v1/models/search", params={"query": "film"}, headers=AUTH)
+        hf = client.get("/api/v1/models/search", params={"query": "film", "hub": "huggingface"}, headers=AUTH)
+    assert civitai.status_code == 200, civitai.text
+    assert [m["name"] for m in civitai.json()] == ["Film Grain v1.0"]
+    assert hf.status_code == 200, hf.text
+    assert [m["ref"] for m in hf.json()] == ["tiny-org/film-lora"]

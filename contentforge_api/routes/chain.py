@@ -9,7 +9,7 @@ the job. The approvals the flows pause for (personas, topics, blog posts) are an
 
 from __future__ import annotations
 
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Request
 from fastapi.concurrency import run_in_threadpool
@@ -18,21 +18,16 @@ from pydantic import BaseModel, Field, HttpUrl
 from contentforge.db import RecordNotFound
 from contentforge.domain.models import Platform
 from contentforge_api.errors import ApiError
-from contentforge_api.launcher import DeploymentMissing, PrefectRefused, PrefectUnavailable, work_queue_for
+from contentforge_api.launcher import DeploymentMissing, PrefectRefused, PrefectUnavailable
+from contentforge_api.priority import PRIORITY_FIELD, PRIORITY_REFUSED, Priority, check_priority
 from contentforge_api.state import ApiState, State, Writer
 
 router = APIRouter(tags=["strategy"])
 
-Priority = Literal["high", "normal", "low"]
-PRIORITY_FIELD: Any = Field(
-    "normal",
-    description="high runs from the `priority` work queue (served first) and needs a token allowed to "
-    "(CONTENTFORGE_API_HIGH_PRIORITY_ALLOWED); normal and low from `default`.",
-)
 Ref = Annotated[str, Path(min_length=1, max_length=120, pattern=r"^[A-Za-z0-9][A-Za-z0-9._ -]*$")]
 RESPONSES: dict[int | str, dict[str, Any]] = {
     401: {"description": "No bearer token, or one the API does not know"},
-    403: {"description": "The read-only token, or priority high without the permission"},
+    403: {"description": f"The read-only token, or {PRIORITY_REFUSED}"},
     404: {"description": "What the step works on does not exist"},
     502: {"description": "The Prefect server refused the request"},
     503: {"description": "The Prefect server does not answer, or the step's deployment is missing"},
@@ -86,17 +81,6 @@ class SocialRequest(BaseModel):
         None, max_length=len(Platform), description="Default: the persona's"
     )
     priority: Priority = PRIORITY_FIELD
-
-
-def check_priority(state: ApiState, priority: str) -> str:
-    """The work queue for ``priority``; 403 for ``high`` unless the settings allow it."""
-    if priority == "high" and not state.settings.api_high_priority_allowed:
-        raise ApiError(
-            403,
-            "priority high is not allowed for this token; set CONTENTFORGE_API_HIGH_PRIORITY_ALLOWED=true "
-            "to let it jump the queue",
-        )
-    return work_queue_for(priority)
 
 
 async def _start(

@@ -54,6 +54,7 @@ from contentforge_api.auth import Identity
 from contentforge_api.errors import ApiError
 from contentforge_api.gallery import gallery_path
 from contentforge_api.launcher import DeploymentMissing, PrefectRefused, PrefectUnavailable, batch_tags
+from contentforge_api.priority import PRIORITY_REFUSED, check_priority
 from contentforge_api.replays import replay_cache
 from contentforge_api.responses import AUTH, documented
 from contentforge_api.schemas import (
@@ -212,6 +213,8 @@ async def _launch(
     *,
     kind: str,
     body: BaseModel,
+    priority: str,
+    work_queue: str,
 ) -> LaunchResponse:
     parameters: dict[str, Any] = {
         "persona": validated.persona.id,
@@ -222,13 +225,16 @@ async def _launch(
         "safety_check": validated.safety_check,
         "seed": validated.seed,
         "batch_id": batch_id,
+        "priority": priority,
     }
-    tags = batch_tags(validated.persona.id, batch_id, "api", kind)
+    tags = batch_tags(validated.persona.id, batch_id, "api", kind, f"priority:{priority}")
     request_tag = _request_tag(kind, body) if idempotency_key else None
     if request_tag is not None:
         tags.append(request_tag)
     try:
-        run = await state.launcher.launch(parameters, tags=tags, idempotency_key=idempotency_key)
+        run = await state.launcher.launch(
+            parameters, tags=tags, idempotency_key=idempotency_key, work_queue_name=work_queue
+        )
     except DeploymentMissing as exc:
         raise ApiError(503, str(exc), code="deployment_missing") from exc
     except PrefectUnavailable as exc:
@@ -254,6 +260,7 @@ async def _launch(
         state=run.state.type.value if run.state else None,
         tags=sorted(run.tags or tags),
         parameters=run_parameters,
+        work_queue=run.work_queue_name or work_queue,
         run_url=str(request.url_for("get_run", flow_run_id=str(run.id))),
         gallery_url=gallery_path(state.settings, request, batch_id),
     )
@@ -275,6 +282,7 @@ def _check_batch_owner(state: ApiState, batch_id: str, persona: Persona) -> None
         413,
         502,
         503,
+        s403=f"The read-only token, or {PRIORITY_REFUSED}.",
         s409="The batch id belongs to another persona's batch, or another run holds the batch.",
     ),
 )
@@ -286,6 +294,7 @@ async def start_batch(
     idempotency_key: IdempotencyKey = None,
 ) -> LaunchResponse:
     """Validate, then start the batch deployment; answers with the flow run id (never generates here)."""
+    work_queue = check_priority(state, body.priority)
 
     def validate() -> ValidatedBatch:
         if body.batch_id is not None:
@@ -312,14 +321,24 @@ async def start_batch(
 
     validated = await run_in_threadpool(_api_validation(validate))
     batch_id = body.batch_id or uuid.uuid4().hex
-    return await _launch(state, request, validated, batch_id, idempotency_key, kind="batch", body=body)
+    return await _launch(
+        state,
+        request,
+        validated,
+        batch_id,
+        idempotency_key,
+        kind="batch",
+        body=body,
+        priority=body.priority,
+        work_queue=work_queue,
+    )
 
 
 @router.post(
     "/content/generate",
     response_model=LaunchResponse,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=documented(AUTH, 413, 502, 503),
+    responses=documented(AUTH, 413, 502, 503, s403=f"The read-only token, or {PRIORITY_REFUSED}."),
 )
 async def generate_one(
     state: State,
@@ -329,6 +348,7 @@ async def generate_one(
     idempotency_key: IdempotencyKey = None,
 ) -> LaunchResponse:
     """One piece as a one-piece batch run; ``piece_id`` is where it will appear."""
+    work_queue = check_priority(state, body.priority)
 
     def validate() -> ValidatedBatch:
         persona = _persona(state, body.persona)
@@ -346,7 +366,17 @@ async def generate_one(
 
     validated = await run_in_threadpool(_api_validation(validate))
     batch_id = uuid.uuid4().hex
-    return await _launch(state, request, validated, batch_id, idempotency_key, kind="single", body=body)
+    return await _launch(
+        state,
+        request,
+        validated,
+        batch_id,
+        idempotency_key,
+        kind="single",
+        body=body,
+        priority=body.priority,
+        work_queue=work_queue,
+    )
 
 
 @router.post("/content/hooks", response_model=HooksResponse, responses=documented(AUTH, 413, 503))

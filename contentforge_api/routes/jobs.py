@@ -15,6 +15,7 @@ from typing import Annotated, Any, Literal, TypeVar
 from fastapi import APIRouter, Body, Header, Query
 from fastapi.responses import StreamingResponse
 from fastapi.sse import format_sse_event
+from pydantic import WithJsonSchema
 
 from contentforge_api.errors import ApiError
 from contentforge_api.job_events import EVENT_ID_PATTERN, BadCursor, Cursor, job_events
@@ -196,6 +197,9 @@ async def stream_job(
     job_id: uuid.UUID,
     last_event_id: Annotated[
         str | None,
+        # A header is a string or absent: documented without the ``null`` branch of ``str | None``,
+        # which a client (or a fuzzer) would otherwise send as the text "null".
+        WithJsonSchema({"type": "string", "pattern": EVENT_ID_PATTERN}),
         Header(
             alias="Last-Event-ID",
             pattern=EVENT_ID_PATTERN,
