@@ -454,7 +454,7 @@ def test_batch_launch_creates_a_flow_run_and_runs_reports_it(client: TestClient,
     assert run.parameters == {
         "persona": "ava", "num_pieces": 12, "platform": "tiktok",
         "tier_mix": {"safe": 0.5, "suggestive": 0.5}, "include_hooks": True, "safety_check": True,
-        "seed": 42, "batch_id": batch_id,
+        "seed": 42, "batch_id": batch_id, "priority": "normal",
     }  # fmt: skip
     assert {"persona:ava", f"batch:{batch_id}", "api", "batch"} <= set(run.tags)
     assert run.state.type.value == "SCHEDULED"  # nothing generated in the request; no worker here

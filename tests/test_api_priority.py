@@ -1,11 +1,12 @@
 """``priority`` on the content routes that start work: who may ask for ``high``, and where it goes.
 
 ``/content/batch`` and ``/content/generate`` pass ``priority`` to the batch flow (its turn for the
-``image-generation`` slots) and start the run on the work queue ``work_queue_for()`` names
-(``priority`` for high, else ``default``). ``high`` needs ``CONTENTFORGE_API_HIGH_PRIORITY_ALLOWED``,
-checked by the same function as the strategy chain's routes, before the request is even validated,
-so a refused request starts nothing. The launcher is ``RecordingLauncher`` (a labelled test double):
-what a route hands it is exactly what the real launcher passes to Prefect's ``run_deployment``.
+``image-generation`` slots) and start a high run on the work queue ``work_queue_for()`` names
+(``priority``); normal and low keep the deployment's own queue (``default`` in prefect.yaml).
+``high`` needs ``CONTENTFORGE_API_HIGH_PRIORITY_ALLOWED``, checked by the same function as the
+strategy chain's routes, before the request is even validated, so a refused request starts nothing.
+The launcher is ``RecordingLauncher`` (a labelled test double): what a route hands it is exactly
+what the real launcher passes to Prefect's ``run_deployment``.
 """
 
 from __future__ import annotations
@@ -59,7 +60,7 @@ def test_high_without_the_permission_is_refused_before_anything_starts(tmp_path:
     # Without the permission, normal work still starts (on the default queue).
     started = client.post(route, headers=AUTH, json=ROUTES[route] | {"priority": "normal"})
     assert started.status_code == 202, started.text
-    assert [launch.options["work_queue_name"] for launch in launcher.launches] == ["default"]
+    assert [launch.options["work_queue_name"] for launch in launcher.launches] == [None]
 
 
 @pytest.mark.parametrize("route", sorted(ROUTES))
@@ -73,9 +74,11 @@ def test_priority_chooses_the_work_queue_and_reaches_the_flow(tmp_path: Path, ro
         answers[str(priority)] = response.json()
     queues = [launch.options["work_queue_name"] for launch in launcher.launches]
     priorities = [launch.parameters["priority"] for launch in launcher.launches]
-    assert queues == ["priority", "default", "default", "default"]
+    # high names the priority queue; the others keep the deployment's own (prefect.yaml: default).
+    assert queues == ["priority", None, None, None]
     assert priorities == ["high", "normal", "low", "normal"]  # no priority asked: normal
     assert answers["high"]["work_queue"] == "priority"
+    assert answers["low"]["work_queue"] == "default"
     assert answers["high"]["parameters"]["priority"] == "high"
     assert "priority:high" in launcher.launches[0].tags  # the jobs list and the Prefect UI show it
     # The read-only token is refused whatever the priority (it may start nothing).

@@ -232,8 +232,14 @@ async def _launch(
     if request_tag is not None:
         tags.append(request_tag)
     try:
+        # Only high names its queue: normal and low keep the deployment's own (prefect.yaml: default),
+        # so a deployment on another queue, or one with no work pool (Prefect refuses a queue for
+        # those), still takes them.
         run = await state.launcher.launch(
-            parameters, tags=tags, idempotency_key=idempotency_key, work_queue_name=work_queue
+            parameters,
+            tags=tags,
+            idempotency_key=idempotency_key,
+            work_queue_name=work_queue if priority == "high" else None,
         )
     except DeploymentMissing as exc:
         raise ApiError(503, str(exc), code="deployment_missing") from exc
