@@ -179,3 +179,6 @@ def test_model_search_reaches_the_loopback_hubs(fuzz_app: Any) -> None:
     assert [m["name"] for m in civitai.json()] == ["Film Grain v1.0"]
     assert hf.status_code == 200, hf.text
     assert [m["ref"] for m in hf.json()] == ["tiny-org/film-lora"]
+    # A hub that cannot be reached is a 502, which the document lists for the route.
+    documented = fuzz_app.openapi()["paths"]["/api/v1/models/search"]["get"]["responses"]
+    assert "502" in documented
