@@ -8,7 +8,9 @@ all batches and workers while held slots stay busy.
 The stage, top to bottom: plan the image groups (one per slot); queue every group's generation
 (``GenerationQueue``, ``tasks/generation_queue.py``, which draws the sequence); submit one task per
 group (``tasks/images.py``), each claiming its queued generation and storing the images; record each
-piece's ``PieceOutcome`` as its task completes; discard whatever no task claimed.
+piece's ``PieceOutcome`` as its task completes; discard whatever no task claimed. Once its run (or its
+batch's run in this process) is Cancelling, the batch is stopped: nothing of it starts any more, its
+unstarted pieces stay planned for a resume, and the stage ends with ``BatchStopped``.
 
 With GPU micro-batches (``CONTENTFORGE_IMAGE_MICRO_BATCH`` > 1, the default on CUDA), pieces sharing
 LoRA set, size, steps and guidance form image groups of up to that many, each one task
@@ -33,6 +35,7 @@ from uuid import UUID
 
 from prefect import flow, get_run_logger
 from prefect.futures import PrefectFuture, as_completed
+from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
 from contentforge.batch import GENERATED, SKIPPED, PieceOutcome, image_request_for
@@ -41,7 +44,7 @@ from contentforge.images.batching import group_requests, image_group_size
 from contentforge.images.protocol import ImageRequest
 from flows.progress import BatchProgress
 from tasks import resources
-from tasks.generation_queue import GroupKey, generation_queue
+from tasks.generation_queue import BatchStopped, GroupKey, generation_queue, stop_when_cancelled
 from tasks.images import generate_image, generate_image_group, record_failure
 from tasks.planning import load_piece
 from tasks.run_hooks import discard_generations
@@ -97,11 +100,15 @@ def generate_images(
         logger.info("%d pieces in %d image group(s)", len(piece_ids), len(groups))
     # Every generation waits for a slot from now on, not from when its task run starts.
     queue = generation_queue()
-    queued = queue.queue(groups, grouped=grouped, priority=priority, share=batch_id)
-    try:
-        outcome = _run_tasks(batch_id, groups, grouped, progress, logger, priority)
-    finally:
-        queue.discard(queued)
+    # Cancelled (itself, or its batch run in this process): the batch stops within about a second.
+    with stop_when_cancelled(flow_run.get_id(), batch_id):
+        queued = queue.queue(groups, grouped=grouped, priority=priority, share=batch_id)
+        try:
+            outcome = _run_tasks(batch_id, groups, grouped, progress, logger, priority)
+        finally:
+            queue.discard(queued)
+    if queue.stopped(batch_id):
+        raise BatchStopped(f"batch {batch_id} was stopped: {len(outcome)} of {len(piece_ids)} pieces done")
     return outcome
 
 
@@ -145,6 +152,8 @@ def _run_tasks(
         ids = futures[future]
         try:
             result = future.result()
+        except BatchStopped:  # cancelled before its generation started: the piece stays planned
+            continue
         except Exception as exc:  # one failing piece (or image group) never fails the batch
             outcome |= {piece_id: record_failure(piece_id, exc, logger) for piece_id in ids}
         else:

@@ -18,6 +18,7 @@ Run against a local server (``contentforge demo`` starts one):
 from __future__ import annotations
 
 import sys
+import threading
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, wait
@@ -43,7 +44,7 @@ from flows.progress import BatchProgress
 from tasks import resources
 from tasks.bootstrap import bootstrap_limits
 from tasks.child_runs import cancel_child_runs
-from tasks.generation_queue import generation_queue
+from tasks.generation_queue import BatchStopped, generation_queue, stop_when_cancelled
 from tasks.moderation import moderate
 from tasks.planning import select_templates_and_prompts, take_batch, validate_request
 from tasks.run_hooks import mark_batch_cancelled, mark_batch_crashed
@@ -95,7 +96,12 @@ def produce_content_batch(
     repo = resources.repository()
     lease_s = resources.settings().batch_lease_s
     renew = partial(repo.renew_batch_lease, batch_id, owner, lease_s)
-    with kept_alive(renew, lease_s / 3, f"batch {batch_id}"):
+    # Cancelled: the worker's SIGTERM (below) or, if it is late, this watcher (a read of the run a second)
+    # stops the batch's generations at once; the body then marks the batch and ends.
+    with (
+        kept_alive(renew, lease_s / 3, f"batch {batch_id}"),
+        stop_when_cancelled(flow_run.get_id(), batch_id, new_run=True) as stopped,
+    ):
         try:
             stats = _produce(
                 batch_id,
@@ -107,14 +113,23 @@ def produce_content_batch(
                 clock,
                 owner,
                 priority,
+                stopped,
             )
+        except BatchStopped:
+            # Its run is Cancelling: the batch is cancelled now; the pieces made so far are kept.
+            repo.end_batch_run(batch_id, "cancelled", owner=owner)
+            if resources.settings().gpu_deployment:
+                cancel_child_runs(flow_run.get_id() or "", f"its batch {batch_id} was cancelled")
+            raise
         except Exception:
             # A failure of the run itself (not of a piece); a crash or cancellation is left to the hooks.
             repo.end_batch_run(batch_id, "failed", owner=owner)
             raise
         except BaseException:
-            # Told to stop (cancellation, SIGTERM): a GPU stage running on another worker would keep this
-            # process waiting for it until its last image; cancel it so the batch stops now.
+            # Told to stop (cancellation, SIGTERM): the in-process GPU stage's task would run on to its
+            # last image (Prefect waits for running tasks before the process exits), and one on another
+            # worker would keep this process waiting for it; stop both so the batch stops now.
+            generation_queue().stop(batch_id)
             if resources.settings().gpu_deployment:
                 cancel_child_runs(flow_run.get_id() or "", f"its batch {batch_id} was stopped")
             raise
@@ -131,8 +146,11 @@ def _produce(
     clock: float,
     owner: str,
     priority: str = DEFAULT_PRIORITY,
+    stopped: threading.Event | None = None,
 ) -> dict[str, Any]:
-    """Plan, generate, write hooks, moderate and summarise a batch whose lease this run holds."""
+    """Plan, generate, write hooks, moderate and summarise a batch whose lease this run holds.
+
+    ``BatchStopped`` once ``stopped`` is set (the run is Cancelling)."""
     logger = get_run_logger()
     piece_ids = select_templates_and_prompts(request, batch_id)
     stage_seconds["plan"] = time.perf_counter() - clock
@@ -146,7 +164,9 @@ def _produce(
         # The GPU stage first: it holds one of the task runner's threads for its whole run.
         images = gpu_stage.submit(batch_id, piece_ids, priority)
         hook_futures = {pid: write_hooks.submit(pid, platform) for pid in piece_ids} if include_hooks else {}
-        stage_seconds |= follow_production(batch_id, images, hook_futures, safety_check, progress, logger)
+        stage_seconds |= follow_production(
+            batch_id, images, hook_futures, safety_check, progress, logger, stopped=stopped
+        )
     finally:
         generation_queue().discard(queued)
 
@@ -214,6 +234,7 @@ def follow_production(
     progress: BatchProgress,
     logger: Any,
     poll_s: float = 0.25,
+    stopped: threading.Event | None = None,
 ) -> dict[str, float]:
     """Moderate each piece as soon as its image is stored and its hooks are written, until all are done.
 
@@ -222,7 +243,8 @@ def follow_production(
     found in the shared database rather than through futures, by a ``PieceStatusWatcher`` whose polls
     read only what changed since the last one. Returns the seconds
     from the start of production until the images, the hooks and the moderation were each done; a
-    failed GPU stage is raised only after everything it produced has been moderated.
+    failed GPU stage is raised only after everything it produced has been moderated. Once ``stopped``
+    is set (the run is Cancelling), ``BatchStopped`` at the next poll.
     """
     watcher = PieceStatusWatcher(resources.repository().sessions, batch_id)
     started = time.perf_counter()
@@ -232,6 +254,8 @@ def follow_production(
     statuses: dict[str, str] = {}
     final_read = False
     while True:
+        if stopped is not None and stopped.is_set():
+            raise BatchStopped(f"batch {batch_id} stopped: its run is cancelling")
         images_done = images.wrapped_future.done()  # read before the rows: then the rows are final
         if not final_read:  # once the images are done and read in full, nothing there changes any more
             statuses = watcher.poll(full=images_done)

@@ -146,6 +146,14 @@ class _LocalQueue:
             if not items or all(work.future.cancelled() for work in items):
                 del self.waiting[key]
 
+    def cancel_share(self, share: str) -> int:
+        """Cancel every waiting item of ``share`` (a stopped batch); returns how many were cancelled."""
+        cancelled = sum(
+            work.future.cancel() for (_, s), items in self.waiting.items() if s == share for work in items
+        )
+        self._prune()
+        return cancelled
+
     def __len__(self) -> int:
         self._prune()
         return sum(len(items) for items in self.waiting.values())
@@ -298,6 +306,18 @@ class SlotDispatcher:
         self._refresh_now.set()
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
+
+    def cancel_share(self, share: str) -> int:
+        """Cancel every generation of ``share`` still waiting for a slot; returns how many.
+
+        Their callers' ``result()`` raises ``CancelledError``. What already runs finishes. Holders left
+        without work give their slots back after ``linger_s``, so a stopped batch frees its slots at once.
+        """
+        with self._lock:
+            cancelled = self._queue.cancel_share(share)
+            self._has_work.notify_all()
+        self._refresh_now.set()
+        return cancelled
 
     def run(self, fn: Callable[[], T], *, priority: str = DEFAULT_PRIORITY, share: str = DEFAULT_SHARE) -> T:
         """Submit and wait."""

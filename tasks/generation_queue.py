@@ -27,6 +27,10 @@ first step before the stage's subflow run exists)::
                                 charged when it ends (its
                                 image is not kept)
     crashed/cancelled hook ──►  discard_pieces(the run's piece ids)
+    run seen Cancelling ─────►  stop(batch id): its waiting
+    (stop_when_cancelled)       generations cancelled, its
+                                slots given back, any later
+                                queue/claim refused
 
 A queued generation is claimed once: if it failed, its exception is raised in the claiming task,
 whose retry finds nothing queued and generates afresh. Queueing is only a head start: a group that
@@ -36,18 +40,35 @@ Every generation carries its batch's priority (``high`` | ``normal`` | ``low``) 
 share: the dispatcher runs the most urgent first and shares slots evenly between batches, in this
 process and, through the demand table in the database, with every other generating process
 (``tasks/dispatch.py`` says how).
+
+Stopping a batch (issue 14): when a batch run is cancelled, its process must stop generating at once.
+Prefect's SIGTERM unwinds the flow body but then waits for running tasks, and the in-process GPU
+stage's task ran on to the batch's last image (a discarded generation's task simply generates afresh),
+so a cancel took 36-56 s. So the batch flow ``stop``s the batch as its body unwinds, and the batch flow
+and the GPU stage each also watch their own run (``stop_when_cancelled``, one API read a second), for a
+signal that comes late or never. Once stopped, nothing of the batch waits for a slot any more, and
+``queue`` and ``claim_or_run`` refuse it (``BatchStopped``). A generation already running finishes and
+its task still stores it: it was paid for, and the resume keeps it.
 """
 
 from __future__ import annotations
 
+import contextvars
 import logging
 import threading
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from concurrent.futures import Future
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
+from concurrent.futures import CancelledError, Future
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from functools import partial
 from typing import Any, TypeVar, cast
+
+from prefect import get_run_logger
+from prefect.client.orchestration import get_client
+from prefect.client.schemas.objects import StateType
+from prefect.context import SettingsContext, get_settings_context
+from prefect.exceptions import MissingContextError
 
 from contentforge.batch import (
     TimedImage,
@@ -72,6 +93,10 @@ GroupKey = tuple[str, ...]
 logger = logging.getLogger(__name__)
 
 
+class BatchStopped(Exception):
+    """The batch was cancelled: none of its generations is started any more in this process."""
+
+
 @dataclass(frozen=True)
 class QueuedGeneration:
     future: Future[Any]
@@ -84,6 +109,7 @@ class GenerationQueue:
 
     def __init__(self) -> None:
         self._queued: dict[GroupKey, QueuedGeneration] = {}
+        self._stopped: set[str] = set()
         self._lock = threading.Lock()
 
     def __contains__(self, key: object) -> bool:
@@ -118,6 +144,8 @@ class GenerationQueue:
                 continue
             key = tuple(piece.id for piece in todo)
             with self._lock:
+                if todo[0].batch_id in self._stopped:
+                    break  # the batch was cancelled: its tasks are refused too
                 if key in self._queued:  # a rerun of the stage in this process: its tasks claim that one
                     continue
                 work = group_work(todo, personas) if grouped else image_work(todo[0], personas)
@@ -132,14 +160,46 @@ class GenerationQueue:
         """The result of the generation queued for ``key``, or of ``work`` run in a slot now; and when queued.
 
         A queued generation is claimed once: if it failed, its exception is raised here and the task's
-        retry finds nothing queued, so it generates afresh.
+        retry finds nothing queued, so it generates afresh. ``BatchStopped`` if the batch (``share``) was
+        stopped before its generation started; one that was already running is returned and stored.
         """
         with self._lock:
             queued = self._queued.pop(key, None)
-        if queued is not None:
-            return cast(T, queued.future.result()), queued.queued_at
-        queued_at = datetime.now(UTC)
-        return generation_dispatcher().run(work, priority=priority, share=share or "-"), queued_at
+            if queued is None and share in self._stopped:
+                raise BatchStopped(f"batch {share} was stopped: {list(key)} not generated")
+        try:
+            if queued is not None:
+                return cast(T, queued.future.result()), queued.queued_at
+            queued_at = datetime.now(UTC)
+            future = generation_dispatcher().submit(work, priority=priority, share=share or "-")
+            return future.result(), queued_at
+        except CancelledError:  # ``stop`` cancelled it while it waited for a slot
+            raise BatchStopped(f"batch {share} was stopped: {list(key)} not generated") from None
+
+    def stop(self, batch_id: str) -> int:
+        """Stop the batch in this process: cancel its generations waiting for a slot, refuse any later one.
+
+        Returns how many waiting generations were cancelled. Holders left without work give their slots
+        back within the dispatcher's ``linger_s``. A generation already running finishes and stays
+        claimable, so its task stores it. ``resume`` lifts the stop (a resume of the batch in this process).
+        """
+        with self._lock:
+            self._stopped.add(batch_id)
+        cancelled = generation_dispatcher().cancel_share(batch_id)
+        with self._lock:  # forget what was cancelled; what runs stays here for its task to claim
+            for key in [key for key, queued in self._queued.items() if queued.future.cancelled()]:
+                del self._queued[key]
+        return cancelled
+
+    def resume(self, batch_id: str) -> None:
+        """Let the batch generate again in this process (a new run of a stopped batch)."""
+        with self._lock:
+            self._stopped.discard(batch_id)
+
+    def stopped(self, batch_id: str) -> bool:
+        """Whether ``stop`` was called for the batch (and no ``resume`` since)."""
+        with self._lock:
+            return batch_id in self._stopped
 
     def discard(self, keys: Iterable[GroupKey]) -> int:
         """Forget queued generations no task claimed, cancelling those no slot has started; returns how many.
@@ -171,6 +231,82 @@ _QUEUE = GenerationQueue()
 def generation_queue() -> GenerationQueue:
     """The process-wide queue: the batch flow queues ahead into it and the GPU stage's tasks claim from it."""
     return _QUEUE
+
+
+STOPPING_STATES = frozenset({StateType.CANCELLING, StateType.CANCELLED})
+
+
+@contextmanager
+def stop_when_cancelled(
+    flow_run_id: Any, batch_id: str, *, new_run: bool = False, interval_s: float = 1.0
+) -> Iterator[threading.Event]:
+    """Watch the flow run's state while the block runs; once it is Cancelling, ``stop`` the batch here.
+
+    Yields an event set at that moment, for the flow body to stop waiting and end. Why a watcher: the
+    worker's SIGTERM, which also stops the batch, may come late (or, run without a worker, never), and
+    the process would generate until then. One cheap read of the run per ``interval_s``; a read that
+    fails is tried again at the next tick. Without a flow run (a bare call) it watches nothing.
+    ``new_run``: the batch's run starts here, so an earlier stop of it in this process is lifted (the GPU
+    stage, part of that run, passes False so it never undoes its batch's stop).
+    """
+    stopped, done = threading.Event(), threading.Event()
+    if new_run:
+        generation_queue().resume(batch_id)
+    run_logger = _run_logger()  # bound to the run here: the watcher's thread has no run context
+
+    def watch() -> None:
+        # Its own client, not the run's: a client shared with the engine's threads was seen to stall it.
+        with get_client(sync_client=True) as client:
+            while not done.wait(interval_s):
+                try:
+                    state = client.read_flow_run(flow_run_id).state
+                except Exception as exc:  # the server is busy or restarting: the next tick asks again
+                    logger.info("reading flow run %s failed: %s", flow_run_id, exc)
+                    continue
+                if state is not None and state.type in STOPPING_STATES:
+                    dropped = generation_queue().stop(batch_id)
+                    stopped.set()
+                    run_logger.warning(
+                        "flow run %s is %s: batch %s stopped, %d waiting generation(s) cancelled",
+                        flow_run_id,
+                        state.name,
+                        batch_id,
+                        dropped,
+                    )
+                    return
+
+    if flow_run_id:
+        _start_watcher(watch, f"cancel-watch-{batch_id[:8]}")
+    try:
+        yield stopped
+    finally:
+        done.set()
+
+
+def _start_watcher(target: Callable[[], None], name: str) -> None:
+    """Run ``target`` in a daemon thread under this thread's Prefect settings but outside its run context.
+
+    Prefect's settings (the API URL) travel in context variables, which a new thread does not inherit;
+    the run's own context (its client, its task run) is left behind on purpose.
+    """
+    settings = get_settings_context()
+
+    def run() -> None:
+        with SettingsContext(profile=settings.profile, settings=settings.settings):
+            try:
+                target()
+            except Exception:  # never silently: a dead watcher means a cancel is not seen early
+                logger.exception("the cancel watcher %s stopped", name)
+
+    threading.Thread(target=contextvars.Context().run, args=(run,), name=name, daemon=True).start()
+
+
+def _run_logger() -> logging.Logger | logging.LoggerAdapter[logging.Logger]:
+    """The current run's logger (its lines reach the Prefect UI), or this module's outside a run."""
+    try:
+        return get_run_logger()
+    except MissingContextError:
+        return logger
 
 
 def generation_dispatcher() -> SlotDispatcher:

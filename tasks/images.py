@@ -9,8 +9,9 @@ so retries and single task runs behave exactly as without the queue. Then it sto
 Both take the batch's ``priority`` (``high`` | ``normal`` | ``low``), which decides the generation's
 turn for a slot when it runs from here (``tasks/dispatch.py``).
 
-Both tasks retry twice (after 1 s, then 5 s) unless the error is the input's: a bad LoRA stays bad
-however often we try. Their results are not cached nor persisted: the database is the record.
+Both tasks retry twice (after 1 s, then 5 s) unless the error is the input's (a bad LoRA stays bad
+however often we try) or the batch was stopped (``BatchStopped``: cancelled, its pieces stay planned).
+Their results are not cached nor persisted: the database is the record.
 """
 
 from __future__ import annotations
@@ -28,15 +29,23 @@ from contentforge.batch import GENERATED, SKIPPED, GenerationOutcome, PieceOutco
 from contentforge.errors import InvalidInput
 from contentforge.fair_share import DEFAULT_PRIORITY
 from tasks import resources
-from tasks.generation_queue import already_generated, generation_queue, group_work, image_work, personas_of
+from tasks.generation_queue import (
+    BatchStopped,
+    already_generated,
+    generation_queue,
+    group_work,
+    image_work,
+    personas_of,
+)
 from tasks.planning import load_piece
 
 
 def retry_unless_invalid_input(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry everything except input errors (a bad LoRA stays bad however often we try)."""
+    """Retry everything except input errors (a bad LoRA stays bad however often we try) and a stopped
+    (cancelled) batch, whose generations must not start again."""
     try:
         state.result()
-    except InvalidInput:
+    except (InvalidInput, BatchStopped):
         return False
     except Exception:
         return True
