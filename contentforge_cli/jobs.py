@@ -92,7 +92,11 @@ def jobs_list(
             types=type or (), statuses=status or (), persona=persona, brand=brand, limit=limit, offset=offset
         )
     )
-    table = Table("id", "type", "subject", "status", "progress", "started", "cost $")
+    table = Table()
+    # The id is what `jobs show|cancel|watch` take: never shortened, however narrow the terminal.
+    table.add_column("id", no_wrap=True, min_width=36)
+    for header in ("type", "subject", "status", "progress", "started", "cost $"):
+        table.add_column(header)
     for job in page.jobs:
         subject = job.subject.batch or job.subject.persona or job.subject.brand or job.subject.topic or ""
         table.add_row(

@@ -241,7 +241,14 @@ def test_the_jobs_cli_lists_shows_and_cancels_with_one_line_refusals(world: Worl
     waiting = _run("publish-due", {"limit": 5}, [f"persona:cli-{mark}"])
     cli = CliRunner()
 
-    listed = cli.invoke(app, ["jobs", "list", "--persona", f"cli-{mark}"], env={"COLUMNS": "300"})
+    from contentforge_cli.context import console
+
+    wide = console.width
+    console.width = 80  # a plain terminal: the ids must still come out whole, ready to copy
+    try:
+        listed = cli.invoke(app, ["jobs", "list", "--persona", f"cli-{mark}"])
+    finally:
+        console.width = wide
     assert listed.exit_code == 0, listed.output
     assert running in listed.output and waiting in listed.output and "2 job(s)" in listed.output
     shown = cli.invoke(app, ["jobs", "show", running])
