@@ -306,19 +306,26 @@ def jpeg_bytes() -> bytes:
 @pytest.mark.slow
 def test_uploads_are_labelled_stored_and_moderated(client: TestClient, world: World) -> None:
     from contentforge.images.provenance import read_image_provenance
+    from contentforge.moderation.factory import build_moderator
 
+    originals = [png_bytes(), jpeg_bytes()]
     files = [
-        ("files", ("beach.png", png_bytes(), "image/png")),
-        ("files", ("../../etc/passwd.jpg", jpeg_bytes(), "image/jpeg")),  # a name is only a label
+        ("files", ("beach.png", originals[0], "image/png")),
+        ("files", ("../../etc/passwd.jpg", originals[1], "image/jpeg")),  # a name is only a label
     ]
     response = client.post(UPLOAD, headers=AUTH, data={"persona": "ava"}, files=files)
     assert response.status_code == 201, response.text
     body = response.json()
     assert body["persona_id"] == "ava" and body["ai_generated"] is False and len(body["items"]) == 2
-    for item, name in zip(body["items"], ["beach.png", "../../etc/passwd.jpg"], strict=True):
+    moderator = build_moderator(world.settings)
+    names = ["beach.png", "../../etc/passwd.jpg"]
+    for item, name, original in zip(body["items"], names, originals, strict=True):
         assert item["filename"] == name and item["key"].startswith("content/ava/upload-")
         assert item["digital_source_type"].endswith("/digitalCapture")
-        assert "nudenet" in item["scores"] or item["verdict"] in {"safe", "suggestive", "rejected"}
+        # Judged by the configured moderator on exactly this image, not just given some verdict.
+        judged = moderator.assess(Image.open(io.BytesIO(original)).convert("RGB"), []).verdict
+        assert item["scores"] == pytest.approx({k: float(v) for k, v in judged.scores.items()})
+        assert item["verdict"] == judged.verdict.value
         stored = (world.settings.data_dir / item["key"]).read_bytes()
         provenance = read_image_provenance(stored)
         assert provenance.digital_source_type is not None
