@@ -535,6 +535,12 @@ class Settings(BaseSettings):
     api_max_image_bytes: int = Field(
         default=8 * 1024 * 1024, ge=1024, description="Largest decoded image for /content/safety-check."
     )
+    api_image_url_allow_private: bool = Field(
+        default=False,
+        description="Let /content/safety-check fetch an image_url on a private/loopback address (tests "
+        "only). Separate from research's opt-in: trusting an intranet brand site must not let every "
+        "write token make the API reach internal hosts.",
+    )
     api_high_priority_allowed: bool = Field(
         default=False,
         description="Whether the API token may start jobs with priority high (the `priority` work queue, "

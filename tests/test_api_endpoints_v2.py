@@ -92,7 +92,7 @@ def make_settings(data_dir: Path, **overrides: Any) -> Settings:
         "api_read_token": READ,
         "image_profile": "fixed-latency",
         "fixed_latency_s": 0.0,
-        "research_allow_private": True,  # the image host is on loopback
+        "api_image_url_allow_private": True,  # the image host is on loopback
         "research_timeout_s": 1.0,
         "research_max_redirects": 2,
         "api_max_image_bytes": 32_768,
@@ -152,13 +152,17 @@ def test_image_url_refusals_come_before_moderation(client: TestClient, image_hos
 def test_image_url_on_a_private_address_is_refused_without_a_request(
     settings_env: Path, image_host: ImageHost
 ) -> None:
-    world = build_world(make_settings(settings_env, research_allow_private=False))
+    # Research's opt-in (an intranet brand site) does not let the API fetch private addresses.
+    world = build_world(
+        make_settings(settings_env, api_image_url_allow_private=False, research_allow_private=True)
+    )
     client = TestClient(create_app(world.settings))
     for url in [image_host.url("/img.png"), f"http://localhost:{image_host.port}/img.png"]:
         refused = client.post(SAFETY, headers=AUTH, json={"image_url": url})
         assert refused.status_code == 422, refused.text
         assert error(refused)["code"] == "image_url_refused"
         assert "non-public address" in error(refused)["message"]
+        assert "CONTENTFORGE_API_IMAGE_URL_ALLOW_PRIVATE" in error(refused)["message"]
     assert image_host.paths == []  # never fetched
     # A redirect from an allowed host to a private one is checked at the hop (see test_research); here
     # the read-only token is refused before anything is fetched too.

@@ -2,10 +2,11 @@
 
 The request goes through brand research's ``SafeFetcher`` and so through ``contentforge.outbound``:
 ``http``/``https`` only, the host resolved once and every address checked (public addresses only
-unless ``CONTENTFORGE_RESEARCH_ALLOW_PRIVATE``), the connection pinned to a checked address, each
-redirect checked again, a deadline on the whole fetch (``CONTENTFORGE_RESEARCH_TIMEOUT_S``) and the
-body cut off past ``max_bytes``. What differs from a research page: robots.txt is not consulted (the
-user asked for this one file, as a browser would) and only image content types are accepted.
+unless ``CONTENTFORGE_API_IMAGE_URL_ALLOW_PRIVATE``, its own opt-in: research's does not extend
+here), the connection pinned to a checked address, each redirect checked again, a deadline on the
+whole fetch (``CONTENTFORGE_RESEARCH_TIMEOUT_S``) and the body cut off past ``max_bytes``. What
+differs from a research page: robots.txt is not consulted (the user asked for this one file, as a
+browser would) and only image content types are accepted.
 """
 
 from __future__ import annotations
@@ -34,6 +35,8 @@ class UnresolvableImageHost(FetchFailed, InvalidInput):
 class ImageFetcher(SafeFetcher):
     """``SafeFetcher`` for one image: no robots.txt, image content types only."""
 
+    private_opt_in = "CONTENTFORGE_API_IMAGE_URL_ALLOW_PRIVATE=1 (tests only)"
+
     def check_url(self, url: str) -> list[str]:
         try:
             return super().check_url(url)
@@ -54,6 +57,9 @@ class ImageFetcher(SafeFetcher):
         return FetchedImage(url=url, final_url=got.url, content_type=got.content_type, data=got.body)
 
 
-def image_fetcher(limits: FetchLimits, max_bytes: int) -> ImageFetcher:
-    """An ``ImageFetcher`` with research's address, time and redirect limits and ``max_bytes``."""
-    return ImageFetcher(limits=replace(limits, max_bytes=max_bytes, respect_robots=False))
+def image_fetcher(limits: FetchLimits, max_bytes: int, *, allow_private: bool) -> ImageFetcher:
+    """An ``ImageFetcher`` with research's time and redirect limits, ``max_bytes`` and its own opt-in
+    for private addresses (``allow_private``), never research's."""
+    return ImageFetcher(
+        limits=replace(limits, max_bytes=max_bytes, respect_robots=False, allow_private=allow_private)
+    )

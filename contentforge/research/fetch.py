@@ -27,7 +27,7 @@ import contextlib
 import logging
 import time
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, ClassVar
 from urllib.parse import urljoin, urlsplit
 
 import httpx
@@ -110,6 +110,8 @@ class SafeFetcher:
     limits: FetchLimits = field(default_factory=FetchLimits)
     resolver: Resolver = resolve_host
     _robots: dict[str, Protego | None] = field(default_factory=dict)
+    private_opt_in: ClassVar[str] = "CONTENTFORGE_RESEARCH_ALLOW_PRIVATE=1 (tests, an intranet you trust)"
+    """What a refusal of a private address tells the user to set (subclasses fetch for other callers)."""
 
     # --- checks ------------------------------------------------------------------------------
     def check_url(self, url: str) -> list[str]:
@@ -121,7 +123,7 @@ class SafeFetcher:
         policy = OutboundPolicy(
             setting="brand research",
             allow_private=self.limits.allow_private,
-            opt_in="CONTENTFORGE_RESEARCH_ALLOW_PRIVATE=1 (tests, an intranet you trust)",
+            opt_in=self.private_opt_in,
             resolver=self.resolver,
         )
         try:

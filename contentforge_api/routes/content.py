@@ -511,7 +511,11 @@ def _decode_bytes(state: ApiState, raw: bytes, field: str) -> Image.Image:
 def _fetch_image(state: ApiState, url: str) -> Image.Image:
     """The image at ``url``, through the research fetcher's protections (see ``remote_image``)."""
     settings = state.settings
-    fetcher = image_fetcher(FetchLimits.from_settings(settings), settings.api_max_image_bytes)
+    fetcher = image_fetcher(
+        FetchLimits.from_settings(settings),
+        settings.api_max_image_bytes,
+        allow_private=settings.api_image_url_allow_private,
+    )
     try:
         fetched = fetcher.fetch_image(url)
     except AddressRefused as exc:
