@@ -20,7 +20,6 @@ from pydantic import WithJsonSchema
 from contentforge_api.errors import ApiError
 from contentforge_api.job_events import EVENT_ID_PATTERN, BadCursor, Cursor, job_events
 from contentforge_api.jobs import (
-    JOB_TYPE_VALUES,
     STATUSES,
     InputRefused,
     Job,
@@ -28,6 +27,7 @@ from contentforge_api.jobs import (
     JobNotFound,
     JobPage,
     JobStats,
+    JobType,
     PendingInput,
 )
 from contentforge_api.launcher import PrefectRefused, PrefectUnavailable
@@ -47,28 +47,10 @@ CONFLICT: dict[int | str, dict[str, Any]] = {
     409: {"description": "The job is not in a state that allows this"}
 }
 
-JobTypeParam = Literal[
-    "batch",
-    "single",
-    "images",
-    "review",
-    "research",
-    "personas",
-    "topics",
-    "blog",
-    "social",
-    "schedule",
-    "publish",
-    "metrics",
-    "learn",
-    "models",
-    "reply",
-    "replies",
-]
+JobTypeParam = JobType  # one list of job types: contentforge_api.jobs
 StatusParam = Literal[
     "scheduled", "pending", "running", "paused", "cancelling", "cancelled", "completed", "failed", "crashed"
 ]
-assert set(JobTypeParam.__args__) == set(JOB_TYPE_VALUES)  # type: ignore[attr-defined]
 assert set(StatusParam.__args__) == set(STATUSES)  # type: ignore[attr-defined]
 SubjectId = Annotated[str | None, Query(min_length=1, max_length=200, pattern=r"^\S(.*\S)?$")]
 
