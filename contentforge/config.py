@@ -184,6 +184,19 @@ class Settings(BaseSettings):
         description="Distributed mode: the batch flow runs its GPU stage as this deployment "
         "(e.g. generate-images/generate-images on the gpu pool) instead of in-process.",
     )
+    gpu_task_workers: bool = Field(
+        default=False,
+        description="Distributed mode with warm GPU workers: the batch flow sends its pieces to "
+        "long-lived `contentforge gpu-worker` processes (Prefect task workers that keep the model "
+        "loaded) instead of in-process or to gpu_deployment.",
+    )
+    gpu_task_pieces: int = Field(
+        default=8,
+        ge=1,
+        le=64,
+        description="Pieces per background task run sent to the GPU workers: a multiple of the "
+        "GPU's micro-batch keeps its image groups full.",
+    )
     prefect_database_url: str | None = Field(
         default=None,
         description="postgresql+asyncpg://… for the local Prefect server's own state (default SQLite).",
