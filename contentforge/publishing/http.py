@@ -2,6 +2,10 @@
 
 Tokens travel only in the ``Authorization`` header, never in URLs, so they cannot leak through
 httpx's logs or exception texts; response excerpts quoted in errors are scrubbed of them too.
+
+A client built without an ``httpx.Client`` still goes through the outbound policy (public addresses
+only, each request resolved once and pinned): a caller that forgets to pass a policy client must not
+be the one path by which a bearer token reaches an internal host.
 """
 
 from __future__ import annotations
@@ -14,7 +18,8 @@ import httpx
 from pydantic import SecretStr
 
 from contentforge import retry_after
-from contentforge.outbound import OutboundRefused
+from contentforge.config import ALLOW_ALL
+from contentforge.outbound import OPT_IN_VARIABLE, OutboundPolicy, OutboundRefused, allowed_private
 from contentforge.publishing.protocol import PermanentFailure, RateLimited, TransientError
 from contentforge.redaction import redact_text
 
@@ -41,8 +46,26 @@ def retry_after_seconds(response: httpx.Response, default: float = 60.0) -> floa
     return default
 
 
+def default_policy(service: str, setting: str | None = None) -> OutboundPolicy:
+    """The outbound policy of a client built without one: URL setting ``setting``'s, else public only.
+
+    Without a setting name only ``CONTENTFORGE_ALLOW_PRIVATE_URLS=*`` opts a private address in, as no
+    narrower opt-in could name this destination.
+    """
+    if setting is not None:
+        return OutboundPolicy.for_setting(setting)
+    return OutboundPolicy(
+        setting=f"{service} API URL",
+        allow_private=ALLOW_ALL in allowed_private(None),
+        opt_in=f"{OPT_IN_VARIABLE}=*",
+    )
+
+
 class ApiClient:
-    """A small wrapper over ``httpx.Client`` that turns transport failures into typed errors."""
+    """A small wrapper over ``httpx.Client`` that turns transport failures into typed errors.
+
+    ``client`` defaults to a pinned client of ``default_policy(service, setting)``.
+    """
 
     def __init__(
         self,
@@ -51,13 +74,14 @@ class ApiClient:
         *,
         service: str,
         client: httpx.Client | None = None,
+        setting: str | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         self.base_url = base_url.rstrip("/")
         self.token = token
         self.service = service
         self.sleep = sleep
-        self._client = client or httpx.Client(timeout=DEFAULT_TIMEOUT)
+        self._client = client or default_policy(service, setting).client(timeout=DEFAULT_TIMEOUT)
 
     def _headers(self) -> dict[str, str]:
         if self.token is None:
