@@ -1,7 +1,13 @@
 """Persistence: SQLAlchemy models, packaged Alembic migrations and the repository used by tasks."""
 
 # The area modules register their tables on the shared metadata (models.Base) when the package loads.
-from contentforge.db import models_analytics, models_chat, models_dispatch, models_registry  # noqa: F401
+from contentforge.db import (  # noqa: F401
+    models_analytics,
+    models_chat,
+    models_dispatch,
+    models_idempotency,
+    models_registry,
+)
 from contentforge.db.engine import make_engine, make_session_factory, migrate
 from contentforge.db.repository import (
     BatchStats,
