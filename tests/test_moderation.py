@@ -353,6 +353,27 @@ def test_detector_is_loaded_once_per_process(monkeypatch: pytest.MonkeyPatch) ->
     assert len(constructed) == 1
 
 
+def test_shared_detector_uses_one_quiet_thread_and_detects_as_the_default(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The detector must not claim the cores generation runs on, and must score exactly as nudenet's own."""
+    import nudenet
+
+    monkeypatch.setattr(nudenet_backend, "_detector", None)
+    shared = nudenet_backend.shared_detector()
+    options = shared.onnx_session.get_session_options()  # type: ignore[attr-defined]
+    assert options.intra_op_num_threads == nudenet_backend.DETECTOR_THREADS == 1
+    assert options.get_session_config_entry("session.intra_op.allow_spinning") == "0"
+    library_default = nudenet.NudeDetector()
+    # The raw model outputs (every candidate box and class score, not just the few above threshold).
+    batch = np.random.default_rng(3).random((1, 3, 320, 320), dtype=np.float32)
+    ours = shared.onnx_session.run(None, {shared.input_name: batch})  # type: ignore[attr-defined]
+    theirs = library_default.onnx_session.run(None, {library_default.input_name: batch})
+    assert len(ours) == len(theirs)
+    for mine, reference in zip(ours, theirs, strict=True):
+        np.testing.assert_allclose(mine, reference, rtol=1e-4, atol=1e-4)
+
+
 def test_concurrent_first_use_builds_one_detector(monkeypatch: pytest.MonkeyPatch) -> None:
     import nudenet
 
