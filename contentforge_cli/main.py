@@ -5,6 +5,7 @@ module                        commands
 ============================  =====================================================================
 ``batch``                     demo, produce, templates, pieces, stats, verify, costs
 ``stack``                     bootstrap, deploy, up, down
+``gpu_worker``                gpu-worker (a warm GPU process for distributed mode)
 ``personas``                  personas add, list, random
 ``server``                    server start, stop
 ``publish``                   publish schedule, plan, due, list
@@ -46,6 +47,7 @@ from contentforge_cli import (
     api,
     batch,
     chat,
+    gpu_worker,
     jobs,
     models,
     personas,
@@ -87,6 +89,7 @@ app = typer.Typer(
 app.add_typer(batch.app)
 app.add_typer(regenerate.app)
 app.add_typer(stack.app)
+app.add_typer(gpu_worker.app)
 app.add_typer(personas.app, name="personas")
 app.add_typer(server.app, name="server")
 app.add_typer(publish.app, name="publish")

@@ -38,34 +38,14 @@ from prefect.futures import PrefectFuture, as_completed
 from prefect.runtime import flow_run
 from prefect.task_runners import ThreadPoolTaskRunner
 
-from contentforge.batch import GENERATED, SKIPPED, PieceOutcome, image_request_for
+from contentforge.batch import GENERATED, SKIPPED, PieceOutcome
 from contentforge.fair_share import DEFAULT_PRIORITY, priority_rank
-from contentforge.images.batching import group_requests, image_group_size
-from contentforge.images.protocol import ImageRequest
 from flows.progress import BatchProgress
 from tasks import resources
 from tasks.generation_queue import BatchStopped, GroupKey, generation_queue, stop_when_cancelled
+from tasks.image_groups import plan_generation_groups
 from tasks.images import generate_image, generate_image_group, record_failure
-from tasks.planning import load_piece
 from tasks.run_hooks import discard_generations
-
-
-def plan_image_groups(piece_ids: list[str], size: int) -> list[list[str]]:
-    """Piece ids cut into image groups of pieces that can share one pipeline call."""
-    repo, config = resources.repository(), resources.settings()
-    pieces = [load_piece(piece_id) for piece_id in piece_ids]
-    personas = {p.persona_id: repo.get_persona(p.persona_id) for p in pieces}
-    ids: list[str] = []
-    requests: list[ImageRequest] = []
-    alone: list[list[str]] = []
-    for piece in pieces:
-        persona = personas[piece.persona_id]
-        if persona is None:  # the task reports it; keep the piece alone
-            alone.append([piece.id])
-        else:
-            ids.append(piece.id)
-            requests.append(image_request_for(piece, persona, config))
-    return [[ids[i] for i in group] for group in group_requests(requests, size)] + alone
 
 
 @flow(
@@ -110,15 +90,6 @@ def generate_images(
     if queue.stopped(batch_id):
         raise BatchStopped(f"batch {batch_id} was stopped: {len(outcome)} of {len(piece_ids)} pieces done")
     return outcome
-
-
-def plan_generation_groups(piece_ids: list[str]) -> tuple[list[list[str]], bool]:
-    """The groups of pieces generated together (one per task and slot), and whether they are image
-    groups (one pipeline call each) rather than lone pieces."""
-    size = image_group_size(resources.image_backend())
-    if size > 1:
-        return plan_image_groups(piece_ids, size), True
-    return [[piece_id] for piece_id in piece_ids], False
 
 
 def queue_ahead(piece_ids: list[str], priority: str = DEFAULT_PRIORITY, batch_id: str = "") -> list[GroupKey]:

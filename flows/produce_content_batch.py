@@ -10,6 +10,12 @@ waiting ``high`` generation takes the next free slot, across processes too, and 
 priority share the slots evenly (``tasks/dispatch.py``); on a cluster a ``high`` batch's GPU stage also
 goes to the gpu pool's ``priority`` work queue.
 
+``mode`` (``manual`` | ``auto`` | ``assisted``) decides each piece's LoRAs and parameters: ``manual`` (the
+default) the settings', exactly as before modes; ``auto`` the recommender's and optimizer's, per piece;
+``assisted`` the same recommendation, shown in a form the run pauses for until a person accepts or edits
+it (``flows/batch_modes.py``). Every AUTO or ASSISTED piece's generation record carries the one-line
+explanation of what was chosen and why.
+
 Run against a local server (``contentforge demo`` starts one):
 
     python flows/produce_content_batch.py mia-fit 50 instagram
@@ -39,12 +45,14 @@ from contentforge.db.leases import kept_alive, lease_owner
 from contentforge.domain import PieceStatus
 from contentforge.fair_share import DEFAULT_PRIORITY, priority_rank
 from contentforge.summary import batch_summary_markdown, batch_summary_table, gallery_url
+from flows.batch_modes import plan_by_mode
 from flows.generate_images import generate_images, queue_ahead
 from flows.progress import BatchProgress
 from tasks import resources
 from tasks.bootstrap import bootstrap_limits
 from tasks.child_runs import cancel_child_runs
 from tasks.generation_queue import BatchStopped, generation_queue, stop_when_cancelled
+from tasks.gpu_workers import run_on_gpu_workers
 from tasks.moderation import moderate
 from tasks.planning import select_templates_and_prompts, take_batch, validate_request
 from tasks.run_hooks import mark_batch_cancelled, mark_batch_crashed
@@ -68,6 +76,7 @@ def produce_content_batch(
     batch_id: str | None = None,
     wait_for_runner_s: float = 0.0,
     priority: str = DEFAULT_PRIORITY,
+    mode: str = "manual",
 ) -> dict[str, Any]:
     """Produce ``num_pieces`` pieces for ``persona`` (id, name or YAML/JSON file) on ``platform``.
 
@@ -75,6 +84,7 @@ def produce_content_batch(
     Returns the batch statistics (counts by status and tier, cost, timings per stage). One runner per
     batch: a batch another run holds is refused (``BatchBusy``), or waited for up to
     ``wait_for_runner_s``. ``priority``: ``high`` | ``normal`` | ``low``, the generations' turn for a slot.
+    ``mode``: ``manual`` | ``auto`` | ``assisted`` (the module docstring says what each does).
     """
     stage_seconds: dict[str, float] = {}
     clock = time.perf_counter()
@@ -88,6 +98,7 @@ def produce_content_batch(
         include_hooks=include_hooks,
         safety_check=safety_check,
         batch_id=batch_id,  # a run started straight from a deployment is checked like the CLI's and API's
+        mode=mode,
     )
     bootstrap_limits(resources.settings())
     batch_id = batch_id or uuid.uuid4().hex
@@ -153,13 +164,16 @@ def _produce(
     ``BatchStopped`` once ``stopped`` is set (the run is Cancelling)."""
     logger = get_run_logger()
     piece_ids = select_templates_and_prompts(request, batch_id)
+    if request.mode != "manual":  # AUTO or ASSISTED: each piece's LoRAs and parameters (may pause)
+        plan_by_mode(request, batch_id, piece_ids)
     stage_seconds["plan"] = time.perf_counter() - clock
     logger.info("batch %s: %d pieces for %s on %s", batch_id, len(piece_ids), request.persona.id, platform)
 
     steps_per_piece = 1 + int(include_hooks) + int(safety_check)
     progress = BatchProgress(batch_id, steps_per_piece * len(piece_ids))
     # In local mode the generations start now, while the GPU stage's subflow run is being created.
-    queued = [] if resources.settings().gpu_deployment else queue_ahead(piece_ids, priority, batch_id)
+    remote = resources.settings().gpu_deployment or resources.settings().gpu_task_workers
+    queued = [] if remote else queue_ahead(piece_ids, priority, batch_id)
     try:
         # The GPU stage first: it holds one of the task runner's threads for its whole run.
         images = gpu_stage.submit(batch_id, piece_ids, priority)
@@ -201,9 +215,14 @@ def run_gpu_stage(batch_id: str, piece_ids: list[str], priority: str = DEFAULT_P
 
     Work pools route flow runs, not tasks, so on a cluster the GPU stage is the ``generate-images``
     deployment on the ``gpu`` pool, run as a subflow of this batch; it records every piece in the
-    shared database, and its failure (not a piece's) fails the batch.
+    shared database, and its failure (not a piece's) fails the batch. With warm GPU workers
+    (``CONTENTFORGE_GPU_TASK_WORKERS``) the pieces go to long-lived worker processes instead
+    (``tasks/gpu_workers.py``), which keep the model loaded across batches.
     """
     settings = resources.settings()
+    if settings.gpu_task_workers:
+        run_on_gpu_workers(batch_id, piece_ids, priority)
+        return
     if not settings.gpu_deployment:
         # The subflow sends its own heartbeats although its parent's would tell the server the process
         # lives: when the process dies, the crash automation marks a run Crashed only if that run sent

@@ -1,0 +1,477 @@
+"""Warm GPU workers: long-lived processes generate a batch's images as Prefect background task runs.
+
+Why: in distributed mode the ``generate-images`` deployment makes every batch's GPU stage a new
+flow-run process, which loads the model again (seconds for SDXL from a warm disk cache, far more for
+Flux or from network storage). A ``contentforge gpu-worker`` process is Prefect's task worker serving
+``generate_pieces_on_gpu`` for its whole life, so it keeps ``tasks/resources.py``'s backend and the
+pipeline pool: model loads = GPU workers, not batches (``MODEL_LOADS`` counts them).
+
+Batch side (``run_on_gpu_workers``, the batch flow's GPU stage when ``CONTENTFORGE_GPU_TASK_WORKERS``
+is set): the pieces go out as background task runs (``.delay``) of ``gpu_task_pieces`` pieces each,
+tagged with the batch, children of the batch's flow run in the Prefect UI. The batch flow already
+finds stored images in the shared database (``PieceStatusWatcher``); this module follows the runs'
+states, one read of all of them and one of the live task workers per second, for what the database
+cannot say: a run that failed (its pieces are recorded failed) or whose worker died.
+
+Worker side: a run plans its image groups with the worker's own backend (its micro-batch), queues
+them in the worker's generation queue and stores each as it is done, exactly as the ``generate-images``
+flow does. Every generation goes through the worker's slot dispatcher (``tasks/dispatch.py``), so it
+runs inside a slot of the global ``image-generation`` limit: the limit holds across all workers.
+
+A worker that dies loses nothing that is not retried. A run says in its state which worker runs it
+(a ``Claimed`` state: "on GPU worker HOST-PID", Prefect's own name for the task worker); once that
+worker has been gone from the server's live task workers for ``grace_s``, the batch marks the run
+``Superseded`` and sends its pieces again. A run a dead worker had received but not started is still
+``Scheduled``; after a worker vanished, such a run is sent again once it has waited ``stuck_s``.
+Generating again is safe (a stored image is skipped or adopted, charges are keyed: reliability.md),
+and never concurrent: the batch writes ``Superseded`` and then reads the run's states, the worker
+writes ``Claimed`` and then reads them; whichever writes second sees the other's write, so either
+the worker refuses the run (``Superseded``, not retried) or the batch sees a live claim and waits
+for that run instead of sending the pieces again.
+"""
+
+from __future__ import annotations
+
+import contextvars
+import logging
+import os
+import socket
+import threading
+import time
+import weakref
+from collections import Counter
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from functools import partial
+from typing import Any
+from uuid import UUID
+
+from prefect import get_run_logger, tags, task
+from prefect.cache_policies import CachePolicy
+from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
+from prefect.client.schemas.objects import StateType, TaskRun
+from prefect.client.schemas.sorting import TaskRunSort
+from prefect.context import TaskRunContext
+from prefect.states import Cancelled, Running, State
+from prefect.tasks import Task
+
+from contentforge.batch import GENERATED, SKIPPED
+from contentforge.domain import PieceStatus
+from contentforge.fair_share import DEFAULT_PRIORITY
+from tasks import resources
+from tasks.bootstrap import create_limit_if_absent
+from tasks.generation_queue import BatchStopped, generation_queue
+from tasks.image_groups import plan_generation_groups
+from tasks.images import generate_image, generate_image_group, record_failure, retry_unless_invalid_input
+
+logger = logging.getLogger(__name__)
+
+CLAIMED = "Claimed"
+"""The name of the Running state a worker writes when it starts a run: it names the worker."""
+SUPERSEDED = "Superseded"
+"""The name of the Cancelled state the batch writes on a run whose pieces it sends again."""
+CLAIM_PREFIX = "on GPU worker "
+
+
+def worker_id() -> str:
+    """This process as Prefect's task worker names it to the server (``TaskWorker.client_id``)."""
+    return f"{socket.gethostname()}-{os.getpid()}"
+
+
+class Superseded(Exception):
+    """The batch sent this run's pieces again (its worker was thought dead): this run must not generate."""
+
+
+class ModelLoads:
+    """How many image backends (models) this process built; a warm worker builds one for its life.
+
+    Each new backend object seen is one load: the factory builds a backend once per process and
+    settings, so a second one means the model was loaded again.
+    """
+
+    def __init__(self) -> None:
+        self.count = 0
+        self._seen: list[weakref.ref[Any]] = []
+        self._lock = threading.Lock()
+
+    def observe(self, backend: Any) -> int:
+        """Count ``backend`` if it is new; returns the loads so far."""
+        with self._lock:
+            self._seen = [ref for ref in self._seen if ref() is not None]
+            if not any(ref() is backend for ref in self._seen):
+                self._seen.append(weakref.ref(backend))
+                self.count += 1
+                logger.info("GPU worker %s: model load %d: %s", worker_id(), self.count, backend.describe())
+            return self.count
+
+
+MODEL_LOADS = ModelLoads()
+
+
+class NeverCached(CachePolicy):
+    """No cache key, so a served run always runs.
+
+    A task worker turns ``NO_CACHE`` into Prefect's default policy (inputs and run id); a run sent again
+    must find out from the database what is already stored, not from a cache record on another machine.
+    """
+
+    def compute_key(
+        self, task_ctx: TaskRunContext, inputs: dict[str, Any], flow_parameters: dict[str, Any], **kwargs: Any
+    ) -> str | None:
+        return None
+
+
+def retry_unless_superseded(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
+    """Retry as the image tasks do (not input errors, not a stopped batch), and never a superseded run."""
+    try:
+        state.result()
+    except Superseded:
+        return False
+    except Exception:
+        return retry_unless_invalid_input(task, task_run, state)
+    return False
+
+
+@task(
+    name="generate-pieces-on-gpu-worker",
+    task_run_name="gpu-{piece_ids[0]}-x{n}",
+    retries=2,
+    retry_delay_seconds=[1, 5],
+    retry_condition_fn=retry_unless_superseded,
+    cache_policy=NeverCached(),
+    persist_result=True,  # a task worker persists results anyway; without it Prefect drops the policy
+)
+def generate_pieces_on_gpu(
+    batch_id: str, piece_ids: list[str], n: int = 0, priority: str = DEFAULT_PRIORITY
+) -> dict[str, int]:
+    """Generate and store the pieces' images on this warm worker; returns the count of each outcome.
+
+    Each piece that fails on its own is recorded failed; a failure of the run itself (storage down) is
+    raised after every other group is stored, so a retry only redoes what is missing. ``n`` names the run.
+    """
+    context = TaskRunContext.get()
+    if context is not None:
+        claim_run(context.task_run.id)
+    MODEL_LOADS.observe(resources.image_backend())
+    run_logger = get_run_logger()
+    groups, grouped = plan_generation_groups(piece_ids)
+    queue = generation_queue()
+    # Queued first, so the worker's slots start on this run's groups while their stores are set up.
+    queued = queue.queue(groups, grouped=grouped, priority=priority, share=batch_id)
+    try:
+        outcomes, errors = _store_groups(groups, grouped, priority)
+    finally:
+        queue.discard(queued)
+    for error in errors[1:]:
+        run_logger.warning("batch %s: %s: %s", batch_id, type(error).__name__, error)
+    if errors:
+        raise errors[0]
+    return dict(Counter(outcomes))
+
+
+def _store_groups(
+    groups: list[list[str]], grouped: bool, priority: str
+) -> tuple[list[str], list[BaseException]]:
+    """Run each group's store (``tasks/images.py``'s task bodies) in its own thread, in this run's context."""
+    outcomes: list[str] = []
+    errors: list[BaseException] = []
+    with ThreadPoolExecutor(max_workers=min(16, max(1, len(groups))), thread_name_prefix="gpu-group") as pool:
+        futures: list[Future[Any]] = []
+        for ids in groups:
+            work = partial(_store_group, ids, grouped, priority)
+            futures.append(pool.submit(contextvars.copy_context().run, work))
+        for future in futures:
+            try:
+                result = future.result()
+            except BaseException as exc:  # the others still finish and are stored
+                errors.append(exc)
+                continue
+            if isinstance(result, dict):  # an image group: each piece's outcome
+                outcomes += [outcome.status for outcome in result.values()]
+            else:  # a lone piece: what it stored, or None when it already had its image
+                outcomes.append(GENERATED.status if result is not None else SKIPPED.status)
+    return outcomes, errors
+
+
+def _store_group(ids: list[str], grouped: bool, priority: str) -> Any:
+    """One group's generation (claimed from the queue) and store: the body of its ``tasks/images.py`` task."""
+    if grouped:
+        return generate_image_group.fn(ids, n=len(ids), priority=priority)
+    return generate_image.fn(ids[0], priority=priority)
+
+
+def claim_run(task_run_id: UUID) -> None:
+    """Name this worker in the run's state, then refuse the run if the batch has superseded it.
+
+    Forced: an orchestrated Running → Running transition would be renamed ``Rerunning``, losing the name.
+    """
+    with get_client(sync_client=True) as client:
+        client.set_task_run_state(
+            task_run_id, Running(name=CLAIMED, message=CLAIM_PREFIX + worker_id()), force=True
+        )
+        if any(state.name == SUPERSEDED for state in client.read_task_run_states(task_run_id)):
+            raise Superseded(f"task run {task_run_id} was superseded: its pieces were sent again")
+
+
+def claimed_by(state: State[Any] | None) -> str | None:
+    """The worker a ``Claimed`` state names, else None."""
+    if state is None or state.name != CLAIMED or not (state.message or "").startswith(CLAIM_PREFIX):
+        return None
+    return (state.message or "").removeprefix(CLAIM_PREFIX)
+
+
+def live_workers(client: SyncPrefectClient) -> set[str]:
+    """The task workers connected to the server now that serve ``generate_pieces_on_gpu``."""
+    response = client.request(
+        "POST",
+        "/task_workers/filter",
+        json={"task_worker_filter": {"task_keys": [generate_pieces_on_gpu.task_key]}},
+    )
+    response.raise_for_status()
+    return {worker["identifier"] for worker in response.json()}
+
+
+@dataclass
+class _Chunk:
+    """Pieces sent together, and the run that generates them now."""
+
+    pieces: list[str]
+    run_id: UUID
+    submitted_at: float
+    attempts: int = 1
+    owner: str | None = None
+    contested: bool = False
+    """A live worker claimed the run as the batch superseded it: that run finishes or refuses."""
+
+
+@dataclass
+class GpuWorkFollower:
+    """Sends a batch's pieces to the warm GPU workers and follows their runs until all have ended."""
+
+    batch_id: str
+    priority: str = DEFAULT_PRIORITY
+    chunk_pieces: int = 8
+    poll_s: float = 1.0
+    grace_s: float = 10.0
+    """How long a claiming worker may be missing from the live task workers before it counts as dead
+    (a websocket reconnect takes a few seconds)."""
+    stuck_s: float = 20.0
+    """How long a run stays ``Scheduled`` after a worker vanished before it is sent again."""
+    max_attempts: int = 3
+    no_worker_warning_s: float = 60.0
+    log: Any = field(default=logger)
+    chunks: list[_Chunk] = field(default_factory=list)
+    outcome: Counter[str] = field(default_factory=Counter)
+    _missing_since: dict[str, float] = field(default_factory=dict)
+    _known: set[str] = field(default_factory=set)
+    _vanished_at: float | None = None
+    _workers_seen_at: float = field(default_factory=time.monotonic)
+    _states: dict[UUID, State[Any] | None] = field(default_factory=dict)
+
+    def submit_all(self, piece_ids: list[str]) -> None:
+        size = max(1, self.chunk_pieces)
+        for start in range(0, len(piece_ids), size):
+            pieces = piece_ids[start : start + size]
+            self.chunks.append(_Chunk(pieces, self._submit(pieces), time.monotonic()))
+
+    def _submit(self, pieces: list[str]) -> UUID:
+        with tags("contentforge", "gpu", f"batch:{self.batch_id}"):
+            future = generate_pieces_on_gpu.delay(
+                self.batch_id, pieces, n=len(pieces), priority=self.priority
+            )
+        return future.task_run_id
+
+    def follow(self) -> Counter[str]:
+        """Poll until every run ended; ``BatchStopped`` (its runs cancelled) once the batch stops here."""
+        with get_client(sync_client=True) as client:
+            try:
+                open_chunks = list(self.chunks)
+                while open_chunks:
+                    if generation_queue().stopped(self.batch_id):
+                        raise BatchStopped(f"batch {self.batch_id} was stopped")
+                    open_chunks = [chunk for chunk in open_chunks if not self._step(client, chunk)]
+                    if open_chunks:
+                        self._observe_workers(client)
+                        time.sleep(self.poll_s)
+                        self._refresh(client, open_chunks)
+            except BaseException:
+                self.cancel_open(client, f"batch {self.batch_id} stopped")
+                raise
+        return self.outcome
+
+    # --- one poll ---------------------------------------------------------------------------------
+
+    def _refresh(self, client: SyncPrefectClient, chunks: list[_Chunk]) -> None:
+        """Read the current state of every open run in one call."""
+        ids = [chunk.run_id for chunk in chunks]
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=ids)),
+            sort=TaskRunSort.EXPECTED_START_TIME_DESC,
+            limit=len(ids),
+        )
+        self._states = {run.id: run.state for run in runs}
+
+    def _observe_workers(self, client: SyncPrefectClient) -> None:
+        """Note which workers are live, when one vanished, and warn while none serves the batch."""
+        try:
+            live = live_workers(client)
+        except Exception as exc:  # the next poll asks again; nobody is declared dead meanwhile
+            self.log.info("reading the live GPU workers failed: %s", exc)
+            return
+        now = time.monotonic()
+        if self._known - live:
+            self._vanished_at = now
+        self._known = live
+        for worker in list(self._missing_since):
+            if worker in live:
+                del self._missing_since[worker]
+        if live:
+            self._workers_seen_at = now
+        elif now - self._workers_seen_at >= self.no_worker_warning_s:
+            self.log.warning(
+                "batch %s: no GPU worker serves its pieces; start one with `contentforge gpu-worker`",
+                self.batch_id,
+            )
+            self._workers_seen_at = now
+
+    def _dead(self, worker: str) -> bool:
+        if worker in self._known:
+            return False
+        since = self._missing_since.setdefault(worker, time.monotonic())
+        return time.monotonic() - since >= self.grace_s
+
+    def _step(self, client: SyncPrefectClient, chunk: _Chunk) -> bool:
+        """Act on one run's state; True once its pieces are done with (stored, failed or cancelled)."""
+        state = self._states.get(chunk.run_id)
+        if state is None:
+            return False
+        chunk.owner = claimed_by(state) or chunk.owner
+        if state.is_completed():
+            self.outcome.update(self._completed_counts(state))
+            return True
+        if state.is_final():
+            if chunk.contested or state.type is StateType.CRASHED:
+                return self._send_again(client, chunk, f"its run ended {state.name}")
+            if state.type is StateType.CANCELLED:  # cancelled from outside: the pieces stay planned
+                return True
+            self._record_failed(chunk, state.message or state.name or "failed")
+            return True
+        if chunk.contested:
+            return False
+        if chunk.owner is not None and self._dead(chunk.owner):
+            return self._supersede(client, chunk, f"GPU worker {chunk.owner} stopped")
+        vanished = self._vanished_at
+        if (
+            state.type is StateType.SCHEDULED
+            and chunk.owner is None
+            and vanished is not None
+            and vanished > chunk.submitted_at
+            and time.monotonic() - vanished >= self.stuck_s
+        ):
+            return self._supersede(client, chunk, "a GPU worker stopped while this run waited")
+        return False
+
+    @staticmethod
+    def _completed_counts(state: State[Any]) -> Counter[str]:
+        try:
+            result = state.result(raise_on_failure=False)
+        except Exception:  # the result lives on the worker's disk; the database has the pieces anyway
+            return Counter()
+        return Counter(result) if isinstance(result, dict) else Counter()
+
+    # --- sending again ------------------------------------------------------------------------------
+
+    def _supersede(self, client: SyncPrefectClient, chunk: _Chunk, reason: str) -> bool:
+        """Mark the run superseded; send its pieces again unless a live worker claimed it meanwhile."""
+        client.set_task_run_state(
+            chunk.run_id,
+            Cancelled(name=SUPERSEDED, message=f"{reason}: its pieces are sent again"),
+            force=True,
+        )
+        claims = {claimed_by(s) for s in client.read_task_run_states(chunk.run_id)} - {None}
+        live_claims = {worker for worker in claims if worker is not None and not self._dead(worker)}
+        if live_claims:
+            # That worker claimed it before it could see the supersession: it generates or refuses; the
+            # run's end says which, and only a refusal sends the pieces again.
+            chunk.contested = True
+            self.log.warning("batch %s: run %s is %s's after all", self.batch_id, chunk.run_id, live_claims)
+            return False
+        return self._send_again(client, chunk, reason)
+
+    def _send_again(self, client: SyncPrefectClient, chunk: _Chunk, reason: str) -> bool:
+        if chunk.attempts >= self.max_attempts:
+            self._record_failed(chunk, f"GPU workers failed {chunk.attempts} times ({reason})")
+            return True
+        previous = chunk.run_id
+        chunk.run_id = self._submit(chunk.pieces)
+        chunk.attempts += 1
+        chunk.owner, chunk.contested, chunk.submitted_at = None, False, time.monotonic()
+        self._states.pop(previous, None)
+        self.log.warning(
+            "batch %s: %s; %d pieces sent again as run %s (was %s)",
+            self.batch_id,
+            reason,
+            len(chunk.pieces),
+            chunk.run_id,
+            previous,
+        )
+        return False
+
+    def _record_failed(self, chunk: _Chunk, message: str) -> None:
+        """Record the chunk's pieces still without an image as failed with the run's error."""
+        planned = {
+            row.id
+            for row in resources.repository().pieces(batch_id=self.batch_id)
+            if row.id in chunk.pieces and row.status is PieceStatus.planned
+        }
+        for piece_id in sorted(planned):
+            record_failure(piece_id, RuntimeError(message), self.log)
+            self.outcome["failed"] += 1
+
+    def cancel_open(self, client: SyncPrefectClient, message: str) -> None:
+        """Cancel every run not yet ended (a stopped batch); what a worker already generates is stored."""
+        for chunk in self.chunks:
+            state = self._states.get(chunk.run_id)
+            if state is not None and state.is_final():
+                continue
+            try:
+                client.set_task_run_state(chunk.run_id, Cancelled(message=message), force=True)
+            except Exception as exc:  # the run then finishes on its worker; its pieces are kept
+                self.log.warning("cancelling run %s failed: %s", chunk.run_id, exc)
+
+
+def run_on_gpu_workers(batch_id: str, piece_ids: list[str], priority: str = DEFAULT_PRIORITY) -> Counter[str]:
+    """The batch's GPU stage on the warm GPU workers: send the pieces, follow the runs until all ended.
+
+    Returns how many pieces were generated, skipped (already had an image) and failed. ``BatchStopped``
+    once the batch is stopped in this process (its run is cancelling); its runs are then cancelled.
+    """
+    follower = GpuWorkFollower(
+        batch_id, priority, chunk_pieces=resources.settings().gpu_task_pieces, log=get_run_logger()
+    )
+    follower.submit_all(piece_ids)
+    return follower.follow()
+
+
+def serve_gpu_worker(runs: int | None = None) -> None:
+    """Run this process as a warm GPU worker until it is stopped (SIGTERM, Ctrl-C).
+
+    The model loads once, here, before the first run arrives; then Prefect's task worker serves
+    ``generate_pieces_on_gpu``. ``runs``: how many runs it takes at once (default twice the slots this
+    process may hold, so the next run's groups already wait in its queue while one finishes; a worker
+    never takes runs it could only queue behind many others, which another worker could start now).
+    """
+    from prefect.task_worker import serve
+
+    config = resources.settings()
+    create_limit_if_absent(config.concurrency_limit_name, config.generation_slots)
+    resources.repository()  # migrated before the first run, not during it
+    backend = resources.image_backend()
+    warm_up = getattr(backend, "warm_up", None)
+    if callable(warm_up):
+        warm_up()
+    MODEL_LOADS.observe(backend)
+    runs = runs or 2 * resources.dispatcher().max_slots
+    logger.info("GPU worker %s: serving %s, %d runs at once", worker_id(), backend.name, runs)
+    serve(generate_pieces_on_gpu, limit=runs)
