@@ -154,16 +154,7 @@ class HookVariator:
             text=base.text,
             call_to_action=base.call_to_action or "(none)",
             hashtags=", ".join(base.hashtags) or "(none)",
-            platform=rules.platform.value,
-            platform_tone=rules.tone,
-            hook_max_chars=rules.hook_max_chars,
-            max_chars=rules.max_chars,
-            weighted_note=" (X counts emoji and wide characters as 2 and any link as 23)"
-            if rules.weighted
-            else "",
-            emoji_min=rules.emoji_min,
-            emoji_max=rules.emoji_max,
-            hashtag_count=rules.hashtag_count,
+            **rules.prompt_fields(),
             styles=", ".join(s.value for s in styles),
         )
         try:

@@ -146,6 +146,10 @@ def trim_text(text: str, limit: int, measure: Callable[[str], int] = len, ellips
 _CTA_FIELDS = frozenset({"category", "interest", "name"})
 
 
+WEIGHTED_NOTE = " (X counts emoji and wide characters as 2 and any link as 23)"
+"""What a hook prompt adds for a platform that counts weighted characters (X)."""
+
+
 class PlatformRules(BaseModel):
     """One platform's caption limits, emoji range, hashtag limit and tone."""
 
@@ -186,6 +190,19 @@ class PlatformRules(BaseModel):
     def measure(self, text: str) -> int:
         """Length of ``text`` as this platform counts it."""
         return weighted_length(text) if self.weighted else len(text)
+
+    def prompt_fields(self) -> dict[str, object]:
+        """The rules as a hook prompt states them: one place, so every hook prompt says the same."""
+        return {
+            "platform": self.platform.value,
+            "platform_tone": self.tone,
+            "hook_max_chars": self.hook_max_chars,
+            "max_chars": self.max_chars,
+            "weighted_note": WEIGHTED_NOTE if self.weighted else "",
+            "emoji_min": self.emoji_min,
+            "emoji_max": self.emoji_max,
+            "hashtag_count": self.hashtag_count,
+        }
 
 
 def _parse_rules(raw: object, source: str) -> dict[Platform, PlatformRules]:
