@@ -20,9 +20,16 @@ def publish_schedule(
     platform: Annotated[list[str], typer.Option("--platform", "-p", help="Repeat for several.")],
     start: Annotated[str | None, typer.Option(help="ISO time of the first slot; default now.")] = None,
 ) -> None:
-    """Give the batch's publishable pieces the persona's next free posting slots."""
+    """Give the batch's publishable pieces the persona's next free posting slots.
+
+    Posting hours learned for the persona and platform (``contentforge analytics best-times``) replace
+    the configured slots where there is enough history, as the scheduler flow does; each scheduled
+    piece records why its slot was chosen, and the command prints it.
+    """
     from datetime import UTC, datetime
 
+    from contentforge.analytics.feedback import LearnedSlots, batch_seed
+    from contentforge.db.analytics import AnalyticsStore
     from contentforge.publishing import publisher_name
     from contentforge.publishing.scheduling import parse_slot_times, schedule_batch
     from contentforge.validation import check_platforms, check_stored_batch_id
@@ -34,17 +41,32 @@ def publish_schedule(
         begin = datetime.fromisoformat(start) if start else datetime.now(UTC)
         if begin.tzinfo is None:
             fail(f"--start {start!r} needs a UTC offset, e.g. 2026-03-01T09:00+01:00")
+        configured = parse_slot_times(settings.publish_slots)
+        learned = LearnedSlots(
+            AnalyticsStore(context.repository().sessions),
+            default=configured,
+            daily_limit=settings.publish_daily_limit,
+            seed=batch_seed(batch_id),
+        )
         outcome = schedule_batch(
             context.ledger(),
             batch_id,
             platforms,
             start=begin,
-            slot_times=parse_slot_times(settings.publish_slots),
+            slot_times=configured,
             daily_limit=settings.publish_daily_limit,
             publisher_for=lambda p: publisher_name(settings, p),
+            slot_times_for=learned.slot_times_for,
         )
     except ValueError as exc:  # a --start that is no ISO time, a slot setting that does not parse
         fail(str(exc))
+    for persona_id, slot_platform in list(learned.reasons):
+        learned.record(persona_id, slot_platform, outcome.slots.get(slot_platform, []))
+        console.print(
+            f"{slot_platform} slots: {learned.explain(persona_id, slot_platform)}",
+            highlight=False,
+            soft_wrap=True,
+        )
     result = outcome.result
     console.print(
         f"{len(result.scheduled)} scheduled, {len(result.existing)} already scheduled, "

@@ -156,6 +156,11 @@ def _advice_from_weights(weights: Sequence[LearnedWeight]) -> TimingAdvice:
     return TimingAdvice(True, n_posts, "learned hour-of-week weights", hours)
 
 
+def batch_seed(batch_id: str) -> int:
+    """The slot draw's seed for a batch: the same batch draws the same learned hours on a rerun."""
+    return int.from_bytes(batch_id.encode()[-8:].rjust(8, b"\0"), "big")
+
+
 @dataclass
 class LearnedSlots:
     """``slot_times_for`` for ``publishing.scheduling.schedule_batch``, remembering why per platform."""
@@ -197,6 +202,18 @@ class LearnedSlots:
             "method": "empirical Bayes hour posteriors, Thompson sampling",
         }
         return [time(c.hour, 0) for c in chosen]
+
+    def explain(self, persona_id: str, platform: str) -> str:
+        """One line: the slots used for the persona on the platform, and why (learned or default)."""
+        reason = self.reasons.get((persona_id, platform))
+        if reason is None:
+            return "configured slots (no eligible pieces)"
+        slots = ", ".join(reason["slots"])
+        why = reason["why"]
+        if isinstance(why, dict):
+            detail = "; ".join(f"{slot} {text}" for slot, text in why.items())
+            return f"{slots} learned ({reason['method']}, {reason['timezone']}): {detail}"
+        return f"{slots} configured ({why})"
 
     def record(self, persona_id: str, platform: str, slots: Sequence[tuple[str, datetime]]) -> None:
         """Record on each scheduled piece why its slot's time was chosen (learned or default)."""
