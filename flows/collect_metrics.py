@@ -31,7 +31,8 @@ def collect_metrics() -> dict[str, Any]:
     lines = [
         "# Metrics collected",
         "",
-        f"{result['snapshots']} snapshots stored of {result['due']} due posts.",
+        f"{result['snapshots']} snapshots stored of {result['due']} due posts; "
+        f"{result['account_days']} new account days (followers, reach).",
     ]
     for platform, error in result["errors"].items():
         lines.append(f"- **{platform}**: {error}")

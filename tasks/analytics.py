@@ -39,6 +39,7 @@ def collect_metrics(now: datetime | None = None) -> dict[str, Any]:
     return {
         "due": report.due,
         "snapshots": report.snapshots,
+        "account_days": report.account_days,
         "missing_posts": report.missing,
         "errors": report.errors,
         "retry_at": {p: t.isoformat() for p, t in report.retry_at.items()},

@@ -4,26 +4,37 @@ A post is snapshotted at the largest configured age it has reached and not store
 that runs late records the 24 h numbers as 24 h, never pretends they were the 6 h ones. A platform
 that rate-limits or refuses stops for this run (the others go on) and the report says when to try
 again or which permission is missing; what was already gathered is kept.
+
+The account's series (followers, daily reach) comes with it, once a day per platform: Instagram's
+daily reach of the last ``ACCOUNT_HISTORY_DAYS`` days plus today's followers, X's and TikTok's
+follower count of today (their APIs keep no daily history). A platform token is one platform account,
+so the series is stored for each persona whose posts were collected through it; a refusal of the
+account call (e.g. TikTok's ``user.info.stats`` scope) is reported and the post metrics are kept.
 """
 
 from __future__ import annotations
 
 from collections import defaultdict
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import dataclass, field
-from datetime import datetime
+from dataclasses import dataclass, field, replace
+from datetime import datetime, timedelta
 
 from contentforge.analytics.features import post_features
 from contentforge.analytics.image_features import image_features
 from contentforge.analytics.protocol import Collector, MissingPermission
 from contentforge.db.analytics import AnalyticsStore, DuePost
-from contentforge.domain.analytics import DEFAULT_SNAPSHOT_AGES_H, PostMetrics
+from contentforge.domain.analytics import DEFAULT_SNAPSHOT_AGES_H, AccountDay, PostMetrics
 from contentforge.publishing.protocol import PublishError, RateLimited
+
+ACCOUNT_HISTORY_DAYS = 28
+"""Days of account series asked for (Instagram's insights answer at most 30 days per call)."""
 
 
 @dataclass
 class CollectReport:
     snapshots: int = 0
+    account_days: int = 0
+    """Account days (followers, reach) stored new by this run."""
     due: int = 0
     missing: list[str] = field(default_factory=list)
     """Posts the platform no longer knows (deleted) or has no insights for yet."""
@@ -89,7 +100,29 @@ def collect_due(
                 )
             )
         report.snapshots += store.record(observations).snapshots_added
+        _collect_account_series(store, collector, sorted({p.persona_id for p in posts}), now, report)
     return report
+
+
+def _collect_account_series(
+    store: AnalyticsStore, collector: Collector, personas: Sequence[str], now: datetime, report: CollectReport
+) -> None:
+    """The platform account's series stored under each persona; skipped when today's is already there."""
+    platform, today = collector.platform, now.date()
+    wanted = [
+        persona
+        for persona in personas
+        if not any(d.day == today and d.followers is not None for d in store.account_days(persona, platform))
+    ]
+    if not wanted:
+        return
+    try:
+        days = collector.account_days(today - timedelta(days=ACCOUNT_HISTORY_DAYS), today)
+    except (RateLimited, MissingPermission, PublishError) as exc:
+        report.errors[f"{platform} account series"] = str(exc)
+        return
+    rows: list[AccountDay] = [replace(day, account=persona) for persona in wanted for day in days]
+    report.account_days += store.record_account_days(rows)
 
 
 def _image_features_of(image_for: Callable[[str], bytes | None], key: str) -> dict[str, float]:
