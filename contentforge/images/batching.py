@@ -58,7 +58,7 @@ def image_group_size(backend: ImageBackend) -> int:
 def request_group_key(request: ImageRequest) -> tuple[object, ...]:
     """What pieces must share to be generated in one pipeline call (prompt and seed may differ)."""
     loras = tuple((s.source, s.weight_name, s.scale) for s in request.loras)
-    return (loras, request.width, request.height, request.steps, request.guidance_scale)
+    return (loras, request.width, request.height, request.steps, request.guidance_scale, request.scheduler)
 
 
 def group_requests(requests: Sequence[ImageRequest], size: int) -> list[list[int]]:

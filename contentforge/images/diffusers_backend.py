@@ -51,6 +51,7 @@ from contentforge.images.cpu_sizing import cpu_sizing
 from contentforge.images.loading import detect_family, dtype_kwarg, load_pipeline, offline
 from contentforge.images.protocol import GeneratedImage, ImageRequest
 from contentforge.images.safety import check_model_file, looks_local, lora_file, validate_lora
+from contentforge.images.schedulers import SCHEDULER_CLASSES
 from contentforge.images.timings import timing_extra
 from contentforge.images.tiny import (
     TINY_FLUX_MODEL_ID,
@@ -333,7 +334,8 @@ class DiffusersBackend:
         keys = {request_group_key(r) for r in requests}
         if len(keys) > 1:
             raise InvalidInput(
-                "a micro-batch must share LoRA set, size, steps and guidance (see batching.group_requests)"
+                "a micro-batch must share LoRA set, size, steps, guidance and scheduler "
+                "(see batching.group_requests)"
             )
         started = time.perf_counter()
         loras = [self._resolve_lora(spec) for spec in requests[0].loras]
@@ -628,7 +630,7 @@ class DiffusersBackend:
         generator_device = "cpu" if self.device == "mps" else self.device  # MPS generators are unreliable
         arrays: list[np.ndarray | None] = [None] * len(requests)
         phases: list[tuple[float, float]] = [(0.0, 0.0)] * len(requests)
-        with torch.inference_mode():
+        with torch.inference_mode(), _scheduler_for(pipe, first.scheduler):
             encoded = [self._encode(replica, request) for request in requests]
             # Same embedding shapes run together; padding different lengths would change the pixels.
             runs: dict[tuple[Any, ...], list[int]] = {}
@@ -667,7 +669,30 @@ class DiffusersBackend:
                 for position, index in enumerate(indexes):
                     arrays[index] = np.asarray(output.images[position])
                     phases[index] = ((denoised - began) / len(indexes), (ended - denoised) / len(indexes))
-        return [a for a in arrays if a is not None], type(pipe.scheduler).__name__, phases
+            scheduler = type(pipe.scheduler).__name__
+        return [a for a in arrays if a is not None], scheduler, phases
+
+
+@contextmanager
+def _scheduler_for(pipe: Any, name: str | None) -> Iterator[None]:
+    """The request's scheduler on this leased replica for one call, its own one back afterwards.
+
+    Why a swap on the replica is safe: a replica serves one call at a time (``pool.lease``), so no other
+    request can see it, and the ``finally`` gives the next call the model's scheduler again. The new one
+    is built from the model's scheduler config (betas, timestep spacing, Flux's shift), as diffusers'
+    documented ``from_config`` swap does; only classes a request may name are looked up.
+    """
+    if name is None:
+        yield
+        return
+    if name not in SCHEDULER_CLASSES:
+        raise InvalidInput(f"scheduler {name!r} is not one this backend runs")
+    own = pipe.scheduler
+    pipe.scheduler = getattr(diffusers, name).from_config(own.config)
+    try:
+        yield
+    finally:
+        pipe.scheduler = own
 
 
 class _StepClock:

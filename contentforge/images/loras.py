@@ -14,7 +14,9 @@ LoRA trained for another family or whose file changed, before any weights load.
 
 A persona uses a registry entry by naming it as its LoRA source, ``lora: {source: "registry:anna"}``
 (``resolve_persona_lora``): source, weight name and trigger word come from the registry, and the scale
-too unless the persona sets one other than ``LoraSpec``'s default (0.8).
+too unless the persona sets one other than ``LoraSpec``'s default (0.8). A name the YAML registry does
+not hold (or no YAML registry at all) is looked up among the LoRAs installed in the database registry
+(``contentforge models install``), with the same family and changed-file checks.
 
 A LoRA a client names (through the REST API) is only ever a registry name or a hub id: inside
 ``client_named_loras()`` (the API's validation context) ``resolve_persona_lora`` decides by the
@@ -25,6 +27,7 @@ exists; anything path-shaped is refused with the same message (``check_client_lo
 from __future__ import annotations
 
 import json
+import logging
 import re
 import threading
 from collections.abc import Iterable, Iterator
@@ -35,8 +38,11 @@ from pathlib import Path
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from sqlalchemy import Engine, make_url
+from sqlalchemy.exc import OperationalError, ProgrammingError
 
 from contentforge.config import Settings
+from contentforge.db.registry import InstalledModel, ModelRegistry
 from contentforge.domain import LoraSpec
 from contentforge.errors import InvalidInput, InvalidLora
 from contentforge.images.loading import detect_family
@@ -48,6 +54,7 @@ HUB_ID = re.compile(
 """A Hugging Face repo id ``owner/name``: one slash, no ``..``, nothing that starts like a path."""
 _MODEL_SUFFIXES = (".safetensors", ".bin", ".ckpt", ".pt", ".pth", ".pkl", ".gguf")
 _WEIGHT_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
+logger = logging.getLogger(__name__)
 _CLIENT_NAMED: ContextVar[bool] = ContextVar("contentforge_client_named_loras", default=False)
 
 
@@ -186,12 +193,9 @@ def resolve_persona_lora(spec: LoraSpec, settings: Settings, family: str | None 
             return spec
         validate_lora(spec, allow_pickle=settings.allow_pickle)
         return spec
-    if settings.image_lora_registry is None:
-        raise InvalidLora(
-            f"persona LoRA {spec.source!r} names a registry entry, but CONTENTFORGE_IMAGE_LORA_REGISTRY "
-            "is not set"
-        )
-    registry = load_registry(settings.image_lora_registry)
+    registry = load_registry(settings.image_lora_registry) if settings.image_lora_registry else None
+    if registry is None or name not in registry.entries:
+        return _installed_lora(spec, name, settings, family, registry)
     entry = registry.entries.get(name)
     if family is None:
         family = _configured_family(settings) or (entry.base_family if entry else None)
@@ -203,6 +207,62 @@ def resolve_persona_lora(spec: LoraSpec, settings: Settings, family: str | None 
     if resolved.trigger_word is None and spec.trigger_word:
         resolved = resolved.model_copy(update={"trigger_word": spec.trigger_word})
     return resolved
+
+
+def _installed_lora(
+    spec: LoraSpec, name: str, settings: Settings, family: str | None, registry: LoraRegistry | None
+) -> LoraSpec:
+    """``registry:<name>`` as a LoRA installed in the database registry (``contentforge models install``).
+
+    Checked like a YAML entry: the LoRA's probed family must be the configured model's, and a file that
+    changed since it was installed (another SHA-256) is refused before any weights load.
+    """
+    installed = _installed(settings, name)
+    if installed is None or installed.kind != "lora":
+        nowhere = "no LoRA of that name is installed (see: contentforge models list)"
+        if registry is None:
+            raise InvalidLora(
+                f"persona LoRA {spec.source!r} names a registry entry, but CONTENTFORGE_IMAGE_LORA_REGISTRY "
+                f"is not set and {nowhere}"
+            )
+        known = ", ".join(sorted(registry.entries)) or "none"
+        raise InvalidLora(f"unknown LoRA {name!r} (registered: {known}) and {nowhere}")
+    wanted = family or _configured_family(settings) or installed.family
+    if installed.family != wanted:
+        raise InvalidLora(f"LoRA {name!r} was trained for {installed.family}, but the model is {wanted}")
+    default = installed.recommended_weight if installed.recommended_weight is not None else _DEFAULT_SCALE
+    resolved = LoraSpec(
+        source=installed.path,
+        trigger_word=installed.trigger_words[0] if installed.trigger_words else spec.trigger_word,
+        scale=default if spec.scale == _DEFAULT_SCALE else spec.scale,
+    )
+    digest = validate_lora(resolved, allow_pickle=settings.allow_pickle)
+    if digest is not None and digest != installed.sha256:
+        raise InvalidLora(
+            f"LoRA {name!r}: {installed.path} changed since it was installed "
+            f"(sha256 {digest[:12]}…, installed {installed.sha256[:12]}…); reinstall it"
+        )
+    return resolved
+
+
+def _installed(settings: Settings, name: str) -> InstalledModel | None:
+    """The model installed as ``name``; None when there is none, or no database (nothing installed)."""
+    url = make_url(settings.resolved_database_url)
+    if url.get_backend_name() == "sqlite" and not Path(url.database or "").expanduser().is_file():
+        return None  # never create a database just to find it empty
+    try:
+        return ModelRegistry(_registry_engine(url.render_as_string(hide_password=False))).get(name)
+    except (OperationalError, ProgrammingError) as exc:  # a database from before the registry (0008)
+        logger.debug("no model registry in the database: %s", exc)
+        return None
+
+
+@lru_cache(maxsize=4)
+def _registry_engine(url: str) -> Engine:
+    """One engine per database for registry look-ups (the database is migrated by whoever opened it)."""
+    from contentforge.db.engine import make_engine
+
+    return make_engine(url)
 
 
 def _configured_family(settings: Settings) -> str | None:

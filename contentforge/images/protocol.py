@@ -35,6 +35,9 @@ class ImageRequest(BaseModel):
     width: int = Field(ge=64, le=2048)
     height: int = Field(ge=64, le=2048)
     loras: tuple[LoraSpec, ...] = ()
+    scheduler: str | None = None
+    """A diffusers scheduler class for this request only (``images.schedulers.SCHEDULER_CLASSES``); None
+    runs the model's own. Backends that cannot choose one are never sent one (validation refuses it)."""
 
     @field_validator("width", "height")
     @classmethod

@@ -1,9 +1,10 @@
 """Per-request generation control: parameters checked per model family, replays and variations of a piece.
 
-``GenerationParams`` is what one request may set (steps, guidance, size, negative prompt, seed, and
-the prompt itself); ``checked_params`` refuses what the family cannot do in one line, before any model
-loads: sizes are multiples of 8 within the family's limits, steps 1-150, guidance 0-30, and Flux takes
-no negative prompt (it is guidance-distilled). ``replay_request`` turns a stored generation record back
+``GenerationParams`` is what one request may set (steps, guidance, size, scheduler, negative prompt,
+seed, and the prompt itself); ``checked_params`` refuses what the family cannot do in one line, before
+any model loads: sizes are multiples of 8 within the family's limits, steps 1-150, guidance 0-30, a
+scheduler the family can run (Flux is a flow-matching model: only flow-matching schedulers), and Flux
+takes no negative prompt (it is guidance-distilled). ``replay_request`` turns a stored generation record back
 into the exact request; ``variation_requests`` derives N requests from it, varying one thing.
 """
 
@@ -14,9 +15,11 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
+from contentforge.config import Settings
 from contentforge.domain import GenerationRecord, LoraSpec
 from contentforge.errors import InvalidInput
 from contentforge.images.protocol import SIZE_MULTIPLE, ImageRequest
+from contentforge.images.schedulers import SCHEDULER_CLASSES, SCHEDULERS, SD_SCHEDULERS
 
 SIZE_LIMITS: dict[str, tuple[int, int]] = {"sd15": (64, 1024), "sdxl": (64, 2048), "flux": (64, 2048)}
 """Smallest and largest side per family (64: the tiny offline pipelines; real models want far more)."""
@@ -46,6 +49,19 @@ class GenerationParams(BaseModel):
     guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0)
     width: int | None = None
     height: int | None = None
+    scheduler: str | None = Field(default=None, max_length=120)
+    """A short name (``euler_a``) or, from a stored record, the diffusers class name; ``checked_params``
+    turns it into the class name."""
+
+
+def scheduler_class(family: str, name: str) -> str:
+    """The diffusers class of scheduler ``name`` (short or class name) for ``family``, or one line why not."""
+    known = SCHEDULERS.get(family, SD_SCHEDULERS)
+    if name in known:
+        return known[name]
+    if name in known.values():
+        return name
+    raise InvalidInput(f"scheduler {name!r}: {family} models take {', '.join(known)}")
 
 
 def checked_params(family: str, **values: object) -> GenerationParams:
@@ -67,7 +83,26 @@ def checked_params(family: str, **values: object) -> GenerationParams:
             raise InvalidInput(f"{name} {value}: {family} models take {low}-{high} px")
     if family == "flux" and params.negative_prompt:
         raise InvalidInput("negative prompt: Flux has none (it is guidance-distilled); leave it out")
+    if params.scheduler is not None:
+        params = params.model_copy(update={"scheduler": scheduler_class(family, params.scheduler)})
     return params
+
+
+def checked_for_settings(settings: Settings, **values: object) -> GenerationParams:
+    """``checked_params`` for the configured image backend's family, learned without loading it.
+
+    A scheduler is refused for backends that do not run diffusers here (Replicate, the benchmark's
+    fixed-latency backend): they could not honour it, and the record would claim what did not happen.
+    """
+    from contentforge.images.loras import _configured_family
+
+    family = _configured_family(settings)
+    if family is None and values.get("scheduler") is not None:
+        raise InvalidInput(
+            f"scheduler: the {settings.image_profile} image profile picks its own; use the tiny or model "
+            "profile to choose one"
+        )
+    return checked_params(family or "sdxl", **values)
 
 
 def apply_params(request: ImageRequest, params: GenerationParams) -> ImageRequest:
@@ -86,6 +121,8 @@ def replay_request(record: GenerationRecord) -> ImageRequest:
         guidance_scale=record.guidance_scale,
         width=record.width,
         height=record.height,
+        # The class that ran, when it is one a request may name (records of other backends have none).
+        scheduler=record.scheduler if record.scheduler in SCHEDULER_CLASSES else None,
         loras=tuple(
             LoraSpec(source=lora.source, weight_name=lora.weight_name, scale=lora.scale)
             for lora in record.loras
