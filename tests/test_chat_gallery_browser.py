@@ -6,17 +6,12 @@ Skips with a reason when the browser, its driver or selenium is missing, except 
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+from support.browser import headless_chromium, served_app, wait
 
 from contentforge.config import Settings
 from contentforge.db.chat import ConversationStore
@@ -24,47 +19,14 @@ from contentforge.domain.models import Persona, Platform
 from contentforge.services import Services
 from contentforge_api import create_app
 
-CHROMIUM, CHROMEDRIVER = "/usr/bin/chromium", "/usr/bin/chromedriver"
 TOKEN = "chat-gallery-token-0123456789"
 MARKUP = "<img src=x onerror=\"document.title='pwned'\"><b>hi</b> I'm 15"
-WAIT_S = 30.0
-
-
-def _browser_or_skip() -> None:
-    problems = [f"{path} is missing" for path in (CHROMIUM, CHROMEDRIVER) if not Path(path).exists()]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        problems.append("selenium is not installed (pip install -e '.[dev]')")
-    if problems:
-        reason = (
-            "headless Chromium unavailable: "
-            + "; ".join(problems)
-            + " (apt-get install chromium chromium-driver)"
-        )
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
 
 
 @pytest.fixture()
 def browser(tmp_path: Path) -> Iterator[Any]:
-    _browser_or_skip()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu"):
-        options.add_argument(argument)
-    options.add_argument(f"--user-data-dir={tmp_path / 'chromium-profile'}")
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(WAIT_S)
-    try:
+    with headless_chromium(tmp_path / "chromium-profile") as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
 
 
 @pytest.fixture()
@@ -88,33 +50,8 @@ def served(settings_env: Path) -> Iterator[tuple[str, ConversationStore, str]]:
     store.set_state(
         inbound.conversation.id, "human", "possible minor: the message suggests the person is under 18"
     )
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT_S
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}", store, inbound.conversation.id
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
-
-
-def _wait(driver: Any, condition: Any, message: str) -> Any:
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    return WebDriverWait(
-        driver, WAIT_S, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
-    ).until(condition, message)
+    with served_app(create_app(settings), "chat-gallery-uvicorn") as url:
+        yield url, store, inbound.conversation.id
 
 
 @pytest.mark.slow
@@ -129,9 +66,9 @@ def test_a_person_reads_takes_over_replies_and_hands_back_in_the_browser(
     driver.find_element(By.ID, "token").send_keys(TOKEN)
     driver.find_element(By.ID, "reviewer").send_keys("Rita")
     driver.find_element(By.ID, "use-token").click()
-    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#conversation-list button"), "no conversations")
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "#conversation-list button"), "no conversations")
     driver.find_element(By.CSS_SELECTOR, "#conversation-list button").click()
-    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".message.inbound"), "messages not shown")
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".message.inbound"), "messages not shown")
 
     message = driver.find_element(By.CSS_SELECTOR, ".message.inbound")
     assert message.text.startswith(MARKUP)  # shown as text
@@ -140,7 +77,7 @@ def test_a_person_reads_takes_over_replies_and_hands_back_in_the_browser(
 
     driver.find_element(By.CSS_SELECTOR, ".actions textarea").send_keys("Hi, this is Rita from the team.")
     driver.find_element(By.XPATH, "//button[text()='Send reply']").click()
-    _wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".message.outbound"), "reply not shown")
+    wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, ".message.outbound"), "reply not shown")
     [reply] = [m for m in store.messages(conversation_id) if m.direction == "outbound"]
     assert (reply.text, reply.source, reply.author, reply.status) == (
         "Hi, this is Rita from the team.",
@@ -150,7 +87,7 @@ def test_a_person_reads_takes_over_replies_and_hands_back_in_the_browser(
     )
 
     driver.find_element(By.XPATH, "//button[text()='Hand back to the persona']").click()
-    _wait(driver, lambda d: d.find_elements(By.XPATH, "//button[text()='Take over']"), "no take-over button")
+    wait(driver, lambda d: d.find_elements(By.XPATH, "//button[text()='Take over']"), "no take-over button")
     assert store.conversation(conversation_id).state == "auto"
     driver.find_element(By.XPATH, "//button[text()='Take over']").click()
-    _wait(driver, lambda d: store.conversation(conversation_id).state == "human", "not taken over")
+    wait(driver, lambda d: store.conversation(conversation_id).state == "human", "not taken over")

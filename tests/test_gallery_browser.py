@@ -7,53 +7,22 @@ where it fails instead.
 
 from __future__ import annotations
 
-import os
-import shutil
-import socket
-import sys
-import threading
-import time
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import uvicorn
+import support.browser
 from sqlalchemy import select
 from support.api import MARKUP_HOOK, World, build_world
+from support.browser import browser_or_skip, headless_chromium, served_app, wait
 
 from contentforge.config import Settings
 from contentforge.db.models import ReviewDecisionORM
 from contentforge.domain.models import PieceStatus
 from contentforge_api import create_app
 
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
 TOKEN = "gallery-token-0123456789"
-WAIT_S = 30.0
-
-
-def _browser_or_skip() -> None:
-    problems = [f"{path} is missing" for path in (CHROMIUM, CHROMEDRIVER) if not Path(path).exists()]
-    try:
-        import selenium  # noqa: F401
-    except ImportError:
-        problems.append("selenium is not installed (pip install -e '.[dev]')")
-    if problems:
-        reason = (
-            "headless Chromium unavailable: "
-            + "; ".join(problems)
-            + " (apt-get install chromium chromium-driver)"
-        )
-        if os.environ.get("CI", "").lower() == "true":
-            pytest.fail(reason)
-        pytest.skip(reason)
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @pytest.fixture()
@@ -64,59 +33,14 @@ def world(settings_env: Path) -> World:
 
 @pytest.fixture()
 def server_url(world: World) -> Iterator[str]:
-    port = _free_port()
-    server = uvicorn.Server(
-        uvicorn.Config(create_app(world.settings), host="127.0.0.1", port=port, log_level="warning")
-    )
-    thread = threading.Thread(target=server.run, name="gallery-uvicorn", daemon=True)
-    thread.start()
-    deadline = time.monotonic() + WAIT_S
-    while not server.started:
-        if not thread.is_alive() or time.monotonic() > deadline:
-            pytest.fail("uvicorn did not start")
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{port}"
-    finally:
-        server.should_exit = True
-        thread.join(timeout=10)
+    with served_app(create_app(world.settings), "gallery-uvicorn") as url:
+        yield url
 
 
 @pytest.fixture()
 def browser(tmp_path: Path) -> Iterator[Any]:
-    _browser_or_skip()
-    from selenium import webdriver
-    from selenium.webdriver.chrome.service import Service
-
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for argument in (
-        "--headless=new",
-        "--no-sandbox",
-        "--disable-dev-shm-usage",
-        "--disable-gpu",
-        f"--user-data-dir={tmp_path / 'chromium-profile'}",
-        "--window-size=1400,1000",
-    ):
-        options.add_argument(argument)
-    driver = webdriver.Chrome(service=Service(CHROMEDRIVER), options=options)
-    driver.set_page_load_timeout(WAIT_S)
-    try:
+    with headless_chromium(tmp_path / "chromium-profile", "--window-size=1400,1000") as driver:
         yield driver
-    finally:
-        driver.quit()
-        shutil.rmtree(tmp_path / "chromium-profile", ignore_errors=True)
-
-
-def _wait(driver: Any, condition: Any, message: str) -> Any:
-    from selenium.common.exceptions import StaleElementReferenceException
-    from selenium.webdriver.support.ui import WebDriverWait
-
-    # The page replaces a card when its decision lands; a card found just before that goes stale,
-    # so the condition is simply evaluated again on the new one.
-    return WebDriverWait(
-        driver, WAIT_S, poll_frequency=0.1, ignored_exceptions=(StaleElementReferenceException,)
-    ).until(condition, message)
 
 
 def _card(driver: Any, piece_id: str) -> Any:
@@ -160,13 +84,11 @@ def test_gallery_renders_images_and_review_clicks_change_the_pieces(
 
     # A wrong token loads nothing and says why.
     _sign_in(driver, "not-the-token")
-    _wait(driver, lambda d: "invalid bearer token" in d.find_element(By.ID, "status").text, "no 401 message")
+    wait(driver, lambda d: "invalid bearer token" in d.find_element(By.ID, "status").text, "no 401 message")
     assert driver.find_elements(By.CSS_SELECTOR, "article.piece") == []
 
     _sign_in(driver, TOKEN, reviewer="Rita")
-    _wait(
-        driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.piece")) == 6, "pieces not rendered"
-    )
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.piece")) == 6, "pieces not rendered")
     assert driver.find_element(By.ID, "token").get_attribute("value") == ""  # not left in the form
     assert driver.execute_script("return sessionStorage.getItem('contentforge.token')") == TOKEN
 
@@ -179,7 +101,7 @@ def test_gallery_renders_images_and_review_clicks_change_the_pieces(
             " width: i.naturalWidth, height: i.naturalHeight}; });"
         )
 
-    _wait(
+    wait(
         driver,
         lambda d: all(i["complete"] and i["width"] > 0 for i in images(d) if i["id"] != "b1-005"),
         "images did not load",
@@ -205,7 +127,7 @@ def test_gallery_renders_images_and_review_clicks_change_the_pieces(
     # Approve the first piece waiting for review.
     assert world.repo.get_piece("b1-002").status is PieceStatus.needs_review
     _card(driver, "b1-002").find_element(By.CSS_SELECTOR, "button.approve").click()
-    _wait(driver, lambda d: _card(d, "b1-002").get_attribute("data-status") == "ready", "approve not shown")
+    wait(driver, lambda d: _card(d, "b1-002").get_attribute("data-status") == "ready", "approve not shown")
     assert world.repo.get_piece("b1-002").status is PieceStatus.ready
     assert _decisions(world) == [("b1-002", "approve", "Rita (api token)", "")]
     assert "approved by Rita (api token)" in _card(driver, "b1-002").text
@@ -215,13 +137,13 @@ def test_gallery_renders_images_and_review_clicks_change_the_pieces(
     card = _card(driver, "b1-003")
     card.find_element(By.CSS_SELECTOR, "button.reject").click()
     reason = card.find_element(By.CSS_SELECTOR, "textarea.reason")
-    _wait(driver, lambda d: reason.is_displayed(), "reason field not shown")
+    wait(driver, lambda d: reason.is_displayed(), "reason field not shown")
     card.find_element(By.CSS_SELECTOR, "button.confirm-reject").click()
     assert "needs a reason" in card.find_element(By.CSS_SELECTOR, ".message").text
     assert world.repo.get_piece("b1-003").status is PieceStatus.needs_review
     reason.send_keys("Off-brand <b>pose</b>")
     card.find_element(By.CSS_SELECTOR, "button.confirm-reject").click()
-    _wait(driver, lambda d: _card(d, "b1-003").get_attribute("data-status") == "rejected", "reject not shown")
+    wait(driver, lambda d: _card(d, "b1-003").get_attribute("data-status") == "rejected", "reject not shown")
     piece = world.repo.get_piece("b1-003")
     assert piece.status is PieceStatus.rejected and piece.tier is None
     assert _decisions(world)[-1] == ("b1-003", "reject", "Rita (api token)", "Off-brand <b>pose</b>")
@@ -229,7 +151,7 @@ def test_gallery_renders_images_and_review_clicks_change_the_pieces(
 
     # A reload keeps the decisions (they are in the database, not just on the page).
     driver.refresh()
-    _wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.piece")) == 6, "reload failed")
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.piece")) == 6, "reload failed")
     assert _card(driver, "b1-002").get_attribute("data-status") == "ready"
     assert _card(driver, "b1-003").get_attribute("data-status") == "rejected"
 
@@ -239,10 +161,10 @@ def test_missing_browser_skips_locally_and_fails_on_ci(
 ) -> None:
     import _pytest.outcomes
 
-    monkeypatch.setattr(sys.modules[__name__], "CHROMIUM", str(tmp_path / "no-chromium"))
+    monkeypatch.setattr(support.browser, "CHROMIUM", str(tmp_path / "no-chromium"))
     monkeypatch.setenv("CI", "false")
     with pytest.raises(_pytest.outcomes.Skipped, match="no-chromium is missing"):
-        _browser_or_skip()
+        browser_or_skip()
     monkeypatch.setenv("CI", "true")
     with pytest.raises(_pytest.outcomes.Failed, match="apt-get install chromium chromium-driver"):
-        _browser_or_skip()
+        browser_or_skip()
