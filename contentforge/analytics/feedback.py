@@ -5,9 +5,18 @@ Each decision says what influenced it, and ``record`` keeps that per piece (``pi
 * **Templates**: a weight per template from its category's learned lift, drawn by Thompson sampling
   (one draw per category per batch from a log-normal around the lift, as wide as its interval; an
   untested category draws around 1.0 with a wide spread), so untested templates still get drawn.
+* **Hashtags**: chosen, not only reordered. The candidates are every tag the piece's hook variations
+  on the platform carry (all on the piece's topic). Required tags are kept: ``required_tags`` when
+  the caller knows them, else the tag every variation leads with (the persona's niche tag, which the
+  writers put first). The other places, as many as the hook had and never more than the platform
+  allows, go to the candidates by Thompson sampling on their learned lift (an untested tag draws
+  around 1.0 with a wide spread); a tag whose whole interval lies below 1.0 is left out (fewer tags
+  rather than one that measurably costs reach), and one place is kept for the best-drawn untested tag
+  when there are two or more free places, so tags without history still get posts and can be
+  learned. A choice that would break the platform's caption rules is cut back, and the hook keeps
+  its own tags when nothing fits.
 * **Hooks**: the piece's hook variations ordered by the learned lifts of their style, call to action
-  and hashtags (untested values count as 1.0); the first one is the one published first. The
-  hashtags inside a hook are ordered by lift too (same set, so the platform rules still hold).
+  and chosen hashtags (untested values count as 1.0); the first one is the one published first.
 * **Slots**: posting hours by Thompson sampling from the hour posteriors (``timing.choose_hours``);
   with too little data the configured slots stay, and the reason says "default: only N posts".
 
@@ -33,6 +42,7 @@ from contentforge.db import PlannedPiece
 from contentforge.db.analytics import AnalyticsStore
 from contentforge.domain.analytics import LearnedWeight
 from contentforge.domain.models import Hook, Persona, Template
+from contentforge.text.platform_rules import check_caption, rules_for
 
 Z90 = 1.645
 UNTESTED_SD = 0.35
@@ -102,8 +112,86 @@ class HookRanking:
     decision: dict[str, Any] | None
 
 
-def order_hooks(store: AnalyticsStore, account: str, platform: str, hooks: Sequence[Hook]) -> HookRanking:
-    """``hooks`` best first by learned lift (stable for ties); unchanged when nothing was learned."""
+@dataclass(frozen=True)
+class HashtagChoice:
+    tags: list[str]
+    required: list[str]
+    explored: list[str]
+    """Untested tags given a place so that they get a history."""
+    dropped: list[str] = field(default_factory=list)
+    """Tags left out because their learned lift is below 1.0 with its whole interval."""
+    kept_own: bool = False
+    """True when no chosen set fitted the platform's caption rules and the hook kept its own tags."""
+
+
+def _tag_key(tag: str) -> str:
+    return tag.lower().lstrip("#")
+
+
+def _fits(hook: Hook, tags: list[str], allowed: set[str]) -> bool:
+    """No caption-rule violation beyond those the hook already had (``allowed``)."""
+    text = "\n\n".join(part for part in (hook.text, hook.call_to_action) if part)
+    return set(check_caption(text, tags, hook.platform)) <= allowed
+
+
+def choose_hashtags(
+    hook: Hook,
+    candidates: Sequence[str],
+    required: Sequence[str],
+    learned: Mapping[str, LearnedWeight],
+    rng: random.Random,
+) -> HashtagChoice:
+    """The hook's hashtags chosen by learned lift within the platform's rules (see the module text)."""
+    limit = min(len(hook.hashtags), rules_for(hook.platform).max_hashtags)
+    if limit == 0:
+        return HashtagChoice([], [], [])
+    by_key = {_tag_key(t): t for t in (*hook.hashtags, *candidates)}
+    kept = [by_key[k] for k in dict.fromkeys(_tag_key(t) for t in required) if k in by_key][:limit]
+    draws = {}
+    harmful = [k for k in by_key if k in learned and learned[k].upper < 1.0]
+    for key in by_key:
+        if key in {_tag_key(t) for t in kept} or key in harmful:
+            continue
+        weight = learned.get(key)
+        mean, sd = (math.log(weight.lift), _sd(weight)) if weight else (0.0, UNTESTED_SD)
+        draws[key] = rng.gauss(mean, sd)
+    ranked = sorted(draws, key=lambda k: -draws[k])
+    untested = [k for k in ranked if k not in learned]
+    free = limit - len(kept)
+    explored = untested[:1] if free >= 2 and any(k in learned for k in ranked) else []
+    rest = [k for k in ranked if k not in explored][: free - len(explored)]
+    chosen = kept + [by_key[k] for k in rest] + [by_key[k] for k in explored]
+    allowed = set(
+        check_caption(
+            "\n\n".join(p for p in (hook.text, hook.call_to_action) if p), hook.hashtags, hook.platform
+        )
+    )
+    while chosen and not _fits(hook, chosen, allowed):
+        exploring = {by_key[k] for k in explored}
+        droppable = (
+            [t for t in chosen if t not in kept and t not in exploring] or chosen[len(kept) :] or chosen
+        )
+        chosen.remove(droppable[-1])
+    if not chosen and hook.hashtags:
+        return HashtagChoice(list(hook.hashtags), [], [], kept_own=True)
+    return HashtagChoice(
+        chosen,
+        [t for t in kept if t in chosen],
+        [by_key[k] for k in explored if by_key[k] in chosen],
+        [by_key[k] for k in harmful if by_key[k] not in kept],
+    )
+
+
+def order_hooks(
+    store: AnalyticsStore,
+    account: str,
+    platform: str,
+    hooks: Sequence[Hook],
+    *,
+    required_tags: Sequence[str] | None = None,
+) -> HookRanking:
+    """``hooks`` best first by learned lift (stable for ties), hashtags chosen; unchanged when nothing
+    was learned. ``required_tags``: tags every hook keeps (default: the tag all hooks lead with)."""
     learned: dict[str, dict[str, LearnedWeight]] = {"hook_style": {}, "call_to_action": {}, "hashtag": {}}
     for weight in store.weights(account, platform):
         if weight.kind in learned:
@@ -111,8 +199,24 @@ def order_hooks(store: AnalyticsStore, account: str, platform: str, hooks: Seque
     if not hooks or not any(learned.values()):
         return HookRanking(list(hooks), None)
 
+    choices: list[HashtagChoice | None] = [None] * len(hooks)
+    if learned["hashtag"]:
+        candidates = list(dict.fromkeys(t for hook in hooks for t in hook.hashtags))
+        leading = {_tag_key(hook.hashtags[0]) if hook.hashtags else "" for hook in hooks}
+        if required_tags is not None:
+            required = list(required_tags)
+        else:
+            required = [t for t in candidates if len(leading) == 1 and _tag_key(t) in leading][:1]
+        seed = "\n".join(hook.text for hook in hooks)
+        rng = random.Random(f"contentforge-hashtags:{account}:{platform}:{seed}")
+        choices = [choose_hashtags(hook, candidates, required, learned["hashtag"], rng) for hook in hooks]
+    chosen = [
+        hook if choice is None else hook.model_copy(update={"hashtags": choice.tags})
+        for hook, choice in zip(hooks, choices, strict=True)
+    ]
+
     def tag_lift(tag: str) -> float:
-        return _lift(learned["hashtag"], tag.lower().lstrip("#"))
+        return _lift(learned["hashtag"], _tag_key(tag))
 
     def score(hook: Hook) -> float:
         tags = [tag_lift(t) for t in hook.hashtags]
@@ -122,19 +226,47 @@ def order_hooks(store: AnalyticsStore, account: str, platform: str, hooks: Seque
             + (sum(tags) / len(tags) if tags else 0.0)
         )
 
-    scored = sorted(enumerate(hooks), key=lambda item: (-score(item[1]), item[0]))
-    ordered = [
-        hook.model_copy(update={"hashtags": sorted(hook.hashtags, key=lambda t: -tag_lift(t))})
-        for _, hook in scored
-    ]
-    decision = {
+    scored = sorted(enumerate(chosen), key=lambda item: (-score(item[1]), item[0]))
+    decision: dict[str, Any] = {
         "order": [hook.style.value for _, hook in scored],
         "original_positions": [index for index, _ in scored],
         "scores": [round(math.exp(score(hook)), 4) for _, hook in scored],
         "publish_first": scored[0][1].style.value,
         "method": "learned lifts of hook_style, call_to_action and hashtags",
     }
-    return HookRanking(ordered, decision)
+    first = choices[scored[0][0]]
+    if first is not None:
+        decision["hashtags"] = _hashtag_decision(first, hooks[scored[0][0]], learned["hashtag"])
+    return HookRanking([hook for _, hook in scored], decision)
+
+
+def _hashtag_decision(
+    choice: HashtagChoice, hook: Hook, learned: Mapping[str, LearnedWeight]
+) -> dict[str, Any]:
+    """What the first hook's hashtags were chosen from and with which learned weights."""
+    weights = {
+        tag: {
+            "lift": round(w.lift, 4),
+            "interval": [round(w.lower, 4), round(w.upper, 4)],
+            "n_posts": w.n_posts,
+        }
+        for tag in choice.tags
+        if (w := learned.get(_tag_key(tag))) is not None
+    }
+    return {
+        "chosen": choice.tags,
+        "written": list(hook.hashtags),
+        "required": choice.required,
+        "explored": choice.explored,
+        "dropped": choice.dropped,
+        "weights": weights,
+        "limit": rules_for(hook.platform).max_hashtags,
+        "method": (
+            "kept its own tags: no ranked choice fitted the caption rules"
+            if choice.kept_own
+            else "thompson sampling on learned hashtag lift, one place for an untested tag"
+        ),
+    }
 
 
 def _advice_from_weights(weights: Sequence[LearnedWeight]) -> TimingAdvice:
