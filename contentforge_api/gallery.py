@@ -36,7 +36,7 @@ from contentforge_api.state import CONTENT_ROUTE, Reader, State
 
 PACKAGE_DIR = Path(__file__).resolve().parent
 STATIC_DIR = PACKAGE_DIR / "static"
-STATIC_FILES = {"gallery.js": "text/javascript", "gallery.css": "text/css"}
+STATIC_FILES = {"common.js": "text/javascript", "gallery.js": "text/javascript", "gallery.css": "text/css"}
 IMAGE_TYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "webp": "image/webp"}
 GALLERY_CSP = (
     "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' blob: https:; "

@@ -636,6 +636,12 @@ def test_gallery_page_is_a_shell_with_a_strict_policy(client: TestClient) -> Non
     assert 'data-batch-id="b1"' in page.text and '<script src="/gallery/static/gallery.js"' in page.text
     assert "b1-000" not in page.text  # no data without a token
     assert client.get("/gallery/static/gallery.js").headers["content-type"].startswith("text/javascript")
+    # The shared token/fetch code loads first, from the same origin, for every page that uses it.
+    common = '<script src="/gallery/static/common.js"'
+    for path in ("/gallery/batches/b1", "/gallery/conversations", "/analytics"):
+        html = client.get(path).text
+        assert common in html and html.index(common) < html.index('<script src="/', html.index(common) + 1)
+    assert "window.ContentForge" in client.get("/gallery/static/common.js").text
     assert client.get("/gallery/static/../app.py").status_code == 404
     assert client.get("/gallery/batches/%3Cscript%3E").status_code == 422
 

@@ -3,7 +3,7 @@
 "use strict";
 
 (function () {
-  const TOKEN_KEY = "contentforge.token";
+  const { TOKEN_KEY, request: api } = window.ContentForge;
   const statusLine = document.getElementById("status");
   const main = document.getElementById("accounts");
   const alertList = document.getElementById("alerts");
@@ -17,19 +17,6 @@
   }
 
   function say(text) { statusLine.textContent = text; }
-
-  async function api(path) {
-    const response = await fetch(path, {
-      credentials: "omit", cache: "no-store",
-      headers: { Authorization: "Bearer " + (sessionStorage.getItem(TOKEN_KEY) || "") },
-    });
-    if (!response.ok) {
-      const error = new Error("HTTP " + response.status);
-      error.status = response.status;
-      throw error;
-    }
-    return response;
-  }
 
   async function plot(path) {
     const img = el("img");

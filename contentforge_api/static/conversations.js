@@ -4,45 +4,12 @@
 "use strict";
 
 (function () {
-  const TOKEN_KEY = "contentforge.token";
-  const REVIEWER_KEY = "contentforge.reviewer";
+  const { TOKEN_KEY, REVIEWER_KEY, el, headers, api } = window.ContentForge;
   const statusLine = document.getElementById("status");
   const list = document.getElementById("conversation-list");
   const pane = document.getElementById("conversation");
   const filter = document.getElementById("state-filter");
   let openId = null;
-
-  function el(tag, props, children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props || {})) {
-      if (key === "text") node.textContent = value;
-      else if (key === "className") node.className = value;
-      else node[key] = value;
-    }
-    for (const child of children || []) node.appendChild(child);
-    return node;
-  }
-
-  function headers(extra) {
-    const result = Object.assign({ Authorization: "Bearer " + (sessionStorage.getItem(TOKEN_KEY) || "") }, extra);
-    const reviewer = sessionStorage.getItem(REVIEWER_KEY);
-    if (reviewer) result["X-ContentForge-Reviewer"] = reviewer;
-    return result;
-  }
-
-  async function api(path, options) {
-    const response = await fetch(path, Object.assign({ credentials: "omit", cache: "no-store" }, options, {
-      headers: headers((options && options.headers) || {}),
-    }));
-    let body = null;
-    try { body = await response.json(); } catch (e) { body = null; }
-    if (!response.ok) {
-      const error = new Error(body && body.error ? body.error.message : response.status + " " + response.statusText);
-      error.status = response.status;
-      throw error;
-    }
-    return body;
-  }
 
   function say(text) { statusLine.textContent = text; }
 

@@ -3,47 +3,12 @@
 "use strict";
 
 (function () {
-  const TOKEN_KEY = "contentforge.token";
-  const REVIEWER_KEY = "contentforge.reviewer";
+  const { TOKEN_KEY, REVIEWER_KEY, el, headers, api } = window.ContentForge;
   const batchId = document.body.dataset.batchId;
   const statusLine = document.getElementById("status");
   const grid = document.getElementById("grid");
   const summary = document.getElementById("summary");
   const objectUrls = [];
-
-  function el(tag, props, children) {
-    const node = document.createElement(tag);
-    for (const [key, value] of Object.entries(props || {})) {
-      if (key === "text") node.textContent = value;
-      else if (key === "className") node.className = value;
-      else if (key.startsWith("data-")) node.setAttribute(key, value);
-      else node[key] = value;
-    }
-    for (const child of children || []) node.appendChild(child);
-    return node;
-  }
-
-  function headers(extra) {
-    const result = Object.assign({ Authorization: "Bearer " + (sessionStorage.getItem(TOKEN_KEY) || "") }, extra);
-    const reviewer = sessionStorage.getItem(REVIEWER_KEY);
-    if (reviewer) result["X-ContentForge-Reviewer"] = reviewer;
-    return result;
-  }
-
-  async function api(path, options) {
-    const response = await fetch(path, Object.assign({ credentials: "omit", cache: "no-store" }, options, {
-      headers: headers((options && options.headers) || {}),
-    }));
-    let body = null;
-    try { body = await response.json(); } catch (e) { body = null; }
-    if (!response.ok) {
-      const message = body && body.error ? body.error.message : response.status + " " + response.statusText;
-      const error = new Error(message);
-      error.status = response.status;
-      throw error;
-    }
-    return body;
-  }
 
   function say(text) { statusLine.textContent = text; }
 
