@@ -559,6 +559,19 @@ class Settings(BaseSettings):
         description="Whether the API token may start jobs with priority high (the `priority` work queue, "
         "first turn at the image slots); without it such a request is refused with 403.",
     )
+    api_idempotency_ttl_s: int = Field(
+        default=86_400,
+        ge=60,
+        description="How long an Idempotency-Key (per token and endpoint) is remembered in the database; "
+        "after that the same key starts new work.",
+    )
+    api_idempotency_wait_s: float = Field(
+        default=5.0,
+        ge=0.0,
+        le=60.0,
+        description="How long a request waits for another request with the same Idempotency-Key to "
+        "finish before it is answered 409 idempotency_key_in_progress.",
+    )
     # --- end REST API ---
 
     @field_validator("image_width", "image_height")

@@ -1,76 +1,167 @@
-"""Answers kept per ``Idempotency-Key`` for requests that run a (possibly paid) model inside the request.
+"""``Idempotency-Key`` on requests that call a (possibly paid) model or start a job, kept in the database.
 
-A client whose connection dropped after ``/content/hooks`` answered cannot know whether the model was
-called; retrying with the same ``Idempotency-Key`` and body gets the first answer back without a
-second call, so the retry is neither paid nor charged twice. The same key with another body is
-refused (422 ``idempotency_key_reused``), as for batch launches.
+A client whose connection dropped after ``/content/hooks`` answered, or after a chain step's 202,
+cannot know whether the work was done; retrying with the same ``Idempotency-Key`` and body gets the
+first answer back without a second model call or a second flow run, so the retry is neither paid
+nor charged twice. The entry is taken in the database (``contentforge.db.idempotency``) *before*
+the work starts, so it holds across API processes and restarts:
 
-Kept in this process's memory, per token identity and endpoint, for ``ttl_s`` (a day) and at most
-``max_entries`` answers (least recently used dropped first). After a restart, or on another API
-process, a retry runs the model again: it is then paid again and charged again, which is what the
-ledger must say.
+* two concurrent requests with one key: one does the work; the other waits up to
+  ``api_idempotency_wait_s`` for its answer, then gets 409 ``idempotency_key_in_progress`` (with
+  ``Retry-After``): it never does the work a second time;
+* the same key with another body: 422 ``idempotency_key_reused`` (the IETF draft's answer);
+* the work failed: the key is given up, so a retry does the work;
+* keys belong to the token identity that sent them and are forgotten after
+  ``api_idempotency_ttl_s`` (a day by default).
 """
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import threading
 import time
-from collections import OrderedDict
-from typing import Any
+from collections.abc import Awaitable, Callable
+from datetime import timedelta
+from typing import Any, TypeVar
 
+from fastapi.concurrency import run_in_threadpool
+from fastapi.encoders import jsonable_encoder
 from starlette.datastructures import State
+from starlette.requests import Request
 
+from contentforge.db.idempotency import (
+    Claim,
+    Claimed,
+    IdempotencyStore,
+    InProgress,
+    KeyScope,
+    Mismatch,
+    Replay,
+)
+from contentforge_api.auth import Identity
 from contentforge_api.errors import ApiError
 
+T = TypeVar("T")
+PENDING_LEASE = timedelta(minutes=5)
+"""How long a request may do the work before a retry may take a key over (its process died)."""
+PURGE_EVERY_S = 3600.0
+POLL_S = 0.1
 _INIT_LOCK = threading.Lock()
 
 
-class ReplayCache:
-    def __init__(self, *, ttl_s: float = 86_400.0, max_entries: int = 1024) -> None:
-        self.ttl_s = ttl_s
-        self.max_entries = max_entries
-        self._lock = threading.Lock()
-        self._entries: OrderedDict[tuple[str, str, str], tuple[float, str, Any]] = OrderedDict()
+def request_fingerprint(body: Any) -> str:
+    """SHA-256 of the request body as JSON with sorted keys (defaults filled in by the schema)."""
+    canonical = json.dumps(jsonable_encoder(body), sort_keys=True, default=str)
+    return hashlib.sha256(canonical.encode()).hexdigest()
+
+
+class Replays:
+    """The API's idempotent requests: claim the key, do the work once, keep its answer."""
+
+    def __init__(
+        self,
+        store: IdempotencyStore,
+        *,
+        ttl_s: float,
+        wait_s: float,
+        lease: timedelta = PENDING_LEASE,
+    ) -> None:
+        self.store = store
+        self.ttl = timedelta(seconds=ttl_s)
+        self.wait_s = wait_s
+        self.lease = lease
+        self._purged_at: float | None = None
 
     @staticmethod
-    def fingerprint(body: Any) -> str:
-        return hashlib.sha256(json.dumps(body, sort_keys=True, default=str).encode()).hexdigest()
+    def scope(request: Request, identity: Identity, key: str) -> KeyScope:
+        return KeyScope(identity.name, f"{request.method} {request.url.path}", key)
 
-    def get(self, scope: tuple[str, str, str], fingerprint: str) -> Any | None:
-        """The kept answer for ``scope`` (identity, endpoint, key), or None; a different body is a 422."""
-        with self._lock:
-            entry = self._entries.get(scope)
-            if entry is None:
-                return None
-            stored_at, kept_fingerprint, answer = entry
-            if time.monotonic() - stored_at > self.ttl_s:
-                del self._entries[scope]
-                return None
-            self._entries.move_to_end(scope)
-        if kept_fingerprint != fingerprint:
-            raise ApiError(
-                422,
-                "this Idempotency-Key was already used with a different request; send a new key for a new "
-                "request (the same key and body return the first answer)",
-                code="idempotency_key_reused",
-            )
-        return answer
+    def _claim(self, scope: KeyScope, fingerprint: str) -> Claim:
+        if self._purged_at is None or time.monotonic() - self._purged_at > PURGE_EVERY_S:
+            self._purged_at = time.monotonic()
+            self.store.purge_expired()
+        return self.store.claim(scope, fingerprint, ttl=self.ttl, lease=self.lease)
 
-    def put(self, scope: tuple[str, str, str], fingerprint: str, answer: Any) -> None:
-        with self._lock:
-            self._entries[scope] = (time.monotonic(), fingerprint, answer)
-            self._entries.move_to_end(scope)
-            while len(self._entries) > self.max_entries:
-                self._entries.popitem(last=False)
+    def run(self, scope: KeyScope, body: Any, answer: Callable[[], T], *, status: int = 200) -> T | Any:
+        """``answer()`` once per key and body; a retry gets the kept answer (JSON) instead."""
+        fingerprint = request_fingerprint(body)
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            claim = self._claim(scope, fingerprint)
+            if not isinstance(claim, InProgress) or time.monotonic() >= deadline:
+                break
+            time.sleep(POLL_S)
+        if not isinstance(claim, Claimed):
+            return _kept(claim)
+        try:
+            fresh = answer()
+        except BaseException:
+            self.store.release(scope, claim.holder)
+            raise
+        self.store.settle(scope, claim.holder, status, jsonable_encoder(fresh))
+        return fresh
+
+    async def arun(
+        self, scope: KeyScope, body: Any, answer: Callable[[], Awaitable[T]], *, status: int = 200
+    ) -> T | Any:
+        """``run`` for async work (a flow run started through Prefect's async client)."""
+        fingerprint = request_fingerprint(body)
+        deadline = time.monotonic() + self.wait_s
+        while True:
+            claim = await run_in_threadpool(self._claim, scope, fingerprint)
+            if not isinstance(claim, InProgress) or time.monotonic() >= deadline:
+                break
+            await asyncio.sleep(POLL_S)
+        if not isinstance(claim, Claimed):
+            return _kept(claim)
+        try:
+            fresh = await answer()
+        except BaseException:
+            await run_in_threadpool(self.store.release, scope, claim.holder)
+            raise
+        await run_in_threadpool(self.store.settle, scope, claim.holder, status, jsonable_encoder(fresh))
+        return fresh
 
 
-def replay_cache(app_state: State) -> ReplayCache:
-    """The app's cache, made on first use."""
+def _kept(claim: Replay | InProgress | Mismatch) -> Any:
+    if isinstance(claim, Replay):
+        return claim.body
+    if isinstance(claim, Mismatch):
+        raise ApiError(
+            422,
+            "this Idempotency-Key was already used with a different request; send a new key for a new "
+            "request (the same key and body return the first answer)",
+            code="idempotency_key_reused",
+        )
+    raise ApiError(
+        409,
+        "a request with this Idempotency-Key is still being answered; retry it shortly with the same "
+        "key and body to get its answer",
+        code="idempotency_key_in_progress",
+        headers={"Retry-After": "1"},
+    )
+
+
+def replays(app_state: State) -> Replays:
+    """The app's idempotent-request keeper, made on first use on the app's database."""
     with _INIT_LOCK:
-        cache = getattr(app_state, "contentforge_replays", None)
-        if cache is None:
-            cache = ReplayCache()
-            app_state.contentforge_replays = cache
-        return cache
+        kept = getattr(app_state, "contentforge_replays", None)
+        if kept is None:
+            api = app_state.contentforge
+            settings = api.settings
+            kept = Replays(
+                IdempotencyStore(api.services.sessions),
+                ttl_s=settings.api_idempotency_ttl_s,
+                wait_s=settings.api_idempotency_wait_s,
+            )
+            app_state.contentforge_replays = kept
+        return kept
+
+
+IN_PROGRESS = (
+    "Another request with this Idempotency-Key is still being answered (`idempotency_key_in_progress`, "
+    "with `Retry-After`): retry with the same key and body for its answer."
+)
+"""The 409 description of routes that take an ``Idempotency-Key``."""

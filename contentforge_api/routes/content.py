@@ -10,7 +10,7 @@ moderator inside the request, so they need a token that may spend (``Spender``: 
 token, refused before any provider is built), and every paid model call they make is written to the
 cost ledger as it returns (``_RequestCharges``, step ``api_hooks``, one key per call). A retry sent
 with the first request's ``Idempotency-Key`` gets the first answer back without a second model call
-(``contentforge_api.replays``), so it is neither paid nor charged twice.
+(``contentforge_api.replays``, kept in the database), so it is neither paid nor charged twice.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ from contentforge_api.errors import ApiError
 from contentforge_api.gallery import gallery_path
 from contentforge_api.launcher import DeploymentMissing, PrefectRefused, PrefectUnavailable, batch_tags
 from contentforge_api.priority import PRIORITY_REFUSED, check_priority
-from contentforge_api.replays import replay_cache
+from contentforge_api.replays import IN_PROGRESS, replays
 from contentforge_api.responses import AUTH, documented
 from contentforge_api.schemas import (
     BatchRequest,
@@ -99,7 +99,8 @@ ReplayKey = Annotated[
         max_length=200,
         description="Repeat a request with the same key and body and get the first answer back, without "
         "calling the model again (so a retry is not paid or charged twice); the same key with another body "
-        "is refused (422). Answers are kept for a day in the API process.",
+        "is refused (422); while the first request is still answered a retry waits briefly, then gets "
+        "409. Answers are kept in the database, per token, for CONTENTFORGE_API_IDEMPOTENCY_TTL_S (a day).",
     ),
 ]
 T = TypeVar("T")
@@ -185,15 +186,8 @@ def _replayed(
     """``answer()``, or with an ``Idempotency-Key`` the answer kept for the same key and body."""
     if key is None:
         return answer()
-    cache = replay_cache(request.app.state)
-    scope = (identity.name, request.url.path, key)
-    fingerprint = cache.fingerprint(body.model_dump(mode="json"))
-    kept = cache.get(scope, fingerprint)
-    if kept is not None:
-        return cast(T, kept)
-    fresh = answer()
-    cache.put(scope, fingerprint, fresh)
-    return fresh
+    kept = replays(request.app.state)
+    return cast(T, kept.run(kept.scope(request, identity, key), body, answer))
 
 
 def _charged_writer(state: ApiState, charges: _RequestCharges) -> HookWriter:
@@ -385,7 +379,11 @@ async def generate_one(
     )
 
 
-@router.post("/content/hooks", response_model=HooksResponse, responses=documented(AUTH, 413, 503))
+@router.post(
+    "/content/hooks",
+    response_model=HooksResponse,
+    responses=documented(AUTH, 409, 413, 503, s409=IN_PROGRESS),
+)
 def write_hooks(
     state: State, identity: Spender, body: HooksRequest, request: Request, idempotency_key: ReplayKey = None
 ) -> HooksResponse:
@@ -411,7 +409,9 @@ def _write_hooks(state: ApiState, body: HooksRequest) -> HooksResponse:
 
 
 @router.post(
-    "/content/hooks/variations", response_model=HookVariationsResponse, responses=documented(AUTH, 413, 503)
+    "/content/hooks/variations",
+    response_model=HookVariationsResponse,
+    responses=documented(AUTH, 409, 413, 503, s409=IN_PROGRESS),
 )
 def hook_variations(
     state: State,
@@ -446,7 +446,11 @@ def _hook_variations(state: ApiState, body: HookVariationsRequest) -> HookVariat
     )
 
 
-@router.post("/content/cta", response_model=CallsToActionResponse, responses=documented(AUTH, 413, 503))
+@router.post(
+    "/content/cta",
+    response_model=CallsToActionResponse,
+    responses=documented(AUTH, 409, 413, 503, s409=IN_PROGRESS),
+)
 def write_calls_to_action(
     state: State,
     identity: Spender,
@@ -538,10 +542,12 @@ def _fetch_image(state: ApiState, url: str) -> Image.Image:
     response_model=SafetyCheckResponse,
     responses=documented(
         AUTH,
+        409,
         413,
         415,
         502,
         503,
+        s409=IN_PROGRESS,
         s502="`image_url` could not be fetched (timeout, too many redirects, an HTTP error status).",
     ),
 )
