@@ -203,6 +203,8 @@ class PieceORM(Base):
     """Why a model-written prompt fell back to the rules (short, redacted); NULL otherwise."""
     prompt_quality_gate: Mapped[dict[str, Any] | None]
     """The quality gate's verdict on the image prompt (revision 0013)."""
+    parent_piece_id: Mapped[str | None] = mapped_column(String(64), index=True)
+    """The piece this one is a variation of (revision 0016); no foreign key, see the migration."""
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
     updated_at: Mapped[datetime] = mapped_column(default=utcnow, onupdate=utcnow)
 

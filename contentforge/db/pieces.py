@@ -62,6 +62,13 @@ class PieceRepository(Store):
                         "negative_prompt": p.negative_prompt,
                         "seed": p.seed,
                         "prompt_quality_gate": p.prompt_quality_gate,
+                        "parent_piece_id": p.parent_piece_id,
+                        "steps": p.steps,
+                        "guidance_scale": p.guidance_scale,
+                        "width": p.width,
+                        "height": p.height,
+                        "loras": None if p.loras is None else [dict(lora) for lora in p.loras],
+                        "scheduler": p.scheduler,
                         "created_at": now,
                         "updated_at": now,
                     }
@@ -98,6 +105,17 @@ class PieceRepository(Store):
         if status is not None:
             query = query.where(PieceORM.status == str(status))
         query = query.order_by(PieceORM.created_at, PieceORM.batch_id, PieceORM.index).limit(limit)
+        with self._db.read() as session:
+            return [to_row(piece) for piece in session.scalars(query)]
+
+    def variations_of(self, piece_id: str) -> list[PieceRow]:
+        """The pieces derived from ``piece_id`` (``contentforge variations``), oldest first."""
+        query = (
+            select(PieceORM)
+            .options(selectinload(PieceORM.hooks))
+            .where(PieceORM.parent_piece_id == piece_id)
+            .order_by(PieceORM.created_at, PieceORM.batch_id, PieceORM.index)
+        )
         with self._db.read() as session:
             return [to_row(piece) for piece in session.scalars(query)]
 

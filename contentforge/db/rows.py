@@ -30,6 +30,16 @@ class PlannedPiece:
     seed: int
     prompt_quality_gate: dict[str, Any] | None = None
     """The quality gate's verdict on ``prompt`` (``contentforge.quality.batch_gate``)."""
+    parent_piece_id: str | None = None
+    """The piece this one is a variation of (``contentforge.piece_variations``)."""
+    steps: int | None = None
+    guidance_scale: float | None = None
+    width: int | None = None
+    height: int | None = None
+    loras: tuple[dict[str, Any], ...] | None = None
+    scheduler: str | None = None
+    """A variation's exact request beside its prompt and seed (None: the settings decide at generation,
+    as for every batch piece); written into the row's generation columns while it is planned."""
 
 
 @dataclass(frozen=True)
@@ -79,6 +89,8 @@ class PieceRow:
     """Why a model-written prompt fell back to the rules (short), else None."""
     prompt_quality_gate: dict[str, Any] | None = None
     """The quality gate's verdict on the image prompt (None: planned before revision 0013)."""
+    parent_piece_id: str | None = None
+    """The piece this one is a variation of (revision 0016), else None."""
 
     @property
     def record(self) -> GenerationRecord | None:
