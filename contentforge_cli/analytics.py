@@ -1,4 +1,4 @@
-"""``contentforge analytics``: collect, import, learn, report, best times, alerts, and an offline demo.
+"""``contentforge analytics``: collect, import, learn, report, best times, predictions, covers, alerts, demo.
 
 Every command runs the library in this process (no Prefect server needed); the ``collect-metrics``
 and ``learn`` deployments run the same code on a schedule.
@@ -236,6 +236,68 @@ def predict(
         slot = "unscheduled" if item.piece_id not in scheduled else f"{item.when:%Y-%m-%d %H:%M}"
         table.add_row(item.piece_id, slot, item.hook_style or "-", shown)
     console.print(table)
+
+
+@app.command("covers")
+def covers(
+    batch_id: Annotated[str, typer.Argument(help="Batch whose pieces get a cover chosen.")],
+    platform: Annotated[str, typer.Option("--platform", "-p")] = "instagram",
+) -> None:
+    """Pick each piece's cover among its image and its seed variations, record it, and say what a
+    weak one lacks compared with the account's top-performing posts (measured)."""
+    from contentforge.analytics.cover import choose_covers, record_covers, top_posts_profile
+    from contentforge.analytics.frames import normalize, posts_frame
+    from contentforge.analytics.prediction import train_engagement_model
+    from contentforge.validation import check_stored_batch_id
+
+    check_stored_batch_id(batch_id)
+    platform = _platform(platform)
+    repo = context.repository()
+    pieces = repo.pieces(batch_id=batch_id)
+    if not pieces:
+        fail(f"no pieces in batch {batch_id!r}")
+    account = pieces[0].persona_id
+    persona = repo.get_persona(account)
+    timezone = persona.timezone if persona is not None else "UTC"
+    history = normalize(posts_frame(_store().observations(account, platform), timezone=timezone))
+    top_posts_profile(history)  # too little history: one line before any image is read or model trained
+    model = train_engagement_model(history)
+    scheduled = {
+        row.piece_id: row.scheduled_for
+        for row in context.ledger().list(platform=platform, batch_id=batch_id, limit=None)
+        if row.scheduled_for is not None
+    }
+    choices = choose_covers(
+        pieces, history, variations_of=repo.variations_of, image_for=context.services().storage.get,
+        platform=platform, timezone=timezone, when_for=scheduled, default_when=datetime.now(UTC),
+        model=model,
+    )  # fmt: skip
+    record_covers(_store(), choices)
+    console.print(
+        f"{account} on {platform}: engagement model {model.evaluation.reason}",
+        highlight=False,
+        soft_wrap=True,
+    )
+    if not choices:
+        console.print("no piece of this batch has a stored image yet")
+        return
+    console.print(f"scored by {choices[0].candidates[0].method}", highlight=False)
+    table = Table("piece", "cover", "candidates", "score", "what the cover lacks")
+    for choice in choices:
+        cover = choice.candidates[0]
+        table.add_row(
+            choice.piece_id, cover.name, str(len(choice.candidates)), f"{cover.score:.3f}",
+            "; ".join(cover.advice) or "-",
+        )  # fmt: skip
+    console.print(table)
+    for choice in choices:
+        for weaker in choice.candidates[1:]:
+            console.print(
+                f"  {choice.piece_id}: not {weaker.name} ({weaker.score:.3f}): "
+                + ("; ".join(weaker.advice) or "close to the top posts, scored lower"),
+                highlight=False,
+                soft_wrap=True,
+            )
 
 
 @app.command("alerts")

@@ -9,15 +9,18 @@ in every answer and every plot.
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
 from contentforge.analytics import plots
 from contentforge.analytics.learn import AccountLearning, LearnConfig, learn_account
 from contentforge.analytics.learning_cache import LearningCache, data_digest
+from contentforge.analytics.planned import planned_frame, predict_planned
 from contentforge.db.analytics import AnalyticsStore
+from contentforge.domain.models import ID_PATTERN
 from contentforge_api.errors import ApiError
 from contentforge_api.responses import AUTH, documented
 from contentforge_api.state import Reader, State
@@ -144,6 +147,82 @@ def account_plot(
             404, f"no {name} plot: {learning.model.evaluation.reason if learning.model else 'no model'}"
         )
     return Response(image, media_type="image/png", headers={"Cache-Control": "private, max-age=60"})
+
+
+@router.get("/analytics/batches/{batch_id}/predictions", responses=documented(AUTH, 404))
+def batch_predictions(
+    state: State,
+    _identity: Reader,
+    batch_id: Annotated[str, Path(pattern=ID_PATTERN)],
+    platform: Annotated[str | None, Query(pattern=PLATFORMS)] = None,
+) -> dict[str, Any]:
+    """Predicted engagement per planned piece (1.0 = the account's typical post) and recorded covers.
+
+    Without a usable engagement model there are no predictions, and ``model.reason`` says why
+    (no metrics yet, too little history, or it does not beat the account's median). ``platform``
+    defaults to the batch's. Covers are those ``contentforge analytics covers`` recorded.
+    """
+    repo = state.repo
+    pieces = repo.pieces(batch_id=batch_id)
+    if not pieces:
+        raise ApiError(404, f"no pieces in batch {batch_id!r}")
+    platform = platform or repo.platform_of_batch(batch_id) or "instagram"
+    account = pieces[0].persona_id
+    store = _store(state)
+    covers = {}
+    for piece in pieces:
+        cover = (store.feedback_of(piece.id) or {}).get(f"cover:{platform}")
+        if cover is not None:
+            covers[piece.id] = cover
+    answer: dict[str, Any] = {
+        "batch_id": batch_id, "account": account, "platform": platform, "predictions": {}, "covers": covers,
+    }  # fmt: skip
+    if not any(a.account == account and a.platform == platform for a in store.accounts()):
+        reason = f"no metrics for {account!r} on {platform} yet: collect or import some first"
+        return answer | {"model": {"usable": False, "reason": reason, "simulated": False}}
+    learning = _learn(state, platform, account)
+    model = learning.model
+    usable = model is not None and model.evaluation.usable
+    answer["model"] = {
+        "usable": usable,
+        "reason": model.evaluation.reason if model is not None else "no model trained",
+        "simulated": learning.simulated,
+    }
+    if model is None or not usable:
+        return answer
+    scheduled = {
+        row.piece_id: row.scheduled_for
+        for row in state.services.ledger.list(platform=platform, batch_id=batch_id, limit=None)
+        if row.scheduled_for is not None
+    }
+    persona = repo.get_persona(account)
+    frame = planned_frame(
+        pieces, platform=platform, timezone=persona.timezone if persona is not None else "UTC",
+        when_for=scheduled, default_when=datetime.now(UTC), image_for=_stored_image(state),
+    )  # fmt: skip
+    answer["predictions"] = {
+        p.piece_id: {
+            "predicted": None if p.predicted is None else round(p.predicted, 3),
+            "when": p.when.isoformat(),
+            "scheduled": p.piece_id in scheduled,
+            "hook_style": p.hook_style,
+        }
+        for p in predict_planned(model, frame)
+    }
+    return answer
+
+
+def _stored_image(state: State) -> Any:
+    """``storage.get`` that gives None for an image gone from storage (the piece is still predicted)."""
+    storage = state.storage()
+
+    def get(key: str) -> bytes | None:
+        try:
+            return storage.get(key)
+        except (OSError, KeyError):
+            return None
+
+    return get
 
 
 @router.get("/analytics/alerts", responses=documented(AUTH))
