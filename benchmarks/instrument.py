@@ -2,7 +2,9 @@
 
 Used inside the benchmark's batch processes (``benchmarks/orchestration.py``). API calls are counted
 at httpx's ``send``, which every Prefect client request passes through (the sync and async clients,
-retries included); only requests to ``PREFECT_API_URL`` count. Events (task-run state changes travel
+retries included); only requests to ``PREFECT_API_URL`` count, and answers of 400 or more are counted
+apart by status (a SQLite-backed server answers a write it could not lock with 503, and the client
+then backs off for seconds before it retries). Events (task-run state changes travel
 as events over a websocket in Prefect 3, and the server writes each one) are counted apart, by name,
 at ``EventsClient.emit``. Memory is the process's resident set (``/proc/self/statm``), sampled on a thread.
 """
@@ -31,15 +33,29 @@ class ApiCallCounter:
         self._api = httpx.URL(api_url)
         self._lock = threading.Lock()
         self.calls: Counter[str] = Counter()
+        self.errors: Counter[str] = Counter()
         self.events: Counter[str] = Counter()
 
-    def record(self, request: httpx.Request) -> None:
+    def _endpoint(self, request: httpx.Request) -> str | None:
+        """``METHOD /path`` with ids as ``{id}``; None for a request that is not to the Prefect API."""
         url = request.url
         if (url.host, url.port) != (self._api.host, self._api.port):
-            return
+            return None
         path = url.path.removeprefix(self._api.path.rstrip("/"))
-        with self._lock:
-            self.calls[f"{request.method} {_ID.sub('{id}', path)}"] += 1
+        return f"{request.method} {_ID.sub('{id}', path)}"
+
+    def record(self, request: httpx.Request) -> None:
+        endpoint = self._endpoint(request)
+        if endpoint is not None:
+            with self._lock:
+                self.calls[endpoint] += 1
+
+    def record_answer(self, request: httpx.Request, response: httpx.Response) -> None:
+        """Count an error answer (status >= 400) as ``STATUS METHOD /path``."""
+        endpoint = self._endpoint(request)
+        if endpoint is not None and response.status_code >= 400:
+            with self._lock:
+                self.errors[f"{response.status_code} {endpoint}"] += 1
 
     def install(self) -> None:
         """Wrap ``send`` of httpx's sync and async clients (Prefect's clients subclass both)."""
@@ -48,13 +64,17 @@ class ApiCallCounter:
 
         def send(self: httpx.Client, request: httpx.Request, *args: Any, **kwargs: Any) -> httpx.Response:
             counter.record(request)
-            return sync_send(self, request, *args, **kwargs)
+            response = sync_send(self, request, *args, **kwargs)
+            counter.record_answer(request, response)
+            return response
 
         async def asend(
             self: httpx.AsyncClient, request: httpx.Request, *args: Any, **kwargs: Any
         ) -> httpx.Response:
             counter.record(request)
-            return await async_send(self, request, *args, **kwargs)
+            response = await async_send(self, request, *args, **kwargs)
+            counter.record_answer(request, response)
+            return response
 
         httpx.Client.send = send  # type: ignore[method-assign]
         httpx.AsyncClient.send = asend  # type: ignore[method-assign]
@@ -73,6 +93,7 @@ class ApiCallCounter:
     def reset(self) -> None:
         with self._lock:
             self.calls.clear()
+            self.errors.clear()
             self.events.clear()
 
 
@@ -105,14 +126,33 @@ class RssSampler:
                 return
 
 
-def write_stats(path: Path, counter: ApiCallCounter, sampler: RssSampler) -> None:
-    """The process's figures for the benchmark's parent process to read."""
+def cpu_seconds(pid: int | None = None) -> float | None:
+    """CPU time (user + system) a process has used so far: this one, or ``pid`` (None if unreadable).
+
+    CPU time, unlike wall time, hardly moves with how busy other engineers keep a shared machine, so it
+    measures what orchestration costs: the batch processes' Prefect bookkeeping and the server's work.
+    """
+    if pid is None:
+        times = os.times()
+        return times.user + times.system
+    try:
+        with open(f"/proc/{pid}/stat") as stat:
+            fields = stat.read().rsplit(")", 1)[1].split()
+    except OSError:
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime
+
+
+def write_stats(path: Path, counter: ApiCallCounter, sampler: RssSampler, cpu_s: float | None = None) -> None:
+    """The process's figures for the benchmark's parent process to read (``cpu_s``: the batch's CPU)."""
     peak_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # kilobytes on Linux
     path.write_text(
         json.dumps(
             {
+                "cpu_s": None if cpu_s is None else round(cpu_s, 3),
                 "api_calls": sum(counter.calls.values()),
                 "api_calls_by_endpoint": dict(counter.calls.most_common()),
+                "api_errors_by_status": dict(counter.errors.most_common()),
                 "events_by_name": dict(counter.events.most_common()),
                 "peak_rss_mb": round(peak_kb / 1024, 1),
                 "rss_samples": sampler.samples,

@@ -43,6 +43,22 @@ def is_healthy(api_url: str, timeout: float = 2.0) -> bool:
         return False
 
 
+SQLITE_SERVER_SETTINGS = {
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_BATCH_SIZE": "10",
+    "PREFECT_SERVER_SERVICES_TASK_RUN_RECORDER_FLUSH_INTERVAL": "1",
+}
+"""Record task-run states ten at a time (or after a second), on the SQLite-backed server.
+
+Why: SQLite takes one writer at a time, and Prefect's task-run recorder writes every task-run state
+change (three per task) in a transaction of its own by default: three batches of 50 pieces made some
+25 a second, each one a turn at the write lock that slot requests, flow-run creations and artifact
+updates wait for too (``contentforge_cli/sqlite_server.py`` makes them wait rather than fail). Ten at a
+time, a busy server writes them in a tenth of the transactions, while a quiet one shows a task's state
+at most a second late (a state read through the API, such as a GPU task worker's, lags as much).
+A PostgreSQL-backed server takes concurrent writers and keeps Prefect's defaults.
+"""
+
+
 def server_environment(prefect_home: Path, database_url: str | None = None) -> dict[str, str]:
     """Environment for the server process: its own PREFECT_HOME, no telemetry, optionally PostgreSQL.
 
@@ -57,8 +73,22 @@ def server_environment(prefect_home: Path, database_url: str | None = None) -> d
     )
     if database_url:
         env["PREFECT_API_DATABASE_CONNECTION_URL"] = database_url
+    else:
+        for name, value in SQLITE_SERVER_SETTINGS.items():
+            env.setdefault(name, value)  # what the user set for the server wins
     env.pop("PREFECT_API_URL", None)
     return env
+
+
+def server_command(database_url: str | None) -> list[str]:
+    """``prefect server start``; on SQLite through ``contentforge_cli.sqlite_server``, whose write
+    transactions wait for the lock instead of failing with "database is locked" (it says why)."""
+    if not database_url:
+        return [sys.executable, "-m", "contentforge_cli.sqlite_server"]
+    prefect_cli = Path(sys.executable).with_name("prefect")
+    if prefect_cli.exists():
+        return [str(prefect_cli), "server", "start"]
+    return [sys.executable, "-m", "prefect", "server", "start"]
 
 
 def ensure_server(
@@ -77,12 +107,8 @@ def ensure_server(
         return LocalServer(api_url, ui_url, pid, started=False)
     prefect_home.mkdir(parents=True, exist_ok=True)
     log = (prefect_home / "server.log").open("ab")
-    prefect_cli = Path(sys.executable).with_name("prefect")
-    command = [str(prefect_cli) if prefect_cli.exists() else sys.executable, "server", "start"]
-    if not prefect_cli.exists():
-        command[1:1] = ["-m", "prefect"]
     process = subprocess.Popen(
-        [*command, "--host", host, "--port", str(port)],
+        [*server_command(database_url), "--host", host, "--port", str(port)],
         env=server_environment(prefect_home, database_url),
         stdout=log,
         stderr=subprocess.STDOUT,
