@@ -32,7 +32,7 @@ from contentforge.catalog import load_templates, select_templates
 from contentforge.config import Settings
 from contentforge.db import PieceRow, PlannedPiece, Repository
 from contentforge.db.analytics import AnalyticsStore
-from contentforge.domain import HookStyle, Persona, PieceStatus, Platform, Template
+from contentforge.domain import HookStyle, LoraSpec, Persona, PieceStatus, Platform, Template
 from contentforge.domain.binding import image_sha256, judged_hash, judged_texts
 from contentforge.errors import ContentForgeError, InvalidInput
 from contentforge.faults import fault_point
@@ -121,8 +121,12 @@ def image_request_for(piece: PieceRow, persona: Persona, settings: Settings) -> 
     """The request for a piece; a persona LoRA ``registry:<name>`` is resolved through the registry.
 
     The registry's trigger word replaces the one the prompt was planned with (the persona's own, or
-    ``TOK_<id>``) at the start of the prompt, or goes first if the prompt does not have it.
+    ``TOK_<id>``) at the start of the prompt, or goes first if the prompt does not have it. A piece an
+    AUTO or ASSISTED batch planned (``db.piece_plans``) is generated with exactly its plan.
     """
+    chosen = mode_planned_request(piece)
+    if chosen is not None:
+        return chosen
     prompt, lora = piece.prompt, persona.lora
     if lora is not None and registry_name(lora) is not None:
         lora = resolve_persona_lora(lora, settings)
@@ -140,6 +144,26 @@ def image_request_for(piece: PieceRow, persona: Persona, settings: Settings) -> 
         width=settings.image_width,
         height=settings.image_height,
         loras=(lora,) if lora else (),
+    )
+
+
+def mode_planned_request(piece: PieceRow) -> ImageRequest | None:
+    """The request an AUTO or ASSISTED batch chose for a piece not yet generated; None for MANUAL pieces
+    (their generation columns stay NULL until the image is recorded)."""
+    # getattr: callers that build a request from a bare prompt and seed (test doubles) have no plan.
+    steps: int | None = getattr(piece, "steps", None)
+    if steps is None or piece.generation_record is not None or piece.width is None:
+        return None
+    return ImageRequest(
+        prompt=piece.prompt,
+        negative_prompt=piece.negative_prompt,
+        seed=piece.seed,
+        steps=steps,
+        guidance_scale=piece.guidance_scale or 0.0,
+        width=piece.width,
+        height=piece.height or piece.width,
+        loras=tuple(LoraSpec.model_validate(lora) for lora in piece.loras or ()),
+        scheduler=getattr(piece, "scheduler", None),  # a request's own (piece_requests, variations)
     )
 
 
@@ -227,6 +251,8 @@ def store_piece(
     charge_generation(piece, timed, repo)  # paid for now, even if storing fails or the process dies
     record = timed.generated.stored_record()  # with this run's load/denoise/decode timings
     record = record.model_copy(update={"extra": {**record.extra, GENERATION_ID: timed.generation_id}})
+    if mode_planned_request(piece) is not None:  # what AUTO or ASSISTED chose, and why, in one line
+        record = record.model_copy(update={"extra": {**record.extra, **piece_decision(repo, piece)}})
     png = png_with_provenance(timed.generated.image, record)
     if c2pa_credentials is not None:
         png = sign_c2pa(png, "image/png", *c2pa_credentials, title=f"ContentForge piece {piece.id}")
@@ -250,6 +276,16 @@ def store_piece(
     return GenerationOutcome(
         piece.id, stored.key, stored.url, timed.seconds, timed.generated.cost_usd, stored.written
     )
+
+
+def piece_decision(repo: Repository, piece: PieceRow) -> dict[str, str]:
+    """The record's ``mode`` and ``decision`` for a piece its batch's mode planned (``models.explain``);
+    nothing for a piece planned with an exact request otherwise (a variation)."""
+    from contentforge.db.piece_plans import PiecePlans
+    from contentforge.models.explain import DECISION_KEY, MODE_KEY
+
+    found = PiecePlans(repo.sessions).decision_of(piece.batch_id, piece.id)
+    return {} if found is None else {MODE_KEY: found[0], DECISION_KEY: found[1]}
 
 
 def charge_generation(piece: PieceRow, timed: TimedImage, repo: Repository) -> bool:

@@ -41,6 +41,9 @@ class BatchRequest:
     seed: int
     include_hooks: bool = True
     safety_check: bool = True
+    mode: str = "manual"
+    """``manual`` (the settings' parameters, as before modes), ``auto`` (recommended LoRAs and
+    parameters per piece) or ``assisted`` (the recommendation, approved or edited before generation)."""
 
 
 def validate_batch_request(
@@ -55,13 +58,18 @@ def validate_batch_request(
     include_hooks: bool = True,
     safety_check: bool = True,
     batch_id: str | None = None,
+    mode: str = "manual",
 ) -> BatchRequest:
     """Check every input and return the request, or raise ``InvalidInput`` naming the problem.
 
     Nothing is written until every check has passed: a persona named by a file is saved last, so a
     request refused for any reason leaves the database as it was. ``batch_id`` (resume or name a
-    batch) must be a valid new id, or an existing batch of the same persona.
+    batch) must be a valid new id, or an existing batch of the same persona. ``mode``: manual, auto
+    or assisted.
     """
+    from contentforge.models.modes import check_batch_mode
+
+    check_batch_mode(mode)
     if isinstance(num_pieces, bool) or not isinstance(num_pieces, int) or not 1 <= num_pieces <= MAX_PIECES:
         raise InvalidInput(f"num_pieces must be between 1 and {MAX_PIECES}, got {shown(num_pieces)}")
     if isinstance(seed, bool) or not isinstance(seed, int) or not 0 <= seed < 2**32:
@@ -88,7 +96,7 @@ def validate_batch_request(
     build_image_backend(settings)
     if from_file:
         repo.upsert_persona(found)  # last: raises InvalidPersona if another persona has its name
-    return BatchRequest(found, num_pieces, chosen_platform, mix, seed, include_hooks, safety_check)
+    return BatchRequest(found, num_pieces, chosen_platform, mix, seed, include_hooks, safety_check, mode)
 
 
 def _check_batch_target(

@@ -79,6 +79,13 @@ def batch_summary_markdown(
                 "|---|---|",
                 *(f"| {k} | {v:.2f} |" for k, v in overlapping.items()),
             ]
+    explained = [p for p in pieces if decision_of(p)]
+    if explained:  # an AUTO or ASSISTED batch: what was chosen for each piece, and why
+        lines += [
+            "",
+            "## LoRAs and parameters chosen",
+            *(f"- `{p.id}`: {decision_of(p)}" for p in explained[:50]),
+        ]
     failed = [p for p in pieces if p.error]
     if failed:
         lines += ["", "## Failed pieces", *(f"- `{p.id}`: {p.error}" for p in failed[:20])]
@@ -105,6 +112,13 @@ def batch_summary_table(pieces: Sequence[PieceRow]) -> list[dict[str, Any]]:
             "cost_usd": round(p.cost_usd or 0.0, 4),
             "hooks": len(p.hooks),
             "url": p.url or "",
+            **({"decision": decision_of(p)} if decision_of(p) else {}),
         }
         for p in pieces
     ]
+
+
+def decision_of(piece: PieceRow) -> str:
+    """What an AUTO or ASSISTED batch chose for the piece and why (``models.explain``); "" for MANUAL."""
+    extra = (piece.generation_record or {}).get("extra") or {}
+    return str(extra.get("decision") or "")

@@ -1,11 +1,15 @@
-"""AUTO and MANUAL for one generation: what the user set, or what the recommender and optimizer chose.
+"""MANUAL, AUTO and ASSISTED: what the user set, or what the recommender and optimizer chose.
 
 MANUAL (the default, as every batch before modes) uses exactly the request's values and the settings'
 defaults for the rest, and adds nothing to the record, so its fingerprint is what it always was. AUTO
 applies the recommended LoRAs (installed registry LoRAs of the model's family) and the optimizer's
 parameters; anything the user set explicitly still wins. The explanation goes into the record's
 ``extra`` (``decision``, ``mode``), so the image's provenance says why it looks the way it does.
-ASSISTED (a Prefect pause for approval) belongs to the flows and is not offered here.
+
+For a batch, ``Advisor`` is built once (candidates, feedback, the embedder) and advises each piece
+(``advise``), keeping the persona's own LoRA. ASSISTED shows those plans to a person first: the
+Prefect pause itself belongs to the flows; ``edited_plan`` here checks and applies what they changed
+(``checked_params`` for the parameters, known LoRA names only), in one ``InvalidInput`` line.
 """
 
 from __future__ import annotations
@@ -13,7 +17,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from contentforge.config import Settings
-from contentforge.db.registry import ModelRegistry
+from contentforge.db.registry import FeedbackScore, ModelRegistry
 from contentforge.db.sessions import SessionPolicy
 from contentforge.domain import GenerationRecord, LoraSpec
 from contentforge.errors import InvalidInput
@@ -23,6 +27,7 @@ from contentforge.models.recommender import LoraCandidate
 from contentforge.models.requests import apply_params, checked_params
 
 MODES: tuple[str, ...] = ("manual", "auto")
+BATCH_MODES: tuple[str, ...] = ("manual", "auto", "assisted")
 
 
 @dataclass(frozen=True)
@@ -69,68 +74,220 @@ def plan_single(
     )
     if mode == "manual":
         return SinglePlan("manual", apply_params(base, params))
-    from contentforge.models.embeddings import default_embedder
-    from contentforge.models.optimizer import optimize, platform_aspect
-    from contentforge.models.recommender import recommend
-
-    aspect, aspect_reason = platform_aspect(platform)
-    tiny = settings.image_profile == "tiny"
-    choice = optimize(
-        family,
-        priority,
-        aspect=aspect,
-        aspect_reason=aspect_reason,
-        feedback=registry.feedback("param") if registry is not None else None,
-        # The tiny offline pipelines are made for small images and a few steps.
-        pixels=settings.image_width * settings.image_height if tiny else None,
-        steps_range=(2, 4, 8) if tiny else None,
-    )
-    candidates: list[LoraCandidate] = []
-    feedback = None
-    if registry is not None:
-        candidates = [
-            LoraCandidate(
-                name=m.name,
-                family=m.family,
-                source=m.path,
-                description=m.description,
-                tags=m.tags,
-                trigger_words=m.trigger_words,
-                recommended_weight=m.recommended_weight or 0.8,
-                rating=m.rating,
-            )
-            for m in registry.list_models(kind="lora", family=family)
-        ]
-        feedback = registry.feedback("lora")
-    candidates += yaml_candidates(settings, family, {c.name for c in candidates})
-    recommendation = recommend(
-        prompt,
-        candidates,
-        family,
-        default_embedder(),
-        max_count=settings.lora_max_count,
-        weight_cap=settings.lora_weight_cap,
-        feedback=feedback,
-    )
-    loras = tuple(
-        LoraSpec(source=s.candidate.source, weight_name=s.candidate.weight_name, scale=s.weight)
-        for s in recommendation.chosen
-    )
-    triggers = [w for s in recommendation.chosen for w in s.candidate.trigger_words[:1] if w not in prompt]
-    auto = base.model_copy(
-        update={
-            "prompt": ", ".join([*triggers, base.prompt]),
-            "steps": choice.steps,
-            "guidance_scale": choice.guidance_scale,
-            "width": choice.width,
-            "height": choice.height,
-            "loras": loras,
-        }
-    )
-    if registry is not None and recommendation.chosen:
-        registry.touch([s.candidate.name for s in recommendation.chosen])
+    advisor = Advisor.build(settings, registry, priority=priority, platform=platform)
+    auto = advisor.advise(base, prompt)
     explicit = params.model_copy(update={"prompt": None})  # the prompt now carries the trigger words
-    return SinglePlan("auto", apply_params(auto, explicit), explain(recommendation, choice))
+    return SinglePlan("auto", apply_params(auto.request, explicit), auto.explanation)
+
+
+def check_batch_mode(mode: object) -> str:
+    """The batch's mode, or one ``InvalidInput`` line before any work."""
+    if mode not in BATCH_MODES:
+        raise InvalidInput(f"mode {mode!r}: use manual, auto or assisted")
+    return str(mode)
+
+
+@dataclass(frozen=True)
+class PiecePlan:
+    """What AUTO (or an ASSISTED reviewer) chose for one piece, with the LoRAs' names for people."""
+
+    request: ImageRequest
+    explanation: str
+    lora_names: tuple[str, ...] = ()
+    """One per ``request.loras``: the registry name, or the file's name for a LoRA outside it."""
+
+
+@dataclass
+class Advisor:
+    """Recommends LoRAs and parameters for many prompts of one model family, built once per batch.
+
+    Why a class: the candidates, the learned feedback and the sentence-embedding model are read once,
+    not once per piece.
+    """
+
+    settings: Settings
+    family: str
+    candidates: list[LoraCandidate]
+    registry: ModelRegistry | None
+    priority: str = "balanced"
+    platform: str | None = None
+    lora_feedback: dict[str, FeedbackScore] | None = None
+    param_feedback: dict[str, FeedbackScore] | None = None
+
+    @classmethod
+    def build(
+        cls,
+        settings: Settings,
+        registry: ModelRegistry | None,
+        *,
+        priority: str = "balanced",
+        platform: str | None = None,
+    ) -> Advisor:
+        family = configured_family(settings)
+        candidates: list[LoraCandidate] = []
+        if registry is not None:
+            candidates = [
+                LoraCandidate(
+                    name=m.name,
+                    family=m.family,
+                    source=m.path,
+                    description=m.description,
+                    tags=m.tags,
+                    trigger_words=m.trigger_words,
+                    recommended_weight=m.recommended_weight or 0.8,
+                    rating=m.rating,
+                )
+                for m in registry.list_models(kind="lora", family=family)
+            ]
+        candidates += yaml_candidates(settings, family, {c.name for c in candidates})
+        return cls(
+            settings,
+            family,
+            candidates,
+            registry,
+            priority,
+            platform,
+            registry.feedback("lora") if registry is not None else None,
+            registry.feedback("param") if registry is not None else None,
+        )
+
+    def advise(self, base: ImageRequest, prompt: str) -> PiecePlan:
+        """``base`` with the recommended LoRAs (its own first LoRA, the persona's, kept) and parameters.
+
+        ``prompt`` is what is analysed (the piece's prompt, without the persona's trigger word).
+        """
+        from contentforge.models.embeddings import default_embedder
+        from contentforge.models.optimizer import optimize, platform_aspect
+        from contentforge.models.recommender import recommend
+
+        settings = self.settings
+        aspect, aspect_reason = platform_aspect(self.platform)
+        tiny = settings.image_profile == "tiny"
+        choice = optimize(
+            self.family,
+            self.priority,
+            aspect=aspect,
+            aspect_reason=aspect_reason,
+            feedback=self.param_feedback,
+            # The tiny offline pipelines are made for small images and a few steps.
+            pixels=settings.image_width * settings.image_height if tiny else None,
+            steps_range=(2, 4, 8) if tiny else None,
+        )
+        own = base.loras[0] if base.loras else None
+        own_candidate = None
+        if own is not None:
+            own_candidate = LoraCandidate(
+                name=self._name_of(own.source),
+                family=self.family,
+                source=own.source,
+                weight_name=own.weight_name,
+                recommended_weight=own.scale,
+            )
+        recommendation = recommend(
+            prompt,
+            self.candidates,
+            self.family,
+            default_embedder(),
+            max_count=self.settings.lora_max_count,
+            weight_cap=self.settings.lora_weight_cap,
+            feedback=self.lora_feedback,
+            persona_lora=own_candidate,
+            persona_weight=own.scale if own is not None else None,
+        )
+        loras = tuple(
+            own.model_copy(update={"scale": s.weight})
+            if s.kept and own is not None
+            else LoraSpec(source=s.candidate.source, weight_name=s.candidate.weight_name, scale=s.weight)
+            for s in recommendation.chosen
+        )
+        triggers = [
+            w
+            for s in recommendation.chosen
+            if not s.kept
+            for w in s.candidate.trigger_words[:1]
+            if w not in base.prompt
+        ]
+        request = base.model_copy(
+            update={
+                "prompt": ", ".join([*triggers, base.prompt]),
+                "steps": choice.steps,
+                "guidance_scale": choice.guidance_scale,
+                "width": choice.width,
+                "height": choice.height,
+                "loras": loras,
+            }
+        )
+        if self.registry is not None and recommendation.chosen:
+            self.registry.touch([s.candidate.name for s in recommendation.chosen if not s.kept])
+        names = tuple(s.candidate.name for s in recommendation.chosen)
+        return PiecePlan(request, explain(recommendation, choice), names)
+
+    def _name_of(self, source: str) -> str:
+        for candidate in self.candidates:
+            if candidate.source == source:
+                return candidate.name
+        return source.rsplit("/", 1)[-1].removesuffix(".safetensors")
+
+    def lora_named(self, name: str, scale: float, plan: PiecePlan) -> LoraSpec:
+        """The LoRA a reviewer names: one of the plan's own, or an installed one of the model's family."""
+        for known, spec in zip(plan.lora_names, plan.request.loras, strict=True):
+            if known == name:
+                return spec.model_copy(update={"scale": scale})
+        for candidate in self.candidates:
+            if candidate.name == name:
+                return LoraSpec(source=candidate.source, weight_name=candidate.weight_name, scale=scale)
+        known_names = sorted({*plan.lora_names, *(c.name for c in self.candidates)})
+        raise InvalidInput(
+            f"LoRA {name!r} is not installed for {self.family} (known: {', '.join(known_names) or 'none'})"
+        )
+
+
+def edited_plan(
+    advisor: Advisor, plan: PiecePlan, loras: list[tuple[str, float]], **values: object
+) -> PiecePlan:
+    """``plan`` with a reviewer's edit: LoRAs (name, weight) and parameters, checked before any work.
+
+    A changed value is checked by ``checked_params`` for the model's family and a LoRA must be known
+    (one the plan had, or an installed LoRA of the family); anything wrong is one ``InvalidInput`` line.
+    A LoRA added by name brings its trigger word into the prompt, as AUTO does.
+    """
+    params = checked_params(advisor.family, **values)
+    specs = []
+    for name, weight in loras:
+        if not -4.0 <= weight <= 4.0:
+            raise InvalidInput(f"LoRA {name!r} weight {weight:g}: use -4 to 4")
+        specs.append(advisor.lora_named(name, weight, plan))
+    prompt = plan.request.prompt
+    for name, _ in loras:
+        if name in plan.lora_names:
+            continue
+        triggers = [c.trigger_words[0] for c in advisor.candidates if c.name == name and c.trigger_words]
+        if triggers and triggers[0] not in prompt:
+            prompt = f"{triggers[0]}, {prompt}"
+    request = apply_params(plan.request.model_copy(update={"loras": tuple(specs), "prompt": prompt}), params)
+    if request == plan.request:
+        return plan
+    changed = _changes(plan, request, [name for name, _ in loras])
+    line = f"edited by a reviewer ({changed}); recommended: {plan.explanation}"
+    return PiecePlan(request, line, tuple(name for name, _ in loras))
+
+
+def _changes(plan: PiecePlan, request: ImageRequest, names: list[str]) -> str:
+    before, parts = plan.request, []
+    if [(n, s.scale) for n, s in zip(plan.lora_names, before.loras, strict=True)] != [
+        (n, s.scale) for n, s in zip(names, request.loras, strict=True)
+    ]:
+        shown = ", ".join(f"{n} {s.scale:.2f}" for n, s in zip(names, request.loras, strict=True))
+        parts.append(f"LoRAs {shown or 'none'}")
+    for field_name, label in (
+        ("steps", "steps"),
+        ("guidance_scale", "guidance"),
+        ("width", "width"),
+        ("height", "height"),
+    ):
+        if getattr(before, field_name) != getattr(request, field_name):
+            parts.append(f"{label} {getattr(request, field_name):g}")
+    return ", ".join(parts) or "prompt"
 
 
 def yaml_candidates(settings: Settings, family: str, taken: set[str]) -> list[LoraCandidate]:
