@@ -190,6 +190,35 @@
     }
   }
 
+  // Predicted engagement per planned piece (1.0 = the account's typical post) and the recorded cover,
+  // from the analytics API. Without a usable model the reason is shown instead of a number, so a
+  // reviewer never reads a guess as a prediction. Failing to load it leaves the gallery as it is.
+  // The batch's own platform is the one predicted (the API's default).
+  async function showOutlook() {
+    let outlook;
+    try {
+      outlook = await api("/api/v1/analytics/batches/" + encodeURIComponent(batchId) + "/predictions");
+    } catch (error) { return; }
+    const model = outlook.model || {};
+    const simulated = model.simulated ? " · from simulated data" : "";
+    for (const card of grid.querySelectorAll("article.piece")) {
+      const id = card.dataset.pieceId;
+      const predicted = (outlook.predictions || {})[id];
+      const cover = (outlook.covers || {})[id];
+      const lines = [el("p", { className: "prediction", title: model.reason || "", text: predicted && predicted.predicted != null
+        ? "predicted engagement " + Number(predicted.predicted).toFixed(2) + "× typical"
+          + (predicted.scheduled ? " at its slot" : " if posted now") + simulated
+        : "no prediction: " + (model.reason || "no engagement model") })];
+      if (cover) {
+        const chosen = (cover.candidates || []).find((c) => c.piece_id === cover.chosen) || {};
+        lines.push(el("p", { className: "cover", text: "cover: " + cover.chosen
+          + ((chosen.advice || []).length ? " (" + chosen.advice.join("; ") + ")" : "") }));
+      }
+      card.querySelectorAll(".prediction, .cover").forEach((node) => node.remove());
+      card.append(...lines);
+    }
+  }
+
   async function load(redraw) {
     if (!sessionStorage.getItem(TOKEN_KEY)) { say("Enter the API token to load the batch."); return; }
     try {
@@ -201,6 +230,7 @@
       objectUrls.splice(0).forEach((url) => URL.revokeObjectURL(url));
       grid.replaceChildren(...pieces.map(renderPiece));
       say(pieces.length + " pieces loaded" + (runEnded ? " · " + runEnded : ""));
+      showOutlook();
     } catch (error) {
       if (error.status === 401) sessionStorage.removeItem(TOKEN_KEY);
       say("Could not load the batch: " + error.message);
