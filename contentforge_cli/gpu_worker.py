@@ -9,12 +9,16 @@ worker.
 from __future__ import annotations
 
 import logging
+import os
+import sys
+from pathlib import Path
 from typing import Annotated
 
 import typer
 
 from contentforge_cli import context
 from contentforge_cli.context import console, fail
+from contentforge_cli.stack import Service
 
 app = typer.Typer()
 
@@ -43,3 +47,12 @@ def gpu_worker(
     from tasks.gpu_workers import serve_gpu_worker
 
     serve_gpu_worker(runs)
+
+
+def gpu_worker_service(api_url: str, name: str = "gpu-task-worker", runs: int | None = None) -> Service:
+    """``contentforge gpu-worker`` as a detached service for ``contentforge_cli.stack.start`` and ``stop``."""
+    executable = Path(sys.executable).with_name("contentforge")
+    command = [str(executable) if executable.exists() else "contentforge", "gpu-worker"]
+    if runs:
+        command += ["--runs", str(runs)]
+    return Service(name, command, dict(os.environ, PREFECT_API_URL=api_url))

@@ -72,6 +72,11 @@ CLAIMED = "Claimed"
 SUPERSEDED = "Superseded"
 """The name of the Cancelled state the batch writes on a run whose pieces it sends again."""
 CLAIM_PREFIX = "on GPU worker "
+WORKER_GRACE_S = 10.0
+"""How long a claiming worker may be missing from the server's live task workers before it counts as
+dead: a websocket reconnect takes a few seconds."""
+STUCK_S = 20.0
+"""How long a run stays ``Scheduled`` after a worker vanished before its pieces are sent again."""
 
 
 def worker_id() -> str:
@@ -253,11 +258,8 @@ class GpuWorkFollower:
     priority: str = DEFAULT_PRIORITY
     chunk_pieces: int = 8
     poll_s: float = 1.0
-    grace_s: float = 10.0
-    """How long a claiming worker may be missing from the live task workers before it counts as dead
-    (a websocket reconnect takes a few seconds)."""
-    stuck_s: float = 20.0
-    """How long a run stays ``Scheduled`` after a worker vanished before it is sent again."""
+    grace_s: float = WORKER_GRACE_S
+    stuck_s: float = STUCK_S
     max_attempts: int = 3
     no_worker_warning_s: float = 60.0
     log: Any = field(default=logger)
@@ -448,7 +450,12 @@ def run_on_gpu_workers(batch_id: str, piece_ids: list[str], priority: str = DEFA
     once the batch is stopped in this process (its run is cancelling); its runs are then cancelled.
     """
     follower = GpuWorkFollower(
-        batch_id, priority, chunk_pieces=resources.settings().gpu_task_pieces, log=get_run_logger()
+        batch_id,
+        priority,
+        chunk_pieces=resources.settings().gpu_task_pieces,
+        grace_s=WORKER_GRACE_S,
+        stuck_s=STUCK_S,
+        log=get_run_logger(),
     )
     follower.submit_all(piece_ids)
     return follower.follow()
@@ -475,3 +482,16 @@ def serve_gpu_worker(runs: int | None = None) -> None:
     runs = runs or 2 * resources.dispatcher().max_slots
     logger.info("GPU worker %s: serving %s, %d runs at once", worker_id(), backend.name, runs)
     serve(generate_pieces_on_gpu, limit=runs)
+
+
+def wait_for_workers(count: int, timeout_s: float = 120.0) -> set[str]:
+    """Wait until ``count`` GPU workers are connected to the server; returns their names."""
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while True:
+            live = live_workers(client)
+            if len(live) >= count:
+                return live
+            if time.monotonic() > deadline:
+                raise TimeoutError(f"{len(live)} of {count} GPU workers connected after {timeout_s:.0f} s")
+            time.sleep(0.5)
