@@ -22,12 +22,13 @@ A worker that dies loses nothing that is not retried. A run says in its state wh
 (a ``Claimed`` state: "on GPU worker HOST-PID", Prefect's own name for the task worker); once that
 worker has been gone from the server's live task workers for ``grace_s``, the batch marks the run
 ``Superseded`` and sends its pieces again. A run a dead worker had received but not started is still
-``Scheduled``; after a worker vanished, such a run is sent again once it has waited ``stuck_s``.
+``Scheduled``; after a worker vanished, such a run is sent again once it has waited ``stuck_s`` (if
+it was only queued, the worker that gets it later refuses it).
 Generating again is safe (a stored image is skipped or adopted, charges are keyed: reliability.md),
 and never concurrent: the batch writes ``Superseded`` and then reads the run's states, the worker
 writes ``Claimed`` and then reads them; whichever writes second sees the other's write, so either
-the worker refuses the run (``Superseded``, not retried) or the batch sees a live claim and waits
-for that run instead of sending the pieces again.
+the worker refuses the run (it ends ``Cancelled``, generating nothing) or the batch sees a live
+claim and waits for that run instead of sending the pieces again.
 """
 
 from __future__ import annotations
@@ -50,11 +51,10 @@ from prefect import get_run_logger, tags, task
 from prefect.cache_policies import CachePolicy
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
-from prefect.client.schemas.objects import StateType, TaskRun
+from prefect.client.schemas.objects import StateType
 from prefect.client.schemas.sorting import TaskRunSort
 from prefect.context import TaskRunContext
 from prefect.states import Cancelled, Running, State
-from prefect.tasks import Task
 
 from contentforge.batch import GENERATED, SKIPPED
 from contentforge.domain import PieceStatus
@@ -82,10 +82,6 @@ STUCK_S = 20.0
 def worker_id() -> str:
     """This process as Prefect's task worker names it to the server (``TaskWorker.client_id``)."""
     return f"{socket.gethostname()}-{os.getpid()}"
-
-
-class Superseded(Exception):
-    """The batch sent this run's pieces again (its worker was thought dead): this run must not generate."""
 
 
 class ModelLoads:
@@ -127,37 +123,29 @@ class NeverCached(CachePolicy):
         return None
 
 
-def retry_unless_superseded(task: Task[Any, Any], task_run: TaskRun, state: State[Any]) -> bool:
-    """Retry as the image tasks do (not input errors, not a stopped batch), and never a superseded run."""
-    try:
-        state.result()
-    except Superseded:
-        return False
-    except Exception:
-        return retry_unless_invalid_input(task, task_run, state)
-    return False
-
-
 @task(
     name="generate-pieces-on-gpu-worker",
     task_run_name="gpu-{piece_ids[0]}-x{n}",
     retries=2,
     retry_delay_seconds=[1, 5],
-    retry_condition_fn=retry_unless_superseded,
+    retry_condition_fn=retry_unless_invalid_input,
     cache_policy=NeverCached(),
     persist_result=True,  # a task worker persists results anyway; without it Prefect drops the policy
 )
 def generate_pieces_on_gpu(
     batch_id: str, piece_ids: list[str], n: int = 0, priority: str = DEFAULT_PRIORITY
-) -> dict[str, int]:
+) -> dict[str, int] | State[Any]:
     """Generate and store the pieces' images on this warm worker; returns the count of each outcome.
 
     Each piece that fails on its own is recorded failed; a failure of the run itself (storage down) is
-    raised after every other group is stored, so a retry only redoes what is missing. ``n`` names the run.
+    raised after every other group is stored, so a retry only redoes what is missing. A run the batch
+    superseded ends ``Cancelled`` without generating anything. ``n`` names the run.
     """
     context = TaskRunContext.get()
-    if context is not None:
-        claim_run(context.task_run.id)
+    if context is not None and not claim_run(context.task_run.id):
+        return Cancelled(
+            name=SUPERSEDED, message="superseded: its pieces were sent again, not generated here"
+        )
     MODEL_LOADS.observe(resources.image_backend())
     run_logger = get_run_logger()
     groups, grouped = plan_generation_groups(piece_ids)
@@ -206,8 +194,8 @@ def _store_group(ids: list[str], grouped: bool, priority: str) -> Any:
     return generate_image.fn(ids[0], priority=priority)
 
 
-def claim_run(task_run_id: UUID) -> None:
-    """Name this worker in the run's state, then refuse the run if the batch has superseded it.
+def claim_run(task_run_id: UUID) -> bool:
+    """Name this worker in the run's state; False (refuse the run) if the batch has superseded it.
 
     Forced: an orchestrated Running → Running transition would be renamed ``Rerunning``, losing the name.
     """
@@ -215,8 +203,7 @@ def claim_run(task_run_id: UUID) -> None:
         client.set_task_run_state(
             task_run_id, Running(name=CLAIMED, message=CLAIM_PREFIX + worker_id()), force=True
         )
-        if any(state.name == SUPERSEDED for state in client.read_task_run_states(task_run_id)):
-            raise Superseded(f"task run {task_run_id} was superseded: its pieces were sent again")
+        return not any(state.name == SUPERSEDED for state in client.read_task_run_states(task_run_id))
 
 
 def claimed_by(state: State[Any] | None) -> str | None:
