@@ -10,6 +10,14 @@ Cancellation asks Prefect (``Cancelling``): the worker that runs the job stops i
 flow's ``on_cancellation`` hook (``tasks/run_hooks.py``) marks the batch, drops its queued generations
 and gives its slots back. A run started in-process by the CLI has no worker to act on that, so it is
 refused with a line saying so rather than left ``Cancelling`` for ever.
+
+A batch job reads ``cancelled`` as soon as its work has stopped, not when Prefect gets there: the
+batch flow notices ``Cancelling`` within a second (its watcher), stops its generations and marks its
+batch ``cancelled`` with the lease released, while Prefect only sets the run ``Cancelled`` after its
+runner has killed the process and run the hooks in a fresh interpreter (10 s and more on a loaded
+machine). So a run Prefect still calls ``Cancelling`` whose batch is ``cancelled`` and free is shown
+``cancelled`` (``state_name`` keeps Prefect's word); a job of another type stays ``cancelling`` until
+Prefect finishes.
 """
 
 from __future__ import annotations
@@ -414,7 +422,14 @@ class JobStore:
         error = None
         if status in ("failed", "crashed", "cancelled") and run.state is not None:
             error = run.state.message or run.state.name
-        result, cost = self._batch_facts(subject.batch) if kind in ("batch", "single") else (None, 0.0)
+        result, cost, stopped = (
+            self._batch_facts(subject.batch, run.id) if kind in ("batch", "single") else (None, 0.0, False)
+        )
+        message = note or (run.state.message if run.state else None)
+        if status == "cancelling" and stopped:
+            status = "cancelled"
+            error = run.state.message if run.state else None
+            message = "stopped: its batch is marked cancelled and released; Prefect is still ending the run"
         if kind in STRATEGY_STEP_OF_TYPE:
             cost = self._strategy_cost(STRATEGY_STEP_OF_TYPE[kind], subject, run)
         return Job(
@@ -425,7 +440,7 @@ class JobStore:
             subject=subject,
             status=status,
             state_name=run.state.name if run.state else None,
-            message=note or (run.state.message if run.state else None),
+            message=message,
             progress=progress,
             priority=_priority(run),
             work_queue=run.work_queue_name,
@@ -443,9 +458,14 @@ class JobStore:
             and (run.deployment_id is not None or status == "scheduled"),
         )
 
-    def _batch_facts(self, batch_id: str | None) -> tuple[dict[str, Any] | None, float]:
+    def _batch_facts(self, batch_id: str | None, run_id: UUID) -> tuple[dict[str, Any] | None, float, bool]:
+        """The batch's summary, what it cost, and whether run ``run_id`` stopped working on it.
+
+        Stopped: the batch is ``cancelled``, its lease free, and this run was the last to hold it (a
+        resume that has not taken the batch yet has not stopped anything).
+        """
         if not batch_id:
-            return None, 0.0
+            return None, 0.0, False
         with self.sessions.read() as session:
             batch = session.get(BatchORM, batch_id)
             cost = session.scalar(
@@ -454,9 +474,15 @@ class JobStore:
                 )
             )
             summary = dict(batch.summary) if batch is not None and batch.summary else None
+            stopped = (
+                batch is not None
+                and batch.status == "cancelled"
+                and batch.lease_owner is None
+                and batch.flow_run_id == str(run_id)
+            )
             if batch is not None:
                 summary = {"batch_status": batch.status, **(summary or {})}
-        return summary, float(cost or 0.0)
+        return summary, float(cost or 0.0), stopped
 
     def _strategy_cost(self, step: str, subject: JobSubject, run: FlowRun) -> float:
         """Strategy charges carry their step and subject, not the run: those made while the run ran."""

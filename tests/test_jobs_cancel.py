@@ -13,7 +13,9 @@ the batch is cancelled mid-way (fewer than 50 pieces made), no generation starte
 watcher's tick plus one generation after the run entered Cancelling (stored timestamps against Prefect's
 state history, not a guessed wall-clock bound), nothing is generated 5 s later, the ``image-generation``
 slots are all free, the pieces finished before are kept, and the same batch id resumes and completes.
-How long the worker then takes to set the run Cancelled is Prefect's; it is bounded, not fast.
+The job reads ``cancelled`` at the first read after the batch was released (the jobs view does not
+wait for Prefect); how long the worker then takes to set the run Cancelled is Prefect's: bounded, not
+fast.
 """
 
 from __future__ import annotations
@@ -129,13 +131,20 @@ def test_a_cancelled_batch_stops_at_once_keeps_its_pieces_and_resumes(
         (batch,) = [b for b in resources.repository().latest_batches(limit=50) if b.id == batch_id]
         assert batch.status == "cancelled", (batch, logs())
         assert resources.repository().batch_lease(batch_id) is None, "its lease is released for a resume"
+        # The job reads cancelled at the first read after its batch was released: the view does not
+        # wait for Prefect's worker (state_name says how far Prefect is).
+        prompt = api.get(f"/api/v1/jobs/{job_id}", headers=AUTH).json()
+        assert prompt["status"] == "cancelled", (prompt, logs())
+        job_read_s = (datetime.now(UTC) - asked).total_seconds()
 
         job = _wait_job(api, job_id, {"cancelled"}, timeout_s=90)
-        assert job["status"] == "cancelled", (job, logs())
+        while job["state_name"] != "Cancelled" and (datetime.now(UTC) - asked).total_seconds() < 75:
+            time.sleep(0.25)
+            job = api.get(f"/api/v1/jobs/{job_id}", headers=AUTH).json()
         took = (datetime.now(UTC) - asked).total_seconds()
         # Prefect's part: the process exits, the worker runs the hook and sets Cancelled (10.5 s seen;
         # it imports the flow module first, slow on a loaded 2-core machine). Bounded, not fast.
-        assert took < 75, f"cancelled {took:.1f} s after being asked"
+        assert job["state_name"] == "Cancelled", (f"Prefect: {job['state_name']} {took:.1f} s after", logs())
 
         cancelling = _entered_cancelling(job_id)
         # The stop comes within WATCH_S of Cancelling at the latest (the watcher; the worker's signal is
@@ -155,7 +164,8 @@ def test_a_cancelled_batch_stops_at_once_keeps_its_pieces_and_resumes(
         print(
             f"{stored_when_asked} pieces stored when asked, {len(kept)} when cancelled; last generation "
             f"started {last_start.total_seconds():+.2f} s after Cancelling; batch marked "
-            f"{batch_marked_s:.1f} s and run Cancelled {took:.1f} s after the request"
+            f"{batch_marked_s:.1f} s, job read cancelled {job_read_s:.1f} s and Prefect's run Cancelled "
+            f"{took:.1f} s after the request"
         )
         assert stored_when_asked <= len(kept) < PIECES, "cancelled mid-way: the rest was never generated"
         assert len(starts) == len(kept), "every generation that ran was stored (none thrown away)"

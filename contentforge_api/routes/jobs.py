@@ -123,8 +123,9 @@ async def get_job(state: State, _identity: Reader, job_id: uuid.UUID) -> Job:
 async def cancel_job(state: State, _identity: Writer, job_id: uuid.UUID) -> Job:
     """Cancel through Prefect; finished pieces are kept, and a cancelled batch resumes with its batch id.
 
-    Answers 202 with the job as it is now (``cancelling`` until its worker has stopped it); 409 when it
-    has already ended, or when it runs inside a CLI process that no worker can stop.
+    Answers 202 with the job as it is now (``cancelling`` until its work has stopped: a batch reads
+    ``cancelled`` as soon as its run released the batch, before Prefect's worker has ended the run); 409
+    when it has already ended, or when it runs inside a CLI process that no worker can stop.
     """
     return await _answer(state.jobs.cancel(job_id))
 
