@@ -24,6 +24,7 @@ from contentforge.domain.models import Platform
 from contentforge.domain.strategy import PersonaCandidate
 from flows.approval import wait_for_decision
 from tasks import resources
+from tasks.run_hooks import note_step_end
 from tasks.strategy import propose_persona_candidates, save_personas, store
 
 MIN_SELECTED, MAX_SELECTED = 3, 6
@@ -99,7 +100,7 @@ def apply_selection(
     return chosen, errors
 
 
-@flow(name="create-personas")
+@flow(name="create-personas", on_cancellation=[note_step_end], on_crashed=[note_step_end])
 def create_personas(
     brand: str,
     count: int = 6,

@@ -20,10 +20,11 @@ from prefect.artifacts import create_markdown_artifact
 
 from contentforge.domain.strategy import SocialPost
 from flows.approval import gate_markdown
+from tasks.run_hooks import note_step_end
 from tasks.strategy import derive_posts
 
 
-@flow(name="derive-social-posts")
+@flow(name="derive-social-posts", on_cancellation=[note_step_end], on_crashed=[note_step_end])
 def derive_social_posts(post_id: str, platforms: list[str] | None = None) -> dict[str, Any]:
     """Captions for ``platforms`` (default: the persona's platforms) from blog post ``post_id``."""
     logger = get_run_logger()

@@ -23,6 +23,7 @@ from pydantic import Field
 from contentforge.domain.strategy import Topic
 from flows.approval import gate_markdown, wait_for_decision
 from tasks import resources
+from tasks.run_hooks import note_step_end
 from tasks.strategy import propose_topics, set_topic_status
 
 
@@ -46,7 +47,7 @@ def topics_markdown(persona_id: str, month: str, topics: list[Topic]) -> str:
     return "\n".join(lines)
 
 
-@flow(name="plan-topics")
+@flow(name="plan-topics", on_cancellation=[note_step_end], on_crashed=[note_step_end])
 def plan_topics(
     persona_id: str,
     month: str,

@@ -18,6 +18,7 @@ from prefect.artifacts import create_markdown_artifact
 
 from contentforge.domain.models import slugify
 from contentforge.domain.strategy import DNA_FIELDS, BrandDNA
+from tasks.run_hooks import note_step_end
 from tasks.strategy import research_dna, save_dna
 
 
@@ -41,7 +42,7 @@ def dna_markdown(dna: BrandDNA) -> str:
     return "\n".join(lines)
 
 
-@flow(name="research-brand")
+@flow(name="research-brand", on_cancellation=[note_step_end], on_crashed=[note_step_end])
 def research_brand(
     name: str, urls: list[str] | None = None, documents: list[str] | None = None
 ) -> dict[str, Any]:

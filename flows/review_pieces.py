@@ -25,6 +25,7 @@ from contentforge.moderation.review import ReviewItem
 from contentforge.quality.batch_gate import gate_summary
 from flows.approval import wait_for_decision
 from tasks import resources
+from tasks.run_hooks import note_step_end
 
 
 class PieceDecision(BaseModel):
@@ -68,7 +69,7 @@ def review_markdown(batch_id: str, items: list[ReviewItem], gates: Mapping[str, 
     return "\n".join(lines)
 
 
-@flow(name="review-pieces")
+@flow(name="review-pieces", on_cancellation=[note_step_end], on_crashed=[note_step_end])
 def review_pieces(batch_id: str, timeout_s: int = 3600, poll_interval_s: int = 10) -> dict[str, Any]:
     """Pause for a reviewer's decisions on ``batch_id``'s pieces in ``needs_review`` and apply them."""
     logger = get_run_logger()

@@ -18,9 +18,10 @@ from prefect import flow, get_run_logger
 from prefect.artifacts import create_markdown_artifact
 
 from tasks.publishing import schedule_batch_publications
+from tasks.run_hooks import note_step_end
 
 
-@flow(name="schedule-batch")
+@flow(name="schedule-batch", on_cancellation=[note_step_end], on_crashed=[note_step_end])
 def schedule_batch(
     batch_id: str, platforms: list[str] | None = None, start: datetime | None = None
 ) -> dict[str, Any]:

@@ -23,6 +23,7 @@ from pydantic import Field, ValidationError
 from contentforge.domain.strategy import BlogPost, BlogPostDraft
 from flows.approval import gate_markdown, wait_for_decision
 from tasks import resources
+from tasks.run_hooks import note_step_end
 from tasks.strategy import set_post_status, write_post_draft
 
 
@@ -35,7 +36,7 @@ class BlogApproval(RunInput):
     )
 
 
-@flow(name="write-blog-post")
+@flow(name="write-blog-post", on_cancellation=[note_step_end], on_crashed=[note_step_end])
 def write_blog_post(
     topic_id: str,
     target_pages: int = 5,

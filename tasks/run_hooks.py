@@ -108,3 +108,33 @@ def note_publish_end(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> N
         state.name,
         lease_s,
     )
+
+
+STEP_LEFTOVERS: dict[str, str] = {
+    "research-brand": "the brand DNA is saved in one write at the end, so it is there whole or not at "
+    "all; research the brand again to save it",
+    "create-personas": "personas are saved one by one after the selection, then linked to the brand: a "
+    "run stopped during that save may have saved some without the link; start the step again",
+    "plan-topics": "its proposed topics stay proposed, as after an approval timeout; plan the month "
+    "again for a new decision",
+    "write-blog-post": "its draft stays proposed, as after an approval timeout; write the post again for "
+    "a new decision",
+    "derive-social-posts": "the captions are saved together at the end, so all or none of them are "
+    "there; derive them again",
+    "schedule-batch": "publications already scheduled keep their slots; a rerun schedules the rest and "
+    "nothing twice",
+    "review-pieces": "decisions already applied are kept; pieces without one stay needs_review for the "
+    "next review",
+}
+"""What a strategy, scheduling or review run leaves when it ends Cancelled or Crashed, by flow name."""
+
+
+def note_step_end(flow: Flow[..., Any], flow_run: FlowRun, state: State) -> None:
+    """``on_cancellation``/``on_crashed`` of the strategy, scheduling and review flows: say what is left.
+
+    These flows hold no lease and no slot, and each write they make is whole (one transaction, or
+    idempotent on a rerun), so there is nothing to undo: the job reads Cancelled or Crashed from
+    Prefect, and the run's log says what stays and how to carry on (``STEP_LEFTOVERS``).
+    """
+    left = STEP_LEFTOVERS.get(flow.name, "what it saved so far is kept; run it again to finish")
+    flow_run_logger(flow_run, flow).warning("%s: %s", state.name, left)
