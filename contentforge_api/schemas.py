@@ -113,6 +113,12 @@ class BatchRequest(_Request):
         json_schema_extra={"pattern": BATCH_ID_PATTERN, "maxLength": BATCH_ID_MAX},
     )
     priority: Priority = PRIORITY_FIELD
+    mode: Literal["manual", "auto", "assisted"] = Field(
+        default="manual",
+        description="manual: the settings' LoRAs and parameters (as before modes); auto: recommended per "
+        "piece; assisted: recommended, then the run waits until the plan is accepted or edited "
+        "(GET/POST /jobs/{id}/input) before generating.",
+    )
 
 
 class GenerateRequest(_Request):
@@ -332,6 +338,10 @@ class PieceOut(BaseModel):
     prompt_quality_gate: dict[str, Any] | None = Field(
         default=None, description="The quality gate's verdict on the image prompt; null: not gated."
     )
+    decision: str | None = Field(
+        default=None,
+        description="What an AUTO or ASSISTED batch chose for the piece and why, in one line; null: MANUAL.",
+    )
     image_url: str | None
     hooks: list[HookOut]
     error: str | None
@@ -436,6 +446,9 @@ class ReviewRequest(_Request):
     decision: Literal["approve", "reject"]
     reason: str = Field(default="", max_length=2000)
     tier: Literal["safe", "suggestive", "restricted"] | None = None
+    rating: int | None = Field(
+        default=None, ge=1, le=5, description="1 (bad) to 5 (great): teaches the LoRA and parameter scores."
+    )
 
     @model_validator(mode="after")
     def _reject_needs_reason(self) -> ReviewRequest:
@@ -454,3 +467,19 @@ class ReviewOut(BaseModel):
     status: PieceStatus
     tier: str | None
     created_at: datetime
+    learned: list[str] = Field(
+        default_factory=list, description="The LoRA and parameter scores the decision updated (lora:name…)."
+    )
+
+
+class RatingRequest(_Request):
+    """A 1-5 rating of a generated piece; it counts once per piece and rater."""
+
+    rating: int = Field(ge=1, le=5, description="1 (bad) to 5 (great).")
+
+
+class RatingOut(BaseModel):
+    piece_id: str
+    rating: int
+    rater: str
+    learned: list[str] = Field(description="The LoRA and parameter scores the rating updated (lora:name…).")

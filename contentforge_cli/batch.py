@@ -40,6 +40,7 @@ def _run_batch(settings: Settings, **params: Any) -> dict[str, Any]:
         repo,
         settings,
         **{k: params.get(k) for k in ("persona", "num_pieces", "platform", "tier_mix", "seed", "batch_id")},
+        mode=params.get("mode") or "manual",
     )
     params = {**params, "platform": request.platform.value, "tier_mix": request.tier_mix.model_dump()}
     held = repo.batch_lease(params["batch_id"]) if params.get("batch_id") else None
@@ -47,6 +48,15 @@ def _run_batch(settings: Settings, **params: Any) -> dict[str, Any]:
         # The flow refuses it too (the lease is taken there); saying so here costs no server start.
         raise BatchBusy.held(params["batch_id"], *held)
     server = connect(settings)
+    if params.get("mode") == "assisted":
+        console.print(
+            Text.assemble(
+                "ASSISTED: the run waits before generating until its plan is accepted or edited in the ",
+                ("Prefect UI", "bold"),
+                f" ({server.ui_url}, the run's Resume form) or with POST /api/v1/jobs/<run id>/input.",
+            ),
+            soft_wrap=True,
+        )
     from tasks.bootstrap import ensure_batch_limits
 
     ensure_batch_limits(settings)
@@ -162,6 +172,13 @@ def produce(
             "equal priorities share the slots evenly."
         ),
     ] = "normal",
+    mode: Annotated[
+        str,
+        typer.Option(
+            help="manual: the settings' LoRAs and parameters; auto: recommended per piece; assisted: "
+            "recommended, then accepted or edited in the Prefect UI before generating."
+        ),
+    ] = "manual",
 ) -> None:
     """Produce a batch for a persona."""
     _run_batch(
@@ -176,6 +193,7 @@ def produce(
         batch_id=batch_id,
         wait_for_runner_s=wait,
         priority=priority,
+        mode=mode,
     )
 
 

@@ -1,4 +1,8 @@
-"""``contentforge review``: pieces waiting for a human decision, approved or rejected with a reason."""
+"""``contentforge review``: pieces waiting for a human decision, approved or rejected with a reason.
+
+A decision, and a 1-5 rating (``--rating`` or ``review rate``), also teach the recommender: the piece's
+LoRAs and parameter values get the approval, rejection or rating (``contentforge models learned``).
+"""
 
 from __future__ import annotations
 
@@ -10,6 +14,7 @@ from rich.table import Table
 from contentforge_cli import context
 from contentforge_cli.context import console
 
+RATING_OPTION = typer.Option(min=1, max=5, help="Also rate the piece 1 (bad) to 5 (great).")
 app = typer.Typer(help="Pieces waiting for a human decision (status needs_review).", no_args_is_help=True)
 
 
@@ -48,13 +53,16 @@ def review_approve(
     tier: Annotated[
         str | None, typer.Option(help="safe, suggestive or restricted; default the policy's.")
     ] = None,
+    rating: Annotated[int | None, RATING_OPTION] = None,
 ) -> None:
     """Approve a piece: it becomes ready (publishable on the platforms its tier allows)."""
     from contentforge.validation import check_piece_id
 
     check_piece_id(piece)
     context.review_queue().approve(piece, reviewer=reviewer, reason=reason, tier=tier)
-    console.print(f"{piece}: approved by {reviewer}")
+    console.print(
+        f"{piece}: approved by {reviewer}{_learned(piece, True, reviewer, rating)}", highlight=False
+    )
 
 
 @app.command("reject")
@@ -62,10 +70,56 @@ def review_reject(
     piece: Annotated[str, typer.Argument(help="Piece id.")],
     reviewer: Annotated[str, typer.Option(help="Who decides.")],
     reason: Annotated[str, typer.Option(help="Why; required.")],
+    rating: Annotated[int | None, RATING_OPTION] = None,
 ) -> None:
     """Reject a piece: it is never published; the reason is recorded."""
     from contentforge.validation import check_piece_id
 
     check_piece_id(piece)
     context.review_queue().reject(piece, reviewer=reviewer, reason=reason)
-    console.print(f"{piece}: rejected by {reviewer}")
+    console.print(
+        f"{piece}: rejected by {reviewer}{_learned(piece, False, reviewer, rating)}", highlight=False
+    )
+
+
+@app.command("rate")
+def review_rate(
+    piece: Annotated[str, typer.Argument(help="Piece id.")],
+    rating: Annotated[int, typer.Option(min=1, max=5, help="1 (bad) to 5 (great).")],
+    reviewer: Annotated[str, typer.Option(help="Who rates; a rating counts once per piece and reviewer.")],
+) -> None:
+    """Rate a generated piece 1-5: its LoRAs' and parameters' scores move for the next recommendation."""
+    from contentforge.db import RecordNotFound
+    from contentforge.db.piece_ratings import PieceRatings
+    from contentforge.db.registry import ModelRegistry
+    from contentforge.models.feedback import rate_piece
+    from contentforge.validation import check_piece_id
+
+    check_piece_id(piece)
+    repo = context.repository()
+    row = repo.get_piece(piece)
+    if row is None:
+        raise RecordNotFound(f"no piece with id {piece!r}")
+    learned = rate_piece(ModelRegistry(repo.sessions), PieceRatings(repo.sessions), row, reviewer, rating)
+    console.print(f"{piece}: rated {rating} by {reviewer}; learned for {', '.join(learned)}", highlight=False)
+
+
+def _learned(piece: str, approved: bool, reviewer: str, rating: int | None) -> str:
+    """Credit the decision (and rating) to the piece's LoRAs and parameters; returns what was learned."""
+    from contentforge.db.piece_ratings import PieceRatings
+    from contentforge.db.registry import ModelRegistry
+    from contentforge.models.feedback import review_feedback
+
+    repo = context.repository()
+    row = repo.get_piece(piece)
+    if row is None:
+        return ""
+    learned = review_feedback(
+        ModelRegistry(repo.sessions),
+        PieceRatings(repo.sessions),
+        row,
+        approved=approved,
+        rater=reviewer,
+        rating=rating,
+    )
+    return f"; learned for {', '.join(learned)}" if learned else ""

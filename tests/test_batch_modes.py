@@ -210,3 +210,124 @@ def test_assisted_pauses_and_the_edit_sent_through_the_api_is_generated(
             )
         else:
             assert record.steps in (2, 4, 8) and "edited" not in record.extra["decision"]
+
+
+def test_review_and_ratings_teach_the_next_recommendation_once_per_rater(
+    settings_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Decisions and ratings from the API (and the CLI) move the LoRA scores until AUTO picks the other
+    LoRA for the same prompt; a repeated rating by the same rater counts nothing."""
+    from support.review import make_batch
+    from typer.testing import CliRunner
+
+    from contentforge.db.models import PieceORM
+    from contentforge.db.registry import InstalledModel, ModelRegistry
+    from contentforge.images.protocol import ImageRequest
+    from contentforge.models.modes import Advisor
+    from contentforge_api.app import create_app
+    from contentforge_cli.main import app as cli
+    from tasks import resources
+
+    monkeypatch.setenv("CONTENTFORGE_API_TOKEN", TOKEN)
+    monkeypatch.setenv("CONTENTFORGE_LORA_MAX_COUNT", "1")
+    get_settings.cache_clear()
+    settings, repo = get_settings(), resources.repository()
+    registry = ModelRegistry(repo.sessions)
+    descriptions = {
+        "film-grain": "Analog 35mm film photography with visible grain",
+        "analog-look": "Faded analog film photo look with light grain",
+    }
+    for name, description in descriptions.items():
+        registry.add(
+            InstalledModel(
+                name=name, kind="lora", source="local", source_ref=name, path=f"/loras/{name}.safetensors",
+                family="sdxl", family_reason="test", sha256="0" * 64, size_bytes=1, description=description,
+            )
+        )  # fmt: skip
+    prompt = "a cat on a windowsill, grainy 35mm film"
+    base = ImageRequest(prompt=prompt, seed=1, steps=4, guidance_scale=5.0, width=128, height=128)
+
+    def recommended() -> str:
+        plan = Advisor.build(settings, ModelRegistry(repo.sessions)).advise(base, prompt)
+        assert len(plan.lora_names) == 1, plan
+        return plan.lora_names[0]
+
+    first = recommended()
+    other = next(name for name in descriptions if name != first)
+    make_batch(repo, settings, "fb", ["score:hate=0.47"] * 8)  # eight pieces waiting for review
+    with repo.sessions.write() as session:  # the first four were made with `first`, the rest with `other`
+        for index in range(8):
+            row = session.get(PieceORM, f"fb-{index:03d}")
+            assert row is not None and row.generation_record is not None
+            lora = first if index < 4 else other
+            row.generation_record = {
+                **row.generation_record,
+                "loras": [{"source": f"/loras/{lora}.safetensors", "scale": 0.8}],
+            }
+
+    with TestClient(create_app(settings)) as api:
+        for index in range(8):
+            body: dict[str, Any] = (
+                {"decision": "reject", "reason": "too grainy", "rating": 1}
+                if index < 4
+                else {"decision": "approve", "rating": 5}
+            )
+            answer = api.post(f"/api/v1/pieces/fb-{index:03d}/review", headers=AUTH, json=body)
+            assert answer.status_code == 200, answer.text
+            lora = first if index < 4 else other
+            assert f"lora:{lora}" in answer.json()["learned"]
+        counted = registry.feedback("lora")
+        # The same rater again: refused, nothing counted twice.
+        again = api.post("/api/v1/pieces/fb-000/rating", headers=AUTH, json={"rating": 5})
+        assert again.status_code == 409 and "already rated 1" in again.json()["error"]["message"], again.text
+        assert registry.feedback("lora") == counted
+        assert api.post("/api/v1/pieces/fb-000/rating", headers=AUTH, json={"rating": 6}).status_code == 422
+
+    assert counted[first].rejections == 4 and counted[other].approvals == 4
+    assert recommended() == other
+
+    runner = CliRunner()
+    rated = runner.invoke(cli, ["review", "rate", "fb-004", "--rating", "4", "--reviewer", "rita"])
+    assert rated.exit_code == 0, rated.output
+    assert f"lora:{other}" in rated.output
+    twice = runner.invoke(cli, ["review", "rate", "fb-004", "--rating", "4", "--reviewer", "rita"])
+    assert twice.exit_code != 0 and "already rated 4 by rita" in twice.output
+    assert registry.feedback("lora")[other].rating_count == counted[other].rating_count + 1
+
+
+def test_the_api_and_cli_pass_a_batch_mode_on_and_refuse_an_unknown_one(
+    settings_env: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """POST /content/batch hands ``mode`` to the run (and leaves a MANUAL run's parameters as they were);
+    an unknown mode is one line from either, before any run or server starts."""
+    from support.recording_launcher import RecordingLauncher
+    from typer.testing import CliRunner
+
+    from contentforge_api.app import create_app
+    from contentforge_cli.main import app as cli
+    from tasks import resources
+
+    monkeypatch.setenv("CONTENTFORGE_API_TOKEN", TOKEN)
+    monkeypatch.setenv("CONTENTFORGE_IMAGE_PROFILE", "fixed-latency")  # validation builds no pipeline
+    get_settings.cache_clear()
+    resources.repository().upsert_persona(sample_persona())
+    launcher = RecordingLauncher()
+    with TestClient(create_app(get_settings(), launcher=launcher)) as api:
+        for mode in ("assisted", "manual"):
+            started = api.post(
+                "/api/v1/content/batch",
+                headers=AUTH,
+                json={"persona": "mia-fit", "num_pieces": 2, "mode": mode},
+            )
+            assert started.status_code == 202, started.text
+        refused = api.post(
+            "/api/v1/content/batch", headers=AUTH, json={"persona": "mia-fit", "mode": "clever"}
+        )
+        assert refused.status_code == 422
+    assisted, manual = (launch.parameters for launch in launcher.launches)
+    assert assisted["mode"] == "assisted" and "mode" not in manual
+
+    cli_refused = CliRunner().invoke(cli, ["produce", "mia-fit", "-n", "2", "--mode", "clever"])
+    lines = cli_refused.output.strip().splitlines()
+    assert cli_refused.exit_code == 2 and len(lines) == 1, lines
+    assert "use manual, auto or assisted" in lines[0]

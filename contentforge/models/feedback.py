@@ -4,13 +4,22 @@ A piece's generation record says which LoRAs (by file) and which steps and guida
 them gets the approval, rejection or rating (``db.registry.ModelRegistry.record_feedback``), so the next
 recommendation for a similar prompt leans towards what people liked. LoRAs that are not in the
 registry (a persona's own file, a hub id) are skipped: there is nothing to recommend them by.
+
+From the review API, CLI and gallery: a review decision counts once (a piece is decided once), and a
+rating once per piece and rater (``rate_piece``).
 """
 
 from __future__ import annotations
 
+from contentforge.db import PieceRow
+from contentforge.db.piece_ratings import PieceRatings
 from contentforge.db.registry import ModelRegistry
 from contentforge.domain import GenerationRecord
 from contentforge.errors import InvalidInput
+
+
+class AlreadyRated(InvalidInput):
+    """The rater rated this piece before; a rating counts once per piece and rater."""
 
 
 def param_keys(record: GenerationRecord) -> list[str]:
@@ -40,3 +49,43 @@ def record_piece_feedback(
         registry.record_feedback("param", key, approved=approved, rating=rating)
         updated.append(f"param:{key}")
     return updated
+
+
+def rate_piece(
+    registry: ModelRegistry, ratings: PieceRatings, piece: PieceRow, rater: str, rating: int
+) -> list[str]:
+    """A person's 1-5 rating of a generated piece, counted once per piece and rater (``PieceRatings``).
+
+    Returns what was updated; a repeated rating by the same rater changes nothing and is refused in one
+    line, so a retried request or a second click never counts twice.
+    """
+    if not 1 <= rating <= 5:
+        raise InvalidInput(f"rating {rating}: use 1 to 5")
+    record = piece.record
+    if record is None:
+        raise InvalidInput(f"piece {piece.id} has no image yet: rate it once it is generated")
+    earlier = ratings.claim(piece.batch_id, piece.id, rater, rating)
+    if earlier is not None:
+        raise AlreadyRated(f"piece {piece.id} was already rated {earlier} by {rater}; a rating counts once")
+    return record_piece_feedback(registry, record, rating=rating)
+
+
+def review_feedback(
+    registry: ModelRegistry,
+    ratings: PieceRatings,
+    piece: PieceRow,
+    *,
+    approved: bool,
+    rater: str,
+    rating: int | None = None,
+) -> list[str]:
+    """A review decision (and its optional rating) credited to the piece's LoRAs and parameters.
+
+    A piece is decided once (the review queue refuses a second decision), so the decision counts once;
+    its rating is claimed for ``rater`` like any rating, so it never counts twice either.
+    """
+    if piece.record is None:
+        return []
+    if rating is not None and ratings.claim(piece.batch_id, piece.id, rater, rating) is not None:
+        rating = None  # this rater rated the piece before: the decision counts, the rating not again
+    return record_piece_feedback(registry, piece.record, approved=approved, rating=rating)

@@ -220,6 +220,8 @@ async def _launch(
         "seed": validated.seed,
         "batch_id": batch_id,
         "priority": priority,
+        # Only a batch that asked for a mode names it: runs without one keep their parameters as before.
+        **({"mode": validated.mode} if validated.mode != "manual" else {}),
     }
     tags = batch_tags(validated.persona.id, batch_id, "api", kind, f"priority:{priority}")
     request_tag = _request_tag(kind, body) if idempotency_key else None
@@ -317,6 +319,7 @@ async def start_batch(
             include_hooks=body.include_hooks,
             safety_check=body.safety_check,
             batch_id=body.batch_id,
+            mode=body.mode,
         )
 
     validated = await run_in_threadpool(_api_validation(validate))

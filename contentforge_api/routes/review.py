@@ -7,13 +7,28 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request
 
 from contentforge.db import RecordNotFound
+from contentforge.db.piece_plans import PiecePlans
+from contentforge.db.piece_ratings import PieceRatings
+from contentforge.db.registry import ModelRegistry
 from contentforge.domain.models import PieceStatus
+from contentforge.errors import InvalidInput
+from contentforge.models import feedback
+from contentforge.models.feedback import review_feedback
 from contentforge.moderation.review import ReviewStateError
 from contentforge.validation import PIECE_ID_PATTERN, STORED_BATCH_ID_PATTERN
 from contentforge_api.auth import reviewer_for
 from contentforge_api.errors import ApiError
 from contentforge_api.responses import AUTH, documented
-from contentforge_api.schemas import BatchOut, BatchUrls, PieceOut, PieceUrl, ReviewOut, ReviewRequest
+from contentforge_api.schemas import (
+    BatchOut,
+    BatchUrls,
+    PieceOut,
+    PieceUrl,
+    RatingOut,
+    RatingRequest,
+    ReviewOut,
+    ReviewRequest,
+)
 from contentforge_api.state import CONTENT_ROUTE, ApiState, Reader, State, Writer
 
 router = APIRouter(tags=["review"])
@@ -42,7 +57,9 @@ def batch_pieces(state: State, _identity: Reader, batch_id: BatchId) -> list[Pie
     """Every piece of the batch in plan order: image URL, hooks, tier, scores, cost, status."""
     if state.queries.batch(batch_id) is None:
         raise _no_batch(batch_id)
-    return [PieceOut.model_validate(p) for p in state.queries.batch_pieces(batch_id)]
+    decisions = PiecePlans(state.repo.sessions).decisions(batch_id)  # AUTO/ASSISTED: why, per piece
+    pieces = state.queries.batch_pieces(batch_id)
+    return [PieceOut.model_validate({**p, "decision": decisions.get(p["id"])}) for p in pieces]
 
 
 @router.get(
@@ -103,7 +120,8 @@ def get_piece(state: State, _identity: Reader, piece_id: PieceId) -> PieceOut:
     piece = state.queries.piece(piece_id)
     if piece is None:
         raise ApiError(404, f"no piece with id {piece_id!r}")
-    return PieceOut.model_validate(piece)
+    decision = PiecePlans(state.repo.sessions).decisions(piece["batch_id"]).get(piece_id)
+    return PieceOut.model_validate({**piece, "decision": decision})
 
 
 @router.post(
@@ -117,7 +135,9 @@ def review_piece(
     """Approve (status ``ready``) or reject (``rejected``, reason required) a piece in ``needs_review``.
 
     The reviewer recorded is the token identity (plus the ``X-ContentForge-Reviewer`` name if sent).
-    A piece that is not waiting for review is a 409: two reviewers cannot both decide it.
+    A piece that is not waiting for review is a 409: two reviewers cannot both decide it. The decision
+    (and an optional 1-5 ``rating``) updates the scores of the piece's LoRAs and parameters that the
+    recommender and optimizer learn from (``learned`` lists them).
     """
     reviewer = reviewer_for(identity, request)
     if state.repo.get_piece(piece_id) is None:
@@ -131,6 +151,14 @@ def review_piece(
         raise ApiError(409, str(exc), code="not_in_review") from exc
     piece = state.repo.get_piece(piece_id)
     assert piece is not None
+    learned = review_feedback(
+        ModelRegistry(state.repo.sessions),
+        PieceRatings(state.repo.sessions),
+        piece,
+        approved=body.decision == "approve",
+        rater=reviewer,
+        rating=body.rating,
+    )
     return ReviewOut(
         piece_id=piece_id,
         decision=decision.decision,
@@ -139,4 +167,38 @@ def review_piece(
         status=piece.status,
         tier=piece.tier,
         created_at=decision.created_at,
+        learned=learned,
     )
+
+
+@router.post(
+    "/pieces/{piece_id}/rating",
+    response_model=RatingOut,
+    responses=documented(
+        AUTH,
+        404,
+        409,
+        413,
+        s409="The rater rated the piece before (a rating counts once), or it has no image yet.",
+    ),
+)
+def rate_piece(
+    state: State, identity: Writer, piece_id: PieceId, body: RatingRequest, request: Request
+) -> RatingOut:
+    """Rate a generated piece 1-5: its LoRAs' and parameters' scores move, and the next recommendation
+    for a similar prompt with them (``contentforge models learned`` shows what was learned).
+
+    The rater is the token identity (plus the ``X-ContentForge-Reviewer`` name if sent); a second
+    rating by the same rater is a 409 and changes nothing, so a retried request never counts twice.
+    """
+    rater = reviewer_for(identity, request)
+    piece = state.repo.get_piece(piece_id)
+    if piece is None:
+        raise ApiError(404, f"no piece with id {piece_id!r}")
+    try:
+        learned = feedback.rate_piece(
+            ModelRegistry(state.repo.sessions), PieceRatings(state.repo.sessions), piece, rater, body.rating
+        )
+    except InvalidInput as exc:  # rated before, or no image yet
+        raise ApiError(409, str(exc), code="not_rated") from exc
+    return RatingOut(piece_id=piece_id, rating=body.rating, rater=rater, learned=learned)
