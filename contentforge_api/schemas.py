@@ -28,6 +28,7 @@ from contentforge.domain.models import (
     Template,
     TemplateTier,
 )
+from contentforge.images.schedulers import SchedulerName
 from contentforge.validation import BATCH_ID_MAX, BATCH_ID_PATTERN, TIER_MIX_MAX_CHARS
 from contentforge_api.priority import PRIORITY_FIELD, Priority
 
@@ -122,7 +123,14 @@ class BatchRequest(_Request):
 
 
 class GenerateRequest(_Request):
-    """One piece: a one-piece batch run on the batch deployment (never generated in the request)."""
+    """One piece: a one-piece batch run on the batch deployment (never generated in the request).
+
+    ``template_id`` picks the template (its tier replaces ``tier``) and ``prompt`` replaces the image
+    prompt (the persona's trigger word goes first); the parameters replace the settings' for this piece
+    only. Limits that depend on the configured model family (SD1.5 sides up to 1024 px, SDXL and Flux up
+    to 2048; Flux: no negative prompt, scheduler ``flow_match_euler`` only) are checked before the run
+    starts: 422 with one line.
+    """
 
     persona: PersonaRef
     platform: Platform = Platform.instagram
@@ -131,6 +139,64 @@ class GenerateRequest(_Request):
     include_hooks: bool = True
     safety_check: bool = True
     priority: Priority = PRIORITY_FIELD
+    template_id: str | None = Field(
+        default=None, pattern=TEMPLATE_ID_PATTERN, description="A template id (GET /templates)."
+    )
+    prompt: str | None = Field(
+        default=None,
+        min_length=1,
+        max_length=4000,
+        pattern=NOT_BLANK,
+        description="Your own image prompt instead of the template's.",
+    )
+    negative_prompt: str | None = Field(
+        default=None, max_length=2000, description="Added to the safety negatives (SD1.5, SDXL)."
+    )
+    steps: int | None = Field(default=None, ge=1, le=150)
+    guidance_scale: float | None = Field(default=None, ge=0.0, le=30.0)
+    width: int | None = Field(default=None, ge=64, le=2048, multiple_of=8)
+    height: int | None = Field(default=None, ge=64, le=2048, multiple_of=8)
+    scheduler: SchedulerName | None = Field(
+        default=None, description="SD1.5 and SDXL: any but flow_match_euler; Flux: flow_match_euler."
+    )
+
+    def image_values(self) -> dict[str, Any]:
+        """The per-piece generation values as ``piece_requests.check_piece_request`` takes them."""
+        return {
+            "prompt": self.prompt,
+            "negative_prompt": self.negative_prompt,
+            "steps": self.steps,
+            "guidance_scale": self.guidance_scale,
+            "width": self.width,
+            "height": self.height,
+            "scheduler": self.scheduler,
+        }
+
+
+class VariationsRequest(_Request):
+    """Variations of a stored piece (``contentforge variations`` through the API)."""
+
+    count: int = Field(default=4, ge=1, le=16, description="How many variations.")
+    vary: Literal["seed", "guidance", "lora-weight", "prompt"] = Field(
+        default="seed", description="What changes; everything else replays the parent's record."
+    )
+    priority: Priority = PRIORITY_FIELD
+
+
+class VariationOut(BaseModel):
+    id: str
+    batch_id: str
+    status: PieceStatus
+    verdict: str | None
+    seed: int
+    guidance_scale: float | None
+    image_url: str | None
+
+
+class VariationsOut(BaseModel):
+    piece_id: str
+    parent_piece_id: str | None = Field(description="The piece this one is a variation of, if any.")
+    variations: list[VariationOut] = Field(description="Pieces derived from this one, oldest first.")
 
 
 class LaunchResponse(BaseModel):

@@ -179,14 +179,41 @@ def produce(
             "recommended, then accepted or edited in the Prefect UI before generating."
         ),
     ] = "manual",
+    template: Annotated[str | None, typer.Option(help="Every piece uses this template id.")] = None,
+    prompt: Annotated[str | None, typer.Option(help="Your own image prompt for every piece.")] = None,
+    negative: Annotated[str | None, typer.Option(help="Negative prompt (added to the safety ones).")] = None,
+    steps: Annotated[int | None, typer.Option(help="1-150.")] = None,
+    guidance: Annotated[float | None, typer.Option(help="0-30.")] = None,
+    width: Annotated[int | None, typer.Option(help="Multiple of 8 within the family's limits.")] = None,
+    height: Annotated[int | None, typer.Option(help="Multiple of 8 within the family's limits.")] = None,
+    scheduler: Annotated[
+        str | None, typer.Option(help="e.g. euler_a, dpmpp_2m; Flux: flow_match_euler.")
+    ] = None,
 ) -> None:
-    """Produce a batch for a persona."""
+    """Produce a batch for a persona (optionally of one template or your own prompt, with your parameters)."""
+    from contentforge.piece_requests import check_piece_request, requested_tier_mix
+
+    settings = context.settings()
+    # Checked before the server starts or any model loads: one line if refused.
+    request = check_piece_request(
+        settings,
+        template,
+        prompt=prompt,
+        negative_prompt=negative,
+        steps=steps,
+        guidance_scale=guidance,
+        width=width,
+        height=height,
+        scheduler=scheduler,
+    )
+    if template is not None and tier_mix is not None:
+        fail("--template decides the tier (every piece uses it); leave out --tier-mix")
     _run_batch(
-        context.settings(),
+        settings,
         persona=persona,
         num_pieces=num_pieces,
         platform=platform,
-        tier_mix=tier_mix,
+        tier_mix=requested_tier_mix(template) or tier_mix,
         seed=seed,
         include_hooks=not no_hooks,
         safety_check=not no_safety,
@@ -194,6 +221,7 @@ def produce(
         wait_for_runner_s=wait,
         priority=priority,
         mode=mode,
+        **request.flow_parameters(),
     )
 
 

@@ -44,6 +44,7 @@ from contentforge.db.batch_progress import PieceStatusWatcher
 from contentforge.db.leases import kept_alive, lease_owner
 from contentforge.domain import PieceStatus
 from contentforge.fair_share import DEFAULT_PRIORITY, priority_rank
+from contentforge.piece_requests import PieceRequest, requested_tier_mix
 from contentforge.summary import batch_summary_markdown, batch_summary_table, gallery_url
 from flows.batch_modes import plan_by_mode
 from flows.generate_images import generate_images, queue_ahead
@@ -54,6 +55,7 @@ from tasks.child_runs import cancel_child_runs
 from tasks.generation_queue import BatchStopped, generation_queue, stop_when_cancelled
 from tasks.gpu_workers import run_on_gpu_workers
 from tasks.moderation import moderate
+from tasks.piece_requests import apply_request, check_request
 from tasks.planning import select_templates_and_prompts, take_batch, validate_request
 from tasks.run_hooks import mark_batch_cancelled, mark_batch_crashed
 from tasks.text import write_hooks
@@ -77,6 +79,8 @@ def produce_content_batch(
     wait_for_runner_s: float = 0.0,
     priority: str = DEFAULT_PRIORITY,
     mode: str = "manual",
+    template_id: str | None = None,
+    image_params: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Produce ``num_pieces`` pieces for ``persona`` (id, name or YAML/JSON file) on ``platform``.
 
@@ -85,10 +89,15 @@ def produce_content_batch(
     batch: a batch another run holds is refused (``BatchBusy``), or waited for up to
     ``wait_for_runner_s``. ``priority``: ``high`` | ``normal`` | ``low``, the generations' turn for a slot.
     ``mode``: ``manual`` | ``auto`` | ``assisted`` (the module docstring says what each does).
+    ``template_id`` (every piece uses that template, so the tier mix is its tier) and ``image_params``
+    (``prompt``, ``negative_prompt``, ``steps``, ``guidance_scale``, ``width``, ``height``,
+    ``scheduler``) are one request's own choices (``contentforge.piece_requests``); they win over a mode's.
     """
     stage_seconds: dict[str, float] = {}
     clock = time.perf_counter()
     priority_rank(priority)  # an unknown priority fails in one line, before any work
+    piece_request = check_request(template_id, image_params)  # before any work, too
+    tier_mix = requested_tier_mix(template_id) or tier_mix
     request = validate_request(
         persona=persona,
         num_pieces=num_pieces,
@@ -125,6 +134,7 @@ def produce_content_batch(
                 owner,
                 priority,
                 stopped,
+                piece_request,
             )
         except BatchStopped:
             # Its run is Cancelling: the batch is cancelled now; the pieces made so far are kept.
@@ -158,14 +168,18 @@ def _produce(
     owner: str,
     priority: str = DEFAULT_PRIORITY,
     stopped: threading.Event | None = None,
+    piece_request: PieceRequest | None = None,
 ) -> dict[str, Any]:
     """Plan, generate, write hooks, moderate and summarise a batch whose lease this run holds.
 
     ``BatchStopped`` once ``stopped`` is set (the run is Cancelling)."""
     logger = get_run_logger()
-    piece_ids = select_templates_and_prompts(request, batch_id)
+    template_id = piece_request.template_id if piece_request is not None else None
+    piece_ids = select_templates_and_prompts(request, batch_id, template_id)
     if request.mode != "manual":  # AUTO or ASSISTED: each piece's LoRAs and parameters (may pause)
         plan_by_mode(request, batch_id, piece_ids)
+    if piece_request is not None and not piece_request.empty:
+        apply_request(request, piece_ids, piece_request)  # the request's own prompt and parameters win
     stage_seconds["plan"] = time.perf_counter() - clock
     logger.info("batch %s: %d pieces for %s on %s", batch_id, len(piece_ids), request.persona.id, platform)
 

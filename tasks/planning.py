@@ -8,7 +8,13 @@ from prefect import task
 from prefect.cache_policies import NO_CACHE
 
 from contentforge.analytics.feedback import record_template_feedback, template_weights
-from contentforge.batch import BatchRequest, plan_pieces, stored_piece_ids, validate_batch_request
+from contentforge.batch import (
+    BatchRequest,
+    plan_pieces,
+    stored_piece_ids,
+    template_by_id,
+    validate_batch_request,
+)
 from contentforge.catalog import load_templates
 from contentforge.db import PieceRow, PlannedPiece
 from contentforge.db.analytics import AnalyticsStore
@@ -61,8 +67,12 @@ def take_batch(
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def select_templates_and_prompts(request: BatchRequest, batch_id: str) -> list[str]:
+def select_templates_and_prompts(
+    request: BatchRequest, batch_id: str, template_id: str | None = None
+) -> list[str]:
     """Plan the batch's pieces (template, prompt, seed) and record them; returns the piece ids.
+
+    ``template_id``: every piece uses that template (a request's ``generate_with_template``).
 
     Idempotent: rerunning a batch id keeps pieces already planned exactly as they were.
     """
@@ -86,6 +96,7 @@ def select_templates_and_prompts(request: BatchRequest, batch_id: str) -> list[s
         return plan_pieces(
             request,
             batch_id,
+            [template_by_id(template_id)] if template_id else None,
             prompt_writer=writer,
             on_prompt=lambda piece, outcome: outcomes.__setitem__(piece.piece_id, outcome),
             weights=learned.weights,

@@ -108,6 +108,38 @@ class PieceRepository(Store):
         with self._db.read() as session:
             return [to_row(piece) for piece in session.scalars(query)]
 
+    def set_planned_request(
+        self,
+        piece_id: str,
+        *,
+        prompt: str,
+        negative_prompt: str,
+        steps: int,
+        guidance_scale: float,
+        width: int,
+        height: int,
+        loras: Sequence[Mapping[str, object]],
+        scheduler: str | None,
+    ) -> bool:
+        """Write a request's exact values into a still-planned piece (``contentforge.piece_requests``).
+
+        The generation columns of a planned piece are otherwise NULL; once set, the piece is generated
+        with exactly them. False (nothing written) once the piece has left ``planned``.
+        """
+        with self._db.write() as session:
+            piece = load_piece(session, piece_id, for_update=True)
+            if piece.status != PieceStatus.planned.value or piece.generation_record is not None:
+                return False
+            piece.prompt = prompt
+            piece.negative_prompt = negative_prompt
+            piece.steps = steps
+            piece.guidance_scale = guidance_scale
+            piece.width = width
+            piece.height = height
+            piece.loras = [dict(lora) for lora in loras]
+            piece.scheduler = scheduler
+            return True
+
     def variations_of(self, piece_id: str) -> list[PieceRow]:
         """The pieces derived from ``piece_id`` (``contentforge variations``), oldest first."""
         query = (

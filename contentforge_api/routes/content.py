@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, TypeVar, cast
 
-from fastapi import APIRouter, Depends, File, Form, Header, Request, UploadFile, status
+from fastapi import APIRouter, Depends, File, Form, Header, Path, Request, UploadFile, status
 from fastapi.concurrency import run_in_threadpool
 from PIL import Image
 from pydantic import BaseModel
@@ -36,10 +36,13 @@ from contentforge.batch import BatchRequest as ValidatedBatch
 from contentforge.batch import piece_id_for, template_by_id, validate_batch_request
 from contentforge.db.request_costs import RequestCostRepository
 from contentforge.domain.models import Persona, TemplateTier
-from contentforge.errors import BatchBusy, UnknownPersona
+from contentforge.errors import BatchBusy, InvalidInput, UnknownPersona
 from contentforge.images.loras import client_named_loras
 from contentforge.images.uploads import UploadRecord, png_with_upload_provenance
+from contentforge.models.requests import variation_requests
 from contentforge.moderation.remote_image import UnresolvableImageHost, image_fetcher
+from contentforge.piece_requests import PieceRequest, check_piece_request, requested_tier_mix
+from contentforge.piece_variations import plan_variations, replaying_backend
 from contentforge.research.errors import AddressRefused, FetchError, TooLarge, UnsupportedContent
 from contentforge.research.fetch import FetchLimits
 from contentforge.storage import content_key
@@ -49,7 +52,7 @@ from contentforge.text.llm_hooks import LlmHookWriter
 from contentforge.text.providers.costs import cost_detail
 from contentforge.text.providers.factory import build_text_provider
 from contentforge.text.providers.protocol import TextResult
-from contentforge.validation import PERSONA_ID_PATTERN, check_batch_id
+from contentforge.validation import PERSONA_ID_PATTERN, PIECE_ID_PATTERN, check_batch_id
 from contentforge_api.auth import Identity
 from contentforge_api.errors import ApiError
 from contentforge_api.gallery import gallery_path
@@ -72,6 +75,9 @@ from contentforge_api.schemas import (
     SafetyCheckResponse,
     UploadBatchResponse,
     UploadedImage,
+    VariationOut,
+    VariationsOut,
+    VariationsRequest,
 )
 from contentforge_api.state import CONTENT_ROUTE, ApiState, Reader, State, Writer
 
@@ -103,6 +109,7 @@ ReplayKey = Annotated[
         "409. Answers are kept in the database, per token, for CONTENTFORGE_API_IDEMPOTENCY_TTL_S (a day).",
     ),
 ]
+VariedPiece = Annotated[str, Path(pattern=PIECE_ID_PATTERN, description="The parent piece's id.")]
 T = TypeVar("T")
 API_HOOKS_STEP = "api_hooks"
 REQUEST_TAG = "request:"
@@ -209,6 +216,7 @@ async def _launch(
     body: BaseModel,
     priority: str,
     work_queue: str,
+    extra: dict[str, Any] | None = None,
 ) -> LaunchResponse:
     parameters: dict[str, Any] = {
         "persona": validated.persona.id,
@@ -220,6 +228,7 @@ async def _launch(
         "seed": validated.seed,
         "batch_id": batch_id,
         "priority": priority,
+        **(extra or {}),  # only what a request set: runs without it keep their parameters as before
         # Only a batch that asked for a mode names it: runs without one keep their parameters as before.
         **({"mode": validated.mode} if validated.mode != "manual" else {}),
     }
@@ -350,24 +359,34 @@ async def generate_one(
     request: Request,
     idempotency_key: IdempotencyKey = None,
 ) -> LaunchResponse:
-    """One piece as a one-piece batch run; ``piece_id`` is where it will appear."""
+    """One piece as a one-piece batch run; ``piece_id`` is where it will appear.
+
+    A ``template_id`` or your own ``prompt``, and ``steps``, ``guidance_scale``, ``width``, ``height``,
+    ``scheduler`` and ``negative_prompt`` for this piece only, are checked for the configured model
+    family before the run starts (422, one line) and passed to the run.
+    """
     work_queue = check_priority(state, body.priority)
 
-    def validate() -> ValidatedBatch:
+    def validate() -> tuple[ValidatedBatch, PieceRequest]:
+        piece_request = check_piece_request(state.settings, body.template_id, **body.image_values())
         persona = _persona(state, body.persona)
-        return validate_batch_request(
+        tier_mix = requested_tier_mix(body.template_id) or {
+            tier.value: 1.0 if tier == body.tier else 0.0 for tier in TemplateTier
+        }
+        validated = validate_batch_request(
             state.repo,
             state.settings,
             persona=persona.id,
             num_pieces=1,
             platform=body.platform.value,
-            tier_mix={tier.value: 1.0 if tier == body.tier else 0.0 for tier in TemplateTier},
+            tier_mix=tier_mix,
             seed=body.seed,
             include_hooks=body.include_hooks,
             safety_check=body.safety_check,
         )
+        return validated, piece_request
 
-    validated = await run_in_threadpool(_api_validation(validate))
+    validated, piece_request = await run_in_threadpool(_api_validation(validate))
     batch_id = uuid.uuid4().hex
     return await _launch(
         state,
@@ -379,6 +398,7 @@ async def generate_one(
         body=body,
         priority=body.priority,
         work_queue=work_queue,
+        extra=piece_request.flow_parameters(),
     )
 
 
@@ -709,3 +729,90 @@ def _store_and_moderate(
             )
         )
     return items
+
+
+# Registered last: "/content/hooks/variations" must match its own route before "/content/{piece_id}/...".
+@router.post(
+    "/content/{piece_id}/variations",
+    response_model=LaunchResponse,
+    status_code=status.HTTP_202_ACCEPTED,
+    responses=documented(AUTH, 404, 413, 502, 503, s403=f"The read-only token, or {PRIORITY_REFUSED}."),
+)
+async def start_variations(
+    state: State,
+    _identity: Writer,
+    piece_id: VariedPiece,
+    body: VariationsRequest,
+    request: Request,
+    idempotency_key: IdempotencyKey = None,
+) -> LaunchResponse:
+    """Variations of a stored piece as pieces of their own, made by a batch run (202 and the run).
+
+    Each varies ``vary`` (seed, guidance, lora-weight or prompt) and replays the rest of the parent's
+    record; they are stored, moderated and reviewed like any piece, and list the parent as
+    ``parent_piece_id``. The same request again names the same variation batch, so a retry starts no
+    second set (a finished one is not generated again).
+    """
+    work_queue = check_priority(state, body.priority)
+
+    def validate() -> tuple[ValidatedBatch, str]:
+        parent = state.repo.get_piece(piece_id)
+        if parent is None:
+            raise ApiError(404, f"no piece with id {piece_id!r}")
+        if parent.record is None:
+            raise InvalidInput(f"piece {piece_id} has no image yet (status {parent.status.value})")
+        replaying_backend(state.settings, parent.record)  # another model could not replay it: 422
+        variation_requests(parent.record, body.vary, body.count)  # refused before anything is written
+        plan = plan_variations(state.repo, piece_id, body.vary, body.count)
+        validated = validate_batch_request(
+            state.repo,
+            state.settings,
+            persona=plan.persona_id,
+            num_pieces=len(plan.piece_ids),
+            platform=plan.platform,
+            tier_mix=plan.tier_mix,
+            seed=plan.seed,
+            batch_id=plan.batch_id,
+        )
+        return validated, plan.batch_id
+
+    validated, batch_id = await run_in_threadpool(_api_validation(validate))
+    return await _launch(
+        state,
+        request,
+        validated,
+        batch_id,
+        idempotency_key,
+        kind="variations",
+        body=body,
+        priority=body.priority,
+        work_queue=work_queue,
+    )
+
+
+@router.get(
+    "/content/{piece_id}/variations",
+    response_model=VariationsOut,
+    responses=documented(AUTH, 404),
+)
+def list_variations(state: State, _identity: Reader, piece_id: VariedPiece) -> VariationsOut:
+    """The piece's parent (if it is a variation) and the variations made of it, oldest first."""
+    piece = state.repo.get_piece(piece_id)
+    if piece is None:
+        raise ApiError(404, f"no piece with id {piece_id!r}")
+    return VariationsOut(
+        piece_id=piece.id,
+        parent_piece_id=piece.parent_piece_id,
+        variations=[
+            VariationOut(
+                id=row.id,
+                batch_id=row.batch_id,
+                status=row.status,
+                verdict=row.verdict.value if row.verdict else None,
+                seed=row.seed,
+                guidance_scale=row.guidance_scale,
+                image_url=row.url,
+            )
+            for row in state.repo.variations_of(piece.id)
+        ],
+    )
