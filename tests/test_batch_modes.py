@@ -331,3 +331,56 @@ def test_the_api_and_cli_pass_a_batch_mode_on_and_refuse_an_unknown_one(
     lines = cli_refused.output.strip().splitlines()
     assert cli_refused.exit_code == 2 and len(lines) == 1, lines
     assert "use manual, auto or assisted" in lines[0]
+
+
+def test_the_gallery_shows_the_explanation_and_rates_a_piece_once(settings_env: Path, tmp_path: Path) -> None:
+    """In headless Chromium: a piece's AUTO explanation is on its card; clicking 4 rates it (the parameter
+    scores move), and a second click is refused with the API's message and counts nothing."""
+    import support.browser
+    from selenium.webdriver.common.by import By
+    from support.api import build_world
+    from support.browser import headless_chromium, served_app, wait
+
+    from contentforge.config import Settings
+    from contentforge.db.models import BatchORM
+    from contentforge.db.registry import ModelRegistry
+    from contentforge_api import create_app
+
+    support.browser.browser_or_skip()
+    token = "gallery-modes-token-0123456789"
+    settings = Settings(_env_file=None, data_dir=settings_env, api_token=token, image_profile="fixed-latency")
+    world = build_world(settings)
+    line = "LoRA film-grain 0.45 (similarity 0.71 to 'grainy 35mm'), 4 steps (balanced priority)"
+    with world.repo.sessions.write() as session:
+        batch = session.get(BatchORM, "b1")
+        assert batch is not None
+        batch.params = {**batch.params, "mode": "auto", "decisions": {"b1-000": line}}
+    registry = ModelRegistry(world.repo.sessions)
+    with (
+        served_app(create_app(settings), "gallery-modes-uvicorn") as url,
+        headless_chromium(tmp_path / "chromium", "--window-size=1400,1000") as driver,
+    ):
+        driver.get(f"{url}/gallery/batches/b1")
+        driver.find_element(By.ID, "token").send_keys(token)
+        driver.find_element(By.ID, "use-token").click()
+        wait(driver, lambda d: d.find_elements(By.CSS_SELECTOR, "article.piece"), "pieces not rendered")
+        card = driver.find_element(By.CSS_SELECTOR, 'article[data-piece-id="b1-000"]')
+        assert card.find_element(By.CSS_SELECTOR, ".decision").text == line
+        assert driver.find_elements(By.CSS_SELECTOR, 'article[data-piece-id="b1-001"] .decision') == []
+
+        def rate_four() -> None:
+            card = driver.find_element(By.CSS_SELECTOR, 'article[data-piece-id="b1-000"]')
+            card.find_element(By.CSS_SELECTOR, '.rating button[title="rate 4 of 5"]').click()
+
+        def rating_message(d: Any) -> str:
+            return str(
+                d.find_element(By.CSS_SELECTOR, 'article[data-piece-id="b1-000"] .rating .message').text
+            )
+
+        rate_four()
+        wait(driver, lambda d: rating_message(d).startswith("rated 4 by"), "rating not shown")
+        learned = registry.feedback("param")
+        assert sum(score.rating_count for score in learned.values()) == 2  # its steps and guidance
+        rate_four()
+        wait(driver, lambda d: "already rated 4" in rating_message(d), "second rating not refused")
+        assert registry.feedback("param") == learned

@@ -62,12 +62,43 @@
         piece.moderation_reasons.map((reason) => el("li", { text: reason }))));
     }
     if (piece.prompt_quality_gate) card.appendChild(el("p", {}, [gateBadge("image prompt", piece.prompt_quality_gate)]));
+    // AUTO or ASSISTED: which LoRAs and parameters were chosen, and why (one line from the record).
+    if (piece.decision) card.appendChild(el("p", { className: "decision", text: piece.decision }));
     card.appendChild(el("ul", { className: "hooks" },
       (piece.hooks || []).map((hook) => el("li", { className: "hook", text: hook.quality_gate ? hook.text + " " : hook.text },
         hook.quality_gate ? [gateBadge("gate", hook.quality_gate)] : []))));
     if (piece.error) card.appendChild(el("p", { className: "message", text: piece.error }));
     if (piece.status === "needs_review") card.appendChild(reviewControls(piece));
+    if (piece.image_url) card.appendChild(ratingControls(piece));
     return card;
+  }
+
+  // A 1-5 rating teaches the recommender (per LoRA and parameter); it counts once per piece and rater,
+  // so a second click is answered with the API's 409 message and changes nothing.
+  function ratingControls(piece) {
+    const message = el("span", { className: "message", role: "status" });
+    const buttons = [1, 2, 3, 4, 5].map((n) => {
+      const button = el("button", { className: "rate", type: "button", text: String(n), title: "rate " + n + " of 5" });
+      button.addEventListener("click", () => rate(piece, n, message));
+      return button;
+    });
+    return el("div", { className: "rating" }, [el("span", { text: "rate: " }), ...buttons, message]);
+  }
+
+  async function rate(piece, rating, message) {
+    message.className = "message";
+    message.textContent = "saving…";
+    try {
+      const result = await api("/api/v1/pieces/" + encodeURIComponent(piece.id) + "/rating", {
+        method: "POST",
+        headers: { "Content-Type": "application/json" },
+        body: JSON.stringify({ rating: rating }),
+      });
+      message.className = "message ok";
+      message.textContent = "rated " + result.rating + " by " + result.rater;
+    } catch (error) {
+      message.textContent = error.message;
+    }
   }
 
   // The quality gate's verdict on a text (passed, rewritten, regenerated, fallback, needs_review);
