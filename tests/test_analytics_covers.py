@@ -141,12 +141,25 @@ def test_gallery_predictions_say_why_there_are_none(api: tuple[TestClient, World
     assert thin["covers"] == {"p00": {"chosen": "p02"}}
 
 
-def test_gallery_predictions_per_piece_from_a_usable_model(api: tuple[TestClient, World]) -> None:
+def test_gallery_predictions_per_piece_from_a_usable_model(
+    api: tuple[TestClient, World], monkeypatch: pytest.MonkeyPatch
+) -> None:
     client, world = api
     sim = simulate_account("mia", days=120, end=NOW, seed=7, posts_per_day=2)  # labelled simulated
     AnalyticsStore(world.engine).record(sim.observations)
+    path = f"/api/v1/analytics/batches/{world.batch_id}/predictions"
     with client:
-        shown = client.get(f"/api/v1/analytics/batches/{world.batch_id}/predictions", headers=AUTH).json()
+        storage = client.app.state.contentforge.services.storage  # type: ignore[attr-defined]
+        reads: list[str] = []
+        original = storage.get
+        monkeypatch.setattr(storage, "get", lambda key: reads.append(key) or original(key))
+        shown = client.get(path, headers=AUTH).json()
+        assert sorted(reads) == ["content/mia/p00.png", "content/mia/p01.png", "content/mia/p02.png"]
+        again = client.get(path, headers=AUTH).json()["predictions"]
+        assert {k: v["predicted"] for k, v in again.items()} == {
+            k: v["predicted"] for k, v in shown["predictions"].items()
+        }
+        assert len(reads) == 3  # the images' features are cached by key and content digest
     assert shown["model"]["usable"] is True and shown["model"]["simulated"] is True, shown["model"]
     assert set(shown["predictions"]) == {"p00", "p01", "p02"}
     assert all(p["predicted"] > 0 and p["scheduled"] is False for p in shown["predictions"].values())

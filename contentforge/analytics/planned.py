@@ -39,7 +39,10 @@ def planned_frame(
     when_for: Mapping[str, datetime],
     default_when: datetime,
     image_for: Callable[[str], bytes | None] | None = None,
+    features_for: Callable[[PieceRow], Mapping[str, float]] | None = None,
 ) -> pd.DataFrame:
+    """One row per piece; image features from ``features_for(piece)`` (a caller that caches them)
+    or else measured from ``image_for(storage_key)``."""
     rows = []
     zone = ZoneInfo(timezone)
     for piece in pieces:
@@ -58,7 +61,9 @@ def planned_frame(
             "template_category": template_category(piece.template_id),
             "tier": piece.tier or piece.template_tier,
         }
-        if image_for is not None and piece.storage_key:
+        if features_for is not None:
+            row |= dict(features_for(piece))
+        elif image_for is not None and piece.storage_key:
             data = image_for(piece.storage_key)
             row |= image_features(data) if data else {}
         rows.append(row)

@@ -9,6 +9,7 @@ in every answer and every plot.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -16,10 +17,12 @@ from fastapi import APIRouter, Path, Query
 from fastapi.responses import Response
 
 from contentforge.analytics import plots
+from contentforge.analytics.image_features import image_features
 from contentforge.analytics.learn import AccountLearning, LearnConfig, learn_account
 from contentforge.analytics.learning_cache import LearningCache, data_digest
 from contentforge.analytics.planned import planned_frame, predict_planned
 from contentforge.db.analytics import AnalyticsStore
+from contentforge.db.rows import PieceRow
 from contentforge.domain.models import ID_PATTERN
 from contentforge_api.errors import ApiError
 from contentforge_api.responses import AUTH, documented
@@ -31,6 +34,8 @@ ACCOUNT = r"^[A-Za-z0-9][A-Za-z0-9._@-]{0,119}$"
 PLOT_NAMES = ("reach", "best-times", "rankings", "predicted-vs-actual")
 LEARNINGS: LearningCache[AccountLearning] = LearningCache(size=32)
 """Keyed by account, platform, time zone and data digest: correct across databases and processes."""
+IMAGE_FEATURES: LearningCache[dict[str, float]] = LearningCache(size=4096)
+"""A stored image's features by its key and content digest: a gallery view does not decode every image."""
 
 
 def _store(state: State) -> AnalyticsStore:
@@ -198,7 +203,7 @@ def batch_predictions(
     persona = repo.get_persona(account)
     frame = planned_frame(
         pieces, platform=platform, timezone=persona.timezone if persona is not None else "UTC",
-        when_for=scheduled, default_when=datetime.now(UTC), image_for=_stored_image(state),
+        when_for=scheduled, default_when=datetime.now(UTC), features_for=_features_of(state),
     )  # fmt: skip
     answer["predictions"] = {
         p.piece_id: {
@@ -212,17 +217,24 @@ def batch_predictions(
     return answer
 
 
-def _stored_image(state: State) -> Any:
-    """``storage.get`` that gives None for an image gone from storage (the piece is still predicted)."""
+def _features_of(state: State) -> Callable[[PieceRow], dict[str, float]]:
+    """A piece's image features, cached by storage key and content digest; none for an image gone
+    from storage (the piece is still predicted, without them)."""
     storage = state.storage()
 
-    def get(key: str) -> bytes | None:
+    def measure(key: str) -> dict[str, float]:
         try:
-            return storage.get(key)
-        except (OSError, KeyError):
-            return None
+            return image_features(storage.get(key))
+        except (OSError, KeyError, ValueError):
+            return {}
 
-    return get
+    def features(piece: PieceRow) -> dict[str, float]:
+        key, digest = piece.storage_key, piece.content_sha256
+        if not key or not digest:
+            return {}
+        return IMAGE_FEATURES.get((key, digest), lambda: measure(key))
+
+    return features
 
 
 @router.get("/analytics/alerts", responses=documented(AUTH))
