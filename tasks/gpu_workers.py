@@ -51,10 +51,12 @@ from prefect import get_run_logger, tags, task
 from prefect.cache_policies import CachePolicy
 from prefect.client.orchestration import SyncPrefectClient, get_client
 from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
-from prefect.client.schemas.objects import StateType
+from prefect.client.schemas.objects import StateType, TaskRun
 from prefect.client.schemas.sorting import TaskRunSort
-from prefect.context import TaskRunContext
+from prefect.context import FlowRunContext, SettingsContext, TaskRunContext, get_settings_context
 from prefect.states import Cancelled, Running, State
+from prefect.utilities.asyncutils import run_coro_as_sync
+from prefect.utilities.engine import emit_task_run_state_change_event
 
 from contentforge.batch import GENERATED, SKIPPED
 from contentforge.domain import PieceStatus
@@ -265,11 +267,44 @@ class GpuWorkFollower:
             self.chunks.append(_Chunk(pieces, self._submit(pieces), time.monotonic()))
 
     def _submit(self, pieces: list[str]) -> UUID:
-        with tags("contentforge", "gpu", f"batch:{self.batch_id}"):
-            future = generate_pieces_on_gpu.delay(
-                self.batch_id, pieces, n=len(pieces), priority=self.priority
+        """One background run of the pieces, a child of this flow run; what ``.delay`` does, but leaner.
+
+        ``.delay`` stores the submitter's whole run context with the parameters, and that pickles the
+        batch flow and its GPU-stage task by module: a worker cannot load a flow that its deployment
+        loaded from a file path ("No module named 'produce_content_batch'"). So the run is created from
+        a fresh context that carries only the settings and the batch's tags, with the flow run and the
+        parent task named explicitly: the UI shows the same parent, tags and name.
+        """
+        parameters = {
+            "batch_id": self.batch_id,
+            "piece_ids": pieces,
+            "n": len(pieces),
+            "priority": self.priority,
+        }
+        flow_context, task_context = FlowRunContext.get(), TaskRunContext.get()
+        settings = get_settings_context()
+
+        def create() -> TaskRun:
+            with (
+                SettingsContext(profile=settings.profile, settings=settings.settings),
+                tags("contentforge", "gpu", f"batch:{self.batch_id}"),
+            ):
+                created: TaskRun = run_coro_as_sync(
+                    generate_pieces_on_gpu.create_run(
+                        parameters=parameters,
+                        flow_run_context=flow_context,
+                        parent_task_run_context=task_context,
+                        deferred=True,
+                    )
+                )
+                return created
+
+        task_run = contextvars.Context().run(create)
+        if task_run.state is not None:  # the Scheduled event .delay emits too
+            emit_task_run_state_change_event(
+                task_run=task_run, initial_state=None, validated_state=task_run.state
             )
-        return future.task_run_id
+        return task_run.id
 
     def follow(self) -> Counter[str]:
         """Poll until every run ended; ``BatchStopped`` (its runs cancelled) once the batch stops here."""

@@ -1,0 +1,178 @@
+"""Warm GPU workers (issue 18, item 1): ``contentforge gpu-worker`` processes serve the batches' pieces.
+
+Real processes on the session's Prefect server: each worker is the CLI command, started detached as
+``contentforge up`` starts its services; the batch flows run in the test process with
+``CONTENTFORGE_GPU_TASK_WORKERS`` set, so they send every piece to the workers. The labelled
+fixed-latency backend makes a generation take a known time and costs no model.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import threading
+import time
+from collections import Counter
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from contentforge.config import get_settings
+from contentforge.metrics import concurrency_figures
+from contentforge.personas import sample_persona
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture
+def task_workers_env(
+    settings_env: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> Iterator[dict[str, Any]]:
+    """The test's batches in warm-worker mode; yields a starter of worker processes (all stopped after)."""
+    from contentforge_cli.gpu_worker import gpu_worker_service
+    from contentforge_cli.stack import start, stop
+    from tasks import resources
+
+    env = {
+        "CONTENTFORGE_DATA_DIR": str(settings_env),
+        "CONTENTFORGE_IMAGE_PROFILE": "fixed-latency",
+        "CONTENTFORGE_FIXED_LATENCY_S": "0.3",
+        "CONTENTFORGE_GPU_TASK_WORKERS": "true",
+        "CONTENTFORGE_GPU_TASK_PIECES": "2",
+    }
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    get_settings.cache_clear()
+    resources.repository().upsert_persona(sample_persona())
+    run_dir = tmp_path / "run"
+    started: list[str] = []
+
+    def start_worker(name: str, runs: int | None = None, **extra: str) -> int:
+        service = gpu_worker_service(prefect_server, name, runs)
+        service.env.update(env | extra)
+        pid, _ = start(run_dir, service)
+        started.append(name)
+        return pid
+
+    try:
+        yield {"start": start_worker, "run_dir": run_dir}
+    finally:
+        for name in started:
+            stop(run_dir, name)
+
+
+def _logs(run_dir: Path) -> dict[str, str]:
+    return {path.name: path.read_text()[-3000:] for path in run_dir.glob("*.log")}
+
+
+def _batch_runs(batch_id: str) -> list[Any]:
+    """The batch's background runs on the GPU workers, with their full state histories."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterTags
+    from prefect.client.schemas.sorting import TaskRunSort
+
+    with get_client(sync_client=True) as client:
+        runs = client.read_task_runs(
+            task_run_filter=TaskRunFilter(tags=TaskRunFilterTags(all_=[f"batch:{batch_id}"])),
+            sort=TaskRunSort.EXPECTED_START_TIME_DESC,
+            limit=200,
+        )
+        gpu_runs = [run for run in runs if run.name.startswith("gpu-")]
+        return [(run, client.read_task_run_states(run.id)) for run in gpu_runs]
+
+
+def test_batches_of_two_flow_runs_are_served_by_one_warm_worker_with_one_model_load(
+    task_workers_env: dict[str, Any],
+) -> None:
+    from flows.produce_content_batch import produce_content_batch
+    from tasks import resources
+    from tasks.gpu_workers import CLAIM_PREFIX, wait_for_workers
+
+    pid = task_workers_env["start"]("gpu-worker-a")
+    (worker,) = wait_for_workers(1)
+    assert worker.endswith(f"-{pid}")
+
+    for batch_id, seed in (("warm-1", 1), ("warm-2", 2)):
+        summary = produce_content_batch("mia-fit", num_pieces=6, seed=seed, batch_id=batch_id)
+        assert summary["by_status"].get("failed", 0) == 0, summary
+
+    repo = resources.repository()
+    rows = [row for batch in ("warm-1", "warm-2") for row in repo.pieces(batch_id=batch)]
+    assert len(rows) == 12 and all(row.storage_key for row in rows)
+    figures = concurrency_figures(((r.started_at, r.finished_at) for r in rows if r.started_at), 5)
+    assert figures.pieces == 12 and 1 <= figures.peak_concurrent <= 5
+    for batch_id in ("warm-1", "warm-2"):
+        runs = _batch_runs(batch_id)
+        assert len(runs) == 3, [run.name for run, _ in runs]  # 6 pieces, 2 per run
+        for run, states in runs:
+            assert run.state is not None and run.state.is_completed(), run.state
+            assert f"{CLAIM_PREFIX}{worker}" in {state.message for state in states}, "generated on the worker"
+    logs = _logs(task_workers_env["run_dir"])["gpu-worker-a.log"]
+    assert logs.count(": model load ") == 1, logs  # loaded once, for both flow runs' batches
+    assert "model load 1:" in logs
+
+
+def test_a_worker_killed_mid_batch_loses_nothing_and_nothing_is_generated_twice(
+    task_workers_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """kill -9 the only worker while it generates; a second one finishes the batch.
+
+    The first worker takes one run at a time (``--runs 1``), so it holds at most 2 of the 5 slots when
+    it dies: their leases stay taken until they expire, the other 3 serve the second worker meanwhile.
+    """
+    from support.faults import query
+
+    from flows.produce_content_batch import produce_content_batch
+    from tasks import gpu_workers, resources
+
+    monkeypatch.setattr(gpu_workers, "WORKER_GRACE_S", 2.0)
+    monkeypatch.setattr(gpu_workers, "STUCK_S", 3.0)
+    first = task_workers_env["start"]("gpu-worker-first", 1, CONTENTFORGE_FIXED_LATENCY_S="1.0")
+    gpu_workers.wait_for_workers(1)
+    repo = resources.repository()
+    outcome: dict[str, Any] = {}
+
+    def run_batch() -> None:
+        try:
+            outcome["summary"] = produce_content_batch("mia-fit", num_pieces=8, seed=5, batch_id="killed")
+        except BaseException as exc:  # reported by the assertion below
+            outcome["error"] = exc
+
+    batch = threading.Thread(target=run_batch)
+    batch.start()
+    deadline = time.monotonic() + 120
+    while not any(row.storage_key for row in repo.pieces(batch_id="killed")):
+        assert time.monotonic() < deadline and batch.is_alive(), (outcome, _logs(task_workers_env["run_dir"]))
+        time.sleep(0.2)
+    os.kill(first, signal.SIGKILL)  # mid-run: its next generation is under way
+    task_workers_env["start"]("gpu-worker-second")
+    batch.join(timeout=240)
+    logs = _logs(task_workers_env["run_dir"])
+    assert not batch.is_alive(), ("the batch never finished", logs)
+    assert "summary" in outcome, (outcome, logs)
+
+    rows = repo.pieces(batch_id="killed")
+    assert len(rows) == 8 and all(row.storage_key for row in rows), [(r.id, r.status) for r in rows]
+    assert outcome["summary"]["by_status"].get("failed", 0) == 0
+    # Nothing stored twice: one image file per piece.
+    ids = {row.id for row in rows}
+    files = [path for path in Path(get_settings().data_dir).rglob("*.png") if path.stem in ids]
+    assert len(files) == 8, files
+    # Nothing generated twice: every kept image is charged; any other charge is a generation that was
+    # lost with the killed worker (at most one per slot it held), never a second live copy.
+    charges = query(
+        Path(get_settings().data_dir),
+        "SELECT piece_id, charge_key FROM cost_entries WHERE kind = 'image' AND batch_id = :b",
+        b="killed",
+    )
+    kept = {row.id: f"image:{row.id}:{row.record.extra['generation_id']}" for row in rows if row.record}
+    assert set(kept.values()) <= {key for _, key in charges}
+    extra = Counter(piece_id for piece_id, key in charges if key != kept[piece_id])
+    assert sum(extra.values()) <= 2 and max(extra.values(), default=0) <= 1, extra
+    # The dead worker's run was superseded and its pieces sent again, to the second worker.
+    runs = _batch_runs("killed")
+    assert any(state.name == gpu_workers.SUPERSEDED for _, states in runs for state in states), logs
+    figures = concurrency_figures(((r.started_at, r.finished_at) for r in rows if r.started_at), 5)
+    assert figures.peak_concurrent <= 5
