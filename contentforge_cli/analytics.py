@@ -267,8 +267,15 @@ def covers(
         for row in context.ledger().list(platform=platform, batch_id=batch_id, limit=None)
         if row.scheduled_for is not None
     }
+    # A batch of variations (``contentforge variations``) chooses among its parents' families.
+    in_batch = {p.id for p in pieces}
+    parents = sorted(
+        {p.parent_piece_id for p in pieces if p.parent_piece_id and p.parent_piece_id not in in_batch}
+    )
+    roots = [p for p in pieces if p.parent_piece_id is None]
+    roots += [parent for parent_id in parents if (parent := repo.get_piece(parent_id)) is not None]
     choices = choose_covers(
-        pieces, history, variations_of=repo.variations_of, image_for=context.services().storage.get,
+        roots, history, variations_of=repo.variations_of, image_for=context.services().storage.get,
         platform=platform, timezone=timezone, when_for=scheduled, default_when=datetime.now(UTC),
         model=model,
     )  # fmt: skip

@@ -103,6 +103,23 @@ def test_covers_pick_the_variation_closest_to_the_top_posts_and_record_why(
     assert store.feedback_of("p01") is not None and store.feedback_of("p02") is None  # a variation: no cover
 
 
+def test_a_batch_of_variations_chooses_the_cover_of_their_parent(settings_env: Path, tmp_path: Path) -> None:
+    world = _world(settings_env, tmp_path)
+    world.repo.create_batch(
+        batch_id="vb", persona_id="mia", platform="instagram", num_pieces=1,
+        tier_mix={"safe": 1.0, "suggestive": 0.0}, seed=1, params={}, flow_run_id=None,
+    )  # fmt: skip
+    with make_session_factory(world.engine)() as session, session.begin():
+        session.execute(update(PieceORM).where(PieceORM.id == "p02").values(batch_id="vb"))
+    store = AnalyticsStore(world.engine)
+    _history(store, 24)
+    code, out = covers("vb")
+    assert code == 0, out
+    recorded = store.feedback_of("p00")
+    assert recorded is not None and recorded["cover:instagram"]["chosen"] == "p02"
+    assert store.feedback_of("p01") is None  # not in the variations' families
+
+
 def test_covers_refuse_thin_history_in_one_line(settings_env: Path, tmp_path: Path) -> None:
     world = _world(settings_env, tmp_path)
     _history(AnalyticsStore(world.engine), 10)
