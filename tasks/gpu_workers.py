@@ -372,7 +372,7 @@ class GpuWorkFollower:
             return False
         chunk.owner = claimed_by(state) or chunk.owner
         if state.is_completed():
-            self.outcome.update(self._completed_counts(state))
+            self.outcome["runs completed"] += 1
             return True
         if state.is_final():
             if chunk.contested or state.type is StateType.CRASHED:
@@ -395,14 +395,6 @@ class GpuWorkFollower:
         ):
             return self._supersede(client, chunk, "a GPU worker stopped while this run waited")
         return False
-
-    @staticmethod
-    def _completed_counts(state: State[Any]) -> Counter[str]:
-        try:
-            result = state.result(raise_on_failure=False)
-        except Exception:  # the result lives on the worker's disk; the database has the pieces anyway
-            return Counter()
-        return Counter(result) if isinstance(result, dict) else Counter()
 
     # --- sending again ------------------------------------------------------------------------------
 
@@ -468,7 +460,8 @@ class GpuWorkFollower:
 def run_on_gpu_workers(batch_id: str, piece_ids: list[str], priority: str = DEFAULT_PRIORITY) -> Counter[str]:
     """The batch's GPU stage on the warm GPU workers: send the pieces, follow the runs until all ended.
 
-    Returns how many pieces were generated, skipped (already had an image) and failed. ``BatchStopped``
+    Returns how many runs completed and how many pieces it recorded failed (the pieces themselves are
+    counted from the database: a run's result stays on its worker, never read back here). ``BatchStopped``
     once the batch is stopped in this process (its run is cancelling); its runs are then cancelled.
     """
     follower = GpuWorkFollower(
