@@ -116,3 +116,18 @@ def test_order_hooks_keeps_the_tag_every_variation_leads_with(world: World) -> N
     ranking = order_hooks(store, "mia", "x", hooks)
     assert all(h.hashtags == ["fitness", "legday"] for h in ranking.hooks)  # niche kept despite its lift
     assert ranking.decision is not None and ranking.decision["hashtags"]["required"] == ["fitness"]
+
+
+def test_the_record_describes_the_hook_published_first_not_a_gate_held_favourite(world: World) -> None:
+    store = AnalyticsStore(world.engine)
+    store.save_weights("mia", "x", [tight("legday", 2.0)], simulated=False, computed_at=NOW)
+    held = hook(["fitness", "legday"], Platform.x).model_copy(
+        update={"style": HookStyle.story, "quality_gate": {"status": "needs_review"}}
+    )
+    plain = hook(["fitness", "cardio"], Platform.x)
+    ranking = order_hooks(store, "mia", "x", [plain, held])
+    assert ranking.hooks[0].style is HookStyle.story and ranking.decision is not None  # the favourite by lift
+    assert ranking.decision["hashtags"]["written"] == [
+        "fitness",
+        "cardio",
+    ]  # the gate-held one never goes out

@@ -234,9 +234,11 @@ def order_hooks(
         "publish_first": scored[0][1].style.value,
         "method": "learned lifts of hook_style, call_to_action and hashtags",
     }
-    first = choices[scored[0][0]]
+    # The hashtags record is that of the hook published first: a gate-held hook never is.
+    first_index = next((i for i, hook in scored if not hook.held_by_quality_gate), scored[0][0])
+    first = choices[first_index]
     if first is not None:
-        decision["hashtags"] = _hashtag_decision(first, hooks[scored[0][0]], learned["hashtag"])
+        decision["hashtags"] = _hashtag_decision(first, hooks[first_index], learned["hashtag"])
     return HookRanking([hook for _, hook in scored], decision)
 
 
