@@ -106,6 +106,47 @@ def test_manual_is_unchanged_and_auto_records_its_explanation(flow_env: Any) -> 
         assert row.record.prompt.startswith("sunlit seaside, ")  # its trigger word, as AUTO adds it
 
 
+def test_a_resumed_auto_batch_generates_the_plans_it_saved_before_it_stopped(flow_env: Any) -> None:
+    """A run that stopped after saving its plans (before any image): the resume generates exactly those
+    plans, although feedback meanwhile turned against the recommended LoRA, and plans nothing again."""
+    from contentforge.batch import validate_batch_request
+    from contentforge.db.registry import ModelRegistry
+    from flows.produce_content_batch import produce_content_batch
+    from tasks import resources
+    from tasks.mode_plans import recommend_plans, save_plans
+    from tasks.planning import select_templates_and_prompts, take_batch
+
+    batch_id = f"resumed-{uuid.uuid4().hex[:8]}"
+    request = validate_batch_request(
+        flow_env, get_settings(), persona="mia-fit", platform="instagram", tier_mix=None, batch_id=batch_id,
+        mode="auto", **SMALL,
+    )  # fmt: skip
+    take_batch.fn(request, batch_id, None, "stopped-run")
+    piece_ids = select_templates_and_prompts.fn(request, batch_id)
+    saved = recommend_plans.fn(request, batch_id, piece_ids)
+    assert save_plans.fn(batch_id, "auto", saved) == len(piece_ids)
+    flow_env.release_batch_lease(batch_id, "stopped-run")  # the run is gone; its plans stay
+    assert any(plan.lora_names for plan in saved.values())
+    registry = ModelRegistry(resources.repository().sessions)
+    for _ in range(6):  # a fresh plan would now leave seaside-light out
+        registry.record_feedback("lora", "seaside-light", approved=False, rating=1)
+
+    produce_content_batch(persona="mia-fit", batch_id=batch_id, mode="auto", **SMALL)
+    for row in _records(flow_env, batch_id):
+        record, plan = row.record, saved[row.id]
+        assert record is not None
+        assert (record.prompt, record.steps, record.width, record.height) == (
+            plan.request.prompt,
+            plan.request.steps,
+            plan.request.width,
+            plan.request.height,
+        )
+        assert [(lora.source, lora.scale) for lora in record.loras] == [
+            (lora.source, lora.scale) for lora in plan.request.loras
+        ]
+        assert record.extra["decision"] == plan.explanation
+
+
 def test_a_refused_mode_fails_before_any_work(flow_env: Any) -> None:
     from contentforge.errors import InvalidInput
     from flows.produce_content_batch import produce_content_batch
