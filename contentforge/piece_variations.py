@@ -16,6 +16,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from functools import partial
 
 from contentforge.batch import (
     adopt_stored_image,
@@ -25,6 +26,7 @@ from contentforge.batch import (
 )
 from contentforge.config import Settings
 from contentforge.db import PieceRow, PlannedPiece, RecordNotFound, Repository
+from contentforge.db.leases import kept_alive, lease_owner
 from contentforge.domain import GenerationRecord, LoraSpec, Persona, PieceStatus, TemplateTier
 from contentforge.errors import InvalidInput
 from contentforge.images.batching import generate_timed
@@ -175,27 +177,53 @@ def make_variations(
 ) -> list[PieceRow]:
     """Generate, store and moderate the plan's pieces in this process; finished ones are kept as they are.
 
-    The steps and their guarantees are the batch's own (``store_piece``: charged once per generation,
-    identical bytes never stored twice; ``adopt_stored_image``: an image a crash stored but never
-    recorded is adopted, not generated again).
+    The steps and their guarantees are the batch's own (the batch lease: one runner at a time;
+    ``store_piece``: charged once per generation, identical bytes never stored twice;
+    ``adopt_stored_image``: an image a crash stored but never recorded is adopted, not generated again).
     """
-    done: list[PieceRow] = []
-    for piece_id in plan.piece_ids:
-        piece = _piece(repo, piece_id)
-        if piece.status in (PieceStatus.planned, PieceStatus.failed) and not adopt_stored_image(
-            piece, persona, storage, repo, settings
-        ):
-            timed = generate_timed(backend, planned_request(piece))
-            extra = {DERIVED_FROM: plan.parent.id, VARIATION: plan.labels.get(piece_id, "")}
-            record = timed.generated.record
-            timed.generated.record = record.model_copy(update={"extra": {**record.extra, **extra}})
-            store_piece(piece, persona, timed, storage, repo, datetime.now(UTC))
-            piece = _piece(repo, piece_id)
-        if piece.status is PieceStatus.generated:
-            moderate_piece(piece, storage, moderator, repo)
-            piece = _piece(repo, piece_id)
-        done.append(piece)
+    owner = lease_owner(None)
+    # One runner per batch, as for the batch flow: a second `contentforge variations` (or the API's
+    # run) of the same variations is refused naming this one, so no piece is generated twice at once.
+    repo.acquire_batch_lease(plan.batch_id, owner, ttl_s=settings.batch_lease_s)
+    renew = partial(repo.renew_batch_lease, plan.batch_id, owner, settings.batch_lease_s)
+    try:
+        with kept_alive(renew, settings.batch_lease_s / 3, f"variations {plan.batch_id}"):
+            done = [
+                _make(piece_id, plan, persona, backend, storage, repo, moderator, settings)
+                for piece_id in plan.piece_ids
+            ]
+    except Exception:
+        repo.end_batch_run(plan.batch_id, "failed", owner=owner)  # asking again resumes it
+        raise
+    summary = repo.batch_stats(plan.batch_id).model_dump(mode="json")
+    repo.finish_batch(plan.batch_id, status="completed", summary=summary, owner=owner)
     return done
+
+
+def _make(
+    piece_id: str,
+    plan: VariationPlan,
+    persona: Persona,
+    backend: ImageBackend,
+    storage: Storage,
+    repo: Repository,
+    moderator: Moderator,
+    settings: Settings,
+) -> PieceRow:
+    piece = _piece(repo, piece_id)
+    if piece.status in (PieceStatus.planned, PieceStatus.failed) and not adopt_stored_image(
+        piece, persona, storage, repo, settings
+    ):
+        timed = generate_timed(backend, planned_request(piece))
+        extra = {DERIVED_FROM: plan.parent.id, VARIATION: plan.labels.get(piece_id, "")}
+        record = timed.generated.record
+        timed.generated.record = record.model_copy(update={"extra": {**record.extra, **extra}})
+        store_piece(piece, persona, timed, storage, repo, datetime.now(UTC))
+        piece = _piece(repo, piece_id)
+    if piece.status is PieceStatus.generated:
+        moderate_piece(piece, storage, moderator, repo)
+        piece = _piece(repo, piece_id)
+    return piece
 
 
 def _piece(repo: Repository, piece_id: str) -> PieceRow:

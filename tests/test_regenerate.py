@@ -105,6 +105,15 @@ def test_variations_are_pieces_derived_from_the_parent_and_a_rerun_adds_nothing(
     rerun = [r.record for r in repo.variations_of(stored_piece)]
     assert [r.extra["generation_id"] for r in rerun if r] == generations
 
+    # A second runner of the same variations is refused while the first holds the batch.
+    from contentforge.piece_variations import variation_batch_id
+
+    busy = variation_batch_id(stored_piece, "seed", 1)
+    runner.invoke(app, ["variations", stored_piece, "-n", "1", "--vary", "seed"])  # planned and made
+    repo.acquire_batch_lease(busy, "another runner", ttl_s=60)
+    refused = runner.invoke(app, ["variations", stored_piece, "-n", "1"])
+    assert refused.exit_code == 2 and "already being run by another runner" in refused.output
+    repo.release_batch_lease(busy, "another runner")
     seeds = runner.invoke(app, ["variations", stored_piece, "-n", "1"])
     assert seeds.exit_code == 0 and "seed 12" in seeds.output
     assert len(repo.variations_of(stored_piece)) == 3

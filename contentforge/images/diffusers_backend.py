@@ -334,7 +334,7 @@ class DiffusersBackend:
         keys = {request_group_key(r) for r in requests}
         if len(keys) > 1:
             raise InvalidInput(
-                "a micro-batch must share LoRA set, size, steps, guidance and scheduler "
+                "a micro-batch must share LoRA set, size, steps and guidance, and a scheduler "
                 "(see batching.group_requests)"
             )
         started = time.perf_counter()
