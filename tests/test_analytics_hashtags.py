@@ -120,7 +120,8 @@ def test_order_hooks_keeps_the_tag_every_variation_leads_with(world: World) -> N
 
 def test_the_record_describes_the_hook_published_first_not_a_gate_held_favourite(world: World) -> None:
     store = AnalyticsStore(world.engine)
-    store.save_weights("mia", "x", [tight("legday", 2.0)], simulated=False, computed_at=NOW)
+    story = LearnedWeight("hook_style", "story", 2.0, 1.9, 2.1, 40)
+    store.save_weights("mia", "x", [tight("legday", 2.0), story], simulated=False, computed_at=NOW)
     held = hook(["fitness", "legday"], Platform.x).model_copy(
         update={"style": HookStyle.story, "quality_gate": {"status": "needs_review"}}
     )
