@@ -165,3 +165,67 @@ def test_a_process_that_exits_gives_its_slots_back_at_once(prefect_server: str) 
     subprocess.run([sys.executable, "-c", script], check=True, timeout=120)
     with get_client(sync_client=True) as client:
         assert client.read_global_concurrency_limit_by_name(name).active_slots == 0
+
+
+# Slot calls when the server is busy (no Prefect server: a scripted transport answers)
+
+
+def _scripted_client(answers: list[tuple[int, dict[str, object]]], calls: list[str]) -> object:
+    """A Prefect client whose server answers lease calls from ``answers`` in turn (the last repeats)."""
+    import httpx
+    from prefect.client.orchestration import SyncPrefectClient
+
+    def answer(request: httpx.Request) -> httpx.Response:
+        calls.append(request.url.path)
+        status, body = answers.pop(0) if len(answers) > 1 else answers[0]
+        return httpx.Response(status, json=body)
+
+    return SyncPrefectClient(
+        "http://prefect.test/api", httpx_settings={"transport": httpx.MockTransport(answer)}
+    )
+
+
+LEASE = "11111111-1111-1111-1111-111111111111"
+GRANTED: tuple[int, dict[str, object]] = (200, {"limits": [{"name": "image-generation"}], "lease_id": LEASE})
+
+
+def test_a_busy_server_costs_a_poll_not_the_clients_back_off() -> None:
+    """Prefect's client sleeps 2 s after a 503 (even with retries off); a slot call makes one attempt."""
+    from tasks.slot_leases import SlotLeases, is_transient, retry_after
+
+    calls: list[str] = []
+    client = _scripted_client([(503, {}), (423, {}), GRANTED], calls)
+    leases = SlotLeases(client, "image-generation", lease_s=60)  # type: ignore[arg-type]
+    began = time.monotonic()
+    with pytest.raises(Exception) as busy:
+        leases.acquire()
+    assert is_transient(busy.value) and retry_after(busy.value) is None
+    with pytest.raises(Exception) as full:
+        leases.acquire()
+    assert not is_transient(full.value) and retry_after(full.value) == 1.0
+    assert leases.acquire() == LEASE
+    leases.release(LEASE)
+    assert time.monotonic() - began < 1.5, "a call slept through the client's back-off"
+    assert calls == ["/api/v2/concurrency_limits/increment-with-lease"] * 3 + [
+        "/api/v2/concurrency_limits/decrement-with-lease"
+    ]
+
+
+def test_a_server_busy_for_longer_than_the_budget_fails_the_waiting_work(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from tasks import dispatch
+
+    calls: list[str] = []
+    monkeypatch.setattr(dispatch, "get_client", lambda **_: _scripted_client([(503, {})], calls))
+    dispatcher = dispatch.SlotDispatcher("image-generation", max_slots=1, poll_s=0.05, busy_budget_s=0.5)
+    future = dispatcher.submit(lambda: 42)
+    with pytest.raises(Exception, match="503"):
+        future.result(timeout=30)
+    assert len(calls) >= 3, calls
+
+    calls.clear()
+    busy_twice = [(503, {}), (503, {}), GRANTED]
+    monkeypatch.setattr(dispatch, "get_client", lambda **_: _scripted_client(busy_twice, calls))
+    assert dispatch.SlotDispatcher("image-generation", max_slots=1, poll_s=0.05).run(lambda: 42) == 42
+    assert calls[:3] == ["/api/v2/concurrency_limits/increment-with-lease"] * 3

@@ -1,21 +1,31 @@
-"""Priorities that jump the queue and fair shares between batches (issue 14, item 4).
+"""Priorities that jump the queue and fair shares between batches (issue 14, item 4), end to end.
 
-The split itself (``contentforge.fair_share``) and the dispatcher's local queue are tested as pure
-logic; the demand table on SQLite and PostgreSQL; then two scenarios against the real Prefect server,
-each once for the whole module: three normal 50-piece workloads saturate the 5 slots and a ``high``
-one arrives mid-run, first as four dispatchers standing for four processes (the split goes through the
-demand table), then as real batch flows in one process on the fixed-latency image backend. Both
-measure the high generation's wait as a ratio to the generation time, from stored timestamps, and
-check the invariants: never more than 5 at once, nothing run twice, every generation inside a slot.
+The split itself is pure logic, tested in ``tests/test_fair_share.py``. Here: an unknown priority is
+refused before any work; the demand table on SQLite and PostgreSQL; and two scenarios against the real
+Prefect server, each run once for the module, on the labelled fixed-latency backend:
+
+- across processes: three OS processes (each a slot dispatcher, as each batch process has) start 50
+  normal generations together on the 5 slots; once 30 are done a fourth process asks for one ``high``
+  generation. Equal batches must have done as many generations as each other (±20%) at mid-run, and
+  the high one must start within one generation plus a documented hand-off.
+- real batch flows in one process: three normal batches saturate the slots, then a ``high`` one-piece
+  batch arrives; its generation must start within one generation, from the stored piece rows.
+
+Both check the invariants: never more than 5 at once, nothing generated twice, every generation inside
+a slot its own process held. Timings are ratios to the median generation time, never wall-clock limits.
 """
 
 from __future__ import annotations
 
+import json
+import os
+import statistics
+import subprocess
+import sys
 import threading
 import time
 import uuid
 from collections.abc import Iterator
-from concurrent.futures import Future
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -26,72 +36,17 @@ from sqlalchemy import Engine
 
 from contentforge.db import make_engine, migrate
 from contentforge.errors import InvalidInput
-from contentforge.fair_share import ShareDemand, priority_rank, slot_targets, unserved_above
+from contentforge.fair_share import ShareDemand
 from contentforge.metrics import concurrency_figures
 
 Span = tuple[datetime, datetime]
+REPO = Path(__file__).resolve().parents[1]
 
 
 def _demand(
     participant: str, share: str, rank: int = 1, waiting: int = 50, running: int = 0, served: int = 0
 ) -> ShareDemand:
     return ShareDemand(participant, share, rank, waiting, running, served)
-
-
-# The split, pure
-
-
-def test_unknown_priority_is_refused_in_one_line() -> None:
-    assert [priority_rank(p) for p in ("high", "normal", "low")] == [0, 1, 2]
-    with pytest.raises(InvalidInput) as refused:
-        priority_rank("urgent")
-    assert str(refused.value) == "unknown priority 'urgent': choose one of high, normal, low"
-
-
-def test_high_shares_are_served_before_normal_and_low_gets_what_is_left() -> None:
-    demands = [
-        _demand("p1", "a", rank=1),
-        _demand("p2", "b", rank=2),
-        _demand("p3", "h", rank=0, waiting=2),
-    ]
-    targets = slot_targets(demands, 5)
-    assert targets == {("p3", "h"): 2, ("p1", "a"): 3, ("p2", "b"): 0}
-    # The normal share holding all 5 is owed nothing to; the high one is owed 2 until it runs them.
-    assert unserved_above([d for d in demands if d.participant != "p1"], targets, rank=1) == 2
-    assert unserved_above(demands, targets, rank=0) == 0
-
-
-def test_equal_shares_split_evenly_and_the_remainder_goes_to_the_least_served() -> None:
-    demands = [_demand("p1", "a", served=9), _demand("p2", "b", served=3), _demand("p3", "c", served=5)]
-    assert slot_targets(demands, 5) == {("p1", "a"): 1, ("p2", "b"): 2, ("p3", "c"): 2}
-    assert slot_targets(list(reversed(demands)), 5) == slot_targets(demands, 5), "order must not matter"
-    # Once the served counts move, the remainder moves with them: no first-come-keeps-all.
-    later = [_demand("p1", "a", served=9), _demand("p2", "b", served=12), _demand("p3", "c", served=11)]
-    assert slot_targets(later, 5) == {("p1", "a"): 2, ("p2", "b"): 1, ("p3", "c"): 2}
-
-
-def test_a_share_gets_no_more_than_it_can_use_and_the_rest_is_not_left_idle() -> None:
-    demands = [_demand("p1", "a", waiting=1), _demand("p2", "b", waiting=30), _demand("p3", "c", waiting=0)]
-    assert slot_targets(demands, 5) == {("p1", "a"): 1, ("p2", "b"): 4, ("p3", "c"): 0}
-
-
-def test_the_local_queue_takes_high_first_then_round_robin_between_batches() -> None:
-    from tasks.dispatch import _LocalQueue
-
-    local = _LocalQueue()
-    for share, count in (("first", 4), ("second", 2)):
-        for _ in range(count):
-            local.put(Future(), lambda: None, 1, share)
-    dropped: Future[Any] = Future()
-    local.put(dropped, lambda: None, 0, "cancelled")
-    local.put(Future(), lambda: None, 0, "urgent")
-    assert dropped.cancel()
-    order = []
-    while (work := local.take()) is not None:
-        order.append(work.share)
-        local.done(work)
-    # FIFO would give first x4 then second x2; the cancelled work is never taken.
-    assert order == ["urgent", "first", "second", "first", "second", "first", "first"]
 
 
 def test_an_unknown_priority_is_refused_before_any_work(
@@ -170,24 +125,33 @@ def test_demand_table_replaces_a_participants_rows_and_forgets_dead_ones(demand_
 
 LIMIT = 5
 NORMAL_BATCHES = 3
-PIECES = 50
 
 
 @dataclass
 class Workload:
-    """What one scenario stored: each generation's (queued, started, finished) by batch and piece."""
+    """What one scenario stored: each generation's (queued, started, finished) by share and piece."""
 
-    latency_s: float
     generations: dict[str, dict[int, tuple[datetime, datetime, datetime]]] = field(default_factory=dict)
     runs: dict[tuple[str, int], int] = field(default_factory=dict)
-    slots: list[Span] = field(default_factory=list)
-    high_submitted_after: int = 0
+
+    @property
+    def normal(self) -> list[str]:
+        return sorted(share for share in self.generations if share != "high")
 
     def spans(self) -> list[Span]:
         return [(s, f) for pieces in self.generations.values() for (_, s, f) in pieces.values()]
 
-    def done_by(self, share: str, moment: datetime) -> int:
-        return sum(f <= moment for (_, _, f) in self.generations[share].values())
+    def median_generation_s(self) -> float:
+        return statistics.median((f - s).total_seconds() for (s, f) in self.spans())
+
+    def high_wait(self) -> tuple[float, int]:
+        """The high generation's wait from its request to its start, in median generation times; and how
+        many normal generations started in between."""
+        queued, started, _ = self.generations["high"][0]
+        overtaken = sum(
+            queued < s < started for share in self.normal for (_, s, _) in self.generations[share].values()
+        )
+        return (started - queued).total_seconds() / self.median_generation_s(), overtaken
 
 
 def _unique_limit(slots: int) -> str:
@@ -198,126 +162,143 @@ def _unique_limit(slots: int) -> str:
     return name
 
 
+CROSS_PIECES = 50
+CROSS_LATENCY_S = 0.8
+HIGH_AFTER = 30
+
+
 @pytest.fixture(scope="module")
 def across_processes(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Workload:
-    """Four dispatchers (as four processes would run them), one shared demand table: three run 50
-    normal generations each; once 20 generations are done, the fourth asks for one high generation."""
+    """Three normal processes and one high one (``tests/support/slot_worker.py``), one demand table.
+
+    "Started together": the test holds the 5 slots itself until all three processes have queued their
+    generations (their rows are in the table), so none is served before the others ask.
+    """
+    from prefect.client.orchestration import get_client
+
     from contentforge.db.turns import DemandTable
-    from tasks.dispatch import SlotDispatcher
 
     name = _unique_limit(LIMIT)
-    url = f"sqlite:///{tmp_path_factory.mktemp('turns') / 'turns.db'}"
+    folder = tmp_path_factory.mktemp("across")
+    url = f"sqlite:///{folder / 'turns.db'}"
     migrate(url)
     engine = make_engine(url)
-    workload = Workload(latency_s=0.4)
-    lock = threading.Lock()
-    finished = threading.Semaphore(0)
-
-    def generation(share: str, index: int, queued: datetime) -> None:
-        started = datetime.now(UTC)
-        time.sleep(workload.latency_s)
-        with lock:
-            workload.runs[(share, index)] = workload.runs.get((share, index), 0) + 1
-            workload.generations.setdefault(share, {})[index] = (queued, started, datetime.now(UTC))
-        finished.release()
-
-    def dispatcher() -> SlotDispatcher:
-        return SlotDispatcher(
-            name, max_slots=LIMIT, linger_s=0.05, demand_table=DemandTable(engine, name), limit_size=LIMIT
+    table = DemandTable(engine, name)
+    shares = {f"normal-{n}": (CROSS_PIECES, "normal", "go-normal") for n in range(NORMAL_BATCHES)}
+    shares["high"] = (1, "high", "go-high")
+    workers = {}
+    for share, (pieces, priority, go) in shares.items():
+        spec = {
+            "limit": name,
+            "slots": LIMIT,
+            "database_url": url,
+            "share": share,
+            "pieces": pieces,
+            "priority": priority,
+            "latency_s": CROSS_LATENCY_S,
+            "ready": str(folder / f"{share}.ready"),
+            "go": str(folder / go),
+            "out": str(folder / f"{share}.json"),
+        }
+        workers[share] = subprocess.Popen(
+            [sys.executable, "-m", "tests.support.slot_worker", json.dumps(spec)],
+            cwd=REPO,
+            env=dict(os.environ),
         )
 
-    normal = [dispatcher() for _ in range(NORMAL_BATCHES)]
-    futures = []
-    for n, process in enumerate(normal):
-        queued = datetime.now(UTC)
-        futures += [
-            process.submit(lambda s=f"normal-{n}", i=i, q=queued: generation(s, i, q), share=f"normal-{n}")
-            for i in range(PIECES)
-        ]
-    for _ in range(20):
-        assert finished.acquire(timeout=120)
-    high = dispatcher()
-    workload.high_submitted_after = 20
-    queued = datetime.now(UTC)
-    futures.append(high.submit(lambda: generation("high", 0, queued), priority="high", share="high"))
-    for future in futures:
-        future.result(timeout=300)
-    for process in [*normal, high]:
-        process.close()
-        workload.slots += process.lease_spans
-    # Every generation ran inside a slot its own process held.
-    for process, share in [*((p, f"normal-{n}") for n, p in enumerate(normal)), (high, "high")]:
-        for _, started, ended in workload.generations[share].values():
-            assert any(g <= started and ended <= r for g, r in process.lease_spans), (share, started)
-    engine.dispose()
+    def wait_for(condition: Any, what: str, timeout_s: float = 240) -> None:
+        deadline = time.monotonic() + timeout_s
+        while not condition():
+            failed = {share: w.returncode for share, w in workers.items() if w.poll() not in (None, 0)}
+            assert not failed and time.monotonic() < deadline, f"waiting for {what}: {failed}"
+            time.sleep(0.1)
+
+    try:
+        wait_for(lambda: all((folder / f"{share}.ready").exists() for share in shares), "the processes")
+        with get_client(sync_client=True) as client:
+            held = [
+                client.increment_concurrency_slots_with_lease(
+                    names=[name], slots=1, mode="concurrency", lease_duration=120
+                ).json()["lease_id"]
+                for _ in range(LIMIT)
+            ]
+            (folder / "go-normal").touch()
+            wait_for(lambda: len({r.share for r in table.read() if r.wants}) == NORMAL_BATCHES, "their rows")
+            for lease_id in held:
+                client.release_concurrency_slots_with_lease(lease_id)
+        wait_for(lambda: sum(r.served - r.running for r in table.read()) >= HIGH_AFTER, "30 generations")
+        (folder / "go-high").touch()
+        for share, worker in workers.items():
+            assert worker.wait(timeout=300) == 0, share
+    finally:
+        for worker in workers.values():
+            if worker.poll() is None:
+                worker.kill()
+        engine.dispose()
+    workload = Workload()
+    for share in shares:
+        stored = json.loads((folder / f"{share}.json").read_text())
+        slots = [(datetime.fromisoformat(g), datetime.fromisoformat(r)) for g, r in stored["slots"]]
+        timings = workload.generations.setdefault(share, {})
+        for index, *times in stored["generations"]:
+            queued, started, finished = map(datetime.fromisoformat, times)
+            workload.runs[(share, index)] = workload.runs.get((share, index), 0) + 1
+            timings[index] = (queued, started, finished)
+            assert any(g <= started and finished <= r for g, r in slots), ("outside its slots", share, index)
     return workload
 
 
 @pytest.mark.slow
-def test_across_processes_a_high_generation_takes_the_next_free_slot(across_processes: Workload) -> None:
-    _assert_invariants(across_processes)
-    overtaken, ratio = _overtaken_and_ratio(across_processes)
-    # Nothing is preempted and the other processes learn of the high generation from the demand table
-    # (read every 0.1 s), so the normal generations that start meanwhile overtake it: one round of the
-    # slots at most, where in FIFO order the ~110 queued ahead of it would all have.
-    assert overtaken <= LIMIT, (overtaken, ratio)
+def test_across_processes_equal_batches_progress_together(across_processes: Workload) -> None:
+    _assert_invariants(across_processes, NORMAL_BATCHES * CROSS_PIECES + 1)
+    _assert_fair_at_mid_run(across_processes)
 
 
 @pytest.mark.slow
-def test_across_processes_equal_batches_progress_together(across_processes: Workload) -> None:
-    # Across processes a hand-off needs the Prefect server (a release, then an acquisition): on a loaded
-    # machine its answers sometimes take seconds, and the process waiting for one falls behind by as
-    # much. So this asserts that no process is starved (each has at least half the mean) rather than
-    # the ±20% the batches in one process keep; without the demand table one of three processes had
-    # done 0 of its 50 at mid-run (first come keeps all).
-    _assert_fair_at_mid_run(across_processes, [f"normal-{n}" for n in range(NORMAL_BATCHES)], tolerance=0.5)
+def test_across_processes_a_high_generation_starts_within_one_generation(across_processes: Workload) -> None:
+    """The high process's generation waits for the first normal generation to end (at most one
+    generation), plus the hand-off between processes: the other processes read its row in the demand
+    table (every 0.1 s), the one whose generation ended first releases its slot to the Prefect server,
+    and the high process, which re-reads the table and asks every 0.05 s, acquires it. Those four
+    database and API round trips took 0.1-0.9 s in all on a 2-core machine at load average 10-19 (no
+    client back-off: ``tasks/slot_leases.py``), so the allowance is one more generation of 0.8 s. In
+    first-in-first-out order it would wait for the ~100 generations queued ahead of it (~20 times)."""
+    ratio, overtaken = across_processes.high_wait()
+    assert ratio <= 1 + HANDOFF_ALLOWANCE, (ratio, overtaken)
+    assert overtaken < LIMIT, (ratio, overtaken)
 
 
-def _assert_invariants(workload: Workload) -> None:
+HANDOFF_ALLOWANCE = 1.0
+"""Generation times a cross-process hand-off may add (``test_across_processes_a_high_...``)."""
+
+
+def _assert_invariants(workload: Workload, generations: int) -> None:
     assert set(workload.runs.values()) == {1}, "a generation ran twice"
-    assert len(workload.runs) == NORMAL_BATCHES * PIECES + 1
+    assert len(workload.runs) == generations
     figures = concurrency_figures(workload.spans(), slots=LIMIT)
     assert figures.peak_concurrent <= LIMIT
     assert figures.peak_concurrent >= LIMIT - 1, "the slots were not used in parallel"
 
 
-def _overtaken_and_ratio(workload: Workload) -> tuple[int, float]:
-    """How many normal generations started after the high one was queued and before it started; and
-    its wait as a ratio to its generation time (stored timestamps)."""
-    queued, started, ended = workload.generations["high"][0]
-    overtaken = sum(
-        queued < s < started
-        for share, pieces in workload.generations.items()
-        if share != "high"
-        for (_, s, _) in pieces.values()
-    )
-    return overtaken, (started - queued) / (ended - started)
-
-
-def _assert_fair_at_mid_run(workload: Workload, shares: list[str], tolerance: float = 0.2) -> None:
-    """Half-way through the time all the batches were running side by side, each has done as many
-    generations since then as the others, ±``tolerance`` (20%).
-
-    "Side by side" starts when the last of them queued its first generation: on a busy machine their
-    planning ends seconds apart, and a batch cannot be served before it asks.
-    """
-    first_queued = max(min(q for (q, _, _) in workload.generations[share].values()) for share in shares)
-    last_started = min(max(s for (_, s, _) in workload.generations[share].values()) for share in shares)
-    mid = first_queued + (last_started - first_queued) / 2
-    done = {
-        share: sum(first_queued <= s and f <= mid for (_, s, f) in workload.generations[share].values())
-        for share in shares
-    }
+def _assert_fair_at_mid_run(workload: Workload, tolerance: float = 0.2) -> None:
+    """Half-way through the time the normal batches ran side by side (from the first generation's start
+    to the earliest last start of one of them), each has finished as many generations as the others,
+    ±``tolerance`` (20%) of their mean."""
+    shares = workload.normal
+    first = min(s for share in shares for (_, s, _) in workload.generations[share].values())
+    last = min(max(s for (_, s, _) in workload.generations[share].values()) for share in shares)
+    mid = first + (last - first) / 2
+    done = {share: sum(f <= mid for (_, _, f) in workload.generations[share].values()) for share in shares}
     mean = sum(done.values()) / len(done)
-    window = (first_queued.time(), mid.time(), last_started.time())
-    assert mean >= 5, f"too short a window to compare: {done} in {window}"
+    window = (first.time(), mid.time(), last.time())
+    assert mean >= 10, f"too short a window to compare: {done} in {window}"
     assert all(abs(n - mean) <= tolerance * mean for n in done.values()), (done, window)
 
 
 @pytest.fixture(scope="module")
 def batch_flows(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workload]:
-    """The real batch flow, three normal 50-piece batches at once in this process on the fixed-latency
-    backend; once 20 images are stored, a high one-piece batch. Timestamps are the stored piece rows'."""
+    """The real batch flow, three normal batches at once in this process on the fixed-latency backend;
+    once 10 images are stored, a high one-piece batch. Timestamps are the stored piece rows'."""
     from contentforge.config import get_settings
     from contentforge.images.fixed_latency import FixedLatencyBackend
     from contentforge.personas import sample_persona
@@ -367,7 +348,7 @@ def batch_flows(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -
 
         normal = [f"normal-batch-{n}" for n in range(NORMAL_BATCHES)]
         threads = [
-            threading.Thread(target=run, args=(batch_id, PIECES, n + 1, "normal"))
+            threading.Thread(target=run, args=(batch_id, BATCH_PIECES, n + 1, "normal"))
             for n, batch_id in enumerate(normal)
         ]
         # "Started together": their planning ends seconds apart on a busy machine, so the slots are held
@@ -385,13 +366,13 @@ def batch_flows(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -
         for thread in threads:
             thread.start()
         deadline = time.monotonic() + 240
-        while len(dispatcher._queue) < NORMAL_BATCHES * PIECES:
+        while len(dispatcher._queue) < NORMAL_BATCHES * BATCH_PIECES:
             assert time.monotonic() < deadline and not errors, errors
             time.sleep(0.1)
         release.set()
         for hold in holds:
             hold.result(timeout=60)
-        while sum(1 for batch_id in normal for r in repo.pieces(batch_id=batch_id) if r.finished_at) < 20:
+        while sum(1 for batch_id in normal for r in repo.pieces(batch_id=batch_id) if r.finished_at) < 10:
             assert time.monotonic() < deadline and not errors, errors
             time.sleep(0.1)
         urgent = threading.Thread(target=run, args=("high-batch", 1, 99, "high"))
@@ -399,7 +380,7 @@ def batch_flows(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -
         for thread in [*threads, urgent]:
             thread.join(timeout=300)
         assert not errors, errors
-        workload = Workload(latency_s=0.5, high_submitted_after=20)
+        workload = Workload()
         for batch_id in [*normal, "high-batch"]:
             rows = repo.pieces(batch_id=batch_id)
             assert all(r.queued_at and r.started_at and r.finished_at for r in rows), batch_id
@@ -423,31 +404,16 @@ def batch_flows(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -
         get_settings.cache_clear()
 
 
+BATCH_PIECES = 15
+
+
 @pytest.mark.slow
 def test_a_high_batch_generation_starts_within_one_generation(batch_flows: Workload) -> None:
-    _assert_invariants(batch_flows)
-    overtaken, _ = _overtaken_and_ratio(batch_flows)
-    queued, started, _ = batch_flows.generations["high"][0]
-    # The slot it takes is the first to free after it was queued: the generation running then that
-    # ended first. Its wait, as a ratio to that generation's time, is at most 1 (it waited for no
-    # more than that one generation) plus the hand-off; FIFO would have it wait for the ~110 queued
-    # ahead of it (~20 generation times). Measured against the generation that freed the slot, not a
-    # nominal latency, so a loaded machine that stretches everything does not fail it.
-    running = [
-        (s, f)
-        for share, pieces in batch_flows.generations.items()
-        if share != "high"
-        for (_, s, f) in pieces.values()
-        if s <= queued < f
-    ]
-    assert running, "the slots were not busy when the high batch arrived"
-    freed_start, freed_end = min(running, key=lambda span: span[1])
-    ratio = (started - queued) / (freed_end - freed_start)
-    handoff = (started - freed_end).total_seconds()
-    assert overtaken < LIMIT, (overtaken, ratio, handoff)
-    assert ratio <= 1.25, (overtaken, ratio, handoff)
-
-
-@pytest.mark.slow
-def test_equal_priority_batches_progress_together(batch_flows: Workload) -> None:
-    _assert_fair_at_mid_run(batch_flows, [f"normal-{n}" for n in range(NORMAL_BATCHES)])
+    """In one process a freed slot changes hands without the Prefect server: the high generation waits
+    for the first normal generation to end (at most one generation) and is taken next. The allowance of
+    half a generation covers the holder thread's wake-up on a loaded machine. In first-in-first-out
+    order it would wait for the ~30 generations queued ahead of it (~6 times)."""
+    _assert_invariants(batch_flows, NORMAL_BATCHES * BATCH_PIECES + 1)
+    ratio, overtaken = batch_flows.high_wait()
+    assert ratio <= 1.5, (ratio, overtaken)
+    assert overtaken < LIMIT, (ratio, overtaken)
