@@ -198,7 +198,7 @@ def _run_deployed(
 
 def _worker(args: Any) -> None:
     """One batch process: warm up, wait for the common start, run the batch, report its figures."""
-    from benchmarks.instrument import ApiCallCounter, RssSampler, write_stats
+    from benchmarks.instrument import ApiCallCounter, RssSampler, cpu_seconds, write_stats
 
     batch_id, pieces, seed = args.worker
     if os.environ.get("CONTENTFORGE_BENCH_TRACE"):
@@ -210,10 +210,12 @@ def _worker(args: Any) -> None:
     sampler.start()
     _warm_then_wait_for_go(sync_dir, batch_id)
     counter.reset()  # the batch's calls, not the warm-up's
+    cpu_at_go = cpu_seconds() or 0.0
     _run_one_batch(batch_id, int(pieces), int(seed))
     (sync_dir / f"done-{batch_id}").write_text(repr(time.time()))
+    cpu_s = (cpu_seconds() or 0.0) - cpu_at_go
     sampler.stop()
-    write_stats(sync_dir / f"stats-{batch_id}.json", counter, sampler)
+    write_stats(sync_dir / f"stats-{batch_id}.json", counter, sampler, cpu_s)
 
 
 def _process_figures(sync_dir: Path, rows_by_batch: dict[str, list[Any]]) -> dict[str, Any]:
@@ -223,19 +225,25 @@ def _process_figures(sync_dir: Path, rows_by_batch: dict[str, list[Any]]) -> dic
     stats = {bid: json.loads((sync_dir / f"stats-{bid}.json").read_text()) for bid in rows_by_batch}
     pieces = sum(len(rows) for rows in rows_by_batch.values())
     calls: Counter[str] = Counter()
+    errors: Counter[str] = Counter()
     events: Counter[str] = Counter()
     for entry in stats.values():
         calls.update(entry["api_calls_by_endpoint"])
+        errors.update(entry.get("api_errors_by_status", {}))
         events.update(entry["events_by_name"])
     growth = []
     for batch_id, rows in rows_by_batch.items():
         finished = sorted(r.finished_at.timestamp() for r in rows if r.finished_at is not None)
         if len(finished) >= 100:  # the 50th image is early enough to say how the process grows after it
             growth.append(rss_growth_after(stats[batch_id]["rss_samples"], finished[49]))
+    cpu_s = sum(entry.get("cpu_s") or 0.0 for entry in stats.values())
     return {
+        "batch_processes_cpu_s": round(cpu_s, 2),
+        "batch_processes_cpu_ms_per_piece": round(1000 * cpu_s / max(pieces, 1), 1),
         "api_calls": sum(calls.values()),
         "api_calls_per_piece": round(sum(calls.values()) / max(pieces, 1), 2),
         "api_calls_top": dict(calls.most_common(8)),
+        "api_errors": dict(errors.most_common()),
         "events": sum(events.values()),
         "events_per_piece": round(sum(events.values()) / max(pieces, 1), 2),
         "events_top": dict(events.most_common(8)),
@@ -248,6 +256,7 @@ def _run_point(
     args: Any, batches: int, pieces: int, settings: Any, server: Any, data_dir: Path
 ) -> dict[str, Any]:
     """One point: ``batches`` simultaneous batches of ``pieces``, then the bare loop on their requests."""
+    from benchmarks.instrument import cpu_seconds
     from contentforge.images.cpu_sizing import available_cores, local_generation_limit
     from contentforge.metrics import concurrency_figures
     from tasks import resources
@@ -278,6 +287,7 @@ def _run_point(
                 raise SystemExit("a batch process exited before it was ready")
             time.sleep(0.1)
         (sync_dir / "go").touch()
+    server_cpu_at_go = cpu_seconds(server.pid)
     started, started_at = time.perf_counter(), time.time()
     if args.mode == "deployed":
         _run_deployed(batch_ids, pieces, settings, server.api_url, data_dir, args)
@@ -298,6 +308,7 @@ def _run_point(
                 raise SystemExit(failure)
             return {"batches": batches, "pieces": batches * pieces, "failed": failure}  # the sweep goes on
     exit_wall_s = time.perf_counter() - started
+    server_cpu_after = cpu_seconds(server.pid)
     # Batches are done when their flows return; a process then still flushes Prefect's logs and events.
     done = [float(path.read_text()) for path in sync_dir.glob("done-*")]
     wall_s = max(done) - started_at if args.mode == "processes" else exit_wall_s
@@ -344,6 +355,10 @@ def _run_point(
         if figures.phase_seconds
         else None,
     }
+    if server_cpu_at_go is not None and server_cpu_after is not None:  # a server this run started
+        server_cpu_s = server_cpu_after - server_cpu_at_go
+        result["prefect_server_cpu_s"] = round(server_cpu_s, 2)
+        result["prefect_server_cpu_ms_per_piece"] = round(1000 * server_cpu_s / max(len(rows), 1), 1)
     if args.mode == "processes":
         result |= _process_figures(sync_dir, rows_by_batch)
     return result
