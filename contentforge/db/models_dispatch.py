@@ -1,8 +1,9 @@
 """ORM table of the slot dispatcher's demands (issue 14): who waits for ``image-generation`` slots.
 
 One row per share (one batch's generations in one process's dispatcher) and limit: its priority
-rank, how many generations wait and run, how many it started so far, and when its process last said
-so. ``contentforge.db.turns`` reads and writes it; ``contentforge.fair_share`` turns it into targets.
+rank, how many generations wait (at most as many as its process could start at once) and run, how many
+it started so far (from the level it joined the rotation at), and when its process last said so.
+``contentforge.db.turns`` reads and writes it; ``contentforge.fair_share`` turns it into targets.
 A row whose ``seen_at`` is older than a few seconds belongs to a dead process and is ignored.
 """
 
