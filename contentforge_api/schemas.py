@@ -139,6 +139,11 @@ class GenerateRequest(_Request):
     include_hooks: bool = True
     safety_check: bool = True
     priority: Priority = PRIORITY_FIELD
+    mode: Literal["manual", "auto", "assisted"] = Field(
+        default="manual",
+        description="As for a batch: auto recommends the LoRAs and parameters, assisted waits for the plan "
+        "to be accepted or edited (GET/POST /jobs/{id}/input); parameters set here still win.",
+    )
     template_id: str | None = Field(
         default=None, pattern=TEMPLATE_ID_PATTERN, description="A template id (GET /templates)."
     )

@@ -365,8 +365,11 @@ def test_the_api_and_cli_pass_a_batch_mode_on_and_refuse_an_unknown_one(
             "/api/v1/content/batch", headers=AUTH, json={"persona": "mia-fit", "mode": "clever"}
         )
         assert refused.status_code == 422
-    assisted, manual = (launch.parameters for launch in launcher.launches)
+        one = api.post("/api/v1/content/generate", headers=AUTH, json={"persona": "mia-fit", "mode": "auto"})
+        assert one.status_code == 202, one.text
+    assisted, manual, single = (launch.parameters for launch in launcher.launches)
     assert assisted["mode"] == "assisted" and "mode" not in manual
+    assert single["mode"] == "auto" and single["num_pieces"] == 1
 
     cli_refused = CliRunner().invoke(cli, ["produce", "mia-fit", "-n", "2", "--mode", "clever"])
     lines = cli_refused.output.strip().splitlines()

@@ -383,6 +383,7 @@ async def generate_one(
             seed=body.seed,
             include_hooks=body.include_hooks,
             safety_check=body.safety_check,
+            mode=body.mode,
         )
         return validated, piece_request
 
