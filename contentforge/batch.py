@@ -43,7 +43,7 @@ from contentforge.images.provenance import png_with_provenance, read_provenance,
 from contentforge.moderation import Moderator
 from contentforge.quality.batch_gate import gate_hooks, gate_image_prompt
 from contentforge.storage import Storage, content_key
-from contentforge.text.hooks import HookWriter
+from contentforge.text.hooks import HookWriter, niche_hashtag
 from contentforge.text.llm_hooks import LlmHookWriter
 from contentforge.text.llm_prompts import ImagePromptOutcome, LlmImagePromptWriter
 from contentforge.text.providers.costs import record_text_cost
@@ -387,7 +387,11 @@ def write_piece_hooks(
             charge_key=f"hooks-regenerate:{piece.id}:{platform.value}:{uuid.uuid4().hex}",
         )
     # Best first by what analytics learned for this account (unchanged when nothing was learned).
-    ranking = order_hooks(AnalyticsStore(repo.sessions), persona.id, platform.value, hooks)
+    # The niche tag stays whatever the writer led with (a model's hooks need not share a first tag).
+    niche = [tag for tag in (niche_hashtag(persona),) if tag]
+    ranking = order_hooks(
+        AnalyticsStore(repo.sessions), persona.id, platform.value, hooks, required_tags=niche
+    )
     hooks = sorted(ranking.hooks, key=lambda hook: hook.held_by_quality_gate)  # held hooks never first
     if ranking.decision is not None:
         if hooks and hooks[0] is not ranking.hooks[0]:  # the learned favourite is held by the gate

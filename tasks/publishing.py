@@ -20,7 +20,7 @@ from prefect.client.schemas.objects import TaskRun
 from prefect.states import State
 from prefect.tasks import Task, exponential_backoff
 
-from contentforge.analytics.feedback import LearnedSlots
+from contentforge.analytics.feedback import LearnedSlots, batch_seed
 from contentforge.analytics.pauses import defer_if_paused
 from contentforge.db.analytics import AnalyticsStore
 from contentforge.publishing import (
@@ -72,7 +72,7 @@ def schedule_batch_publications(
         AnalyticsStore(resources.repository().sessions),
         default=parse_slot_times(settings.publish_slots),
         daily_limit=settings.publish_daily_limit,
-        seed=int.from_bytes(batch_id.encode()[-8:].rjust(8, b"\0"), "big"),
+        seed=batch_seed(batch_id),
     )
     outcome = schedule_batch(
         ledger(),

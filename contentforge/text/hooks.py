@@ -156,6 +156,12 @@ def _hashtag(text: str) -> str:
     return tag[:_MAX_HASHTAG_LEN] if re.search(r"[^\W\d_]", tag) else ""
 
 
+def niche_hashtag(persona: Persona) -> str:
+    """The persona's niche as the hashtag every offline hook leads with ('' if nothing usable);
+    hashtag ranking keeps it whatever a model-written hook set leads with."""
+    return _hashtag(persona.niche)
+
+
 def _hashtag_pool(persona: Persona, template: Template) -> list[str]:
     pool: list[str] = []
     seen: set[str] = set()
