@@ -105,7 +105,11 @@ def select_templates_and_prompts(
     planned = plan() if writer is None else resources.run_llm(plan)  # model calls hold an LLM slot
     repo.add_planned_pieces(batch_id, planned)
     record_planned_prompts(repo, batch_id, outcomes)
-    record_template_feedback(AnalyticsStore(repo.sessions), planned, learned)
+    # Only what was planned here: pieces planned before this run (variations of a piece, planned with
+    # their parent's template) keep their template, so a template drawn now says nothing about them.
+    stored = {row.id: row.template_id for row in repo.pieces(batch_id=batch_id)}
+    drawn = [piece for piece in planned if stored.get(piece.piece_id) == piece.template_id]
+    record_template_feedback(AnalyticsStore(repo.sessions), drawn, learned)
     # A resumed batch keeps the ids it was planned with (older ones used the batch id's first 16
     # characters), so its pieces are addressed by (batch, index) as stored.
     return stored_piece_ids(repo, batch_id, planned)
