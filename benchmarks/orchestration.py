@@ -13,10 +13,15 @@ per image instead of running a model) because it measures orchestration, not mod
     python benchmarks/orchestration.py --sweep --sweep-points 1x5,3x5 --latency 0.1   # a quick check
     python benchmarks/orchestration.py --mode threads        # 3 batches in one process
     python benchmarks/orchestration.py --mode deployed       # through the cpu and gpu pools and workers
+    python benchmarks/orchestration.py --mode task-workers   # GPU stage on warm `contentforge gpu-worker`s
 
 ``--mode deployed`` bootstraps the pools, applies prefect.yaml, starts a cpu and a gpu process
 worker (as ``contentforge up`` does) and runs the batches as deployment runs whose GPU stage is the
-``generate-images`` deployment on the gpu pool.
+``generate-images`` deployment on the gpu pool. ``--mode task-workers`` runs the batches on the cpu
+pool the same way, but with ``CONTENTFORGE_GPU_TASK_WORKERS``: their pieces go to ``--gpu-workers``
+long-lived ``contentforge gpu-worker`` processes, started (and connected) before the clock starts as a
+cluster's GPU workers are. Both report ``model_loads``: image backends built in GPU processes (one per
+GPU-stage flow run when deployed; per worker, from its "model load N" log lines, with task workers).
 
 Every point also reports the *bare loop*: the batch's own image requests (each piece's prompt,
 negative prompt, seed, size, steps) generated in a plain thread pool with no orchestration, for every
@@ -155,11 +160,8 @@ def _machine() -> dict[str, Any]:
 
 def _run_deployed(
     batch_ids: list[str], pieces: int, settings: Any, api_url: str, data_dir: Path, args: Any
-) -> None:
+) -> list[Any]:
     """Batches as deployment runs on the cpu pool; their GPU stage runs on the gpu worker."""
-    from prefect.client.orchestration import get_client
-    from prefect.deployments import run_deployment
-
     from contentforge_cli.stack import deploy_all, start, stop, worker_services
     from tasks.bootstrap import bootstrap_cluster
 
@@ -173,27 +175,127 @@ def _run_deployed(
         service.env.update(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="10")
         start(run_dir, service)
     try:
-        runs = [
-            run_deployment(
-                "produce-content-batch/produce-content-batch",
-                parameters={"persona": "mia-fit", "num_pieces": pieces, "seed": seed, "batch_id": batch_id},
-                timeout=0,
-            )
-            for seed, batch_id in enumerate(batch_ids)
-        ]
-        with get_client(sync_client=True) as client:
-            pending = {run.id for run in runs}
-            while pending:
-                time.sleep(1)
-                for run_id in list(pending):
-                    state = client.read_flow_run(run_id).state
-                    if state is not None and state.is_final():
-                        if not state.is_completed():
-                            raise SystemExit(f"batch run {run_id} ended {state.name}; logs in {run_dir}")
-                        pending.discard(run_id)
+        return _run_batches_on_cpu_pool(batch_ids, pieces, run_dir)
     finally:
         for service in services:
             stop(run_dir, service.name)
+
+
+def _wait_for_batch_runs(runs: list[Any], run_dir: Path) -> None:
+    """Until every batch run has ended; a batch run that did not complete ends the benchmark."""
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        pending = {run.id for run in runs}
+        while pending:
+            time.sleep(1)
+            for run_id in list(pending):
+                state = client.read_flow_run(run_id).state
+                if state is not None and state.is_final():
+                    if not state.is_completed():
+                        raise SystemExit(f"batch run {run_id} ended {state.name}; logs in {run_dir}")
+                    pending.discard(run_id)
+
+
+def _gpu_stage_runs(batch_runs: list[Any]) -> int:
+    """How many GPU-stage flow runs the batch runs started: each is a new process that builds its model."""
+    from prefect.client.orchestration import get_client
+    from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
+    from prefect.client.schemas.sorting import FlowRunSort
+
+    with get_client(sync_client=True) as client:
+        children = client.read_flow_runs(
+            flow_run_filter=FlowRunFilter(
+                parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[run.id for run in batch_runs])
+            ),
+            sort=FlowRunSort.START_TIME_ASC,
+            limit=200,
+        )
+    return sum(child.work_pool_name is not None for child in children)
+
+
+def _batch_run_spans(batch_runs: list[Any], rows: list[Any]) -> dict[str, float]:
+    """Where a deployed batch's wall time goes outside the generations: its flow-run process starting
+    (created to Running, the slowest batch), and its work after the last image (hooks, moderation,
+    summary) until the last batch run ended."""
+    from datetime import UTC
+
+    from prefect.client.orchestration import get_client
+
+    def utc(moment: Any) -> Any:
+        return moment if moment.tzinfo else moment.replace(tzinfo=UTC)
+
+    with get_client(sync_client=True) as client:
+        runs = [client.read_flow_run(run.id) for run in batch_runs]
+    created = [utc(run.created) for run in runs if run.created]
+    started = [utc(run.start_time) for run in runs if run.start_time]
+    ended = [utc(run.end_time) for run in runs if run.end_time]
+    generated = [utc(row.started_at) for row in rows if row.started_at is not None]
+    finished = [utc(row.finished_at) for row in rows if row.finished_at is not None]
+    spans: dict[str, float] = {}
+    if created and started:
+        spans["batch_run_process_start_s"] = round((max(started) - min(created)).total_seconds(), 3)
+    if created and generated:
+        spans["first_generation_after_s"] = round((min(generated) - min(created)).total_seconds(), 3)
+    if finished and ended:
+        spans["after_last_image_s"] = round((max(ended) - max(finished)).total_seconds(), 3)
+    return spans
+
+
+class _TaskWorkerCluster:
+    """A cpu process worker whose batches send their pieces to ``count`` warm GPU workers."""
+
+    def __init__(self, settings: Any, api_url: str, data_dir: Path, count: int) -> None:
+        from contentforge_cli.gpu_worker import gpu_worker_service
+        from contentforge_cli.stack import deploy_all, start, worker_services
+        from tasks.bootstrap import bootstrap_cluster
+        from tasks.gpu_workers import wait_for_workers
+
+        bootstrap_cluster(settings)
+        deploy_all()
+        self.run_dir = data_dir / "run"
+        (cpu,) = [
+            s for s in worker_services(api_url, settings.cpu_pool, settings.gpu_pool, None) if "cpu" in s.name
+        ]
+        cpu.env.update(
+            PREFECT_WORKER_QUERY_SECONDS="1",
+            PREFECT_WORKER_PREFETCH_SECONDS="10",
+            CONTENTFORGE_GPU_TASK_WORKERS="true",
+        )
+        cpu.env.pop("CONTENTFORGE_GPU_DEPLOYMENT", None)
+        self.gpu = [gpu_worker_service(api_url, f"gpu-task-worker-{n}") for n in range(1, count + 1)]
+        self.services = [cpu, *self.gpu]
+        for service in self.services:
+            start(self.run_dir, service)
+        wait_for_workers(count, timeout_s=300)
+
+    def model_loads(self) -> dict[str, int]:
+        return {
+            service.name: (self.run_dir / f"{service.name}.log").read_text().count(": model load ")
+            for service in self.gpu
+        }
+
+    def stop(self) -> None:
+        from contentforge_cli.stack import stop
+
+        for service in self.services:
+            stop(self.run_dir, service.name)
+
+
+def _run_batches_on_cpu_pool(batch_ids: list[str], pieces: int, run_dir: Path) -> list[Any]:
+    """The batches as deployment runs on the cpu pool, until all have ended; returns the runs."""
+    from prefect.deployments import run_deployment
+
+    runs = [
+        run_deployment(
+            "produce-content-batch/produce-content-batch",
+            parameters={"persona": "mia-fit", "num_pieces": pieces, "seed": seed, "batch_id": batch_id},
+            timeout=0,
+        )
+        for seed, batch_id in enumerate(batch_ids)
+    ]
+    _wait_for_batch_runs(runs, run_dir)
+    return runs
 
 
 def _worker(args: Any) -> None:
@@ -268,6 +370,9 @@ def _run_point(
     sync_dir = data_dir / f"sync-{batch_ids[0][:8]}"
     sync_dir.mkdir()
     workers: list[subprocess.Popen[bytes]] = []
+    cluster = None
+    if args.mode == "task-workers":  # warm GPU workers are long-lived: connected before the clock starts
+        cluster = _TaskWorkerCluster(settings, server.api_url, data_dir, args.gpu_workers)
     if args.mode == "processes":
         # Start the batch processes first and wait until each has imported and loaded its model,
         # so the timed run measures orchestration, not Python start-up on a small machine.
@@ -289,8 +394,17 @@ def _run_point(
         (sync_dir / "go").touch()
     server_cpu_at_go = cpu_seconds(server.pid)
     started, started_at = time.perf_counter(), time.time()
+    model_loads: dict[str, int] = {}
+    batch_runs: list[Any] = []
     if args.mode == "deployed":
-        _run_deployed(batch_ids, pieces, settings, server.api_url, data_dir, args)
+        batch_runs = _run_deployed(batch_ids, pieces, settings, server.api_url, data_dir, args)
+        model_loads = {"gpu-stage flow runs": _gpu_stage_runs(batch_runs)}
+    elif cluster is not None:
+        try:
+            batch_runs = _run_batches_on_cpu_pool(batch_ids, pieces, cluster.run_dir)
+        finally:
+            model_loads = cluster.model_loads()
+            cluster.stop()
     elif args.mode == "threads":
         threads = [
             threading.Thread(target=_run_one_batch, args=(batch_id, pieces, seed))
@@ -361,6 +475,10 @@ def _run_point(
         result["prefect_server_cpu_ms_per_piece"] = round(1000 * server_cpu_s / max(len(rows), 1), 1)
     if args.mode == "processes":
         result |= _process_figures(sync_dir, rows_by_batch)
+    if model_loads:
+        result |= {"model_loads": sum(model_loads.values()), "model_loads_by_gpu_process": model_loads}
+    if batch_runs:
+        result |= _batch_run_spans(batch_runs, rows)
     return result
 
 
@@ -383,7 +501,10 @@ def main() -> None:
         "--latency", type=float, default=1.0, help="seconds per image (fixed-latency backend)"
     )
     parser.add_argument("--profile", choices=["fixed-latency", "tiny"], default="fixed-latency")
-    parser.add_argument("--mode", choices=["processes", "threads", "deployed"], default="processes")
+    parser.add_argument(
+        "--mode", choices=["processes", "threads", "deployed", "task-workers"], default="processes"
+    )
+    parser.add_argument("--gpu-workers", type=int, default=1, help="warm GPU workers (--mode task-workers)")
     parser.add_argument(
         "--sweep", action="store_true", help=f"measure every point of --sweep-points (default {SWEEP})"
     )
@@ -392,6 +513,9 @@ def main() -> None:
     parser.add_argument(
         "--prefect-db-url",
         help="run a Prefect server on this database (postgresql+asyncpg://…) on port 4210 instead of SQLite",
+    )
+    parser.add_argument(
+        "--prefect-port", type=int, default=4210, help="port of the --prefect-db-url server (default 4210)"
     )
     parser.add_argument("--trace", action="store_true", help="log slot grants per batch into DATA_DIR")
     parser.add_argument("--worker", nargs=3, metavar=("BATCH_ID", "PIECES", "SEED"), help=argparse.SUPPRESS)
@@ -413,7 +537,7 @@ def main() -> None:
     )
     if args.prefect_db_url:  # its own port, so a running SQLite server is never reused by mistake
         os.environ["CONTENTFORGE_PREFECT_DATABASE_URL"] = args.prefect_db_url
-        os.environ["CONTENTFORGE_PREFECT_PORT"] = "4210"
+        os.environ["CONTENTFORGE_PREFECT_PORT"] = str(args.prefect_port)
     from contentforge.config import get_settings
     from contentforge.personas import sample_persona
     from contentforge_cli.runtime import connect
