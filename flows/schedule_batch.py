@@ -44,6 +44,8 @@ def schedule_batch(
     ]
     for platform, slots in result["slots"].items():
         lines += [f"| {platform} | `{piece}` | {when} |" for piece, when in slots]
+    if result.get("covers"):
+        lines += ["", "## Covers", ""] + [f"- {note}" for note in result["covers"][:50]]
     if result["refusals"]:
         lines += ["", "## Refused", ""] + [f"- {reason}" for reason in result["refusals"][:50]]
     create_markdown_artifact(

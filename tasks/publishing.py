@@ -32,6 +32,7 @@ from contentforge.publishing import (
     publish_claimed,
     publisher_name,
 )
+from contentforge.publishing.cover_binding import cover_note
 from contentforge.publishing.factory import (
     PublisherUnavailable,
     build_row_publisher,
@@ -86,6 +87,7 @@ def schedule_batch_publications(
     )
     for (persona_id, platform), _ in learned.reasons.items():
         learned.record(persona_id, platform, outcome.slots.get(platform, []))
+    rows = ledger().list(batch_id=batch_id, limit=None)
     return {
         "batch_id": batch_id,
         "scheduled": len(outcome.result.scheduled),
@@ -93,6 +95,12 @@ def schedule_batch_publications(
         "refused": outcome.result.refused_count,
         "refusals": [reason for _, _, reason in outcome.result.refused],
         "slots": {p: [(piece, when.isoformat()) for piece, when in s] for p, s in outcome.slots.items()},
+        # Which image each publication binds where a cover was chosen (a variation's, or why not).
+        "covers": [
+            f"{row.piece_id} on {row.platform} {note}"
+            for row in rows
+            if row.platform in outcome.slots and (note := cover_note(row.detail))
+        ],
     }
 
 

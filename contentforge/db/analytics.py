@@ -552,7 +552,9 @@ class AnalyticsStore(Store):
                             caption=pub.caption,
                             template_id=piece.template_id,
                             tier=piece.tier or piece.template_tier,
-                            storage_key=piece.storage_key,
+                            # The image the post carried: a variation's when it was bound as the cover.
+                            storage_key=(pub.detail or {}).get("media", {}).get("storage_key")
+                            or piece.storage_key,
                             hook_style=hook_style,
                             due_ages=due,
                         )

@@ -59,6 +59,7 @@ from contentforge.errors import ContentForgeError, InvalidInput
 from contentforge.moderation.policy import ModerationPolicy
 from contentforge.moderation.protocol import ModerationInput
 from contentforge.moderation.text_rules import TextRulesBackend
+from contentforge.publishing.cover_binding import bind_image, bound_as_cover, bound_image, image_refusal
 from contentforge.publishing.protocol import Publication, PublishedPost
 from contentforge.redaction import redact_text as _redact_text
 
@@ -268,11 +269,15 @@ class PublicationLedger:
                 return existing.id, False
             piece = session.get(PieceORM, piece_id)
             reason = self.refusal(piece, platform, session)
+            if reason is None and piece is not None:
+                reason = bound_as_cover(session, piece, platform)
             if reason is not None:
                 raise PublishRefused(f"piece {piece_id} on {platform}: {reason}")
             assert piece is not None
             text, alt_text, from_hook = self._caption(session, piece, Platform(platform), caption)
-            detail: dict[str, Any] = {"alt_text": alt_text, "persona_id": piece.persona_id}
+            # The image is bound now (the chosen cover, when moderation allows it here), never later.
+            image = bind_image(session, piece, platform, self.refusal)
+            detail: dict[str, Any] = {"alt_text": alt_text, "persona_id": piece.persona_id, "media": image}
             if not from_hook:
                 detail.update(self._judge_caption(piece_id, Platform(platform), text))
             labelled = self.caption_label(platform, text) if self.caption_label is not None else text
@@ -286,7 +291,7 @@ class PublicationLedger:
                 status="scheduled",
                 scheduled_for=when.astimezone(UTC),
                 caption=labelled,
-                media_url=piece.url,
+                media_url=image["url"],
                 content_hash=piece.moderated_hash,
                 attempts=0,
                 detail=detail,
@@ -435,7 +440,7 @@ class PublicationLedger:
         judged = (row.detail or {}).get("judged_caption_sha256") or []
         if row.caption not in allowed and caption_sha256(row.caption) not in judged:
             return f"its caption is not a text moderation judged; {CHANGED}"
-        return None
+        return image_refusal(session, row, piece, self.refusal)
 
     def _labelled(self, platform: str, caption: str) -> tuple[str, ...]:
         if self.caption_label is None:
@@ -741,6 +746,7 @@ def _to_row(row: PublicationORM) -> PublicationRow:
 
 def _to_publication(row: PublicationORM, piece: PieceORM | None, lease_s: float | None = None) -> Publication:
     detail = dict(row.detail or {})
+    image = bound_image(detail)  # the image bound when it was scheduled (own or a variation's cover)
     return Publication(
         id=row.id,
         piece_id=row.piece_id,
@@ -750,7 +756,7 @@ def _to_publication(row: PublicationORM, piece: PieceORM | None, lease_s: float 
         idempotency_key=row.idempotency_key,
         caption=row.caption,
         media_url=row.media_url or (piece.url if piece is not None else None),
-        storage_key=piece.storage_key if piece is not None else None,
+        storage_key=image["storage_key"] if image else piece.storage_key if piece is not None else None,
         alt_text=str(detail.get("alt_text") or ""),
         container_id=row.platform_container_id,
         attempts=row.attempts,
@@ -758,5 +764,7 @@ def _to_publication(row: PublicationORM, piece: PieceORM | None, lease_s: float 
         detail=detail,
         claim_token=row.claim_token,
         lease_s=lease_s,
-        content_sha256=piece.content_sha256 if piece is not None else None,
+        content_sha256=(
+            image["content_sha256"] if image else piece.content_sha256 if piece is not None else None
+        ),
     )

@@ -10,6 +10,11 @@ Every image sent is the one moderation judged: ``load_bytes`` checks the bytes a
 file replaced by hand), and renditions are only made from checked bytes. There is no download
 fallback: ``media_url`` is a URL ContentForge hands out, not one it requests (no outbound URL
 policy covers it), and the bytes must come from the configured storage (or a ``file://`` URL).
+
+The image is the one bound when the publication was scheduled (``cover_binding``): the piece's own,
+or the chosen cover from one of its variations. Its storage key and sha256 are in ``Publication``,
+and its rendition is stored under the image's own piece (``image_piece_id``), so a cover's rendition
+is never mistaken for one of the piece's own image.
 """
 
 from __future__ import annotations
@@ -20,9 +25,16 @@ from pathlib import Path
 import httpx
 
 from contentforge.errors import InvalidInput
+from contentforge.publishing.cover_binding import bound_image
 from contentforge.publishing.protocol import PermanentFailure, Publication
 from contentforge.storage.protocol import Storage
 from contentforge.storage.renditions import store_renditions
+
+
+def image_piece_id(publication: Publication) -> str:
+    """The piece whose image the publication posts: its own, or the variation bound as its cover."""
+    image = bound_image(publication.detail)
+    return str(image["piece_id"]) if image else publication.piece_id
 
 
 class MediaResolver:
@@ -82,7 +94,7 @@ class MediaResolver:
             stored = store_renditions(
                 self.storage,
                 publication.persona_id,
-                publication.piece_id,
+                image_piece_id(publication),
                 self.load_bytes(publication),
                 [publication.platform],
             )

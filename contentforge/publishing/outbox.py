@@ -13,7 +13,7 @@ from datetime import UTC, datetime
 from pathlib import Path
 
 from contentforge.files import atomic_write_bytes
-from contentforge.publishing.media import MediaResolver
+from contentforge.publishing.media import MediaResolver, image_piece_id
 from contentforge.publishing.protocol import PermanentFailure, Publication, PublishedPost
 
 
@@ -60,6 +60,7 @@ class OutboxPublisher:
             "alt_text": publication.alt_text,
             "media_url": publication.media_url,
             "image": image_path.name,
+            "image_piece_id": image_piece_id(publication),  # a variation's when it is the chosen cover
             "scheduled_for": publication.scheduled_for.isoformat() if publication.scheduled_for else None,
             "published_at": datetime.now(UTC).isoformat(),
         }
