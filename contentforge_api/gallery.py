@@ -70,7 +70,8 @@ def gallery_path(settings: Settings, request: Request, batch_id: str) -> str:
 
 
 @router.get("/gallery/batches/{batch_id}", response_class=HTMLResponse, name="gallery_page")
-def gallery_page(batch_id: Annotated[str, PathParam(pattern=ID_PATTERN)]) -> HTMLResponse:
+async def gallery_page(batch_id: Annotated[str, PathParam(pattern=ID_PATTERN)]) -> HTMLResponse:
+    # Async: rendering a cached template is quick work on the loop, not worth a threadpool hop.
     html = _templates.get_template("gallery.html").render(batch_id=batch_id)
     return HTMLResponse(html, headers={"Content-Security-Policy": GALLERY_CSP, "Cache-Control": "no-store"})
 

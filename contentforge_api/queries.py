@@ -2,30 +2,79 @@
 
 Read-only, short transactions in the repository's session policy (``contentforge.db.sessions``:
 SQLite reads ``BEGIN`` deferred, so they run beside a batch that is writing).
+
+Each endpoint's reads share one transaction (one pool checkout, one consistent snapshot) and select
+columns, not ORM objects: at 100,000 pieces a read's time was mostly building, then detaching, a
+page's 50 pieces and 250 hooks as ORM instances, and one round trip per figure (issue 18). A page
+of pieces is two statements: the rows with their platform and cost totals (and the total count, for
+the content list), then their hooks; an empty page adds the check that the persona or batch exists.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
-from typing import Any
+from typing import Any, Protocol
 
-from sqlalchemy import Engine, func, select
-from sqlalchemy.orm import Session, selectinload
+from sqlalchemy import ColumnElement, Engine, Row, func, literal, select, union_all
+from sqlalchemy.orm import Session
 
-from contentforge.db.batches import effective_status
+from contentforge.db.batches import effective_status, grouped_pieces, load_batch_with_stats
 from contentforge.db.models import (
     COST_KINDS,
     PIECE_STATUSES,
     BatchORM,
     CostEntryORM,
     HookORM,
+    PersonaORM,
     PieceORM,
 )
 from contentforge.db.sessions import SessionPolicy
 from contentforge.domain.models import Hook, PieceStatus
 
-ImageUrl = Callable[[PieceORM], str | None]
+
+class StoredImage(Protocol):
+    """What an image URL is made from: a piece row's storage key (None before its image is stored)."""
+
+    @property
+    def storage_key(self) -> str | None: ...
+
+
+ImageUrl = Callable[[StoredImage], str | None]
+
+# What ``PieceOut`` shows of a piece (and its storage key, for the image URL): never the generation
+# record, LoRAs or negative prompt, which only the piece's own pages need.
+PIECE_COLUMNS = (
+    PieceORM.id,
+    PieceORM.batch_id,
+    PieceORM.persona_id,
+    PieceORM.index,
+    PieceORM.template_id,
+    PieceORM.template_tier,
+    PieceORM.status,
+    PieceORM.verdict,
+    PieceORM.tier,
+    PieceORM.moderation_scores,
+    PieceORM.moderation_reasons,
+    PieceORM.cost_usd,
+    PieceORM.generation_seconds,
+    PieceORM.seed,
+    PieceORM.prompt,
+    PieceORM.prompt_quality_gate,
+    PieceORM.storage_key,
+    PieceORM.error,
+    PieceORM.created_at,
+    PieceORM.updated_at,
+)
+# Every cost charged to the piece (image, text, moderation), summed beside its row: one statement
+# for a page instead of a second grouped query.
+PIECE_COST_TOTAL = (
+    select(func.sum(CostEntryORM.amount_usd))
+    .where(CostEntryORM.piece_id == PieceORM.id)
+    .correlate(PieceORM)
+    .scalar_subquery()
+    .label("cost_usd_total")
+)
 
 
 class ContentQueries:
@@ -45,49 +94,74 @@ class ContentQueries:
         status: str | None = None,
         limit: int = 50,
         offset: int = 0,
-    ) -> tuple[int, list[dict[str, Any]]]:
-        """(total matching, one page of pieces): newest batch first, plan order within a batch."""
-        conditions = [PieceORM.persona_id == persona_id]
+    ) -> tuple[int, list[dict[str, Any]]] | None:
+        """(total matching, one page of pieces): newest batch first, plan order within a batch.
+
+        None when no persona has this id. The page is sorted by its narrow keys alone (a persona's
+        thousands of pieces, never their prompts or JSON), counted in the same pass (a window count
+        is evaluated before ``LIMIT``), and only the page's rows are read in full.
+        """
+        conditions: list[ColumnElement[bool]] = [PieceORM.persona_id == persona_id]
         if tier is not None:
             conditions.append(PieceORM.tier == tier)
         if status is not None:
             conditions.append(PieceORM.status == status)
         if platform is not None:
             conditions.append(BatchORM.platform == platform)
-        order = (BatchORM.started_at.desc(), PieceORM.batch_id, PieceORM.index)
         with self._read() as session:
-            total = session.scalar(
-                select(func.count()).select_from(PieceORM).join(BatchORM).where(*conditions)
-            )
-            # The page's ids first, then only those rows in full: sorting a persona's thousands of pieces
-            # by narrow keys instead of whole rows (prompts, JSON) keeps deep pages cheap (issue 18).
-            page = session.scalars(
-                select(PieceORM.id)
-                .join(BatchORM)
+            page = (
+                select(
+                    PieceORM.id.label("page_id"),
+                    BatchORM.started_at,
+                    BatchORM.platform,
+                    func.count().over().label("total"),
+                )
+                .join(BatchORM, BatchORM.id == PieceORM.batch_id)
                 .where(*conditions)
-                .order_by(*order)
+                .order_by(BatchORM.started_at.desc(), PieceORM.batch_id, PieceORM.index)
                 .limit(limit)
                 .offset(offset)
-            ).all()
+                .subquery("page")
+            )
             rows = session.execute(
-                select(PieceORM, BatchORM.platform)
-                .join(BatchORM)
-                .where(PieceORM.id.in_(page))
-                .options(selectinload(PieceORM.hooks))
-                .order_by(*order)
+                select(page.c.total, page.c.platform, *PIECE_COLUMNS, PIECE_COST_TOTAL)
+                .join_from(page, PieceORM, PieceORM.id == page.c.page_id)
+                .order_by(page.c.started_at.desc(), PieceORM.batch_id, PieceORM.index)
             ).all()
-            return int(total or 0), self._with_costs(session, [self._piece(p, plat) for p, plat in rows])
+            if rows:  # a piece names its persona (a foreign key): the persona exists
+                total = int(rows[0].total)
+            elif session.scalar(select(PersonaORM.id).where(PersonaORM.id == persona_id)) is None:
+                return None
+            elif offset == 0:
+                total = 0
+            else:  # past the last page: the count alone
+                total = int(
+                    session.scalar(
+                        select(func.count())
+                        .select_from(PieceORM)
+                        .join(BatchORM, BatchORM.id == PieceORM.batch_id)
+                        .where(*conditions)
+                    )
+                    or 0
+                )
+            hooks = _hooks(session, HookORM.piece_id.in_([row.id for row in rows])) if rows else {}
+            return total, [self._piece(row, hooks) for row in rows]
 
-    def batch_pieces(self, batch_id: str) -> list[dict[str, Any]]:
+    def batch_pieces(self, batch_id: str) -> list[dict[str, Any]] | None:
+        """Every piece of the batch in plan order; None when no batch has this id (yet)."""
         with self._read() as session:
             rows = session.execute(
-                select(PieceORM, BatchORM.platform)
-                .join(BatchORM)
+                select(BatchORM.platform, *PIECE_COLUMNS, PIECE_COST_TOTAL)
+                .join(BatchORM, BatchORM.id == PieceORM.batch_id)
                 .where(PieceORM.batch_id == batch_id)
-                .options(selectinload(PieceORM.hooks))
                 .order_by(PieceORM.index)
             ).all()
-            return self._with_costs(session, [self._piece(piece, platform) for piece, platform in rows])
+            if not rows:
+                exists = session.scalar(select(BatchORM.id).where(BatchORM.id == batch_id))
+                return None if exists is None else []
+            in_batch = HookORM.piece_id.in_(select(PieceORM.id).where(PieceORM.batch_id == batch_id))
+            hooks = _hooks(session, in_batch)
+            return [self._piece(row, hooks) for row in rows]
 
     def batch_storage_keys(self, batch_id: str, *, status: str | None = None) -> list[dict[str, Any]]:
         """Each piece's id, index, status, tier and storage key (None before its image is stored)."""
@@ -102,26 +176,27 @@ class ContentQueries:
     def piece(self, piece_id: str) -> dict[str, Any] | None:
         with self._read() as session:
             row = session.execute(
-                select(PieceORM, BatchORM.platform)
-                .join(BatchORM)
+                select(BatchORM.platform, *PIECE_COLUMNS, PIECE_COST_TOTAL)
+                .join(BatchORM, BatchORM.id == PieceORM.batch_id)
                 .where(PieceORM.id == piece_id)
-                .options(selectinload(PieceORM.hooks))
             ).first()
-            return None if row is None else self._with_costs(session, [self._piece(row[0], row[1])])[0]
+            if row is None:
+                return None
+            return self._piece(row, _hooks(session, HookORM.piece_id == piece_id))
 
     def batch(self, batch_id: str) -> dict[str, Any] | None:
         with self._read() as session:
             batch = session.get(BatchORM, batch_id)
-            if batch is None:
+            return None if batch is None else _batch(batch)
+
+    def batch_with_stats(self, batch_id: str) -> dict[str, Any] | None:
+        """``batch`` with its ``stats`` (``Repository.batch_stats``) from one transaction, or None."""
+        with self._read() as session:
+            found = load_batch_with_stats(session, batch_id)
+            if found is None:
                 return None
-            return {
-                "batch_id": batch.id,
-                "persona_id": batch.persona_id,
-                "platform": batch.platform,
-                "status": effective_status(batch),
-                "num_pieces": batch.num_pieces,
-                "flow_run_id": batch.flow_run_id,
-            }
+            batch, stats = found
+            return _batch(batch) | {"stats": stats}
 
     def pieces_by_status(self, batch_id: str) -> dict[str, int] | None:
         """Counts by status, or None when the batch does not exist (yet)."""
@@ -137,114 +212,141 @@ class ContentQueries:
                 counts[status] = count
             return counts
 
-    def persona_stats(self, persona_id: str) -> dict[str, Any]:
+    def persona_stats(self, persona_id: str) -> dict[str, Any] | None:
+        """The persona's totals, or None when no persona has this id: three statements.
+
+        The persona row with its batch count and latest batch; its pieces counted once per
+        (status, tier, platform); batch costs by kind and strategy costs by step in one union.
+        """
+        of_persona = BatchORM.persona_id == persona_id
         with self._read() as session:
-            mine = PieceORM.persona_id == persona_id
-
-            def grouped(column: Any, *joins: Any) -> dict[str, int]:
-                query = select(column, func.count()).select_from(PieceORM)
-                for target in joins:
-                    query = query.join(target)
-                query = query.where(mine, column.is_not(None)).group_by(column)
-                return {str(key): int(count) for key, count in session.execute(query)}
-
-            by_status = dict.fromkeys(PIECE_STATUSES, 0) | grouped(PieceORM.status)
-            generated, seconds_mean = session.execute(
-                select(func.count(PieceORM.content_sha256), func.avg(PieceORM.generation_seconds)).where(mine)
-            ).one()
-            batch_ids = select(BatchORM.id).where(BatchORM.persona_id == persona_id)
-            cost_by_kind = dict.fromkeys(COST_KINDS, 0.0) | {
-                kind: float(total)
-                for kind, total in session.execute(
-                    select(CostEntryORM.kind, func.sum(CostEntryORM.amount_usd))
-                    .where(CostEntryORM.batch_id.in_(batch_ids))
-                    .group_by(CostEntryORM.kind)
-                )
-            }
-            # Strategy steps (topics, blog posts, social posts) have no batch; they name the persona.
-            cost_by_step = {
-                str(step): float(total)
-                for step, total in session.execute(
-                    select(CostEntryORM.step, func.sum(CostEntryORM.amount_usd))
-                    .where(CostEntryORM.batch_id.is_(None), CostEntryORM.persona_id == persona_id)
-                    .group_by(CostEntryORM.step)
-                )
-            }
-            batches = session.scalar(select(func.count()).where(BatchORM.persona_id == persona_id))
-            latest = session.scalar(
-                select(BatchORM.id)
-                .where(BatchORM.persona_id == persona_id)
-                .order_by(BatchORM.started_at.desc(), BatchORM.id.desc())
-                .limit(1)
+            persona = session.execute(
+                select(
+                    PersonaORM.id,
+                    select(func.count())
+                    .select_from(BatchORM)
+                    .where(of_persona)
+                    .scalar_subquery()
+                    .label("batches"),
+                    select(BatchORM.id)
+                    .where(of_persona)
+                    .order_by(BatchORM.started_at.desc(), BatchORM.id.desc())
+                    .limit(1)
+                    .scalar_subquery()
+                    .label("latest"),
+                ).where(PersonaORM.id == persona_id)
+            ).first()
+            if persona is None:
+                return None
+            groups = grouped_pieces(
+                session, PieceORM.persona_id == persona_id, PieceORM.status, PieceORM.tier, BatchORM.platform
             )
+            by_status = dict.fromkeys(PIECE_STATUSES, 0) | groups.by("status")
+            batch_costs = (
+                select(
+                    literal("kind").label("part"),
+                    CostEntryORM.kind.label("key"),
+                    func.sum(CostEntryORM.amount_usd).label("total"),
+                )
+                .where(CostEntryORM.batch_id.in_(select(BatchORM.id).where(of_persona)))
+                .group_by(CostEntryORM.kind)
+            )
+            # Strategy steps (topics, blog posts, social posts) have no batch; they name the persona.
+            step_costs = (
+                select(literal("step"), CostEntryORM.step, func.sum(CostEntryORM.amount_usd))
+                .where(CostEntryORM.batch_id.is_(None), CostEntryORM.persona_id == persona_id)
+                .group_by(CostEntryORM.step)
+            )
+            cost_by_kind = dict.fromkeys(COST_KINDS, 0.0)
+            cost_by_step: dict[str, float] = {}
+            for row in session.execute(union_all(batch_costs, step_costs)).mappings():
+                (cost_by_kind if row["part"] == "kind" else cost_by_step)[row["key"]] = float(row["total"])
             return {
                 "persona_id": persona_id,
-                "batches": int(batches or 0),
+                "batches": int(persona.batches or 0),
                 "pieces": sum(by_status.values()),
-                "generated": int(generated or 0),
+                "generated": groups.generated,
                 "by_status": by_status,
-                "by_tier": grouped(PieceORM.tier),
-                "by_platform": grouped(BatchORM.platform, BatchORM),
+                "by_tier": groups.by("tier"),
+                "by_platform": groups.by("platform"),
                 "pending_review": by_status.get(PieceStatus.needs_review.value, 0),
                 "cost_usd_total": sum(cost_by_kind.values()) + sum(cost_by_step.values()),
                 "cost_usd_by_kind": cost_by_kind,
                 "strategy_cost_usd_by_step": cost_by_step,
-                "generation_seconds_mean": None if seconds_mean is None else float(seconds_mean),
-                "latest_batch_id": latest,
+                "generation_seconds_mean": groups.generation_seconds_mean,
+                "latest_batch_id": persona.latest,
             }
 
-    @staticmethod
-    def _with_costs(session: Session, pieces: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Add each piece's total cost: image, text and moderation entries charged to it."""
-        ids = [p["id"] for p in pieces]
-        totals: dict[str, float] = {}
-        if ids:
-            totals = {
-                piece_id: float(total)
-                for piece_id, total in session.execute(
-                    select(CostEntryORM.piece_id, func.sum(CostEntryORM.amount_usd))
-                    .where(CostEntryORM.piece_id.in_(ids))
-                    .group_by(CostEntryORM.piece_id)
-                )
-            }
-        for piece in pieces:
-            piece["cost_usd_total"] = totals.get(piece["id"], 0.0)
-        return pieces
-
-    def _piece(self, piece: PieceORM, platform: str | None) -> dict[str, Any]:
+    def _piece(self, row: Row[Any], hooks: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
+        """A ``PieceOut`` as a dict, from a row of ``PIECE_COLUMNS`` with platform and cost total."""
         return {
-            "id": piece.id,
-            "batch_id": piece.batch_id,
-            "persona_id": piece.persona_id,
-            "platform": platform,
-            "index": piece.index,
-            "template_id": piece.template_id,
-            "template_tier": piece.template_tier,
-            "status": piece.status,
-            "verdict": piece.verdict,
-            "tier": piece.tier,
-            "moderation_scores": piece.moderation_scores,
-            "moderation_reasons": piece.moderation_reasons,
-            "cost_usd": piece.cost_usd,
-            "generation_seconds": piece.generation_seconds,
-            "seed": piece.seed,
-            "prompt": piece.prompt,
-            "prompt_quality_gate": piece.prompt_quality_gate,
-            "image_url": self._image_url(piece),
-            "hooks": [_hook(h) for h in piece.hooks],
-            "error": piece.error,
-            "created_at": piece.created_at,
-            "updated_at": piece.updated_at,
+            "id": row.id,
+            "batch_id": row.batch_id,
+            "persona_id": row.persona_id,
+            "platform": row.platform,
+            "index": row.index,
+            "template_id": row.template_id,
+            "template_tier": row.template_tier,
+            "status": row.status,
+            "verdict": row.verdict,
+            "tier": row.tier,
+            "moderation_scores": row.moderation_scores,
+            "moderation_reasons": row.moderation_reasons,
+            "cost_usd": row.cost_usd,
+            "cost_usd_total": 0.0 if row.cost_usd_total is None else float(row.cost_usd_total),
+            "generation_seconds": row.generation_seconds,
+            "seed": row.seed,
+            "prompt": row.prompt,
+            "prompt_quality_gate": row.prompt_quality_gate,
+            "image_url": self._image_url(row),
+            "hooks": hooks.get(row.id, []),
+            "error": row.error,
+            "created_at": row.created_at,
+            "updated_at": row.updated_at,
         }
 
 
-def _hook(row: HookORM) -> dict[str, Any]:
-    hook = Hook(
-        style=row.style,
-        text=row.text,
-        call_to_action=row.call_to_action,
-        hashtags=list(row.hashtags),
-        platform=row.platform,
-        quality_gate=row.quality_gate,
-    )
-    return {**hook.model_dump(mode="json"), "caption": hook.caption}
+def _batch(batch: BatchORM) -> dict[str, Any]:
+    return {
+        "batch_id": batch.id,
+        "persona_id": batch.persona_id,
+        "platform": batch.platform,
+        "status": effective_status(batch),
+        "num_pieces": batch.num_pieces,
+        "flow_run_id": batch.flow_run_id,
+    }
+
+
+def _hooks(session: Session, which: ColumnElement[bool]) -> dict[str, list[dict[str, Any]]]:
+    """The hooks matching ``which`` per piece id, each piece's in (platform, position) order."""
+    rows: Sequence[Row[Any]] = session.execute(
+        select(
+            HookORM.piece_id,
+            HookORM.style,
+            HookORM.text,
+            HookORM.call_to_action,
+            HookORM.hashtags,
+            HookORM.platform,
+            HookORM.quality_gate,
+        )
+        .where(which)
+        .order_by(HookORM.piece_id, HookORM.platform, HookORM.position)
+    ).all()
+    by_piece: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        by_piece.setdefault(row.piece_id, []).append(_hook(row))
+    return by_piece
+
+
+def _hook(row: Row[Any]) -> dict[str, Any]:
+    """A ``HookOut`` as a dict; the caption is ``Hook.caption`` itself (the published post's text)."""
+    fields = {
+        "style": row.style,
+        "text": row.text,
+        "call_to_action": row.call_to_action,
+        "hashtags": list(row.hashtags),
+        "platform": row.platform,
+        "quality_gate": row.quality_gate,
+    }
+    # Unvalidated on purpose: the response model validates every field once, on the way out.
+    return fields | {"caption": Hook.model_construct(**fields).caption}

@@ -11,7 +11,6 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 
 from contentforge.config import Settings
 from contentforge.db import Repository
-from contentforge.db.models import PieceORM
 from contentforge.moderation import Moderator
 from contentforge.moderation.factory import build_moderator
 from contentforge.moderation.review import ReviewQueue
@@ -23,7 +22,7 @@ from contentforge_api.auth import Identity, TokenAuth
 from contentforge_api.errors import ApiError
 from contentforge_api.jobs import JobStore
 from contentforge_api.launcher import BatchLauncher
-from contentforge_api.queries import ContentQueries
+from contentforge_api.queries import ContentQueries, StoredImage
 
 CONTENT_ROUTE = "/content"
 
@@ -66,7 +65,7 @@ class ApiState:
     def moderator(self) -> Moderator:
         return build_moderator(self.settings)  # cached per moderation settings by the factory
 
-    def image_url(self, piece: PieceORM) -> str | None:
+    def image_url(self, piece: StoredImage) -> str | None:
         """Local files are served by this API under /content (token required); S3 gives its own URL."""
         if not piece.storage_key:
             return None
@@ -75,22 +74,28 @@ class ApiState:
         return self.storage().url_for(piece.storage_key)
 
 
-def api_state(request: Request) -> ApiState:
+def state_of(request: Request) -> ApiState:
     return request.app.state.contentforge
+
+
+async def api_state(request: Request) -> ApiState:
+    """``state_of`` as a dependency. Async (it awaits nothing) so that FastAPI calls it on the event
+    loop: a plain ``def`` dependency costs every request a round trip through the threadpool."""
+    return state_of(request)
 
 
 _bearer = HTTPBearer(auto_error=False, description="CONTENTFORGE_API_TOKEN (or the read-only token)")
 
 
-def require_read(
+async def require_read(
     request: Request,
     _credentials: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
 ) -> Identity:
     """Any valid token. (``_credentials`` only publishes the scheme in OpenAPI; TokenAuth checks.)"""
-    return api_state(request).auth.identify(request)
+    return state_of(request).auth.identify(request)  # a hash and two comparisons: fine on the loop
 
 
-def require_write(identity: Annotated[Identity, Depends(require_read)]) -> Identity:
+async def require_write(identity: Annotated[Identity, Depends(require_read)]) -> Identity:
     if not identity.can_write:
         raise ApiError(403, "this token is read-only; use CONTENTFORGE_API_TOKEN to change anything")
     return identity

@@ -259,8 +259,9 @@ class CostEntryORM(Base):
         CheckConstraint(_in("kind", COST_KINDS), name="kind"),
         CheckConstraint("batch_id IS NOT NULL OR step IS NOT NULL", name="attributed"),
         CheckConstraint(f"step IS NULL OR {_in('step', STRATEGY_STEPS + API_REQUEST_STEPS)}", name="step"),
-        Index(None, "batch_id"),
-        Index(None, "piece_id"),
+        # Covering (migration 0017): a batch's or piece's cost totals are summed from the index alone.
+        Index(None, "batch_id", "kind", "amount_usd"),
+        Index(None, "piece_id", "amount_usd"),
         Index(None, "persona_id"),
         Index(None, "brand_id"),
     )

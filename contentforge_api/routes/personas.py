@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, status
+from starlette.concurrency import run_in_threadpool
 
 from contentforge.domain.models import Persona, PieceStatus, Platform, Verdict
 from contentforge.errors import InvalidPersona
@@ -19,10 +20,14 @@ router = APIRouter(tags=["personas"])
 PersonaId = Annotated[str, Path(pattern=PERSONA_ID_PATTERN, description="Persona id.")]
 
 
+def _no_persona(persona_id: str) -> ApiError:
+    return ApiError(404, f"no persona with id {persona_id!r}")
+
+
 def _persona(state: ApiState, persona_id: str) -> Persona:
     found = state.repo.get_persona(persona_id)
     if found is None or found.id != persona_id:
-        raise ApiError(404, f"no persona with id {persona_id!r}")
+        raise _no_persona(persona_id)
     return found
 
 
@@ -62,7 +67,7 @@ def get_persona(state: State, _identity: Reader, persona_id: PersonaId) -> Perso
 
 
 @router.get("/personas/{persona_id}/content", response_model=ContentPage, responses=documented(AUTH, 404))
-def persona_content(
+async def persona_content(
     state: State,
     _identity: Reader,
     persona_id: PersonaId,
@@ -73,8 +78,8 @@ def persona_content(
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> ContentPage:
     """The persona's pieces, newest batch first; ``total`` counts every match, not just this page."""
-    _persona(state, persona_id)
-    total, items = state.queries.persona_content(
+    found = await run_in_threadpool(  # the one blocking step; the rest runs on the loop (issue 18)
+        state.queries.persona_content,
         persona_id,
         tier=tier.value if tier else None,
         platform=platform.value if platform else None,
@@ -82,10 +87,15 @@ def persona_content(
         limit=limit,
         offset=offset,
     )
+    if found is None:
+        raise _no_persona(persona_id)
+    total, items = found
     return ContentPage.model_validate({"total": total, "limit": limit, "offset": offset, "items": items})
 
 
 @router.get("/personas/{persona_id}/stats", response_model=PersonaStats, responses=documented(AUTH, 404))
-def persona_stats(state: State, _identity: Reader, persona_id: PersonaId) -> PersonaStats:
-    _persona(state, persona_id)
-    return PersonaStats.model_validate(state.queries.persona_stats(persona_id))
+async def persona_stats(state: State, _identity: Reader, persona_id: PersonaId) -> PersonaStats:
+    stats = await run_in_threadpool(state.queries.persona_stats, persona_id)
+    if stats is None:
+        raise _no_persona(persona_id)
+    return PersonaStats.model_validate(stats)

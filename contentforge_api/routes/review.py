@@ -5,8 +5,8 @@ from __future__ import annotations
 from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request
+from starlette.concurrency import run_in_threadpool
 
-from contentforge.db import RecordNotFound
 from contentforge.db.piece_plans import PiecePlans
 from contentforge.db.piece_ratings import PieceRatings
 from contentforge.db.registry import ModelRegistry
@@ -41,24 +41,22 @@ def _no_batch(batch_id: str) -> ApiError:
 
 
 @router.get("/batches/{batch_id}", response_model=BatchOut, responses=documented(AUTH, 404))
-def get_batch(state: State, _identity: Reader, batch_id: BatchId) -> BatchOut:
-    batch = state.queries.batch(batch_id)
+async def get_batch(state: State, _identity: Reader, batch_id: BatchId) -> BatchOut:
+    # One transaction, so the batch and its stats agree; the only blocking step, so one threadpool hop.
+    batch = await run_in_threadpool(state.queries.batch_with_stats, batch_id)
     if batch is None:
         raise _no_batch(batch_id)
-    try:
-        stats = state.repo.batch_stats(batch_id)
-    except RecordNotFound as exc:  # deleted in between
-        raise ApiError(404, str(exc)) from exc
-    return BatchOut(**batch, stats=stats)
+    return BatchOut(**batch)
 
 
 @router.get("/batches/{batch_id}/pieces", response_model=list[PieceOut], responses=documented(AUTH, 404))
-def batch_pieces(state: State, _identity: Reader, batch_id: BatchId) -> list[PieceOut]:
+async def batch_pieces(state: State, _identity: Reader, batch_id: BatchId) -> list[PieceOut]:
     """Every piece of the batch in plan order: image URL, hooks, tier, scores, cost, status."""
-    if state.queries.batch(batch_id) is None:
+    pieces = await run_in_threadpool(state.queries.batch_pieces, batch_id)
+    if pieces is None:
         raise _no_batch(batch_id)
-    decisions = PiecePlans(state.repo.sessions).decisions(batch_id)  # AUTO/ASSISTED: why, per piece
-    pieces = state.queries.batch_pieces(batch_id)
+    # AUTO/ASSISTED: why, per piece (a database read: off the event loop, like the pieces).
+    decisions = await run_in_threadpool(PiecePlans(state.repo.sessions).decisions, batch_id)
     return [PieceOut.model_validate({**p, "decision": decisions.get(p["id"])}) for p in pieces]
 
 
