@@ -8,7 +8,9 @@ State machine of one row (one piece on one platform)::
 
 * ``schedule`` only accepts pieces that are ``ready``, whose verdict the platform accepts and whose
   verdict is bound to their current content (``pieces.moderated_hash``, see
-  ``domain.binding``); the row keeps that hash (``content_hash``). A caption that is not one of
+  ``domain.binding``); the row keeps that hash (``content_hash``) and the image it will post
+  (``detail.media``: the piece's own, or a variation chosen as its cover whose own verdict allows
+  the platform; ``cover_binding``). A caption that is not one of
   the piece's judged hooks (a ``caption=`` override, or one written by ``caption_writer``) is judged
   right there by ``caption_judge`` and the row keeps the hash of what was judged.
 * ``claim_due`` moves due rows to ``publishing`` with a guarded ``UPDATE … WHERE status =
