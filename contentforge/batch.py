@@ -253,6 +253,9 @@ def store_piece(
     record = record.model_copy(update={"extra": {**record.extra, GENERATION_ID: timed.generation_id}})
     if mode_planned_request(piece) is not None:  # what AUTO or ASSISTED chose, and why, in one line
         record = record.model_copy(update={"extra": {**record.extra, **piece_decision(repo, piece)}})
+    parent = getattr(piece, "parent_piece_id", None)
+    if parent is not None:  # a variation (piece_variations): its provenance names the piece it varies
+        record = record.model_copy(update={"extra": {**record.extra, "derived_from": parent}})
     png = png_with_provenance(timed.generated.image, record)
     if c2pa_credentials is not None:
         png = sign_c2pa(png, "image/png", *c2pa_credentials, title=f"ContentForge piece {piece.id}")

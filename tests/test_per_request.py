@@ -332,3 +332,4 @@ def test_the_batch_flow_generates_a_requested_piece_and_its_planned_variations(
     varied = [r.record for r in rows]
     assert [v.seed for v in varied if v] == [record.seed + 1, record.seed + 2]
     assert all(v and (v.steps, v.scheduler, v.prompt) == (3, "DDIMScheduler", record.prompt) for v in varied)
+    assert all(v and v.extra["derived_from"] == piece.id for v in varied)  # in the image's provenance too
