@@ -94,9 +94,11 @@ def test_seed_then_api_reads_report_percentiles_per_endpoint(pg_url: str) -> Non
     )
     assert result["tables"]["pieces"] == 120
     assert set(result["endpoints"]) == {"list", "stats", "batch", "batch_pieces", "gallery"}
-    for figures in result["endpoints"].values():
+    assert set(result["floor"]) == {"health", "persona"}
+    for figures in [*result["endpoints"].values(), *result["floor"].values()]:
         assert figures["requests"] == 8
         assert 0 < figures["p50_ms"] <= figures["p95_ms"] <= figures["max_ms"]
+        assert figures["server_cpu_ms"] >= 0  # whole clock ticks: a few quick requests may read 0
     assert result["machine"]["cpu_count"] == os.cpu_count()
 
 
