@@ -295,6 +295,10 @@ def _assert_fair_at_mid_run(workload: Workload, tolerance: float = 0.2) -> None:
     assert all(abs(n - mean) <= tolerance * mean for n in done.values()), (done, window)
 
 
+BATCH_PIECES = 15
+BATCH_LATENCY_S = 0.8
+
+
 @pytest.fixture(scope="module")
 def batch_flows(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[Workload]:
     """The real batch flow, three normal batches at once in this process on the fixed-latency backend;
@@ -310,7 +314,7 @@ def batch_flows(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -
     patch = pytest.MonkeyPatch()
     patch.setenv("CONTENTFORGE_DATA_DIR", str(tmp_path_factory.mktemp("priorities") / "data"))
     patch.setenv("CONTENTFORGE_IMAGE_PROFILE", "fixed-latency")
-    patch.setenv("CONTENTFORGE_FIXED_LATENCY_S", "0.5")
+    patch.setenv("CONTENTFORGE_FIXED_LATENCY_S", str(BATCH_LATENCY_S))
     get_settings.cache_clear()
     calls: list[tuple[int, datetime, datetime]] = []
     generate = FixedLatencyBackend.generate
@@ -404,16 +408,15 @@ def batch_flows(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -
         get_settings.cache_clear()
 
 
-BATCH_PIECES = 15
-
-
 @pytest.mark.slow
 def test_a_high_batch_generation_starts_within_one_generation(batch_flows: Workload) -> None:
     """In one process a freed slot changes hands without the Prefect server: the high generation waits
-    for the first normal generation to end (at most one generation) and is taken next. The allowance of
-    half a generation covers the holder thread's wake-up on a loaded machine. In first-in-first-out
-    order it would wait for the ~30 generations queued ahead of it (~6 times)."""
+    for the first normal generation to end (at most one generation) and is taken next. Its stored start
+    is taken once the piece's generation call begins, after the holder thread wakes and the piece's
+    request is prepared, which took up to 0.2 s beyond the first free slot at load average 46 on 2 cores
+    (ratio 0.41-1.34 at 0.5 s generations), so the allowance is one more generation, as across
+    processes. In first-in-first-out order it would wait for the ~30 generations queued ahead of it."""
     _assert_invariants(batch_flows, NORMAL_BATCHES * BATCH_PIECES + 1)
     ratio, overtaken = batch_flows.high_wait()
-    assert ratio <= 1.5, (ratio, overtaken)
+    assert ratio <= 1 + HANDOFF_ALLOWANCE, (ratio, overtaken)
     assert overtaken < LIMIT, (ratio, overtaken)
