@@ -16,7 +16,7 @@ import pytest
 from pydantic import SecretStr
 from sqlalchemy import update
 from support.publishing import T0, Crash, World, make_world, serve
-from test_publishing_x import TOKEN, FakeX
+from support.x import TOKEN, FakeX
 
 from contentforge.analytics.cover import CoverChoice, CoverScore, record_covers
 from contentforge.db.analytics import AnalyticsStore
