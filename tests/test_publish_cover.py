@@ -33,12 +33,12 @@ from contentforge.publishing.x import XPublisher
 PARENT, COVER, RESTRICTED, OTHER = "p00", "p01", "p02", "p03"
 
 
-@pytest.fixture
-def world(tmp_path: Path) -> World:
+def build_world(tmp_path: Path, url: str | None = None) -> World:
     """p00 with three variations: p01 and p03 safe, p02 restricted (no platform takes it unasked)."""
     world = make_world(
         tmp_path,
         ["ready-safe", "ready-safe", "ready-restricted", "ready-safe"],
+        url=url,
         public_base_url="https://cdn.example.test/media",
     )
     with make_session_factory(world.engine)() as session, session.begin():
@@ -46,6 +46,17 @@ def world(tmp_path: Path) -> World:
             update(PieceORM).where(PieceORM.id.in_([COVER, RESTRICTED, OTHER])).values(parent_piece_id=PARENT)
         )
     return world
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    return build_world(tmp_path)
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def any_db_world(request: pytest.FixtureRequest, tmp_path: Path) -> World:
+    """The same world on SQLite and on PostgreSQL (the bound image lives in a JSON column)."""
+    return build_world(tmp_path, None if request.param == "sqlite" else request.getfixturevalue("pg_url"))
 
 
 def choose_cover(world: World, platform: str, chosen: str) -> None:
@@ -109,8 +120,9 @@ def test_a_cover_the_platform_does_not_accept_is_not_used(world: World, tmp_path
 
 
 def test_a_cover_chosen_again_after_scheduling_changes_nothing_scheduled(
-    world: World, tmp_path: Path
+    any_db_world: World, tmp_path: Path
 ) -> None:
+    world = any_db_world
     choose_cover(world, "instagram", COVER)
     publication_id, _ = world.ledger.schedule(PARENT, "instagram", T0, publisher="outbox")
     bound = world.ledger.get(publication_id)
