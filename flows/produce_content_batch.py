@@ -58,7 +58,7 @@ from tasks.moderation import moderate
 from tasks.piece_requests import apply_request, check_request
 from tasks.planning import select_templates_and_prompts, take_batch, validate_request
 from tasks.run_hooks import mark_batch_cancelled, mark_batch_crashed
-from tasks.text import write_hooks
+from tasks.text import submit_hooks
 
 
 @flow(
@@ -191,7 +191,7 @@ def _produce(
     try:
         # The GPU stage first: it holds one of the task runner's threads for its whole run.
         images = gpu_stage.submit(batch_id, piece_ids, priority)
-        hook_futures = {pid: write_hooks.submit(pid, platform) for pid in piece_ids} if include_hooks else {}
+        hook_futures = submit_hooks(piece_ids, platform) if include_hooks else {}  # 10 pieces a task
         stage_seconds |= follow_production(
             batch_id, images, hook_futures, safety_check, progress, logger, stopped=stopped
         )
@@ -284,6 +284,7 @@ def follow_production(
     done_after: dict[str, float] = {}
     moderation: dict[str, PrefectFuture[Any]] = {}
     reported: set[tuple[str, str]] = set()
+    logged: set[int] = set()  # a hook task covers several pieces: its failure is logged once
     statuses: dict[str, str] = {}
     final_read = False
     while True:
@@ -303,7 +304,9 @@ def follow_production(
             for piece_id, future in futures.items():
                 if (stage, piece_id) not in reported and _done(future):
                     reported.add((stage, piece_id))
-                    _log_failure(future, stage, logger)
+                    if id(future) not in logged:
+                        logged.add(id(future))
+                        _log_failure(future, stage, logger)
         progress.set_done(len(statuses) + len(reported), note=f"batch {batch_id}")
         elapsed = round(time.perf_counter() - started, 3)
         if images_done:
