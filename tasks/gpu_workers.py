@@ -258,6 +258,8 @@ class GpuWorkFollower:
     _known: set[str] = field(default_factory=set)
     _vanished_at: float | None = None
     _workers_seen_at: float = field(default_factory=time.monotonic)
+    _workers_read_at: float | None = None
+    """When the live workers were last read: nobody is judged dead on an old (or no) reading."""
     _states: dict[UUID, State[Any] | None] = field(default_factory=dict)
 
     def submit_all(self, piece_ids: list[str]) -> None:
@@ -314,7 +316,7 @@ class GpuWorkFollower:
                 while open_chunks:
                     if generation_queue().stopped(self.batch_id):
                         raise BatchStopped(f"batch {self.batch_id} was stopped")
-                    open_chunks = [chunk for chunk in open_chunks if not self._step(client, chunk)]
+                    open_chunks = [chunk for chunk in open_chunks if not self._step_safely(client, chunk)]
                     if open_chunks:
                         self._observe_workers(client)
                         time.sleep(self.poll_s)
@@ -327,13 +329,17 @@ class GpuWorkFollower:
     # --- one poll ---------------------------------------------------------------------------------
 
     def _refresh(self, client: SyncPrefectClient, chunks: list[_Chunk]) -> None:
-        """Read the current state of every open run in one call."""
+        """Read the current state of every open run in one call; on a failed read, the last one stands."""
         ids = [chunk.run_id for chunk in chunks]
-        runs = client.read_task_runs(
-            task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=ids)),
-            sort=TaskRunSort.EXPECTED_START_TIME_DESC,
-            limit=len(ids),
-        )
+        try:
+            runs = client.read_task_runs(
+                task_run_filter=TaskRunFilter(id=TaskRunFilterId(any_=ids)),
+                sort=TaskRunSort.EXPECTED_START_TIME_DESC,
+                limit=len(ids),
+            )
+        except Exception as exc:  # the server is busy or restarting: the next poll reads again
+            self.log.info("reading the GPU runs of batch %s failed: %s", self.batch_id, exc)
+            return
         self._states = {run.id: run.state for run in runs}
 
     def _observe_workers(self, client: SyncPrefectClient) -> None:
@@ -344,6 +350,7 @@ class GpuWorkFollower:
             self.log.info("reading the live GPU workers failed: %s", exc)
             return
         now = time.monotonic()
+        self._workers_read_at = now
         if self._known - live:
             self._vanished_at = now
         self._known = live
@@ -360,10 +367,20 @@ class GpuWorkFollower:
             self._workers_seen_at = now
 
     def _dead(self, worker: str) -> bool:
-        if worker in self._known:
+        """Whether ``worker`` has been missing from the live task workers for ``grace_s`` (fresh readings)."""
+        read_at = self._workers_read_at
+        if worker in self._known or read_at is None or time.monotonic() - read_at > 3 * self.poll_s + 1:
             return False
         since = self._missing_since.setdefault(worker, time.monotonic())
         return time.monotonic() - since >= self.grace_s
+
+    def _step_safely(self, client: SyncPrefectClient, chunk: _Chunk) -> bool:
+        """``_step``, where a failed call to the server is tried again at the next poll."""
+        try:
+            return self._step(client, chunk)
+        except Exception as exc:
+            self.log.warning("batch %s: following run %s failed: %s", self.batch_id, chunk.run_id, exc)
+            return False
 
     def _step(self, client: SyncPrefectClient, chunk: _Chunk) -> bool:
         """Act on one run's state; True once its pieces are done with (stored, failed or cancelled)."""
@@ -375,6 +392,8 @@ class GpuWorkFollower:
             self.outcome["runs completed"] += 1
             return True
         if state.is_final():
+            if state.name == SUPERSEDED and not chunk.contested:  # written here; the claims not read yet
+                return self._send_unless_claimed(client, chunk, state.message or SUPERSEDED)
             if chunk.contested or state.type is StateType.CRASHED:
                 return self._send_again(client, chunk, f"its run ended {state.name}")
             if state.type is StateType.CANCELLED:  # cancelled from outside: the pieces stay planned
@@ -387,13 +406,14 @@ class GpuWorkFollower:
             return self._supersede(client, chunk, f"GPU worker {chunk.owner} stopped")
         vanished = self._vanished_at
         if (
-            state.type is StateType.SCHEDULED
-            and chunk.owner is None
+            chunk.owner is None
             and vanished is not None
             and vanished > chunk.submitted_at
             and time.monotonic() - vanished >= self.stuck_s
         ):
-            return self._supersede(client, chunk, "a GPU worker stopped while this run waited")
+            # Still Scheduled (a dead worker had received it) or Running without a claim (it died between
+            # Prefect's Running and its Claimed): if a live worker has it after all, the claims say so.
+            return self._supersede(client, chunk, "a GPU worker stopped before this run named its worker")
         return False
 
     # --- sending again ------------------------------------------------------------------------------
@@ -405,6 +425,10 @@ class GpuWorkFollower:
             Cancelled(name=SUPERSEDED, message=f"{reason}: its pieces are sent again"),
             force=True,
         )
+        return self._send_unless_claimed(client, chunk, reason)
+
+    def _send_unless_claimed(self, client: SyncPrefectClient, chunk: _Chunk, reason: str) -> bool:
+        """After ``Superseded`` was written: send the pieces again unless a live worker claimed the run."""
         claims = {claimed_by(s) for s in client.read_task_run_states(chunk.run_id)} - {None}
         live_claims = {worker for worker in claims if worker is not None and not self._dead(worker)}
         if live_claims:

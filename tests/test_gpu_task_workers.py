@@ -150,7 +150,8 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_nothing_is_generated_twice(
     task_workers_env["start"]("gpu-worker-second")
     batch.join(timeout=240)
     logs = _logs(task_workers_env["run_dir"])
-    assert not batch.is_alive(), ("the batch never finished", logs)
+    states = [(run.name, run.state.name if run.state else None) for run, _ in _batch_runs("killed")]
+    assert not batch.is_alive(), ("the batch never finished", states, logs)
     assert "summary" in outcome, (outcome, logs)
 
     rows = repo.pieces(batch_id="killed")
