@@ -14,6 +14,7 @@ import test_gallery_browser as gallery
 from alembic import command
 from pydantic import SecretStr
 from sqlalchemy import inspect, select, text
+from support.browser import wait
 from support.llm_fakes import FakeOpenAI
 from support.publishing import T0, bind_verdict, make_world
 from test_gallery_browser import browser, server_url, world  # noqa: F401 (the gallery's fixtures)
@@ -351,7 +352,7 @@ def test_the_gallery_shows_each_hooks_gate_verdict_as_text(browser: Any, server_
     world.repo.save_hooks("b1-001", hooks)
     browser.get(f"{server_url}/gallery/batches/b1")
     gallery._sign_in(browser, gallery.TOKEN)
-    gallery._wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.piece")) == 6, "no pieces")
+    wait(browser, lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.piece")) == 6, "no pieces")
     badges = gallery._card(browser, "b1-001").find_elements(By.CSS_SELECTOR, ".hooks .gate")
     assert [b.text for b in badges] == ["gate: needs_review", "gate: passed"]
     assert badges[0].get_attribute("title") == "unfilled_slot: <b>{product}</b>", "issues shown as text"
