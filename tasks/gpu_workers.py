@@ -21,9 +21,9 @@ runs inside a slot of the global ``image-generation`` limit: the limit holds acr
 A worker that dies loses nothing that is not retried. A run says in its state which worker runs it
 (a ``Claimed`` state: "on GPU worker HOST-PID", Prefect's own name for the task worker); once that
 worker has been gone from the server's live task workers for ``grace_s``, the batch marks the run
-``Superseded`` and sends its pieces again. A run a dead worker had received but not started is still
-``Scheduled``; after a worker vanished, such a run is sent again once it has waited ``stuck_s`` (if
-it was only queued, the worker that gets it later refuses it).
+``Superseded`` and sends its pieces again. A run no worker claimed (still ``Scheduled``: a dead worker
+had received it; or ``Running``: it died before claiming) is sent again ``stuck_s`` after a worker
+vanished (if it was only queued, the worker that gets it later refuses it).
 Generating again is safe (a stored image is skipped or adopted, charges are keyed: reliability.md),
 and never concurrent: the batch writes ``Superseded`` and then reads the run's states, the worker
 writes ``Claimed`` and then reads them; whichever writes second sees the other's write, so either
@@ -78,7 +78,7 @@ WORKER_GRACE_S = 10.0
 """How long a claiming worker may be missing from the server's live task workers before it counts as
 dead: a websocket reconnect takes a few seconds."""
 STUCK_S = 20.0
-"""How long a run stays ``Scheduled`` after a worker vanished before its pieces are sent again."""
+"""How long after a worker vanished a run no worker claimed is sent again."""
 
 
 def worker_id() -> str:
