@@ -174,15 +174,24 @@ class ContentQueries:
             return [dict(row._mapping) for row in session.execute(query.order_by(PieceORM.index))]
 
     def piece(self, piece_id: str) -> dict[str, Any] | None:
+        """A ``PieceDetailOut`` as a dict: the piece, its parent and its variations (revision 0016)."""
         with self._read() as session:
             row = session.execute(
-                select(BatchORM.platform, *PIECE_COLUMNS, PIECE_COST_TOTAL)
+                select(BatchORM.platform, *PIECE_COLUMNS, PIECE_COST_TOTAL, PieceORM.parent_piece_id)
                 .join(BatchORM, BatchORM.id == PieceORM.batch_id)
                 .where(PieceORM.id == piece_id)
             ).first()
             if row is None:
                 return None
-            return self._piece(row, _hooks(session, HookORM.piece_id == piece_id))
+            variations = session.scalars(
+                select(PieceORM.id)
+                .where(PieceORM.parent_piece_id == piece_id)
+                .order_by(PieceORM.created_at, PieceORM.batch_id, PieceORM.index)
+            )
+            return self._piece(row, _hooks(session, HookORM.piece_id == piece_id)) | {
+                "parent_piece_id": row.parent_piece_id,
+                "variation_ids": list(variations),
+            }
 
     def batch(self, batch_id: str) -> dict[str, Any] | None:
         with self._read() as session:

@@ -420,6 +420,18 @@ class PieceOut(BaseModel):
     updated_at: datetime
 
 
+class PieceDetailOut(PieceOut):
+    """One piece (``GET /pieces/{id}``): ``PieceOut`` and how it relates to other pieces."""
+
+    parent_piece_id: str | None = Field(
+        default=None, description="The piece this one is a variation of; null: not a variation."
+    )
+    variation_ids: list[str] = Field(
+        default_factory=list,
+        description="Pieces made as variations of this one, oldest first (POST /content/{id}/variations).",
+    )
+
+
 class ContentPage(BaseModel):
     total: int
     limit: int

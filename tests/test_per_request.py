@@ -218,6 +218,9 @@ def test_api_variations_are_planned_once_as_pieces_and_listed(settings_env: Path
     assert [v["id"] for v in listed["variations"]] == [r.id for r in rows]
     child = client.get(f"/api/v1/content/{rows[0].id}/variations", headers=AUTH).json()
     assert child["parent_piece_id"] == parent and child["variations"] == []
+    shown = client.get(f"/api/v1/pieces/{parent}", headers=AUTH).json()
+    assert shown["variation_ids"] == [r.id for r in rows] and shown["parent_piece_id"] is None
+    assert client.get(f"/api/v1/pieces/{rows[1].id}", headers=AUTH).json()["parent_piece_id"] == parent
     # Refused in one line before anything is written or started.
     no_lora = client.post(url, headers=AUTH, json={"vary": "lora-weight"})
     assert no_lora.status_code == 422 and "without a LoRA" in no_lora.json()["error"]["message"]

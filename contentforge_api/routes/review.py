@@ -22,6 +22,7 @@ from contentforge_api.responses import AUTH, documented
 from contentforge_api.schemas import (
     BatchOut,
     BatchUrls,
+    PieceDetailOut,
     PieceOut,
     PieceUrl,
     RatingOut,
@@ -113,13 +114,13 @@ def _url_of(state: ApiState, request: Request, storage_key: str | None) -> str |
     return state.storage().url_for(storage_key)
 
 
-@router.get("/pieces/{piece_id}", response_model=PieceOut, responses=documented(AUTH, 404))
-def get_piece(state: State, _identity: Reader, piece_id: PieceId) -> PieceOut:
+@router.get("/pieces/{piece_id}", response_model=PieceDetailOut, responses=documented(AUTH, 404))
+def get_piece(state: State, _identity: Reader, piece_id: PieceId) -> PieceDetailOut:
     piece = state.queries.piece(piece_id)
     if piece is None:
         raise ApiError(404, f"no piece with id {piece_id!r}")
     decision = PiecePlans(state.repo.sessions).decisions(piece["batch_id"]).get(piece_id)
-    return PieceOut.model_validate({**piece, "decision": decision})
+    return PieceDetailOut.model_validate({**piece, "decision": decision})
 
 
 @router.post(
