@@ -16,6 +16,7 @@ line; nothing was generated, and a resume with its batch id asks again.
 
 from __future__ import annotations
 
+import re
 from collections import defaultdict
 from typing import Any
 
@@ -139,13 +140,22 @@ def group_edits(
     return out
 
 
+MARKDOWN_SPECIALS = re.compile(r"([\\`*_{}\[\]()#+\-.!|<>~])")
+
+
+def markdown_literal(text: str) -> str:
+    """``text`` shown as typed in the Prefect UI's Markdown: an answer's own words (a template id, a LoRA
+    name) must not turn into links, emphasis or table cells in the form the next reviewer reads."""
+    return MARKDOWN_SPECIALS.sub(r"\\\1", " ".join(text.split()))
+
+
 def plan_markdown(
     batch_id: str, groups: dict[str, list[str]], plans: dict[str, PiecePlan], problem: str
 ) -> str:
     """The form's description: the recommendation per template group, and why the last answer failed."""
     lines = []
     if problem:
-        lines += [f"**The last answer could not be used: {problem}.** Answer again.", ""]
+        lines += [f"**The last answer could not be used:** {markdown_literal(problem)}. Answer again.", ""]
     lines += [
         f"# Recommended plan for batch {batch_id}",
         "",

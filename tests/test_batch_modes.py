@@ -428,3 +428,17 @@ def test_the_gallery_shows_the_explanation_and_rates_a_piece_once(settings_env: 
         rate_four()
         wait(driver, lambda d: "already rated 4" in rating_message(d), "second rating not refused")
         assert registry.feedback("param") == learned
+
+
+def test_a_refused_answer_is_shown_literally_in_the_next_form() -> None:
+    """An answer's own words (here a 'template id' built as a Markdown link) come back as text, not markup."""
+    from flows.batch_modes import plan_markdown
+
+    hostile = "template '](javascript:alert(1)) [x' is **not** in this batch's plan\n# heading | cell"
+    form = plan_markdown("b1", {}, {}, hostile)
+    first_line = form.splitlines()[0]
+    assert "](javascript:" not in first_line and "**not**" not in first_line and "\n# heading" not in form
+    # Unescaped, the same characters are all still there for the reader.
+    assert first_line.replace("\\", "").endswith(
+        "template '](javascript:alert(1)) [x' is **not** in this batch's plan # heading | cell. Answer again."
+    )
