@@ -322,6 +322,13 @@ def test_review_and_ratings_teach_the_next_recommendation_once_per_rater(
         again = api.post("/api/v1/pieces/fb-000/rating", headers=AUTH, json={"rating": 5})
         assert again.status_code == 409 and "already rated 1" in again.json()["error"]["message"], again.text
         assert registry.feedback("lora") == counted
+        # Another display name through the same token is the same rater: a header cannot multiply ratings.
+        renamed = api.post(
+            "/api/v1/pieces/fb-000/rating",
+            headers={**AUTH, "X-ContentForge-Reviewer": "someone else"},
+            json={"rating": 5},
+        )
+        assert renamed.status_code == 409 and registry.feedback("lora") == counted, renamed.text
         assert api.post("/api/v1/pieces/fb-000/rating", headers=AUTH, json={"rating": 6}).status_code == 422
 
     assert counted[first].rejections == 4 and counted[other].approvals == 4

@@ -6,6 +6,7 @@ from contentforge.db import (  # noqa: F401
     models_chat,
     models_dispatch,
     models_idempotency,
+    models_ratings,
     models_registry,
 )
 from contentforge.db.engine import make_engine, make_session_factory, migrate

@@ -52,9 +52,17 @@ def record_piece_feedback(
 
 
 def rate_piece(
-    registry: ModelRegistry, ratings: PieceRatings, piece: PieceRow, rater: str, rating: int
+    registry: ModelRegistry,
+    ratings: PieceRatings,
+    piece: PieceRow,
+    rater: str,
+    rating: int,
+    display_name: str = "",
 ) -> list[str]:
     """A person's 1-5 rating of a generated piece, counted once per piece and rater (``PieceRatings``).
+
+    ``rater`` is who is accountable (the API token's identity, the CLI's reviewer); ``display_name`` is
+    only shown with the rating and never makes a second rating count.
 
     Returns what was updated; a repeated rating by the same rater changes nothing and is refused in one
     line, so a retried request or a second click never counts twice.
@@ -64,7 +72,7 @@ def rate_piece(
     record = piece.record
     if record is None:
         raise InvalidInput(f"piece {piece.id} has no image yet: rate it once it is generated")
-    earlier = ratings.claim(piece.batch_id, piece.id, rater, rating)
+    earlier = ratings.claim(piece.id, rater, rating, display_name)
     if earlier is not None:
         raise AlreadyRated(f"piece {piece.id} was already rated {earlier} by {rater}; a rating counts once")
     return record_piece_feedback(registry, record, rating=rating)
@@ -78,6 +86,7 @@ def review_feedback(
     approved: bool,
     rater: str,
     rating: int | None = None,
+    display_name: str = "",
 ) -> list[str]:
     """A review decision (and its optional rating) credited to the piece's LoRAs and parameters.
 
@@ -86,6 +95,6 @@ def review_feedback(
     """
     if piece.record is None:
         return []
-    if rating is not None and ratings.claim(piece.batch_id, piece.id, rater, rating) is not None:
+    if rating is not None and ratings.claim(piece.id, rater, rating, display_name) is not None:
         rating = None  # this rater rated the piece before: the decision counts, the rating not again
     return record_piece_feedback(registry, piece.record, approved=approved, rating=rating)

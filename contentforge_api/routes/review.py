@@ -155,8 +155,9 @@ def review_piece(
         PieceRatings(state.repo.sessions),
         piece,
         approved=body.decision == "approve",
-        rater=reviewer,
+        rater=identity.name,
         rating=body.rating,
+        display_name=reviewer,
     )
     return ReviewOut(
         piece_id=piece_id,
@@ -187,8 +188,9 @@ def rate_piece(
     """Rate a generated piece 1-5: its LoRAs' and parameters' scores move, and the next recommendation
     for a similar prompt with them (``contentforge models learned`` shows what was learned).
 
-    The rater is the token identity (plus the ``X-ContentForge-Reviewer`` name if sent); a second
-    rating by the same rater is a 409 and changes nothing, so a retried request never counts twice.
+    The rater is the token identity: a second rating through the same token is a 409 and changes
+    nothing, so a retried request never counts twice, whatever ``X-ContentForge-Reviewer`` name it
+    sends (that name is kept with the rating as a label only).
     """
     rater = reviewer_for(identity, request)
     piece = state.repo.get_piece(piece_id)
@@ -196,7 +198,12 @@ def rate_piece(
         raise ApiError(404, f"no piece with id {piece_id!r}")
     try:
         learned = feedback.rate_piece(
-            ModelRegistry(state.repo.sessions), PieceRatings(state.repo.sessions), piece, rater, body.rating
+            ModelRegistry(state.repo.sessions),
+            PieceRatings(state.repo.sessions),
+            piece,
+            identity.name,
+            body.rating,
+            display_name=rater,
         )
     except InvalidInput as exc:  # rated before, or no image yet
         raise ApiError(409, str(exc), code="not_rated") from exc
