@@ -20,6 +20,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
 import threading
 import time
 from collections.abc import Awaitable, Callable
@@ -44,8 +45,12 @@ from contentforge_api.auth import Identity
 from contentforge_api.errors import ApiError
 
 T = TypeVar("T")
+log = logging.getLogger(__name__)
 PENDING_LEASE = timedelta(minutes=5)
-"""How long a request may do the work before a retry may take a key over (its process died)."""
+"""How long after its last renewal a request's claim counts as abandoned (its process died), so that a
+retry may take the key over. A request renews it every ``RENEW_EVERY`` while its work runs, so slow
+work (a local model taking minutes, with retries) is never done twice."""
+RENEW_EVERY = PENDING_LEASE / 5
 PURGE_EVERY_S = 3600.0
 POLL_S = 0.1
 _INIT_LOCK = threading.Lock()
@@ -95,13 +100,41 @@ class Replays:
             time.sleep(POLL_S)
         if not isinstance(claim, Claimed):
             return _kept(claim)
+        done = self._kept_alive(scope, claim.holder)
         try:
             fresh = answer()
         except BaseException:
             self.store.release(scope, claim.holder)
             raise
-        self.store.settle(scope, claim.holder, status, jsonable_encoder(fresh))
+        finally:
+            done.set()
+        self._settle(scope, claim.holder, status, jsonable_encoder(fresh))
         return fresh
+
+    def _kept_alive(self, scope: KeyScope, holder: str) -> threading.Event:
+        """Start renewing the claim's lease; setting the returned event stops it."""
+        done = threading.Event()
+        threading.Thread(
+            target=self._keep_alive, args=(scope, holder, done), name="idempotency-lease", daemon=True
+        ).start()
+        return done
+
+    def _keep_alive(self, scope: KeyScope, holder: str, done: threading.Event) -> None:
+        """Renew the claim's lease until the work is done (a thread of its own: the work may block)."""
+        while not done.wait(RENEW_EVERY.total_seconds()):
+            try:
+                if not self.store.renew(scope, holder, self.lease):
+                    return
+            except Exception as exc:  # a database hiccup: the next round tries again, the lease still runs
+                # The class only: a driver's message may quote the statement and its parameters.
+                log.warning("could not renew the lease of an Idempotency-Key entry: %s", type(exc).__name__)
+
+    def _settle(self, scope: KeyScope, holder: str, status: int, body: Any) -> None:
+        if not self.store.settle(scope, holder, status, body):
+            # Only possible if the lease ran out while the work ran (renewals failed): say so.
+            log.warning(
+                "an Idempotency-Key entry was taken over before its answer was kept (%s)", scope.endpoint
+            )
 
     async def arun(
         self, scope: KeyScope, body: Any, answer: Callable[[], Awaitable[T]], *, status: int = 200
@@ -116,12 +149,15 @@ class Replays:
             await asyncio.sleep(POLL_S)
         if not isinstance(claim, Claimed):
             return _kept(claim)
+        done = self._kept_alive(scope, claim.holder)
         try:
             fresh = await answer()
         except BaseException:
             await run_in_threadpool(self.store.release, scope, claim.holder)
             raise
-        await run_in_threadpool(self.store.settle, scope, claim.holder, status, jsonable_encoder(fresh))
+        finally:
+            done.set()
+        await run_in_threadpool(self._settle, scope, claim.holder, status, jsonable_encoder(fresh))
         return fresh
 
 

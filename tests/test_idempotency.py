@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
+import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from concurrent.futures import ThreadPoolExecutor
@@ -33,7 +34,7 @@ from contentforge.db import make_engine, migrate
 from contentforge.db.idempotency import Claimed, IdempotencyStore, InProgress, KeyScope, Mismatch, Replay
 from contentforge.domain.models import HookStyle
 from contentforge_api import create_app
-from contentforge_api.replays import Replays
+from contentforge_api.replays import Replays, request_fingerprint
 
 FULL = "full-token-0123456789abcdef"
 AUTH = {"Authorization": f"Bearer {FULL}"}
@@ -111,6 +112,37 @@ def test_a_released_key_is_free_and_a_key_past_its_ttl_starts_new_work(store: Id
     later = store.claim(scope, "other", ttl=HOUR, lease=HOUR, now=T0 + HOUR)
     assert isinstance(later, Claimed)
     assert store.purge_expired(now=T0 + 3 * HOUR) == 1
+
+
+def test_work_longer_than_the_lease_keeps_its_key_because_the_lease_is_renewed(
+    store: IdempotencyStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A slow model call outlives the lease: a retry meanwhile must wait, never do the work again."""
+    import contentforge_api.replays as replays_module
+
+    monkeypatch.setattr(replays_module, "RENEW_EVERY", timedelta(seconds=0.1))
+    keeper = Replays(store, ttl_s=3600, wait_s=0.0, lease=timedelta(seconds=0.5))
+    scope = KeyScope("api", "POST /slow", "k-slow")
+    calls: list[str] = []
+    started, retried = threading.Event(), threading.Event()
+
+    def slow_answer() -> dict[str, str]:
+        calls.append("paid")
+        started.set()
+        assert retried.wait(10)
+        return {"answer": "once"}
+
+    first = threading.Thread(target=lambda: keeper.run(scope, {"q": 1}, slow_answer))
+    first.start()
+    assert started.wait(10)
+    time.sleep(1.5)  # three leases long: without renewal the key would be up for takeover
+    retry = store.claim(scope, request_fingerprint({"q": 1}), ttl=HOUR, lease=HOUR)
+    retried.set()
+    first.join(10)
+    assert isinstance(retry, InProgress) and calls == ["paid"]
+    assert store.claim(scope, request_fingerprint({"q": 1}), ttl=HOUR, lease=HOUR) == Replay(
+        200, {"answer": "once"}
+    )
 
 
 # --- hooks: a paid model call ----------------------------------------------------------------

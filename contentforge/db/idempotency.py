@@ -136,6 +136,21 @@ class IdempotencyStore(Store):
             )
             return rows_changed(result) == 1
 
+    def renew(self, scope: KeyScope, holder: str, lease: timedelta, *, now: datetime | None = None) -> bool:
+        """Extend the lease of a ``pending`` entry ``holder`` still owns (work that is still running);
+        False when it is no longer its own."""
+        with self._db.write() as session:
+            result = session.execute(
+                update(IdempotencyKeyORM)
+                .where(
+                    *_matches(scope),
+                    IdempotencyKeyORM.holder == holder,
+                    IdempotencyKeyORM.state == "pending",
+                )
+                .values(lease_expires_at=(now or utcnow()) + lease)
+            )
+            return rows_changed(result) == 1
+
     def release(self, scope: KeyScope, holder: str) -> None:
         """Forget a key whose work failed, so a retry with it does the work (only the holder's entry)."""
         with self._db.write() as session:
