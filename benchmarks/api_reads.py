@@ -50,7 +50,7 @@ def _serve(database_url: str, port: int) -> None:
     import uvicorn
 
     from contentforge.config import Settings
-    from contentforge_api.app import create_app
+    from contentforge_api.app import create_app, freeze_startup_heap
 
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
@@ -58,7 +58,9 @@ def _serve(database_url: str, port: int) -> None:
         data_dir=Path(os.environ["CONTENTFORGE_BENCH_DATA_DIR"]),
         api_token=os.environ["CONTENTFORGE_BENCH_TOKEN"],
     )
-    uvicorn.run(create_app(settings), host="127.0.0.1", port=port, log_level="warning", access_log=False)
+    app = create_app(settings)
+    freeze_startup_heap()  # as `contentforge api` does
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 
 def _free_port() -> int:

@@ -7,6 +7,7 @@ start-up; Prefect is only contacted by the routes that start or read flow runs.
 
 from __future__ import annotations
 
+import gc
 import json
 import logging
 from typing import Any
@@ -123,6 +124,19 @@ class SecurityHeaders:
             await send(message)
 
         await self.app(scope, receive, with_headers if scope["type"] == "http" else send)
+
+
+def freeze_startup_heap() -> None:
+    """Keep the garbage collector off what start-up built; call once, just before serving.
+
+    The API's imports and app leave about 550,000 long-lived objects, and each full collection walks
+    them all: 0.3-1.1 s on the 2-core development machine, during which every request in flight
+    waits (one came every ~300 reads at 100k pieces; issue 18). Frozen, they are never scanned
+    again, so a collection only walks what requests have left since. Not in ``create_app``: tests
+    build many apps in one process, and frozen objects are never freed.
+    """
+    gc.collect()
+    gc.freeze()
 
 
 def create_app(

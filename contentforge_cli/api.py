@@ -44,11 +44,12 @@ def api_serve(
         fail("CONTENTFORGE_API_TOKEN is not set; set it, or use --insecure-local on 127.0.0.1")
     try:
         server = connect(settings)  # batches start on this Prefect server; Prefect is imported after it
-        from contentforge_api.app import create_app
+        from contentforge_api.app import create_app, freeze_startup_heap
 
         application = create_app(settings, insecure_local=insecure_local)
     except RuntimeError as exc:  # ApiConfigError, or a PREFECT_API_URL that does not answer
         fail(str(exc))
     console.print(f"Prefect API: {server.api_url}", highlight=False)
     console.print(f"ContentForge API: http://{host}:{port}/api/v1/docs", highlight=False)
+    freeze_startup_heap()
     uvicorn.run(application, host=host, port=port, log_level="info")
