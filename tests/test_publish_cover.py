@@ -179,3 +179,53 @@ def test_a_cover_rejected_after_scheduling_fails_the_publication(world: World) -
     assert world.ledger.claim_due(now=T0) == []  # not posted, and not swapped for other bytes either
     row = world.ledger.get(publication_id)
     assert row.status == "failed" and f"its cover image (piece {COVER})" in (row.last_error or "")
+
+
+def test_a_piece_and_its_cover_scheduled_at_once_never_post_one_image_twice(
+    any_db_world: World, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Each side checks the other's rows, then inserts its own: without a lock on the family's row both
+    pass on PostgreSQL. The parent's binding is held open while the variation is scheduled."""
+    import threading
+
+    import contentforge.publishing.ledger as ledger_module
+
+    world = any_db_world
+    choose_cover(world, "x", COVER)
+    binding, variation_tried = threading.Event(), threading.Event()
+    real_bind = ledger_module.bind_image
+
+    def slow_bind(*args: object, **kwargs: object) -> dict[str, object]:
+        image = real_bind(*args, **kwargs)  # type: ignore[arg-type]
+        binding.set()
+        variation_tried.wait(3)  # with the lock, the variation waits for this transaction instead
+        return image
+
+    monkeypatch.setattr(ledger_module, "bind_image", slow_bind)
+    outcomes: dict[str, object] = {}
+
+    def schedule_parent() -> None:
+        outcomes["parent"] = world.ledger.schedule(PARENT, "x", T0, publisher="x")
+
+    parent = threading.Thread(target=schedule_parent)
+    parent.start()
+    assert binding.wait(30)
+    monkeypatch.setattr(ledger_module, "bind_image", real_bind)
+
+    def schedule_variation() -> None:
+        try:
+            outcomes["variation"] = world.ledger.schedule(COVER, "x", T0, publisher="x")
+        except PublishRefused as refused:
+            outcomes["variation"] = refused
+
+    variation = threading.Thread(target=schedule_variation)
+    variation.start()
+    variation.join(1.0)
+    variation_tried.set()
+    parent.join(30)
+    variation.join(30)
+    parent_media = (world.ledger.get(outcomes["parent"][0]).detail or {})["media"]  # type: ignore[index]
+    posts_of_cover = int(parent_media["piece_id"] == COVER) + int(
+        not isinstance(outcomes["variation"], PublishRefused)
+    )
+    assert posts_of_cover == 1, (parent_media, outcomes["variation"])

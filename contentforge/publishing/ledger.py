@@ -170,6 +170,19 @@ class Hold:
     lost: threading.Event = field(default_factory=threading.Event)
 
 
+def _lock_cover_family(session: Session, piece_id: str) -> None:
+    """Lock the row of the piece a cover family hangs on (the piece, or its parent for a variation).
+
+    Scheduling a piece checks that its cover variation has no publication of its own, and scheduling a
+    variation checks that its parent's publication does not post its image: each reads the other's
+    rows, then inserts its own. On PostgreSQL two such transactions would both pass and the same image
+    would go out twice; locking the family's one row first makes them take turns (SQLite's
+    ``BEGIN IMMEDIATE`` already does).
+    """
+    parent = session.scalar(select(PieceORM.parent_piece_id).where(PieceORM.id == piece_id))
+    session.execute(select(PieceORM.id).where(PieceORM.id == (parent or piece_id)).with_for_update())
+
+
 class PublicationLedger:
     """Short transactions over ``publications``; safe to share between threads and processes."""
 
@@ -262,6 +275,7 @@ class PublicationLedger:
             raise InvalidInput(f"scheduled time must be timezone-aware, got {when.isoformat()}")
         platform = platform.strip().lower()
         with self._write() as session:
+            _lock_cover_family(session, piece_id)
             existing = session.scalars(
                 select(PublicationORM).where(
                     PublicationORM.piece_id == piece_id, PublicationORM.platform == platform
