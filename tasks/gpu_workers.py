@@ -133,6 +133,8 @@ class NeverCached(CachePolicy):
     retry_condition_fn=retry_unless_invalid_input,
     cache_policy=NeverCached(),
     persist_result=True,  # a task worker persists results anyway; without it Prefect drops the policy
+    # Parameters and results go through shared storage: JSON, never pickle (the project's rule).
+    result_serializer="json",
 )
 def generate_pieces_on_gpu(
     batch_id: str, piece_ids: list[str], n: int = 0, priority: str = DEFAULT_PRIORITY
