@@ -181,7 +181,7 @@ def test_hook_task_holds_an_llm_slot_when_a_model_is_configured(
     while dispatcher._holders and time.monotonic() < deadline:
         time.sleep(0.1)
     openai_env.text(HOOKS, model="gpt-4o-mini")
-    assert text.write_hooks.fn(ids[0], "instagram") == 5
+    assert text.write_hooks.fn([ids[0]], "instagram") == 5
     assert dispatcher.leases_taken == 2
     assert len(openai_env.requests) == 3  # the hook writer did ask the model, from inside the slot
     assert len(resources.repository().get_piece(ids[0]).hooks) == 5
@@ -194,5 +194,5 @@ def test_offline_hook_task_takes_no_llm_slot(settings_env: Path, monkeypatch: py
     monkeypatch.setenv("CONTENTFORGE_LLM_CONCURRENCY_LIMIT_NAME", name)
     get_settings.cache_clear()
     ids = plan("b-offline-hooks", 1)
-    assert text.write_hooks.fn(ids[0], "instagram") == 5
+    assert text.write_hooks.fn([ids[0]], "instagram") == 5
     assert resources.llm_dispatcher().leases_taken == 0 and not resources.llm_in_use()
