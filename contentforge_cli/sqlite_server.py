@@ -7,7 +7,8 @@ transaction into a writing one once another connection has committed since its r
 with "database is locked" (``SQLITE_BUSY``, without waiting for the busy timeout). The server answers
 503, and Prefect's client retries after 2 s, then 4 s, ... Measured with three simultaneous batches of
 50 pieces (docs/benchmarks.md): about a third of the slot requests failed so, slot holders idled while
-they backed off, and a batch's first generation started up to 27 s after the others'.
+they backed off, and in one run a batch generated its first image 27 s after the start, the others
+after 5-8 s.
 
 ``BEGIN IMMEDIATE`` takes the write lock when the transaction begins, so a request that will write
 waits its turn (SQLite's busy timeout, which Prefect sets to 60 s) instead of failing; it is what
