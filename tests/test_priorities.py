@@ -27,7 +27,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -98,9 +98,10 @@ def demand_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[En
 
 
 def test_demand_table_replaces_a_participants_rows_and_forgets_dead_ones(demand_engine: Engine) -> None:
+    from contentforge.db.models import utcnow
     from contentforge.db.turns import DemandTable
 
-    table = DemandTable(demand_engine, "image-generation", fresh_s=0.5)
+    table = DemandTable(demand_engine, "image-generation", fresh_s=10.0)
     other = DemandTable(demand_engine, "another-limit")
     other.publish("p9", [_demand("p9", "x")])
     table.publish("p1", [_demand("p1", "a", waiting=3), _demand("p1", "idle", waiting=0)])
@@ -116,8 +117,9 @@ def test_demand_table_replaces_a_participants_rows_and_forgets_dead_ones(demand_
     }
     table.publish("p2", [])  # withdrawn
     assert [r.participant for r in table.read()] == ["p1"]
-    time.sleep(0.7)  # p1 stops refreshing, as a killed process would
-    assert table.read() == []
+    # p1 stops refreshing, as a killed process would: read as of just after its rows went stale (a
+    # clock, not a sleep, so a slow machine cannot expire rows between the publishes above).
+    assert table.read(now=utcnow() + timedelta(seconds=10.5)) == []
     assert [r.participant for r in other.read()] == ["p9"]
 
 
