@@ -14,7 +14,7 @@ crash or twice by mistake, resumes that batch, so nothing is generated, stored o
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from functools import partial
 
@@ -56,6 +56,9 @@ class VariationPlan:
     piece_ids: list[str]
     labels: dict[str, str]
     """Piece id → what changed (``seed 12``, ``guidance 5.75``)."""
+    planned: list[PlannedPiece] = field(default_factory=list)
+    """The rows ``record_variations`` writes."""
+    vary: str = ""
 
 
 def replaying_backend(settings: Settings, record: GenerationRecord) -> ImageBackend:
@@ -85,6 +88,14 @@ def variation_batch_id(parent_id: str, vary: str, count: int) -> str:
 
 def plan_variations(repo: Repository, parent_id: str, vary: str, count: int) -> VariationPlan:
     """Record the variation batch and its planned pieces (once); everything is checked before writing."""
+    plan = variation_plan(repo, parent_id, vary, count)
+    record_variations(repo, plan)
+    return plan
+
+
+def variation_plan(repo: Repository, parent_id: str, vary: str, count: int) -> VariationPlan:
+    """What the variation batch will be, read and checked without writing anything (so a caller can
+    refuse the batch, e.g. a persona over its limits, before a row exists)."""
     check_piece_id(parent_id)
     parent = repo.get_piece(parent_id)
     if parent is None:
@@ -100,27 +111,31 @@ def plan_variations(repo: Repository, parent_id: str, vary: str, count: int) -> 
     piece_ids = [piece_id_for(batch_id, index) for index in range(len(variations))]
     labels = {pid: variation.label for pid, variation in zip(piece_ids, variations, strict=True)}
     tier_mix = {tier.value: 1.0 if tier.value == parent.template_tier else 0.0 for tier in TemplateTier}
+    planned = [
+        _planned(piece_id, index, parent, variation.request)
+        for index, (piece_id, variation) in enumerate(zip(piece_ids, variations, strict=True))
+    ]
     seed = record.seed % 2**32
+    return VariationPlan(
+        batch_id, parent, parent.persona_id, platform, tier_mix, seed, piece_ids, labels, planned, vary
+    )
+
+
+def record_variations(repo: Repository, plan: VariationPlan) -> None:
+    """Write the variation batch, its planned pieces and their copied hooks (a second time: nothing)."""
     repo.create_batch(
-        batch_id=batch_id,
-        persona_id=parent.persona_id,
-        platform=platform,
-        num_pieces=len(variations),
-        tier_mix=tier_mix,
-        seed=seed,
-        params={PARENT_PARAM: parent.id, VARY_PARAM: vary, LABELS_PARAM: labels},
+        batch_id=plan.batch_id,
+        persona_id=plan.persona_id,
+        platform=plan.platform,
+        num_pieces=len(plan.piece_ids),
+        tier_mix=plan.tier_mix,
+        seed=plan.seed,
+        params={PARENT_PARAM: plan.parent.id, VARY_PARAM: plan.vary, LABELS_PARAM: plan.labels},
         flow_run_id=None,
     )
-    repo.add_planned_pieces(
-        batch_id,
-        [
-            _planned(piece_id, index, parent, variation.request)
-            for index, (piece_id, variation) in enumerate(zip(piece_ids, variations, strict=True))
-        ],
-    )
-    for piece_id in piece_ids:
-        _copy_hooks(repo, parent, piece_id)
-    return VariationPlan(batch_id, parent, parent.persona_id, platform, tier_mix, seed, piece_ids, labels)
+    repo.add_planned_pieces(plan.batch_id, plan.planned)
+    for piece_id in plan.piece_ids:
+        _copy_hooks(repo, plan.parent, piece_id)
 
 
 def _planned(piece_id: str, index: int, parent: PieceRow, request: ImageRequest) -> PlannedPiece:

@@ -232,6 +232,27 @@ def test_api_variations_are_planned_once_as_pieces_and_listed(settings_env: Path
     assert len(launcher.launches) == 2 and len(world.repo.variations_of(parent)) == 2
 
 
+def test_api_variations_refused_by_the_batch_checks_write_nothing(
+    settings_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The batch checks (persona limits…) run on the plan before its batch and pieces are written."""
+    import contentforge_api.routes.content as content_routes
+    from contentforge.errors import InvalidInput
+    from contentforge.piece_variations import variation_batch_id
+
+    client, launcher, world = _api(settings_env)
+    parent = _replayable_piece(world)
+
+    def over_the_limit(*args: object, **kwargs: object) -> object:
+        raise InvalidInput("persona ava may make at most 0 pieces a day")
+
+    monkeypatch.setattr(content_routes, "validate_batch_request", over_the_limit)
+    refused = client.post(f"/api/v1/content/{parent}/variations", headers=AUTH, json={"count": 2})
+    assert refused.status_code == 422 and "at most 0 pieces" in refused.json()["error"]["message"]
+    assert world.repo.variations_of(parent) == [] and launcher.launches == []
+    assert world.repo.persona_of_batch(variation_batch_id(parent, "seed", 2)) is None
+
+
 def test_a_request_written_into_its_piece_reaches_the_pipeline(settings_env: Path) -> None:
     import uuid
 

@@ -39,10 +39,9 @@ from contentforge.domain.models import Persona, TemplateTier
 from contentforge.errors import BatchBusy, InvalidInput, UnknownPersona
 from contentforge.images.loras import client_named_loras
 from contentforge.images.uploads import UploadRecord, png_with_upload_provenance
-from contentforge.models.requests import variation_requests
 from contentforge.moderation.remote_image import UnresolvableImageHost, image_fetcher
 from contentforge.piece_requests import PieceRequest, check_piece_request, requested_tier_mix
-from contentforge.piece_variations import plan_variations, replaying_backend
+from contentforge.piece_variations import record_variations, replaying_backend, variation_plan
 from contentforge.research.errors import AddressRefused, FetchError, TooLarge, UnsupportedContent
 from contentforge.research.fetch import FetchLimits
 from contentforge.storage import content_key
@@ -737,7 +736,16 @@ def _store_and_moderate(
     "/content/{piece_id}/variations",
     response_model=LaunchResponse,
     status_code=status.HTTP_202_ACCEPTED,
-    responses=documented(AUTH, 404, 413, 502, 503, s403=f"The read-only token, or {PRIORITY_REFUSED}."),
+    responses=documented(
+        AUTH,
+        404,
+        409,
+        413,
+        502,
+        503,
+        s403=f"The read-only token, or {PRIORITY_REFUSED}.",
+        s409=f"A run is making these variations now. {IN_PROGRESS}",
+    ),
 )
 async def start_variations(
     state: State,
@@ -763,8 +771,7 @@ async def start_variations(
         if parent.record is None:
             raise InvalidInput(f"piece {piece_id} has no image yet (status {parent.status.value})")
         replaying_backend(state.settings, parent.record)  # another model could not replay it: 422
-        variation_requests(parent.record, body.vary, body.count)  # refused before anything is written
-        plan = plan_variations(state.repo, piece_id, body.vary, body.count)
+        plan = variation_plan(state.repo, piece_id, body.vary, body.count)  # reads and checks only
         validated = validate_batch_request(
             state.repo,
             state.settings,
@@ -775,6 +782,11 @@ async def start_variations(
             seed=plan.seed,
             batch_id=plan.batch_id,
         )
+        held = state.repo.batch_lease(plan.batch_id)
+        if held is not None and idempotency_key is None:
+            # A run is making these variations now (a replay with its Idempotency-Key gets that run back).
+            raise ApiError(409, str(BatchBusy.held(plan.batch_id, *held)))
+        record_variations(state.repo, plan)  # only once the batch is known to be acceptable
         return validated, plan.batch_id
 
     validated, batch_id = await run_in_threadpool(_api_validation(validate))
