@@ -25,10 +25,12 @@ worker has been gone from the server's live task workers for ``grace_s``, the ba
 had received it; or ``Running``: it died before claiming) is sent again ``stuck_s`` after a worker
 vanished (if it was only queued, the worker that gets it later refuses it).
 Generating again is safe (a stored image is skipped or adopted, charges are keyed: reliability.md),
-and never concurrent: the batch writes ``Superseded`` and then reads the run's states, the worker
-writes ``Claimed`` and then reads them; whichever writes second sees the other's write, so either
-the worker refuses the run (it ends ``Cancelled``, generating nothing) or the batch sees a live
-claim and waits for that run instead of sending the pieces again.
+and not concurrent at claim time: the batch writes ``Superseded`` and then reads the run's states, the
+worker writes ``Claimed`` and then reads them; whichever writes second sees the other's write, so
+either the worker refuses the run (it ends ``Cancelled``, generating nothing) or the batch sees a live
+claim and waits for that run instead of sending the pieces again. Not covered (docs/scaling-out.md,
+"Known limit"): a worker unseen for ``grace_s`` after it claimed, which goes on generating while its
+pieces are sent again, and a resume started while a cancelled batch's run still finishes.
 """
 
 from __future__ import annotations
