@@ -183,7 +183,8 @@ def deploy() -> None:
 def up(
     api: Annotated[bool, typer.Option(help="Also serve the ContentForge API on 127.0.0.1:8000.")] = True,
 ) -> None:
-    """Start the local stack: Prefect server, pools and deployments, a cpu and a gpu worker, the API.
+    """Start the local stack: Prefect server, pools and deployments, a cpu and a gpu worker, the API
+    (and a warm GPU task worker when CONTENTFORGE_GPU_TASK_WORKERS is set).
 
     Batches started on the cpu pool run their GPU stage as the generate-images deployment on the gpu
     pool. Everything is detached and survives this command; `contentforge down` stops it.
@@ -200,6 +201,11 @@ def up(
     run_dir = settings.data_dir / "run"
     gpu_deployment = settings.gpu_deployment or "generate-images/generate-images"
     services = worker_services(server.api_url, settings.cpu_pool, settings.gpu_pool, gpu_deployment)
+    if settings.gpu_task_workers:
+        # Batches send their pieces to warm GPU workers instead of the gpu pool's deployment: start one.
+        from contentforge_cli.gpu_worker import gpu_worker_service
+
+        services.append(gpu_worker_service(server.api_url))
     if api:
         api_env = dict(os.environ, PREFECT_API_URL=server.api_url)
         command = [sys.executable, "-m", "contentforge_cli.main", "api", "serve"]
@@ -223,7 +229,7 @@ def down(
 
     settings = context.settings()
     run_dir = settings.data_dir / "run"
-    for name in ("api", "gpu-worker", "cpu-worker"):
+    for name in ("api", "gpu-task-worker", "gpu-worker", "cpu-worker"):
         console.print(f"{name}: {'stopped' if stop(run_dir, name) else 'not running'}")
     if server:
         console.print(f"prefect server: {'stopped' if stop_server(settings.prefect_home) else 'not running'}")
