@@ -3,6 +3,7 @@ reviewer's edits, and save the plans on the pieces (``contentforge.db.piece_plan
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Mapping, Sequence
 
 from prefect import task
@@ -13,13 +14,19 @@ from contentforge.db.piece_plans import PiecePlans, PlannedGeneration
 from contentforge.db.registry import ModelRegistry
 from contentforge.domain import PieceStatus
 from contentforge.models.modes import Advisor, PiecePlan, edited_plan
+from contentforge.text.providers.costs import record_text_cost
 from tasks import resources
 
 
 def advisor_for(request: BatchRequest) -> Advisor:
     """The batch's advisor: the installed LoRAs of the model's family, what feedback taught, the platform."""
     repo = resources.repository()
-    return Advisor.build(resources.settings(), ModelRegistry(repo.sessions), platform=request.platform.value)
+    return Advisor.build(
+        resources.settings(),
+        ModelRegistry(repo.sessions),
+        platform=request.platform.value,
+        model_analyzer=True,
+    )
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
@@ -39,10 +46,19 @@ def recommend_plans(request: BatchRequest, batch_id: str, piece_ids: list[str]) 
     if not todo:
         return {}
     advisor = advisor_for(request)
-    return {
-        piece.id: advisor.advise(image_request_for(piece, request.persona, settings), piece.prompt)
-        for piece in todo
-    }
+    plans = {}
+    for piece in todo:
+        plan = advisor.advise(image_request_for(piece, request.persona, settings), piece.prompt)
+        if plan.analysis_call is not None:  # a model read the prompt: a paid call, charged to the batch
+            record_text_cost(
+                repo,
+                batch_id,
+                plan.analysis_call,
+                piece_id=piece.id,
+                charge_key=f"prompt-analysis:{piece.id}:{uuid.uuid4().hex}",
+            )
+        plans[piece.id] = plan
+    return plans
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)

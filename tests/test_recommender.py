@@ -175,3 +175,108 @@ def test_the_optimizer_moves_a_parameter_only_on_enough_clear_feedback() -> None
         optimize("sdxl", "fast")
     assert explain(None, None) == "nothing recommended"
     assert explain(None, learned).startswith("40 steps")
+
+
+# --- the analyzer through the configured text chain ---------------------------------------------
+
+
+def _chain(server_url: str | None) -> object:
+    from pydantic import SecretStr
+
+    from contentforge.text.providers.chain import ProviderChain
+    from contentforge.text.providers.offline import OfflineEngine
+    from contentforge.text.providers.openai_provider import OpenAIProvider
+
+    providers: list[object] = []
+    if server_url is not None:
+        providers.append(
+            OpenAIProvider(
+                api_key=SecretStr("sk-test-analyzer"),
+                model="gpt-test",
+                base_url=server_url,
+                timeout_s=5,
+                max_attempts=1,
+            )
+        )
+    return ProviderChain([*providers, OfflineEngine()])  # type: ignore[list-item]
+
+
+OBLIQUE = "a quiet harbour at dawn, shot on expired Portra with heavy halation"
+
+
+def test_a_model_reading_names_the_style_a_paraphrase_implies_and_the_recommender_uses_it(
+    embedder: MiniLMEmbedder,
+) -> None:
+    """The model's named style ('analog film grain') is matched like the prompt's own words, the plan says
+    who read the prompt, and the call is handed back to be charged."""
+    import json
+
+    from support.llm_fakes import FakeOpenAI
+
+    from contentforge.models.model_analyzer import analyze_with
+
+    aspects = {
+        "subject": "a quiet harbour",
+        "style": ["analog 35mm film grain", "faded colours"],
+        "scene": ["harbour at dawn"],
+        "mood": ["quiet"],
+        "lighting": ["dawn light", "halation"],
+        "quality": [],
+        "intent": "landscape",
+    }
+    with FakeOpenAI("sk-test-analyzer") as server:
+        server.text(json.dumps(aspects), input_tokens=120, output_tokens=60)
+        analysis, call = analyze_with(_chain(server.url), OBLIQUE)  # type: ignore[arg-type]
+    sent = server.requests[0].body["messages"][1]["content"]
+    assert OBLIQUE in sent  # the prompt is given to the model as written
+    assert call is not None and call.provider == "openai" and analysis.source == "openai (gpt-test)"
+    assert analysis.subject == "a quiet harbour" and analysis.intent == "landscape"
+    # Phrases the prompt does not already say become extra queries; its own words are not repeated.
+    assert "analog 35mm film grain" in analysis.chunks and "dawn light" in analysis.chunks
+    assert "harbour at dawn" not in analysis.chunks
+    ranked_by_model = rank(OBLIQUE, candidates(), "sdxl", embedder, analysis=analysis)[1]
+    assert ranked_by_model[0].candidate.name == "film-grain"
+    assert ranked_by_model[0].matched == "analog 35mm film grain"
+    rules_only = rank(OBLIQUE, candidates(), "sdxl", embedder)[1]
+    film_by_rules = next(s for s in rules_only if s.candidate.name == "film-grain")
+    assert ranked_by_model[0].similarity > film_by_rules.similarity
+
+
+def test_without_a_model_or_when_it_fails_the_rules_read_the_prompt_and_nothing_is_charged() -> None:
+    from support.llm_fakes import FakeOpenAI
+
+    from contentforge.models.model_analyzer import analyze_with
+
+    offline_only, call = analyze_with(_chain(None), OBLIQUE)  # type: ignore[arg-type]
+    assert call is None and offline_only == analyze(OBLIQUE) and offline_only.source == "rules"
+    with FakeOpenAI("sk-test-analyzer") as server:
+        for _ in range(3):
+            server.push(server.error(500, "server_error", "the model is down"))
+        failed, call = analyze_with(_chain(server.url), OBLIQUE)  # type: ignore[arg-type]
+    assert call is None and failed == analyze(OBLIQUE)
+
+
+def test_an_auto_plan_read_by_a_model_says_so_and_carries_the_call_to_charge(
+    embedder: MiniLMEmbedder,
+) -> None:
+    import json
+
+    from support.llm_fakes import FakeOpenAI
+
+    from contentforge.config import Settings
+    from contentforge.images.protocol import ImageRequest
+    from contentforge.models.modes import Advisor
+
+    settings = Settings(_env_file=None, image_profile="tiny")
+    base = ImageRequest(
+        prompt=OBLIQUE, negative_prompt="", seed=1, steps=4, guidance_scale=5.0, width=64, height=64
+    )
+    aspects = {"subject": "a harbour", "style": ["analog 35mm film grain"], "intent": "landscape"}
+    with FakeOpenAI("sk-test-analyzer") as server:
+        server.text(json.dumps(aspects))
+        advisor = Advisor(settings, "sdxl", candidates(), None, analyzer=_chain(server.url))  # type: ignore[arg-type]
+        plan = advisor.advise(base, OBLIQUE)
+    assert plan.analysis_call is not None and plan.analysis_call.provider == "openai"
+    assert "film-grain" in plan.lora_names and "prompt read by openai (gpt-test)" in plan.explanation
+    rules_plan = Advisor(settings, "sdxl", candidates(), None).advise(base, OBLIQUE)
+    assert rules_plan.analysis_call is None and "prompt read by" not in rules_plan.explanation

@@ -145,9 +145,13 @@ class PromptAnalysis:
     quality: tuple[str, ...] = ()
     intent: str = "general"
     found: dict[str, tuple[str, ...]] = field(default_factory=dict)
+    source: str = "rules"
+    """Who read the prompt: ``rules`` (this module) or the text provider and model that answered."""
 
     def line(self) -> str:
         parts = [f"subject '{self.subject}'", f"intent {self.intent}"]
+        if self.source != "rules":
+            parts.append(f"read by {self.source}")
         for aspect in ("style", "scene", "mood", "lighting", "quality"):
             values = getattr(self, aspect)
             if values:

@@ -18,6 +18,8 @@ def explain(recommendation: Recommendation | None, parameters: ParameterChoice |
     parts = []
     if recommendation is not None:
         parts.append(recommendation.line())
+        if recommendation.analysis.source != "rules":
+            parts.append(f"prompt read by {recommendation.analysis.source}")
     if parameters is not None:
         parts.append(parameters.line())
     return "; ".join(parts) or "nothing recommended"

@@ -15,6 +15,7 @@ Prefect pause itself belongs to the flows; ``edited_plan`` here checks and appli
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from contentforge.config import Settings
 from contentforge.db.registry import FeedbackScore, ModelRegistry
@@ -25,6 +26,7 @@ from contentforge.images.protocol import ImageRequest
 from contentforge.models.explain import DECISION_KEY, MODE_KEY, explain
 from contentforge.models.recommender import LoraCandidate
 from contentforge.models.requests import apply_params, checked_params
+from contentforge.text.providers.protocol import StructuredResult, TextProvider
 
 MODES: tuple[str, ...] = ("manual", "auto")
 BATCH_MODES: tuple[str, ...] = ("manual", "auto", "assisted")
@@ -80,6 +82,15 @@ def plan_single(
     return SinglePlan("auto", apply_params(auto.request, explicit), auto.explanation)
 
 
+def _text_chain(settings: Settings) -> TextProvider | None:
+    """The configured text chain when it has a model in it; None when only the offline engine is named."""
+    if all(name == "offline" for name in settings.text_provider_names):
+        return None
+    from contentforge.text.providers.factory import build_text_provider
+
+    return build_text_provider(settings)
+
+
 def check_batch_mode(mode: object) -> str:
     """The batch's mode, or one ``InvalidInput`` line before any work."""
     if mode not in BATCH_MODES:
@@ -95,6 +106,8 @@ class PiecePlan:
     explanation: str
     lora_names: tuple[str, ...] = ()
     """One per ``request.loras``: the registry name, or the file's name for a LoRA outside it."""
+    analysis_call: StructuredResult[Any] | None = None
+    """The paid model call that read the prompt, if one did: the caller charges it to the batch."""
 
 
 @dataclass
@@ -113,6 +126,8 @@ class Advisor:
     platform: str | None = None
     lora_feedback: dict[str, FeedbackScore] | None = None
     param_feedback: dict[str, FeedbackScore] | None = None
+    analyzer: TextProvider | None = None
+    """The text chain that reads prompts when a model is configured; None: the rules alone."""
 
     @classmethod
     def build(
@@ -122,7 +137,10 @@ class Advisor:
         *,
         priority: str = "balanced",
         platform: str | None = None,
+        model_analyzer: bool = False,
     ) -> Advisor:
+        """``model_analyzer``: read prompts through the configured text chain (a caller that charges
+        ``PiecePlan.analysis_call`` to its batch asks for it); the rules otherwise."""
         family = configured_family(settings)
         candidates: list[LoraCandidate] = []
         if registry is not None:
@@ -149,6 +167,7 @@ class Advisor:
             platform,
             registry.feedback("lora") if registry is not None else None,
             registry.feedback("param") if registry is not None else None,
+            _text_chain(settings) if model_analyzer else None,
         )
 
     def advise(self, base: ImageRequest, prompt: str) -> PiecePlan:
@@ -183,6 +202,11 @@ class Advisor:
                 weight_name=own.weight_name,
                 recommended_weight=own.scale,
             )
+        analysis, analysis_call = None, None
+        if self.analyzer is not None:
+            from contentforge.models.model_analyzer import analyze_with
+
+            analysis, analysis_call = analyze_with(self.analyzer, prompt)
         recommendation = recommend(
             prompt,
             self.candidates,
@@ -193,6 +217,7 @@ class Advisor:
             feedback=self.lora_feedback,
             persona_lora=own_candidate,
             persona_weight=own.scale if own is not None else None,
+            analysis=analysis,
         )
         loras = tuple(
             own.model_copy(update={"scale": s.weight})
@@ -220,7 +245,7 @@ class Advisor:
         if self.registry is not None and recommendation.chosen:
             self.registry.touch([s.candidate.name for s in recommendation.chosen if not s.kept])
         names = tuple(s.candidate.name for s in recommendation.chosen)
-        return PiecePlan(request, explain(recommendation, choice), names)
+        return PiecePlan(request, explain(recommendation, choice), names, analysis_call)
 
     def _name_of(self, source: str) -> str:
         for candidate in self.candidates:

@@ -102,9 +102,11 @@ def rank(
     family: str,
     embedder: Embedder,
     feedback: dict[str, FeedbackScore] | None = None,
+    analysis: PromptAnalysis | None = None,
 ) -> tuple[PromptAnalysis, list[ScoredLora]]:
-    """Every candidate of ``family`` scored against ``prompt``, best first."""
-    analysis = analyze(prompt)
+    """Every candidate of ``family`` scored against ``prompt`` (as ``analysis`` read it, by default the
+    rules), best first."""
+    analysis = analysis or analyze(prompt)
     usable = [c for c in candidates if c.family == family]
     if not usable:
         return analysis, []
@@ -141,10 +143,11 @@ def recommend(
     feedback: dict[str, FeedbackScore] | None = None,
     persona_lora: LoraCandidate | None = None,
     persona_weight: float | None = None,
+    analysis: PromptAnalysis | None = None,
 ) -> Recommendation:
     """At most ``max_count`` relevant LoRAs (plus the persona's own) with weights summing within the cap."""
     others = [c for c in candidates if persona_lora is None or c.name != persona_lora.name]
-    analysis, ranked = rank(prompt, others, family, embedder, feedback)
+    analysis, ranked = rank(prompt, others, family, embedder, feedback, analysis)
     relevant = [s for s in ranked if s.similarity >= MIN_SIMILARITY][:max_count]
     kept: list[ScoredLora] = []
     budget = weight_cap
