@@ -261,3 +261,23 @@ def test_auto_mode_reads_the_yaml_lora_registry_through(settings_env: Path, tmp_
     assert "LoRA neon-city 0.70" in plan.explanation
     manual = plan_single(settings, "rainy street at night under glowing neon signs", mode="manual", steps=9)
     assert manual.request.loras == () and manual.request.steps == 9 and manual.explanation == ""
+
+
+def test_a_scheduler_is_refused_where_the_backend_cannot_run_one(
+    settings_env: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The labelled fixed-latency backend runs no diffusers scheduler: asking for one is one line, before
+    anything is built, instead of a record claiming a scheduler that never ran."""
+    import contentforge.images.factory as factory
+    from contentforge.config import get_settings
+
+    def no_model(*_: object) -> None:
+        raise AssertionError("a model was built for a request that should have been refused")
+
+    monkeypatch.setenv("CONTENTFORGE_IMAGE_PROFILE", "fixed-latency")
+    get_settings.cache_clear()
+    monkeypatch.setattr(factory, "build_image_backend", no_model)
+    result = CliRunner().invoke(app, ["generate", "a cat", "--scheduler", "euler"])
+    assert result.exit_code == 2, result.output
+    assert "the fixed-latency image profile picks its own" in result.output
+    assert len(result.output.strip().splitlines()) == 1

@@ -25,7 +25,7 @@ from contentforge.errors import InvalidInput
 from contentforge.images.protocol import ImageRequest
 from contentforge.models.explain import DECISION_KEY, MODE_KEY, explain
 from contentforge.models.recommender import LoraCandidate
-from contentforge.models.requests import apply_params, checked_params
+from contentforge.models.requests import apply_params, checked_for_settings, checked_params
 from contentforge.text.providers.protocol import StructuredResult, TextProvider
 
 MODES: tuple[str, ...] = ("manual", "auto")
@@ -63,8 +63,7 @@ def plan_single(
     """The request for one image; every value checked before any model or embedding loads."""
     if mode not in MODES:
         raise InvalidInput(f"mode {mode!r}: use manual or auto (assisted runs in a batch flow)")
-    family = configured_family(settings)
-    params = checked_params(family, prompt=prompt, **values)
+    params = checked_for_settings(settings, prompt=prompt, **values)  # a scheduler only where it runs
     base = ImageRequest(
         prompt=params.prompt or prompt,
         negative_prompt="",
