@@ -18,7 +18,7 @@ publisher does.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime, time, timedelta
 from typing import Any
 
@@ -26,7 +26,7 @@ import httpx
 from pydantic import SecretStr
 
 from contentforge import retry_after
-from contentforge.analytics.protocol import MissingPermission, RemoteMetrics, RemotePost
+from contentforge.analytics.protocol import MissingPermission, RemoteMetrics, RemotePost, utc_now
 from contentforge.domain.analytics import AccountDay
 from contentforge.errors import InvalidInput
 from contentforge.publishing.http import ApiClient
@@ -62,6 +62,7 @@ class InstagramCollector:
         base_url: str = DEFAULT_GRAPH_URL,
         client: httpx.Client,
         default_retry_s: float = 3600.0,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         if not user_id:
             raise InvalidInput("CONTENTFORGE_INSTAGRAM_USER_ID is required to collect Instagram metrics")
@@ -69,6 +70,8 @@ class InstagramCollector:
             raise InvalidInput("CONTENTFORGE_INSTAGRAM_ACCESS_TOKEN is required to collect Instagram metrics")
         self.user_id = user_id
         self.default_retry_s = default_retry_s
+        self.clock = clock
+        """Which day 'today' is for the current follower count (tests run on a fixed clock)."""
         # ``client`` is required: a pinned outbound-policy client (``factory.build_collectors``)
         self.api = ApiClient(base_url, access_token, service="instagram", client=client)
 
@@ -160,7 +163,7 @@ class InstagramCollector:
                     # A day's value is reported with the end of that day (midnight after it).
                     reach[(ended - timedelta(seconds=1)).date()] = int(point["value"])
         followers = self._get(f"/{self.user_id}", "followers count", {"fields": "followers_count"})
-        today = datetime.now(UTC).date()
+        today = self.clock().date()
         days = [AccountDay(self.user_id, self.platform, d, "api", reach=v) for d, v in sorted(reach.items())]
         count = followers.get("followers_count")
         if isinstance(count, int) and since <= today <= until:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from datetime import date, datetime
+from datetime import UTC, date, datetime
 from typing import Any, Protocol
 
 from contentforge.domain.analytics import AccountDay
@@ -23,7 +23,13 @@ __all__ = [
     "RemoteMetrics",
     "RemotePost",
     "TransientError",
+    "utc_now",
 ]
+
+
+def utc_now() -> datetime:
+    """The collectors' default clock: today's follower count is labelled with this day."""
+    return datetime.now(UTC)
 
 
 class MissingPermission(PermanentFailure):

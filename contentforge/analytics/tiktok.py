@@ -13,14 +13,14 @@ waits as the publisher does; 5xx is transient.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
-from contentforge.analytics.protocol import MissingPermission, RemoteMetrics, RemotePost
+from contentforge.analytics.protocol import MissingPermission, RemoteMetrics, RemotePost, utc_now
 from contentforge.domain.analytics import AccountDay
 from contentforge.errors import InvalidInput
 from contentforge.publishing.http import ApiClient, retry_after_seconds
@@ -43,10 +43,13 @@ class TikTokCollector:
         base_url: str = DEFAULT_TIKTOK_URL,
         account: str = "tiktok",
         client: httpx.Client,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         if not access_token.get_secret_value():
             raise InvalidInput("CONTENTFORGE_TIKTOK_ACCESS_TOKEN is required to collect TikTok metrics")
         self.account = account
+        self.clock = clock
+        """Which day 'today' is for the current follower count (tests run on a fixed clock)."""
         # ``client`` is required: a pinned outbound-policy client (``factory.build_collectors``)
         self.api = ApiClient(base_url, access_token, service="tiktok", client=client)
 
@@ -113,7 +116,7 @@ class TikTokCollector:
 
     def account_days(self, since: date, until: date) -> list[AccountDay]:
         """TikTok's Display API has no daily history: today's follower count only."""
-        today = datetime.now(UTC).date()
+        today = self.clock().date()
         if not since <= today <= until:
             return []
         data = self._call(

@@ -15,14 +15,14 @@ A token without the ``tweet.read`` scope (HTTP 403 on the lookup itself) is ``Mi
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from datetime import UTC, date, datetime
 from typing import Any
 
 import httpx
 from pydantic import SecretStr
 
-from contentforge.analytics.protocol import MissingPermission, RemoteMetrics, RemotePost
+from contentforge.analytics.protocol import MissingPermission, RemoteMetrics, RemotePost, utc_now
 from contentforge.domain.analytics import AccountDay
 from contentforge.errors import InvalidInput
 from contentforge.publishing.http import ApiClient
@@ -43,12 +43,15 @@ class XCollector:
         base_url: str = DEFAULT_X_URL,
         user_id: str | None = None,
         client: httpx.Client,
+        clock: Callable[[], datetime] = utc_now,
     ) -> None:
         if not access_token.get_secret_value():
             raise InvalidInput("CONTENTFORGE_X_ACCESS_TOKEN is required to collect X metrics")
         self.user_id = user_id
         self.non_public = True
         """False once X said this token may not read ``non_public_metrics``."""
+        self.clock = clock
+        """Which day 'today' is for the current follower count (tests run on a fixed clock)."""
         # ``client`` is required: a pinned outbound-policy client (``factory.build_collectors``)
         self.api = ApiClient(base_url, access_token, service="x", client=client)
 
@@ -125,7 +128,7 @@ class XCollector:
 
     def account_days(self, since: date, until: date) -> list[AccountDay]:
         """X offers no daily history to this API tier: today's follower count only."""
-        today = datetime.now(UTC).date()
+        today = self.clock().date()
         if not since <= today <= until:
             return []
         me = self._me()
