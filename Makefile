@@ -38,7 +38,7 @@ test: $(STAMP) browser
 	$(BIN)/ruff format --check .
 	$(BIN)/lint-imports
 	$(BIN)/mypy contentforge
-	$(BIN)/python -m pytest
+	$(BIN)/python -m pytest --durations=25
 
 # The inner loop: everything but the tests marked slow (flows, servers, pipelines).
 test-fast: $(STAMP)
