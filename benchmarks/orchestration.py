@@ -214,6 +214,19 @@ def _gpu_stage_runs(batch_runs: list[Any]) -> int:
     return sum(child.work_pool_name is not None for child in children)
 
 
+def _last_batch_run_end(batch_runs: list[Any]) -> float:
+    """When the last batch flow run ended, as the Prefect server recorded it (epoch seconds)."""
+    from datetime import UTC
+
+    from prefect.client.orchestration import get_client
+
+    with get_client(sync_client=True) as client:
+        ended = [client.read_flow_run(run.id).end_time for run in batch_runs]
+    if any(moment is None for moment in ended):
+        raise SystemExit("a batch run has no end time: it did not finish")
+    return max((m if m.tzinfo else m.replace(tzinfo=UTC)).timestamp() for m in ended if m is not None)
+
+
 def _batch_run_spans(batch_runs: list[Any], rows: list[Any]) -> dict[str, float]:
     """Where a deployed batch's wall time goes outside the generations: its flow-run process starting
     (created to Running, the slowest batch), and its work after the last image (hooks, moderation,
@@ -425,7 +438,14 @@ def _run_point(
     server_cpu_after = cpu_seconds(server.pid)
     # Batches are done when their flows return; a process then still flushes Prefect's logs and events.
     done = [float(path.read_text()) for path in sync_dir.glob("done-*")]
-    wall_s = max(done) - started_at if args.mode == "processes" else exit_wall_s
+    if args.mode == "processes":
+        wall_s = max(done) - started_at
+    elif batch_runs:
+        # Deployed batches are done when their flow runs end, as the server recorded it; stopping the
+        # benchmark's workers afterwards (and the 1 s poll that noticed the end) is not batch work.
+        wall_s = _last_batch_run_end(batch_runs) - started_at
+    else:
+        wall_s = exit_wall_s
 
     rows_by_batch = {batch_id: repo.pieces(batch_id=batch_id) for batch_id in batch_ids}
     rows = [row for batch_rows in rows_by_batch.values() for row in batch_rows]
