@@ -453,6 +453,8 @@ def test_batch_stats_and_latest_batches(repo: Repository) -> None:
         "needs_review": 0,
         "rejected": 1,
         "failed": 1,
+        "cancelled": 0,
+        "crashed": 0,
     }
     assert stats.by_verdict == {"safe": 1, "suggestive": 1, "rejected": 1}
     assert stats.by_tier == {"safe": 1, "suggestive": 1}

@@ -94,6 +94,8 @@ class BatchRepository(Store):
             batch.summary = redact(dict(summary))
             batch.finished_at = utcnow()
             batch.lease_owner = batch.lease_expires_at = None
+            if status in UNFINISHED_END_STATUSES:
+                end_unfinished_pieces(session, [batch_id], status)
             return True
 
     # Leases: one runner per batch (``contentforge.db.leases``)
@@ -111,7 +113,9 @@ class BatchRepository(Store):
         """Take the batch's lease for ``owner`` (free, expired, or already ours), or raise ``BatchBusy``.
 
         Taking it marks the batch ``running`` again (a resume) and records ``flow_run_id`` as the run
-        that now works on it. With ``wait_s`` it waits up to that long for a live holder to finish.
+        that now works on it; in the same transaction the pieces an earlier run left ``cancelled`` or
+        ``crashed`` go back to ``planned``, so every step that picks a batch's unfinished pieces by
+        ``planned`` makes them. With ``wait_s`` it waits up to that long for a live holder to finish.
         """
         deadline = time.monotonic() + max(0.0, wait_s)
         while True:
@@ -138,6 +142,12 @@ class BatchRepository(Store):
                     .execution_options(synchronize_session=False)
                 )
                 if rows_changed(taken) == 1:
+                    session.execute(
+                        update(PieceORM)
+                        .where(PieceORM.batch_id == batch_id, PieceORM.status.in_(UNFINISHED_END_STATUSES))
+                        .values(status=PLANNED, updated_at=now)
+                        .execution_options(synchronize_session=False)
+                    )
                     return
                 holder = session.get(BatchORM, batch_id)
                 assert holder is not None
@@ -183,6 +193,8 @@ class BatchRepository(Store):
 
         Called by Prefect state hooks of the run that held it; with ``owner``, only if that run still
         holds the lease (a resume that took over is left alone). Returns whether anything changed.
+        Ending ``crashed`` or ``cancelled`` gives the batch's still ``planned`` pieces that status in
+        the same transaction (finished ones keep theirs); a ``failed`` run leaves them ``planned``.
         """
         if status not in ("crashed", "cancelled", "failed"):
             raise InvalidInput(f"a batch run ends as 'crashed', 'cancelled' or 'failed', not {status!r}")
@@ -196,14 +208,18 @@ class BatchRepository(Store):
                 .values(status=status, finished_at=utcnow(), lease_owner=None, lease_expires_at=None)
                 .execution_options(synchronize_session=False)
             )
-            return bool(rows_changed(ended) == 1)
+            if rows_changed(ended) != 1:
+                return False
+            if status in UNFINISHED_END_STATUSES:
+                end_unfinished_pieces(session, [batch_id], status)
+            return True
 
     def reconcile_expired_batches(self, batch_id: str | None = None) -> list[str]:
         """Mark ``running`` batches whose runner's lease expired as ``crashed``; returns their ids.
 
         A runner killed with ``kill -9`` runs no hook; its lease running out is how ContentForge learns.
         With ``batch_id``, only that batch: a hook reconciles its own batch, never another one whose
-        live runner is merely late renewing.
+        live runner is merely late renewing. Their still ``planned`` pieces become ``crashed`` too.
         """
         now = utcnow()
         expired = and_(
@@ -222,6 +238,7 @@ class BatchRepository(Store):
                     .values(status="crashed", finished_at=now, lease_owner=None, lease_expires_at=None)
                     .execution_options(synchronize_session=False)
                 )
+                end_unfinished_pieces(session, ids, "crashed")
             return ids
 
     def latest_batches(self, limit: int = 10) -> list[BatchSummary]:
@@ -285,6 +302,27 @@ class BatchRepository(Store):
         with self._db.read() as session:
             batch = session.get(BatchORM, batch_id)
             return None if batch is None else batch.flow_run_id
+
+
+PLANNED = "planned"
+UNFINISHED_END_STATUSES: tuple[str, ...] = ("cancelled", "crashed")
+"""A batch's end statuses that its unfinished (``planned``) pieces take on with it."""
+
+
+def end_unfinished_pieces(session: Session, batch_ids: Sequence[str], status: str) -> None:
+    """Give the batches' ``planned`` pieces ``status`` in the caller's transaction; others keep theirs.
+
+    A piece whose generation was already under way when the run stopped may still be stored a moment
+    later; storing it (``mark_generated``) makes it ``generated`` from any status, so nothing made is
+    lost, and a resume of the batch makes the rest.
+    """
+    assert status in UNFINISHED_END_STATUSES, status
+    session.execute(
+        update(PieceORM)
+        .where(PieceORM.batch_id.in_(list(batch_ids)), PieceORM.status == PLANNED)
+        .values(status=status, updated_at=utcnow())
+        .execution_options(synchronize_session=False)
+    )
 
 
 def effective_status(batch: BatchORM) -> str:

@@ -41,8 +41,19 @@ NAMING_CONVENTION: dict[str, str] = {
 
 BATCH_STATUSES: tuple[str, ...] = ("running", "completed", "failed", "cancelled", "crashed")
 """``crashed``: its runner died (Prefect marked the run Crashed, or its lease expired while ``running``)."""
-PIECE_STATUSES: tuple[str, ...] = ("planned", "generated", "ready", "needs_review", "rejected", "failed")
-"""``ready`` means publishable by policy or by a reviewer; ``needs_review`` waits for a human."""
+PIECE_STATUSES: tuple[str, ...] = (
+    "planned",
+    "generated",
+    "ready",
+    "needs_review",
+    "rejected",
+    "failed",
+    "cancelled",
+    "crashed",
+)
+"""``ready`` means publishable by policy or by a reviewer; ``needs_review`` waits for a human.
+``cancelled`` / ``crashed``: still to be made when its batch's run was cancelled or died (migration
+0019); a resume of the batch turns them back to ``planned`` (``BatchRepository.acquire_batch_lease``)."""
 COST_KINDS: tuple[str, ...] = ("image", "text", "moderation", "publishing")
 STRATEGY_STEPS: tuple[str, ...] = (
     "research_brand",

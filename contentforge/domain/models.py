@@ -54,6 +54,10 @@ class PieceStatus(StrEnum):
     needs_review = "needs_review"
     rejected = "rejected"
     failed = "failed"
+    cancelled = "cancelled"
+    """Not made: its batch's run was cancelled first. Resuming the batch id makes it."""
+    crashed = "crashed"
+    """Not made: its batch's run died first (crash, or its lease ran out). Resuming makes it."""
 
 
 class HookStyle(StrEnum):

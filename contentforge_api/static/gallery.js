@@ -38,6 +38,9 @@
       ["waiting for review", String((stats.by_status || {}).needs_review ?? 0)],
       ["total cost", money(stats.cost_usd_total)],
     ];
+    // Pieces a cancelled or crashed run never made: resuming the batch id makes them.
+    const stopped = ((stats.by_status || {}).cancelled ?? 0) + ((stats.by_status || {}).crashed ?? 0);
+    if (stopped) entries.splice(4, 0, ["not made (run stopped)", String(stopped)]);
     for (const [name, value] of entries) {
       summary.appendChild(el("div", {}, [el("dt", { text: name }), el("dd", { text: value })]));
     }
