@@ -28,6 +28,9 @@ from support.faults import (
 
 from contentforge.config import get_settings
 
+SQL_PIECES = "SELECT id, status, content_sha256 FROM pieces WHERE batch_id = :b"
+MADE = {"generated", "ready", "needs_review", "rejected", "failed"}
+
 
 @pytest.mark.slow
 def test_bootstrap_creates_the_crash_automation_once(prefect_server: str) -> None:
@@ -105,11 +108,19 @@ def test_a_killed_batch_is_no_longer_running_and_its_resume_links_the_new_run(
     assert repo.reconcile_expired_batches(batch_id) == [batch_id], "and reconciling writes it"
     (raw,) = query(data_dir, "SELECT status, lease_owner FROM batches WHERE id = :b", b=batch_id)
     assert tuple(raw) == ("crashed", None)
+    # Its unfinished pieces read crashed with it; the ones recorded before the kill keep their status.
+    pieces = {row.id: row for row in query(data_dir, SQL_PIECES, b=batch_id)}
+    unmade = {pid for pid, row in pieces.items() if row.content_sha256 is None}
+    assert len(pieces) == 6 and 0 < len(unmade) < 6, pieces
+    assert {pieces[pid].status for pid in unmade} == {"crashed"}, pieces
+    assert {row.status for pid, row in pieces.items() if pid not in unmade} <= MADE, pieces
 
     code, output = run_cli(killed_batch["args"], killed_batch["env"])
     assert code == 0, output[-3000:]
     (row,) = [b for b in repo.latest_batches() if b.id == batch_id]
     assert row.status == "completed"
+    after = {row.id: row.status for row in query(data_dir, SQL_PIECES, b=batch_id)}
+    assert set(after.values()) <= MADE, ("the resume made every crashed piece", after)
     new_run = row.flow_run_id
     assert new_run != killed_batch["row"].flow_run_id
     links = re.findall(r"/runs/flow-run/([0-9a-f-]{36})", output)

@@ -12,7 +12,8 @@ cancelling used to take 36-56 s. The batch is marked ``cancelled`` by the body o
 the batch is cancelled mid-way (fewer than 50 pieces made), no generation started later than the
 watcher's tick plus one generation after the run entered Cancelling (stored timestamps against Prefect's
 state history, not a guessed wall-clock bound), nothing is generated 5 s later, the ``image-generation``
-slots are all free, the pieces finished before are kept, and the same batch id resumes and completes.
+slots are all free, the pieces finished before are kept, the ones never made read ``cancelled`` (in the
+database and the API), and the same batch id resumes and completes them.
 The job reads ``cancelled`` at the first read after the batch was released (the jobs view does not
 wait for Prefect); how long the worker then takes to set the run Cancelled is Prefect's: bounded, not
 fast.
@@ -21,10 +22,10 @@ fast.
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 from fastapi.testclient import TestClient
@@ -41,6 +42,13 @@ LATENCY_S = 3.0
 PIECES = 50
 WATCH_S = 1.0
 """How often the batch flow reads its run's state (``stop_when_cancelled``'s default)."""
+PATIENCE_S = 180.0
+"""How long a wait for a state gives up after: generous, because the 2-core CI machine may be loaded
+(the test once waited a fixed 30 s for the batch to be marked and failed under load). The speed claims
+are asserted on stored timestamps, not on how long these waits took."""
+FINISHED = {"generated", "ready", "needs_review", "rejected", "failed"}
+
+T = TypeVar("T")
 
 
 @pytest.fixture
@@ -85,13 +93,31 @@ def _active_slots() -> int:
         return client.read_global_concurrency_limit_by_name("image-generation").active_slots
 
 
-def _wait_job(api: TestClient, job_id: str, statuses: set[str], timeout_s: float) -> dict[str, Any]:
+def _statuses(batch_id: str) -> dict[str, str]:
+    from tasks import resources
+
+    return {row.id: row.status.value for row in resources.repository().pieces(batch_id=batch_id)}
+
+
+def _wait_for(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float = PATIENCE_S) -> T:
+    """Poll ``read`` until ``done`` holds of its value or ``timeout_s`` passed; the last value read.
+
+    The caller asserts on the value, so a timeout fails with what was seen, never silently.
+    """
     deadline = time.monotonic() + timeout_s
     while True:
-        job = api.get(f"/api/v1/jobs/{job_id}", headers=AUTH).json()
-        if job["status"] in statuses or time.monotonic() > deadline:
-            return job
+        value = read()
+        if done(value) or time.monotonic() > deadline:
+            return value
         time.sleep(0.25)
+
+
+def _wait_job(api: TestClient, job_id: str, statuses: set[str], timeout_s: float) -> dict[str, Any]:
+    return _wait_for(
+        lambda: api.get(f"/api/v1/jobs/{job_id}", headers=AUTH).json(),
+        lambda job: job["status"] in statuses,
+        timeout_s,
+    )
 
 
 def test_a_cancelled_batch_stops_at_once_keeps_its_pieces_and_resumes(
@@ -112,10 +138,9 @@ def test_a_cancelled_batch_stops_at_once_keeps_its_pieces_and_resumes(
         assert launched.status_code == 202, launched.text
         job_id, batch_id = launched.json()["flow_run_id"], launched.json()["batch_id"]
 
-        deadline = time.monotonic() + 240
-        while len(_stored(batch_id)) < 5:  # mid-way: the first round of the 5 slots is stored
-            assert time.monotonic() < deadline, ("the batch never got going", logs())
-            time.sleep(0.2)
+        # mid-way: the first round of the 5 slots is stored
+        started = _wait_for(lambda: len(_stored(batch_id)), lambda stored: stored >= 5, timeout_s=240)
+        assert started >= 5, ("the batch never got going", logs())
         assert api.get(f"/api/v1/jobs/{job_id}", headers=AUTH).json()["cancellable"] is True
 
         asked = datetime.now(UTC)
@@ -123,13 +148,16 @@ def test_a_cancelled_batch_stops_at_once_keeps_its_pieces_and_resumes(
         cancel = api.post(f"/api/v1/jobs/{job_id}/cancel", headers=AUTH)
         assert cancel.status_code == 202, cancel.text
         assert cancel.json()["status"] in ("cancelling", "cancelled")
-        # The body (its watcher) or the on_cancellation hook marks the batch within seconds.
-        deadline = time.monotonic() + 30
-        while resources.repository().batch_lease(batch_id) is not None and time.monotonic() < deadline:
-            time.sleep(0.25)
+
+        # The body (its watcher) or the on_cancellation hook marks the batch and releases it, usually
+        # within seconds; the wait is on that state, its bound generous (see PATIENCE_S).
+        def batch_now() -> tuple[str, Any]:
+            (batch,) = [b for b in resources.repository().latest_batches(limit=50) if b.id == batch_id]
+            return batch.status, resources.repository().batch_lease(batch_id)
+
+        marked = _wait_for(batch_now, lambda now: now == ("cancelled", None))
         batch_marked_s = (datetime.now(UTC) - asked).total_seconds()
-        (batch,) = [b for b in resources.repository().latest_batches(limit=50) if b.id == batch_id]
-        assert batch.status == "cancelled", (batch, logs())
+        assert marked[0] == "cancelled", (marked, logs())
         assert resources.repository().batch_lease(batch_id) is None, "its lease is released for a resume"
         # The job reads cancelled at the first read after its batch was released: the view does not
         # wait for Prefect's worker (state_name says how far Prefect is).
@@ -137,11 +165,12 @@ def test_a_cancelled_batch_stops_at_once_keeps_its_pieces_and_resumes(
         assert prompt["status"] == "cancelled", (prompt, logs())
         job_read_s = (datetime.now(UTC) - asked).total_seconds()
 
-        job = _wait_job(api, job_id, {"cancelled"}, timeout_s=90)
-        while job["state_name"] != "Cancelled" and (datetime.now(UTC) - asked).total_seconds() < 75:
-            time.sleep(0.25)
-            job = api.get(f"/api/v1/jobs/{job_id}", headers=AUTH).json()
+        job = _wait_for(
+            lambda: api.get(f"/api/v1/jobs/{job_id}", headers=AUTH).json(),
+            lambda job: job["status"] == "cancelled" and job["state_name"] == "Cancelled",
+        )
         took = (datetime.now(UTC) - asked).total_seconds()
+        assert job["status"] == "cancelled", (job, logs())
         # Prefect's part: the process exits, the worker runs the hook and sets Cancelled (10.5 s seen;
         # it imports the flow module first, slow on a loaded 2-core machine). Bounded, not fast.
         assert job["state_name"] == "Cancelled", (f"Prefect: {job['state_name']} {took:.1f} s after", logs())
@@ -169,6 +198,18 @@ def test_a_cancelled_batch_stops_at_once_keeps_its_pieces_and_resumes(
         )
         assert stored_when_asked <= len(kept) < PIECES, "cancelled mid-way: the rest was never generated"
         assert len(starts) == len(kept), "every generation that ran was stored (none thrown away)"
+        # The pieces the run never made read cancelled; the ones it made keep what they reached.
+        statuses = _statuses(batch_id)
+        assert len(statuses) == PIECES, "the whole batch was planned before it was cancelled"
+        unmade = {piece for piece in statuses if piece not in kept}
+        assert {statuses[piece] for piece in unmade} == {"cancelled"}, statuses
+        assert {statuses[piece] for piece in kept} <= FINISHED, statuses
+        pieces = {
+            p["id"]: p["status"] for p in api.get(f"/api/v1/batches/{batch_id}/pieces", headers=AUTH).json()
+        }
+        assert pieces == statuses, "the API shows the same"
+        counts = api.get(f"/api/v1/batches/{batch_id}", headers=AUTH).json()["stats"]["by_status"]
+        assert counts["cancelled"] == len(unmade) and counts["planned"] == 0
 
         resumed = api.post(
             "/api/v1/content/batch",
@@ -185,3 +226,4 @@ def test_a_cancelled_batch_stops_at_once_keeps_its_pieces_and_resumes(
     after = _stored(batch_id)
     assert len(after) == PIECES, "the resume finished the rest"
     assert {piece: after[piece] for piece in kept} == kept, "finished pieces were kept, not made again"
+    assert set(_statuses(batch_id).values()) <= FINISHED, "no piece is left cancelled (or planned)"
