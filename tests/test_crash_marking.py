@@ -111,7 +111,8 @@ def test_a_killed_batch_is_no_longer_running_and_its_resume_links_the_new_run(
     # Its unfinished pieces read crashed with it; the ones recorded before the kill keep their status.
     pieces = {row.id: row for row in query(data_dir, SQL_PIECES, b=batch_id)}
     unmade = {pid for pid, row in pieces.items() if row.content_sha256 is None}
-    assert len(pieces) == 6 and 0 < len(unmade) < 6, pieces
+    # (The kill comes when the 3rd image is stored; how many were recorded by then varies.)
+    assert len(pieces) == 6 and unmade, pieces
     assert {pieces[pid].status for pid in unmade} == {"crashed"}, pieces
     assert {row.status for pid, row in pieces.items() if pid not in unmade} <= MADE, pieces
 

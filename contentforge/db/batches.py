@@ -230,14 +230,18 @@ class BatchRepository(Store):
         if batch_id is not None:
             expired = and_(expired, BatchORM.id == batch_id)
         with self._db.write() as session:
-            ids = list(session.scalars(select(BatchORM.id).where(expired)))
-            if ids:
-                session.execute(
+            # RETURNING: only the batches this statement marked, not a batch a resume took over
+            # between a read and the write (its pieces must stay planned for the resume).
+            ids = sorted(
+                session.scalars(
                     update(BatchORM)
-                    .where(BatchORM.id.in_(ids), expired)
+                    .where(expired)
                     .values(status="crashed", finished_at=now, lease_owner=None, lease_expires_at=None)
+                    .returning(BatchORM.id)
                     .execution_options(synchronize_session=False)
                 )
+            )
+            if ids:
                 end_unfinished_pieces(session, ids, "crashed")
             return ids
 
