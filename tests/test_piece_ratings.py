@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from alembic import command
-from sqlalchemy import text
+from sqlalchemy import event, text
 from support.api import build_world
 
 from contentforge.config import Settings
@@ -63,3 +63,33 @@ def test_claims_kept_in_batch_params_before_the_table_are_carried_over(tmp_path:
     ratings = PieceRatings(world.repo.sessions)
     assert ratings.of_piece("b1-000") == {"Rita (api token)": 5}
     assert ratings.claim("b1-000", "Rita (api token)", 1) == 5  # already counted: not again
+
+
+def test_the_carry_over_reads_piece_ids_only_when_some_batch_holds_ratings(tmp_path: Path) -> None:
+    """Reading every piece id is the migration's one cost that grows with the table: it is paid only
+    when there are claims to filter."""
+    url = f"sqlite:///{tmp_path / 'old.db'}"
+    world = build_world(Settings(_env_file=None, data_dir=tmp_path, database_url=url))
+    statements: list[str] = []
+
+    def remember(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        statements.append(" ".join(statement.split()))
+
+    def upgrade_to_0018(params: str) -> list[str]:
+        with migration_transaction(world.repo.engine) as connection:
+            command.downgrade(alembic_config(connection), "0017_read_paths")
+            connection.execute(
+                text("UPDATE batches SET params = :params WHERE id = 'b1'"), {"params": params}
+            )
+            statements.clear()
+            event.listen(world.repo.engine, "before_cursor_execute", remember)
+            try:
+                command.upgrade(alembic_config(connection), "0018_piece_ratings")
+            finally:
+                event.remove(world.repo.engine, "before_cursor_execute", remember)
+        return [s for s in statements if s.startswith("SELECT pieces.id")]
+
+    assert upgrade_to_0018('{"mode": "auto"}') == []
+    assert PieceRatings(world.repo.sessions).of_piece("b1-000") == {}
+    assert upgrade_to_0018('{"ratings": {"b1-000": {"cli:rita": 4}}}') == ["SELECT pieces.id FROM pieces"]
+    assert PieceRatings(world.repo.sessions).of_piece("b1-000") == {"cli:rita": 4}

@@ -42,11 +42,19 @@ def upgrade() -> None:
     batches = sa.table("batches", sa.column("params", sa.JSON()))
     pieces = sa.table("pieces", sa.column("id", sa.String()))
     connection = op.get_bind()
+    carried = [
+        claims
+        for (params,) in connection.execute(sa.select(batches.c.params))
+        if (claims := (params or {}).get("ratings"))
+    ]
+    if not carried:
+        return  # nothing to carry over: no need to read every piece id
+    # Claims of pieces deleted since are dropped (the foreign key would refuse them).
     known = set(connection.execute(sa.select(pieces.c.id)).scalars())
     now = datetime.now(UTC)
     rows = []
-    for (params,) in connection.execute(sa.select(batches.c.params)):
-        for piece_id, by_rater in ((params or {}).get("ratings") or {}).items():
+    for claims in carried:
+        for piece_id, by_rater in claims.items():
             if piece_id in known:
                 rows += [
                     {
