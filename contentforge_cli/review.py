@@ -18,6 +18,27 @@ RATING_OPTION = typer.Option(min=1, max=5, help="Also rate the piece 1 (bad) to 
 app = typer.Typer(help="Pieces waiting for a human decision (status needs_review).", no_args_is_help=True)
 
 
+def _check_reviewer(reviewer: str, *, rating_only: bool = False) -> None:
+    """Refuse a reviewer name its column cannot hold, in one line before any work.
+
+    A decision records the name in ``review_decisions.reviewer``; a rating keys it as the rater in
+    ``piece_ratings.rater``. Over the column's length PostgreSQL refuses the row (SQLite would keep it),
+    after the piece was read and the decision half made: the limit is read from the columns themselves.
+    """
+    from sqlalchemy import String
+
+    from contentforge.db.models import ReviewDecisionORM
+    from contentforge.db.models_ratings import PieceRatingORM
+    from contentforge.errors import InvalidInput
+    from contentforge.validation import check_text
+
+    column = PieceRatingORM.__table__.c.rater if rating_only else ReviewDecisionORM.__table__.c.reviewer
+    if not reviewer.strip():
+        raise InvalidInput("--reviewer must name who decides; it is blank")
+    assert isinstance(column.type, String) and column.type.length is not None
+    check_text(reviewer, "--reviewer", column.type.length)
+
+
 @app.command("list")
 def review_list(
     batch: Annotated[str | None, typer.Option(help="Batch id.")] = None,
@@ -59,6 +80,7 @@ def review_approve(
     from contentforge.validation import check_piece_id
 
     check_piece_id(piece)
+    _check_reviewer(reviewer)
     context.review_queue().approve(piece, reviewer=reviewer, reason=reason, tier=tier)
     console.print(
         f"{piece}: approved by {reviewer}{_learned(piece, True, reviewer, rating)}", highlight=False
@@ -76,6 +98,7 @@ def review_reject(
     from contentforge.validation import check_piece_id
 
     check_piece_id(piece)
+    _check_reviewer(reviewer)
     context.review_queue().reject(piece, reviewer=reviewer, reason=reason)
     console.print(
         f"{piece}: rejected by {reviewer}{_learned(piece, False, reviewer, rating)}", highlight=False
@@ -96,6 +119,7 @@ def review_rate(
     from contentforge.validation import check_piece_id
 
     check_piece_id(piece)
+    _check_reviewer(reviewer, rating_only=True)
     repo = context.repository()
     row = repo.get_piece(piece)
     if row is None:
