@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Path, Query, Request
 from starlette.concurrency import run_in_threadpool
@@ -53,12 +53,19 @@ async def get_batch(state: State, _identity: Reader, batch_id: BatchId) -> Batch
 @router.get("/batches/{batch_id}/pieces", response_model=list[PieceOut], responses=documented(AUTH, 404))
 async def batch_pieces(state: State, _identity: Reader, batch_id: BatchId) -> list[PieceOut]:
     """Every piece of the batch in plan order: image URL, hooks, tier, scores, cost, status."""
-    pieces = await run_in_threadpool(state.queries.batch_pieces, batch_id)
+    pieces = await run_in_threadpool(_pieces_with_decisions, state, batch_id)  # one hop for both reads
     if pieces is None:
         raise _no_batch(batch_id)
-    # AUTO/ASSISTED: why, per piece (a database read: off the event loop, like the pieces).
-    decisions = await run_in_threadpool(PiecePlans(state.repo.sessions).decisions, batch_id)
-    return [PieceOut.model_validate({**p, "decision": decisions.get(p["id"])}) for p in pieces]
+    return [PieceOut.model_validate(p) for p in pieces]
+
+
+def _pieces_with_decisions(state: ApiState, batch_id: str) -> list[dict[str, Any]] | None:
+    """The batch's pieces, each with its AUTO/ASSISTED ``decision`` (why), or None for no batch."""
+    pieces = state.queries.batch_pieces(batch_id)
+    if pieces is None:
+        return None
+    decisions = PiecePlans(state.repo.sessions).decisions(batch_id)
+    return [p | {"decision": decisions.get(p["id"])} for p in pieces]
 
 
 @router.get(
