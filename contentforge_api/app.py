@@ -10,6 +10,7 @@ from __future__ import annotations
 import gc
 import json
 import logging
+import os
 import re
 from typing import Any
 
@@ -177,6 +178,24 @@ def decode_json_with_orjson(engine: Engine) -> None:
 
     event.listen(engine, "connect", on_connect)
     engine.dispose()
+
+
+WORKER_INSECURE_LOCAL = "CONTENTFORGE_API_WORKER_INSECURE_LOCAL"
+"""Set to ``1`` by ``contentforge api serve --insecure-local --workers N`` for its worker processes,
+which build their app from the environment; the CLI checked the loopback bind before setting it."""
+
+
+def worker_app() -> FastAPI:
+    """The app of one worker process of ``contentforge api serve --workers N`` (an app factory).
+
+    uvicorn starts each worker as a fresh interpreter that imports this function by name, so
+    everything comes from the environment the CLI left: the settings (``CONTENTFORGE_*``, ``.env``),
+    ``PREFECT_API_URL`` and ``WORKER_INSECURE_LOCAL``. Each worker freezes its own start-up heap, as
+    a single process does, just before it serves.
+    """
+    app = create_app(get_settings(), insecure_local=os.environ.get(WORKER_INSECURE_LOCAL) == "1")
+    freeze_startup_heap()
+    return app
 
 
 def create_app(

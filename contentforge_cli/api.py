@@ -1,7 +1,16 @@
-"""``contentforge api serve``: the REST API (contentforge_api) and the review gallery."""
+"""``contentforge api serve``: the REST API (contentforge_api) and the review gallery.
+
+``--workers N`` serves from N processes (uvicorn's supervisor: one listening socket, a worker that
+dies is replaced). One Python process runs one request's Python at a time, so concurrent clients
+queue behind each other however many cores the machine has; N processes use N cores. Everything
+two requests must agree on is in the database or on the Prefect server (idempotency keys, jobs,
+event-stream cursors, reviews), so any worker may answer any request; see docs/api.md for what each
+worker keeps for itself.
+"""
 
 from __future__ import annotations
 
+import os
 from typing import Annotated
 
 import typer
@@ -10,6 +19,17 @@ from contentforge_cli import context
 from contentforge_cli.context import console, fail
 
 app = typer.Typer(help="The ContentForge REST API and review gallery.", no_args_is_help=True)
+
+MAX_WORKERS = 64
+"""More processes than this is a typo, not a plan: each worker holds its own imports and pool."""
+
+
+def default_workers() -> int:
+    """One worker per core this process may use, at most 4: reads are short, and each worker costs
+    its own memory (imports, app) and database connections."""
+    from contentforge.images.cpu_sizing import available_cores
+
+    return min(available_cores(), 4)
 
 
 @app.command("serve")
@@ -22,9 +42,20 @@ def api_serve(
         bool,
         typer.Option("--insecure-local", help="Run without CONTENTFORGE_API_TOKEN (loopback binds only)."),
     ] = False,
+    workers: Annotated[
+        int | None,
+        typer.Option(
+            help="Server processes; default one per core, at most 4. 1 serves from this process alone.",
+            show_default=False,
+        ),
+    ] = None,
 ) -> None:
     """Serve the API (/api/v1, OpenAPI at /api/v1/openapi.json) and the gallery (/gallery/batches/ID)."""
     import ipaddress
+
+    if workers is not None and not 1 <= workers <= MAX_WORKERS:
+        fail(f"--workers must be between 1 and {MAX_WORKERS}, not {workers}")
+    processes = default_workers() if workers is None else workers
 
     import uvicorn
 
@@ -44,12 +75,36 @@ def api_serve(
         fail("CONTENTFORGE_API_TOKEN is not set; set it, or use --insecure-local on 127.0.0.1")
     try:
         server = connect(settings)  # batches start on this Prefect server; Prefect is imported after it
-        from contentforge_api.app import create_app, freeze_startup_heap
+        from contentforge_api.app import WORKER_INSECURE_LOCAL, create_app, freeze_startup_heap
 
-        application = create_app(settings, insecure_local=insecure_local)
+        if processes == 1:
+            application = create_app(settings, insecure_local=insecure_local)
+        else:
+            # The workers build their own apps; migrating here first means a database problem is one
+            # line before anything starts, and the workers find the schema at head.
+            from contentforge.db import migrate
+
+            migrate(settings.resolved_database_url)
     except RuntimeError as exc:  # ApiConfigError, or a PREFECT_API_URL that does not answer
         fail(str(exc))
     console.print(f"Prefect API: {server.api_url}", highlight=False)
-    console.print(f"ContentForge API: http://{host}:{port}/api/v1/docs", highlight=False)
-    freeze_startup_heap()
-    uvicorn.run(application, host=host, port=port, log_level="info")
+    served_by = "one process" if processes == 1 else f"{processes} worker processes"
+    console.print(f"ContentForge API: http://{host}:{port}/api/v1/docs ({served_by})", highlight=False)
+    if processes == 1:
+        freeze_startup_heap()
+        uvicorn.run(application, host=host, port=port, log_level="info")
+        return
+    # Spawned workers inherit this environment: the settings, PREFECT_API_URL (set by `connect`), and
+    # the insecure-local choice, which only this checked command may turn on.
+    if insecure_local:
+        os.environ[WORKER_INSECURE_LOCAL] = "1"
+    else:
+        os.environ.pop(WORKER_INSECURE_LOCAL, None)
+    uvicorn.run(
+        "contentforge_api.app:worker_app",
+        factory=True,
+        workers=processes,
+        host=host,
+        port=port,
+        log_level="info",
+    )
