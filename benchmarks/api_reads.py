@@ -17,9 +17,10 @@ held to the target): ``health`` (``GET /api/v1/health``: no token, no database) 
     python benchmarks/seed_pieces.py                  # 100k pieces into contentforge_bench (once)
     python benchmarks/api_reads.py                    # 8 clients, 200 requests per endpoint
     python benchmarks/api_reads.py --clients 8 --requests 400 --database-url postgresql+psycopg://…
+    python benchmarks/api_reads.py --workers 2        # served as `contentforge api serve --workers 2`
 
-Prints one JSON object with the percentiles in milliseconds, the table sizes, the machine's cores
-and load average.
+Prints one JSON object with the percentiles in milliseconds, the table sizes, the server's worker
+processes, the machine's cores and load average.
 """
 
 from __future__ import annotations
@@ -45,13 +46,29 @@ ENDPOINTS = ("list", "stats", "batch", "batch_pieces", "gallery")
 FLOORS = ("health", "persona")
 
 
-def _serve(database_url: str, port: int) -> None:
-    """The child process: the API on the seeded database, on 127.0.0.1 only."""
+def _serve(database_url: str, port: int, workers: int) -> None:
+    """The child process: the API on the seeded database, on 127.0.0.1 only, as `contentforge api serve`."""
     import uvicorn
 
     from contentforge.config import Settings
     from contentforge_api.app import create_app, freeze_startup_heap
 
+    if workers > 1:  # as `contentforge api serve --workers N`: each worker's app comes from the environment
+        os.environ.update(
+            CONTENTFORGE_DATABASE_URL=database_url,
+            CONTENTFORGE_DATA_DIR=os.environ["CONTENTFORGE_BENCH_DATA_DIR"],
+            CONTENTFORGE_API_TOKEN=os.environ["CONTENTFORGE_BENCH_TOKEN"],
+        )
+        uvicorn.run(
+            "contentforge_api.app:worker_app",
+            factory=True,
+            workers=workers,
+            host="127.0.0.1",
+            port=port,
+            log_level="warning",
+            access_log=False,
+        )
+        return
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=database_url,
@@ -143,11 +160,18 @@ async def _measure(
 
 
 def _cpu_seconds(pid: int) -> float:
-    """User plus system CPU seconds the process has used so far."""
+    """User plus system CPU seconds the server has used so far: the process and its workers."""
     import psutil
 
-    times = psutil.Process(pid).cpu_times()
-    return float(times.user + times.system)
+    server = psutil.Process(pid)
+    total = 0.0
+    for process in (server, *server.children(recursive=True)):
+        try:
+            times = process.cpu_times()
+        except psutil.NoSuchProcess:
+            continue
+        total += times.user + times.system
+    return total
 
 
 def _percentile(values: list[float], share: float) -> float:
@@ -160,13 +184,16 @@ def main() -> None:
     parser.add_argument("--database-url", default=DEFAULT_URL)
     parser.add_argument("--clients", type=int, default=8)
     parser.add_argument("--requests", type=int, default=200, help="per endpoint")
+    parser.add_argument(
+        "--workers", type=int, default=1, help="server processes, as `contentforge api serve --workers`"
+    )
     parser.add_argument("--serve", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.serve:
-        _serve(args.database_url, args.serve)
+        _serve(args.database_url, args.serve, args.workers)
         return
-    if args.clients < 1 or args.requests < 1:
-        raise SystemExit("--clients and --requests must be at least 1")
+    if args.clients < 1 or args.requests < 1 or args.workers < 1:
+        raise SystemExit("--clients, --requests and --workers must be at least 1")
 
     rng = random.Random(0)
     targets = _targets(args.database_url, rng)
@@ -176,9 +203,8 @@ def main() -> None:
         CONTENTFORGE_BENCH_TOKEN=token,
         CONTENTFORGE_BENCH_DATA_DIR=tempfile.mkdtemp(prefix="contentforge-api-bench-"),
     )
-    server = subprocess.Popen(
-        [sys.executable, __file__, "--serve", str(port), "--database-url", args.database_url], env=env
-    )
+    serve = ["--serve", str(port), "--database-url", args.database_url, "--workers", str(args.workers)]
+    server = subprocess.Popen([sys.executable, __file__, *serve], env=env)
     base = f"http://127.0.0.1:{port}"
     try:
         import httpx
@@ -207,6 +233,7 @@ def main() -> None:
             results[endpoint] = {
                 # The API process's own CPU per request (or gallery sequence): unlike the latencies,
                 # it hardly moves with the machine's load; 8 clients on one process wait ~8x it.
+                # With --workers, the sum over the worker processes.
                 "server_cpu_ms": round(1000 * (_cpu_seconds(server.pid) - cpu_before) / len(latencies), 2),
                 "p50_ms": round(1000 * _percentile(latencies, 0.50), 1),
                 "p95_ms": round(1000 * _percentile(latencies, 0.95), 1),
@@ -225,6 +252,7 @@ def main() -> None:
                 "database": args.database_url.split("@")[-1],
                 "tables": targets["sizes"],
                 "clients": args.clients,
+                "workers": args.workers,
                 "endpoints": {name: results[name] for name in ENDPOINTS},
                 "floor": {name: results[name] for name in FLOORS},
                 "p95_target_ms": 50,
