@@ -197,6 +197,14 @@ class Settings(BaseSettings):
         description="Pieces per background task run sent to the GPU workers: a multiple of the "
         "GPU's micro-batch keeps its image groups full.",
     )
+    generation_claim_s: float = Field(
+        default=30.0,
+        ge=1.0,
+        le=600.0,
+        description="A warm GPU worker's claim on the pieces it generates (renewed every third of it): "
+        "another worker sent the same pieces waits instead of generating them too, and takes over a dead "
+        "worker's pieces this long after it died.",
+    )
     prefect_database_url: str | None = Field(
         default=None,
         description="postgresql+asyncpg://… for the local Prefect server's own state (default SQLite).",

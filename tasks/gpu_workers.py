@@ -28,9 +28,18 @@ Generating again is safe (a stored image is skipped or adopted, charges are keye
 and not concurrent at claim time: the batch writes ``Superseded`` and then reads the run's states, the
 worker writes ``Claimed`` and then reads them; whichever writes second sees the other's write, so
 either the worker refuses the run (it ends ``Cancelled``, generating nothing) or the batch sees a live
-claim and waits for that run instead of sending the pieces again. Not covered (docs/scaling-out.md,
-"Known limit"): a worker unseen for ``grace_s`` after it claimed, which goes on generating while its
-pieces are sent again, and a resume started while a cancelled batch's run still finishes.
+claim and waits for that run instead of sending the pieces again.
+
+That handshake happens once, when a run starts; a worker unseen for ``grace_s`` after it claimed goes on
+generating while its pieces are sent again, and a resume started while a cancelled batch's run still
+finishes sends them again too. So a run also claims each of its pieces in ContentForge's database
+(``contentforge.db.generation_claims``) before it generates: a piece another run holds with a live lease
+is waited for (``await_claimed_pieces``) until it is stored or failed there (skipped here) or its claim
+is released or expires (taken over and generated here). The process's ``ClaimKeeper`` renews every
+claim every third of ``CONTENTFORGE_GENERATION_CLAIM_S``; the run releases them once its pieces are
+stored, and a killed worker's run out on their own. Still not covered (docs/scaling-out.md): a worker
+cut off from the database for a whole lease while its generations wait for a slot (its claims expire,
+another worker takes the pieces, both generate them; each is still stored once).
 """
 
 from __future__ import annotations
@@ -61,6 +70,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from prefect.utilities.engine import emit_task_run_state_change_event
 
 from contentforge.batch import GENERATED, SKIPPED
+from contentforge.db.generation_claims import Claim, ClaimKeeper, GenerationClaims
 from contentforge.domain import PieceStatus
 from contentforge.fair_share import DEFAULT_PRIORITY
 from tasks import resources
@@ -68,6 +78,7 @@ from tasks.bootstrap import create_limit_if_absent
 from tasks.generation_queue import BatchStopped, generation_queue
 from tasks.image_groups import plan_generation_groups
 from tasks.images import generate_image, generate_image_group, record_failure, retry_unless_invalid_input
+from tasks.planning import load_piece
 
 logger = logging.getLogger(__name__)
 
@@ -81,6 +92,8 @@ WORKER_GRACE_S = 10.0
 dead: a websocket reconnect takes a few seconds."""
 STUCK_S = 20.0
 """How long after a worker vanished a run no worker claimed is sent again."""
+CLAIM_WAIT_S = 900.0
+"""How long a run waits for pieces another live claimant keeps renewing its claims on, before it fails."""
 
 
 def worker_id() -> str:
@@ -145,7 +158,10 @@ def generate_pieces_on_gpu(
 
     Each piece that fails on its own is recorded failed; a failure of the run itself (storage down) is
     raised after every other group is stored, so a retry only redoes what is missing. A run the batch
-    superseded ends ``Cancelled`` without generating anything. ``n`` names the run.
+    superseded ends ``Cancelled`` without generating anything. Pieces another run holds a live
+    generation claim on are waited for, not generated here, unless their claim ends without an image
+    (then they are taken over); each is counted ``skipped`` once its claimant stored or failed it.
+    ``n`` names the run.
     """
     context = TaskRunContext.get()
     if context is not None and not claim_run(context.task_run.id):
@@ -154,19 +170,124 @@ def generate_pieces_on_gpu(
         )
     MODEL_LOADS.observe(resources.image_backend())
     run_logger = get_run_logger()
-    groups, grouped = plan_generation_groups(piece_ids)
-    queue = generation_queue()
-    # Queued first, so the worker's slots start on this run's groups while their stores are set up.
-    queued = queue.queue(groups, grouped=grouped, priority=priority, share=batch_id)
+    run_name = context.task_run.name if context is not None else "-"
+    keeper = claim_keeper()
+    claim = keeper.claim(f"GPU worker {worker_id()}, run {run_name}", piece_ids)
+    outcomes: list[str] = []
+    errors: list[BaseException] = []
     try:
-        outcomes, errors = _store_groups(groups, grouped, priority)
+        todo = [piece_id for piece_id in piece_ids if piece_id in claim.held]
+        waiting = [piece_id for piece_id in piece_ids if piece_id not in claim.held]
+        while todo or waiting:
+            if todo:
+                done, failed = _generate_and_store(batch_id, todo, priority)
+                outcomes += done
+                errors += failed
+            todo, waiting, settled = await_claimed_pieces(keeper, claim, waiting, batch_id, run_logger)
+            outcomes += [SKIPPED.status] * settled
     finally:
-        queue.discard(queued)
+        keeper.release(claim)
     for error in errors[1:]:
         run_logger.warning("batch %s: %s: %s", batch_id, type(error).__name__, error)
     if errors:
         raise errors[0]
     return dict(Counter(outcomes))
+
+
+def _generate_and_store(
+    batch_id: str, piece_ids: list[str], priority: str
+) -> tuple[list[str], list[BaseException]]:
+    """Plan the pieces' image groups, queue them in this worker's slots and store each when done."""
+    groups, grouped = plan_generation_groups(piece_ids)
+    queue = generation_queue()
+    # Queued first, so the worker's slots start on this run's groups while their stores are set up.
+    queued = queue.queue(groups, grouped=grouped, priority=priority, share=batch_id)
+    try:
+        return _store_groups(groups, grouped, priority)
+    finally:
+        queue.discard(queued)
+
+
+def await_claimed_pieces(
+    keeper: ClaimKeeper,
+    claim: Claim,
+    pieces: list[str],
+    batch_id: str,
+    log: Any = logger,
+    *,
+    poll_s: float | None = None,
+    max_wait_s: float | None = None,
+) -> tuple[list[str], list[str], int]:
+    """Wait for pieces another claimant generates: ``(taken over, still waiting, settled)``.
+
+    Returns as soon as some piece's claim was released or expired without the piece being made (taken
+    over here, to generate now) or every piece is settled: stored, adopted from storage or failed by
+    its claimant (``settled`` counts them; nothing is generated for them here). ``BatchStopped`` if the
+    batch is stopped in this process meanwhile; ``PiecesClaimedElsewhere`` after ``max_wait_s`` (a
+    claimant that renews its claims but never finishes).
+    """
+    if not pieces:
+        return [], [], 0
+    poll = poll_s if poll_s is not None else min(1.0, keeper.lease_s / 10)
+    deadline = time.monotonic() + (max_wait_s if max_wait_s is not None else CLAIM_WAIT_S)
+    settled = 0
+    waiting = list(pieces)
+    logged = False
+    while True:
+        open_pieces = [piece_id for piece_id in waiting if _still_to_make(piece_id)]
+        settled += len(waiting) - len(open_pieces)
+        waiting = open_pieces
+        if not waiting:
+            return [], [], settled
+        taken = keeper.take(claim, waiting)
+        if taken:
+            log.info("batch %s: %d pieces taken over from an ended or silent claimant", batch_id, len(taken))
+            return taken, [piece_id for piece_id in waiting if piece_id not in taken], settled
+        if not logged:
+            holders = keeper.claims.holders(waiting)
+            log.info(
+                "batch %s: %d pieces are generated by %s; waiting for them",
+                batch_id,
+                len(waiting),
+                sorted({holder.owner for holder in holders.values()}),
+            )
+            logged = True
+        if generation_queue().stopped(batch_id):
+            raise BatchStopped(f"batch {batch_id} was stopped")
+        if time.monotonic() > deadline:
+            holders = keeper.claims.holders(waiting)
+            raise PiecesClaimedElsewhere(
+                f"{len(waiting)} pieces still generated by {sorted({h.owner for h in holders.values()})}"
+            )
+        time.sleep(poll)
+
+
+def _still_to_make(piece_id: str) -> bool:
+    """Whether the piece is still planned: its claimant has not recorded its image nor its failure.
+
+    An image stored but not yet recorded is not adopted from here: its live claimant is recording it.
+    Once its claim ends, the piece is taken over and the usual path adopts it (``already_generated``).
+    """
+    return load_piece(piece_id).status is PieceStatus.planned
+
+
+class PiecesClaimedElsewhere(RuntimeError):
+    """Another claimant renewed its claims on this run's pieces for ``CLAIM_WAIT_S`` without making them."""
+
+
+_KEEPER: ClaimKeeper | None = None
+_KEEPER_LOCK = threading.Lock()
+
+
+def claim_keeper() -> ClaimKeeper:
+    """This process's keeper of generation claims, on the configured database (rebuilt when it changes)."""
+    global _KEEPER
+    sessions, lease_s = resources.repository().sessions, resources.settings().generation_claim_s
+    with _KEEPER_LOCK:
+        keeper = _KEEPER
+        if keeper is None or keeper.claims.sessions is not sessions or keeper.lease_s != lease_s:
+            keeper = _KEEPER = ClaimKeeper(GenerationClaims(sessions), lease_s)
+        return keeper
 
 
 def _store_groups(

@@ -41,6 +41,8 @@ def task_workers_env(
         "CONTENTFORGE_FIXED_LATENCY_S": "0.3",
         "CONTENTFORGE_GPU_TASK_WORKERS": "true",
         "CONTENTFORGE_GPU_TASK_PIECES": "2",
+        # A killed worker's generation claims run out in 3 s, not 30: the second worker takes over sooner.
+        "CONTENTFORGE_GENERATION_CLAIM_S": "3",
     }
     for name, value in env.items():
         monkeypatch.setenv(name, value)

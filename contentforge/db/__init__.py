@@ -4,6 +4,7 @@
 from contentforge.db import (  # noqa: F401
     models_analytics,
     models_chat,
+    models_claims,
     models_dispatch,
     models_idempotency,
     models_ratings,
