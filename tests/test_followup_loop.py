@@ -11,8 +11,9 @@ from pathlib import Path
 
 import pytest
 from sqlalchemy import update
+from support.planned import plan_batch
 
-from contentforge.db import PlannedPiece, Repository
+from contentforge.db import Repository
 from contentforge.db.batch_progress import PieceStatusWatcher
 from contentforge.db.models import PieceORM
 from contentforge.personas import sample_persona
@@ -28,44 +29,14 @@ def repo(request: pytest.FixtureRequest, tmp_path: Path) -> Repository:
     return repo
 
 
-def _plan(repo: Repository, batch_id: str, count: int) -> list[str]:
-    repo.create_batch(
-        batch_id=batch_id,
-        persona_id=sample_persona().id,
-        platform="instagram",
-        num_pieces=count,
-        tier_mix={"safe": 1.0},
-        seed=0,
-        params={},
-        flow_run_id=None,
-    )
-    ids = [f"{batch_id}-{i:03d}" for i in range(count)]
-    repo.add_planned_pieces(
-        batch_id,
-        [
-            PlannedPiece(
-                piece_id=pid,
-                index=i,
-                template_id="FIT-001",
-                template_tier="safe",
-                prompt="p",
-                negative_prompt="",
-                seed=i,
-            )
-            for i, pid in enumerate(ids)
-        ],
-    )
-    return ids
-
-
 def _set_status(repo: Repository, piece_ids: list[str], status: str) -> None:
     with repo.sessions.write() as session:
         session.execute(update(PieceORM).where(PieceORM.id.in_(piece_ids)).values(status=status))
 
 
 def test_each_poll_sees_every_started_piece_and_reads_only_the_new_ones(repo: Repository) -> None:
-    ids = _plan(repo, "watch-a", 6)
-    _plan(repo, "watch-other", 3)  # another batch's pieces are never reported
+    ids = plan_batch(repo, "watch-a", 6)
+    plan_batch(repo, "watch-other", 3)  # another batch's pieces are never reported
     _set_status(repo, ["watch-other-000", "watch-other-001"], "generated")
     watcher = PieceStatusWatcher(repo.sessions, "watch-a")
 
@@ -85,7 +56,7 @@ def test_each_poll_sees_every_started_piece_and_reads_only_the_new_ones(repo: Re
 
 
 def test_a_piece_back_in_planned_is_forgotten_and_seen_again_when_it_starts(repo: Repository) -> None:
-    ids = _plan(repo, "watch-b", 4)
+    ids = plan_batch(repo, "watch-b", 4)
     watcher = PieceStatusWatcher(repo.sessions, "watch-b")
     _set_status(repo, ids[:2], "failed")
     assert set(watcher.poll()) == set(ids[:2])
@@ -96,7 +67,7 @@ def test_a_piece_back_in_planned_is_forgotten_and_seen_again_when_it_starts(repo
 
 
 def test_reads_grow_with_the_pieces_not_with_the_polls(repo: Repository) -> None:
-    ids = _plan(repo, "watch-c", 500)
+    ids = plan_batch(repo, "watch-c", 500)
     watcher = PieceStatusWatcher(repo.sessions, "watch-c")
     for start in range(0, 500, 25):
         _set_status(repo, ids[start : start + 25], "generated")

@@ -7,38 +7,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.planned import plan_batch
 
-from contentforge.db import PlannedPiece, Repository
 from contentforge.personas import sample_persona
 from tasks import resources, text
-
-
-def _plan(repo: Repository, batch_id: str, count: int) -> list[str]:
-    repo.create_batch(
-        batch_id=batch_id,
-        persona_id=sample_persona().id,
-        platform="instagram",
-        num_pieces=count,
-        tier_mix={"safe": 1.0},
-        seed=0,
-        params={},
-        flow_run_id=None,
-    )
-    ids = [f"{batch_id}-{i:03d}" for i in range(count)]
-    pieces = [
-        PlannedPiece(
-            piece_id=pid,
-            index=i,
-            template_id="FIT-001",
-            template_tier="safe",
-            prompt="p",
-            negative_prompt="",
-            seed=i,
-        )
-        for i, pid in enumerate(ids)
-    ]
-    repo.add_planned_pieces(batch_id, pieces)
-    return ids
 
 
 def test_a_failing_piece_leaves_the_others_hooked_and_the_retry_writes_only_it(
@@ -46,7 +18,7 @@ def test_a_failing_piece_leaves_the_others_hooked_and_the_retry_writes_only_it(
 ) -> None:
     repo = resources.repository()
     repo.upsert_persona(sample_persona())
-    ids = _plan(repo, "hooks-batch", 3)
+    ids = plan_batch(repo, "hooks-batch", 3)
     real = text.write_piece_hooks
     attempts: list[str] = []
 

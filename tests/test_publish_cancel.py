@@ -25,11 +25,11 @@ from collections import Counter
 from collections.abc import Iterator
 from datetime import timedelta
 from pathlib import Path
-from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
 from pydantic import SecretStr
+from support.jobs import ENDED, wait_job
 from support.publishing import FakeApi, Request, Response, make_world, serve
 from support.workers import cpu_worker, worker_logs
 
@@ -89,15 +89,6 @@ async def _start_publish_job() -> str:
     return str(run.id)
 
 
-def _wait_job(api: TestClient, job_id: str, statuses: set[str], timeout_s: float) -> dict[str, Any]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        job = api.get(f"/api/v1/jobs/{job_id}", headers=AUTH).json()
-        if job["status"] in statuses or time.monotonic() > deadline:
-            return job
-        time.sleep(0.25)
-
-
 def test_a_cancelled_publish_job_leaves_no_half_published_post_and_a_rerun_publishes_the_rest(
     settings_env: Path,
     tmp_path: Path,
@@ -128,7 +119,7 @@ def test_a_cancelled_publish_job_leaves_no_half_published_post_and_a_rerun_publi
             time.sleep(0.05)
         cancel = api.post(f"/api/v1/jobs/{job_id}/cancel", headers=AUTH)
         assert cancel.status_code == 202, cancel.text
-        job = _wait_job(api, job_id, {"cancelled", "completed", "failed", "crashed"}, timeout_s=90)
+        job = wait_job(api, job_id, ENDED, timeout_s=90, headers=AUTH)
         assert job["status"] == "cancelled", (job, worker_logs(worker))
 
     before = {pid: world.ledger.get(pid) for pid in ids}
