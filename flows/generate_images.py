@@ -10,7 +10,8 @@ The stage, top to bottom: plan the image groups (one per slot); queue every grou
 group (``tasks/images.py``), each claiming its queued generation and storing the images; record each
 piece's ``PieceOutcome`` as its task completes; discard whatever no task claimed. Once its run (or its
 batch's run in this process) is Cancelling, the batch is stopped: nothing of it starts any more, its
-unstarted pieces stay planned for a resume, and the stage ends with ``BatchStopped``.
+unstarted pieces stay planned until the run ends (then `cancelled`, planned again by a resume), and
+the stage ends with ``BatchStopped``.
 
 With GPU micro-batches (``CONTENTFORGE_IMAGE_MICRO_BATCH`` > 1, the default on CUDA), pieces sharing
 LoRA set, size, steps and guidance form image groups of up to that many, each one task
@@ -123,7 +124,7 @@ def _run_tasks(
         ids = futures[future]
         try:
             result = future.result()
-        except BatchStopped:  # cancelled before its generation started: the piece stays planned
+        except BatchStopped:  # cancelled before it started: `cancelled` when the run ends
             continue
         except Exception as exc:  # one failing piece (or image group) never fails the batch
             outcome |= {piece_id: record_failure(piece_id, exc, logger) for piece_id in ids}
