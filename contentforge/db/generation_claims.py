@@ -137,6 +137,9 @@ class ClaimKeeper:
         self._lock = threading.Lock()
         self._wake = threading.Condition(self._lock)
         self._thread: threading.Thread | None = None
+        self._writing = threading.Lock()
+        """Taking and renewing one after the other: a renewal that read the rows before a take added to
+        them would count the new pieces as taken over."""
 
     def claim(self, owner: str, piece_ids: Sequence[str]) -> Claim:
         """A new claim for ``owner`` on whichever of the pieces nobody else holds; renewed until released."""
@@ -149,9 +152,10 @@ class ClaimKeeper:
 
     def take(self, claim: Claim, piece_ids: Sequence[str]) -> list[str]:
         """Add the pieces nobody holds (released, expired) to ``claim``; returns those, in the given order."""
-        got = self.claims.claim(piece_ids, claim.owner, claim.token, self.lease_s)
-        with self._lock:
-            claim.held |= got
+        with self._writing:
+            got = self.claims.claim(piece_ids, claim.owner, claim.token, self.lease_s)
+            with self._lock:
+                claim.held |= got
         return [piece_id for piece_id in piece_ids if piece_id in got]
 
     def release(self, claim: Claim) -> None:
@@ -171,19 +175,22 @@ class ClaimKeeper:
 
     def renew_now(self) -> None:
         """Renew every open claim once; a piece another token took over moves to its claim's ``lost``."""
-        with self._lock:
-            tokens = list(self._open)
-        held = self.claims.renew(tokens, self.lease_s)
-        with self._lock:
-            for token, pieces in held.items():
-                claim = self._open.get(token)
-                if claim is None:  # released meanwhile
-                    continue
-                lost = claim.held - pieces
-                if lost:
-                    logger.warning("%s: generation claims on %s were taken over", claim.owner, sorted(lost))
-                    claim.lost |= lost
-                    claim.held -= lost
+        with self._writing:
+            with self._lock:
+                tokens = list(self._open)
+            held = self.claims.renew(tokens, self.lease_s)
+            with self._lock:
+                for token, pieces in held.items():
+                    claim = self._open.get(token)
+                    if claim is None:  # released meanwhile
+                        continue
+                    lost = claim.held - pieces
+                    if lost:
+                        logger.warning(
+                            "%s: generation claims on %s were taken over", claim.owner, sorted(lost)
+                        )
+                        claim.lost |= lost
+                        claim.held -= lost
 
     def _start_renewing(self) -> None:
         """Start the renewal thread if it is not running (called with the lock held)."""
