@@ -65,10 +65,15 @@ class PlanTimedOut(ContentForgeError):
     """Nobody approved an ASSISTED batch's plan in time; nothing was generated."""
 
 
-def plan_by_mode(request: BatchRequest, batch_id: str, piece_ids: list[str]) -> None:
-    """Save what AUTO chose for each piece, or (ASSISTED) what a person approved or edited."""
+def plan_by_mode(
+    request: BatchRequest, batch_id: str, piece_ids: list[str], prompt: str | None = None
+) -> None:
+    """Save what AUTO chose for each piece, or (ASSISTED) what a person approved or edited.
+
+    ``prompt``: the request's own image prompt, recommended for instead of the templates' (it is what
+    will be generated); the saved plans carry it."""
     logger = get_run_logger()
-    plans = recommend_plans(request, batch_id, piece_ids)
+    plans = recommend_plans(request, batch_id, piece_ids, prompt)
     if not plans:  # MANUAL never gets here; a resumed batch keeps the plans it saved
         return
     if request.mode == "assisted":

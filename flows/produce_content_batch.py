@@ -28,6 +28,7 @@ import threading
 import time
 import uuid
 from concurrent.futures import FIRST_COMPLETED, wait
+from dataclasses import replace
 from functools import partial
 from typing import Any
 
@@ -177,7 +178,14 @@ def _produce(
     template_id = piece_request.template_id if piece_request is not None else None
     piece_ids = select_templates_and_prompts(request, batch_id, template_id)
     if request.mode != "manual":  # AUTO or ASSISTED: each piece's LoRAs and parameters (may pause)
-        plan_by_mode(request, batch_id, piece_ids)
+        prompt = piece_request.params.prompt if piece_request is not None else None
+        plan_by_mode(request, batch_id, piece_ids, prompt)
+        if piece_request is not None and prompt is not None:
+            # The plans were made for the user's prompt and carry it with their LoRAs' trigger words;
+            # writing the bare prompt again would drop those.
+            piece_request = replace(
+                piece_request, params=piece_request.params.model_copy(update={"prompt": None})
+            )
     if piece_request is not None and not piece_request.empty:
         apply_request(request, piece_ids, piece_request)  # the request's own prompt and parameters win
     stage_seconds["plan"] = time.perf_counter() - clock

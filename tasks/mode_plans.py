@@ -14,6 +14,8 @@ from contentforge.db.piece_plans import PiecePlans, PlannedGeneration
 from contentforge.db.registry import ModelRegistry
 from contentforge.domain import PieceStatus
 from contentforge.models.modes import Advisor, PiecePlan, edited_plan
+from contentforge.models.requests import GenerationParams
+from contentforge.piece_requests import requested_image
 from contentforge.text.providers.costs import record_text_cost
 from tasks import resources
 
@@ -30,11 +32,16 @@ def advisor_for(request: BatchRequest) -> Advisor:
 
 
 @task(cache_policy=NO_CACHE, persist_result=False)
-def recommend_plans(request: BatchRequest, batch_id: str, piece_ids: list[str]) -> dict[str, PiecePlan]:
+def recommend_plans(
+    request: BatchRequest, batch_id: str, piece_ids: list[str], prompt: str | None = None
+) -> dict[str, PiecePlan]:
     """The recommendation for each piece still to generate that has no plan yet.
 
-    A resumed batch keeps the plans it saved (and what they generated): only pieces without one are
-    planned, so a rerun after the approval asks nothing again.
+    ``prompt``: the user's own image prompt (``image_params``), which replaces every piece's planned
+    one; it is what gets generated, so it is what the LoRAs and parameters are recommended for (the
+    plans then carry it, with the chosen LoRAs' trigger words). A resumed batch keeps the plans it saved
+    (and what they generated): only pieces without one are planned, so a rerun after the approval asks
+    nothing again.
     """
     repo, settings = resources.repository(), resources.settings()
     wanted = set(piece_ids)
@@ -46,9 +53,13 @@ def recommend_plans(request: BatchRequest, batch_id: str, piece_ids: list[str]) 
     if not todo:
         return {}
     advisor = advisor_for(request)
+    custom = GenerationParams(prompt=prompt)
     plans = {}
     for piece in todo:
-        plan = advisor.advise(image_request_for(piece, request.persona, settings), piece.prompt)
+        if prompt is None:
+            plan = advisor.advise(image_request_for(piece, request.persona, settings), piece.prompt)
+        else:  # the planned request with the user's prompt (and the persona's trigger word) in place
+            plan = advisor.advise(requested_image(piece, request.persona, settings, custom), prompt)
         if plan.analysis_call is not None:  # a model read the prompt: a paid call, charged to the batch
             record_text_cost(
                 repo,
