@@ -36,11 +36,18 @@ priorities, so dispatchers given a ``DemandTable`` (``contentforge/db/turns.py``
 the ContentForge database, which every generating process shares) publish what they wait for, run and
 have started, and each computes the same split from the same rows (``contentforge/fair_share.py``:
 strict priorities, then equal progress). A process then asks the server for a slot only when the split
-entitles it (``SplitView.may_ask``), and only when the table shows a free slot or ``poll_s`` passed
-since its last refusal; and gives a slot back between two generations when the split says so
-(``SplitView.should_yield``: a more urgent share elsewhere waits, or another process is owed a slot and
-this one is the most above its target). Nothing is preempted: a high-priority generation waits for one
-generation to end, plus the table's refresh (``refresh_s``) and a poll (``poll_s / 4`` for ``high``).
+entitles it (``SplitView.may_ask``), and after a refusal only when rows read since show a slot given
+back, or its patience ran out (``_may_ask_now``: ``full_poll_s`` while the table shows every slot held,
+since each refused request is a write on the Prefect server); and gives a slot back between two
+generations when the split says so (``SplitView.should_yield``: a more urgent share elsewhere waits, or
+another process is owed a slot and this one is the most above its target). A process publishes its rows
+every ``refresh_s``, and at once when one of its holders takes or gives back a slot.
+
+Nothing is preempted: a high-priority generation waits for the first generation to end after its
+request, and then for the hand-off, kept short: the holder reads the table afresh when its generation
+ends (not a view up to ``refresh_s`` old), releases and publishes at once, and the waiting high process
+reads the table every ``refresh_s / 4`` (and asks blindly every ``poll_s / 4``). In one process, the
+holder that finishes first takes the high item next.
 
 Why a table and not more Prefect limits: a limit counts slots but cannot say which batch waits, at
 which priority, or how far it has progressed, and equal progress needs all three. The table is advice,
@@ -102,6 +109,8 @@ class SlotDispatcher:
         limit_size: int | None = None,
         refresh_s: float = 0.1,
         busy_budget_s: float = 60.0,
+        full_poll_s: float = 2.0,
+        max_poll_s: float = 0.8,
     ) -> None:
         self.limit_name = limit_name
         self.max_slots = max_slots
@@ -115,6 +124,15 @@ class SlotDispatcher:
         """How long slot requests may keep meeting a busy or unreachable server before waiting work fails."""
         self._busy_since: float | None = None
         self.limit_size = limit_size or max_slots
+        self.max_poll_s = max_poll_s
+        """The longest wait between two refused requests of a dispatcher without a demand table."""
+        self._refusals = 0
+        """Refusals (423) in a row since the last slot granted."""
+        self.full_poll_s = full_poll_s
+        """How long a refused process waits before asking again while the table shows every slot held:
+        each refused request is a write on the Prefect server (one writer on SQLite), and a slot given
+        back shows in the table at once (its process publishes it), so only a slot the table does not
+        know of (a dead process's lease running out) waits for this."""
         self.refresh_s = refresh_s
         """How often the demand table is written and read while this process has work for the limit."""
         self.participant = uuid.uuid4().hex
@@ -131,7 +149,15 @@ class SlotDispatcher:
         """Shares already levelled with the other processes' (``join_level``) and published."""
         self._coordinating = False
         self._refused_at = 0.0
+        self._refused_running = -1
+        """Slots the others ran (table) when this process was last refused: a free-slot ask needs news."""
+        self._rows_at = 0.0
+        """When ``_rows`` were read (monotonic)."""
         self._refresh_now = threading.Event()
+        self._publish_now = threading.Event()
+        """Publish at once, not after ``refresh_s``: this process took or gave back a slot."""
+        self._news = threading.Event()
+        """Wakes the asking holder: new rows, new work, a slot given back."""
         self.leases_taken = 0
         """How many slots were acquired from the server; far fewer than the work items when busy."""
         self.lease_spans: list[tuple[datetime, datetime]] = []
@@ -160,6 +186,7 @@ class SlotDispatcher:
             if coordinate:
                 self._coordinating = True
         self._refresh_now.set()
+        self._news.set()
         if spawn:
             self._start_thread(self._hold, "slot-holder")
         if coordinate:
@@ -188,6 +215,7 @@ class SlotDispatcher:
         with self._lock:
             threads = list(self._threads)
         self._refresh_now.set()
+        self._news.set()
         for thread in threads:
             thread.join(max(0.0, deadline - time.monotonic()))
 
@@ -201,6 +229,7 @@ class SlotDispatcher:
             cancelled = self._queue.cancel_share(share)
             self._has_work.notify_all()
         self._refresh_now.set()
+        self._news.set()
         return cancelled
 
     def run(self, fn: Callable[[], T], *, priority: str = DEFAULT_PRIORITY, share: str = DEFAULT_SHARE) -> T:
@@ -250,7 +279,7 @@ class SlotDispatcher:
             if not self._has_pending():  # another holder took the last work while this one waited
                 return False
             if not self._may_ask_now():  # the split gives the next slot to another process, or none is free
-                self._refresh_now.wait(self.refresh_s)
+                self._await_news()
                 return False
             asked = time.monotonic()
             try:
@@ -268,10 +297,14 @@ class SlotDispatcher:
                     "refused" if wait is not None else f"server busy ({exc!r:.60})",
                     time.monotonic() - asked,
                 )
-                self._refused_at = time.monotonic()
+                with self._lock:
+                    self._refused_at = time.monotonic()
+                    self._refused_running = self._others_running()
+                    self._refusals += int(wait is not None)
                 time.sleep(min(wait or self._poll_s(), self._poll_s()) * random.uniform(0.5, 1.0))
                 return False
             self._busy_since = None
+            self._refusals = 0
         logger.debug(
             "%s %s: slot granted in %.3f s", self.limit_name, self.participant[:6], time.monotonic() - asked
         )
@@ -294,7 +327,8 @@ class SlotDispatcher:
             with self._lock:
                 self._held -= 1
                 self.lease_spans.append((granted, datetime.now(UTC)))
-            self._refresh_now.set()
+            self._publish_now.set()  # the others see the free slot now, not after refresh_s
+            self._news.set()
         return True
 
     def _busy_within_budget(self, exc: BaseException) -> bool:
@@ -328,8 +362,16 @@ class SlotDispatcher:
         anyway (``_may_ask_now``), and asking blindly every few hundredths of a second costs the Prefect
         server a write each time; under load it answered with 503s, whose client-side back-off (seconds)
         then stalled this process's one asking holder.
+
+        Without the table (moderation, model calls), nothing tells a refused process when a slot frees,
+        so each refusal in a row doubles the wait, from ``poll_s`` up to ``max_poll_s``: a 3 x 50 run on
+        the SQLite-backed server made 130-210 refused moderation requests at a fixed ``poll_s``, each a
+        write that the server's one writer serialises (docs/benchmarks.md).
         """
-        return self.poll_s if self.demand_table is None else min(self.poll_s, self.refresh_s)
+        if self.demand_table is not None:
+            return min(self.poll_s, self.refresh_s)
+        doubled = self.poll_s * float(2 ** max(0, min(self._refusals, 8) - 1))
+        return min(doubled, max(self.poll_s, self.max_poll_s))
 
     def _keep_lease(self, leases: SlotLeases, lease_id: Any, released: threading.Event) -> None:
         """Renew the lease every third of its duration until the holder releases it."""
@@ -340,8 +382,19 @@ class SlotDispatcher:
                 logger.warning("renewing a slot of %r failed: %s", self.limit_name, exc)
 
     def _drain(self) -> None:
-        """Run work back to back inside the held slot until none is left or the split says to yield."""
+        """Run work back to back inside the held slot until none is left or the split says to yield.
+
+        Between two items the holder reads the demand table afresh (``_read_rows``: one indexed read,
+        shared by holders ending within ``refresh_s / 4``): a high-priority share elsewhere that appeared
+        during the generation then gets this slot now, not a generation later, which it would when
+        the view was up to ``refresh_s`` old and the holders' generations ended together.
+        """
+        first = True
         while True:
+            with self._lock:
+                urgent_here = self._queue.top_rank() == 0
+            if not urgent_here:  # nothing elsewhere outranks high work waiting here: take it at once
+                self._read_rows()
             with self._lock:
                 if self._should_yield():
                     return
@@ -354,6 +407,9 @@ class SlotDispatcher:
                     self._idle_holders -= 1
             if work is None:
                 return
+            if first:  # the others see this slot in use now: none of them asks for it
+                first = False
+                self._publish_now.set()
             if work.future.set_running_or_notify_cancel():
                 logger.debug("%s: work started", self.limit_name)
                 try:
@@ -374,17 +430,78 @@ class SlotDispatcher:
     def _may_ask_now(self) -> bool:
         """Whether this process asks the server for one more slot now.
 
-        Only when the split entitles it, and then only when the table shows a free slot or ``poll_s``
-        has passed since the last refusal (the table may be stale).
+        Only when the split entitles it, and then: at once if it was never refused; after a refusal,
+        when rows read since show a slot free that was not free then (another process gave one back), or
+        else once its patience has passed: ``poll_s / 4`` for ``high`` work (rare, and it must not wait a
+        whole poll), ``poll_s`` while the table is stale or shows a free slot, and ``full_poll_s`` while
+        rows read since the refusal show every slot held. The table is advice (a holder between two
+        items shows no running generation), so a process still asks now and then whatever it shows.
         """
         if self.demand_table is None:
             return True
         with self._lock:
             top = self._queue.top_rank()
             view = self._view()
-            # High-priority work asks four times as often: it is rare, and it must not wait a whole poll.
-            patience = self.poll_s / 4 if top == 0 else self.poll_s
-            return view.may_ask(top) and (view.free > 0 or time.monotonic() - self._refused_at >= patience)
+            if not view.may_ask(top):
+                return False
+            if self._refused_running < 0:
+                return True
+            fresh = self._rows_at > self._refused_at
+            if fresh and view.free > 0 and self._others_running() < self._refused_running:
+                return True
+            if top == 0:
+                patience = self.poll_s / 4
+            elif fresh and view.free <= 0:
+                patience = self.full_poll_s
+            else:
+                patience = self.poll_s
+            return time.monotonic() - self._refused_at >= patience
+
+    def _others_running(self) -> int:
+        """Generations the other processes run, as last read (called under the lock)."""
+        return sum(row.running for row in self._rows if row.participant != self.participant)
+
+    def _set_rows(self, rows: list[ShareDemand], read_at: float) -> None:
+        """Keep rows just read (called under the lock). After a refusal, the others' running count it
+        was refused at rises with them, so that any slot given back later reads as news."""
+        self._rows = rows
+        self._rows_at = max(self._rows_at, read_at)
+        if self._refused_running >= 0:
+            self._refused_running = max(self._refused_running, self._others_running())
+
+    def _await_news(self) -> None:
+        """Wait (the asking holder) until the rows or the local work change, or ``refresh_s``.
+
+        With ``high`` work waiting it reads the table itself every ``refresh_s / 4``: the slot a holder
+        elsewhere gives back for it shows there at once (that holder's process publishes a release
+        without waiting), and a quarter of ``refresh_s`` is the most this hand-off then adds.
+        """
+        with self._lock:
+            urgent = self._queue.top_rank() == 0
+        wait = self.refresh_s / 4 if urgent else self.refresh_s
+        self._news.wait(wait)
+        self._news.clear()
+        if urgent:
+            self._read_rows()
+
+    def _read_rows(self) -> None:
+        """Read every share's row afresh, unless rows were read less than ``refresh_s / 4`` ago."""
+        table = self.demand_table
+        if table is None:
+            return
+        now = time.monotonic()
+        with self._lock:
+            if now - self._rows_at < self.refresh_s / 4:
+                return
+            self._rows_at = now  # the other holders ending now use this read
+        try:
+            rows = table.read()
+        except Exception as exc:  # advice only: keep the last view (the coordinator warns of a failing table)
+            logger.debug("demand table of %r: %s", self.limit_name, exc)
+            return
+        with self._lock:
+            self._set_rows(rows, now)
+        self._news.set()
 
     def _should_yield(self) -> bool:
         """Whether a holder between two items gives its slot back (called under the lock)."""
@@ -416,7 +533,7 @@ class SlotDispatcher:
             logger.warning("demand table of %r: %s", self.limit_name, exc)
         else:
             with self._lock:
-                self._rows = rows
+                self._set_rows(rows, time.monotonic())
         while True:
             with self._lock:
                 self._level_new_shares()
@@ -430,12 +547,17 @@ class SlotDispatcher:
                 logger.warning("demand table of %r: %s", self.limit_name, exc)
             else:
                 with self._lock:
-                    self._rows = rows
+                    self._set_rows(rows, time.monotonic())
                     self._yielded_since_refresh = 0
+                self._news.set()
             if idle:
                 return
-            time.sleep(self.refresh_s)  # at most one write per refresh_s, however busy
-            self._refresh_now.wait(self.refresh_s)
+            # At most one write per refresh_s, however busy; except when a holder took or gave back a
+            # slot (``_publish_now``: once per lease, far rarer than generations), which the other
+            # processes must see at once to ask for the slot, or to leave it alone.
+            if not self._publish_now.wait(self.refresh_s):
+                self._refresh_now.wait(self.refresh_s)
+            self._publish_now.clear()
             self._refresh_now.clear()
 
 

@@ -229,3 +229,84 @@ def test_a_server_busy_for_longer_than_the_budget_fails_the_waiting_work(
     monkeypatch.setattr(dispatch, "get_client", lambda **_: _scripted_client(busy_twice, calls))
     assert dispatch.SlotDispatcher("image-generation", max_slots=1, poll_s=0.05).run(lambda: 42) == 42
     assert calls[:3] == ["/api/v2/concurrency_limits/increment-with-lease"] * 3
+
+
+def test_refused_requests_without_a_demand_table_back_off_to_max_poll(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """Each refusal in a row doubles the wait before the next request, up to ``max_poll_s``: each
+    refused request is a write on the Prefect server, and nothing else says when a slot frees."""
+    from types import SimpleNamespace
+
+    from tasks import dispatch
+
+    calls: list[str] = []
+    pauses: list[float] = []
+    answers = [(423, {})] * 5 + [GRANTED]
+    monkeypatch.setattr(dispatch, "get_client", lambda **_: _scripted_client(answers, calls))
+    monkeypatch.setattr(dispatch.random, "uniform", lambda _low, high: high)
+    monkeypatch.setattr(dispatch, "time", SimpleNamespace(monotonic=time.monotonic, sleep=pauses.append))
+    dispatcher = dispatch.SlotDispatcher("moderation", max_slots=1, poll_s=0.01, max_poll_s=0.04)
+    assert dispatcher.run(lambda: 42) == 42
+    assert calls.count("/api/v2/concurrency_limits/increment-with-lease") == 6, calls
+    assert pauses == pytest.approx([0.01, 0.02, 0.04, 0.04, 0.04]), pauses
+
+
+class _FakeDemandTable:
+    """A demand table where another process holds every slot until ``release`` is called. It has no
+    more work waiting and is far ahead, so the split owes a newcomer the next slot."""
+
+    def __init__(self, limit: int) -> None:
+        from contentforge.fair_share import ShareDemand
+
+        self.others = [ShareDemand("other", "busy-batch", 1, waiting=0, running=limit, served=100)]
+        self.reads = 0
+        self.lock = threading.Lock()
+
+    def release(self) -> None:
+        from dataclasses import replace
+
+        with self.lock:
+            self.others = [replace(row, running=row.running - 1) for row in self.others]
+
+    def read(self) -> list[object]:
+        with self.lock:
+            self.reads += 1
+            return list(self.others)
+
+    def publish(self, participant: str, demands: list[object]) -> list[object]:
+        with self.lock:
+            self.reads += 1
+            return [*self.others, *demands]
+
+
+def test_a_refused_process_asks_again_when_the_table_shows_a_slot_given_back(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """While rows read after a refusal show every slot held, the dispatcher does not ask again (no
+    blind polling: ``full_poll_s`` is long here); a row showing a slot given back makes it ask at once."""
+    from tasks import dispatch
+
+    calls: list[str] = []
+    answers = [(423, {}), GRANTED]
+    monkeypatch.setattr(dispatch, "get_client", lambda **_: _scripted_client(answers, calls))
+    table = _FakeDemandTable(limit=5)
+    dispatcher = dispatch.SlotDispatcher(
+        "image-generation",
+        max_slots=5,
+        poll_s=0.05,
+        refresh_s=0.02,
+        full_poll_s=600.0,
+        demand_table=table,  # type: ignore[arg-type]
+        limit_size=5,
+    )
+    future = dispatcher.submit(lambda: 42, share="mine")
+    deadline = time.monotonic() + 30
+    while table.reads < 40:  # many fresh reads after the first (refused) request
+        assert time.monotonic() < deadline, table.reads
+        time.sleep(0.01)
+    assert calls == ["/api/v2/concurrency_limits/increment-with-lease"], calls
+    assert not future.done()
+    table.release()
+    assert future.result(timeout=30) == 42
+    assert calls[:2] == ["/api/v2/concurrency_limits/increment-with-lease"] * 2, calls
