@@ -242,7 +242,7 @@ def test_refused_requests_without_a_demand_table_back_off_to_max_poll(
 
     calls: list[str] = []
     pauses: list[float] = []
-    answers = [(423, {})] * 5 + [GRANTED]
+    answers: list[tuple[int, dict[str, object]]] = [(423, {})] * 5 + [GRANTED]
     monkeypatch.setattr(dispatch, "get_client", lambda **_: _scripted_client(answers, calls))
     monkeypatch.setattr(dispatch.random, "uniform", lambda _low, high: high)
     monkeypatch.setattr(dispatch, "time", SimpleNamespace(monotonic=time.monotonic, sleep=pauses.append))
