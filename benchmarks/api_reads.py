@@ -50,9 +50,6 @@ def _serve(database_url: str, port: int, workers: int) -> None:
     """The child process: the API on the seeded database, on 127.0.0.1 only, as `contentforge api serve`."""
     import uvicorn
 
-    from contentforge.config import Settings
-    from contentforge_api.app import create_app, freeze_startup_heap
-
     if workers > 1:  # as `contentforge api serve --workers N`: each worker's app comes from the environment
         os.environ.update(
             CONTENTFORGE_DATABASE_URL=database_url,
@@ -69,6 +66,9 @@ def _serve(database_url: str, port: int, workers: int) -> None:
             access_log=False,
         )
         return
+    from contentforge.config import Settings
+    from contentforge_api.app import create_app, freeze_startup_heap
+
     settings = Settings(
         _env_file=None,  # type: ignore[call-arg]
         database_url=database_url,
@@ -174,6 +174,20 @@ def _cpu_seconds(pid: int) -> float:
     return total
 
 
+def _stop(server: subprocess.Popen[bytes]) -> None:
+    """SIGTERM (workers shut down gracefully), then kill whatever is left of the process tree."""
+    import psutil
+
+    try:
+        tree = [psutil.Process(server.pid), *psutil.Process(server.pid).children(recursive=True)]
+    except psutil.NoSuchProcess:
+        tree = []
+    server.terminate()
+    for process in psutil.wait_procs(tree, timeout=60)[1]:
+        process.kill()
+    server.wait(timeout=30)
+
+
 def _percentile(values: list[float], share: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(share * (len(ordered) - 1)))]
@@ -209,7 +223,8 @@ def main() -> None:
     try:
         import httpx
 
-        deadline = time.monotonic() + 120
+        # Each worker imports the whole API: on a loaded 2-core machine that alone took over a minute.
+        deadline = time.monotonic() + 120 * args.workers
         while True:
             try:
                 if httpx.get(f"{base}/api/v1/openapi.json", timeout=2).status_code == 200:
@@ -242,8 +257,7 @@ def main() -> None:
                 "per_second": round(len(latencies) / seconds, 1),
             }
     finally:
-        server.terminate()
-        server.wait(timeout=30)
+        _stop(server)
     from contentforge.images.cpu_sizing import available_cores
 
     print(

@@ -10,7 +10,6 @@ from __future__ import annotations
 import gc
 import json
 import logging
-import os
 import re
 from typing import Any
 
@@ -180,20 +179,24 @@ def decode_json_with_orjson(engine: Engine) -> None:
     engine.dispose()
 
 
-WORKER_INSECURE_LOCAL = "CONTENTFORGE_API_WORKER_INSECURE_LOCAL"
-"""Set to ``1`` by ``contentforge api serve --insecure-local --workers N`` for its worker processes,
-which build their app from the environment; the CLI checked the loopback bind before setting it."""
-
-
 def worker_app() -> FastAPI:
     """The app of one worker process of ``contentforge api serve --workers N`` (an app factory).
 
     uvicorn starts each worker as a fresh interpreter that imports this function by name, so
-    everything comes from the environment the CLI left: the settings (``CONTENTFORGE_*``, ``.env``),
-    ``PREFECT_API_URL`` and ``WORKER_INSECURE_LOCAL``. Each worker freezes its own start-up heap, as
-    a single process does, just before it serves.
+    everything comes from the environment the command checked: the settings (``CONTENTFORGE_*``,
+    ``.env``) and ``PREFECT_API_URL``. Each worker freezes its own start-up heap, as a single
+    process does, just before it serves.
     """
-    app = create_app(get_settings(), insecure_local=os.environ.get(WORKER_INSECURE_LOCAL) == "1")
+    app = create_app(get_settings())
+    freeze_startup_heap()
+    return app
+
+
+def insecure_local_worker_app() -> FastAPI:
+    """``worker_app`` without a token, for ``--insecure-local --workers N``: the command checked the
+    loopback bind, and the app still answers loopback clients only. A factory of its own, so that
+    nothing in the environment can switch a worker into this mode."""
+    app = create_app(get_settings(), insecure_local=True)
     freeze_startup_heap()
     return app
 

@@ -10,7 +10,6 @@ worker keeps for itself.
 
 from __future__ import annotations
 
-import os
 from typing import Annotated
 
 import typer
@@ -75,13 +74,14 @@ def api_serve(
         fail("CONTENTFORGE_API_TOKEN is not set; set it, or use --insecure-local on 127.0.0.1")
     try:
         server = connect(settings)  # batches start on this Prefect server; Prefect is imported after it
-        from contentforge_api.app import WORKER_INSECURE_LOCAL, create_app, freeze_startup_heap
-
         if processes == 1:
+            from contentforge_api.app import create_app, freeze_startup_heap
+
             application = create_app(settings, insecure_local=insecure_local)
         else:
-            # The workers build their own apps; migrating here first means a database problem is one
-            # line before anything starts, and the workers find the schema at head.
+            # The workers build their own apps (this process never imports the API); migrating here
+            # first means a database problem is one line before anything starts, and the workers
+            # find the schema at head.
             from contentforge.db import migrate
 
             migrate(settings.resolved_database_url)
@@ -94,14 +94,11 @@ def api_serve(
         freeze_startup_heap()
         uvicorn.run(application, host=host, port=port, log_level="info")
         return
-    # Spawned workers inherit this environment: the settings, PREFECT_API_URL (set by `connect`), and
-    # the insecure-local choice, which only this checked command may turn on.
-    if insecure_local:
-        os.environ[WORKER_INSECURE_LOCAL] = "1"
-    else:
-        os.environ.pop(WORKER_INSECURE_LOCAL, None)
+    # Spawned workers inherit this environment (the settings, PREFECT_API_URL set by `connect`);
+    # insecure-local mode is a factory of its own, chosen here after the loopback check.
+    factory = "insecure_local_worker_app" if insecure_local else "worker_app"
     uvicorn.run(
-        "contentforge_api.app:worker_app",
+        f"contentforge_api.app:{factory}",
         factory=True,
         workers=processes,
         host=host,
