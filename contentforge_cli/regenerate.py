@@ -9,12 +9,15 @@ own (``contentforge.piece_variations``): stored, moderated, and recorded as deri
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
 from contentforge_cli import context
 from contentforge_cli.context import console
+
+if TYPE_CHECKING:
+    from contentforge.text.providers.protocol import StructuredResult
 
 app = typer.Typer()
 
@@ -142,7 +145,11 @@ def generate(
     platform: Annotated[str | None, typer.Option(help="auto mode: the aspect of this platform.")] = None,
     out: Annotated[Path | None, typer.Option(help="Where to write the PNG.")] = None,
 ) -> None:
-    """One image from a custom prompt with per-request parameters (checked before any model loads)."""
+    """One image from a custom prompt with per-request parameters (checked before any model loads).
+
+    AUTO reads the prompt through the configured text chain like a batch does (the rules without a
+    model); a paid reading is charged to the cost ledger as a request outside any batch.
+    """
     from contentforge.models import modes
 
     settings = context.settings()
@@ -153,6 +160,7 @@ def generate(
         priority=priority,
         platform=platform,
         registry=modes.registry_of(context.services().sessions),
+        model_analyzer=True,
         steps=steps,
         guidance_scale=guidance,
         width=width,
@@ -161,6 +169,8 @@ def generate(
         scheduler=scheduler,
         seed=seed,
     )
+    if plan.analysis_call is not None:
+        _charge_analysis(plan.analysis_call)
     from contentforge.images.factory import build_image_backend
 
     generated = build_image_backend(settings).generate(plan.request)
@@ -172,3 +182,26 @@ def generate(
     )
     if plan.explanation:
         console.print(f"{plan.mode}: {plan.explanation}", highlight=False)
+
+
+def _charge_analysis(call: StructuredResult[Any]) -> None:
+    """The model's reading of a ``generate`` prompt in the cost ledger, once.
+
+    There is no batch to charge: like the API's requests outside any batch, the entry is a request
+    charge (step ``api_hooks``, the only such step the ledger has; the subject says it was this command).
+    """
+    import uuid
+
+    from contentforge.db.models import API_REQUEST_STEPS
+    from contentforge.db.request_costs import RequestCostRepository
+    from contentforge.text.providers.costs import cost_detail
+
+    result = call.result
+    RequestCostRepository(context.services().sessions).charge_request_call(
+        API_REQUEST_STEPS[0],
+        charge_key=f"cli-generate:{uuid.uuid4().hex}",
+        provider=result.provider,
+        amount_usd=result.cost_usd,
+        subject_id="contentforge generate",
+        detail=cost_detail(result, call.prompt_version),
+    )

@@ -13,6 +13,7 @@ import uuid
 from pathlib import Path
 
 import pytest
+from support.loras import register_lora
 
 from contentforge.config import get_settings
 from contentforge.db import Repository
@@ -31,7 +32,7 @@ def lora_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def repo(settings_env: Path, lora_file: Path, monkeypatch: pytest.MonkeyPatch) -> Repository:
-    from contentforge.db.registry import InstalledModel, ModelRegistry
+    from contentforge.db.registry import ModelRegistry
     from tasks import resources
 
     monkeypatch.setenv("CONTENTFORGE_LORA_MAX_COUNT", "1")  # the best match alone, so the choice shows
@@ -49,23 +50,7 @@ def repo(settings_env: Path, lora_file: Path, monkeypatch: pytest.MonkeyPatch) -
         ),
         ("iron-gym", "chalked hands", ("gym", "weights", "workout"), "gym workout, lifting weights, fitness"),
     ):
-        registry.add(
-            InstalledModel(
-                name=name,
-                kind="lora",
-                source="local",
-                source_ref=str(lora_file),
-                path=str(lora_file),
-                family="sdxl",
-                family_reason="test",
-                sha256="0" * 64,
-                size_bytes=lora_file.stat().st_size,
-                trigger_words=(trigger,),
-                recommended_weight=0.6,
-                tags=tags,
-                description=description,
-            )
-        )
+        register_lora(registry, name, lora_file, trigger=trigger, tags=tags, description=description)
     return repo
 
 

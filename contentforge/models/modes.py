@@ -37,6 +37,8 @@ class SinglePlan:
     mode: str
     request: ImageRequest
     explanation: str = ""
+    analysis_call: StructuredResult[Any] | None = None
+    """The paid model call that read the prompt, if one did: the caller charges it."""
 
 
 def registry_of(sessions: SessionPolicy) -> ModelRegistry:
@@ -58,9 +60,13 @@ def plan_single(
     priority: str = "balanced",
     platform: str | None = None,
     registry: ModelRegistry | None = None,
+    model_analyzer: bool = False,
     **values: object,
 ) -> SinglePlan:
-    """The request for one image; every value checked before any model or embedding loads."""
+    """The request for one image; every value checked before any model or embedding loads.
+
+    ``model_analyzer``: AUTO reads the prompt through the configured text chain, as batches do (the
+    rules when no model is configured or it fails); the caller charges ``SinglePlan.analysis_call``."""
     if mode not in MODES:
         raise InvalidInput(f"mode {mode!r}: use manual or auto (assisted runs in a batch flow)")
     params = checked_for_settings(settings, prompt=prompt, **values)  # a scheduler only where it runs
@@ -75,10 +81,12 @@ def plan_single(
     )
     if mode == "manual":
         return SinglePlan("manual", apply_params(base, params))
-    advisor = Advisor.build(settings, registry, priority=priority, platform=platform)
+    advisor = Advisor.build(
+        settings, registry, priority=priority, platform=platform, model_analyzer=model_analyzer
+    )
     auto = advisor.advise(base, prompt)
     explicit = params.model_copy(update={"prompt": None})  # the prompt now carries the trigger words
-    return SinglePlan("auto", apply_params(auto.request, explicit), auto.explanation)
+    return SinglePlan("auto", apply_params(auto.request, explicit), auto.explanation, auto.analysis_call)
 
 
 def _text_chain(settings: Settings) -> TextProvider | None:
