@@ -22,13 +22,14 @@ fast.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from support.jobs import ENDED, wait_for, wait_job
 from support.workers import cpu_worker, worker_logs
 
 from contentforge.config import get_settings
@@ -47,8 +48,6 @@ PATIENCE_S = 180.0
 (the test once waited a fixed 30 s for the batch to be marked and failed under load). The speed claims
 are asserted on stored timestamps, not on how long these waits took."""
 FINISHED = {"generated", "ready", "needs_review", "rejected", "failed"}
-
-T = TypeVar("T")
 
 
 @pytest.fixture
@@ -99,27 +98,6 @@ def _statuses(batch_id: str) -> dict[str, str]:
     return {row.id: row.status.value for row in resources.repository().pieces(batch_id=batch_id)}
 
 
-def _wait_for(read: Callable[[], T], done: Callable[[T], bool], timeout_s: float = PATIENCE_S) -> T:
-    """Poll ``read`` until ``done`` holds of its value or ``timeout_s`` passed; the last value read.
-
-    The caller asserts on the value, so a timeout fails with what was seen, never silently.
-    """
-    deadline = time.monotonic() + timeout_s
-    while True:
-        value = read()
-        if done(value) or time.monotonic() > deadline:
-            return value
-        time.sleep(0.25)
-
-
-def _wait_job(api: TestClient, job_id: str, statuses: set[str], timeout_s: float) -> dict[str, Any]:
-    return _wait_for(
-        lambda: api.get(f"/api/v1/jobs/{job_id}", headers=AUTH).json(),
-        lambda job: job["status"] in statuses,
-        timeout_s,
-    )
-
-
 def test_a_cancelled_batch_stops_at_once_keeps_its_pieces_and_resumes(
     worker: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
@@ -139,7 +117,7 @@ def test_a_cancelled_batch_stops_at_once_keeps_its_pieces_and_resumes(
         job_id, batch_id = launched.json()["flow_run_id"], launched.json()["batch_id"]
 
         # mid-way: the first round of the 5 slots is stored
-        started = _wait_for(lambda: len(_stored(batch_id)), lambda stored: stored >= 5, timeout_s=240)
+        started = wait_for(lambda: len(_stored(batch_id)), lambda stored: stored >= 5, timeout_s=240)
         assert started >= 5, ("the batch never got going", logs())
         assert api.get(f"/api/v1/jobs/{job_id}", headers=AUTH).json()["cancellable"] is True
 
@@ -155,7 +133,7 @@ def test_a_cancelled_batch_stops_at_once_keeps_its_pieces_and_resumes(
             (batch,) = [b for b in resources.repository().latest_batches(limit=50) if b.id == batch_id]
             return batch.status, resources.repository().batch_lease(batch_id)
 
-        marked = _wait_for(batch_now, lambda now: now == ("cancelled", None))
+        marked = wait_for(batch_now, lambda now: now == ("cancelled", None), PATIENCE_S)
         batch_marked_s = (datetime.now(UTC) - asked).total_seconds()
         assert marked[0] == "cancelled", (marked, logs())
         assert resources.repository().batch_lease(batch_id) is None, "its lease is released for a resume"
@@ -165,9 +143,10 @@ def test_a_cancelled_batch_stops_at_once_keeps_its_pieces_and_resumes(
         assert prompt["status"] == "cancelled", (prompt, logs())
         job_read_s = (datetime.now(UTC) - asked).total_seconds()
 
-        job = _wait_for(
+        job = wait_for(
             lambda: api.get(f"/api/v1/jobs/{job_id}", headers=AUTH).json(),
             lambda job: job["status"] == "cancelled" and job["state_name"] == "Cancelled",
+            PATIENCE_S,
         )
         took = (datetime.now(UTC) - asked).total_seconds()
         assert job["status"] == "cancelled", (job, logs())
@@ -219,7 +198,7 @@ def test_a_cancelled_batch_stops_at_once_keeps_its_pieces_and_resumes(
         assert resumed.status_code == 202, resumed.text
         second = resumed.json()["flow_run_id"]
         assert second != job_id
-        done = _wait_job(api, second, {"completed", "failed", "crashed", "cancelled"}, timeout_s=300)
+        done = wait_job(api, second, ENDED, timeout_s=300, headers=AUTH)
         assert done["status"] == "completed", (done, logs())
         assert done["progress"] == 100.0 and done["result"]["batch_status"] == "completed"
 

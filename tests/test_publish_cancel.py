@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
@@ -45,6 +46,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 SECRET = "whsec-cancel-test"
 DELAY_S = 2.0
 PIECES = 6
+GATE_S = 120.0
+"""The longest a delivery hangs while the test cancels (the job's own wait gives up after 90 s)."""
 
 
 class SlowReceiver(FakeApi):
@@ -54,11 +57,17 @@ class SlowReceiver(FakeApi):
         super().__init__()
         self.posts: dict[str, str] = {}
         self.deliveries: Counter[str] = Counter()
+        self.gate = threading.Event()
+        """Cleared by the test when it cancels: deliveries then hang until it is set again, so the
+        run is killed mid-post however long the cancellation takes on a loaded machine (it once took
+        longer than the remaining deliveries and every post was made before the kill)."""
+        self.gate.set()
 
     def handle(self, request: Request) -> Response:
         key = request.headers["idempotency-key"]
         self.deliveries[key] += 1
         time.sleep(DELAY_S)
+        self.gate.wait(timeout=GATE_S)
         self.posts.setdefault(key, f"post-{len(self.posts) + 1}")
         return 200, {}, {"id": self.posts[key], "url": f"https://social.example/{self.posts[key]}"}
 
@@ -117,9 +126,11 @@ def test_a_cancelled_publish_job_leaves_no_half_published_post_and_a_rerun_publi
             # Cancel while a delivery is in flight: one post made, the next one being made.
             assert time.monotonic() < deadline, ("the publish job never got going", worker_logs(worker))
             time.sleep(0.05)
+        receiver.gate.clear()  # the delivery in flight is answered only after the kill
         cancel = api.post(f"/api/v1/jobs/{job_id}/cancel", headers=AUTH)
         assert cancel.status_code == 202, cancel.text
         job = wait_job(api, job_id, ENDED, timeout_s=90, headers=AUTH)
+        receiver.gate.set()  # the platform finishes the post the killed run never hears about
         assert job["status"] == "cancelled", (job, worker_logs(worker))
 
     before = {pid: world.ledger.get(pid) for pid in ids}
