@@ -134,6 +134,20 @@ def test_a_keeper_renews_its_claims_and_notices_one_taken_over(engine: Engine) -
     assert claims.holders([b]) == {}
 
 
+def test_a_claim_whose_take_fails_is_not_renewed_for_ever(engine: Engine) -> None:
+    """A take that raises (the database refused it) leaves no token in the keeper: nobody would release
+    it, and the renewal thread would renew it for the worker's whole life (review finding)."""
+
+    class Refusing(GenerationClaims):
+        def claim(self, piece_ids: Any, owner: str, token: str, lease_s: float) -> set[str]:
+            raise RuntimeError("database refused the claim")
+
+    keeper = ClaimKeeper(Refusing(engine), lease_s=0.6)
+    with pytest.raises(RuntimeError, match="refused"):
+        keeper.claim("worker A", _pieces(engine, 1))
+    assert keeper._open == {}, "the failed claim's token is not kept for renewal"
+
+
 # --- warm GPU worker runs, two at a time ------------------------------------------------------------
 
 

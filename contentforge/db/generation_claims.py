@@ -56,7 +56,9 @@ class GenerationClaims(Store):
 
         A piece another token holds with a live lease is not returned: its claimant generates it.
         """
-        ids = list(dict.fromkeys(piece_ids))
+        # Sorted: PostgreSQL locks the conflicting rows in VALUES order and ``renew`` locks them by
+        # piece id, so a take and a renewal on the same rows never wait on each other in a cycle.
+        ids = sorted(set(piece_ids))
         if not ids:
             return set()
         now = utcnow()
@@ -84,6 +86,14 @@ class GenerationClaims(Store):
             return {}
         held: dict[str, set[str]] = {token: set() for token in wanted}
         with self._db.write() as session:
+            # Lock the rows in piece-id order first (PostgreSQL; SQLite has one writer): the order a
+            # concurrent ``claim`` takes them in, so the two cannot deadlock.
+            session.execute(
+                select(GenerationClaimORM.piece_id)
+                .where(GenerationClaimORM.token.in_(wanted))
+                .order_by(GenerationClaimORM.piece_id)
+                .with_for_update()
+            )
             rows = session.execute(
                 update(GenerationClaimORM)
                 .where(GenerationClaimORM.token.in_(wanted))
@@ -147,7 +157,13 @@ class ClaimKeeper:
         with self._lock:
             self._open[claim.token] = claim
             self._start_renewing()
-        self.take(claim, piece_ids)
+        try:
+            self.take(claim, piece_ids)
+        except BaseException:
+            # Nothing was taken: stop renewing a token nobody will release (the thread would keep it).
+            with self._lock:
+                self._open.pop(claim.token, None)
+            raise
         return claim
 
     def take(self, claim: Claim, piece_ids: Sequence[str]) -> list[str]:
