@@ -276,6 +276,11 @@ def test_an_auto_plan_read_by_a_model_says_so_and_carries_the_call_to_charge(
         server.text(json.dumps(aspects))
         advisor = Advisor(settings, "sdxl", candidates(), None, analyzer=_chain(server.url))  # type: ignore[arg-type]
         plan = advisor.advise(base, OBLIQUE)
+        # The batch's other pieces with the same prompt (a custom prompt, one template): read once.
+        again = [advisor.advise(base.model_copy(update={"seed": seed}), OBLIQUE) for seed in (2, 3)]
+    assert len(server.requests) == 1, "one paid reading per prompt, not one per piece"
+    assert all(p.analysis_call is None and p.lora_names == plan.lora_names for p in again)
+    assert all("prompt read by openai (gpt-test)" in p.explanation for p in again)
     assert plan.analysis_call is not None and plan.analysis_call.provider == "openai"
     assert "film-grain" in plan.lora_names and "prompt read by openai (gpt-test)" in plan.explanation
     rules_plan = Advisor(settings, "sdxl", candidates(), None).advise(base, OBLIQUE)

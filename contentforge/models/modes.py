@@ -14,7 +14,7 @@ Prefect pause itself belongs to the flows; ``edited_plan`` here checks and appli
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from contentforge.config import Settings
@@ -135,6 +135,9 @@ class Advisor:
     param_feedback: dict[str, FeedbackScore] | None = None
     analyzer: TextProvider | None = None
     """The text chain that reads prompts when a model is configured; None: the rules alone."""
+    _analyses: dict[str, Any] = field(default_factory=dict, repr=False)
+    """Each prompt's analysis, read once: a batch's pieces often share their prompt (a custom prompt,
+    the same template), and each model reading is a paid call (50 identical ones for a 50-piece batch)."""
 
     @classmethod
     def build(
@@ -213,7 +216,11 @@ class Advisor:
         if self.analyzer is not None:
             from contentforge.models.model_analyzer import analyze_with
 
-            analysis, analysis_call = analyze_with(self.analyzer, prompt)
+            if prompt in self._analyses:  # read before: the same analysis, no second (paid) call
+                analysis = self._analyses[prompt]
+            else:
+                analysis, analysis_call = analyze_with(self.analyzer, prompt)
+                self._analyses[prompt] = analysis
         recommendation = recommend(
             prompt,
             self.candidates,
