@@ -124,7 +124,7 @@ class ContentQueries:
         if platform is not None:
             batches = batches.where(BatchORM.platform == platform)
         with self._read() as session:
-            db = session.connection()
+            db = one_snapshot(session)  # the counts and the page must agree while reviewers write
             per_batch = db.execute(batches).all()
             if not per_batch and db.scalar(select(PersonaORM.id).where(PersonaORM.id == persona_id)) is None:
                 return None
@@ -327,6 +327,19 @@ def _batch(batch: BatchORM) -> dict[str, Any]:
         "num_pieces": batch.num_pieces,
         "flow_run_id": batch.flow_run_id,
     }
+
+
+def one_snapshot(session: Session) -> Connection:
+    """The session's connection, reading one snapshot for all its statements.
+
+    PostgreSQL's default READ COMMITTED gives each statement its own snapshot, so a page's count and its
+    rows could disagree while pieces change status (a repeated or skipped item, a total that does not
+    match); REPEATABLE READ makes the transaction's reads one snapshot. SQLite's read transaction
+    already is one.
+    """
+    if session.get_bind().dialect.name == "postgresql":
+        return session.connection(execution_options={"isolation_level": "REPEATABLE READ"})
+    return session.connection()
 
 
 def _hooks(db: Connection, which: ColumnElement[bool]) -> dict[str, list[dict[str, Any]]]:
