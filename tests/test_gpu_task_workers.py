@@ -117,7 +117,7 @@ def test_batches_of_two_flow_runs_are_served_by_one_warm_worker_with_one_model_l
 
 
 def test_a_worker_killed_mid_batch_loses_nothing_and_nothing_is_generated_twice(
-    task_workers_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+    task_workers_env: dict[str, Any], monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
     """kill -9 the only worker while it generates; a second one finishes the batch.
 
@@ -144,11 +144,22 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_nothing_is_generated_twice(
 
     batch = threading.Thread(target=run_batch)
     batch.start()
+    data_dir = Path(get_settings().data_dir)
+
+    def first_worker_mid_run() -> bool:
+        """A piece is stored and the first worker holds a claim on one that is not: a run is under way
+        on it (claims end with their run). Killing it right after a piece is stored could land between
+        two runs, when it holds nothing to take over."""
+        stored = {row.id for row in repo.pieces(batch_id="killed") if row.storage_key}
+        claims = query(data_dir, "SELECT piece_id, owner FROM generation_claims")
+        held = {piece_id for piece_id, owner in claims if f"-{first}, run " in owner}
+        return bool(stored) and bool(held - stored)
+
     deadline = time.monotonic() + 120
-    while not any(row.storage_key for row in repo.pieces(batch_id="killed")):
+    while not first_worker_mid_run():
         assert time.monotonic() < deadline and batch.is_alive(), (outcome, _logs(task_workers_env["run_dir"]))
-        time.sleep(0.2)
-    os.kill(first, signal.SIGKILL)  # mid-run: its next generation is under way
+        time.sleep(0.1)
+    os.kill(first, signal.SIGKILL)  # mid-run: it holds claimed pieces that are not stored
     task_workers_env["start"]("gpu-worker-second")
     batch.join(timeout=240)
     logs = _logs(task_workers_env["run_dir"])
@@ -174,8 +185,10 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_nothing_is_generated_twice(
     assert set(kept.values()) <= {key for _, key in charges}
     extra = Counter(piece_id for piece_id, key in charges if key != kept[piece_id])
     assert sum(extra.values()) <= 2 and max(extra.values(), default=0) <= 1, extra
-    # The dead worker's run was superseded and its pieces sent again, to the second worker.
-    runs = _batch_runs("killed")
-    assert any(state.name == gpu_workers.SUPERSEDED for _, states in runs for state in states), logs
+    # The dead worker's run was superseded and its pieces sent again, to the second worker. The batch's
+    # own log says so: the Prefect server here (3.8.8) no longer lists the superseded run afterwards, only
+    # the run sent in its place (the state history once held ``Superseded``).
+    resent = [r.getMessage() for r in caplog.records if "pieces sent again as run" in r.getMessage()]
+    assert resent and all("stopped" in message for message in resent), (resent, logs)
     figures = concurrency_figures(((r.started_at, r.finished_at) for r in rows if r.started_at), 5)
     assert figures.peak_concurrent <= 5
