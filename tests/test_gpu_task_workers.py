@@ -126,6 +126,7 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_nothing_is_generated_twice(
     """
     from support.faults import query
 
+    from contentforge.db.generation_claims import GenerationClaims
     from flows.produce_content_batch import produce_content_batch
     from tasks import gpu_workers, resources
 
@@ -161,16 +162,17 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_nothing_is_generated_twice(
 
     batch = threading.Thread(target=run_batch)
     batch.start()
-    data_dir = Path(get_settings().data_dir)
+    claims = GenerationClaims(repo.sessions)
 
     def first_worker_mid_run() -> bool:
         """A piece is stored and the first worker holds a claim on one that is not: a run is under way
         on it (claims end with their run). Killing it right after a piece is stored could land between
         two runs, when it holds nothing to take over."""
-        stored = {row.id for row in repo.pieces(batch_id="killed") if row.storage_key}
-        claims = query(data_dir, "SELECT piece_id, owner FROM generation_claims")
-        held = {piece_id for piece_id, owner in claims if f"-{first}, run " in owner}
-        return bool(stored) and bool(held - stored)
+        rows = repo.pieces(batch_id="killed")
+        unstored = [row.id for row in rows if not row.storage_key]
+        if len(unstored) == len(rows):
+            return False
+        return any(f"-{first}, run " in holder.owner for holder in claims.holders(unstored).values())
 
     deadline = time.monotonic() + 120
     while not first_worker_mid_run():
