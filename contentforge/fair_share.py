@@ -217,6 +217,25 @@ class SplitView:
         giver = max(excess, key=lambda who: (excess[who], progress[who], who))
         return giver == self.participant and excess[giver] > 0
 
+    def recipient(self, top_rank: int | None) -> str | None:
+        """The other participant a slot given back for more urgent work than ``top_rank`` is owed to:
+        the one with a share more urgent than it that should hold more slots than it runs, most urgent
+        first, then the share short of the most slots, then by name (deterministic: two givers pick the
+        same one). None for a slot given back to even out equal shares.
+
+        The giver hands such a slot to it directly (``contentforge.db.slot_offers``) instead of
+        releasing it to whoever asks the server first. Slots moved between equal shares are released:
+        no one waits on them as urgently, and an offer not taken idles the slot while it is open.
+        """
+        if top_rank is None:
+            return None
+        short = [
+            (row.rank, -(self.targets[row.key] - row.running), row.participant)
+            for row in self.others
+            if row.rank < top_rank and self.targets.get(row.key, 0) > row.running
+        ]
+        return min(short)[2] if short else None
+
 
 @dataclass
 class QueuedWork:

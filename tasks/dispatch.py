@@ -45,8 +45,12 @@ every ``refresh_s``, and at once when one of its holders takes or gives back a s
 
 Nothing is preempted: a high-priority generation waits for the first generation to end after its
 request, and then for the hand-off, kept short: the holder reads the table afresh when its generation
-ends (not a view up to ``refresh_s`` old), releases and publishes at once, and the waiting high process
-reads the table every ``refresh_s / 4`` (and asks blindly every ``poll_s / 4``). In one process, the
+ends (not a view up to ``refresh_s`` old) and, when it gives its slot back for more urgent work in
+another process, hands the slot's lease to that process (``SlotOffers``, ``_hand_over``) instead of
+releasing it: the waiting process looks for offers every ``refresh_s / 4`` and takes the lease over,
+so the slot never goes free on the server for a third process to take, and no server round trip is
+spent. An offer not taken within ``offer_wait_s`` is withdrawn and the slot released as before. Slots
+moved between equal shares are released (no one waits on them as urgently). In one process, the
 holder that finishes first takes the high item next.
 
 Why a table and not more Prefect limits: a limit counts slots but cannot say which batch waits, at
@@ -73,6 +77,7 @@ from typing import Any, TypeVar
 from prefect.client.orchestration import get_client
 from prefect.context import SettingsContext, get_settings_context
 
+from contentforge.db.slot_offers import SlotOffers
 from contentforge.db.turns import DemandTable
 from contentforge.fair_share import (
     DEFAULT_PRIORITY,
@@ -96,6 +101,8 @@ class SlotDispatcher:
     ``demand_table``: share the slots with other processes by priority and evenly between batches
     (module docstring); without it the process competes for slots on its own, as before.
     ``limit_size``: the limit's number of slots for the split (default ``max_slots``).
+    ``slot_offers``: hand a slot given back for another process to it directly, on the same database
+    as ``demand_table`` (``contentforge.db.slot_offers``).
     """
 
     def __init__(
@@ -111,6 +118,8 @@ class SlotDispatcher:
         busy_budget_s: float = 60.0,
         full_poll_s: float = 2.0,
         max_poll_s: float = 0.8,
+        offer_wait_s: float = 0.3,
+        slot_offers: SlotOffers | None = None,
     ) -> None:
         self.limit_name = limit_name
         self.max_slots = max_slots
@@ -120,6 +129,13 @@ class SlotDispatcher:
         """Server-side lease of a held slot, renewed every third of it while held: a process that dies
         (killed, crashed machine) gives its slots back within this time."""
         self.demand_table = demand_table
+        self.offers = slot_offers
+        """Where a slot given back for another process is handed straight to it (``SlotOffers``, on the
+        demand table's database); without it, such a slot is released on the server."""
+        self.offer_wait_s = offer_wait_s
+        """How long a slot offered to another process waits to be taken before its giver withdraws the
+        offer and releases the slot on the server instead (the recipient looks every ``refresh_s / 4``
+        while it waits for high-priority work, every ``refresh_s`` otherwise)."""
         self.busy_budget_s = busy_budget_s
         """How long slot requests may keep meeting a busy or unreachable server before waiting work fails."""
         self._busy_since: float | None = None
@@ -160,6 +176,12 @@ class SlotDispatcher:
         """Wakes the asking holder: new rows, new work, a slot given back."""
         self.leases_taken = 0
         """How many slots were acquired from the server; far fewer than the work items when busy."""
+        self.offers_taken = 0
+        """How many slots other processes handed to this one (counted in ``leases_taken`` too)."""
+        self.offers_handed = 0
+        """How many slots this process handed to another one instead of releasing them."""
+        self.offers_withdrawn = 0
+        """How many slots this process offered that were not taken in time (then released)."""
         self.lease_spans: list[tuple[datetime, datetime]] = []
         """When each slot was held (granted, released): every work item runs inside one of them."""
         self._threads: list[threading.Thread] = []
@@ -278,10 +300,13 @@ class SlotDispatcher:
         with self._asking:
             if not self._has_pending():  # another holder took the last work while this one waited
                 return False
+            asked = time.monotonic()
+            lease_id = self._take_offer()
+            if lease_id is not None:
+                return self._serve(leases, lease_id, asked, "handed over")
             if not self._may_ask_now():  # the split gives the next slot to another process, or none is free
                 self._await_news()
                 return False
-            asked = time.monotonic()
             try:
                 lease_id = leases.acquire()
             except Exception as exc:
@@ -301,12 +326,20 @@ class SlotDispatcher:
                     self._refused_at = time.monotonic()
                     self._refused_running = self._others_running()
                     self._refusals += int(wait is not None)
-                time.sleep(min(wait or self._poll_s(), self._poll_s()) * random.uniform(0.5, 1.0))
+                pause = min(wait or self._poll_s(), self._poll_s())
+                if self._urgent_waiting():  # an offer for it may come any moment: look again soon
+                    pause = min(pause, self.refresh_s / 4)
+                time.sleep(pause * random.uniform(0.5, 1.0))
                 return False
             self._busy_since = None
             self._refusals = 0
+        return self._serve(leases, lease_id, asked, "granted")
+
+    def _serve(self, leases: SlotLeases, lease_id: Any, asked: float, how: str) -> bool:
+        """Drain work inside the slot of ``lease_id``, then hand it to the process it is owed to or
+        release it on the server; True (a slot was had)."""
         logger.debug(
-            "%s %s: slot granted in %.3f s", self.limit_name, self.participant[:6], time.monotonic() - asked
+            "%s %s: slot %s in %.3f s", self.limit_name, self.participant[:6], how, time.monotonic() - asked
         )
         granted = datetime.now(UTC)
         with self._lock:
@@ -317,18 +350,95 @@ class SlotDispatcher:
             target=self._keep_lease, args=(leases, lease_id, held), name="slot-lease", daemon=True
         )
         renewer.start()
+        recipient: str | None = None
+        handed = False
         try:
-            self._drain()
+            recipient = self._drain()
         finally:
+            ended = datetime.now(UTC)
+            if recipient is not None:  # the renewer keeps the lease alive while it is on offer
+                handed = self._hand_over(lease_id, recipient)
             held.set()
             renewer.join()
-            logger.debug("%s %s: releasing a slot", self.limit_name, self.participant[:6])
-            self._release(leases, lease_id)
+            if not handed:
+                logger.debug("%s %s: releasing a slot", self.limit_name, self.participant[:6])
+                self._release(leases, lease_id)
+                ended = datetime.now(UTC)
             with self._lock:
                 self._held -= 1
-                self.lease_spans.append((granted, datetime.now(UTC)))
-            self._publish_now.set()  # the others see the free slot now, not after refresh_s
+                self.lease_spans.append((granted, ended))
+            self._publish_now.set()  # the others see the slot given back now, not after refresh_s
             self._news.set()
+        return True
+
+    def _urgent_waiting(self) -> bool:
+        with self._lock:
+            return self._queue.top_rank() == 0
+
+    def _take_offer(self) -> Any | None:
+        """The lease of a slot another process handed to this one, if one is on offer; else None.
+
+        Taken whenever this process has work waiting (the caller checked): the giver read the table
+        more recently than this process may have, and a slot not taken idles until withdrawn.
+        """
+        if self.offers is None:
+            return None
+        try:
+            offer = self.offers.take(self.participant)
+        except Exception as exc:  # advice only: the server's limit is still there to ask
+            logger.debug("slot offers of %r: %s", self.limit_name, exc)
+            return None
+        if offer is None:
+            return None
+        with self._lock:
+            self.offers_taken += 1
+        return offer.lease_id
+
+    def _hand_over(self, lease_id: Any, recipient: str) -> bool:
+        """Offer the held slot to ``recipient`` and wait up to ``offer_wait_s`` for it to be taken.
+
+        True when the recipient took it: from then on its lease is the recipient's, and this process
+        neither generates in it nor releases it. False when the offer could not be made or was
+        withdrawn untaken (the recipient got a slot elsewhere, or died): the caller releases the slot.
+        If the database cannot say which (the withdrawal keeps failing), the slot counts as handed
+        over: a slot lost until its lease expires, rather than two generations in one slot.
+        """
+        offers = self.offers
+        if offers is None:
+            return False
+        try:
+            offer_id = offers.offer(self.participant, recipient, str(lease_id))
+        except Exception as exc:
+            logger.debug("slot offers of %r: %s", self.limit_name, exc)
+            return False
+        deadline = time.monotonic() + self.offer_wait_s
+        while time.monotonic() < deadline:
+            time.sleep(self.refresh_s / 4)
+            try:
+                if not offers.is_open(offer_id):
+                    return self._handed()
+            except Exception as exc:  # the withdrawal below decides
+                logger.debug("slot offers of %r: %s", self.limit_name, exc)
+        for attempt in range(3):
+            try:
+                if offers.withdraw(offer_id):
+                    with self._lock:
+                        self.offers_withdrawn += 1
+                    return False
+                return self._handed()
+            except Exception as exc:
+                if attempt == 2:
+                    logger.warning(
+                        "withdrawing a slot offer of %r failed, the slot is lost until its lease ends: %s",
+                        self.limit_name,
+                        exc,
+                    )
+                time.sleep(self.refresh_s)
+        return True
+
+    def _handed(self) -> bool:
+        with self._lock:
+            self.offers_handed += 1
         return True
 
     def _busy_within_budget(self, exc: BaseException) -> bool:
@@ -381,8 +491,9 @@ class SlotDispatcher:
             except Exception as exc:  # the next renewal may still succeed before the lease ends
                 logger.warning("renewing a slot of %r failed: %s", self.limit_name, exc)
 
-    def _drain(self) -> None:
-        """Run work back to back inside the held slot until none is left or the split says to yield.
+    def _drain(self) -> str | None:
+        """Run work back to back inside the held slot until none is left or the split says to yield;
+        the participant to hand the slot to when it yields to one (``SplitView.recipient``), else None.
 
         Between two items the holder reads the demand table afresh (``_read_rows``: one indexed read,
         shared by holders ending within ``refresh_s / 4``): a high-priority share elsewhere that appeared
@@ -397,7 +508,7 @@ class SlotDispatcher:
                 self._read_rows()
             with self._lock:
                 if self._should_yield():
-                    return
+                    return self._view().recipient(self._queue.top_rank())
                 self._idle_holders += 1
                 try:
                     if not len(self._queue):
@@ -406,7 +517,7 @@ class SlotDispatcher:
                 finally:
                     self._idle_holders -= 1
             if work is None:
-                return
+                return None
             if first:  # the others see this slot in use now: none of them asks for it
                 first = False
                 self._publish_now.set()

@@ -78,6 +78,7 @@ from contentforge.batch import (
     generate_piece_group,
 )
 from contentforge.db import PieceRow
+from contentforge.db.slot_offers import SlotOffers
 from contentforge.db.turns import DemandTable
 from contentforge.domain import Persona, PieceStatus
 from contentforge.errors import InvalidInput
@@ -318,6 +319,7 @@ def generation_dispatcher() -> SlotDispatcher:
         config = resources.settings()
         dispatcher.limit_size = config.generation_slots
         dispatcher.demand_table = DemandTable(sessions, config.concurrency_limit_name)
+        dispatcher.offers = SlotOffers(sessions, config.concurrency_limit_name)
     return dispatcher
 
 

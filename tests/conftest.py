@@ -12,6 +12,7 @@ import socket
 import tempfile
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -117,4 +118,21 @@ def pg_url(pg_database: str) -> Iterator[str]:
     yield url.render_as_string(hide_password=False)
     with engine.connect() as conn:
         conn.exec_driver_sql(f'DROP SCHEMA "{schema}" CASCADE')
+    engine.dispose()
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
+def migrated_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Any]:
+    """An engine on an empty, migrated ContentForge database: SQLite, and PostgreSQL (its own schema)
+    where the ``postgres`` mark runs; for the stores whose locking differs between the two."""
+    from contentforge.db import make_engine, migrate
+
+    url = (
+        f"sqlite:///{tmp_path / 'contentforge.db'}"
+        if request.param == "sqlite"
+        else request.getfixturevalue("pg_url")
+    )
+    migrate(url)
+    engine = make_engine(url)
+    yield engine
     engine.dispose()

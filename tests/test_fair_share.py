@@ -126,6 +126,27 @@ def test_every_holder_of_normal_work_gives_way_to_a_waiting_high_share() -> None
     assert not view.should_yield(top_rank=1, served=20, yielded=1), "one slot for its one generation"
 
 
+def test_a_slot_given_back_for_more_urgent_work_goes_to_the_most_urgent_share_short_of_slots() -> None:
+    rows = [
+        _demand("me", "a", rank=2, running=5, served=20),
+        _demand("p2", "n", waiting=50, served=0),  # owed slots at normal priority
+        _demand("p3", "h", rank=0, waiting=1),  # owed one at high priority
+        _demand("p4", "h", rank=0, waiting=1),
+    ]
+    view = SplitView.of(rows, [], "me", held=5, limit=5)
+    assert view.recipient(top_rank=2) == "p3", "high before normal, then by name among equals"
+    served = [*rows[:2], _demand("p3", "h", rank=0, waiting=0, running=1)]
+    assert SplitView.of(served, [], "me", held=4, limit=5).recipient(top_rank=2) == "p2", "p3 runs its one"
+    assert SplitView.of(served, [], "me", held=4, limit=5).recipient(top_rank=1) is None, "p2 is as urgent"
+    assert view.recipient(top_rank=None) is None, "nothing left to run here: the slot is released"
+    short = [
+        _demand("me", "a", rank=1, running=3, served=30),
+        _demand("p2", "b", rank=0, waiting=3, running=1, served=10),
+        _demand("p4", "c", rank=0, waiting=1, running=0, served=12),
+    ]
+    assert SplitView.of(short, [], "me", held=3, limit=5).recipient(top_rank=1) == "p2", "short of the most"
+
+
 def test_the_local_queue_takes_high_first_then_round_robin_between_batches() -> None:
     local = LocalQueue()
     for share, count in (("first", 4), ("second", 2)):

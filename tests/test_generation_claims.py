@@ -15,7 +15,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,7 @@ import pytest
 from sqlalchemy import Engine
 
 from contentforge.config import get_settings
-from contentforge.db import Repository, make_engine, migrate
+from contentforge.db import Repository
 from contentforge.db.generation_claims import ClaimKeeper, GenerationClaims
 from contentforge.images.fixed_latency import FixedLatencyBackend
 from contentforge.personas import sample_persona
@@ -35,17 +34,9 @@ CLAIM_S = 2.0
 # --- the store, on both databases -------------------------------------------------------------------
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    url = (
-        f"sqlite:///{tmp_path / 'claims.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    migrate(url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
+@pytest.fixture
+def engine(migrated_engine: Engine) -> Engine:
+    return migrated_engine
 
 
 def _pieces(engine: Engine, count: int) -> list[str]:

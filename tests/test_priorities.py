@@ -84,17 +84,9 @@ def test_an_unknown_priority_is_refused_before_any_work(
 # The demand table
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def demand_engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    url = (
-        f"sqlite:///{tmp_path / 'turns.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    migrate(url)
-    engine = make_engine(url)
-    yield engine
-    engine.dispose()
+@pytest.fixture
+def demand_engine(migrated_engine: Engine) -> Engine:
+    return migrated_engine
 
 
 def test_demand_table_replaces_a_participants_rows_and_forgets_dead_ones(demand_engine: Engine) -> None:
@@ -135,6 +127,8 @@ class Workload:
 
     generations: dict[str, dict[int, tuple[datetime, datetime, datetime]]] = field(default_factory=dict)
     runs: dict[tuple[str, int], int] = field(default_factory=dict)
+    slot_counts: dict[str, dict[str, int]] = field(default_factory=dict)
+    """Per share's process: slots acquired in all, handed over to it, handed by it, offered in vain."""
 
     @property
     def normal(self) -> list[str]:
@@ -240,6 +234,8 @@ def across_processes(prefect_server: str, tmp_path_factory: pytest.TempPathFacto
     workload = Workload()
     for share in shares:
         stored = json.loads((folder / f"{share}.json").read_text())
+        counted = ("leases_taken", "offers_taken", "offers_handed", "offers_withdrawn")
+        workload.slot_counts[share] = {name: stored[name] for name in counted}
         slots = [(datetime.fromisoformat(g), datetime.fromisoformat(r)) for g, r in stored["slots"]]
         timings = workload.generations.setdefault(share, {})
         for index, *times in stored["generations"]:
@@ -262,21 +258,24 @@ def test_across_processes_a_high_generation_starts_within_one_generation(
 ) -> None:
     """The high process's generation waits for the first normal generation to end, at most one
     generation, plus the hand-off between processes: the holder whose generation ends reads the demand
-    table then (not a view up to ``refresh_s`` old), gives its slot back and publishes the release at
-    once; the high process, which reads the table every ``refresh_s / 4`` while it waits, asks as soon
-    as the table shows the slot free (or after ``poll_s / 4``). Measured 0.41, 0.45 and 1.35 on the
-    loaded 2-core machine (load average 9-14; the 1.35 run had one normal generation start in
-    between), so the allowance of one more generation stays (``HANDOFF_ALLOWANCE``). In
-    first-in-first-out order it would wait for the ~100 generations queued ahead of it (~20 times)."""
+    table then (not a view up to ``refresh_s`` old) and offers its slot's lease to the high process
+    (``contentforge.db.slot_offers``), which looks for offers every ``refresh_s / 4`` while it waits and
+    takes the lease over: the slot never goes free on the server, so no other process can take it in
+    between. Measured 0.65 and 0.70 (2026-12-01, against 0.41, 0.45 and 1.35 when the slot was released
+    and acquired again, the 1.35 run losing it to a normal generation); the hand-off itself is a few
+    hundredths of a second, so ``HANDOFF_ALLOWANCE`` is a quarter generation. In first-in-first-out order
+    it would wait for the ~100 generations queued ahead of it (~20 times)."""
     ratio, overtaken = across_processes.high_wait()
     record_property("high_wait_ratio", round(ratio, 3))  # in --junitxml reports
+    record_property("slot_counts", json.dumps(across_processes.slot_counts))
     assert ratio <= 1 + HANDOFF_ALLOWANCE, (ratio, overtaken)
     assert overtaken < LIMIT, (ratio, overtaken)
 
 
-HANDOFF_ALLOWANCE = 1.0
-"""Generation times a hand-off may add on a loaded machine (the Done-when of issue 14 asks for none:
-the runs measured are in the tests' docstrings and docs/benchmarks.md)."""
+HANDOFF_ALLOWANCE = 0.25
+"""The part of a generation a hand-off may add: nothing preempts a running generation, so "within one
+generation" is one generation at worst (the high request lands just after every slot started one) plus
+the hand-off (measured in the tests' docstrings and docs/benchmarks.md)."""
 
 
 def _assert_invariants(workload: Workload, generations: int) -> None:
@@ -424,8 +423,8 @@ def test_a_high_batch_generation_starts_within_one_generation(
     takes the high one next, without reading the demand table first. Its stored start is taken once
     the piece's generation call begins, after the holder thread wakes and the piece's request is
     prepared, which took up to 0.2 s beyond the first free slot at load average 46 on 2 cores (ratio
-    0.41-1.34 at 0.5 s generations; 0.13-0.19 in the last loaded runs), so the allowance stays as across
-    processes. In first-in-first-out order it would wait for the ~30 generations queued ahead of it."""
+    0.41-1.34 at 0.5 s generations then; 0.13-0.19 in later loaded runs, 0.65-0.70 at 0.8 s on
+    2026-12-01). In first-in-first-out order it would wait for the ~30 generations queued ahead of it."""
     _assert_invariants(batch_flows, NORMAL_BATCHES * BATCH_PIECES + 1)
     ratio, overtaken = batch_flows.high_wait()
     record_property("high_wait_ratio", round(ratio, 3))

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from datetime import datetime
 
-from sqlalchemy import Integer, String
+from sqlalchemy import Index, Integer, String
 from sqlalchemy.orm import Mapped, mapped_column
 
 from contentforge.db.models import Base
@@ -28,3 +28,25 @@ class DispatchDemandORM(Base):
     running: Mapped[int] = mapped_column(Integer)
     served: Mapped[int] = mapped_column(Integer)
     seen_at: Mapped[datetime] = mapped_column()
+
+
+class SlotOfferORM(Base):
+    """A held slot's lease offered by the process giving it back to the process it owes it to.
+
+    Why: released to the Prefect server, a slot is anyone's; a process that read the demand table a
+    moment earlier could take it before the waiting high-priority process asks, and the release and
+    the new acquisition are two writes on a busy server. Offered here, the lease never leaves the
+    giver's hands until the recipient deletes the row (``contentforge.db.slot_offers``). Whoever deletes
+    the row owns the lease: the recipient taking it, or the giver withdrawing it when it was not taken.
+    """
+
+    __tablename__ = "slot_offers"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    limit_name: Mapped[str] = mapped_column(String(200))
+    recipient: Mapped[str] = mapped_column(String(64))
+    giver: Mapped[str] = mapped_column(String(64))
+    lease_id: Mapped[str] = mapped_column(String(64))
+    offered_at: Mapped[datetime] = mapped_column()
+
+    __table_args__ = (Index(None, "limit_name", "recipient"),)  # a recipient looks for its offers

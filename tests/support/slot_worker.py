@@ -19,6 +19,7 @@ from pathlib import Path
 
 def main(spec: dict[str, object]) -> None:
     from contentforge.db import make_engine
+    from contentforge.db.slot_offers import SlotOffers
     from contentforge.db.turns import DemandTable
     from contentforge.images.fixed_latency import FixedLatencyBackend
     from contentforge.images.protocol import ImageRequest
@@ -29,7 +30,14 @@ def main(spec: dict[str, object]) -> None:
     engine = make_engine(str(spec["database_url"]))
     table = DemandTable(engine, limit)
     table.read()  # warm: the first connection is not part of the race
-    dispatcher = SlotDispatcher(limit, max_slots=slots, linger_s=0.05, demand_table=table, limit_size=slots)
+    dispatcher = SlotDispatcher(
+        limit,
+        max_slots=slots,
+        linger_s=0.05,
+        demand_table=table,
+        limit_size=slots,
+        slot_offers=SlotOffers(engine, limit),
+    )
     backend = FixedLatencyBackend(float(str(spec["latency_s"])))
     generations: list[tuple[int, str, str, str]] = []
 
@@ -53,7 +61,13 @@ def main(spec: dict[str, object]) -> None:
         future.result(timeout=600)
     dispatcher.close()
     spans = [(granted.isoformat(), released.isoformat()) for granted, released in dispatcher.lease_spans]
-    Path(str(spec["out"])).write_text(json.dumps({"generations": generations, "slots": spans}))
+    counts = {
+        "leases_taken": dispatcher.leases_taken,
+        "offers_taken": dispatcher.offers_taken,
+        "offers_handed": dispatcher.offers_handed,
+        "offers_withdrawn": dispatcher.offers_withdrawn,
+    }
+    Path(str(spec["out"])).write_text(json.dumps({"generations": generations, "slots": spans, **counts}))
     engine.dispose()
 
 
