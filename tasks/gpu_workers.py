@@ -94,6 +94,8 @@ STUCK_S = 20.0
 """How long after a worker vanished a run no worker claimed is sent again."""
 CLAIM_WAIT_S = 900.0
 """How long a run waits for pieces another live claimant keeps renewing its claims on, before it fails."""
+RUN_NAME = "gpu-{piece_ids[0]}-x{n}"
+"""A run's name in the UI, from its parameters: a run sent again has the name of the one it replaces."""
 
 
 def worker_id() -> str:
@@ -142,7 +144,7 @@ class NeverCached(CachePolicy):
 
 @task(
     name="generate-pieces-on-gpu-worker",
-    task_run_name="gpu-{piece_ids[0]}-x{n}",
+    task_run_name=RUN_NAME,
     retries=2,
     retry_delay_seconds=[1, 5],
     retry_condition_fn=retry_unless_invalid_input,
@@ -164,7 +166,7 @@ def generate_pieces_on_gpu(
     ``n`` names the run.
     """
     context = TaskRunContext.get()
-    if context is not None and not claim_run(context.task_run.id):
+    if context is not None and not claim_run(context.task_run.id, context.task_run.name):
         return Cancelled(
             name=SUPERSEDED, message="superseded: its pieces were sent again, not generated here"
         )
@@ -321,15 +323,21 @@ def _store_group(ids: list[str], grouped: bool, priority: str) -> Any:
     return generate_image.fn(ids[0], priority=priority)
 
 
-def claim_run(task_run_id: UUID) -> bool:
+def claim_run(task_run_id: UUID, run_name: str | None = None) -> bool:
     """Name this worker in the run's state; False (refuse the run) if the batch has superseded it.
 
     Forced: an orchestrated Running → Running transition would be renamed ``Rerunning``, losing the name.
+    ``run_name`` (the name Prefect's engine resolved here) is written after the claim: the engine sends
+    it only in its Running event, and the server's task-run recorder drops an event older than the
+    run's current state, which this claim just made newer. Without it a run whose worker dies before
+    the run ends stays under its creation name (``generate-pieces-on-gpu-worker-…``) in the UI.
     """
     with get_client(sync_client=True) as client:
         client.set_task_run_state(
             task_run_id, Running(name=CLAIMED, message=CLAIM_PREFIX + worker_id()), force=True
         )
+        if run_name:
+            client.set_task_run_name(task_run_id, run_name)
         return not any(state.name == SUPERSEDED for state in client.read_task_run_states(task_run_id))
 
 
@@ -401,6 +409,14 @@ class GpuWorkFollower:
         loaded from a file path ("No module named 'produce_content_batch'"). So the run is created from
         a fresh context that carries only the settings and the batch's tags, with the flow run and the
         parent task named explicitly: the UI shows the same parent, tags and name.
+
+        Every send is a run of its own, so a superseded run stays in the UI next to the one sent in
+        its place. The server keys a flow run's task runs on (task, dynamic key) and hands back the
+        existing run for a key it has seen (``models.task_runs.create_task_run``); the key Prefect
+        counts per flow-run context restarts at 0 in a new attempt of the same flow run, so the sends
+        go out with a detached copy of the context, for which Prefect draws a random key. The run is
+        named by its pieces at once (``RUN_NAME``): a run no worker ever starts (a dead worker had
+        received it) would otherwise keep Prefect's creation name.
         """
         parameters = {
             "batch_id": self.batch_id,
@@ -409,6 +425,8 @@ class GpuWorkFollower:
             "priority": self.priority,
         }
         flow_context, task_context = FlowRunContext.get(), TaskRunContext.get()
+        if flow_context is not None:
+            flow_context = flow_context.model_copy(update={"detached": True})
         settings = get_settings_context()
 
         def create() -> TaskRun:
@@ -424,6 +442,9 @@ class GpuWorkFollower:
                         deferred=True,
                     )
                 )
+                created.name = RUN_NAME.format(**parameters)
+                with get_client(sync_client=True) as client:
+                    client.set_task_run_name(created.id, created.name)
                 return created
 
         task_run = contextvars.Context().run(create)

@@ -70,10 +70,16 @@ def _logs(run_dir: Path) -> dict[str, str]:
 
 
 def _batch_runs(batch_id: str) -> list[Any]:
-    """The batch's background runs on the GPU workers, with their full state histories."""
+    """The batch's background runs on the GPU workers, with their full state histories.
+
+    Picked by task, not by name: a run the batch superseded may never have been named by a worker, and
+    the kill test checks its name rather than assuming it (once, only renamed runs were listed here).
+    """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterTags
     from prefect.client.schemas.sorting import TaskRunSort
+
+    from tasks.gpu_workers import generate_pieces_on_gpu
 
     with get_client(sync_client=True) as client:
         runs = client.read_task_runs(
@@ -81,7 +87,7 @@ def _batch_runs(batch_id: str) -> list[Any]:
             sort=TaskRunSort.EXPECTED_START_TIME_DESC,
             limit=200,
         )
-        gpu_runs = [run for run in runs if run.name.startswith("gpu-")]
+        gpu_runs = [run for run in runs if run.task_key == generate_pieces_on_gpu.task_key]
         return [(run, client.read_task_run_states(run.id)) for run in gpu_runs]
 
 
@@ -204,10 +210,95 @@ def test_a_worker_killed_mid_batch_loses_nothing_and_nothing_is_generated_twice(
     assert set(kept.values()) <= {key for _, key in charges}
     extra = Counter(piece_id for piece_id, key in charges if key != kept[piece_id])
     assert sum(extra.values()) <= 2 and max(extra.values(), default=0) <= 1, extra
-    # The dead worker's run was superseded and its pieces sent again, to the second worker. The batch's
-    # own log says so: the Prefect server here (3.8.8) no longer lists the superseded run afterwards, only
-    # the run sent in its place (the state history once held ``Superseded``).
+    # The dead worker's run was superseded and its pieces sent again, to the second worker: the batch's
+    # log says so, and so does the Prefect server (what the UI shows), where the superseded run stays,
+    # ``Superseded``, next to the run sent in its place.
     resent = [message for message in warnings if "pieces sent again as run" in message]
     assert resent and all("stopped" in message for message in resent), (warnings, logs)
+    _assert_superseded_runs_were_sent_again("killed", resent)
     figures = concurrency_figures(((r.started_at, r.finished_at) for r in rows if r.started_at), 5)
     assert figures.peak_concurrent <= 5
+
+
+def test_each_send_of_pieces_is_a_run_of_its_own_even_where_the_flow_runs_task_count_restarts(
+    settings_env: Path, prefect_server: str
+) -> None:
+    """The same pieces sent twice from one flow run make two runs on the server, both named by the pieces.
+
+    Prefect numbers a flow run's task runs per task in the flow-run context, and the server hands back
+    the existing run for a number it has seen; a new attempt of the same flow run counts from 0 again
+    (cleared here, as that attempt's fresh context would be). No worker serves the batch; the runs are
+    superseded at the end, so a worker of a later test refuses them instead of generating.
+    """
+    from uuid import UUID
+
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.context import FlowRunContext
+    from prefect.states import Cancelled
+
+    from tasks.gpu_workers import SUPERSEDED, GpuWorkFollower
+
+    @flow(name="sends-the-same-pieces-twice")
+    def send_twice() -> tuple[UUID, UUID, UUID]:
+        follower = GpuWorkFollower("twice")
+        first = follower._submit(["twice-000", "twice-001"])
+        context = FlowRunContext.get()
+        assert context is not None and context.flow_run is not None
+        context.task_run_dynamic_keys.clear()
+        return first, follower._submit(["twice-000", "twice-001"]), context.flow_run.id
+
+    first, second, flow_run_id = send_twice()
+    with get_client(sync_client=True) as client:
+        try:
+            assert first != second
+            runs = [client.read_task_run(run_id) for run_id in (first, second)]
+            assert runs[0].dynamic_key != runs[1].dynamic_key
+            for run in runs:
+                assert run.flow_run_id == flow_run_id
+                assert run.name == "gpu-twice-000-x2"
+                assert {"contentforge", "gpu", "batch:twice"} <= set(run.tags)
+                assert run.state is not None and run.state.is_scheduled(), run.state
+        finally:
+            for run_id in {first, second}:
+                client.set_task_run_state(run_id, Cancelled(name=SUPERSEDED), force=True)
+
+
+def _assert_superseded_runs_were_sent_again(batch_id: str, resent: list[str]) -> None:
+    """The server lists at least one of the batch's GPU runs ``Superseded``, each next to the run its
+    pieces were sent again as, which completed (following the chain if that one was superseded too).
+
+    The batch's log names each pair ("sent again as run NEW (was OLD)"); a run sent again has the same
+    pieces, so the UI shows both under the same name (``gpu-FIRSTPIECE-xN``), whether or not a worker
+    started the superseded one.
+    """
+    import re
+    from uuid import UUID
+
+    from tasks.gpu_workers import SUPERSEDED
+
+    runs = {run.id: (run, states) for run, states in _batch_runs(batch_id)}
+    listed = [(run.name, run.dynamic_key, [state.name for state in states]) for run, states in runs.values()]
+    pairs = [re.search(r"as run (\S+) \(was (\S+)\)", message) for message in resent]
+    sent_as = {UUID(pair[2]): UUID(pair[1]) for pair in pairs if pair is not None}
+    superseded = [
+        run
+        for run, states in runs.values()
+        if SUPERSEDED in {state.name for state in states} | {run.state.name if run.state else None}
+    ]
+    assert superseded, ("no superseded run on the server", listed, resent)
+    assert set(sent_as) <= set(runs), ("a superseded run is missing on the server", listed, resent)
+    for run in superseded:
+        successor = run.id
+        while successor in sent_as:
+            successor = sent_as[successor]
+        assert successor != run.id, (
+            "a superseded run's pieces were not sent again",
+            run.name,
+            listed,
+            resent,
+        )
+        assert successor in runs, ("the run sent in a superseded one's place is not on the server", listed)
+        final, _ = runs[successor]
+        assert final.state is not None and final.state.is_completed(), (final.name, final.state, listed)
+        assert run.name.startswith("gpu-") and final.name == run.name, ("named by its pieces", listed)
