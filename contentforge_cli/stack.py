@@ -10,6 +10,7 @@ state lives in ``PREFECT_HOME`` (SQLite by default, PostgreSQL with
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -86,12 +87,36 @@ def pid_of(run_dir: Path, name: str) -> int | None:
     if not pid_file.exists():
         return None
     pid = int(pid_file.read_text())
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
+    if not _alive(pid):
         pid_file.unlink(missing_ok=True)
         return None
     return pid
+
+
+def _group_alive(pgid: int) -> bool:
+    """Whether any process of the service's process group still runs (it leads a session of its own)."""
+    try:
+        os.killpg(pgid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs. A service this process started and that has exited is a zombie until
+    reaped, and ``kill(pid, 0)`` succeeds on a zombie: so it is reaped here first, else ``stop`` waited
+    its whole grace period for a process that had exited at once (10 s per service in the tests)."""
+    try:
+        reaped, _ = os.waitpid(pid, os.WNOHANG)
+    except ChildProcessError:  # not this process's child: its own parent (or init) reaps it
+        reaped = 0
+    if reaped == pid:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
 
 
 def start(run_dir: Path, service: Service) -> tuple[int, bool]:
@@ -127,13 +152,12 @@ def stop(run_dir: Path, name: str, grace_s: float = 10.0) -> bool:
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
+        if not _alive(pid) and not _group_alive(pid):  # the service and what it started (flow runs)
             break
         time.sleep(0.1)
     else:
-        os.killpg(pid, signal.SIGKILL)
+        with contextlib.suppress(ProcessLookupError):
+            os.killpg(pid, signal.SIGKILL)
     (run_dir / f"{name}.pid").unlink(missing_ok=True)
     return True
 
