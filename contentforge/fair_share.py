@@ -191,7 +191,7 @@ class SplitView:
             return False
         return self.held < self.mine or self.free > self.owed
 
-    def should_yield(self, top_rank: int | None, served: int, yielded: int) -> bool:
+    def should_yield(self, top_rank: int | None, served: int, yielded: int, fair: bool = True) -> bool:
         """Whether a holder between two items gives its slot back.
 
         ``served``: this participant's generations started; ``yielded``: slots it already gave back since
@@ -200,12 +200,13 @@ class SplitView:
         participant is owed a slot and this one is the one to give it: the most above its target, then the
         most served. Naming one giver keeps two participants from both giving a slot back for the same
         debt (then one slot would idle until asked for).
+        ``fair=False``: only for more urgent work, not to even out equal shares.
         """
         if top_rank is None:
             return False  # nothing here to run: the holder lingers, then releases
         if unserved_above(self.others, self.targets, top_rank) > yielded:
             return True
-        if self.owed <= yielded:
+        if not fair or self.owed <= yielded:
             return False
         excess: Counter[str] = Counter({self.participant: self.held - self.mine})
         progress: Counter[str] = Counter({self.participant: served})

@@ -47,11 +47,12 @@ Nothing is preempted: a high-priority generation waits for the first generation 
 request, and then for the hand-off, kept short: the holder reads the table afresh when its generation
 ends (not a view up to ``refresh_s`` old) and, when it gives its slot back for more urgent work in
 another process, hands the slot's lease to that process (``SlotOffers``, ``_hand_over``) instead of
-releasing it: the waiting process looks for offers every ``refresh_s / 4`` and takes the lease over,
-so the slot never goes free on the server for a third process to take, and no server round trip is
-spent. An offer not taken within ``offer_wait_s`` is withdrawn and the slot released as before. Slots
-moved between equal shares are released (no one waits on them as urgently). In one process, the
-holder that finishes first takes the high item next.
+releasing it: the waiting process looks for offers each time its asking holder wakes (every
+``refresh_s / 4`` while it waits for high work) and takes the lease over, so the slot never goes free
+on the server for a third process to take, and no server round trip is spent. An offer not taken
+within ``offer_wait_s`` is withdrawn and the slot released as before. Slots moved between equal shares
+are released (no one waits on them as urgently). In one process, the holder that finishes first takes
+the high item next.
 
 Why a table and not more Prefect limits: a limit counts slots but cannot say which batch waits, at
 which priority, or how far it has progressed, and equal progress needs all three. The table is advice,
@@ -77,7 +78,7 @@ from typing import Any, TypeVar
 from prefect.client.orchestration import get_client
 from prefect.context import SettingsContext, get_settings_context
 
-from contentforge.db.slot_offers import SlotOffers
+from contentforge.db.slot_offers import OfferState, SlotOffers
 from contentforge.db.turns import DemandTable
 from contentforge.fair_share import (
     DEFAULT_PRIORITY,
@@ -175,15 +176,19 @@ class SlotDispatcher:
         self._news = threading.Event()
         """Wakes the asking holder: new rows, new work, a slot given back."""
         self.leases_taken = 0
-        """How many slots were acquired from the server; far fewer than the work items when busy."""
+        """How many slots this process held, acquired from the server or handed over by another process
+        (``offers_taken``); far fewer than the work items when busy."""
         self.offers_taken = 0
         """How many slots other processes handed to this one (counted in ``leases_taken`` too)."""
         self.offers_handed = 0
         """How many slots this process handed to another one instead of releasing them."""
         self.offers_withdrawn = 0
         """How many slots this process offered that were not taken in time (then released)."""
+        self.offers_lost = 0
+        """Offers the database could not settle: those slots idle until their leases expire."""
         self.lease_spans: list[tuple[datetime, datetime]] = []
-        """When each slot was held (granted, released): every work item runs inside one of them."""
+        """When each slot was held by this process (granted or taken over; released or handed over):
+        every work item runs inside one of them."""
         self._threads: list[threading.Thread] = []
         self._asking = threading.Lock()
         """Held by the one holder of this process that is asking the server for a slot."""
@@ -301,39 +306,50 @@ class SlotDispatcher:
             if not self._has_pending():  # another holder took the last work while this one waited
                 return False
             asked = time.monotonic()
-            lease_id = self._take_offer()
-            if lease_id is not None:
-                return self._serve(leases, lease_id, asked, "handed over")
-            if not self._may_ask_now():  # the split gives the next slot to another process, or none is free
-                self._await_news()
-                return False
-            try:
-                lease_id = leases.acquire()
-            except Exception as exc:
-                wait = retry_after(exc)
-                if wait is None and not self._busy_within_budget(exc):
-                    raise
-                if wait is not None:
-                    self._busy_since = None  # the server answered: it is not the server that is busy
-                logger.debug(
-                    "%s %s: %s in %.3f s",
-                    self.limit_name,
-                    self.participant[:6],
-                    "refused" if wait is not None else f"server busy ({exc!r:.60})",
-                    time.monotonic() - asked,
-                )
-                with self._lock:
-                    self._refused_at = time.monotonic()
-                    self._refused_running = self._others_running()
-                    self._refusals += int(wait is not None)
-                pause = min(wait or self._poll_s(), self._poll_s())
-                if self._urgent_waiting():  # an offer for it may come any moment: look again soon
-                    pause = min(pause, self.refresh_s / 4)
-                time.sleep(pause * random.uniform(0.5, 1.0))
-                return False
-            self._busy_since = None
-            self._refusals = 0
-        return self._serve(leases, lease_id, asked, "granted")
+            lease_id = self._take_offer(leases)
+            how = "handed over"
+            if lease_id is None:
+                how = "granted"
+                if not self._may_ask_now():  # the split gives the next slot elsewhere, or none is free
+                    self._await_news()
+                    return False
+                lease_id = self._acquire(leases, asked)
+                if lease_id is None:
+                    return False
+        # Outside ``_asking``: while this holder drains, another holder of this process may ask or take
+        # the next offer (a high batch of several generations is handed several slots at once).
+        return self._serve(leases, lease_id, asked, how)
+
+    def _acquire(self, leases: SlotLeases, asked: float) -> Any | None:
+        """One request to the server for a slot (the caller holds ``_asking``); None when refused or the
+        server was busy (after a pause), the lease otherwise. Raises once the server is unusable."""
+        try:
+            lease_id = leases.acquire()
+        except Exception as exc:
+            wait = retry_after(exc)
+            if wait is None and not self._busy_within_budget(exc):
+                raise
+            if wait is not None:
+                self._busy_since = None  # the server answered: it is not the server that is busy
+            logger.debug(
+                "%s %s: %s in %.3f s",
+                self.limit_name,
+                self.participant[:6],
+                "refused" if wait is not None else f"server busy ({exc!r:.60})",
+                time.monotonic() - asked,
+            )
+            with self._lock:
+                self._refused_at = time.monotonic()
+                self._refused_running = self._others_running()
+                self._refusals += int(wait is not None)
+            pause = min(wait or self._poll_s(), self._poll_s())
+            if self._urgent_waiting():  # an offer for it may come any moment: look again soon
+                pause = min(pause, self.refresh_s / 4)
+            time.sleep(pause * random.uniform(0.5, 1.0))
+            return None
+        self._busy_since = None
+        self._refusals = 0
+        return lease_id
 
     def _serve(self, leases: SlotLeases, lease_id: Any, asked: float, how: str) -> bool:
         """Drain work inside the slot of ``lease_id``, then hand it to the process it is owed to or
@@ -356,10 +372,12 @@ class SlotDispatcher:
             recipient = self._drain()
         finally:
             ended = datetime.now(UTC)
-            if recipient is not None:  # the renewer keeps the lease alive while it is on offer
-                handed = self._hand_over(lease_id, recipient)
-            held.set()
-            renewer.join()
+            try:
+                if recipient is not None:  # the renewer keeps the lease alive while it is on offer
+                    handed = self._hand_over(lease_id, recipient)
+            finally:
+                held.set()
+                renewer.join()
             if not handed:
                 logger.debug("%s %s: releasing a slot", self.limit_name, self.participant[:6])
                 self._release(leases, lease_id)
@@ -375,20 +393,30 @@ class SlotDispatcher:
         with self._lock:
             return self._queue.top_rank() == 0
 
-    def _take_offer(self) -> Any | None:
+    def _take_offer(self, leases: SlotLeases) -> Any | None:
         """The lease of a slot another process handed to this one, if one is on offer; else None.
 
         Taken whenever this process has work waiting (the caller checked): the giver read the table
-        more recently than this process may have, and a slot not taken idles until withdrawn.
+        more recently than this process may have, and a slot not taken idles until withdrawn. The lease
+        is renewed at once: one whose giver could not renew it may have expired on the server, and a
+        generation in it would run outside the limit. A lease that cannot be renewed is released (a
+        no-op if it expired) and not used.
         """
         if self.offers is None:
             return None
         try:
             offer = self.offers.take(self.participant)
         except Exception as exc:  # advice only: the server's limit is still there to ask
+            # If the take committed unheard, the lease is nobody's until it expires (lease_s at most).
             logger.debug("slot offers of %r: %s", self.limit_name, exc)
             return None
         if offer is None:
+            return None
+        try:
+            leases.renew(offer.lease_id)
+        except Exception as exc:
+            logger.warning("a slot of %r handed over could not be renewed: %s", self.limit_name, exc)
+            self._release(leases, offer.lease_id)
             return None
         with self._lock:
             self.offers_taken += 1
@@ -398,47 +426,67 @@ class SlotDispatcher:
         """Offer the held slot to ``recipient`` and wait up to ``offer_wait_s`` for it to be taken.
 
         True when the recipient took it: from then on its lease is the recipient's, and this process
-        neither generates in it nor releases it. False when the offer could not be made or was
-        withdrawn untaken (the recipient got a slot elsewhere, or died): the caller releases the slot.
-        If the database cannot say which (the withdrawal keeps failing), the slot counts as handed
-        over: a slot lost until its lease expires, rather than two generations in one slot.
+        neither generates in it nor releases it. False when the offer was withdrawn untaken or never
+        written (the recipient got a slot elsewhere, or died; the database refused the offer): the
+        caller releases the slot. Never raises: the caller must know which.
         """
         offers = self.offers
         if offers is None:
             return False
+        offer_id = uuid.uuid4().hex  # chosen here, so a failed insert can be asked about (``_settle``)
         try:
-            offer_id = offers.offer(self.participant, recipient, str(lease_id))
-        except Exception as exc:
+            offers.offer(self.participant, recipient, str(lease_id), offer_id)
+        except Exception as exc:  # it may have been written all the same (a reply lost)
             logger.debug("slot offers of %r: %s", self.limit_name, exc)
-            return False
+            return self._settle(offers, offer_id)
         deadline = time.monotonic() + self.offer_wait_s
         while time.monotonic() < deadline:
             time.sleep(self.refresh_s / 4)
             try:
-                if not offers.is_open(offer_id):
-                    return self._handed()
-            except Exception as exc:  # the withdrawal below decides
+                if offers.state(offer_id) is OfferState.TAKEN:
+                    return self._handed(offers, offer_id)
+            except Exception as exc:  # ``_settle`` decides
                 logger.debug("slot offers of %r: %s", self.limit_name, exc)
-        for attempt in range(3):
+        return self._settle(offers, offer_id)
+
+    def _settle(self, offers: SlotOffers, offer_id: str) -> bool:
+        """Withdraw an offer not seen taken; True if it was taken after all (handed over).
+
+        A failed withdrawal is followed by a read of the row: taken, or not there (never written, or
+        withdrawn by a call whose reply was lost), which leaves the lease with this process. If the
+        database cannot say which within a few tries, the slot counts as handed over (``offers_lost``):
+        a slot idle until its lease expires, rather than two generations in one slot.
+        """
+        for _ in range(3):
             try:
                 if offers.withdraw(offer_id):
                     with self._lock:
                         self.offers_withdrawn += 1
                     return False
-                return self._handed()
+                state = offers.state(offer_id)
             except Exception as exc:
-                if attempt == 2:
-                    logger.warning(
-                        "withdrawing a slot offer of %r failed, the slot is lost until its lease ends: %s",
-                        self.limit_name,
-                        exc,
-                    )
+                logger.debug("slot offers of %r: %s", self.limit_name, exc)
                 time.sleep(self.refresh_s)
+                continue
+            if state is OfferState.TAKEN:
+                return self._handed(offers, offer_id)
+            if state is OfferState.ABSENT:
+                return False
+        with self._lock:
+            self.offers_lost += 1
+        logger.warning(
+            "a slot offer of %r could not be settled: the slot stays unused until its lease expires",
+            self.limit_name,
+        )
         return True
 
-    def _handed(self) -> bool:
+    def _handed(self, offers: SlotOffers, offer_id: str) -> bool:
         with self._lock:
             self.offers_handed += 1
+        try:
+            offers.forget(offer_id)
+        except Exception as exc:  # a taken row left behind is ignored, and deleted after ``forget_s``
+            logger.debug("slot offers of %r: %s", self.limit_name, exc)
         return True
 
     def _busy_within_budget(self, exc: BaseException) -> bool:
@@ -504,10 +552,10 @@ class SlotDispatcher:
         while True:
             with self._lock:
                 urgent_here = self._queue.top_rank() == 0
-            if not urgent_here and not first:  # nothing elsewhere outranks high work here: take it at once
+            if not urgent_here:  # nothing elsewhere outranks high work waiting here: take it at once
                 self._read_rows()
             with self._lock:
-                if not first and self._should_yield():
+                if self._should_yield(fair=not first):
                     return self._view().recipient(self._queue.top_rank())
                 self._idle_holders += 1
                 try:
@@ -617,12 +665,18 @@ class SlotDispatcher:
             self._set_rows(rows, now)
         self._news.set()
 
-    def _should_yield(self) -> bool:
-        """Whether a holder between two items gives its slot back (called under the lock)."""
+    def _should_yield(self, fair: bool = True) -> bool:
+        """Whether a holder between two items gives its slot back (called under the lock).
+
+        ``fair=False`` before a slot's first item: only for more urgent work elsewhere, not to even out
+        equal shares. A grant given back unused is two server writes for nothing, and the split that
+        let this process ask may be a fraction of a second older than the rows read since.
+        """
         if self.demand_table is None:
             return False
         served = sum(self._queue.served.values())
-        if self._view().should_yield(self._queue.top_rank(), served, self._yielded_since_refresh):
+        top = self._queue.top_rank()
+        if self._view().should_yield(top, served, self._yielded_since_refresh, fair=fair):
             self._yielded_since_refresh += 1  # one slot per debt, until the next read
             return True
         return False

@@ -31,22 +31,25 @@ class DispatchDemandORM(Base):
 
 
 class SlotOfferORM(Base):
-    """A held slot's lease offered by the process giving it back to the process it owes it to.
+    """A held slot's lease offered by the process giving it back to the process it is owed to.
 
     Why: released to the Prefect server, a slot is anyone's; a process that read the demand table a
     moment earlier could take it before the waiting high-priority process asks, and the release and
     the new acquisition are two writes on a busy server. Offered here, the lease never leaves the
-    giver's hands until the recipient deletes the row (``contentforge.db.slot_offers``). Whoever deletes
-    the row owns the lease: the recipient taking it, or the giver withdrawing it when it was not taken.
+    giver's hands until the recipient marks the row taken (``contentforge.db.slot_offers``).
+
+    The id is chosen by the giver (a UUID), never by the database: SQLite reuses the integer key of a
+    deleted row, and a giver checking "its" offer would then read or withdraw another giver's.
     """
 
     __tablename__ = "slot_offers"
 
-    id: Mapped[int] = mapped_column(Integer, primary_key=True, autoincrement=True)
+    id: Mapped[str] = mapped_column(String(32), primary_key=True)
     limit_name: Mapped[str] = mapped_column(String(200))
     recipient: Mapped[str] = mapped_column(String(64))
     giver: Mapped[str] = mapped_column(String(64))
     lease_id: Mapped[str] = mapped_column(String(64))
     offered_at: Mapped[datetime] = mapped_column()
+    taken_by: Mapped[str | None] = mapped_column(String(64))
 
     __table_args__ = (Index(None, "limit_name", "recipient"),)  # a recipient looks for its offers

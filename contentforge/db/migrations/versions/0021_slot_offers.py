@@ -2,8 +2,9 @@
 
 A high-priority generation in another process waited for the holder to release its slot on the Prefect
 server and for itself to acquire it again: two writes on a busy server, and a window in which a third
-process could take the slot first. A row here offers the held lease to the process it is owed to;
-``contentforge.db.slot_offers`` says how it is taken or withdrawn.
+process could take the slot first. A row here offers the held lease to the process it is owed to, which
+marks it taken; ``contentforge.db.slot_offers`` says how it is taken or withdrawn. The id is the
+giver's UUID, not a database sequence (SQLite reuses a deleted row's integer key).
 
 Revision ID: 0021_slot_offers
 Revises: 0020_generation_claims
@@ -26,12 +27,13 @@ depends_on: str | Sequence[str] | None = None
 def upgrade() -> None:
     op.create_table(
         "slot_offers",
-        sa.Column("id", sa.Integer(), autoincrement=True, nullable=False),
+        sa.Column("id", sa.String(length=32), nullable=False),
         sa.Column("limit_name", sa.String(length=200), nullable=False),
         sa.Column("recipient", sa.String(length=64), nullable=False),
         sa.Column("giver", sa.String(length=64), nullable=False),
         sa.Column("lease_id", sa.String(length=64), nullable=False),
         sa.Column("offered_at", sa.DateTime(timezone=True), nullable=False),
+        sa.Column("taken_by", sa.String(length=64), nullable=True),
         sa.PrimaryKeyConstraint("id", name=op.f("pk_slot_offers")),
     )
     op.create_index(
