@@ -391,6 +391,10 @@ class UploadBatchResponse(BaseModel):
 class PieceOut(BaseModel):
     id: str
     batch_id: str
+    parent_piece_id: str | None = Field(
+        description="The piece this one is a variation of (POST /content/{id}/variations), usually in "
+        "another batch: GET /pieces/{parent_piece_id} shows it. Null: not a variation.",
+    )
     persona_id: str
     platform: str | None
     index: int
@@ -421,11 +425,8 @@ class PieceOut(BaseModel):
 
 
 class PieceDetailOut(PieceOut):
-    """One piece (``GET /pieces/{id}``): ``PieceOut`` and how it relates to other pieces."""
+    """One piece (``GET /pieces/{id}``): ``PieceOut`` (with the piece it varies) and its own variations."""
 
-    parent_piece_id: str | None = Field(
-        default=None, description="The piece this one is a variation of; null: not a variation."
-    )
     variation_ids: list[str] = Field(
         default_factory=list,
         description="Pieces made as variations of this one, oldest first (POST /content/{id}/variations).",

@@ -16,7 +16,7 @@ import pytest
 from fastapi.testclient import TestClient
 from PIL import Image
 from sqlalchemy import select
-from support.api import MARKUP_HOOK, World, build_world
+from support.api import MARKUP_HOOK, World, add_variations, build_world
 
 from contentforge.config import Settings
 from contentforge.db.models import ReviewDecisionORM
@@ -305,6 +305,43 @@ def test_batch_and_piece_reads(client: TestClient) -> None:
     assert client.get("/api/v1/batches/nope", headers=AUTH).status_code == 404
     assert client.get("/api/v1/batches/nope/pieces", headers=AUTH).status_code == 404
     assert client.get("/api/v1/pieces/nope", headers=AUTH).status_code == 404
+
+
+def test_piece_listings_name_the_piece_each_variation_varies(world: World, client: TestClient) -> None:
+    """A variation batch's pieces say which piece they vary, read with the rows (no statement per piece)."""
+    from sqlalchemy import event
+
+    from contentforge_api.queries import ContentQueries
+
+    plan = add_variations(world, 2)
+    varied = client.get(f"/api/v1/batches/{plan.batch_id}/pieces", headers=AUTH).json()
+    assert [(p["id"], p["parent_piece_id"]) for p in varied] == [(i, "v0-000") for i in plan.piece_ids]
+    parent = client.get("/api/v1/batches/v0/pieces", headers=AUTH).json()
+    assert [(p["id"], p["parent_piece_id"]) for p in parent] == [("v0-000", None)]
+    content = client.get("/api/v1/personas/ava/content?limit=100", headers=AUTH).json()["items"]
+    listed = {p["id"]: p["parent_piece_id"] for p in content}
+    assert listed[plan.piece_ids[1]] == "v0-000" and listed["v0-000"] is None and listed["b1-000"] is None
+    shown = client.get(f"/api/v1/pieces/{plan.piece_ids[1]}", headers=AUTH).json()
+    assert shown["parent_piece_id"] == "v0-000" and shown["variation_ids"] == []
+    assert client.get("/api/v1/pieces/v0-000", headers=AUTH).json()["variation_ids"] == plan.piece_ids
+
+    documented = client.get("/api/v1/openapi.json").json()["components"]["schemas"]["PieceOut"]
+    assert "parent_piece_id" in documented["required"]  # always there; null when not a variation
+    assert "variation of" in documented["properties"]["parent_piece_id"]["description"]
+
+    selects: list[str] = []
+
+    def remember(_conn: object, _cursor: object, statement: str, *_args: object) -> None:
+        if statement.lstrip().upper().startswith("SELECT"):
+            selects.append(statement)
+
+    event.listen(world.repo.engine, "before_cursor_execute", remember)
+    try:
+        rows = ContentQueries(world.repo.engine, lambda piece: None).batch_pieces(plan.batch_id)
+    finally:
+        event.remove(world.repo.engine, "before_cursor_execute", remember)
+    assert rows is not None and [r["parent_piece_id"] for r in rows] == ["v0-000", "v0-000"]
+    assert len(selects) == 2, selects  # the rows, then their hooks: the parent is a column of the row
 
 
 # --- hooks and safety --------------------------------------------------------------------------------

@@ -13,12 +13,12 @@ from typing import Any
 
 import pytest
 import support.browser
-from sqlalchemy import select
-from support.api import MARKUP_HOOK, World, build_world
+from sqlalchemy import select, update
+from support.api import MARKUP_HOOK, World, add_variations, build_world
 from support.browser import browser_or_skip, headless_chromium, served_app, wait
 
 from contentforge.config import Settings
-from contentforge.db.models import ReviewDecisionORM
+from contentforge.db.models import PieceORM, ReviewDecisionORM
 from contentforge.domain.models import PieceStatus
 from contentforge_api import create_app
 
@@ -154,6 +154,68 @@ def test_gallery_renders_images_and_review_clicks_change_the_pieces(
     wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.piece")) == 6, "reload failed")
     assert _card(driver, "b1-002").get_attribute("data-status") == "ready"
     assert _card(driver, "b1-003").get_attribute("data-status") == "rejected"
+
+
+def _top_in_window(driver: Any, piece_id: str) -> bool:
+    """The card's top edge is inside the window (within a pixel: scrolling lands on fractions)."""
+    return bool(
+        driver.execute_script(
+            "const card = document.getElementById('piece-' + arguments[0]);"
+            " const top = card ? card.getBoundingClientRect().top : -1e9;"
+            " return top >= -1 && top < window.innerHeight;",
+            piece_id,
+        )
+    )
+
+
+def _in_view(driver: Any, piece_id: str) -> bool:
+    """The card is shown as the one jumped to: marked, focused, and its top inside the window."""
+    card = driver.execute_script("return document.getElementById('piece-' + arguments[0])", piece_id)
+    return (
+        card is not None
+        and "jumped" in (card.get_attribute("class") or "").split()
+        and driver.switch_to.active_element == card
+        and _top_in_window(driver, piece_id)
+    )
+
+
+@pytest.mark.slow
+def test_a_variation_card_names_its_parent_and_the_link_reaches_the_parent_card(
+    browser: Any, server_url: str, world: World
+) -> None:
+    from selenium.webdriver.common.by import By
+
+    driver = browser
+    driver.set_window_size(520, 700)  # one card per row: reaching a card needs a scroll
+    plan = add_variations(world, 2)
+    driver.get(f"{server_url}/gallery/batches/{plan.batch_id}")
+    _sign_in(driver, TOKEN)
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.piece")) == 2, "not shown")
+    line = _card(driver, plan.piece_ids[1]).find_element(By.CSS_SELECTOR, ".variation-of")
+    assert line.text.strip() == "variation of v0-000"
+    link = line.find_element(By.CSS_SELECTOR, "a.parent-link")
+    assert link.get_attribute("href") == f"{server_url}/api/v1/pieces/v0-000"  # not on this page
+
+    # The parent is in another batch: the link opens that batch's gallery at the parent's card.
+    driver.execute_script("arguments[0].scrollIntoView()", link)
+    link.click()
+    wait(driver, lambda d: d.current_url == f"{server_url}/gallery/batches/v0#piece-v0-000", "not opened")
+    wait(driver, lambda d: _in_view(d, "v0-000"), "the parent's card was not shown")
+    assert _card(driver, "v0-000").find_elements(By.CSS_SELECTOR, ".variation-of") == []
+
+    # A parent on the same page is scrolled to, without leaving it.
+    with world.repo.engine.begin() as connection:
+        connection.execute(update(PieceORM).where(PieceORM.id == "b1-005").values(parent_piece_id="b1-000"))
+    driver.get(f"{server_url}/gallery/batches/b1")
+    wait(driver, lambda d: len(d.find_elements(By.CSS_SELECTOR, "article.piece")) == 6, "b1 not shown")
+    assert [c.text for c in driver.find_elements(By.CSS_SELECTOR, ".variation-of")] == ["variation of b1-000"]
+    link = _card(driver, "b1-005").find_element(By.CSS_SELECTOR, "a.parent-link")
+    assert link.get_attribute("href") == f"{server_url}/gallery/batches/b1#piece-b1-000"
+    driver.execute_script("arguments[0].scrollIntoView()", link)
+    assert not _top_in_window(driver, "b1-000")
+    link.click()
+    wait(driver, lambda d: _in_view(d, "b1-000"), "the parent's card was not scrolled to")
+    assert driver.current_url == f"{server_url}/gallery/batches/b1#piece-b1-000"
 
 
 def test_missing_browser_skips_locally_and_fails_on_ci(

@@ -9,6 +9,9 @@
   const grid = document.getElementById("grid");
   const summary = document.getElementById("summary");
   const objectUrls = [];
+  const inView = new Set();  // ids of the pieces this page shows: a link to one of them stays on the page
+
+  function cardId(pieceId) { return "piece-" + pieceId; }
 
   function say(text) { statusLine.textContent = text; }
 
@@ -47,11 +50,13 @@
   }
 
   function renderPiece(piece) {
-    const card = el("article", { className: "piece", "data-piece-id": piece.id, "data-status": piece.status });
+    const card = el("article", { className: "piece", id: cardId(piece.id), tabIndex: -1,
+      "data-piece-id": piece.id, "data-status": piece.status });
     const img = el("img", { className: "piece-image", alt: "piece " + piece.id });
     card.appendChild(img);
     showImage(img, piece.image_url).catch(() => { img.alt = "image unavailable"; });
     card.appendChild(el("h2", { text: "#" + piece.index + " · " + piece.template_id }));
+    if (piece.parent_piece_id) card.appendChild(variationOf(piece.parent_piece_id));
     card.appendChild(el("p", {}, [
       el("span", { className: "badge status status-" + piece.status, text: piece.status }),
       el("span", { className: "badge tier", text: "tier " + (piece.tier || piece.template_tier) }),
@@ -74,6 +79,58 @@
     if (piece.status === "needs_review") card.appendChild(reviewControls(piece));
     if (piece.image_url) card.appendChild(ratingControls(piece));
     return card;
+  }
+
+  // A variation says which piece it varies, or it reads as an unrelated piece. Its parent is usually in
+  // another batch (a variation batch holds only variations), so the link finds the parent's batch
+  // through the piece API (the token is needed, so a plain link cannot) and opens that batch's gallery
+  // at the parent's card; a parent on this page is scrolled to instead. The href is the fallback for
+  // opening it elsewhere: this page's anchor, or the piece's API URL.
+  function variationOf(parentId) {
+    const message = el("span", { className: "message", role: "status" });
+    const link = el("a", { className: "parent-link", text: parentId, href: inView.has(parentId)
+      ? "#" + encodeURIComponent(cardId(parentId)) : "/api/v1/pieces/" + encodeURIComponent(parentId) });
+    link.addEventListener("click", (event) => {
+      event.preventDefault();
+      jumpTo(parentId, message);
+    });
+    return el("p", { className: "variation-of" }, [document.createTextNode("variation of "), link,
+      document.createTextNode(" "), message]);
+  }
+
+  async function jumpTo(pieceId, message) {
+    if (showCard(pieceId)) {
+      history.pushState(null, "", "#" + encodeURIComponent(cardId(pieceId)));  // Back returns here
+      return;
+    }
+    message.className = "message";
+    message.textContent = "opening…";
+    try {
+      const piece = await api("/api/v1/pieces/" + encodeURIComponent(pieceId));
+      if (piece.batch_id === batchId) { message.textContent = "not on this page yet"; return; }  // a live run
+      location.assign("/gallery/batches/" + encodeURIComponent(piece.batch_id) + "#"
+        + encodeURIComponent(cardId(pieceId)));
+    } catch (error) {
+      message.textContent = error.message;
+    }
+  }
+
+  // Scroll to a piece's card and mark it (the cards are drawn after the page loads, so the browser's
+  // own jump to a #piece-… fragment finds nothing); false when this page does not show the piece.
+  function showCard(pieceId) {
+    const card = document.getElementById(cardId(pieceId));
+    if (!card) return false;
+    grid.querySelectorAll("article.jumped").forEach((node) => node.classList.remove("jumped"));
+    card.classList.add("jumped");
+    card.scrollIntoView({ block: "start" });  // its top: a card can be taller than the window
+    card.focus({ preventScroll: true });
+    return true;
+  }
+
+  // The piece a #piece-… fragment names (a link from a variation in another batch), or null.
+  function linkedPiece() {
+    if (!location.hash.startsWith("#piece-")) return null;
+    try { return decodeURIComponent(location.hash.slice("#piece-".length)); } catch (error) { return null; }
   }
 
   // A 1-5 rating teaches the recommender (per LoRA and parameter); it counts once per piece and rater,
@@ -178,6 +235,7 @@
     if (event.event === "progress") {
       say("Batch " + Math.round(data.progress) + "% done" + (data.message ? " · " + data.message : ""));
     } else if (event.event === "piece") {
+      inView.add(data.piece_id);
       const fresh = await api("/api/v1/pieces/" + encodeURIComponent(data.piece_id));
       const card = renderPiece(fresh);
       const old = grid.querySelector('[data-piece-id="' + CSS.escape(data.piece_id) + '"]');
@@ -262,8 +320,12 @@
       if (redraw === false) return;
       const pieces = await api("/api/v1/batches/" + encodeURIComponent(batchId) + "/pieces");
       objectUrls.splice(0).forEach((url) => URL.revokeObjectURL(url));
+      inView.clear();
+      pieces.forEach((piece) => inView.add(piece.id));
       grid.replaceChildren(...pieces.map(renderPiece));
       say(pieces.length + " pieces loaded" + (runEnded ? " · " + runEnded : ""));
+      const wanted = linkedPiece();
+      if (wanted) showCard(wanted);
       showOutlook();
     } catch (error) {
       if (error.status === 401) sessionStorage.removeItem(TOKEN_KEY);

@@ -2,7 +2,8 @@
 
 Batch ``b1`` (instagram, persona ``ava``): 0 ready/safe, 1 ready/suggestive, 2 and 3 needs_review,
 4 rejected, 5 planned (no image yet). Batch ``b2`` (tiktok): 0 and 1 ready/safe. Piece ``b1-000``'s
-first hook contains markup, to prove the gallery shows it as text.
+first hook contains markup, to prove the gallery shows it as text. ``add_variations`` adds a piece
+with its variations, for the tests of what names a variation's parent.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from contentforge.domain.models import (
     Verdict,
 )
 from contentforge.images.provenance import png_with_provenance
+from contentforge.piece_variations import VariationPlan, plan_variations
 from contentforge.storage import build_storage, content_key
 
 T0 = datetime(2025, 3, 1, 9, 0, tzinfo=UTC)
@@ -80,13 +82,20 @@ def _batch(
         connection.execute(update(BatchORM).where(BatchORM.id == batch_id).values(started_at=started))
 
 
-def _generate(repo: Repository, settings: Settings, persona_id: str, piece_id: str, index: int) -> None:
+def _generate(
+    repo: Repository,
+    settings: Settings,
+    persona_id: str,
+    piece_id: str,
+    index: int,
+    size: tuple[int, int] = (64, 48),
+) -> None:
     storage = build_storage(settings)
     record = GenerationRecord(
         backend="tiny", model="tiny", prompt=f"piece {piece_id}", seed=index, steps=1,
-        guidance_scale=1.0, width=64, height=48,
+        guidance_scale=1.0, width=size[0], height=size[1],
     )  # fmt: skip
-    png = png_with_provenance(Image.new("RGB", (64, 48), (40 * index % 255, 120, 200)), record)
+    png = png_with_provenance(Image.new("RGB", size, (40 * index % 255, 120, 200)), record)
     stored = storage.put(content_key(persona_id, piece_id, "png"), png, "image/png")
     repo.mark_generated(
         piece_id,
@@ -155,3 +164,18 @@ def build_world(settings: Settings) -> World:
         _generate(repo, settings, "ava", f"b2-{i:03d}", i)
         _verdict(repo, f"b2-{i:03d}", Verdict.safe, False)
     return World(repo, settings)
+
+
+def add_variations(world: World, count: int) -> VariationPlan:
+    """Batch ``v0`` (instagram, ava): one stored piece ``v0-000``, and ``count`` seed variations of it
+    planned through the library (``plan_variations``), in their own batch as the API and CLI make them.
+
+    The parent is 64 x 64 because a variation replays its record as a request, and the world's 64 x 48
+    pieces are below a request's smallest size.
+    """
+    repo = world.repo
+    _batch(repo, "v0", "ava", "instagram", 1, T0 - timedelta(days=1))
+    repo.add_planned_pieces("v0", [PlannedPiece("v0-000", 0, "FIT-001", "safe", "prompt v0", "", 3)])
+    _generate(repo, world.settings, "ava", "v0-000", 3, size=(64, 64))
+    _verdict(repo, "v0-000", Verdict.safe, False)
+    return plan_variations(repo, "v0-000", "seed", count)
