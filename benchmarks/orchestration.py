@@ -568,9 +568,17 @@ def main() -> None:
     from tasks import resources
     from tasks.bootstrap import ensure_concurrency_limit
 
-    ensure_concurrency_limit(settings.concurrency_limit_name, settings.generation_slots)
-    resources.repository().upsert_persona(sample_persona())
-    results = [_run_point(args, batches, pieces, settings, server, data_dir) for batches, pieces in points]
+    try:
+        ensure_concurrency_limit(settings.concurrency_limit_name, settings.generation_slots)
+        resources.repository().upsert_persona(sample_persona())
+        results = [_run_point(args, n, pieces, settings, server, data_dir) for n, pieces in points]
+    finally:
+        # A server this run started is stopped: left running, each took 2-6 % of a core (eleven after a
+        # session of runs), which skewed every later measurement on the same machine.
+        if server.started:
+            from contentforge_cli.server import stop_server
+
+            stop_server(settings.prefect_home)
     common = {
         "machine": machine_before,
         "loadavg_after": [round(value, 2) for value in os.getloadavg()],
