@@ -213,15 +213,15 @@ def _dispatcher(engine: Engine, fresh_s: float = 10.0, **options: Any) -> Any:
     )
 
 
-def _generate(limit: MemoryLimit, starts: dict[str, float], name: str) -> str:
+def _generate(limit: MemoryLimit, starts: dict[str, float], name: str, seconds: float = GENERATION_S) -> str:
     starts[name] = time.monotonic()
     with limit.work():
-        time.sleep(GENERATION_S)
+        time.sleep(seconds)
     return name
 
 
 def _saturate_then_ask_high(
-    memory_limit: MemoryLimit, normal: Any, high: Any, urgent: int
+    memory_limit: MemoryLimit, normal: Any, high: Any, urgent: int, high_s: float = GENERATION_S
 ) -> tuple[list[float], int]:
     """The normal process holds both slots, then ``urgent`` high generations arrive in the other one;
     each high generation's wait from the request, and how many leases had been acquired by then."""
@@ -236,7 +236,9 @@ def _saturate_then_ask_high(
     acquired_before = len(memory_limit.acquired)
     requested = time.monotonic()
     highs = [
-        high.submit(lambda i=i: _generate(memory_limit, starts, f"h{i}"), priority="high", share="high-batch")
+        high.submit(
+            lambda i=i: _generate(memory_limit, starts, f"h{i}", high_s), priority="high", share="high-batch"
+        )
         for i in range(urgent)
     ]
     assert [f.result(timeout=30) for f in highs] == [f"h{i}" for i in range(urgent)]
@@ -272,9 +274,12 @@ def test_two_high_generations_take_both_slots_handed_over_at_once(
     holder draining the first slot does not keep the second from being taken (review of d2cc607: it
     did, the second offer was withdrawn and both high generations ran one after the other in one slot).
     When the second slot is given back depends on when the normal holder read the high process's row
-    (one or two generations queued), so only the hand-overs are asserted, not the waits."""
-    normal, high = _dispatcher(migrated_engine), _dispatcher(migrated_engine)
-    _saturate_then_ask_high(memory_limit, normal, high, urgent=2)
+    (one or two generations queued), so only the hand-overs are asserted, not the waits; the high
+    generations are long and the offers open for 2 s, so that on a loaded machine the second offer is
+    still there to take while the first high generation runs (it was not, once, in the full suite)."""
+    normal = _dispatcher(migrated_engine, offer_wait_s=2.0)
+    high = _dispatcher(migrated_engine)
+    _saturate_then_ask_high(memory_limit, normal, high, urgent=2, high_s=4 * GENERATION_S)
     assert high.offers_taken == 2 and normal.offers_handed == 2, (high.offers_taken, normal.offers_handed)
     assert normal.offers_withdrawn == 0
 
