@@ -26,11 +26,16 @@ def world(settings_env: Path) -> World:
     return build_world(settings)
 
 
-def _lines(driver: Any, selector: str) -> dict[str, str]:
-    return driver.execute_script(  # type: ignore[no-any-return]
-        "return Object.fromEntries([...document.querySelectorAll('article.piece')].map(a => "
-        f"[a.dataset.pieceId, (a.querySelector('{selector}') || {{}}).textContent || '']));"
+def _outlook(driver: Any, ready: Any) -> tuple[dict[str, str], dict[str, str]] | None:
+    """Each card's prediction and cover line, read in one script, once ``ready(predictions)`` holds."""
+    both = driver.execute_script(
+        "const cards = [...document.querySelectorAll('article.piece')];"
+        "const line = (a, s) => (a.querySelector(s) || {}).textContent || '';"
+        "return [Object.fromEntries(cards.map(a => [a.dataset.pieceId, line(a, '.prediction')])),"
+        "        Object.fromEntries(cards.map(a => [a.dataset.pieceId, line(a, '.cover')]))];"
     )
+    predictions, covers = both
+    return (predictions, covers) if predictions and ready(predictions) else None
 
 
 def _open(driver: Any, url: str) -> None:
@@ -55,22 +60,23 @@ def test_gallery_shows_predictions_or_why_not_and_the_cover(world: World, tmp_pa
         headless_chromium(tmp_path / "chromium-profile", "--window-size=1400,1000") as driver,
     ):
         _open(driver, url)
-        wait(driver, lambda d: all(_lines(d, ".prediction").values()) and _lines(d, ".prediction"), "no line")
-        assert set(_lines(driver, ".prediction").values()) == {
+        # One read of both lines, returned by the wait itself: the gallery redraws its cards (and then
+        # their outlook lines) whenever it reloads the batch, so a second read could catch a redraw.
+        predictions, cover = wait(driver, lambda d: _outlook(d, lambda lines: all(lines.values())), "no line")
+        assert set(predictions.values()) == {
             "no prediction: no metrics for 'ava' on instagram yet: collect or import some first"
         }
-        cover = _lines(driver, ".cover")
         assert cover["b1-000"] == "cover: b1-000 (contrast 30% below your top-performing posts)"
         assert cover["b1-001"] == ""
 
         sim = simulate_account("ava", days=120, end=datetime(2026, 6, 1, tzinfo=UTC), seed=7, posts_per_day=2)
         store.record(sim.observations)  # labelled simulated: the line says so
         _open(driver, url)
-        wait(
+        predictions, _ = wait(
             driver,
-            lambda d: "predicted engagement" in _lines(d, ".prediction").get("b1-000", ""),
+            lambda d: _outlook(d, lambda lines: "predicted engagement" in lines.get("b1-000", "")),
             "no number",
         )
-        shown = _lines(driver, ".prediction")["b1-000"]
+        shown = predictions["b1-000"]
         assert shown.endswith("× typical if posted now · from simulated data")
         assert float(shown.split()[2].rstrip("×")) > 0
