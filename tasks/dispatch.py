@@ -390,6 +390,7 @@ class SlotDispatcher:
         return True
 
     def _urgent_waiting(self) -> bool:
+        """Whether high-priority work waits in this process."""
         with self._lock:
             return self._queue.top_rank() == 0
 
@@ -550,9 +551,7 @@ class SlotDispatcher:
         """
         first = True
         while True:
-            with self._lock:
-                urgent_here = self._queue.top_rank() == 0
-            if not urgent_here:  # nothing elsewhere outranks high work waiting here: take it at once
+            if not self._urgent_waiting():  # nothing elsewhere outranks high work here: take it at once
                 self._read_rows()
             with self._lock:
                 if self._should_yield(fair=not first):
@@ -639,9 +638,7 @@ class SlotDispatcher:
         waiting it reads every ``refresh_s / 4``: a slot a holder elsewhere gives back for it shows there
         at once, and a quarter of ``refresh_s`` is the most this then adds.
         """
-        with self._lock:
-            urgent = self._queue.top_rank() == 0
-        wait = self.refresh_s / 4 if urgent else self.refresh_s
+        wait = self.refresh_s / 4 if self._urgent_waiting() else self.refresh_s
         self._news.wait(wait)
         self._news.clear()
         self._read_rows()

@@ -2,14 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
-from pathlib import Path
 
 import pytest
 from sqlalchemy import Engine
 
-from contentforge.db import Repository, make_engine, migrate
+from contentforge.db import Repository
 from contentforge.db.chat import ConversationStore, ReplyClaimLost, ReplyNoLongerWanted, ReplyNotJudged
 from contentforge.domain.models import Persona, Platform
 from contentforge.errors import InvalidInput, UnknownPersona
@@ -17,16 +15,9 @@ from contentforge.errors import InvalidInput, UnknownPersona
 T0 = datetime(2026, 3, 1, 12, 0, tzinfo=UTC)
 
 
-@pytest.fixture(params=["sqlite", pytest.param("postgresql", marks=pytest.mark.postgres)])
-def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
-    url = (
-        f"sqlite:///{tmp_path / 'chat.db'}"
-        if request.param == "sqlite"
-        else request.getfixturevalue("pg_url")
-    )
-    migrate(url)
-    engine = make_engine(url)
-    Repository(engine).upsert_persona(
+@pytest.fixture
+def engine(migrated_engine: Engine) -> Engine:
+    Repository(migrated_engine).upsert_persona(
         Persona(
             id="ava",
             name="Ava",
@@ -38,8 +29,7 @@ def engine(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Engine]:
             platforms=[Platform.instagram],
         )
     )
-    yield engine
-    engine.dispose()
+    return migrated_engine
 
 
 @pytest.fixture

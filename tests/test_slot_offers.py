@@ -220,18 +220,26 @@ def _generate(limit: MemoryLimit, starts: dict[str, float], name: str, seconds: 
     return name
 
 
+def _hold_both_slots(
+    memory_limit: MemoryLimit, normal: Any, starts: dict[str, float], pieces: int
+) -> list[Any]:
+    """Queue ``pieces`` normal generations in ``normal`` and wait until it holds both slots."""
+    futures = [
+        normal.submit(lambda i=i: _generate(memory_limit, starts, f"n{i}"), share="normal-batch")
+        for i in range(pieces)
+    ]
+    while len(memory_limit.acquired) < 2:
+        time.sleep(0.01)
+    return futures
+
+
 def _saturate_then_ask_high(
     memory_limit: MemoryLimit, normal: Any, high: Any, urgent: int, high_s: float = GENERATION_S
 ) -> tuple[list[float], int]:
     """The normal process holds both slots, then ``urgent`` high generations arrive in the other one;
     each high generation's wait from the request, and how many leases had been acquired by then."""
     starts: dict[str, float] = {}
-    futures = [
-        normal.submit(lambda i=i: _generate(memory_limit, starts, f"n{i}"), share="normal-batch")
-        for i in range(12)
-    ]
-    while len(memory_limit.acquired) < 2:
-        time.sleep(0.01)
+    futures = _hold_both_slots(memory_limit, normal, starts, pieces=12)
     time.sleep(GENERATION_S / 2)
     acquired_before = len(memory_limit.acquired)
     requested = time.monotonic()
@@ -314,12 +322,7 @@ def test_an_offer_nobody_takes_is_withdrawn_and_the_slot_released(
 
     normal = _dispatcher(migrated_engine, fresh_s=1.0, offer_wait_s=0.2)
     starts: dict[str, float] = {}
-    futures = [
-        normal.submit(lambda i=i: _generate(memory_limit, starts, f"n{i}"), share="normal-batch")
-        for i in range(4)
-    ]
-    while len(memory_limit.acquired) < 2:
-        time.sleep(0.01)
+    futures = _hold_both_slots(memory_limit, normal, starts, pieces=4)
     ghost = ShareDemand("ghost", "high-batch", rank=0, waiting=1, running=0, served=0)
     DemandTable(migrated_engine, LIMIT_NAME, fresh_s=1.0).publish("ghost", [ghost])
     assert [f.result(timeout=60) for f in futures] == [f"n{i}" for i in range(4)]
