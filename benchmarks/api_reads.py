@@ -48,22 +48,20 @@ FLOORS = ("health", "persona")
 
 def _serve(database_url: str, port: int, workers: int) -> None:
     """The child process: the API on the seeded database, on 127.0.0.1 only, as `contentforge api serve`."""
-    import uvicorn
-
     if workers > 1:  # as `contentforge api serve --workers N`: each worker's app comes from the environment
         os.environ.update(
             CONTENTFORGE_DATABASE_URL=database_url,
             CONTENTFORGE_DATA_DIR=os.environ["CONTENTFORGE_BENCH_DATA_DIR"],
             CONTENTFORGE_API_TOKEN=os.environ["CONTENTFORGE_BENCH_TOKEN"],
         )
-        uvicorn.run(
+        from contentforge_cli.api import serve_workers
+
+        serve_workers(
             "contentforge_api.app:worker_app",
-            factory=True,
-            workers=workers,
             host="127.0.0.1",
             port=port,
+            workers=workers,
             log_level="warning",
-            access_log=False,
         )
         return
     from contentforge.config import Settings
@@ -77,6 +75,8 @@ def _serve(database_url: str, port: int, workers: int) -> None:
     )
     app = create_app(settings)
     freeze_startup_heap()  # as `contentforge api` does
+    import uvicorn
+
     uvicorn.run(app, host="127.0.0.1", port=port, log_level="warning", access_log=False)
 
 

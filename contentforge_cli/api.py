@@ -1,8 +1,9 @@
 """``contentforge api serve``: the REST API (contentforge_api) and the review gallery.
 
-``--workers N`` serves from N processes (uvicorn's supervisor: one listening socket, a worker that
-dies is replaced). One Python process runs one request's Python at a time, so concurrent clients
-queue behind each other however many cores the machine has; N processes use N cores. Everything
+``--workers N`` serves from N processes (uvicorn's supervisor: a worker that dies is replaced), each
+with its own listening socket on the address (``contentforge_cli.api_listeners``). One Python
+process runs one request's Python at a time, so concurrent clients queue behind each other however
+many cores the machine has; N processes use N cores. Everything
 two requests must agree on is in the database or on the Prefect server (idempotency keys, jobs,
 event-stream cursors, reviews), so any worker may answer any request; see docs/api.md for what each
 worker keeps for itself.
@@ -97,11 +98,26 @@ def api_serve(
     # Spawned workers inherit this environment (the settings, PREFECT_API_URL set by `connect`);
     # insecure-local mode is a factory of its own, chosen here after the loopback check.
     factory = "insecure_local_worker_app" if insecure_local else "worker_app"
-    uvicorn.run(
-        f"contentforge_api.app:{factory}",
-        factory=True,
-        workers=processes,
-        host=host,
-        port=port,
-        log_level="info",
-    )
+    try:
+        serve_workers(f"contentforge_api.app:{factory}", host=host, port=port, workers=processes)
+    except OSError as exc:
+        fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+
+
+def serve_workers(factory: str, *, host: str, port: int, workers: int, log_level: str = "info") -> None:
+    """Serve the app factory ``factory`` (``module:function``) from ``workers`` processes until
+    SIGINT or SIGTERM, under uvicorn's supervisor with listeners from ``api_listeners``.
+
+    ``OSError`` before any worker starts when ``host:port`` cannot be bound.
+    """
+    import uvicorn
+    from uvicorn.supervisors import Multiprocess
+
+    from contentforge_cli.api_listeners import bind_for_workers
+
+    config = uvicorn.Config(factory, factory=True, workers=workers, host=host, port=port, log_level=log_level)
+    listener = bind_for_workers(host, port)
+    try:
+        Multiprocess(config, sockets=[listener]).run()
+    finally:
+        listener.close()

@@ -7,11 +7,16 @@ Prefect server only for the command's start-up check (``connect``).
 
 from __future__ import annotations
 
+import asyncio
 import os
+import pickle
 import signal
+import socket
 import subprocess
 import sys
 import time
+from concurrent.futures import ThreadPoolExecutor
+from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
 
 import httpx
@@ -21,17 +26,119 @@ from support.api import build_world
 from typer.testing import CliRunner
 
 from contentforge.config import Settings, get_settings
+from contentforge_cli.api_listeners import bind_for_workers, spreads_connections
 from contentforge_cli.main import app
+from contentforge_cli.server import LocalServer
 
 TOKEN = "serve-test-token"
 
 
 def _free_port() -> int:
-    import socket
-
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))
         return int(sock.getsockname()[1])
+
+
+def _connections_on(process: psutil.Process, port: int) -> int:
+    """Established connections the process holds on its listening ``port``."""
+    return sum(
+        1
+        for connection in process.net_connections(kind="tcp")
+        if connection.status == psutil.CONN_ESTABLISHED and connection.laddr and connection.laddr.port == port
+    )
+
+
+def _listener_inode(process: psutil.Process, port: int) -> int:
+    """The inode of the socket the process listens on ``port`` with (Linux: ``/proc/PID/fd``)."""
+    (listening,) = [
+        connection
+        for connection in process.net_connections(kind="tcp")
+        if connection.status == psutil.CONN_LISTEN and connection.laddr.port == port
+    ]
+    return os.stat(f"/proc/{process.pid}/fd/{listening.fd}").st_ino
+
+
+async def _accepted_socket_options(listener: socket.socket) -> tuple[int, int]:
+    """Serve ``listener`` with asyncio (as uvicorn does) and report an accepted connection's
+    (``proto``, ``TCP_NODELAY``)."""
+    seen: asyncio.Future[tuple[int, int]] = asyncio.get_running_loop().create_future()
+
+    class Report(asyncio.Protocol):
+        def connection_made(self, transport: asyncio.BaseTransport) -> None:
+            sock = transport.get_extra_info("socket")
+            seen.set_result((sock.proto, sock.getsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY)))
+            transport.close()
+
+    server = await asyncio.get_running_loop().create_server(Report, sock=listener)
+    try:
+        _reader, writer = await asyncio.open_connection(*listener.getsockname()[:2])
+        writer.close()
+        return await asyncio.wait_for(seen, 10)
+    finally:
+        server.close()
+
+
+def test_each_worker_opens_its_own_listener_with_tcp_nodelay() -> None:
+    """What uvicorn's supervisor pickles into each spawned worker becomes that worker's own listener
+    on the same port, and the connections it accepts have TCP_NODELAY (uvicorn's own socket, with
+    ``proto`` 0, left Nagle on: 44 ms per keep-alive response)."""
+    given = bind_for_workers("127.0.0.1", 0)
+    try:
+        port = given.getsockname()[1]
+        assert port != 0
+        in_worker = pickle.loads(ForkingPickler.dumps(given))  # as multiprocessing's spawn sends it
+        try:
+            assert in_worker.getsockname()[:2] == ("127.0.0.1", port)
+            if spreads_connections():
+                assert in_worker.fileno() != given.fileno()
+                assert in_worker.getsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT) == 1
+            assert asyncio.run(_accepted_socket_options(in_worker)) == (socket.IPPROTO_TCP, 1)
+        finally:
+            in_worker.close()
+    finally:
+        given.close()
+
+
+def test_an_address_in_use_is_refused_even_by_another_api_server() -> None:
+    """A port another program listens on is refused, and so is one another ``api serve`` holds
+    with its own SO_REUSEPORT listeners: two servers never silently share an address."""
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        with pytest.raises(OSError):
+            bind_for_workers("127.0.0.1", other.getsockname()[1]).close()
+    first = bind_for_workers("127.0.0.1", 0)
+    worker = pickle.loads(ForkingPickler.dumps(first))
+    try:
+        with pytest.raises(OSError):
+            bind_for_workers("127.0.0.1", first.getsockname()[1]).close()
+    finally:
+        worker.close()
+        first.close()
+
+
+def test_serving_on_a_taken_port_is_one_line(
+    settings_env: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import contentforge_cli.runtime
+
+    monkeypatch.setattr(
+        contentforge_cli.runtime,
+        "connect",
+        lambda _settings: LocalServer("http://127.0.0.1:1/api", "http://127.0.0.1:1", None, started=False),
+    )
+    monkeypatch.setenv("CONTENTFORGE_API_TOKEN", TOKEN)
+    get_settings.cache_clear()
+    with socket.socket() as other:
+        other.bind(("127.0.0.1", 0))
+        other.listen()
+        port = other.getsockname()[1]
+        done = CliRunner().invoke(app, ["api", "serve", "--workers", "2", "--port", str(port)])
+    assert done.exit_code == 2, done.output
+    assert (
+        done.output.strip().splitlines()[-1]
+        == f"error: cannot listen on 127.0.0.1:{port}: Address already in use"
+    )
 
 
 @pytest.mark.parametrize("value", ["0", "-2", "65"])
@@ -108,6 +215,22 @@ def test_two_workers_serve_one_database(settings_env: Path, prefect_server: str)
                 page = client.get("/api/v1/personas/ava/content", params={"limit": 3, "offset": 1}).json()
                 assert page["total"] == 8  # b2 (newest) then b1: the page crosses the batches' boundary
                 assert [p["id"] for p in page["items"]] == ["b2-001", "b1-000", "b1-001"]
+        # A burst of connections is spread over both workers (one listener each, SO_REUSEPORT), not
+        # all accepted by whichever worker woke first (uvicorn's one shared socket).
+        burst = [httpx.Client(base_url=base, headers=headers, timeout=30) for _ in range(16)]
+        try:
+            with ThreadPoolExecutor(len(burst)) as pool:
+                answers = list(pool.map(lambda client: client.get("/api/v1/personas/mia"), burst))
+            assert [answer.status_code for answer in answers] == [200] * len(burst)
+            if spreads_connections():
+                # Each worker listens on a socket of its own (one shared socket: the same inode in
+                # both), and the kernel hashed the connections over them (all 16 in one: 2**-15).
+                assert len({_listener_inode(worker, port) for worker in workers}) == len(workers)
+                held = [_connections_on(worker, port) for worker in workers]
+                assert sum(held) >= len(burst) and min(held) >= 1, held
+        finally:
+            for client in burst:
+                client.close()
         unauthenticated = httpx.get(f"{base}/api/v1/personas/mia", timeout=30)
         assert unauthenticated.status_code == 401  # every worker checks the token
         assert world.repo.get_persona("mia") is not None  # written to the one database every worker reads
