@@ -320,7 +320,11 @@ class ContentQueries:
             }
 
     def _piece(self, row: Row[Any], hooks: dict[str, list[dict[str, Any]]]) -> dict[str, Any]:
-        """A ``PieceOut`` as a dict, from a row of ``PIECE_COLUMNS`` with platform and cost total."""
+        """A ``PieceOut`` as a dict, from a row of ``PIECE_COLUMNS`` with platform and cost total.
+
+        Every field in the model's order, as ``_hooks``' hooks are ``HookOut``'s: the content and batch
+        pieces routes send these dicts as they are (``contentforge_api.json_answers``).
+        """
         return {
             "id": row.id,
             "batch_id": row.batch_id,
@@ -341,6 +345,7 @@ class ContentQueries:
             "seed": row.seed,
             "prompt": row.prompt,
             "prompt_quality_gate": row.prompt_quality_gate,
+            "decision": None,  # AUTO and ASSISTED batches' choices: the batch pieces route fills them in
             "image_url": self._image_url(row),
             "hooks": hooks.get(row.id, []),
             "error": row.error,
@@ -392,8 +397,8 @@ def _hooks(db: Connection, statement: Select[Any], **params: Any) -> dict[str, l
             "call_to_action": call_to_action,
             "hashtags": hashtags,
             "platform": platform,
-            "quality_gate": quality_gate,
             "caption": _caption(row),
+            "quality_gate": quality_gate,
         }
         by_piece.setdefault(piece_id, []).append(hook)
     return by_piece

@@ -18,12 +18,15 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import TypeAdapter
 from sqlalchemy import create_engine, select, update
 from sqlalchemy.engine import make_url
 
 from contentforge.db import Repository
 from contentforge.db.models import BatchORM, CostEntryORM, HookORM, PieceORM
+from contentforge_api.json_answers import json_answer
 from contentforge_api.queries import ContentQueries
+from contentforge_api.schemas import ContentPage, PieceOut
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from seed_pieces import seed
@@ -222,6 +225,28 @@ def test_persona_stats_match_the_rows(seeded: Repository) -> None:
         assert total == pytest.approx(sum(c.amount_usd for c in charged if c.kind == kind))
     assert stats["strategy_cost_usd_by_step"] == {"plan_topics": pytest.approx(0.25)}
     assert stats["cost_usd_total"] == pytest.approx(sum(c.amount_usd for c in charged) + 0.25)
+
+
+def test_pages_and_batch_pieces_are_sent_exactly_as_their_models_write_them(seeded: Repository) -> None:
+    """The content page and batch pieces routes skip the response model's validation
+    (``json_answers``): their dicts must already be what the model writes, byte for byte: every
+    field, in the model's order, of the model's types."""
+    queries = _queries(seeded)
+    sent_pieces = 0
+    for persona_id in ("bench-000", "bench-001"):
+        for offset in range(0, 60, 25):
+            found = queries.persona_content(persona_id, limit=25, offset=offset)
+            assert found is not None
+            page = {"total": found[0], "limit": 25, "offset": offset, "items": found[1]}
+            assert json_answer(page).body == ContentPage.model_validate(page).model_dump_json().encode()
+            sent_pieces += len(found[1])
+    for batch_id in ("bench000002", "bench000003", "empty-batch"):
+        pieces = queries.batch_pieces(batch_id)
+        assert pieces is not None
+        decided = [p | {"decision": f"AUTO chose {p['template_id']}"} for p in pieces[:2]] + pieces[2:]
+        model = TypeAdapter(list[PieceOut])
+        assert json_answer(decided).body == model.dump_json(model.validate_python(decided))
+    assert sent_pieces == len(_everything(seeded)["pieces"])  # every piece went through a page
 
 
 def test_the_served_app_leaves_its_start_up_objects_out_of_garbage_collection() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path, Query, status
+from fastapi import APIRouter, Path, Query, Response, status
 from starlette.concurrency import run_in_threadpool
 
 from contentforge.domain.models import Persona, PieceStatus, Platform, Verdict
@@ -12,6 +12,7 @@ from contentforge.errors import InvalidPersona
 from contentforge.images.loras import check_client_lora
 from contentforge.validation import PERSONA_ID_PATTERN
 from contentforge_api.errors import ApiError
+from contentforge_api.json_answers import json_answer
 from contentforge_api.responses import AUTH, documented
 from contentforge_api.schemas import ContentPage, PersonaIn, PersonaList, PersonaStats
 from contentforge_api.state import ApiState, Reader, State, Writer
@@ -76,8 +77,11 @@ async def persona_content(
     status: PieceStatus | None = None,
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
-) -> ContentPage:
-    """The persona's pieces, newest batch first; ``total`` counts every match, not just this page."""
+) -> Response:
+    """The persona's pieces, newest batch first; ``total`` counts every match, not just this page.
+
+    A ``ContentPage``, written from the query's dicts without a second validation (``json_answers``).
+    """
     found = await run_in_threadpool(  # the one blocking step; the rest runs on the loop (issue 18)
         state.queries.persona_content,
         persona_id,
@@ -90,7 +94,7 @@ async def persona_content(
     if found is None:
         raise _no_persona(persona_id)
     total, items = found
-    return ContentPage.model_validate({"total": total, "limit": limit, "offset": offset, "items": items})
+    return json_answer({"total": total, "limit": limit, "offset": offset, "items": items})
 
 
 @router.get("/personas/{persona_id}/stats", response_model=PersonaStats, responses=documented(AUTH, 404))
