@@ -7,8 +7,8 @@ process on a database seeded by ``benchmarks/seed_pieces.py``, and measures from
 - ``list``: ``GET /api/v1/personas/{id}/content?limit=50&offset=…`` (random pages of a persona);
 - ``stats``: ``GET /api/v1/personas/{id}/stats``;
 - ``batch``: ``GET /api/v1/batches/{id}``; ``batch_pieces``: ``GET /api/v1/batches/{id}/pieces``;
-- ``gallery``: what the review gallery loads for a batch, one after the other: the page
-  (``GET /gallery/batches/{id}``), then the batch and its pieces.
+- ``gallery``: what the review gallery loads for a batch: the page (``GET /gallery/batches/{id}``),
+  then the batch and its pieces in parallel, as ``gallery.js`` asks for them.
 
 The API's own cost per request is measured the same way as a floor (reported under ``floor``, not
 held to the target): ``health`` (``GET /api/v1/health``: no token, no database) and ``persona``
@@ -133,6 +133,14 @@ def _paths(endpoint: str, targets: dict[str, Any], rng: random.Random) -> list[s
     return [f"/gallery/batches/{batch}", f"/api/v1/batches/{batch}", f"/api/v1/batches/{batch}/pieces"]
 
 
+async def _get_all(http: Any, paths: list[str]) -> None:
+    """The first path, then the rest in parallel (the gallery's page, then its batch and pieces)."""
+    first, *rest = paths
+    for response in [await http.get(first), *await asyncio.gather(*(http.get(path) for path in rest))]:
+        if response.status_code != 200:
+            raise SystemExit(f"GET {response.url} answered {response.status_code}: {response.text[:200]}")
+
+
 async def _measure(
     base: str, token: str, endpoint: str, targets: dict[str, Any], clients: int, requests: int, seed: int
 ) -> list[float]:
@@ -149,10 +157,7 @@ async def _measure(
             while work:
                 paths = work.pop()
                 began = time.perf_counter()
-                for path in paths:
-                    response = await http.get(path)
-                    if response.status_code != 200:
-                        raise SystemExit(f"GET {path} answered {response.status_code}: {response.text[:200]}")
+                await _get_all(http, paths)
                 latencies.append(time.perf_counter() - began)
 
     await asyncio.gather(*(client() for _ in range(clients)))

@@ -314,11 +314,14 @@
   async function load(redraw) {
     if (!sessionStorage.getItem(TOKEN_KEY)) { say("Enter the API token to load the batch."); return; }
     try {
-      const batch = await api("/api/v1/batches/" + encodeURIComponent(batchId));
+      // The batch and its pieces in parallel: one round trip of waiting, not two.
+      const [batch, pieces] = await Promise.all([
+        api("/api/v1/batches/" + encodeURIComponent(batchId)),
+        redraw === false ? null : api("/api/v1/batches/" + encodeURIComponent(batchId) + "/pieces"),
+      ]);
       renderSummary(batch);
       if (batch.flow_run_id && batch.status === "running") follow(batch.flow_run_id);
       if (redraw === false) return;
-      const pieces = await api("/api/v1/batches/" + encodeURIComponent(batchId) + "/pieces");
       objectUrls.splice(0).forEach((url) => URL.revokeObjectURL(url));
       inView.clear();
       pieces.forEach((piece) => inView.add(piece.id));
