@@ -384,8 +384,8 @@ def _hooks(db: Connection, statement: Select[Any], **params: Any) -> dict[str, l
 
     Built straight from the rows: a page has about 250 hooks, and an intermediate ``Hook`` per row
     (for its caption) cost more than reading them (issue 18). The caption is still ``Hook.caption``'s
-    own code, applied to the row, which has the same fields. Unvalidated on purpose: the response
-    model validates every field once, on the way out.
+    own code, applied to the row, which has the same fields. Unvalidated on purpose, in ``HookOut``'s
+    field order: the content and batch pieces routes send them as they are (``json_answers``).
     """
     rows = db.execute(statement, params).all()  # one fetch: iterating the result fetches row by row
     by_piece: dict[str, list[dict[str, Any]]] = {}

@@ -69,9 +69,9 @@ def bind_for_workers(host: str, port: int) -> socket.socket:
     A ``WorkerListener`` where the kernel spreads connections over listeners, else one shared
     listening socket.
     """
-    family, _kind, _proto, _name, address = socket.getaddrinfo(
-        host, port, type=socket.SOCK_STREAM, proto=socket.IPPROTO_TCP, flags=socket.AI_PASSIVE
-    )[0]
+    # As uvicorn chooses: IPv6 for an address with a colon, else IPv4 ("localhost" binds 127.0.0.1).
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    address: tuple[Any, ...] = (host.strip("[]"), port)
     if not spreads_connections():
         shared = _tcp_socket(socket.socket, family)
         try:
