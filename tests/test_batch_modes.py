@@ -17,6 +17,7 @@ from typing import Any
 
 import pytest
 from fastapi.testclient import TestClient
+from support.loras import register_lora
 
 from contentforge.config import get_settings
 from contentforge.db import PieceRow
@@ -38,7 +39,7 @@ def lora_file(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture
 def flow_env(settings_env: Path, prefect_server: str, lora_file: Path) -> Any:
-    from contentforge.db.registry import InstalledModel, ModelRegistry
+    from contentforge.db.registry import ModelRegistry
     from tasks import resources
     from tasks.bootstrap import ensure_concurrency_limit
 
@@ -46,22 +47,13 @@ def flow_env(settings_env: Path, prefect_server: str, lora_file: Path) -> Any:
     ensure_concurrency_limit(settings.concurrency_limit_name, settings.generation_slots)
     repo = resources.repository()
     repo.upsert_persona(sample_persona())
-    ModelRegistry(repo.sessions).add(
-        InstalledModel(
-            name="seaside-light",
-            kind="lora",
-            source="local",
-            source_ref=str(lora_file),
-            path=str(lora_file),
-            family="sdxl",
-            family_reason="test",
-            sha256="0" * 64,
-            size_bytes=lora_file.stat().st_size,
-            trigger_words=("sunlit seaside",),
-            recommended_weight=0.6,
-            tags=("beach", "surf", "ocean"),
-            description="sunny beach, surfing and ocean waves at the seaside, sand and summer light",
-        )
+    register_lora(
+        ModelRegistry(repo.sessions),
+        "seaside-light",
+        lora_file,
+        trigger="sunlit seaside",
+        tags=("beach", "surf", "ocean"),
+        description="sunny beach, surfing and ocean waves at the seaside, sand and summer light",
     )
     return repo
 
