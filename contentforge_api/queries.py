@@ -36,6 +36,7 @@ from contentforge.db.batches import effective_status, grouped_pieces, load_batch
 from contentforge.db.models import (
     COST_KINDS,
     PIECE_STATUSES,
+    BatchCostTotalORM,
     BatchORM,
     CostEntryORM,
     HookORM,
@@ -258,7 +259,8 @@ class ContentQueries:
         """The persona's totals, or None when no persona has this id: three statements.
 
         The persona row with its batch count and latest batch; its pieces counted once per
-        (status, tier, platform); batch costs by kind and strategy costs by step in one union.
+        (status, tier, platform); its batches' cost totals by kind and strategy costs by step in one
+        union.
         """
         of_persona = BatchORM.persona_id == persona_id
         with self._read() as session:
@@ -284,14 +286,14 @@ class ContentQueries:
                 session, PieceORM.persona_id == persona_id, PieceORM.status, PieceORM.tier, BatchORM.platform
             )
             by_status = dict.fromkeys(PIECE_STATUSES, 0) | groups.by("status")
-            batch_costs = (
+            batch_costs = (  # each batch's totals per kind (migration 0022): ~160 rows, not ~5,900 entries
                 select(
                     literal("kind").label("part"),
-                    CostEntryORM.kind.label("key"),
-                    func.sum(CostEntryORM.amount_usd).label("total"),
+                    BatchCostTotalORM.kind.label("key"),
+                    func.sum(BatchCostTotalORM.amount_usd).label("total"),
                 )
-                .where(CostEntryORM.batch_id.in_(select(BatchORM.id).where(of_persona)))
-                .group_by(CostEntryORM.kind)
+                .where(BatchCostTotalORM.batch_id.in_(select(BatchORM.id).where(of_persona)))
+                .group_by(BatchCostTotalORM.kind)
             )
             # Strategy steps (topics, blog posts, social posts) have no batch; they name the persona.
             step_costs = (

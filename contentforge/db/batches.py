@@ -20,8 +20,8 @@ from contentforge.db.models import (
     BATCH_STATUSES,
     COST_KINDS,
     PIECE_STATUSES,
+    BatchCostTotalORM,
     BatchORM,
-    CostEntryORM,
     HookORM,
     PersonaORM,
     PieceORM,
@@ -398,9 +398,9 @@ def load_batch_with_stats(session: Session, batch_id: str) -> tuple[BatchORM, Ba
     counted in one grouped scan (``grouped_pieces``).
     """
     in_batch = PieceORM.batch_id == batch_id
-    kind_totals = [
-        select(func.sum(CostEntryORM.amount_usd))
-        .where(CostEntryORM.batch_id == batch_id, CostEntryORM.kind == kind)
+    kind_totals = [  # kept per (batch, kind) by the database (migration 0022), not summed per read
+        select(BatchCostTotalORM.amount_usd)
+        .where(BatchCostTotalORM.batch_id == batch_id, BatchCostTotalORM.kind == kind)
         .scalar_subquery()
         .label(kind)
         for kind in COST_KINDS

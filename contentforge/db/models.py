@@ -293,6 +293,20 @@ class CostEntryORM(Base):
     created_at: Mapped[datetime] = mapped_column(default=utcnow)
 
 
+class BatchCostTotalORM(Base):
+    """A batch's cost of one kind: the sum of its ``cost_entries`` of that kind.
+
+    Kept by database triggers on ``cost_entries`` (migration 0022), never written by the code, so
+    reads of a persona's or a batch's totals add up a row per (batch, kind) instead of every entry.
+    """
+
+    __tablename__ = "batch_cost_totals"
+
+    batch_id: Mapped[str] = mapped_column(ForeignKey("batches.id", ondelete="CASCADE"), primary_key=True)
+    kind: Mapped[str] = mapped_column(String(16), primary_key=True)
+    amount_usd: Mapped[float] = mapped_column(Float)
+
+
 class ReviewDecisionORM(Base):
     """A human decision on a piece the policy could not decide; the history is kept, newest wins."""
 
