@@ -55,14 +55,10 @@ def _serve(database_url: str, port: int, workers: int) -> None:
             CONTENTFORGE_API_TOKEN=os.environ["CONTENTFORGE_BENCH_TOKEN"],
         )
         from contentforge_cli.api import serve_workers
+        from contentforge_cli.api_listeners import bind_for_workers
 
-        serve_workers(
-            "contentforge_api.app:worker_app",
-            host="127.0.0.1",
-            port=port,
-            workers=workers,
-            log_level="warning",
-        )
+        listener = bind_for_workers("127.0.0.1", port)
+        serve_workers("contentforge_api.app:worker_app", listener, workers=workers, log_level="warning")
         return
     from contentforge.config import Settings
     from contentforge_api.app import create_app, freeze_startup_heap

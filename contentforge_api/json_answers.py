@@ -18,5 +18,7 @@ from starlette.responses import Response
 
 
 def json_answer(content: Any) -> Response:
-    """``content`` (dicts, lists, datetimes, numbers) as a JSON answer, serialised as pydantic does."""
-    return Response(pydantic_core.to_json(content), media_type="application/json")
+    """``content`` (dicts, lists, datetimes, numbers) as a JSON answer, serialised as pydantic does:
+    NaN and infinity as ``null``, as the models write them (``to_json`` alone writes ``NaN``, which is
+    not JSON)."""
+    return Response(pydantic_core.to_json(content, inf_nan_mode="null"), media_type="application/json")

@@ -11,6 +11,7 @@ worker keeps for itself.
 
 from __future__ import annotations
 
+import socket
 from typing import Annotated
 
 import typer
@@ -98,25 +99,24 @@ def api_serve(
     # Spawned workers inherit this environment (the settings, PREFECT_API_URL set by `connect`);
     # insecure-local mode is a factory of its own, chosen here after the loopback check.
     factory = "insecure_local_worker_app" if insecure_local else "worker_app"
+    from contentforge_cli.api_listeners import bind_for_workers
+
     try:
-        serve_workers(f"contentforge_api.app:{factory}", host=host, port=port, workers=processes)
+        listener = bind_for_workers(host, port)
     except OSError as exc:
         fail(f"cannot listen on {host}:{port}: {exc.strerror or exc}")
+    serve_workers(f"contentforge_api.app:{factory}", listener, workers=processes)
 
 
-def serve_workers(factory: str, *, host: str, port: int, workers: int, log_level: str = "info") -> None:
+def serve_workers(factory: str, listener: socket.socket, *, workers: int, log_level: str = "info") -> None:
     """Serve the app factory ``factory`` (``module:function``) from ``workers`` processes until
-    SIGINT or SIGTERM, under uvicorn's supervisor with listeners from ``api_listeners``.
-
-    ``OSError`` before any worker starts when ``host:port`` cannot be bound.
-    """
+    SIGINT or SIGTERM, under uvicorn's supervisor, on ``listener`` (``api_listeners.bind_for_workers``),
+    which this closes when the workers have stopped."""
     import uvicorn
     from uvicorn.supervisors import Multiprocess
 
-    from contentforge_cli.api_listeners import bind_for_workers
-
+    host, port = listener.getsockname()[:2]
     config = uvicorn.Config(factory, factory=True, workers=workers, host=host, port=port, log_level=log_level)
-    listener = bind_for_workers(host, port)
     try:
         Multiprocess(config, sockets=[listener]).run()
     finally:

@@ -22,12 +22,17 @@ workers share one listener as before, still created with ``IPPROTO_TCP``.
 
 from __future__ import annotations
 
+import logging
 import socket
 import sys
 from typing import Any
 
+from uvicorn.config import STARTUP_FAILURE
+
 BACKLOG = 2048
 """uvicorn's default listen backlog."""
+
+logger = logging.getLogger("uvicorn.error")
 
 
 def spreads_connections() -> bool:
@@ -47,19 +52,30 @@ class WorkerListener(socket.socket):
 
 
 def _tcp_socket(kind: type[socket.socket], family: int) -> socket.socket:
-    sock = kind(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)  # IPPROTO_TCP: see the module docstring
+    """As uvicorn makes its listener (``SO_REUSEADDR``; ``::`` still takes IPv4 clients), but with
+    ``IPPROTO_TCP``: see the module docstring."""
+    sock = kind(family, socket.SOCK_STREAM, socket.IPPROTO_TCP)
     sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-    if family == socket.AF_INET6:
-        sock.setsockopt(socket.IPPROTO_IPV6, socket.IPV6_V6ONLY, 1)
     return sock
 
 
 def open_listener(family: int, address: tuple[Any, ...]) -> socket.socket:
-    """One worker's own listener on ``address``, beside the other workers' (``SO_REUSEPORT``)."""
+    """One worker's own socket on ``address``, beside the other workers' (``SO_REUSEPORT``).
+
+    Bound, not listening: the worker's server listens once its app is built, so a worker that is
+    still starting (after a crash, or while another already serves) is handed no connections to
+    hold. When the address cannot be bound any more (another program took it after the command
+    checked it), the worker exits with uvicorn's start-up failure code, which stops the supervisor
+    instead of restarting the worker forever.
+    """
     sock = _tcp_socket(socket.socket, family)
-    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
-    sock.bind(address)
-    sock.listen(BACKLOG)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEPORT, 1)
+        sock.bind(address)
+    except OSError as exc:
+        sock.close()
+        logger.error("cannot listen on %s: %s", address, exc.strerror or exc)
+        sys.exit(STARTUP_FAILURE)
     return sock
 
 

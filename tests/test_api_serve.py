@@ -109,12 +109,54 @@ def test_an_address_in_use_is_refused_even_by_another_api_server() -> None:
             bind_for_workers("127.0.0.1", other.getsockname()[1]).close()
     first = bind_for_workers("127.0.0.1", 0)
     worker = pickle.loads(ForkingPickler.dumps(first))
+    worker.listen()  # as the worker's server does once its app is built
     try:
         with pytest.raises(OSError):
             bind_for_workers("127.0.0.1", first.getsockname()[1]).close()
     finally:
         worker.close()
         first.close()
+
+
+def test_a_worker_that_finds_its_address_taken_stops_the_supervisor() -> None:
+    """Taken after the command checked it: the worker exits with uvicorn's start-up failure code
+    (the supervisor then stops) instead of failing, being restarted and failing again forever."""
+    from uvicorn.config import STARTUP_FAILURE
+
+    given = bind_for_workers("127.0.0.1", 0)
+    try:
+        if not spreads_connections():
+            pytest.skip("one shared listener: workers bind nothing of their own")
+        address, sent = given.getsockname(), ForkingPickler.dumps(given)  # as spawn sends it to a worker
+        given.close()  # the window in which another program takes the port
+        with socket.socket() as other:
+            other.bind(address)
+            other.listen()
+            with pytest.raises(SystemExit) as stopped:
+                pickle.loads(sent)
+        assert stopped.value.code == STARTUP_FAILURE
+    finally:
+        given.close()
+
+
+def test_a_wildcard_ipv6_address_still_takes_ipv4_clients() -> None:
+    """``--host ::`` answered IPv4 clients through uvicorn's socket, and still does (no V6ONLY)."""
+    if not socket.has_ipv6:
+        pytest.skip("no IPv6 on this machine")
+    try:
+        given = bind_for_workers("::", 0)
+    except OSError as exc:
+        pytest.skip(f"cannot bind :: here: {exc}")
+    try:
+        in_worker = pickle.loads(ForkingPickler.dumps(given))
+        in_worker.listen()
+        try:
+            with socket.create_connection(("127.0.0.1", given.getsockname()[1]), timeout=5):
+                pass
+        finally:
+            in_worker.close()
+    finally:
+        given.close()
 
 
 def test_serving_on_a_taken_port_is_one_line(

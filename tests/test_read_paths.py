@@ -247,6 +247,17 @@ def test_pages_and_batch_pieces_are_sent_exactly_as_their_models_write_them(seed
         model = TypeAdapter(list[PieceOut])
         assert json_answer(decided).body == model.dump_json(model.validate_python(decided))
     assert sent_pieces == len(_everything(seeded)["pieces"])  # every piece went through a page
+    # What PostgreSQL's float8 and JSON can hold and the seeder never writes: written as the model does.
+    first = queries.persona_content("bench-000", limit=1)
+    assert first is not None
+    odd = first[1][0] | {
+        "cost_usd": float("inf"),
+        "generation_seconds": float("nan"),
+        "moderation_scores": {"nsfw": float("-inf")},
+    }
+    page = {"total": 1, "limit": 1, "offset": 0, "items": [odd]}
+    assert json_answer(page).body == ContentPage.model_validate(page).model_dump_json().encode()
+    assert b"NaN" not in json_answer(page).body and b"Infinity" not in json_answer(page).body
 
 
 def test_the_served_app_leaves_its_start_up_objects_out_of_garbage_collection() -> None:

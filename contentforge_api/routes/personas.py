@@ -78,10 +78,7 @@ async def persona_content(
     limit: Annotated[int, Query(ge=1, le=200)] = 50,
     offset: Annotated[int, Query(ge=0)] = 0,
 ) -> Response:
-    """The persona's pieces, newest batch first; ``total`` counts every match, not just this page.
-
-    A ``ContentPage``, written from the query's dicts without a second validation (``json_answers``).
-    """
+    """The persona's pieces, newest batch first; ``total`` counts every match, not just this page."""
     found = await run_in_threadpool(  # the one blocking step; the rest runs on the loop (issue 18)
         state.queries.persona_content,
         persona_id,
@@ -94,6 +91,7 @@ async def persona_content(
     if found is None:
         raise _no_persona(persona_id)
     total, items = found
+    # A ContentPage, written from the query's dicts without a second validation (json_answers).
     return json_answer({"total": total, "limit": limit, "offset": offset, "items": items})
 
 

@@ -53,14 +53,11 @@ async def get_batch(state: State, _identity: Reader, batch_id: BatchId) -> Batch
 
 @router.get("/batches/{batch_id}/pieces", response_model=list[PieceOut], responses=documented(AUTH, 404))
 async def batch_pieces(state: State, _identity: Reader, batch_id: BatchId) -> Response:
-    """Every piece of the batch in plan order: image URL, hooks, tier, scores, cost, status.
-
-    ``PieceOut``s, written from the query's dicts without a second validation (``json_answers``).
-    """
+    """Every piece of the batch in plan order: image URL, hooks, tier, scores, cost, status."""
     pieces = await run_in_threadpool(_pieces_with_decisions, state, batch_id)  # one hop for both reads
     if pieces is None:
         raise _no_batch(batch_id)
-    return json_answer(pieces)
+    return json_answer(pieces)  # PieceOuts, from the query's dicts without a second validation
 
 
 def _pieces_with_decisions(state: ApiState, batch_id: str) -> list[dict[str, Any]] | None:
