@@ -95,12 +95,11 @@ PIECE_COST_TOTAL = (
 
 # The statements every read of a batch or page runs, built once: building a statement, with a bind
 # parameter per id of a page's 50 pieces, was a tenth of a content page's CPU (issue 18).
-PIECES_OF_BATCH = (
-    select(BatchORM.platform, *PIECE_COLUMNS, PIECE_COST_TOTAL)
-    .join(BatchORM, BatchORM.id == PieceORM.batch_id)
-    .where(PieceORM.batch_id == bindparam("batch_id"))
-    .order_by(PieceORM.index)
+_PIECE_ROWS = select(BatchORM.platform, *PIECE_COLUMNS, PIECE_COST_TOTAL).join(
+    BatchORM, BatchORM.id == PieceORM.batch_id
 )
+"""What ``_piece`` is built from: a piece's columns with its batch's platform and its cost total."""
+PIECES_OF_BATCH = _PIECE_ROWS.where(PieceORM.batch_id == bindparam("batch_id")).order_by(PieceORM.index)
 _HOOK_ROWS = select(
     HookORM.piece_id,
     HookORM.style,
@@ -177,9 +176,7 @@ class ContentQueries:
             if not chosen:
                 return total, []
             rows = db.execute(
-                select(BatchORM.platform, *PIECE_COLUMNS, PIECE_COST_TOTAL)
-                .join(BatchORM, BatchORM.id == PieceORM.batch_id)
-                .where(PieceORM.batch_id.in_(chosen), *conditions)
+                _PIECE_ROWS.where(PieceORM.batch_id.in_(chosen), *conditions)
                 .order_by(BatchORM.started_at.desc(), PieceORM.batch_id, PieceORM.index)
                 .limit(limit)
                 .offset(skip)
@@ -211,11 +208,7 @@ class ContentQueries:
     def piece(self, piece_id: str) -> dict[str, Any] | None:
         """A ``PieceDetailOut`` as a dict: the piece, its parent and its variations (revision 0016)."""
         with self._read() as session:
-            row = session.execute(
-                select(BatchORM.platform, *PIECE_COLUMNS, PIECE_COST_TOTAL)
-                .join(BatchORM, BatchORM.id == PieceORM.batch_id)
-                .where(PieceORM.id == piece_id)
-            ).first()
+            row = session.execute(_PIECE_ROWS.where(PieceORM.id == piece_id)).first()
             if row is None:
                 return None
             variations = session.scalars(

@@ -3,10 +3,9 @@
 ``--workers N`` serves from N processes (uvicorn's supervisor: a worker that dies is replaced), each
 with its own listening socket on the address (``contentforge_cli.api_listeners``). One Python
 process runs one request's Python at a time, so concurrent clients queue behind each other however
-many cores the machine has; N processes use N cores. Everything
-two requests must agree on is in the database or on the Prefect server (idempotency keys, jobs,
-event-stream cursors, reviews), so any worker may answer any request; see docs/api.md for what each
-worker keeps for itself.
+many cores the machine has; N processes use N cores. Everything two requests must agree on is in the
+database or on the Prefect server (idempotency keys, jobs, event-stream cursors, reviews), so any
+worker may answer any request; see docs/api.md for what each worker keeps for itself.
 """
 
 from __future__ import annotations

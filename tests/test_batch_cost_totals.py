@@ -17,6 +17,7 @@ import pytest
 from sqlalchemy import Engine, delete, select, text
 
 from contentforge.db import Repository, make_engine
+from contentforge.db.costs import charge
 from contentforge.db.engine import alembic_config, migration_transaction
 from contentforge.db.models import BatchCostTotalORM, BatchORM, CostEntryORM
 from contentforge.personas import sample_persona
@@ -97,8 +98,6 @@ def test_a_replaced_amount_and_deleted_entries_and_batches_are_recounted(
         repo.add_cost("b1", kind="image", provider="p", amount_usd=0.1 * (n + 1), charge_key=f"img-{n}")
     repo.add_cost("b2", kind="image", provider="p", amount_usd=2.0, charge_key="img-b2")
     with repo.sessions.write() as session:  # the legacy key's path: ON CONFLICT DO UPDATE of the amount
-        from contentforge.db.costs import charge
-
         values: dict[str, Any] = {"batch_id": "b1", "kind": "image", "provider": "p", "amount_usd": 0.05}
         charge(session, "img-0", update_amount=True, **values)
     _assert_kept(migrated_engine)
@@ -128,13 +127,13 @@ def test_two_runners_charging_one_batch_at_once_lose_no_amount(
     """Each charge is its own short transaction from its own thread, as a batch's generation threads
     and a second runner charge: the total is every amount once."""
 
-    def charge(n: int) -> bool:
+    def charge_once(n: int) -> bool:
         return repo.add_cost(
             "b1", kind="image", provider="p", amount_usd=0.01 * (n % 40 % 7 + 1), charge_key=f"c{n % 40}"
         )
 
     with ThreadPoolExecutor(8) as pool:
-        added = list(pool.map(charge, range(80)))  # every key twice: the second of each adds nothing
+        added = list(pool.map(charge_once, range(80)))  # every key twice: the second of each adds nothing
     assert sum(added) == 40
     expected = sum(0.01 * (n % 7 + 1) for n in range(40))
     assert _totals(migrated_engine)[("b1", "image")] == pytest.approx(expected)
