@@ -5,6 +5,7 @@ module                        commands
 ============================  =====================================================================
 ``batch``                     demo, produce, templates, pieces, stats, verify, costs
 ``stack``                     bootstrap, deploy, up, down
+``cpu_worker``                cpu-worker (the cpu pool's worker, flow runs forked from preloaded code)
 ``gpu_worker``                gpu-worker (a warm GPU process for distributed mode)
 ``personas``                  personas add, list, random
 ``server``                    server start, stop
@@ -47,6 +48,7 @@ from contentforge_cli import (
     api,
     batch,
     chat,
+    cpu_worker,
     gpu_worker,
     jobs,
     models,
@@ -90,6 +92,7 @@ app.add_typer(batch.app)
 app.add_typer(regenerate.app)
 app.add_typer(stack.app)
 app.add_typer(gpu_worker.app)
+app.add_typer(cpu_worker.app)
 app.add_typer(personas.app, name="personas")
 app.add_typer(server.app, name="server")
 app.add_typer(publish.app, name="publish")

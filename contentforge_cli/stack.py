@@ -41,7 +41,10 @@ def _executable(name: str) -> str:
 
 
 def worker_services(api_url: str, cpu_pool: str, gpu_pool: str, gpu_deployment: str | None) -> list[Service]:
-    """The cpu and gpu process workers; the cpu worker's batches send their GPU stage to the gpu pool."""
+    """The cpu and gpu process workers; the cpu worker's batches send their GPU stage to the gpu pool.
+
+    The cpu worker is ContentForge's own (flow runs forked from preloaded code, ``cpu_worker.py``); the
+    gpu pool's is Prefect's, since each GPU stage is a process that loads its model anyway."""
     base = dict(os.environ, PREFECT_API_URL=api_url)
     cpu_env = dict(base)
     if gpu_deployment:
@@ -50,17 +53,7 @@ def worker_services(api_url: str, cpu_pool: str, gpu_pool: str, gpu_deployment: 
     return [
         Service(
             "cpu-worker",
-            [
-                prefect,
-                "worker",
-                "start",
-                "--pool",
-                cpu_pool,
-                "--type",
-                "process",
-                "--name",
-                "contentforge-cpu",
-            ],
+            [_executable("contentforge"), "cpu-worker", "--pool", cpu_pool, "--name", "contentforge-cpu"],
             cpu_env,
         ),
         Service(
