@@ -174,11 +174,27 @@ def _run_deployed(
     for service in services:
         service.env.update(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="10")
         start(run_dir, service)
+    _wait_for_pool_worker(settings.cpu_pool, "contentforge-cpu")
     try:
         return _run_batches_on_cpu_pool(batch_ids, pieces, run_dir)
     finally:
         for service in services:
             stop(run_dir, service.name)
+
+
+def _wait_for_pool_worker(pool: str, name: str, timeout_s: float = 120.0) -> None:
+    """Until the pool's worker ``name`` is online: a long-lived worker is started before the clock, as it
+    is long before a user asks for batches (the cpu worker imports the flows before it polls)."""
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            workers = client.read_workers_for_work_pool(work_pool_name=pool, limit=50, offset=0)
+            if any(worker.name == name and worker.status == "ONLINE" for worker in workers):
+                return
+            time.sleep(0.5)
+    raise SystemExit(f"worker {name} of pool {pool} did not come online within {timeout_s:.0f} s")
 
 
 def _wait_for_batch_runs(runs: list[Any], run_dir: Path) -> None:
@@ -281,6 +297,7 @@ class _TaskWorkerCluster:
         for service in self.services:
             start(self.run_dir, service)
         wait_for_workers(count, timeout_s=300)
+        _wait_for_pool_worker(settings.cpu_pool, "contentforge-cpu")
 
     def model_loads(self) -> dict[str, int]:
         return {

@@ -65,6 +65,7 @@ from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
 from prefect.client.schemas.objects import StateType, TaskRun
 from prefect.client.schemas.sorting import TaskRunSort
 from prefect.context import FlowRunContext, SettingsContext, TaskRunContext, get_settings_context
+from prefect.exceptions import PrefectHTTPStatusError
 from prefect.states import Cancelled, Running, State
 from prefect.utilities.asyncutils import run_coro_as_sync
 from prefect.utilities.engine import emit_task_run_state_change_event
@@ -370,6 +371,12 @@ class _Chunk:
     owner: str | None = None
     contested: bool = False
     """A live worker claimed the run as the batch superseded it: that run finishes or refuses."""
+    missing_reads: int = 0
+    """Consecutive answers from the server that did not list the run: two, and it is sent again."""
+
+
+class _RunVanished(Exception):
+    """The server answered 404 for a run it had just created."""
 
 
 @dataclass
@@ -444,10 +451,32 @@ class GpuWorkFollower:
                 )
                 created.name = RUN_NAME.format(**parameters)
                 with get_client(sync_client=True) as client:
-                    client.set_task_run_name(created.id, created.name)
+                    try:
+                        client.set_task_run_name(created.id, created.name)
+                    except PrefectHTTPStatusError as exc:
+                        if exc.response.status_code != 404:
+                            raise
+                        raise _RunVanished(str(created.id)) from exc
                 return created
 
-        task_run = contextvars.Context().run(create)
+        for attempt in range(1, self.max_attempts + 1):
+            try:
+                task_run = contextvars.Context().run(create)
+                break
+            except _RunVanished as vanished:
+                # Seen once in a benchmark run (the server answered 404 for a run it had just created;
+                # cause not found): a run that no longer exists is never worked on, so create another.
+                self.log.warning(
+                    "batch %s: run %s was gone right after its creation (attempt %d of %d)",
+                    self.batch_id,
+                    vanished,
+                    attempt,
+                    self.max_attempts,
+                )
+                if attempt == self.max_attempts:
+                    raise RuntimeError(
+                        f"the server lost {attempt} runs of batch {self.batch_id} in a row"
+                    ) from None
         if task_run.state is not None:  # the Scheduled event .delay emits too
             emit_task_run_state_change_event(
                 task_run=task_run, initial_state=None, validated_state=task_run.state
@@ -487,6 +516,8 @@ class GpuWorkFollower:
             self.log.info("reading the GPU runs of batch %s failed: %s", self.batch_id, exc)
             return
         self._states = {run.id: run.state for run in runs}
+        for chunk in chunks:
+            chunk.missing_reads = 0 if chunk.run_id in self._states else chunk.missing_reads + 1
 
     def _observe_workers(self, client: SyncPrefectClient) -> None:
         """Note which workers are live, when one vanished, and warn while none serves the batch."""
@@ -532,6 +563,8 @@ class GpuWorkFollower:
         """Act on one run's state; True once its pieces are done with (stored, failed or cancelled)."""
         state = self._states.get(chunk.run_id)
         if state is None:
+            if chunk.missing_reads >= 2:  # deleted (by hand, or by a task worker that could not start it)
+                return self._send_again(client, chunk, "the server no longer has its run")
             return False
         chunk.owner = claimed_by(state) or chunk.owner
         if state.is_completed():
@@ -593,6 +626,7 @@ class GpuWorkFollower:
         chunk.run_id = self._submit(chunk.pieces)
         chunk.attempts += 1
         chunk.owner, chunk.contested, chunk.submitted_at = None, False, time.monotonic()
+        chunk.missing_reads = 0
         self._states.pop(previous, None)
         self.log.warning(
             "batch %s: %s; %d pieces sent again as run %s (was %s)",

@@ -264,6 +264,59 @@ def test_each_send_of_pieces_is_a_run_of_its_own_even_where_the_flow_runs_task_c
                 client.set_task_run_state(run_id, Cancelled(name=SUPERSEDED), force=True)
 
 
+def test_a_run_the_server_no_longer_has_is_created_again_and_followed_as_its_pieces_new_run(
+    settings_env: Path, prefect_server: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A run gone right after its creation (its naming answered 404) is created again; a run that later
+    disappears from the server's answers is sent again after two readings, not waited for forever."""
+    from uuid import UUID
+
+    from prefect import flow
+    from prefect.client.orchestration import SyncPrefectClient, get_client
+    from prefect.states import Cancelled
+
+    from tasks.gpu_workers import SUPERSEDED, GpuWorkFollower
+
+    name_run = SyncPrefectClient.set_task_run_name
+    deleted: list[UUID] = []
+
+    def deleted_before_naming(client: SyncPrefectClient, task_run_id: UUID, name: str) -> Any:
+        if not deleted:  # the first run vanishes between its creation and its naming
+            client._client.delete(f"/task_runs/{task_run_id}")
+            deleted.append(task_run_id)
+        return name_run(client, task_run_id, name)
+
+    monkeypatch.setattr(SyncPrefectClient, "set_task_run_name", deleted_before_naming)
+
+    @flow(name="loses-its-runs")
+    def lose_runs() -> tuple[UUID, UUID, UUID, int]:
+        follower = GpuWorkFollower("vanish")
+        created = follower._submit(["vanish-000", "vanish-001"])
+        follower.submit_all(["vanish-002"])
+        (chunk,) = follower.chunks
+        lost = chunk.run_id
+        with get_client(sync_client=True) as client:
+            client._client.delete(f"/task_runs/{lost}")
+            follower._refresh(client, [chunk])
+            assert follower._step(client, chunk) is False and chunk.run_id == lost, (
+                "one reading is not enough"
+            )
+            follower._refresh(client, [chunk])
+            follower._step(client, chunk)
+        return created, lost, chunk.run_id, chunk.attempts
+
+    created, lost, sent_again, attempts = lose_runs()
+    with get_client(sync_client=True) as client:
+        try:
+            assert deleted and created != deleted[0]
+            assert client.read_task_run(created).name == "gpu-vanish-000-x2"
+            assert sent_again != lost and attempts == 2
+            assert client.read_task_run(sent_again).name == "gpu-vanish-002-x1"
+        finally:
+            for run_id in (created, sent_again):
+                client.set_task_run_state(run_id, Cancelled(name=SUPERSEDED), force=True)
+
+
 def _assert_superseded_runs_were_sent_again(batch_id: str, resent: list[str]) -> None:
     """The server lists at least one of the batch's GPU runs ``Superseded``, each next to the run its
     pieces were sent again as, which completed (following the chain if that one was superseded too).
