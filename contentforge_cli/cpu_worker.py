@@ -23,6 +23,12 @@ def cpu_worker(
     pool: Annotated[str | None, typer.Option(help="Work pool to serve; default the cpu pool.")] = None,
     name: Annotated[str, typer.Option(help="This worker's name in Prefect.")] = "contentforge-cpu",
     limit: Annotated[int | None, typer.Option(min=1, help="Flow runs at once; default no limit.")] = None,
+    poll_s: Annotated[
+        float | None,
+        typer.Option(
+            min=0.1, help="Seconds between asks for runs; default PREFECT_WORKER_QUERY_SECONDS, else 2."
+        ),
+    ] = None,
 ) -> None:
     """Run the cpu pool's flow runs on this machine until stopped (Ctrl-C, SIGTERM)."""
     from contentforge_cli.runtime import connect
@@ -36,4 +42,4 @@ def cpu_worker(
 
     work_pool = pool or settings.cpu_pool
     console.print(f"cpu worker for pool {work_pool!r} on Prefect API {server.api_url}", highlight=False)
-    serve(work_pool, name, limit)
+    serve(work_pool, name, limit, poll_s)

@@ -133,3 +133,30 @@ def test_cancelling_a_run_stops_its_process_and_what_it_started(
     assert final.state.is_cancelled(), final.state
     assert _gone(facts["pid"]), "the run's process was stopped"
     assert _gone(facts["child_pid"]), "so was the process it started (its process group)"
+
+
+@pytest.mark.parametrize(
+    ("environment", "poll_s", "expected"),
+    [({}, None, 2.0), ({"PREFECT_WORKER_QUERY_SECONDS": "7"}, None, None), ({}, 0.5, 0.5)],
+)
+def test_the_worker_asks_for_runs_every_two_seconds_unless_told_otherwise(
+    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], poll_s: float | None, expected: float | None
+) -> None:
+    """Prefect's default (10 s) would leave a batch asked for waiting 5 s on average before it starts."""
+    from prefect.settings import PREFECT_WORKER_QUERY_SECONDS
+
+    from contentforge_cli import preloaded_worker
+
+    monkeypatch.delenv("PREFECT_WORKER_QUERY_SECONDS", raising=False)
+    for key, value in environment.items():
+        monkeypatch.setenv(key, value)
+    seen: list[float] = []
+    monkeypatch.setattr(preloaded_worker, "fork_server", lambda modules: None)
+    monkeypatch.setattr("prefect.utilities.processutils.setup_signal_handlers_worker", lambda *args: None)
+    monkeypatch.setattr(
+        preloaded_worker.anyio, "run", lambda work: seen.append(PREFECT_WORKER_QUERY_SECONDS.value())
+    )
+    before = PREFECT_WORKER_QUERY_SECONDS.value()
+    preloaded_worker.serve("a-pool", "a-worker", poll_s=poll_s)
+    assert seen == [expected if expected is not None else before]
+    assert PREFECT_WORKER_QUERY_SECONDS.value() == before, "only while the worker serves"
