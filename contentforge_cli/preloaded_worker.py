@@ -19,12 +19,13 @@ runs the ContentForge it imported, so restart it after an upgrade.
 
 from __future__ import annotations
 
+import atexit
 import contextlib
 import importlib
 import multiprocessing
-import multiprocessing.connection
 import os
 import pkgutil
+import sys
 import tempfile
 import warnings
 from pathlib import Path
@@ -66,27 +67,44 @@ def fork_server(modules: list[str]) -> ForkServerContext:
     probe = context.Process(target=os.getpid)  # starts the server, which imports before it forks
     probe.start()
     probe.join()
+    if probe.exitcode != 0:
+        raise RuntimeError(f"the fork server could not start a process (exit code {probe.exitcode})")
     return context
 
 
 def _run_flow_run(flow_run_id: UUID, cwd: Path, environment: dict[str, str], started: Any) -> None:
     """The child: a process group of its own, the job's directory and environment, then what
     ``python -m prefect.engine`` does with a flow run id (load the run, run the deployment's pull steps
-    and load the flow, run it)."""
+    and load the flow, run it), then the exit handlers a fresh interpreter would run."""
     os.setsid()
     started.send(True)
     started.close()
     os.chdir(cwd)
     os.environ.clear()
     os.environ.update(environment)
+    # What the interpreter read from the environment at its start: the job's PYTHONPATH comes first.
+    sys.path[:0] = [entry for entry in environment.get("PYTHONPATH", "").split(os.pathsep) if entry]
+    try:
+        _run_engine(flow_run_id)
+    finally:
+        # The fork server ends its children with os._exit, which skips atexit: Prefect's log and event
+        # flushes, the slot dispatchers' closing (tasks/dispatch.py), logging.shutdown.
+        atexit._run_exitfuncs()
+
+
+def _run_engine(flow_run_id: UUID) -> None:
     from prefect._internal.control_listener import configure_from_env
     from prefect._internal.metrics import RunMetrics
-    from prefect.context import SettingsContext, get_settings_context
+    from prefect.context import SettingsContext, get_settings_context, refresh_global_settings_context
     from prefect.engine import _drive_run_flow_result, handle_engine_signals
     from prefect.flow_engine import flow_run_logger, load_flow, load_flow_run, run_flow
+    from prefect.logging.configuration import setup_logging
     from prefect.settings import Settings
 
-    # Prefect's settings were read from the fork server's environment; read them from the job's.
+    # Prefect's settings and logging were set up from the fork server's environment; redo both from
+    # the job's: the global settings serve threads started without this context.
+    refresh_global_settings_context()
+    setup_logging(incremental=False)
     with SettingsContext(profile=get_settings_context().profile, settings=Settings()):
         configure_from_env()
         with handle_engine_signals(flow_run_id):
@@ -150,33 +168,64 @@ class ForkedEngineStarter:
                 control = {"PREFECT__CONTROL_PORT": str(port), "PREFECT__CONTROL_TOKEN": token}
                 registered = True
         handed_off = False
+        receiver, sender = self._context.Pipe(duplex=False)
         try:
-            receiver, sender = self._context.Pipe(duplex=False)
             process = self._context.Process(
                 target=_run_flow_run,
                 args=(flow_run.id, self._cwd, self._environment(flow_run, control), sender),
                 name=f"flow-run-{flow_run.id}",
             )
-            process.start()
+            # Off the event loop: a fork server that died is started again here, importing for seconds.
+            await anyio.to_thread.run_sync(process.start)
             sender.close()
             # The child leads its process group before anyone may signal the group.
-            await anyio.to_thread.run_sync(_wait_for_start, receiver, process)
+            await _first_readable(receiver.fileno(), process.sentinel)
             handle = ProcessHandle(
                 process,  # type: ignore[arg-type]  # a fork-server process has the spawn one's interface
                 termination_scope=create_isolated_termination_scope(process.pid or 0),
             )
             task_status.started(handle)
             handed_off = True
-            await anyio.to_thread.run_sync(process.join)
+            # Waited for without a thread: anyio's 40 would cap the runs a worker can follow at once.
+            await anyio.wait_readable(process.sentinel)
+            process.join()
+            if process.exitcode == FORK_SERVER_LOST and process.pid is not None:
+                await _until_group_ends(process.pid)
         finally:
+            receiver.close()
+            sender.close()
             if registered and not handed_off and self._control_channel is not None:
                 self._control_channel.unregister(flow_run.id)
 
 
-def _wait_for_start(receiver: multiprocessing.connection.Connection, process: Any) -> None:
-    """Until the child says it leads its group, or has exited without saying so."""
-    with receiver:
-        multiprocessing.connection.wait([receiver, process.sentinel])
+FORK_SERVER_LOST = 255
+"""The exit code multiprocessing reports for a fork-server child once the fork server itself is gone."""
+
+
+async def _first_readable(*descriptors: int) -> None:
+    """Until one of ``descriptors`` is readable (a message, an end of file, or a process's end)."""
+    async with anyio.create_task_group() as group:
+
+        async def wait(descriptor: int) -> None:
+            await anyio.wait_readable(descriptor)
+            group.cancel_scope.cancel()
+
+        for descriptor in descriptors:
+            group.start_soon(wait, descriptor)
+
+
+async def _until_group_ends(group: int) -> None:
+    """A fork server that died leaves its children running, their exit codes unknowable: wait for the
+    run's process group to end before the run is judged, rather than marking a live run Crashed (its
+    crash hooks would free a batch that is still producing)."""
+    while True:
+        try:
+            os.killpg(group, 0)
+        except ProcessLookupError:
+            return
+        except PermissionError:
+            pass
+        await anyio.sleep(1.0)
 
 
 class PreloadedProcessWorker(ProcessWorker):
@@ -234,7 +283,7 @@ class PreloadedProcessWorker(ProcessWorker):
 
 
 DEFAULT_POLL_S = 2.0
-"""How often the worker asks for runs unless ``PREFECT_WORKER_QUERY_SECONDS`` says otherwise: Prefect's
+"""How often the worker asks for runs unless Prefect's ``worker.query_seconds`` is set: Prefect's
 own default, 10 s, is on average 5 s between a batch asked for and its start; one small read every
 2 s per worker costs the server nothing worth that."""
 
@@ -250,8 +299,8 @@ def serve(pool: str, name: str, limit: int | None = None, poll_s: float | None =
     )
     from prefect.utilities.processutils import setup_signal_handlers_worker
 
-    if poll_s is None and "PREFECT_WORKER_QUERY_SECONDS" not in os.environ:
-        poll_s = DEFAULT_POLL_S
+    if poll_s is None and "query_seconds" not in get_current_settings().worker.model_fields_set:
+        poll_s = DEFAULT_POLL_S  # neither the environment nor a profile nor prefect.toml set it
 
     context = fork_server(preloaded_modules())
     setup_signal_handlers_worker(os.getpid(), "the cpu worker", print)

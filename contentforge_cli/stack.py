@@ -145,7 +145,9 @@ def stop(run_dir: Path, name: str, grace_s: float = 10.0) -> bool:
     os.killpg(pid, signal.SIGTERM)
     deadline = time.monotonic() + grace_s
     while time.monotonic() < deadline:
-        if not _alive(pid) and not _group_alive(pid):  # the service and what it started (flow runs)
+        # The service and its group (the cpu worker's fork server); flow runs lead groups of their own,
+        # which the worker stops as it shuts down, as Prefect's process worker does.
+        if not _alive(pid) and not _group_alive(pid):
             break
         time.sleep(0.1)
     else:

@@ -623,8 +623,8 @@ class GpuWorkFollower:
             self._record_failed(chunk, f"GPU workers failed {chunk.attempts} times ({reason})")
             return True
         previous = chunk.run_id
+        chunk.attempts += 1  # before sending: a send that fails still counts, so retries end
         chunk.run_id = self._submit(chunk.pieces)
-        chunk.attempts += 1
         chunk.owner, chunk.contested, chunk.submitted_at = None, False, time.monotonic()
         chunk.missing_reads = 0
         self._states.pop(previous, None)
@@ -676,7 +676,12 @@ def run_on_gpu_workers(batch_id: str, piece_ids: list[str], priority: str = DEFA
         stuck_s=STUCK_S,
         log=get_run_logger(),
     )
-    follower.submit_all(piece_ids)
+    try:
+        follower.submit_all(piece_ids)
+    except BaseException:  # the runs already sent would otherwise go on, followed by nobody
+        with get_client(sync_client=True) as client:
+            follower.cancel_open(client, f"batch {batch_id} could not send all its pieces")
+        raise
     return follower.follow()
 
 

@@ -317,6 +317,28 @@ def test_a_run_the_server_no_longer_has_is_created_again_and_followed_as_its_pie
                 client.set_task_run_state(run_id, Cancelled(name=SUPERSEDED), force=True)
 
 
+def test_sending_again_ends_after_the_attempts_even_when_every_send_fails(settings_env: Path) -> None:
+    """A send that raises still counts: a chunk whose runs keep vanishing is recorded failed after the
+    attempts, instead of being sent again (three new runs each time) at every poll forever."""
+    from uuid import uuid4
+
+    from tasks.gpu_workers import GpuWorkFollower, _Chunk
+
+    sends: list[list[str]] = []
+
+    class FailingSends(GpuWorkFollower):
+        def _submit(self, pieces: list[str]) -> Any:
+            sends.append(pieces)
+            raise RuntimeError("the server lost 3 runs of batch in a row")
+
+    follower = FailingSends("lost", max_attempts=3)
+    chunk = _Chunk(["lost-000"], uuid4(), time.monotonic(), missing_reads=2)
+    done = [follower._step_safely(None, chunk) for _ in range(6)]  # type: ignore[arg-type]
+    assert len(sends) == 2, "attempts 2 and 3; the first was the original send"
+    assert done[:2] == [False, False] and done[2] is True, done
+    assert chunk.attempts == 3
+
+
 def _assert_superseded_runs_were_sent_again(batch_id: str, resent: list[str]) -> None:
     """The server lists at least one of the batch's GPU runs ``Superseded``, each next to the run its
     pieces were sent again as, which completed (following the chain if that one was superseded too).

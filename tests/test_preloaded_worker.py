@@ -7,6 +7,7 @@ server; a probe flow (``tests/support/probe_flow.py``) reports the process it ra
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -42,7 +43,12 @@ def probe_deployment(prefect_server: str, tmp_path_factory: pytest.TempPathFacto
             entrypoint="tests/support/probe_flow.py:probe",
             work_pool_name=pool,
             pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}],
-            job_variables={"env": {"CONTENTFORGE_PROBE_JOB_ENV": "from the job's variables"}},
+            job_variables={
+                "env": {
+                    "CONTENTFORGE_PROBE_JOB_ENV": "from the job's variables",
+                    "PREFECT_FLOWS_HEARTBEAT_FREQUENCY": "45",
+                }
+            },
         )
     run_dir = tmp_path_factory.mktemp("probe-worker")
     (cpu,) = [s for s in worker_services(prefect_server, pool, "unused", None) if s.name == "cpu-worker"]
@@ -82,6 +88,12 @@ def _wait_final(flow_run_id: Any, timeout_s: float = 120) -> Any:
     pytest.fail(f"flow run {flow_run_id} did not end within {timeout_s:.0f} s")
 
 
+def _kill_group(group: int) -> None:
+    """What a failed test would leave running: the run is in a session of its own, out of stop()'s reach."""
+    with contextlib.suppress(ProcessLookupError):
+        os.killpg(group, signal.SIGKILL)
+
+
 def _gone(pid: int, timeout_s: float = 30) -> bool:
     deadline = time.monotonic() + timeout_s
     while time.monotonic() < deadline:
@@ -106,16 +118,24 @@ def test_a_flow_run_is_forked_from_the_preloaded_server_with_its_jobs_directory_
     assert facts["process_group"] == facts["pid"], "each run leads a process group of its own"
     assert facts["job_env"] == "from the job's variables"
     assert facts["cwd"] == str(ROOT), "the deployment's pull step ran in the run's process"
+    assert facts["thread_heartbeat_s"] == 45, "a thread without the run's context reads the job's settings"
+    exit_mark = Path(str(report) + ".exit")  # written as the process ends, after the run's final state
+    deadline = time.monotonic() + 30
+    while not exit_mark.exists() and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert exit_mark.exists(), "the run's exit handlers ran (the fork server's os._exit skips them)"
 
 
 def test_a_run_whose_process_dies_is_marked_crashed(probe_deployment: str, tmp_path: Path) -> None:
     report = tmp_path / "report.json"
     run = _run_probe(probe_deployment, report, hold_s=120)
     facts = _wait_for_report(report)
-    os.kill(facts["pid"], signal.SIGKILL)
-    final = _wait_final(run.id)
-    assert final.state.is_crashed(), final.state
-    os.kill(facts["child_pid"], signal.SIGKILL)  # an orphan of the killed run; not the worker's to stop
+    try:
+        os.kill(facts["pid"], signal.SIGKILL)
+        final = _wait_final(run.id)
+        assert final.state.is_crashed(), final.state
+    finally:
+        _kill_group(facts["process_group"])  # the killed run's own child; not the worker's to stop
 
 
 def test_cancelling_a_run_stops_its_process_and_what_it_started(
@@ -127,36 +147,66 @@ def test_cancelling_a_run_stops_its_process_and_what_it_started(
     report = tmp_path / "report.json"
     run = _run_probe(probe_deployment, report, hold_s=120)
     facts = _wait_for_report(report)
-    with get_client(sync_client=True) as client:
-        client.set_flow_run_state(run.id, Cancelling(), force=True)
-    final = _wait_final(run.id)
-    assert final.state.is_cancelled(), final.state
-    assert _gone(facts["pid"]), "the run's process was stopped"
-    assert _gone(facts["child_pid"]), "so was the process it started (its process group)"
+    try:
+        with get_client(sync_client=True) as client:
+            client.set_flow_run_state(run.id, Cancelling(), force=True)
+        final = _wait_final(run.id)
+        assert final.state.is_cancelled(), final.state
+        assert _gone(facts["pid"]), "the run's process was stopped"
+        assert _gone(facts["child_pid"]), "so was the process it started (its process group)"
+    finally:
+        _kill_group(facts["process_group"])
 
 
 @pytest.mark.parametrize(
-    ("environment", "poll_s", "expected"),
-    [({}, None, 2.0), ({"PREFECT_WORKER_QUERY_SECONDS": "7"}, None, None), ({}, 0.5, 0.5)],
+    ("configured", "poll_s", "expected"),
+    [(None, None, 2.0), (7.0, None, 7.0), (None, 0.5, 0.5)],
 )
 def test_the_worker_asks_for_runs_every_two_seconds_unless_told_otherwise(
-    monkeypatch: pytest.MonkeyPatch, environment: dict[str, str], poll_s: float | None, expected: float | None
+    monkeypatch: pytest.MonkeyPatch, configured: float | None, poll_s: float | None, expected: float
 ) -> None:
-    """Prefect's default (10 s) would leave a batch asked for waiting 5 s on average before it starts."""
-    from prefect.settings import PREFECT_WORKER_QUERY_SECONDS
+    """Prefect's default (10 s) would leave a batch asked for waiting 5 s on average before it starts;
+    a value set in Prefect's settings (environment, profile, prefect.toml) or ``--poll-s`` wins."""
+    from prefect.settings import PREFECT_WORKER_QUERY_SECONDS, temporary_settings
 
     from contentforge_cli import preloaded_worker
 
-    monkeypatch.delenv("PREFECT_WORKER_QUERY_SECONDS", raising=False)
-    for key, value in environment.items():
-        monkeypatch.setenv(key, value)
     seen: list[float] = []
     monkeypatch.setattr(preloaded_worker, "fork_server", lambda modules: None)
     monkeypatch.setattr("prefect.utilities.processutils.setup_signal_handlers_worker", lambda *args: None)
     monkeypatch.setattr(
         preloaded_worker.anyio, "run", lambda work: seen.append(PREFECT_WORKER_QUERY_SECONDS.value())
     )
-    before = PREFECT_WORKER_QUERY_SECONDS.value()
-    preloaded_worker.serve("a-pool", "a-worker", poll_s=poll_s)
-    assert seen == [expected if expected is not None else before]
-    assert PREFECT_WORKER_QUERY_SECONDS.value() == before, "only while the worker serves"
+    settings = temporary_settings({PREFECT_WORKER_QUERY_SECONDS: configured}) if configured else None
+    with settings or contextlib.nullcontext():
+        before = PREFECT_WORKER_QUERY_SECONDS.value()
+        preloaded_worker.serve("a-pool", "a-worker", poll_s=poll_s)
+        assert seen == [expected]
+        assert PREFECT_WORKER_QUERY_SECONDS.value() == before, "only while the worker serves"
+
+
+def test_a_run_outlives_its_fork_server_and_the_next_run_gets_a_new_one(
+    probe_deployment: str, tmp_path: Path
+) -> None:
+    """Losing the fork server (killed, out of memory) leaves its children running with exit codes nobody
+    can read: the run is judged when it ends, not marked Crashed while it runs (a batch's crash hook
+    would free a batch still producing), and the next run starts from a fork server started again."""
+    from prefect.client.orchestration import get_client
+
+    report = tmp_path / "report.json"
+    run = _run_probe(probe_deployment, report, hold_s=4)
+    facts = _wait_for_report(report)
+    try:
+        os.kill(facts["parent_pid"], signal.SIGKILL)  # the fork server
+        final = _wait_final(run.id)
+        with get_client(sync_client=True) as client:
+            history = [state.name for state in client.read_flow_run_states(run.id)]
+        assert final.state.is_completed(), history
+        assert "Crashed" not in history, history
+    finally:
+        _kill_group(facts["process_group"])
+
+    again = tmp_path / "again.json"
+    second = _run_probe(probe_deployment, again, hold_s=0)
+    assert _wait_final(second.id).state.is_completed()
+    assert json.loads(again.read_text())["parent_pid"] != facts["parent_pid"]
