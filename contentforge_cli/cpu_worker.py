@@ -13,7 +13,7 @@ from typing import Annotated
 import typer
 
 from contentforge_cli import context
-from contentforge_cli.context import console, fail
+from contentforge_cli.context import console
 
 app = typer.Typer()
 
@@ -26,18 +26,16 @@ def cpu_worker(
     poll_s: Annotated[
         float | None,
         typer.Option(
-            min=0.1, help="Seconds between asks for runs; default PREFECT_WORKER_QUERY_SECONDS, else 2."
+            min=0.1,
+            help="Seconds between asks for runs; default Prefect's worker.query_seconds if set, else 2.",
         ),
     ] = None,
 ) -> None:
     """Run the cpu pool's flow runs on this machine until stopped (Ctrl-C, SIGTERM)."""
-    from contentforge_cli.runtime import connect
+    from contentforge_cli.runtime import connect_or_fail
 
     settings = context.settings()
-    try:
-        server = connect(settings)  # Prefect is imported after it
-    except RuntimeError as exc:  # a PREFECT_API_URL that does not answer
-        fail(str(exc))
+    server = connect_or_fail(settings)  # Prefect is imported after it
     from contentforge_cli.preloaded_worker import serve
 
     work_pool = pool or settings.cpu_pool

@@ -17,7 +17,7 @@ from typing import Annotated
 import typer
 
 from contentforge_cli import context
-from contentforge_cli.context import console, fail
+from contentforge_cli.context import console
 from contentforge_cli.stack import Service
 
 app = typer.Typer()
@@ -31,13 +31,10 @@ def gpu_worker(
     ] = None,
 ) -> None:
     """Serve the batches' image generations on this machine's GPU until stopped (Ctrl-C, SIGTERM)."""
-    from contentforge_cli.runtime import connect
+    from contentforge_cli.runtime import connect_or_fail
 
     settings = context.settings()
-    try:
-        server = connect(settings)  # Prefect is imported after it
-    except RuntimeError as exc:  # a PREFECT_API_URL that does not answer
-        fail(str(exc))
+    server = connect_or_fail(settings)  # Prefect is imported after it
     handler = logging.StreamHandler()
     handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(name)s: %(message)s"))
     worker_logger = logging.getLogger("tasks.gpu_workers")

@@ -36,3 +36,13 @@ def connect(settings: Settings) -> LocalServer:
     os.environ["PREFECT_API_URL"] = api_url_for("127.0.0.1", settings.prefect_port)
     os.environ.setdefault("PREFECT_HOME", str(settings.prefect_home.resolve()))
     return server
+
+
+def connect_or_fail(settings: Settings) -> LocalServer:
+    """``connect``, where a PREFECT_API_URL that does not answer is one line and exit code 2."""
+    from contentforge_cli.context import fail
+
+    try:
+        return connect(settings)
+    except RuntimeError as exc:
+        fail(str(exc))

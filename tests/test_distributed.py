@@ -16,6 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.workers import wait_final
 
 from contentforge.config import get_settings
 from contentforge.metrics import concurrency_figures
@@ -90,16 +91,7 @@ def cluster(settings_env: Path, prefect_api: str, tmp_path: Path) -> Iterator[Pa
 
 
 def _wait_final(flow_run_id: str, timeout_s: float) -> Any:
-    from prefect.client.orchestration import get_client
-
-    deadline = time.monotonic() + timeout_s
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            run = client.read_flow_run(flow_run_id)
-            if run.state is not None and run.state.is_final():
-                return run
-            time.sleep(2)
-    pytest.fail(f"flow run {flow_run_id} did not finish within {timeout_s:.0f} s")
+    return wait_final(flow_run_id, timeout_s, poll_s=2)
 
 
 def test_an_api_batch_runs_on_the_cpu_worker_with_its_gpu_stage_on_the_gpu_worker(

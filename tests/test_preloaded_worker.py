@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from support.workers import wait_final
 
 pytestmark = pytest.mark.slow
 
@@ -29,9 +30,9 @@ def probe_deployment(prefect_server: str, tmp_path_factory: pytest.TempPathFacto
     """A process pool of its own, the probe flow deployed on it, ``contentforge cpu-worker`` serving it."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
+    from support.probe_flow import probe
 
     from contentforge_cli.stack import start, stop, worker_services
-    from tests.support.probe_flow import probe
 
     pool = f"probe-{uuid.uuid4().hex[:8]}"
     with get_client(sync_client=True) as client:
@@ -76,16 +77,7 @@ def _wait_for_report(report: Path, timeout_s: float = 120) -> dict[str, Any]:
 
 
 def _wait_final(flow_run_id: Any, timeout_s: float = 120) -> Any:
-    from prefect.client.orchestration import get_client
-
-    deadline = time.monotonic() + timeout_s
-    with get_client(sync_client=True) as client:
-        while time.monotonic() < deadline:
-            run = client.read_flow_run(flow_run_id)
-            if run.state is not None and run.state.is_final():
-                return run
-            time.sleep(0.5)
-    pytest.fail(f"flow run {flow_run_id} did not end within {timeout_s:.0f} s")
+    return wait_final(flow_run_id, timeout_s)
 
 
 def _kill_group(group: int) -> None:
@@ -210,3 +202,23 @@ def test_a_run_outlives_its_fork_server_and_the_next_run_gets_a_new_one(
     second = _run_probe(probe_deployment, again, hold_s=0)
     assert _wait_final(second.id).state.is_completed()
     assert json.loads(again.read_text())["parent_pid"] != facts["parent_pid"]
+
+
+@pytest.mark.parametrize("command", ["cpu-worker", "gpu-worker"])
+def test_a_worker_asked_to_use_a_server_that_does_not_answer_says_so_in_one_line_before_starting(
+    monkeypatch: pytest.MonkeyPatch, command: str
+) -> None:
+    from typer.testing import CliRunner
+
+    from contentforge_cli import preloaded_worker
+    from contentforge_cli.main import app
+
+    started: list[str] = []
+    monkeypatch.setattr(preloaded_worker, "fork_server", lambda modules: started.append("fork server"))
+    monkeypatch.setenv("PREFECT_API_URL", "http://127.0.0.1:9/api")
+    result = CliRunner().invoke(app, [command])
+    assert result.exit_code == 2, result.output
+    assert result.output.strip().splitlines() == [
+        "error: PREFECT_API_URL=http://127.0.0.1:9/api does not answer; unset it to use a local server"
+    ]
+    assert started == []

@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any
 
 
 @contextmanager
@@ -42,3 +43,20 @@ def cpu_worker(api_url: str, data_dir: Path, run_dir: Path, **env: str) -> Itera
 def worker_logs(run_dir: Path) -> dict[str, str]:
     """The end of each service log, for assertion messages."""
     return {path.name: path.read_text()[-3000:] for path in run_dir.glob("*.log")}
+
+
+def wait_final(flow_run_id: Any, timeout_s: float, poll_s: float = 0.5) -> Any:
+    """The flow run once its state is final; fails the test after ``timeout_s``."""
+    import time
+
+    import pytest
+    from prefect.client.orchestration import get_client
+
+    deadline = time.monotonic() + timeout_s
+    with get_client(sync_client=True) as client:
+        while time.monotonic() < deadline:
+            run = client.read_flow_run(flow_run_id)
+            if run.state is not None and run.state.is_final():
+                return run
+            time.sleep(poll_s)
+    pytest.fail(f"flow run {flow_run_id} did not finish within {timeout_s:.0f} s")
