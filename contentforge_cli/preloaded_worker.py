@@ -14,7 +14,8 @@ a process group of its own, which cancellation signals as Prefect's own starter 
 detection from the exit code, and a job with a ``command`` of its own (started as Prefect does).
 
 What a fork server cannot know is code changed after it started: like a warm GPU worker, this worker
-runs the ContentForge it imported, so restart it after an upgrade.
+runs the ContentForge it imported, so restart it after an upgrade. It builds on Prefect 3.8's runner
+internals (the ``ProcessStarter`` protocol, ``FlowRunExecutorContext``), hence pyproject's ``<3.9``.
 """
 
 from __future__ import annotations
