@@ -59,18 +59,23 @@ def preloaded_modules() -> list[str]:
 
 
 def fork_server(modules: list[str]) -> ForkServerContext:
-    """A started fork server that has imported ``modules`` (imported here first, so a broken one fails
-    the worker's start instead of being skipped silently by the fork server)."""
-    for module in modules:
-        importlib.import_module(module)
+    """A started fork server that has imported ``modules``. Only the fork server imports them (the
+    worker never runs a flow itself); a module it could not import fails the worker's start."""
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(modules)
-    probe = context.Process(target=os.getpid)  # starts the server, which imports before it forks
+    probe = context.Process(target=_import_all, args=(modules,))  # the server imports before it forks
     probe.start()
     probe.join()
     if probe.exitcode != 0:
-        raise RuntimeError(f"the fork server could not start a process (exit code {probe.exitcode})")
+        raise RuntimeError(f"the fork server could not import the flows (exit code {probe.exitcode})")
     return context
+
+
+def _import_all(modules: list[str]) -> None:
+    """In the fork server's first child: nothing for a module the server imported; the real error,
+    printed to the worker's log, for one it skipped (it skips an ``ImportError`` silently)."""
+    for module in modules:
+        importlib.import_module(module)
 
 
 def _run_flow_run(flow_run_id: UUID, cwd: Path, environment: dict[str, str], started: Any) -> None:

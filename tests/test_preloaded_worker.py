@@ -222,3 +222,12 @@ def test_a_worker_asked_to_use_a_server_that_does_not_answer_says_so_in_one_line
         "error: PREFECT_API_URL=http://127.0.0.1:9/api does not answer; unset it to use a local server"
     ]
     assert started == []
+
+
+def test_a_flow_module_the_fork_server_cannot_import_fails_the_workers_start() -> None:
+    """The fork server skips a module that raises ImportError without a word; the worker must not
+    start serving runs that would then import it again, or fail, one by one."""
+    from contentforge_cli.preloaded_worker import fork_server
+
+    with pytest.raises(RuntimeError, match="could not import the flows"):
+        fork_server(["prefect.engine", "flows.no_such_flow_module"])
