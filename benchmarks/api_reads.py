@@ -7,8 +7,8 @@ process on a database seeded by ``benchmarks/seed_pieces.py``, and measures from
 - ``list``: ``GET /api/v1/personas/{id}/content?limit=50&offset=…`` (random pages of a persona);
 - ``stats``: ``GET /api/v1/personas/{id}/stats``;
 - ``batch``: ``GET /api/v1/batches/{id}``; ``batch_pieces``: ``GET /api/v1/batches/{id}/pieces``;
-- ``gallery``: what the review gallery loads for a batch: the page (``GET /gallery/batches/{id}``),
-  then the batch and its pieces in parallel, as ``gallery.js`` asks for them.
+- ``gallery``: what the review gallery loads for a batch, as ``gallery.js`` asks for it: the page
+  (``GET /gallery/batches/{id}``), then the batch with its pieces (``GET /api/v1/batches/{id}/gallery``).
 
 The API's own cost per request is measured the same way as a floor (reported under ``floor``, not
 held to the target): ``health`` (``GET /api/v1/health``: no token, no database) and ``persona``
@@ -126,11 +126,11 @@ def _paths(endpoint: str, targets: dict[str, Any], rng: random.Random) -> list[s
         return [f"/api/v1/batches/{batch}"]
     if endpoint == "batch_pieces":
         return [f"/api/v1/batches/{batch}/pieces"]
-    return [f"/gallery/batches/{batch}", f"/api/v1/batches/{batch}", f"/api/v1/batches/{batch}/pieces"]
+    return [f"/gallery/batches/{batch}", f"/api/v1/batches/{batch}/gallery"]
 
 
 async def _get_all(http: Any, paths: list[str]) -> None:
-    """The first path, then the rest in parallel (the gallery's page, then its batch and pieces)."""
+    """The first path, then the rest in parallel (the gallery's page, then what its script reads)."""
     first, *rest = paths
     for response in [await http.get(first), *await asyncio.gather(*(http.get(path) for path in rest))]:
         if response.status_code != 200:

@@ -470,6 +470,13 @@ class BatchOut(BaseModel):
     stats: BatchStats
 
 
+class BatchGalleryOut(BaseModel):
+    """A batch and its pieces as the review gallery loads them, read from one snapshot."""
+
+    batch: BatchOut
+    pieces: list[PieceOut]
+
+
 class PieceUrl(BaseModel):
     piece_id: str
     index: int

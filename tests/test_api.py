@@ -86,6 +86,7 @@ PROTECTED = [
     ("GET", "/api/v1/batches/b1/urls"),
     ("GET", "/api/v1/batches/b1"),
     ("GET", "/api/v1/batches/b1/pieces"),
+    ("GET", "/api/v1/batches/b1/gallery"),
     ("GET", "/api/v1/pieces/b1-000"),
     ("POST", "/api/v1/pieces/b1-002/review"),
     ("GET", "/content/ava/b1-000.png"),
@@ -111,6 +112,7 @@ def test_openapi_schema_lists_every_endpoint_with_bearer_auth(client: TestClient
         "/api/v1/batches/{batch_id}/urls": {"get"},
         "/api/v1/batches/{batch_id}": {"get"},
         "/api/v1/batches/{batch_id}/pieces": {"get"},
+        "/api/v1/batches/{batch_id}/gallery": {"get"},
         "/api/v1/pieces/{piece_id}": {"get"},
         "/api/v1/pieces/{piece_id}/review": {"post"},
     }
@@ -305,6 +307,11 @@ def test_batch_and_piece_reads(client: TestClient) -> None:
     assert client.get("/api/v1/batches/nope", headers=AUTH).status_code == 404
     assert client.get("/api/v1/batches/nope/pieces", headers=AUTH).status_code == 404
     assert client.get("/api/v1/pieces/nope", headers=AUTH).status_code == 404
+    # What the review gallery loads: the same batch and pieces in one answer.
+    gallery = client.get("/api/v1/batches/b1/gallery", headers=AUTH)
+    assert gallery.status_code == 200 and gallery.json() == {"batch": batch, "pieces": pieces}
+    missing = client.get("/api/v1/batches/nope/gallery", headers=AUTH)
+    assert missing.status_code == 404 and "no batch with id 'nope'" in error(missing)["message"]
 
 
 def test_piece_listings_name_the_piece_each_variation_varies(world: World, client: TestClient) -> None:
@@ -341,7 +348,8 @@ def test_piece_listings_name_the_piece_each_variation_varies(world: World, clien
     finally:
         event.remove(world.repo.engine, "before_cursor_execute", remember)
     assert rows is not None and [r["parent_piece_id"] for r in rows] == ["v0-000", "v0-000"]
-    assert len(selects) == 2, selects  # the rows, then their hooks: the parent is a column of the row
+    # The batch's params (its mode's decisions), the rows, their hooks: the parent is a column of the row.
+    assert len(selects) == 3, selects
 
 
 # --- hooks and safety --------------------------------------------------------------------------------

@@ -26,7 +26,7 @@ from contentforge.db import Repository
 from contentforge.db.models import BatchORM, CostEntryORM, HookORM, PieceORM
 from contentforge_api.json_answers import json_answer
 from contentforge_api.queries import ContentQueries
-from contentforge_api.schemas import ContentPage, PieceOut
+from contentforge_api.schemas import BatchGalleryOut, BatchOut, ContentPage, PieceOut
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "benchmarks"))
 from seed_pieces import seed
@@ -60,6 +60,12 @@ def _seeded(url: str) -> Repository:
         # bench000003 and bench000005 (both persona bench-001) start together: ordered by id.
         session.execute(
             update(BatchORM).where(BatchORM.id.in_(["bench000003", "bench000005"])).values(started_at=TIE)
+        )
+        # An AUTO batch keeps what its mode chose per piece in its params (contentforge.db.piece_plans).
+        session.execute(
+            update(BatchORM)
+            .where(BatchORM.id == "bench000002")
+            .values(params={"mode": "auto", "decisions": {"bench000002-001": "AUTO chose a LoRA"}})
         )
         session.add(
             HookORM(
@@ -203,6 +209,28 @@ def test_batch_pieces_and_stats_match_the_rows(seeded: Repository) -> None:
         charged = [c for c in rows["costs"] if c.batch_id == batch_id]
         for kind, total in stats.cost_usd_by_kind.items():
             assert total == pytest.approx(sum(c.amount_usd for c in charged if c.kind == kind))
+
+
+def test_the_gallery_read_is_the_batch_and_its_pieces_with_their_decisions(seeded: Repository) -> None:
+    """``GET /batches/{id}/gallery``'s query: the batch read and the pieces read in one answer, the
+    AUTO batch's decision on its piece, written byte for byte as ``BatchGalleryOut`` writes it."""
+    queries = _queries(seeded)
+    for batch_id in ("bench000002", "bench000003", "empty-batch"):
+        gallery = queries.batch_gallery(batch_id)
+        assert gallery == {
+            "batch": queries.batch_with_stats(batch_id),
+            "pieces": queries.batch_pieces(batch_id),
+        }
+        assert gallery["batch"]["stats"].pieces == len(gallery["pieces"])
+        sent = json_answer({"batch": BatchOut(**gallery["batch"]), "pieces": gallery["pieces"]}).body
+        assert sent == BatchGalleryOut.model_validate(gallery).model_dump_json().encode()
+    decided = queries.batch_pieces("bench000002")
+    assert decided is not None
+    assert {p["id"]: p["decision"] for p in decided if p["decision"]} == {
+        "bench000002-001": "AUTO chose a LoRA"
+    }
+    assert all(p["decision"] is None for p in queries.batch_pieces("bench000003") or [])
+    assert queries.batch_gallery("no-such-batch") is None
 
 
 def test_persona_stats_match_the_rows(seeded: Repository) -> None:

@@ -25,6 +25,12 @@ MODE_PARAM = "mode"
 DECISIONS_PARAM = "decisions"
 
 
+def decisions_in(params: Mapping[str, Any] | None) -> dict[str, str]:
+    """Piece id → explanation line, from a batch's ``params`` (empty for a MANUAL batch): for readers
+    that already hold the row, in a transaction of their own."""
+    return {str(k): str(v) for k, v in ((params or {}).get(DECISIONS_PARAM) or {}).items()}
+
+
 @dataclass(frozen=True)
 class PlannedGeneration:
     """What a mode chose for one piece: the request's values and the line that explains them."""
@@ -73,8 +79,7 @@ class PiecePlans(Store):
     def decisions(self, batch_id: str) -> dict[str, str]:
         """Piece id → the explanation line of what its mode chose (empty for a MANUAL batch)."""
         with self._db.read() as session:
-            params = session.scalar(select(BatchORM.params).where(BatchORM.id == batch_id)) or {}
-        return {str(k): str(v) for k, v in (params.get(DECISIONS_PARAM) or {}).items()}
+            return decisions_in(session.scalar(select(BatchORM.params).where(BatchORM.id == batch_id)))
 
     def decision_of(self, batch_id: str, piece_id: str) -> tuple[str, str] | None:
         """(mode, explanation) of a piece its batch's mode planned; None for any other piece (MANUAL, or a

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
@@ -21,6 +21,7 @@ from contentforge_api.errors import ApiError
 from contentforge_api.json_answers import json_answer
 from contentforge_api.responses import AUTH, documented
 from contentforge_api.schemas import (
+    BatchGalleryOut,
     BatchOut,
     BatchUrls,
     PieceDetailOut,
@@ -53,20 +54,25 @@ async def get_batch(state: State, _identity: Reader, batch_id: BatchId) -> Batch
 
 @router.get("/batches/{batch_id}/pieces", response_model=list[PieceOut], responses=documented(AUTH, 404))
 async def batch_pieces(state: State, _identity: Reader, batch_id: BatchId) -> Response:
-    """Every piece of the batch in plan order: image URL, hooks, tier, scores, cost, status."""
-    pieces = await run_in_threadpool(_pieces_with_decisions, state, batch_id)  # one hop for both reads
+    """Every piece of the batch in plan order: image URL, hooks, tier, scores, cost, status, and what
+    an AUTO or ASSISTED batch's mode chose (``decision``)."""
+    pieces = await run_in_threadpool(state.queries.batch_pieces, batch_id)
     if pieces is None:
         raise _no_batch(batch_id)
     return json_answer(pieces)  # PieceOuts, from the query's dicts without a second validation
 
 
-def _pieces_with_decisions(state: ApiState, batch_id: str) -> list[dict[str, Any]] | None:
-    """The batch's pieces, each with its AUTO/ASSISTED ``decision`` (why), or None for no batch."""
-    pieces = state.queries.batch_pieces(batch_id)
-    if pieces is None:
-        return None
-    decisions = PiecePlans(state.repo.sessions).decisions(batch_id)
-    return [p | {"decision": decisions.get(p["id"])} for p in pieces]
+@router.get("/batches/{batch_id}/gallery", response_model=BatchGalleryOut, responses=documented(AUTH, 404))
+async def batch_gallery(state: State, _identity: Reader, batch_id: BatchId) -> Response:
+    """The batch with its stats and every piece, from one snapshot: what the review gallery shows.
+
+    The same ``batch`` as ``GET /batches/{id}`` and ``pieces`` as ``GET /batches/{id}/pieces``, read
+    in one transaction, so the summary counts the cards it sits above, in one request."""
+    found = await run_in_threadpool(state.queries.batch_gallery, batch_id)
+    if found is None:
+        raise _no_batch(batch_id)
+    # The batch through its model (a few fields); the pieces as the query wrote them (json_answers).
+    return json_answer({"batch": BatchOut(**found["batch"]), "pieces": found["pieces"]})
 
 
 @router.get(

@@ -314,17 +314,15 @@
   async function load(redraw) {
     if (!sessionStorage.getItem(TOKEN_KEY)) { say("Enter the API token to load the batch."); return; }
     try {
-      // The pieces are asked for at once, beside the batch (one round trip of waiting, not two); the
-      // summary shows as soon as the batch is in. Awaited below; the no-op catch only keeps a failure
-      // of the batch's request from leaving the pieces' rejection unhandled.
-      const piecesCall = redraw === false ? null
-        : api("/api/v1/batches/" + encodeURIComponent(batchId) + "/pieces");
-      if (piecesCall) piecesCall.catch(() => {});
-      const batch = await api("/api/v1/batches/" + encodeURIComponent(batchId));
+      // A redraw asks for the batch and its pieces in one request (one snapshot: the summary counts
+      // the cards below it); following a running batch, only the batch, for its summary.
+      const gallery = redraw === false ? null
+        : await api("/api/v1/batches/" + encodeURIComponent(batchId) + "/gallery");
+      const batch = gallery ? gallery.batch : await api("/api/v1/batches/" + encodeURIComponent(batchId));
       renderSummary(batch);
       if (batch.flow_run_id && batch.status === "running") follow(batch.flow_run_id);
-      if (redraw === false) return;
-      const pieces = await piecesCall;
+      if (!gallery) return;
+      const pieces = gallery.pieces;
       objectUrls.splice(0).forEach((url) => URL.revokeObjectURL(url));
       inView.clear();
       pieces.forEach((piece) => inView.add(piece.id));
