@@ -15,6 +15,7 @@ gives the total and the one or two batches the page falls in.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Callable
 from contextlib import AbstractContextManager
 from typing import Any, Protocol, cast
@@ -23,6 +24,7 @@ from sqlalchemy import (
     ColumnElement,
     Connection,
     Engine,
+    Integer,
     Row,
     Select,
     bindparam,
@@ -118,6 +120,41 @@ HOOKS_OF_BATCH = _HOOK_ROWS.where(
 HOOKS_OF_PIECE = _HOOK_ROWS.where(HookORM.piece_id == bindparam("piece_id"))
 PARAMS_OF_BATCH = select(BatchORM.params).where(BatchORM.id == bindparam("batch_id"))
 """A batch's ``params``, where an AUTO or ASSISTED batch keeps its decisions; no row: no batch."""
+PERSONA_EXISTS = select(PersonaORM.id).where(PersonaORM.id == bindparam("persona_id"))
+
+
+@functools.cache
+def _content_statements(by_tier: bool, by_status: bool, by_platform: bool) -> tuple[Select[Any], Select[Any]]:
+    """A content list's two statements for one combination of filters, built once (as the statements
+    above): the persona's matching pieces counted per batch, newest batch first, and one page of them
+    from the batches it falls in. Bind parameters: ``persona_id`` and the filters' ``tier``,
+    ``status``, ``platform``; the page's ``batch_ids``, ``limit`` and ``skip``."""
+    conditions: list[ColumnElement[bool]] = [PieceORM.persona_id == bindparam("persona_id")]
+    if by_tier:
+        conditions.append(PieceORM.tier == bindparam("tier"))
+    if by_status:
+        conditions.append(PieceORM.status == bindparam("status"))
+    counted = (
+        select(PieceORM.batch_id, func.count().label("pieces"))
+        .where(*conditions)
+        .group_by(PieceORM.batch_id)
+        .subquery("counted")
+    )
+    counts = (  # a piece's persona is its batch's: the persona's ~40 batches, not all of them
+        select(counted.c.batch_id, counted.c.pieces)
+        .join(BatchORM, BatchORM.id == counted.c.batch_id)
+        .where(BatchORM.persona_id == bindparam("persona_id"))
+        .order_by(BatchORM.started_at.desc(), counted.c.batch_id)
+    )
+    if by_platform:
+        counts = counts.where(BatchORM.platform == bindparam("platform"))
+    page = (
+        _PIECE_ROWS.where(PieceORM.batch_id.in_(bindparam("batch_ids", expanding=True)), *conditions)
+        .order_by(BatchORM.started_at.desc(), PieceORM.batch_id, PieceORM.index)
+        .limit(bindparam("limit", type_=Integer))
+        .offset(bindparam("skip", type_=Integer))
+    )
+    return counts, page
 
 
 class ContentQueries:
@@ -145,29 +182,12 @@ class ContentQueries:
         every page: 10 ms of PostgreSQL time per page at 100,000 pieces); the page is then read
         from the batches it falls in alone, in the same order.
         """
-        conditions: list[ColumnElement[bool]] = [PieceORM.persona_id == persona_id]
-        if tier is not None:
-            conditions.append(PieceORM.tier == tier)
-        if status is not None:
-            conditions.append(PieceORM.status == status)
-        counted = (
-            select(PieceORM.batch_id, func.count().label("pieces"))
-            .where(*conditions)
-            .group_by(PieceORM.batch_id)
-            .subquery("counted")
-        )
-        batches = (  # a piece's persona is its batch's: the persona's ~40 batches, not all of them
-            select(counted.c.batch_id, counted.c.pieces)
-            .join(BatchORM, BatchORM.id == counted.c.batch_id)
-            .where(BatchORM.persona_id == persona_id)
-            .order_by(BatchORM.started_at.desc(), counted.c.batch_id)
-        )
-        if platform is not None:
-            batches = batches.where(BatchORM.platform == platform)
+        counts, page = _content_statements(tier is not None, status is not None, platform is not None)
+        params = {"persona_id": persona_id, "tier": tier, "status": status, "platform": platform}
         with self._read() as session:
             db = one_snapshot(session)  # the counts and the page must agree while reviewers write
-            per_batch = db.execute(batches).all()
-            if not per_batch and db.scalar(select(PersonaORM.id).where(PersonaORM.id == persona_id)) is None:
+            per_batch = db.execute(counts, params).all()
+            if not per_batch and db.scalar(PERSONA_EXISTS, {"persona_id": persona_id}) is None:
                 return None
             # The batches whose pieces fall in [offset, offset + limit), and how many to skip in the first.
             total, skip, chosen = 0, 0, list[str]()
@@ -179,12 +199,7 @@ class ContentQueries:
                 total += pieces
             if not chosen:
                 return total, []
-            rows = db.execute(
-                _PIECE_ROWS.where(PieceORM.batch_id.in_(chosen), *conditions)
-                .order_by(BatchORM.started_at.desc(), PieceORM.batch_id, PieceORM.index)
-                .limit(limit)
-                .offset(skip)
-            ).all()
+            rows = db.execute(page, params | {"batch_ids": chosen, "limit": limit, "skip": skip}).all()
             hooks = _hooks(db, HOOKS_OF_PIECES, piece_ids=[row.id for row in rows]) if rows else {}
             return total, [self._piece(row, hooks) for row in rows]
 
