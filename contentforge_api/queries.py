@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from contentforge.db.batches import effective_status, grouped_pieces, load_batch_with_stats
+from contentforge.db.batches import GroupedPieces, effective_status, load_batch_with_stats
 from contentforge.db.models import (
     COST_KINDS,
     PIECE_STATUSES,
@@ -121,6 +121,38 @@ HOOKS_OF_PIECE = _HOOK_ROWS.where(HookORM.piece_id == bindparam("piece_id"))
 PARAMS_OF_BATCH = select(BatchORM.params).where(BatchORM.id == bindparam("batch_id"))
 """A batch's ``params``, where an AUTO or ASSISTED batch keeps its decisions; no row: no batch."""
 PERSONA_EXISTS = select(PersonaORM.id).where(PersonaORM.id == bindparam("persona_id"))
+
+
+# A persona's stats (``ContentQueries.persona_stats``), built once; bind parameter ``persona_id``.
+_OF_PERSONA = BatchORM.persona_id == bindparam("persona_id")
+_PERSONA_BATCHES = select(
+    PersonaORM.id,
+    select(func.count()).select_from(BatchORM).where(_OF_PERSONA).scalar_subquery().label("batches"),
+    select(BatchORM.id)
+    .where(_OF_PERSONA)
+    .order_by(BatchORM.started_at.desc(), BatchORM.id.desc())
+    .limit(1)
+    .scalar_subquery()
+    .label("latest"),
+).where(PersonaORM.id == bindparam("persona_id"))
+"""The persona row with its batch count and latest batch; no row: no persona."""
+_PERSONA_PIECE_GROUPS = GroupedPieces(
+    PieceORM.persona_id == bindparam("persona_id"), PieceORM.status, PieceORM.tier, BatchORM.platform
+)
+_PERSONA_COSTS = union_all(
+    select(  # each batch's totals per kind (migration 0022): ~160 rows, not ~5,900 entries
+        literal("kind").label("part"),
+        BatchCostTotalORM.kind.label("key"),
+        func.sum(BatchCostTotalORM.amount_usd).label("total"),
+    )
+    .where(BatchCostTotalORM.batch_id.in_(select(BatchORM.id).where(_OF_PERSONA)))
+    .group_by(BatchCostTotalORM.kind),
+    # Strategy steps (topics, blog posts, social posts) have no batch; they name the persona.
+    select(literal("step"), CostEntryORM.step, func.sum(CostEntryORM.amount_usd))
+    .where(CostEntryORM.batch_id.is_(None), CostEntryORM.persona_id == bindparam("persona_id"))
+    .group_by(CostEntryORM.step),
+)
+"""The persona's costs: per kind over its batches (part ``kind``), per strategy step (part ``step``)."""
 
 
 @functools.cache
@@ -296,48 +328,15 @@ class ContentQueries:
         (status, tier, platform); its batches' cost totals by kind and strategy costs by step in one
         union.
         """
-        of_persona = BatchORM.persona_id == persona_id
         with self._read() as session:
-            persona = session.execute(
-                select(
-                    PersonaORM.id,
-                    select(func.count())
-                    .select_from(BatchORM)
-                    .where(of_persona)
-                    .scalar_subquery()
-                    .label("batches"),
-                    select(BatchORM.id)
-                    .where(of_persona)
-                    .order_by(BatchORM.started_at.desc(), BatchORM.id.desc())
-                    .limit(1)
-                    .scalar_subquery()
-                    .label("latest"),
-                ).where(PersonaORM.id == persona_id)
-            ).first()
+            persona = session.execute(_PERSONA_BATCHES, {"persona_id": persona_id}).first()
             if persona is None:
                 return None
-            groups = grouped_pieces(
-                session, PieceORM.persona_id == persona_id, PieceORM.status, PieceORM.tier, BatchORM.platform
-            )
+            groups = _PERSONA_PIECE_GROUPS.read(session, persona_id=persona_id)
             by_status = dict.fromkeys(PIECE_STATUSES, 0) | groups.by("status")
-            batch_costs = (  # each batch's totals per kind (migration 0022): ~160 rows, not ~5,900 entries
-                select(
-                    literal("kind").label("part"),
-                    BatchCostTotalORM.kind.label("key"),
-                    func.sum(BatchCostTotalORM.amount_usd).label("total"),
-                )
-                .where(BatchCostTotalORM.batch_id.in_(select(BatchORM.id).where(of_persona)))
-                .group_by(BatchCostTotalORM.kind)
-            )
-            # Strategy steps (topics, blog posts, social posts) have no batch; they name the persona.
-            step_costs = (
-                select(literal("step"), CostEntryORM.step, func.sum(CostEntryORM.amount_usd))
-                .where(CostEntryORM.batch_id.is_(None), CostEntryORM.persona_id == persona_id)
-                .group_by(CostEntryORM.step)
-            )
             cost_by_kind = dict.fromkeys(COST_KINDS, 0.0)
             cost_by_step: dict[str, float] = {}
-            for row in session.execute(union_all(batch_costs, step_costs)).mappings():
+            for row in session.execute(_PERSONA_COSTS, {"persona_id": persona_id}).mappings():
                 (cost_by_kind if row["part"] == "kind" else cost_by_step)[row["key"]] = float(row["total"])
             return {
                 "persona_id": persona_id,

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, func, or_, select, update
+from sqlalchemy import and_, bindparam, func, or_, select, update
 from sqlalchemy.orm import Session
 
 from contentforge.db.models import (
@@ -372,52 +372,70 @@ class PieceGroups:
         return math.fsum(float(row.seconds) for row in self._rows if row.seconds is not None) / timed
 
 
-def grouped_pieces(session: Session, where: Any, *columns: Any) -> PieceGroups:
-    """The pieces matching ``where`` counted per combination of ``columns`` (piece columns or joined).
+class GroupedPieces:
+    """A grouped count of pieces (``PieceGroups``), its statement built once: the pieces matching
+    ``where`` (with bind parameters) counted per combination of ``columns`` (piece columns or joined).
 
     One statement instead of one ``GROUP BY`` per column: a read endpoint's latency is mostly its
-    round trips to the database (issue 18).
+    round trips to the database (issue 18); and built once, as building a statement per request was a
+    large share of a read's CPU.
     """
-    query = select(
-        *columns,
-        func.count().label("pieces"),
-        func.count(PieceORM.content_sha256).label("generated"),
-        func.sum(PieceORM.generation_seconds).label("seconds"),
-        func.count(PieceORM.generation_seconds).label("timed"),
-    ).select_from(PieceORM)
-    if any(column.class_ is BatchORM for column in columns):
-        query = query.join(BatchORM, BatchORM.id == PieceORM.batch_id)
-    rows = session.execute(query.where(where).group_by(*columns)).all()
-    return PieceGroups(tuple(column.key for column in columns), rows)
+
+    def __init__(self, where: Any, *columns: Any) -> None:
+        query = select(
+            *columns,
+            func.count().label("pieces"),
+            func.count(PieceORM.content_sha256).label("generated"),
+            func.sum(PieceORM.generation_seconds).label("seconds"),
+            func.count(PieceORM.generation_seconds).label("timed"),
+        ).select_from(PieceORM)
+        if any(column.class_ is BatchORM for column in columns):
+            query = query.join(BatchORM, BatchORM.id == PieceORM.batch_id)
+        self._statement = query.where(where).group_by(*columns)
+        self._columns = tuple(column.key for column in columns)
+
+    def read(self, session: Session, **params: Any) -> PieceGroups:
+        return PieceGroups(self._columns, session.execute(self._statement, params).all())
+
+
+_BATCH_PIECE_GROUPS = GroupedPieces(
+    PieceORM.batch_id == bindparam("batch_id"),
+    PieceORM.status,
+    PieceORM.verdict,
+    PieceORM.tier,
+    PieceORM.template_tier,
+)
+_BATCH_WITH_TOTALS = select(
+    BatchORM,
+    select(func.count())  # its hooks
+    .select_from(HookORM)
+    .join(PieceORM)
+    .where(PieceORM.batch_id == bindparam("batch_id"))
+    .scalar_subquery(),
+    *(  # kept per (batch, kind) by the database (migration 0022), not summed per read
+        select(BatchCostTotalORM.amount_usd)
+        .where(BatchCostTotalORM.batch_id == bindparam("batch_id"), BatchCostTotalORM.kind == kind)
+        .scalar_subquery()
+        for kind in COST_KINDS
+    ),
+).where(BatchORM.id == bindparam("batch_id"))
+"""The batch row with its hook count and its cost per kind of ``COST_KINDS``, as scalar subqueries."""
 
 
 def load_batch_with_stats(session: Session, batch_id: str) -> tuple[BatchORM, BatchStats] | None:
     """The batch and its ``BatchStats`` in the caller's read transaction, or None: two statements.
 
     The batch row carries its costs per kind and its hook count as scalar subqueries; the pieces are
-    counted in one grouped scan (``grouped_pieces``).
+    counted in one grouped scan (``GroupedPieces``).
     """
-    in_batch = PieceORM.batch_id == batch_id
-    kind_totals = [  # kept per (batch, kind) by the database (migration 0022), not summed per read
-        select(BatchCostTotalORM.amount_usd)
-        .where(BatchCostTotalORM.batch_id == batch_id, BatchCostTotalORM.kind == kind)
-        .scalar_subquery()
-        .label(kind)
-        for kind in COST_KINDS
-    ]
-    hook_count = (
-        select(func.count()).select_from(HookORM).join(PieceORM).where(in_batch).scalar_subquery()
-    ).label("hooks")
-    row = session.execute(select(BatchORM, hook_count, *kind_totals).where(BatchORM.id == batch_id)).first()
+    row = session.execute(_BATCH_WITH_TOTALS, {"batch_id": batch_id}).first()
     if row is None:
         return None
     batch, hooks = row[0], row[1]
     cost_by_kind = {
         kind: 0.0 if total is None else float(total) for kind, total in zip(COST_KINDS, row[2:], strict=True)
     }
-    groups = grouped_pieces(
-        session, in_batch, PieceORM.status, PieceORM.verdict, PieceORM.tier, PieceORM.template_tier
-    )
+    groups = _BATCH_PIECE_GROUPS.read(session, batch_id=batch_id)
     generated = groups.generated
     total_cost = sum(cost_by_kind.values())
     return batch, BatchStats(
