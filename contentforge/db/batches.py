@@ -395,7 +395,8 @@ class GroupedPieces:
         self._columns = tuple(column.key for column in columns)
 
     def read(self, session: Session, **params: Any) -> PieceGroups:
-        return PieceGroups(self._columns, session.execute(self._statement, params).all())
+        # On the session's connection: a column statement needs none of the ORM's steps.
+        return PieceGroups(self._columns, session.connection().execute(self._statement, params).all())
 
 
 _BATCH_PIECE_GROUPS = GroupedPieces(
