@@ -477,8 +477,10 @@ class DiffusersBackend:
             # compel splits long prompts into 77-token chunks itself, so the tokenizer's "longer than the
             # maximum sequence length" warning would be wrong here; mark it as already shown.
             tokenizer.deprecation_warnings[LONG_SEQUENCE_NOTICE] = True
+        from contentforge.images.prompt_parsing import share_parses
+
         wrapper = CompelForSDXL if self.family == "sdxl" else CompelForSD
-        return wrapper(pipe, device=self.device)
+        return share_parses(wrapper(pipe, device=self.device))  # parsing was most of a tiny image's time
 
     def _make_replica(self, base: Any) -> Replica:
         """A pipeline sharing ``base``'s modules; built at load time because ``from_pipe`` calls ``.to()``."""
