@@ -110,7 +110,9 @@ def produce_content_batch(
         batch_id=batch_id,  # a run started straight from a deployment is checked like the CLI's and API's
         mode=mode,
     )
-    bootstrap_limits(resources.settings())
+    # The limits are read (and created where absent) beside taking and planning the batch: they are
+    # HTTP round trips to the server, waited for only before the first generation (issue 18).
+    limits = bootstrap_limits.submit(resources.settings())
     batch_id = batch_id or uuid.uuid4().hex
     owner = lease_owner(flow_run.get_id())
     take_batch(request, batch_id, flow_run.get_id(), owner, wait_for_runner_s)
@@ -136,6 +138,7 @@ def produce_content_batch(
                 priority,
                 stopped,
                 piece_request,
+                limits,
             )
         except BatchStopped:
             # Its run is Cancelling: the batch is cancelled now; the pieces made so far are kept.
@@ -170,10 +173,12 @@ def _produce(
     priority: str = DEFAULT_PRIORITY,
     stopped: threading.Event | None = None,
     piece_request: PieceRequest | None = None,
+    limits: PrefectFuture[Any] | None = None,
 ) -> dict[str, Any]:
     """Plan, generate, write hooks, moderate and summarise a batch whose lease this run holds.
 
-    ``BatchStopped`` once ``stopped`` is set (the run is Cancelling)."""
+    ``limits``: the bootstrap of the batch's concurrency limits, waited for (and its failure raised)
+    before the first generation. ``BatchStopped`` once ``stopped`` is set (the run is Cancelling)."""
     logger = get_run_logger()
     template_id = piece_request.template_id if piece_request is not None else None
     piece_ids = select_templates_and_prompts(request, batch_id, template_id)
@@ -195,6 +200,8 @@ def _produce(
     progress = BatchProgress(batch_id, steps_per_piece * len(piece_ids))
     # In local mode the generations start now, while the GPU stage's subflow run is being created.
     remote = resources.settings().gpu_deployment or resources.settings().gpu_task_workers
+    if limits is not None:
+        limits.result()  # every generation holds a slot of a limit that must exist first
     queued = [] if remote else queue_ahead(piece_ids, priority, batch_id)
     try:
         # The GPU stage first: it holds one of the task runner's threads for its whole run.

@@ -126,3 +126,23 @@ def test_three_simultaneous_batches_never_exceed_five(prefect_server: str, tmp_p
     figures = json.loads(result.stdout.strip().splitlines()[-1])
     assert figures["pieces"] == 30 and figures["pieces_generated"] == 30
     assert 1 <= figures["peak_concurrent_generations"] <= 5
+
+
+def test_limits_that_cannot_be_bootstrapped_fail_the_batch_before_any_generation(  # type: ignore[no-untyped-def]
+    flow_env, monkeypatch
+) -> None:
+    """The limits are read beside taking and planning the batch, and waited for before the first
+    generation: when the server refuses them, the batch ends failed and nothing was generated."""
+    from flows.produce_content_batch import produce_content_batch
+    from tasks import bootstrap
+
+    def refused(name: str, limit: int) -> str:
+        raise RuntimeError(f"the server refused the limit {name}")
+
+    monkeypatch.setattr(bootstrap, "create_limit_if_absent", refused)
+    with pytest.raises(RuntimeError, match="refused the limit"):
+        produce_content_batch(persona="mia-fit", num_pieces=3, seed=5, batch_id="limits-refused-01")
+    summary = next(b for b in flow_env.latest_batches(50) if b.id == "limits-refused-01")
+    assert summary.status == "failed"
+    rows = flow_env.pieces(batch_id="limits-refused-01")
+    assert len(rows) == 3 and {row.status for row in rows} == {PieceStatus.planned}  # planned, none generated
