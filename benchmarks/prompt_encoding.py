@@ -11,7 +11,11 @@ of a process's generation slots wait for it one after another).
     python benchmarks/prompt_encoding.py               # the demo's 50 pieces
     python benchmarks/prompt_encoding.py --pieces 200
 
-Prints one JSON object: seconds per image for each way, the embeddings' equality, the prompts' words.
+Also times one parse of an awkward prompt with and without packrat parsing: 150 words drawn (seed 0)
+from a prompt with a weighted phrase, so its parentheses come unbalanced, as a user's typing may.
+
+Prints one JSON object: seconds per image for each way, the embeddings' equality, the prompts' words,
+the awkward prompt's parse.
 """
 
 from __future__ import annotations
@@ -44,6 +48,37 @@ def _demo_prompts(pieces: int) -> list[tuple[str, str]]:
     return [(piece.prompt, piece.negative_prompt or "") for piece in plan_pieces(request, "bench")]
 
 
+AWKWARD_SOURCE = (
+    "a cinematic portrait of a young traveler standing on a windswept cliff at golden hour, soft rim "
+    "light, detailed skin texture, 85mm lens, shallow depth of field, muted earth tones, film grain, "
+    "editorial fashion photography, (sharp focus:1.2), natural pose, wind in hair, dramatic clouds"
+)
+"""The prompt whose words, drawn at random, make the awkward prompt (``(sharp`` and ``focus:1.2),``
+are two of them)."""
+
+
+def _awkward_parse_seconds() -> dict[str, float]:
+    """One parse of the awkward prompt by a new compel parser, without then with packrat parsing."""
+    import random
+
+    import pyparsing
+    from compel.prompt_parser import PromptParser
+
+    rng = random.Random(0)
+    words = AWKWARD_SOURCE.split(" ")
+    prompt = " ".join(rng.choice(words) for _ in range(150))
+    seconds = {}
+    for name, packrat in (("without_packrat_s", False), ("with_packrat_s", True)):
+        pyparsing.ParserElement.disable_memoization()
+        if packrat:
+            pyparsing.ParserElement.enable_packrat()
+        parser = PromptParser()
+        began = time.perf_counter()
+        parser.parse_conjunction(prompt)
+        seconds[name] = round(time.perf_counter() - began, 3)
+    return seconds
+
+
 def _encode_all(wrapper: Any, prompts: list[tuple[str, str]]) -> tuple[list[float], list[Any]]:
     seconds, outputs = [], []
     for prompt, negative in prompts:
@@ -65,6 +100,7 @@ def main() -> None:
     from contentforge.images.prompt_parsing import parse_prompt, share_parses
     from contentforge.images.tiny import build_tiny_sdxl_pipeline
 
+    awkward = _awkward_parse_seconds()
     prompts = _demo_prompts(args.pieces)
     pipe = build_tiny_sdxl_pipeline(0)
     pyparsing.ParserElement.disable_memoization()  # compel's own: no packrat, as in a fresh process
@@ -90,6 +126,7 @@ def main() -> None:
                 "shared_parsing_s_max": round(max(shared_s), 4),
                 "speedup": round(sum(compel_s) / sum(shared_s), 1),
                 "same_embeddings": same,
+                "awkward_prompt_one_parse": awkward,
             }
         )
     )

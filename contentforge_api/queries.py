@@ -240,7 +240,7 @@ class ContentQueries:
         no batch has this id (yet). Three statements in one transaction: the batch's ``params`` (where
         the decisions are kept, and whether the batch exists), its pieces, their hooks."""
         with self._read() as session:
-            db = session.connection()  # column rows straight from the connection: no ORM loading step
+            db = one_snapshot(session)  # a mode's decisions and the rows it planned, as of one moment
             batch = db.execute(PARAMS_OF_BATCH, {"batch_id": batch_id}).first()
             if batch is None:
                 return None
@@ -249,7 +249,7 @@ class ContentQueries:
     def batch_gallery(self, batch_id: str) -> dict[str, Any] | None:
         """What the review gallery shows of a batch, ``{"batch": batch_with_stats, "pieces":
         batch_pieces}``, from one snapshot, or None: the summary's counts are those of the cards
-        below it, and one request costs the API a quarter of what the two cost (issue 18)."""
+        below it, and one request and transaction instead of two and three (issue 18)."""
         with self._read() as session:
             db = one_snapshot(session)
             found = load_batch_with_stats(session, batch_id)
@@ -382,7 +382,7 @@ class ContentQueries:
             "seed": row.seed,
             "prompt": row.prompt,
             "prompt_quality_gate": row.prompt_quality_gate,
-            "decision": decision,  # what an AUTO or ASSISTED batch's mode chose (pages leave it out)
+            "decision": decision,  # what an AUTO or ASSISTED batch's mode chose (null in content pages)
             "image_url": self._image_url(row),
             "hooks": hooks.get(row.id, []),
             "error": row.error,

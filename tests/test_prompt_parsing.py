@@ -27,11 +27,16 @@ PROMPTS = [
 
 @pytest.fixture
 def fresh_parsing() -> Iterator[None]:
-    """No packrat memo and an empty prompt cache before each test, as in a new process."""
+    """No packrat memo and an empty prompt cache before each test, as in a new process; pyparsing's
+    process-wide switch as it was afterwards (matplotlib's mathtext turns it on too)."""
+    was_on = pyparsing.ParserElement._packratEnabled
     pyparsing.ParserElement.disable_memoization()
     parse_prompt.cache_clear()
     yield
     parse_prompt.cache_clear()
+    pyparsing.ParserElement.disable_memoization()
+    if was_on:
+        pyparsing.ParserElement.enable_packrat()
 
 
 def test_each_prompt_parses_as_compels_own_parser_parses_it(fresh_parsing: None) -> None:
@@ -72,8 +77,20 @@ def test_embeddings_are_compels_own_and_each_prompt_is_parsed_once(
     # Each distinct prompt once, whatever the encoders and images: compel alone parses each prompt
     # and the negative once per encoder per image (8 for SDXL here).
     assert sorted(parses) == sorted({*prompts, negative})
-    assert pyparsing.ParserElement._packratEnabled  # noqa: SLF001 (pyparsing's own switch)
+    assert pyparsing.ParserElement._packratEnabled  # pyparsing's own switch
 
 
 def test_the_cache_is_bounded() -> None:
     assert parse_prompt.cache_parameters()["maxsize"] == prompt_parsing.PARSED_PROMPTS_KEPT
+
+
+def test_a_wrapper_holding_no_compel_is_left_to_compel_with_a_warning(
+    caplog: pytest.LogCaptureFixture,
+) -> None:
+    class Elsewhere:  # a compel release that keeps its encoders under other names
+        encoders: tuple[object, ...] = ()
+
+    wrapper = Elsewhere()
+    with caplog.at_level("WARNING", logger="contentforge.images.prompt_parsing"):
+        assert share_parses(wrapper) is wrapper
+    assert "holds no Compel" in caplog.text and "Elsewhere" in caplog.text

@@ -4,12 +4,12 @@ Why: compel parses every prompt with pyparsing before it encodes it, and parses 
 encoder (SDXL has two), the negative prompt too: four parses per image, each a backtracking parse in
 pure Python that holds the GIL. Profiled in the demo's batch (tiny pipeline, the templates' 100-200
 word prompts), parsing was 93 % of the generating thread's time (issue 18), and it serialises
-every generation slot of a process behind the GIL whatever the device; a prompt with a few weighted
-phrases (``(sharp focus:1.2)``) took seconds per parse.
+every generation slot of a process behind the GIL whatever the device; a long prompt with a weighted
+phrase repeated took seconds per parse (``benchmarks/prompt_encoding.py``).
 
-- **Packrat parsing** (pyparsing's memo of partial matches) makes the backtracking linear: the same
-  parse, the same result. It is a process-wide pyparsing switch; matplotlib's mathtext turns it on
-  the same way when it loads.
+- **Packrat parsing** (pyparsing's memo of partial matches) spares the backtracking most of its
+  repeated work: the same parse, the same result. It is a process-wide pyparsing switch;
+  matplotlib's mathtext turns it on the same way when it loads.
 - **One parse per distinct prompt**: the parsed prompt (a compel ``Conjunction``, which compel only
   reads) is kept in a bounded cache shared by every replica and encoder, so a negative prompt shared
   by a batch is parsed once, and each prompt once for both of SDXL's encoders.
@@ -21,6 +21,7 @@ The embeddings, and so the pixels, are exactly those of compel's own parsing
 from __future__ import annotations
 
 import functools
+import logging
 import threading
 from typing import Any
 
@@ -28,16 +29,22 @@ import pyparsing
 from compel import Compel
 from compel.prompt_parser import Conjunction, PromptParser
 
+logger = logging.getLogger(__name__)
+
 PARSED_PROMPTS_KEPT = 1024
 """Distinct prompts whose parse is kept: a few batches' worth (each piece's prompt, the negatives)."""
 
 _parsers = threading.local()
-"""A parser per thread: a pyparsing grammar keeps state while it parses, so threads do not share one."""
+"""A parser per thread (built once, ~2 ms): compel does not say its parser may be shared by threads."""
 
 
 @functools.lru_cache(maxsize=PARSED_PROMPTS_KEPT)
 def parse_prompt(prompt: str) -> Conjunction:
-    """``prompt`` parsed as ``Compel.parse_prompt_string`` parses it, once per distinct prompt."""
+    """``prompt`` parsed as ``Compel.parse_prompt_string`` parses it, once per distinct prompt.
+
+    The result is shared by every caller and thread: compel only reads it (it builds new objects from
+    it), and so must any other caller.
+    """
     parser = getattr(_parsers, "parser", None)
     if parser is None:
         parser = _parsers.parser = PromptParser()
@@ -52,7 +59,14 @@ def share_parses(wrapper: Any) -> Any:
     new parser per call: an attribute of the instance takes its place for that instance only.
     """
     pyparsing.ParserElement.enable_packrat()
+    shared = 0
     for value in vars(wrapper).values():
         if isinstance(value, Compel):
-            setattr(value, "parse_prompt_string", parse_prompt)  # noqa: B010 (an instance attribute)
+            value.parse_prompt_string = parse_prompt  # an instance attribute, in place of the classmethod
+            shared += 1
+    if not shared:  # a compel release that keeps its encoders elsewhere: still correct, only slower
+        logger.warning(
+            "compel's %s holds no Compel: its prompts are parsed by compel itself, four parses per image",
+            type(wrapper).__name__,
+        )
     return wrapper
