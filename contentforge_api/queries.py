@@ -118,6 +118,12 @@ HOOKS_OF_BATCH = _HOOK_ROWS.where(
     HookORM.piece_id.in_(select(PieceORM.id).where(PieceORM.batch_id == bindparam("batch_id")))
 )
 HOOKS_OF_PIECE = _HOOK_ROWS.where(HookORM.piece_id == bindparam("piece_id"))
+PIECE_BY_ID = _PIECE_ROWS.where(PieceORM.id == bindparam("piece_id"))
+VARIATIONS_OF_PIECE = (
+    select(PieceORM.id)
+    .where(PieceORM.parent_piece_id == bindparam("piece_id"))
+    .order_by(PieceORM.created_at, PieceORM.batch_id, PieceORM.index)
+)
 PARAMS_OF_BATCH = select(BatchORM.params).where(BatchORM.id == bindparam("batch_id"))
 """A batch's ``params``, where an AUTO or ASSISTED batch keeps its decisions; no row: no batch."""
 PERSONA_EXISTS = select(PersonaORM.id).where(PersonaORM.id == bindparam("persona_id"))
@@ -279,19 +285,17 @@ class ContentQueries:
             return [dict(row._mapping) for row in session.execute(query.order_by(PieceORM.index))]
 
     def piece(self, piece_id: str) -> dict[str, Any] | None:
-        """A ``PieceDetailOut`` as a dict: the piece, its parent and its variations (revision 0016)."""
+        """A ``PieceDetailOut`` as a dict: the piece with its mode's ``decision``, its parent and its
+        variations (revision 0016), from one snapshot."""
         with self._read() as session:
-            row = session.execute(_PIECE_ROWS.where(PieceORM.id == piece_id)).first()
+            db = one_snapshot(session)
+            row = db.execute(PIECE_BY_ID, {"piece_id": piece_id}).first()
             if row is None:
                 return None
-            variations = session.scalars(
-                select(PieceORM.id)
-                .where(PieceORM.parent_piece_id == piece_id)
-                .order_by(PieceORM.created_at, PieceORM.batch_id, PieceORM.index)
-            )
-            return self._piece(row, _hooks(session.connection(), HOOKS_OF_PIECE, piece_id=piece_id)) | {
-                "variation_ids": list(variations)
-            }
+            decision = decisions_in(db.execute(PARAMS_OF_BATCH, {"batch_id": row.batch_id}).scalar())
+            variations = db.execute(VARIATIONS_OF_PIECE, {"piece_id": piece_id}).scalars()
+            hooks = _hooks(db, HOOKS_OF_PIECE, piece_id=piece_id)
+            return self._piece(row, hooks, decision.get(piece_id)) | {"variation_ids": list(variations)}
 
     def batch(self, batch_id: str) -> dict[str, Any] | None:
         with self._read() as session:

@@ -230,6 +230,10 @@ def test_the_gallery_read_is_the_batch_and_its_pieces_with_their_decisions(seede
         "bench000002-001": "AUTO chose a LoRA"
     }
     assert all(p["decision"] is None for p in queries.batch_pieces("bench000003") or [])
+    one = queries.piece("bench000002-001")  # a piece's own page reads its decision with it
+    assert one is not None and one["decision"] == "AUTO chose a LoRA"
+    assert one == next(p for p in decided if p["id"] == "bench000002-001") | {"variation_ids": []}
+    assert (queries.piece("bench000002-000") or {})["decision"] is None
     assert queries.batch_gallery("no-such-batch") is None
 
 

@@ -7,7 +7,6 @@ from typing import Annotated
 from fastapi import APIRouter, Path, Query, Request, Response
 from starlette.concurrency import run_in_threadpool
 
-from contentforge.db.piece_plans import PiecePlans
 from contentforge.db.piece_ratings import PieceRatings
 from contentforge.db.registry import ModelRegistry
 from contentforge.domain.models import PieceStatus
@@ -130,11 +129,10 @@ def _url_of(state: ApiState, request: Request, storage_key: str | None) -> str |
 
 @router.get("/pieces/{piece_id}", response_model=PieceDetailOut, responses=documented(AUTH, 404))
 def get_piece(state: State, _identity: Reader, piece_id: PieceId) -> PieceDetailOut:
-    piece = state.queries.piece(piece_id)
+    piece = state.queries.piece(piece_id)  # with its mode's decision, in the same transaction
     if piece is None:
         raise ApiError(404, f"no piece with id {piece_id!r}")
-    decision = PiecePlans(state.repo.sessions).decisions(piece["batch_id"]).get(piece_id)
-    return PieceDetailOut.model_validate({**piece, "decision": decision})
+    return PieceDetailOut.model_validate(piece)
 
 
 @router.post(
