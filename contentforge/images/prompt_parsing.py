@@ -34,8 +34,11 @@ logger = logging.getLogger(__name__)
 PARSED_PROMPTS_KEPT = 1024
 """Distinct prompts whose parse is kept: a few batches' worth (each piece's prompt, the negatives)."""
 
-_parsers = threading.local()
-"""A parser per thread (built once, ~2 ms): compel does not say its parser may be shared by threads."""
+_parsing = threading.Lock()
+"""One parse at a time in the process. pyparsing's packrat memo is one process-wide cache that every
+parse empties when it starts, so a parse in another thread would wipe a running one's memo (and its
+speed); parsing holds the GIL anyway, so parses one after another lose no throughput."""
+_parser: PromptParser | None = None
 
 
 @functools.lru_cache(maxsize=PARSED_PROMPTS_KEPT)
@@ -45,10 +48,17 @@ def parse_prompt(prompt: str) -> Conjunction:
     The result is shared by every caller and thread: compel only reads it (it builds new objects from
     it), and so must any other caller.
     """
-    parser = getattr(_parsers, "parser", None)
-    if parser is None:
-        parser = _parsers.parser = PromptParser()
-    return parser.parse_conjunction(prompt)
+    global _parser
+    with _parsing:
+        if _parser is None:
+            _parser = PromptParser()
+        try:
+            return _parser.parse_conjunction(prompt)
+        finally:
+            # The memo keeps the parse's failed matches, exceptions whose tracebacks hold every frame
+            # above the parse (the generating replica, its pipeline) until the next parse: an evicted
+            # model stayed in memory (tests/test_image_pool.py). Emptied once the parse is done.
+            pyparsing.ParserElement.reset_cache()
 
 
 def share_parses(wrapper: Any) -> Any:
