@@ -57,7 +57,7 @@ AWKWARD_SOURCE = (
 are two of them)."""
 
 
-def _awkward_parse_seconds() -> dict[str, float]:
+def _awkward_parse_seconds(words_drawn: int) -> dict[str, float]:
     """One parse of the awkward prompt by a new compel parser, without then with packrat parsing."""
     import random
 
@@ -66,7 +66,7 @@ def _awkward_parse_seconds() -> dict[str, float]:
 
     rng = random.Random(0)
     words = AWKWARD_SOURCE.split(" ")
-    prompt = " ".join(rng.choice(words) for _ in range(150))
+    prompt = " ".join(rng.choice(words) for _ in range(words_drawn))
     seconds = {}
     for name, packrat in (("without_packrat_s", False), ("with_packrat_s", True)):
         pyparsing.ParserElement.disable_memoization()
@@ -91,6 +91,7 @@ def _encode_all(wrapper: Any, prompts: list[tuple[str, str]]) -> tuple[list[floa
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--pieces", type=int, default=50)
+    parser.add_argument("--awkward-words", type=int, default=150, help="words of the awkward prompt")
     args = parser.parse_args()
 
     import pyparsing
@@ -100,7 +101,9 @@ def main() -> None:
     from contentforge.images.prompt_parsing import parse_prompt, share_parses
     from contentforge.images.tiny import build_tiny_sdxl_pipeline
 
-    awkward = _awkward_parse_seconds()
+    if args.pieces < 1 or args.awkward_words < 1:
+        raise SystemExit("--pieces and --awkward-words must be at least 1")
+    awkward = _awkward_parse_seconds(args.awkward_words)
     prompts = _demo_prompts(args.pieces)
     pipe = build_tiny_sdxl_pipeline(0)
     pyparsing.ParserElement.disable_memoization()  # compel's own: no packrat, as in a fresh process
@@ -126,7 +129,7 @@ def main() -> None:
                 "shared_parsing_s_max": round(max(shared_s), 4),
                 "speedup": round(sum(compel_s) / sum(shared_s), 1),
                 "same_embeddings": same,
-                "awkward_prompt_one_parse": awkward,
+                "awkward_prompt_one_parse": awkward | {"words": args.awkward_words},
             }
         )
     )

@@ -119,3 +119,13 @@ def test_seed_refuses_a_remote_database_in_one_line() -> None:
     assert done.stderr.strip().splitlines() == [
         "--database-url must be a loopback server, not 'db.example.com'"
     ]
+
+
+def test_prompt_encoding_compares_compels_parsing_with_the_shared_one() -> None:
+    result = _run(
+        ["benchmarks/prompt_encoding.py", "--pieces", "3", "--awkward-words", "20"], dict(os.environ)
+    )
+    assert result["pieces"] == 3 and result["distinct_negative_prompts"] >= 1
+    assert result["same_embeddings"] is True
+    assert result["compel_parsing_s_per_image"] > 0 and result["shared_parsing_s_per_image"] > 0
+    assert set(result["awkward_prompt_one_parse"]) == {"without_packrat_s", "with_packrat_s", "words"}
