@@ -35,7 +35,7 @@ from sqlalchemy import (
 )
 from sqlalchemy.orm import Session
 
-from contentforge.db.batches import GroupedPieces, effective_status, load_batch_with_stats
+from contentforge.db.batches import BatchHead, GroupedPieces, effective_status, load_batch_with_stats
 from contentforge.db.models import (
     COST_KINDS,
     PIECE_STATUSES,
@@ -395,7 +395,7 @@ class ContentQueries:
         }
 
 
-def _batch(batch: BatchORM) -> dict[str, Any]:
+def _batch(batch: BatchORM | BatchHead) -> dict[str, Any]:
     return {
         "batch_id": batch.id,
         "persona_id": batch.persona_id,

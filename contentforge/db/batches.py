@@ -10,6 +10,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, fields
 from datetime import datetime, timedelta
 from typing import Any
 
@@ -329,7 +330,22 @@ def end_unfinished_pieces(session: Session, batch_ids: Sequence[str], status: st
     )
 
 
-def effective_status(batch: BatchORM) -> str:
+@dataclass(frozen=True)
+class BatchHead:
+    """A batch's own columns as the read paths show them: read as columns, since loading an ORM
+    instance for one row cost more than the rest of a batch's read (issue 18)."""
+
+    id: str
+    persona_id: str
+    platform: str
+    status: str
+    lease_expires_at: datetime | None
+    num_pieces: int
+    flow_run_id: str | None
+    params: dict[str, Any] | None
+
+
+def effective_status(batch: BatchORM | BatchHead) -> str:
     """``crashed`` for a ``running`` batch whose runner's lease ran out (it died without a word)."""
     expired = batch.lease_expires_at is not None and batch.lease_expires_at < utcnow()
     return "crashed" if batch.status == "running" and expired else batch.status
@@ -407,7 +423,14 @@ _BATCH_PIECE_GROUPS = GroupedPieces(
     PieceORM.template_tier,
 )
 _BATCH_WITH_TOTALS = select(
-    BatchORM,
+    BatchORM.id,
+    BatchORM.persona_id,
+    BatchORM.platform,
+    BatchORM.status,
+    BatchORM.lease_expires_at,
+    BatchORM.num_pieces,
+    BatchORM.flow_run_id,
+    BatchORM.params,  # BatchHead's fields, in its order
     select(func.count())  # its hooks
     .select_from(HookORM)
     .join(PieceORM)
@@ -420,21 +443,26 @@ _BATCH_WITH_TOTALS = select(
         for kind in COST_KINDS
     ),
 ).where(BatchORM.id == bindparam("batch_id"))
-"""The batch row with its hook count and its cost per kind of ``COST_KINDS``, as scalar subqueries."""
+"""The batch's ``BatchHead`` columns with its hook count and its cost per kind of ``COST_KINDS``, as
+scalar subqueries."""
+_HEAD_COLUMNS = len(fields(BatchHead))
 
 
-def load_batch_with_stats(session: Session, batch_id: str) -> tuple[BatchORM, BatchStats] | None:
+def load_batch_with_stats(session: Session, batch_id: str) -> tuple[BatchHead, BatchStats] | None:
     """The batch and its ``BatchStats`` in the caller's read transaction, or None: two statements.
 
     The batch row carries its costs per kind and its hook count as scalar subqueries; the pieces are
-    counted in one grouped scan (``GroupedPieces``).
+    counted in one grouped scan (``GroupedPieces``). Both on the session's connection: column
+    statements need none of the ORM's steps.
     """
-    row = session.execute(_BATCH_WITH_TOTALS, {"batch_id": batch_id}).first()
+    db = session.connection()
+    row = db.execute(_BATCH_WITH_TOTALS, {"batch_id": batch_id}).first()
     if row is None:
         return None
-    batch, hooks = row[0], row[1]
+    batch, hooks = BatchHead(*row[:_HEAD_COLUMNS]), row[_HEAD_COLUMNS]
     cost_by_kind = {
-        kind: 0.0 if total is None else float(total) for kind, total in zip(COST_KINDS, row[2:], strict=True)
+        kind: 0.0 if total is None else float(total)
+        for kind, total in zip(COST_KINDS, row[_HEAD_COLUMNS + 1 :], strict=True)
     }
     groups = _BATCH_PIECE_GROUPS.read(session, batch_id=batch_id)
     generated = groups.generated
