@@ -423,14 +423,7 @@ _BATCH_PIECE_GROUPS = GroupedPieces(
     PieceORM.template_tier,
 )
 _BATCH_WITH_TOTALS = select(
-    BatchORM.id,
-    BatchORM.persona_id,
-    BatchORM.platform,
-    BatchORM.status,
-    BatchORM.lease_expires_at,
-    BatchORM.num_pieces,
-    BatchORM.flow_run_id,
-    BatchORM.params,  # BatchHead's fields, in its order
+    *(getattr(BatchORM, head.name) for head in fields(BatchHead)),  # BatchHead's fields, in its order
     select(func.count())  # its hooks
     .select_from(HookORM)
     .join(PieceORM)

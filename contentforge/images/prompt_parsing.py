@@ -35,9 +35,10 @@ PARSED_PROMPTS_KEPT = 1024
 """Distinct prompts whose parse is kept: a few batches' worth (each piece's prompt, the negatives)."""
 
 _parsing = threading.Lock()
-"""One parse at a time in the process. pyparsing's packrat memo is one process-wide cache that every
-parse empties when it starts, so a parse in another thread would wipe a running one's memo (and its
-speed); parsing holds the GIL anyway, so parses one after another lose no throughput."""
+"""One parse at a time through the one shared parser: its grammar is prepared (``streamline``) on
+its first parse outside pyparsing's own lock, and the memo is emptied between parses (below).
+pyparsing already runs packrat parses one at a time under its cache lock, and parsing holds the GIL
+anyway, so this costs no throughput."""
 _parser: PromptParser | None = None
 
 
@@ -55,9 +56,10 @@ def parse_prompt(prompt: str) -> Conjunction:
         try:
             return _parser.parse_conjunction(prompt)
         finally:
-            # The memo keeps the parse's failed matches, exceptions whose tracebacks hold every frame
-            # above the parse (the generating replica, its pipeline) until the next parse: an evicted
-            # model stayed in memory (tests/test_image_pool.py). Emptied once the parse is done.
+            # The memo keeps the parse's failed matches as exceptions, and raising a cached one again
+            # gives it a traceback, whose frames hold every frame above the parse (the generating
+            # replica, its pipeline) until the next parse: an evicted model stayed in memory
+            # (tests/test_image_pool.py). Emptied once the parse is done.
             pyparsing.ParserElement.reset_cache()
 
 
