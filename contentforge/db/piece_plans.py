@@ -26,8 +26,8 @@ DECISIONS_PARAM = "decisions"
 
 
 def decisions_in(params: Mapping[str, Any] | None) -> dict[str, str]:
-    """Piece id → explanation line, from a batch's ``params`` (empty for a MANUAL batch): for readers
-    that already hold the row, in a transaction of their own."""
+    """Piece id → the explanation line of what its mode chose, from a batch's ``params`` (empty for a
+    MANUAL batch): the API's reads take it with the pieces, in their own snapshot."""
     return {str(k): str(v) for k, v in ((params or {}).get(DECISIONS_PARAM) or {}).items()}
 
 
@@ -76,15 +76,10 @@ class PiecePlans(Store):
             batch.params = {**(batch.params or {}), MODE_PARAM: mode, DECISIONS_PARAM: decisions}
         return written
 
-    def decisions(self, batch_id: str) -> dict[str, str]:
-        """Piece id → the explanation line of what its mode chose (empty for a MANUAL batch)."""
-        with self._db.read() as session:
-            return decisions_in(session.scalar(select(BatchORM.params).where(BatchORM.id == batch_id)))
-
     def decision_of(self, batch_id: str, piece_id: str) -> tuple[str, str] | None:
         """(mode, explanation) of a piece its batch's mode planned; None for any other piece (MANUAL, or a
         variation planned with its parent's exact request)."""
         with self._db.read() as session:
             params = session.scalar(select(BatchORM.params).where(BatchORM.id == batch_id)) or {}
-        decision = (params.get(DECISIONS_PARAM) or {}).get(piece_id)
-        return None if decision is None else (str(params.get(MODE_PARAM) or "manual"), str(decision))
+        decision = decisions_in(params).get(piece_id)
+        return None if decision is None else (str(params.get(MODE_PARAM) or "manual"), decision)
