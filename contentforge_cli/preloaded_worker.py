@@ -29,6 +29,7 @@ import pkgutil
 import sys
 import tempfile
 import warnings
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 from uuid import UUID
@@ -42,6 +43,8 @@ from prefect.settings import get_current_settings
 from prefect.utilities.processutils import sanitize_subprocess_env
 from prefect.workers.process import ProcessJobConfiguration, ProcessWorker, ProcessWorkerResult
 
+from contentforge_cli.scheduled_run_wakeups import submit_when_scheduled
+
 if TYPE_CHECKING:
     from multiprocessing.context import ForkServerContext
 
@@ -52,10 +55,15 @@ ENGINE_MODULES = ("prefect.engine", "prefect.flow_engine", "prefect.task_engine"
 
 
 def preloaded_modules() -> list[str]:
-    """Prefect's engine and every flow module: what a flow run would otherwise import on each start."""
+    """Prefect's engine and every flow module: what a flow run would otherwise import on each start.
+
+    Also this module (a child unpickles its target, ``_run_flow_run``, from here) and ``__main__``:
+    multiprocessing runs the worker's main script again in each child unless the fork server has.
+    """
     import flows
 
-    return [*ENGINE_MODULES, *(f"flows.{module.name}" for module in pkgutil.iter_modules(flows.__path__))]
+    flow_modules = [f"flows.{module.name}" for module in pkgutil.iter_modules(flows.__path__)]
+    return ["__main__", *ENGINE_MODULES, __name__, *flow_modules]
 
 
 def fork_server(modules: list[str]) -> ForkServerContext:
@@ -105,13 +113,13 @@ def _run_engine(flow_run_id: UUID) -> None:
     from prefect.engine import _drive_run_flow_result, handle_engine_signals
     from prefect.flow_engine import flow_run_logger, load_flow, load_flow_run, run_flow
     from prefect.logging.configuration import setup_logging
-    from prefect.settings import Settings
 
     # Prefect's settings and logging were set up from the fork server's environment; redo both from
     # the job's: the global settings serve threads started without this context.
     refresh_global_settings_context()
     setup_logging(incremental=False)
-    with SettingsContext(profile=get_settings_context().profile, settings=Settings()):
+    refreshed = get_settings_context()  # built from the job's environment just above: not built twice
+    with SettingsContext(profile=refreshed.profile, settings=refreshed.settings):
         configure_from_env()
         with handle_engine_signals(flow_run_id):
             flow_run = load_flow_run(flow_run_id=flow_run_id)
@@ -320,7 +328,10 @@ def serve(pool: str, name: str, limit: int | None = None, poll_s: float | None =
             heartbeat_interval_seconds=int(PREFECT_WORKER_HEARTBEAT_SECONDS.value()),
             context=context,
         )
-        await worker.start(with_healthcheck=False, printer=print)
+        async with anyio.create_task_group() as wakeups:
+            wakeups.start_soon(partial(submit_when_scheduled, worker, pool))
+            await worker.start(with_healthcheck=False, printer=print)
+            wakeups.cancel_scope.cancel()
 
     polling = (
         temporary_settings({PREFECT_WORKER_QUERY_SECONDS: poll_s}) if poll_s else contextlib.nullcontext()

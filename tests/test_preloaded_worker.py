@@ -25,9 +25,10 @@ pytestmark = pytest.mark.slow
 ROOT = Path(__file__).resolve().parents[1]
 
 
-@pytest.fixture(scope="module")
-def probe_deployment(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
-    """A process pool of its own, the probe flow deployed on it, ``contentforge cpu-worker`` serving it."""
+@contextlib.contextmanager
+def _probe_pool(prefect_server: str, run_dir: Path, query_seconds: str) -> Iterator[tuple[str, str]]:
+    """A process pool of its own, the probe flow deployed on it, ``contentforge cpu-worker`` serving it
+    with Prefect's poll interval set to ``query_seconds``; yields the pool and the deployment's id."""
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.actions import WorkPoolCreate
     from support.probe_flow import probe
@@ -51,14 +52,23 @@ def probe_deployment(prefect_server: str, tmp_path_factory: pytest.TempPathFacto
                 }
             },
         )
-    run_dir = tmp_path_factory.mktemp("probe-worker")
     (cpu,) = [s for s in worker_services(prefect_server, pool, "unused", None) if s.name == "cpu-worker"]
-    cpu.env.update(PREFECT_WORKER_QUERY_SECONDS="1", PREFECT_WORKER_PREFETCH_SECONDS="5")
+    cpu.env.update(PREFECT_WORKER_QUERY_SECONDS=query_seconds, PREFECT_WORKER_PREFETCH_SECONDS="5")
     start(run_dir, cpu)
     try:
-        yield str(deployment_id)
+        yield pool, str(deployment_id)
     finally:
         stop(run_dir, cpu.name)
+
+
+@pytest.fixture(scope="module")
+def probe_deployment(prefect_server: str, tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
+    """The probe's deployment on a pool of its own, served by a worker polling every second."""
+    with _probe_pool(prefect_server, tmp_path_factory.mktemp("probe-worker"), query_seconds="1") as (
+        _pool,
+        deployment_id,
+    ):
+        yield deployment_id
 
 
 def _run_probe(deployment_id: str, report: Path, hold_s: float) -> Any:
@@ -116,6 +126,31 @@ def test_a_flow_run_is_forked_from_the_preloaded_server_with_its_jobs_directory_
     while not exit_mark.exists() and time.monotonic() < deadline:
         time.sleep(0.2)
     assert exit_mark.exists(), "the run's exit handlers ran (the fork server's os._exit skips them)"
+
+
+def test_a_run_asked_for_starts_at_once_not_at_the_workers_next_poll(
+    prefect_server: str, tmp_path: Path
+) -> None:
+    """The worker hears of a run scheduled on its pool from the server's event stream: with a poll of
+    ten minutes the run still starts within seconds (it would wait for the poll without the events)."""
+    from prefect.client.orchestration import get_client
+
+    with _probe_pool(prefect_server, tmp_path / "worker", query_seconds="600") as (pool, deployment_id):
+        deadline = time.monotonic() + 120
+        with get_client(sync_client=True) as client:
+            while not any(
+                worker.status == "ONLINE"
+                for worker in client.read_workers_for_work_pool(work_pool_name=pool, limit=5, offset=0)
+            ):
+                assert time.monotonic() < deadline, "the worker never came online"
+                time.sleep(0.5)
+        time.sleep(2)  # past the worker's first poll, which runs as it starts
+        report = tmp_path / "report.json"
+        asked = time.monotonic()
+        run = _run_probe(deployment_id, report, hold_s=0)
+        _wait_for_report(report, timeout_s=60)
+        assert time.monotonic() - asked < 60, "started by the next poll, not by the Scheduled event"
+        assert _wait_final(run.id).state.is_completed()
 
 
 def test_a_run_whose_process_dies_is_marked_crashed(probe_deployment: str, tmp_path: Path) -> None:

@@ -1,0 +1,100 @@
+"""A worker asks for runs when a Scheduled event arrives: bursts coalesce, and a failed ask or a broken
+event stream never ends the worker (its poll remains). The end-to-end start is in
+``tests/test_preloaded_worker.py``."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import anyio
+import pytest
+
+from contentforge_cli import scheduled_run_wakeups
+from contentforge_cli.scheduled_run_wakeups import Wakeups, submit_when_scheduled
+
+
+class CountingWorker:
+    """Counts asks; the first ``failures`` asks raise, as an unreachable server would."""
+
+    def __init__(self, failures: int = 0, ask_s: float = 0.0) -> None:
+        self.asks = 0
+        self.failures = failures
+        self.ask_s = ask_s
+
+    async def get_and_submit_flow_runs(self) -> list[Any]:
+        self.asks += 1
+        await anyio.sleep(self.ask_s)
+        if self.asks <= self.failures:
+            raise RuntimeError("server unreachable")
+        return []
+
+
+def test_rings_during_an_ask_make_exactly_one_more_ask() -> None:
+    async def scenario() -> int:
+        worker = CountingWorker(ask_s=0.2)
+        wakeups = Wakeups()
+
+        async def asker() -> None:
+            while True:
+                await wakeups.wait()
+                await worker.get_and_submit_flow_runs()
+
+        async with anyio.create_task_group() as group:
+            group.start_soon(asker)
+            wakeups.ring()
+            await anyio.sleep(0.05)  # the first ask is running
+            for _ in range(5):
+                wakeups.ring()
+            await anyio.sleep(1.0)
+            group.cancel_scope.cancel()
+        return worker.asks
+
+    assert anyio.run(scenario) == 2
+
+
+def test_a_failed_ask_and_a_broken_event_stream_leave_the_worker_asking(
+    monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    streams = 0
+
+    async def pool_id(pool_name: str) -> str:
+        return "0f0f0f0f-0000-0000-0000-000000000000"
+
+    class BrokenThenRingingSubscriber:
+        """The first stream fails to open; each later one delivers one event and ends."""
+
+        async def __aenter__(self) -> BrokenThenRingingSubscriber:
+            nonlocal streams
+            streams += 1
+            if streams == 1:
+                raise ConnectionRefusedError("events are down")
+            return self
+
+        async def __aexit__(self, *exc_info: object) -> None:
+            return None
+
+        def __aiter__(self) -> BrokenThenRingingSubscriber:
+            self.delivered = False
+            return self
+
+        async def __anext__(self) -> str:
+            if self.delivered:
+                raise StopAsyncIteration
+            self.delivered = True
+            return "prefect.flow-run.Scheduled"
+
+    monkeypatch.setattr(scheduled_run_wakeups, "_pool_id", pool_id)
+    monkeypatch.setattr(
+        "prefect.events.clients.get_events_subscriber", lambda **kwargs: BrokenThenRingingSubscriber()
+    )
+
+    async def scenario(worker: CountingWorker) -> None:
+        with anyio.move_on_after(1.0):
+            await submit_when_scheduled(worker, "a-pool", retry_s=0.1)
+
+    worker = CountingWorker(failures=1)
+    anyio.run(scenario, worker)
+    assert streams >= 3, "the stream is opened again after it failed or ended"
+    assert worker.asks >= 2, "asks go on after one failed"
+    assert "the event stream for pool a-pool is unavailable" in caplog.text
+    assert "asking for runs after a Scheduled event failed: server unreachable" in caplog.text
