@@ -167,7 +167,7 @@ def generate_pieces_on_gpu(
     ``n`` names the run.
     """
     context = TaskRunContext.get()
-    if context is not None and not claim_run(context.task_run.id, context.task_run.name):
+    if context is not None and not claim_run(context.task_run.id):
         return Cancelled(
             name=SUPERSEDED, message="superseded: its pieces were sent again, not generated here"
         )
@@ -324,21 +324,19 @@ def _store_group(ids: list[str], grouped: bool, priority: str) -> Any:
     return generate_image.fn(ids[0], priority=priority)
 
 
-def claim_run(task_run_id: UUID, run_name: str | None = None) -> bool:
+def claim_run(task_run_id: UUID) -> bool:
     """Name this worker in the run's state; False (refuse the run) if the batch has superseded it.
 
     Forced: an orchestrated Running → Running transition would be renamed ``Rerunning``, losing the name.
-    ``run_name`` (the name Prefect's engine resolved here) is written after the claim: the engine sends
-    it only in its Running event, and the server's task-run recorder drops an event older than the
-    run's current state, which this claim just made newer. Without it a run whose worker dies before
-    the run ends stays under its creation name (``generate-pieces-on-gpu-worker-…``) in the UI.
+    The run's name is not written here: the batch named it by its pieces when it created it
+    (``GpuWorkFollower._submit``), the same name Prefect's engine resolves here from ``RUN_NAME``, which
+    the engine sends only in its Running event (one the server drops once this claim made the run's state
+    newer). One round trip less before the run's first generation.
     """
     with get_client(sync_client=True) as client:
         client.set_task_run_state(
             task_run_id, Running(name=CLAIMED, message=CLAIM_PREFIX + worker_id()), force=True
         )
-        if run_name:
-            client.set_task_run_name(task_run_id, run_name)
         return not any(state.name == SUPERSEDED for state in client.read_task_run_states(task_run_id))
 
 
