@@ -55,7 +55,6 @@ from collections import Counter
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from functools import partial
-from pathlib import Path
 from typing import Any
 from uuid import UUID
 
@@ -704,28 +703,7 @@ def serve_gpu_worker(runs: int | None = None) -> None:
     MODEL_LOADS.observe(backend)
     runs = runs or 2 * resources.dispatcher().max_slots
     logger.info("GPU worker %s: serving %s, %d runs at once", worker_id(), backend.name, runs)
-    serve(with_result_storage_resolved(generate_pieces_on_gpu), limit=runs)
-
-
-def with_result_storage_resolved(served: Any) -> Any:
-    """``served`` with Prefect's default result storage resolved once, for the worker's whole life.
-
-    A run outside a flow run (a task worker's) has no result storage to inherit, so Prefect's engine
-    looks the default up again for every run, asking the server for its default storage block: one
-    more round trip before each run's first generation, on a server that is busiest as batches start.
-    A flow run looks it up once for all its tasks; so does the worker here. The storage is the one
-    Prefect would choose (the settings' block, the server's default block, else the local path), so
-    where results go does not change; a default changed on the server reaches a worker at its restart.
-    """
-    from prefect.results import get_default_result_storage
-
-    storage: Any = get_default_result_storage()
-    if getattr(storage, "_block_document_id", None) is None:  # the local default: Prefect takes its path
-        basepath = getattr(storage, "basepath", None)
-        if basepath is None:
-            return served
-        storage = Path(basepath)
-    return served.with_options(result_storage=storage)
+    serve(generate_pieces_on_gpu, limit=runs)
 
 
 def wait_for_workers(count: int, timeout_s: float = 120.0) -> set[str]:

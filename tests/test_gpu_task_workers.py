@@ -378,31 +378,3 @@ def _assert_superseded_runs_were_sent_again(batch_id: str, resent: list[str]) ->
         assert final.state is not None and final.state.is_completed(), (final.name, final.state, listed)
         assert run.name.startswith("gpu-") and final.name == run.name, ("named by its pieces", listed)
 
-
-def test_a_worker_resolves_the_default_result_storage_once_not_for_every_run(
-    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
-) -> None:
-    """Prefect's engine asks the server for its default result storage block before each run that has
-    no flow run to inherit one from; the served task carries the storage Prefect would choose."""
-    import prefect.results
-    from prefect.results import ResultStore
-    from prefect.settings import PREFECT_RESULTS_LOCAL_STORAGE_PATH, temporary_settings
-
-    from tasks.gpu_workers import generate_pieces_on_gpu, with_result_storage_resolved
-
-    server_reads: list[int] = []
-
-    def no_server_default() -> None:
-        server_reads.append(1)
-
-    monkeypatch.setattr(prefect.results, "_read_server_default_result_storage_block_id", no_server_default)
-    with temporary_settings({PREFECT_RESULTS_LOCAL_STORAGE_PATH: tmp_path}):
-        served = with_result_storage_resolved(generate_pieces_on_gpu)
-        assert server_reads == [1]
-        for _ in range(3):  # what the engine does as each run starts
-            assert Path(ResultStore().update_for_task(served).result_storage.basepath) == tmp_path
-        assert server_reads == [1], "looked up again for a run"
-        ResultStore().update_for_task(generate_pieces_on_gpu)
-        assert server_reads == [1, 1], "the task as declared would be looked up per run"
-    assert served.task_key == generate_pieces_on_gpu.task_key, "the batches' runs still reach it"
-    assert served.result_serializer == "json"
