@@ -49,6 +49,7 @@ if TYPE_CHECKING:
     from multiprocessing.context import ForkServerContext
 
     from prefect.client.schemas.objects import FlowRun
+    from prefect.client.schemas.responses import WorkerFlowRunResponse
     from prefect.runner._control_channel import ControlChannel
 
 ENGINE_MODULES = ("prefect.engine", "prefect.flow_engine", "prefect.task_engine", "prefect.deployments.steps")
@@ -107,9 +108,10 @@ def _run_flow_run(flow_run_id: UUID, cwd: Path, environment: dict[str, str], sta
 
 
 def _run_engine(flow_run_id: UUID) -> None:
+    import prefect.context
     from prefect._internal.control_listener import configure_from_env
     from prefect._internal.metrics import RunMetrics
-    from prefect.context import SettingsContext, get_settings_context, refresh_global_settings_context
+    from prefect.context import SettingsContext, refresh_global_settings_context
     from prefect.engine import _drive_run_flow_result, handle_engine_signals
     from prefect.flow_engine import flow_run_logger, load_flow, load_flow_run, run_flow
     from prefect.logging.configuration import setup_logging
@@ -118,7 +120,7 @@ def _run_engine(flow_run_id: UUID) -> None:
     # the job's: the global settings serve threads started without this context.
     refresh_global_settings_context()
     setup_logging(incremental=False)
-    refreshed = get_settings_context()  # built from the job's environment just above: not built twice
+    refreshed = prefect.context.GLOBAL_SETTINGS_CONTEXT  # built from the job's environment just above
     with SettingsContext(profile=refreshed.profile, settings=refreshed.settings):
         configure_from_env()
         with handle_engine_signals(flow_run_id):
@@ -253,6 +255,29 @@ class PreloadedProcessWorker(ProcessWorker):
     def __init__(self, *args: Any, context: ForkServerContext, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._fork_context = context
+        self._asking: anyio.Lock | None = None
+
+    async def get_and_submit_flow_runs(self) -> list[FlowRun]:
+        """One ask at a time: the poll and the Scheduled events (``scheduled_run_wakeups.py``) both ask."""
+        if self._asking is None:
+            self._asking = anyio.Lock()
+        async with self._asking:
+            return await super().get_and_submit_flow_runs()
+
+    async def _submit_scheduled_flow_runs(
+        self, flow_run_response: list[WorkerFlowRunResponse]
+    ) -> list[FlowRun]:
+        """Prefect's submission, without the runs this worker already runs.
+
+        An answer read just before a run's Pending state landed can still list the run once its
+        process started and it left ``_submitting_flow_run_ids``; its id still holds a slot of the
+        worker's limit, and taking a slot again for it raises ``RuntimeError`` (not ``WouldBlock``),
+        which would end the worker. Asking on events as well as on the poll makes that likelier.
+        """
+        if self._limiter is not None:
+            holding = set(self._limiter.statistics().borrowers)
+            flow_run_response = [entry for entry in flow_run_response if entry.flow_run.id not in holding]
+        return await super()._submit_scheduled_flow_runs(flow_run_response)
 
     async def run(
         self,
@@ -328,10 +353,15 @@ def serve(pool: str, name: str, limit: int | None = None, poll_s: float | None =
             heartbeat_interval_seconds=int(PREFECT_WORKER_HEARTBEAT_SECONDS.value()),
             context=context,
         )
-        async with anyio.create_task_group() as wakeups:
-            wakeups.start_soon(partial(submit_when_scheduled, worker, pool))
-            await worker.start(with_healthcheck=False, printer=print)
-            wakeups.cancel_scope.cancel()
+        try:
+            async with anyio.create_task_group() as wakeups:
+                wakeups.start_soon(partial(submit_when_scheduled, worker, pool))
+                await worker.start(with_healthcheck=False, printer=print)
+                wakeups.cancel_scope.cancel()
+        except BaseExceptionGroup as group:  # the worker's own error, as it raised it without the wakeups
+            if len(group.exceptions) == 1:
+                raise group.exceptions[0] from None
+            raise
 
     polling = (
         temporary_settings({PREFECT_WORKER_QUERY_SECONDS: poll_s}) if poll_s else contextlib.nullcontext()

@@ -5,11 +5,13 @@ cpu-worker``, 10 s by Prefect's default), so a batch asked for waits half an int
 before its process even starts; in distributed mode that was a visible part of the gap to the bare
 loop (0.6-1.0 s of 3 × 50 pieces' 5-7 s before the first image, on a worker polling every second).
 The Prefect server emits a ``prefect.flow-run.Scheduled`` event, related to the run's work pool, for
-every run put in the Scheduled state, and streams matching events to subscribers within tens of
-milliseconds. Here the worker subscribes to its pool's and asks for runs as soon as one arrives.
+every run put in a state named Scheduled (not ``Late`` or ``AwaitingRetry``, which the poll finds), and
+streams matching events to subscribers within tens of milliseconds. Here the worker subscribes to
+its pool's and asks for runs as soon as one arrives.
 
 Nothing else changes: the ask is the worker's own (``get_and_submit_flow_runs``: its queues, prefetch
-window, concurrency limit and its guard against submitting a run twice), so an event for a run
+window and concurrency limit; one ask at a time, and a run is never started twice: the server refuses a
+second Pending, and ``PreloadedProcessWorker`` skips runs it already runs), so an event for a run
 scheduled for later only costs one small read, and the poll goes on as the fallback for an event
 stream that is down or an event that was missed.
 """
@@ -26,6 +28,10 @@ logger = logging.getLogger(__name__)
 SCHEDULED_EVENT = "prefect.flow-run.Scheduled"
 RETRY_S = 5.0
 """How long after the event stream failed (server restarting, events disabled) it is opened again."""
+MAX_RETRY_S = 300.0
+"""The longest wait between attempts, after failures in a row."""
+POOL_RETRY_S = 1.0
+"""How long to wait for a pool the worker has not created yet."""
 
 
 class PollingWorker(Protocol):
@@ -62,11 +68,14 @@ async def submit_when_scheduled(worker: PollingWorker, pool_name: str, *, retry_
 
 
 async def _listen(pool_name: str, wakeups: Wakeups, retry_s: float) -> None:
-    """Ring ``wakeups`` for each Scheduled event of the pool's runs; reopen the stream after a failure."""
+    """Ring ``wakeups`` for each Scheduled event of the pool's runs; reopen the stream after a failure,
+    waiting twice as long after each failure in a row (up to ``MAX_RETRY_S``: a server that refuses the
+    stream for good, as a plan without events would, is not asked every few seconds forever)."""
     from prefect.events.clients import get_events_subscriber
     from prefect.events.filters import EventFilter, EventNameFilter, EventRelatedFilter
+    from prefect.exceptions import ObjectNotFound
 
-    warned = False
+    failures = 0
     while True:
         try:
             pool_id = await _pool_id(pool_name)
@@ -75,19 +84,22 @@ async def _listen(pool_name: str, wakeups: Wakeups, retry_s: float) -> None:
                 related=EventRelatedFilter(id=[f"prefect.work-pool.{pool_id}"]),
             )
             async with get_events_subscriber(filter=scheduled_on_pool, reconnection_attempts=2) as events:
-                warned = False
+                failures = 0
                 async for _event in events:
                     wakeups.ring()
+        except ObjectNotFound:  # the worker creates its pool as it starts: look again in a moment
+            await anyio.sleep(POOL_RETRY_S)
+            continue
         except Exception as error:
             # Polling still starts every run; say once per outage that runs now wait for it.
-            log = logger.debug if warned else logger.warning
+            log = logger.debug if failures else logger.warning
             log(
                 "the event stream for pool %s is unavailable (%s); runs start at its next poll",
                 pool_name,
                 error,
             )
-            warned = True
-        await anyio.sleep(retry_s)
+            failures += 1
+        await anyio.sleep(min(MAX_RETRY_S, retry_s * 2 ** max(0, failures - 1)))
 
 
 async def _pool_id(pool_name: str) -> Any:

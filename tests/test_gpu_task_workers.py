@@ -377,4 +377,3 @@ def _assert_superseded_runs_were_sent_again(batch_id: str, resent: list[str]) ->
         final, _ = runs[successor]
         assert final.state is not None and final.state.is_completed(), (final.name, final.state, listed)
         assert run.name.startswith("gpu-") and final.name == run.name, ("named by its pieces", listed)
-

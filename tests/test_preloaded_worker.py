@@ -144,12 +144,14 @@ def test_a_run_asked_for_starts_at_once_not_at_the_workers_next_poll(
             ):
                 assert time.monotonic() < deadline, "the worker never came online"
                 time.sleep(0.5)
-        time.sleep(2)  # past the worker's first poll, which runs as it starts
+        # Past the worker's first poll, which runs as it starts (before or just after its first sync,
+        # which sets it ONLINE); the next is ten minutes away.
+        time.sleep(2)
         report = tmp_path / "report.json"
         asked = time.monotonic()
         run = _run_probe(deployment_id, report, hold_s=0)
         _wait_for_report(report, timeout_s=60)
-        assert time.monotonic() - asked < 60, "started by the next poll, not by the Scheduled event"
+        assert time.monotonic() - asked < 20, "started late: by a poll, not by the Scheduled event"
         assert _wait_final(run.id).state.is_completed()
 
 
@@ -266,3 +268,43 @@ def test_a_flow_module_the_fork_server_cannot_import_fails_the_workers_start() -
 
     with pytest.raises(RuntimeError, match="could not import the flows"):
         fork_server(["prefect.engine", "flows.no_such_flow_module"])
+
+
+def test_a_run_already_running_here_that_comes_back_in_a_stale_answer_is_not_taken_again(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """An answer read just before a run's Pending state landed can list it once its process started:
+    Prefect would take a slot of the limit again for it and raise ``RuntimeError``, ending the worker."""
+    import multiprocessing
+
+    import anyio
+    from prefect.client.schemas.objects import FlowRun
+    from prefect.client.schemas.responses import WorkerFlowRunResponse
+
+    from contentforge_cli.preloaded_worker import PreloadedProcessWorker
+
+    def answer(run_id: uuid.UUID) -> WorkerFlowRunResponse:
+        run = FlowRun(id=run_id, flow_id=uuid.uuid4(), name=f"run-{run_id.hex[:6]}")
+        return WorkerFlowRunResponse(work_pool_id=uuid.uuid4(), work_queue_id=uuid.uuid4(), flow_run=run)
+
+    async def scenario() -> tuple[list[uuid.UUID], list[uuid.UUID], uuid.UUID, uuid.UUID]:
+        worker = PreloadedProcessWorker(
+            name="w", work_pool_name="p", limit=3, context=multiprocessing.get_context("forkserver")
+        )
+        worker._limiter = anyio.CapacityLimiter(3)  # as the worker's start makes it
+        running, new = uuid.uuid4(), uuid.uuid4()
+        worker._limiter.acquire_on_behalf_of_nowait(running)  # its process started: no longer submitting
+        started: list[uuid.UUID] = []
+
+        async def submit_run(flow_run: FlowRun) -> None:
+            started.append(flow_run.id)
+
+        monkeypatch.setattr(worker, "_submit_run", submit_run)
+        async with anyio.create_task_group() as group:
+            worker._runs_task_group = group
+            submitted = await worker._submit_scheduled_flow_runs([answer(running), answer(new)])
+        return [run.id for run in submitted], started, running, new
+
+    submitted, started, running, new = anyio.run(scenario)
+    assert submitted == [new] and started == [new]
+    assert running not in started

@@ -55,9 +55,17 @@ def test_rings_during_an_ask_make_exactly_one_more_ask() -> None:
 def test_a_failed_ask_and_a_broken_event_stream_leave_the_worker_asking(
     monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
+    from prefect.exceptions import ObjectNotFound
+
     streams = 0
+    lookups = 0
 
     async def pool_id(pool_name: str) -> str:
+        """Absent at first, as a pool the worker is about to create."""
+        nonlocal lookups
+        lookups += 1
+        if lookups == 1:
+            raise ObjectNotFound(http_exc=Exception("no such pool yet"))
         return "0f0f0f0f-0000-0000-0000-000000000000"
 
     class BrokenThenRingingSubscriber:
@@ -84,17 +92,43 @@ def test_a_failed_ask_and_a_broken_event_stream_leave_the_worker_asking(
             return "prefect.flow-run.Scheduled"
 
     monkeypatch.setattr(scheduled_run_wakeups, "_pool_id", pool_id)
+    monkeypatch.setattr(scheduled_run_wakeups, "POOL_RETRY_S", 0.05)
     monkeypatch.setattr(
         "prefect.events.clients.get_events_subscriber", lambda **kwargs: BrokenThenRingingSubscriber()
     )
 
     async def scenario(worker: CountingWorker) -> None:
         with anyio.move_on_after(1.0):
-            await submit_when_scheduled(worker, "a-pool", retry_s=0.1)
+            await submit_when_scheduled(worker, "a-pool", retry_s=0.05)
 
     worker = CountingWorker(failures=1)
     anyio.run(scenario, worker)
     assert streams >= 3, "the stream is opened again after it failed or ended"
     assert worker.asks >= 2, "asks go on after one failed"
-    assert "the event stream for pool a-pool is unavailable" in caplog.text
+    assert lookups >= 2, "a pool not created yet is looked up again"
+    assert caplog.text.count("the event stream for pool a-pool is unavailable") == 1, "once per outage"
+    assert "no such pool yet" not in caplog.text, "an absent pool is not an outage"
     assert "asking for runs after a Scheduled event failed: server unreachable" in caplog.text
+
+
+def test_the_wait_after_failures_in_a_row_doubles_up_to_a_ceiling(monkeypatch: pytest.MonkeyPatch) -> None:
+    """A server that refuses the event stream for good is not asked every few seconds forever."""
+    waits: list[float] = []
+
+    async def pool_id(pool_name: str) -> str:
+        raise ConnectionRefusedError("events are down")
+
+    async def sleep(seconds: float) -> None:
+        waits.append(seconds)
+        if len(waits) == 10:
+            raise anyio.get_cancelled_exc_class()()
+
+    monkeypatch.setattr(scheduled_run_wakeups, "_pool_id", pool_id)
+    monkeypatch.setattr(scheduled_run_wakeups.anyio, "sleep", sleep)
+
+    async def scenario() -> None:
+        with pytest.raises(anyio.get_cancelled_exc_class()):
+            await scheduled_run_wakeups._listen("a-pool", Wakeups(), retry_s=5.0)
+
+    anyio.run(scenario)
+    assert waits == [5.0, 10.0, 20.0, 40.0, 80.0, 160.0, 300.0, 300.0, 300.0, 300.0]
