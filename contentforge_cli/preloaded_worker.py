@@ -255,14 +255,6 @@ class PreloadedProcessWorker(ProcessWorker):
     def __init__(self, *args: Any, context: ForkServerContext, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self._fork_context = context
-        self._asking: anyio.Lock | None = None
-
-    async def get_and_submit_flow_runs(self) -> list[FlowRun]:
-        """One ask at a time: the poll and the Scheduled events (``scheduled_run_wakeups.py``) both ask."""
-        if self._asking is None:
-            self._asking = anyio.Lock()
-        async with self._asking:
-            return await super().get_and_submit_flow_runs()
 
     async def _submit_scheduled_flow_runs(
         self, flow_run_response: list[WorkerFlowRunResponse]

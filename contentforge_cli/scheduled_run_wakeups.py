@@ -10,8 +10,8 @@ streams matching events to subscribers within tens of milliseconds. Here the wor
 its pool's and asks for runs as soon as one arrives.
 
 Nothing else changes: the ask is the worker's own (``get_and_submit_flow_runs``: its queues, prefetch
-window and concurrency limit; one ask at a time, and a run is never started twice: the server refuses a
-second Pending, and ``PreloadedProcessWorker`` skips runs it already runs), so an event for a run
+window and concurrency limit; a run is never started twice: the worker skips runs it is submitting
+or already runs, and the server refuses a second Pending), so an event for a run
 scheduled for later only costs one small read, and the poll goes on as the fallback for an event
 stream that is down or an event that was missed.
 """

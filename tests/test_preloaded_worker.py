@@ -41,7 +41,7 @@ def _probe_pool(prefect_server: str, run_dir: Path, query_seconds: str) -> Itera
         flow_id = client.create_flow(probe)
         deployment_id = client.create_deployment(
             flow_id=flow_id,
-            name="probe",
+            name=pool,  # a deployment of its own: the same flow and name would move the other pool's
             entrypoint="tests/support/probe_flow.py:probe",
             work_pool_name=pool,
             pull_steps=[{"prefect.deployments.steps.set_working_directory": {"directory": str(ROOT)}}],
