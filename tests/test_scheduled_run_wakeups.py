@@ -29,27 +29,24 @@ class CountingWorker:
         return []
 
 
-def test_rings_during_an_ask_make_exactly_one_more_ask() -> None:
-    async def scenario() -> int:
-        worker = CountingWorker(ask_s=0.2)
-        wakeups = Wakeups()
-
-        async def asker() -> None:
-            while True:
-                await wakeups.wait()
-                await worker.get_and_submit_flow_runs()
-
-        async with anyio.create_task_group() as group:
-            group.start_soon(asker)
+def test_events_during_an_ask_make_exactly_one_more_ask(monkeypatch: pytest.MonkeyPatch) -> None:
+    async def burst(pool_name: str, wakeups: Wakeups, retry_s: float) -> None:
+        """One event, then five while the ask it started runs."""
+        wakeups.ring()
+        await anyio.sleep(0.05)
+        for _ in range(5):
             wakeups.ring()
-            await anyio.sleep(0.05)  # the first ask is running
-            for _ in range(5):
-                wakeups.ring()
-            await anyio.sleep(1.0)
-            group.cancel_scope.cancel()
-        return worker.asks
+        await anyio.sleep_forever()
 
-    assert anyio.run(scenario) == 2
+    monkeypatch.setattr(scheduled_run_wakeups, "_listen", burst)
+
+    async def scenario(worker: CountingWorker) -> None:
+        with anyio.move_on_after(1.0):
+            await submit_when_scheduled(worker, "a-pool")
+
+    worker = CountingWorker(ask_s=0.2)
+    anyio.run(scenario, worker)
+    assert worker.asks == 2
 
 
 def test_a_failed_ask_and_a_broken_event_stream_leave_the_worker_asking(
