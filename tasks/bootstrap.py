@@ -9,7 +9,7 @@ from typing import Any, Literal
 from uuid import UUID
 
 from prefect import task
-from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.actions import (
     GlobalConcurrencyLimitCreate,
     GlobalConcurrencyLimitUpdate,
@@ -22,11 +22,12 @@ from prefect.events.schemas.events import ResourceSpecification
 from prefect.exceptions import ObjectAlreadyExists, ObjectNotFound, PrefectHTTPStatusError
 
 from contentforge.config import Settings
+from tasks.prefect_clients import api_client
 
 
 def ensure_concurrency_limit(name: str, limit: int) -> Literal["created", "updated", "unchanged"]:
     """Make the global concurrency limit ``name`` exist, be active and allow exactly ``limit`` slots."""
-    with get_client(sync_client=True) as client:
+    with api_client(sync_client=True) as client:
         try:
             existing = client.read_global_concurrency_limit_by_name(name)
         except ObjectNotFound:
@@ -43,7 +44,7 @@ def ensure_concurrency_limit(name: str, limit: int) -> Literal["created", "updat
 
 def create_limit_if_absent(name: str, limit: int) -> Literal["created", "exists"]:
     """Create the limit ``name`` with ``limit`` slots unless it exists; an existing one is left as set."""
-    with get_client(sync_client=True) as client:
+    with api_client(sync_client=True) as client:
         try:
             client.read_global_concurrency_limit_by_name(name)
             return "exists"
@@ -143,7 +144,7 @@ def ensure_crash_automation(
     create it; each then keeps the one with the lowest id and deletes the rest, so they agree.
     """
     wanted = crash_automation(settings)
-    with get_client(sync_client=True) as client:
+    with api_client(sync_client=True) as client:
         existing = client.read_automations_by_name(CRASH_AUTOMATION)
         if not existing:
             client.create_automation(wanted)
@@ -200,7 +201,7 @@ def ensure_work_pool(
     name: str, worker_type: str, template: dict[str, Any]
 ) -> Literal["created", "unchanged"]:
     """Make the pool exist; an existing pool (perhaps edited in the UI) is left as it is."""
-    with get_client(sync_client=True) as client:
+    with api_client(sync_client=True) as client:
         try:
             client.read_work_pool(name)
             return "unchanged"
@@ -215,7 +216,7 @@ def ensure_work_pool(
 
 def ensure_work_queue(pool: str, name: str, priority: int) -> Literal["created", "updated", "unchanged"]:
     """Make ``pool`` have queue ``name`` at ``priority`` (the pool's own ``default`` queue included)."""
-    with get_client(sync_client=True) as client:
+    with api_client(sync_client=True) as client:
         try:
             queue = client.read_work_queue_by_name(name, work_pool_name=pool)
         except ObjectNotFound:

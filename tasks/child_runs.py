@@ -21,17 +21,18 @@ def cancel_child_runs(flow_run_id: UUID | str, message: str, *, parent_dead: boo
     for ever), so it gets its end state directly: ``Crashed`` when its parent's process died
     (``parent_dead``), else ``Cancelled``.
     """
-    from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import FlowRunFilter, FlowRunFilterParentFlowRunId
     from prefect.client.schemas.sorting import FlowRunSort
     from prefect.states import Cancelled, Cancelling, Crashed
+
+    from tasks.prefect_clients import api_client
 
     try:
         parent = UUID(str(flow_run_id))
     except ValueError:  # not a Prefect run id (a batch recorded outside Prefect): no children
         return 0
     stopped = 0
-    with get_client(sync_client=True) as client:
+    with api_client(sync_client=True) as client:
         children = client.read_flow_runs(
             flow_run_filter=FlowRunFilter(parent_flow_run_id=FlowRunFilterParentFlowRunId(any_=[parent])),
             sort=FlowRunSort.START_TIME_ASC,  # limit and sort spelled out: the server refuses null defaults

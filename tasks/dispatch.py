@@ -75,7 +75,6 @@ from concurrent.futures import Future
 from datetime import UTC, datetime
 from typing import Any, TypeVar
 
-from prefect.client.orchestration import get_client
 from prefect.context import SettingsContext, get_settings_context
 
 from contentforge.db.slot_offers import OfferState, SlotOffers
@@ -88,6 +87,7 @@ from contentforge.fair_share import (
     join_level,
     priority_rank,
 )
+from tasks.prefect_clients import api_client
 from tasks.slot_leases import SlotLeases, is_transient, retry_after
 
 T = TypeVar("T")
@@ -272,7 +272,7 @@ class SlotDispatcher:
 
     def _hold(self) -> None:
         try:
-            with get_client(sync_client=True) as client:
+            with api_client(sync_client=True) as client:
                 leases = SlotLeases(client, self.limit_name, self.lease_s)
                 while self._has_pending():
                     self._serve_one_lease(leases)

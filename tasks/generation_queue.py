@@ -65,7 +65,6 @@ from functools import partial
 from typing import Any, TypeVar, cast
 
 from prefect import get_run_logger
-from prefect.client.orchestration import get_client
 from prefect.client.schemas.objects import StateType
 from prefect.context import SettingsContext, get_settings_context
 from prefect.exceptions import MissingContextError
@@ -87,6 +86,7 @@ from contentforge.storage import content_key
 from tasks import resources
 from tasks.dispatch import SlotDispatcher
 from tasks.planning import load_piece
+from tasks.prefect_clients import api_client
 
 T = TypeVar("T")
 GroupKey = tuple[str, ...]
@@ -257,7 +257,7 @@ def stop_when_cancelled(
 
     def watch() -> None:
         # Its own client, not the run's: a client shared with the engine's threads was seen to stall it.
-        with get_client(sync_client=True) as client:
+        with api_client(sync_client=True) as client:
             while not done.wait(interval_s):
                 try:
                     state = client.read_flow_run(flow_run_id).state

@@ -60,7 +60,7 @@ from uuid import UUID
 
 from prefect import get_run_logger, tags, task
 from prefect.cache_policies import CachePolicy
-from prefect.client.orchestration import SyncPrefectClient, get_client
+from prefect.client.orchestration import SyncPrefectClient
 from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterId
 from prefect.client.schemas.objects import StateType, TaskRun
 from prefect.client.schemas.sorting import TaskRunSort
@@ -80,6 +80,7 @@ from tasks.generation_queue import BatchStopped, generation_queue
 from tasks.image_groups import plan_generation_groups
 from tasks.images import generate_image, generate_image_group, record_failure, retry_unless_invalid_input
 from tasks.planning import load_piece
+from tasks.prefect_clients import api_client
 
 logger = logging.getLogger(__name__)
 
@@ -333,7 +334,7 @@ def claim_run(task_run_id: UUID) -> bool:
     the engine sends only in its Running event (one the server drops once this claim made the run's state
     newer). One round trip less before the run's first generation.
     """
-    with get_client(sync_client=True) as client:
+    with api_client(sync_client=True) as client:
         client.set_task_run_state(
             task_run_id, Running(name=CLAIMED, message=CLAIM_PREFIX + worker_id()), force=True
         )
@@ -441,6 +442,7 @@ class GpuWorkFollower:
             ):
                 created: TaskRun = run_coro_as_sync(
                     generate_pieces_on_gpu.create_run(
+                        client=api_client(),  # Prefect's own would build a TLS context of its own
                         parameters=parameters,
                         flow_run_context=flow_context,
                         parent_task_run_context=task_context,
@@ -448,7 +450,7 @@ class GpuWorkFollower:
                     )
                 )
                 created.name = RUN_NAME.format(**parameters)
-                with get_client(sync_client=True) as client:
+                with api_client(sync_client=True) as client:
                     try:
                         client.set_task_run_name(created.id, created.name)
                     except PrefectHTTPStatusError as exc:
@@ -483,7 +485,7 @@ class GpuWorkFollower:
 
     def follow(self) -> Counter[str]:
         """Poll until every run ended; ``BatchStopped`` (its runs cancelled) once the batch stops here."""
-        with get_client(sync_client=True) as client:
+        with api_client(sync_client=True) as client:
             try:
                 open_chunks = list(self.chunks)
                 while open_chunks:
@@ -677,7 +679,7 @@ def run_on_gpu_workers(batch_id: str, piece_ids: list[str], priority: str = DEFA
     try:
         follower.submit_all(piece_ids)
     except BaseException:  # the runs already sent would otherwise go on, followed by nobody
-        with get_client(sync_client=True) as client:
+        with api_client(sync_client=True) as client:
             follower.cancel_open(client, f"batch {batch_id} could not send all its pieces")
         raise
     return follower.follow()
@@ -709,7 +711,7 @@ def serve_gpu_worker(runs: int | None = None) -> None:
 def wait_for_workers(count: int, timeout_s: float = 120.0) -> set[str]:
     """Wait until ``count`` GPU workers are connected to the server; returns their names."""
     deadline = time.monotonic() + timeout_s
-    with get_client(sync_client=True) as client:
+    with api_client(sync_client=True) as client:
         while True:
             live = live_workers(client)
             if len(live) >= count:

@@ -217,7 +217,7 @@ def test_a_server_busy_for_longer_than_the_budget_fails_the_waiting_work(
     from tasks import dispatch
 
     calls: list[str] = []
-    monkeypatch.setattr(dispatch, "get_client", lambda **_: _scripted_client([(503, {})], calls))
+    monkeypatch.setattr(dispatch, "api_client", lambda **_: _scripted_client([(503, {})], calls))
     dispatcher = dispatch.SlotDispatcher("image-generation", max_slots=1, poll_s=0.05, busy_budget_s=0.5)
     future = dispatcher.submit(lambda: 42)
     with pytest.raises(Exception, match="503"):
@@ -226,7 +226,7 @@ def test_a_server_busy_for_longer_than_the_budget_fails_the_waiting_work(
 
     calls.clear()
     busy_twice = [(503, {}), (503, {}), GRANTED]
-    monkeypatch.setattr(dispatch, "get_client", lambda **_: _scripted_client(busy_twice, calls))
+    monkeypatch.setattr(dispatch, "api_client", lambda **_: _scripted_client(busy_twice, calls))
     assert dispatch.SlotDispatcher("image-generation", max_slots=1, poll_s=0.05).run(lambda: 42) == 42
     assert calls[:3] == ["/api/v2/concurrency_limits/increment-with-lease"] * 3
 
@@ -243,7 +243,7 @@ def test_refused_requests_without_a_demand_table_back_off_to_max_poll(
     calls: list[str] = []
     pauses: list[float] = []
     answers: list[tuple[int, dict[str, object]]] = [(423, {})] * 5 + [GRANTED]
-    monkeypatch.setattr(dispatch, "get_client", lambda **_: _scripted_client(answers, calls))
+    monkeypatch.setattr(dispatch, "api_client", lambda **_: _scripted_client(answers, calls))
     monkeypatch.setattr(dispatch.random, "uniform", lambda _low, high: high)
     monkeypatch.setattr(dispatch, "time", SimpleNamespace(monotonic=time.monotonic, sleep=pauses.append))
     dispatcher = dispatch.SlotDispatcher("moderation", max_slots=1, poll_s=0.01, max_poll_s=0.04)
@@ -289,7 +289,7 @@ def test_a_refused_process_asks_again_when_the_table_shows_a_slot_given_back(
 
     calls: list[str] = []
     answers = [(423, {}), GRANTED]
-    monkeypatch.setattr(dispatch, "get_client", lambda **_: _scripted_client(answers, calls))
+    monkeypatch.setattr(dispatch, "api_client", lambda **_: _scripted_client(answers, calls))
     table = _FakeDemandTable(limit=5)
     dispatcher = dispatch.SlotDispatcher(
         "image-generation",

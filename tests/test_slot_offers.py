@@ -192,7 +192,7 @@ def memory_limit(monkeypatch: pytest.MonkeyPatch) -> MemoryLimit:
         yield None
 
     monkeypatch.setattr(dispatch, "SlotLeases", Leases)
-    monkeypatch.setattr(dispatch, "get_client", no_client)
+    monkeypatch.setattr(dispatch, "api_client", no_client)
     return limit
 
 

@@ -1,0 +1,62 @@
+"""Prefect API clients that share one TLS context per process instead of building one each.
+
+Why: Prefect builds a new ``ssl.SSLContext`` from its certificate bundle for every client it creates
+(``PrefectClient.__init__``, certifi's ~150 certificates parsed again), whether or not the API is
+https: 40 ms of CPU each on the 2-core development machine. ContentForge's processes create many
+short-lived clients (every slot holder, every run a batch sends to the GPU workers, every bootstrap
+call, every GPU worker run's claim), and a py-spy profile of three batch runs starting at once put 27 %
+of their CPU in ``ssl.create_default_context`` (docs/benchmarks.md). Prefect uses a context passed as
+``httpx_settings["verify"]`` as it is, so the context built here once (the same way Prefect builds it,
+from the same settings) serves every client of the process.
+
+A shared context is never changed after it is built (httpx only sets the ALPN protocols on it, the same
+for every client with the same HTTP/2 setting, which is part of the cache key).
+"""
+
+from __future__ import annotations
+
+import ssl
+import threading
+from typing import Any, Literal, overload
+
+import certifi
+from prefect.client.orchestration import PrefectClient, SyncPrefectClient, get_client
+from prefect.settings import get_current_settings
+
+_CONTEXTS: dict[tuple[bool, str, bool], ssl.SSLContext] = {}
+_LOCK = threading.Lock()
+
+
+def shared_tls_context() -> ssl.SSLContext:
+    """This process's TLS context for the Prefect API under the current settings, built once.
+
+    Built as Prefect builds one per client: unverified when ``PREFECT_API_TLS_INSECURE_SKIP_VERIFY``,
+    else verifying against ``PREFECT_API_SSL_CERT_FILE`` or certifi's bundle.
+    """
+    api = get_current_settings().api
+    key = (bool(api.tls_insecure_skip_verify), api.ssl_cert_file or certifi.where(), bool(api.enable_http2))
+    with _LOCK:
+        context = _CONTEXTS.get(key)
+        if context is None:
+            insecure, cert_file, _ = key
+            if insecure:
+                context = ssl.create_default_context()
+                context.check_hostname = False
+                context.verify_mode = ssl.CERT_NONE
+            else:
+                context = ssl.create_default_context(cafile=cert_file)
+            _CONTEXTS[key] = context
+        return context
+
+
+@overload
+def api_client(sync_client: Literal[True]) -> SyncPrefectClient: ...
+
+
+@overload
+def api_client(sync_client: Literal[False] = False) -> PrefectClient: ...
+
+
+def api_client(sync_client: bool = False) -> Any:
+    """``prefect.get_client`` with the process's shared TLS context: use it as ``get_client`` is used."""
+    return get_client(httpx_settings={"verify": shared_tls_context()}, sync_client=sync_client)

@@ -1,0 +1,74 @@
+"""Prefect API clients share one TLS context per process (tasks/prefect_clients.py).
+
+Prefect parses its certificate bundle again for every client (40 ms of CPU each on the development
+machine); ContentForge's processes create many clients, so they hand Prefect one context built once.
+"""
+
+from __future__ import annotations
+
+import ssl
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+from prefect.client.orchestration import get_client
+from prefect.settings import (
+    PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
+    PREFECT_API_URL,
+    temporary_settings,
+)
+
+from tasks import prefect_clients
+from tasks.prefect_clients import api_client, shared_tls_context
+
+
+@pytest.fixture
+def contexts_built(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[ssl.SSLContext]]:
+    """Every ``ssl.create_default_context`` call of the test, by Prefect or by the module; an empty cache."""
+    built: list[ssl.SSLContext] = []
+    original = ssl.create_default_context
+
+    def counting(*args: Any, **kwargs: Any) -> ssl.SSLContext:
+        context = original(*args, **kwargs)
+        built.append(context)
+        return context
+
+    monkeypatch.setattr(ssl, "create_default_context", counting)
+    monkeypatch.setattr(prefect_clients, "_CONTEXTS", {})
+    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # never connected
+        yield built
+
+
+def _verify_context(client: Any) -> ssl.SSLContext:
+    """The TLS context the client's connections use (httpx's transport keeps it in its pool)."""
+    context = client._client._transport._pool._ssl_context
+    assert isinstance(context, ssl.SSLContext)
+    return context
+
+
+def test_clients_of_a_process_share_one_tls_context(contexts_built: list[ssl.SSLContext]) -> None:
+    sync_clients = [api_client(sync_client=True) for _ in range(3)]
+    async_clients = [api_client() for _ in range(3)]
+
+    assert len(contexts_built) == 1
+    assert {id(_verify_context(client)) for client in sync_clients + async_clients} == {id(contexts_built[0])}
+    assert contexts_built[0].verify_mode is ssl.CERT_REQUIRED and contexts_built[0].check_hostname
+
+
+def test_prefect_alone_builds_one_per_client(contexts_built: list[ssl.SSLContext]) -> None:
+    """What the module saves: the same three clients from Prefect build three contexts."""
+    for _ in range(3):
+        get_client(sync_client=True)
+
+    assert len(contexts_built) == 3
+
+
+def test_the_insecure_setting_is_honoured_and_kept_apart(contexts_built: list[ssl.SSLContext]) -> None:
+    verified = shared_tls_context()
+    with temporary_settings(updates={PREFECT_API_TLS_INSECURE_SKIP_VERIFY: True}):
+        insecure = _verify_context(api_client(sync_client=True))
+
+    assert insecure is not verified
+    assert insecure.verify_mode is ssl.CERT_NONE and not insecure.check_hostname
+    assert verified.verify_mode is ssl.CERT_REQUIRED  # the shared verified context was not changed
+    assert shared_tls_context() is verified
