@@ -11,7 +11,9 @@ is set): the pieces go out as background task runs (``.delay``) of ``gpu_task_pi
 tagged with the batch, children of the batch's flow run in the Prefect UI. The batch flow already
 finds stored images in the shared database (``PieceStatusWatcher``); this module follows the runs'
 states, one read of all of them and one of the live task workers per second, for what the database
-cannot say: a run that failed (its pieces are recorded failed) or whose worker died.
+cannot say: a run that failed (its pieces are recorded failed) or whose worker died. A run whose
+pieces all have their images recorded is done for the batch without waiting for its state, which
+Prefect records from its worker's events, seconds late under load.
 
 Worker side: a run plans its image groups with the worker's own backend (its micro-batch), queues
 them in the worker's generation queue and stores each as it is done, exactly as the ``generate-images``
@@ -71,6 +73,7 @@ from prefect.utilities.asyncutils import run_coro_as_sync
 from prefect.utilities.engine import emit_task_run_state_change_event
 
 from contentforge.batch import GENERATED, SKIPPED
+from contentforge.db.batch_progress import PieceStatusWatcher
 from contentforge.db.generation_claims import Claim, ClaimKeeper, GenerationClaims
 from contentforge.domain import PieceStatus
 from contentforge.fair_share import DEFAULT_PRIORITY
@@ -96,6 +99,11 @@ STUCK_S = 20.0
 """How long after a worker vanished a run no worker claimed is sent again."""
 CLAIM_WAIT_S = 900.0
 """How long a run waits for pieces another live claimant keeps renewing its claims on, before it fails."""
+IMAGED = frozenset(
+    status.value
+    for status in (PieceStatus.generated, PieceStatus.ready, PieceStatus.needs_review, PieceStatus.rejected)
+)
+"""Piece statuses that mean its image is recorded: a run never generates such a piece again."""
 RUN_NAME = "gpu-{piece_ids[0]}-x{n}"
 """A run's name in the UI, from its parameters: a run sent again has the name of the one it replaces."""
 
@@ -168,10 +176,12 @@ def generate_pieces_on_gpu(
     ``n`` names the run.
     """
     context = TaskRunContext.get()
-    if context is not None and not claim_run(context.task_run.id):
-        return Cancelled(
-            name=SUPERSEDED, message="superseded: its pieces were sent again, not generated here"
-        )
+    if context is not None:
+        if not claim_run(context.task_run.id):
+            return Cancelled(
+                name=SUPERSEDED, message="superseded: its pieces were sent again, not generated here"
+            )
+        name_run_soon(context.task_run.id, RUN_NAME.format(piece_ids=piece_ids, n=n))
     MODEL_LOADS.observe(resources.image_backend())
     run_logger = get_run_logger()
     run_name = context.task_run.name if context is not None else "-"
@@ -329,16 +339,37 @@ def claim_run(task_run_id: UUID) -> bool:
     """Name this worker in the run's state; False (refuse the run) if the batch has superseded it.
 
     Forced: an orchestrated Running → Running transition would be renamed ``Rerunning``, losing the name.
-    The run's name is not written here: the batch named it by its pieces when it created it
-    (``GpuWorkFollower._submit``), the same name Prefect's engine resolves here from ``RUN_NAME``, which
-    the engine sends only in its Running event (one the server drops once this claim made the run's state
-    newer). One round trip less before the run's first generation.
+    The run's name is written afterwards, off the way to its first generation (``name_run_soon``).
     """
     with api_client(sync_client=True) as client:
         client.set_task_run_state(
             task_run_id, Running(name=CLAIMED, message=CLAIM_PREFIX + worker_id()), force=True
         )
         return not any(state.name == SUPERSEDED for state in client.read_task_run_states(task_run_id))
+
+
+_NAMING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu-run-names")
+
+
+def name_run_soon(task_run_id: UUID, name: str) -> None:
+    """Write the run's name again, in the background, once this worker has claimed it.
+
+    The batch named the run when it created it (``GpuWorkFollower._submit``), but the server records a
+    task run from its events as well: this worker's ``Pending`` event carries the run as the worker
+    received it, before that naming, and the engine's ``Running`` event (with the name resolved from
+    ``RUN_NAME``) is dropped once the claim's state is newer. Recorded in that order, the run kept
+    Prefect's creation name in the UI (``generate-pieces-on-gpu-worker-<key>``; seen in a test). Written
+    after the claim, the name stays: an event recorded later is older than the claim and is dropped.
+    """
+
+    def write() -> None:
+        try:
+            with api_client(sync_client=True) as client:
+                client.set_task_run_name(task_run_id, name)
+        except Exception as exc:  # only the UI's name is at stake
+            logger.info("naming run %s %r failed: %s", task_run_id, name, exc)
+
+    _NAMING.submit(contextvars.copy_context().run, write)
 
 
 def claimed_by(state: State[Any] | None) -> str | None:
@@ -372,6 +403,8 @@ class _Chunk:
     """A live worker claimed the run as the batch superseded it: that run finishes or refuses."""
     missing_reads: int = 0
     """Consecutive answers from the server that did not list the run: two, and it is sent again."""
+    imaged: bool = False
+    """Every piece has its image recorded in ContentForge's database: nothing is left to follow."""
 
 
 class _RunVanished(Exception):
@@ -386,6 +419,8 @@ class GpuWorkFollower:
     priority: str = DEFAULT_PRIORITY
     chunk_pieces: int = 8
     poll_s: float = 1.0
+    pieces_poll_s: float = 0.25
+    """How often the batch's pieces are read between two reads of the runs (a cheap read: counts)."""
     grace_s: float = WORKER_GRACE_S
     stuck_s: float = STUCK_S
     max_attempts: int = 3
@@ -484,22 +519,55 @@ class GpuWorkFollower:
         return task_run.id
 
     def follow(self) -> Counter[str]:
-        """Poll until every run ended; ``BatchStopped`` (its runs cancelled) once the batch stops here."""
+        """Poll until every run ended or stored all its images; ``BatchStopped`` (its runs cancelled)
+        once the batch stops here."""
+        watcher = PieceStatusWatcher(resources.repository().sessions, self.batch_id)
         with api_client(sync_client=True) as client:
             try:
-                open_chunks = list(self.chunks)
+                open_chunks = [chunk for chunk in self.chunks if not chunk.imaged]
                 while open_chunks:
-                    if generation_queue().stopped(self.batch_id):
-                        raise BatchStopped(f"batch {self.batch_id} was stopped")
                     open_chunks = [chunk for chunk in open_chunks if not self._step_safely(client, chunk)]
                     if open_chunks:
                         self._observe_workers(client)
-                        time.sleep(self.poll_s)
+                        open_chunks = self._await_poll(watcher, open_chunks)
                         self._refresh(client, open_chunks)
             except BaseException:
                 self.cancel_open(client, f"batch {self.batch_id} stopped")
                 raise
         return self.outcome
+
+    def _await_poll(self, watcher: PieceStatusWatcher, chunks: list[_Chunk]) -> list[_Chunk]:
+        """Wait ``poll_s`` for the next read of the runs; returns the chunks still open then.
+
+        Why not only the runs' states: Prefect records a task run's states from the events its worker
+        sends, and under load the server recorded a run's ``Completed`` 1.5-6.5 s after the worker sent it
+        (docs/benchmarks.md), all of it added to the batch. ContentForge's own database says at once when a
+        piece's image is recorded, so a chunk whose every piece has its image is done here without
+        waiting for its run's state (the run ends on its worker, as the UI shows moments later). A chunk
+        with a failed piece still waits for its run's end: a retry of the run may yet generate it.
+        """
+        deadline = time.monotonic() + self.poll_s
+        while True:
+            if generation_queue().stopped(self.batch_id):
+                raise BatchStopped(f"batch {self.batch_id} was stopped")
+            try:
+                statuses = watcher.poll()
+            except Exception as exc:  # the database is busy: the runs' states still tell
+                self.log.info("reading the pieces of batch %s failed: %s", self.batch_id, exc)
+                statuses = {}
+            imaged = [
+                chunk
+                for chunk in chunks
+                if not chunk.imaged and all(statuses.get(piece) in IMAGED for piece in chunk.pieces)
+            ]
+            for chunk in imaged:
+                chunk.imaged = True
+                self.outcome["runs with every image stored"] += 1
+            chunks = [chunk for chunk in chunks if not chunk.imaged]
+            left = deadline - time.monotonic()
+            if not chunks or left <= 0:
+                return chunks
+            time.sleep(min(self.pieces_poll_s, left))
 
     # --- one poll ---------------------------------------------------------------------------------
 
@@ -598,12 +666,22 @@ class GpuWorkFollower:
     # --- sending again ------------------------------------------------------------------------------
 
     def _supersede(self, client: SyncPrefectClient, chunk: _Chunk, reason: str) -> bool:
-        """Mark the run superseded; send its pieces again unless a live worker claimed it meanwhile."""
+        """Mark the run superseded; send its pieces again unless a live worker claimed it meanwhile.
+
+        Named again after: a dead worker's ``Pending`` event may have given the run back Prefect's
+        creation name (``name_run_soon``), and the superseded run stays in the UI beside its successor.
+        """
         client.set_task_run_state(
             chunk.run_id,
             Cancelled(name=SUPERSEDED, message=f"{reason}: its pieces are sent again"),
             force=True,
         )
+        try:
+            client.set_task_run_name(
+                chunk.run_id, RUN_NAME.format(piece_ids=chunk.pieces, n=len(chunk.pieces))
+            )
+        except Exception as exc:  # only the UI's name is at stake
+            self.log.info("naming run %s failed: %s", chunk.run_id, exc)
         return self._send_unless_claimed(client, chunk, reason)
 
     def _send_unless_claimed(self, client: SyncPrefectClient, chunk: _Chunk, reason: str) -> bool:
@@ -653,7 +731,7 @@ class GpuWorkFollower:
         """Cancel every run not yet ended (a stopped batch); what a worker already generates is stored."""
         for chunk in self.chunks:
             state = self._states.get(chunk.run_id)
-            if state is not None and state.is_final():
+            if chunk.imaged or (state is not None and state.is_final()):
                 continue
             try:
                 client.set_task_run_state(chunk.run_id, Cancelled(message=message), force=True)
@@ -662,7 +740,8 @@ class GpuWorkFollower:
 
 
 def run_on_gpu_workers(batch_id: str, piece_ids: list[str], priority: str = DEFAULT_PRIORITY) -> Counter[str]:
-    """The batch's GPU stage on the warm GPU workers: send the pieces, follow the runs until all ended.
+    """The batch's GPU stage on the warm GPU workers: send the pieces, follow the runs until each ended
+    or recorded every image of its pieces.
 
     Returns how many runs completed and how many pieces it recorded failed (the pieces themselves are
     counted from the database: a run's result stays on its worker, never read back here). ``BatchStopped``

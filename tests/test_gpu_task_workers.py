@@ -69,11 +69,14 @@ def _logs(run_dir: Path) -> dict[str, str]:
     return {path.name: path.read_text()[-3000:] for path in run_dir.glob("*.log")}
 
 
-def _batch_runs(batch_id: str) -> list[Any]:
-    """The batch's background runs on the GPU workers, with their full state histories.
+def _batch_runs(batch_id: str, settle_s: float = 30.0) -> list[Any]:
+    """The batch's background runs on the GPU workers, with their full state histories, once every run
+    is in a final state (or after ``settle_s``).
 
     Picked by task, not by name: a run the batch superseded may never have been named by a worker, and
     the kill test checks its name rather than assuming it (once, only renamed runs were listed here).
+    Waited for: the batch is done once every image is recorded, while the server records a run's end
+    from its worker's events, a moment later.
     """
     from prefect.client.orchestration import get_client
     from prefect.client.schemas.filters import TaskRunFilter, TaskRunFilterTags
@@ -81,14 +84,19 @@ def _batch_runs(batch_id: str) -> list[Any]:
 
     from tasks.gpu_workers import generate_pieces_on_gpu
 
+    deadline = time.monotonic() + settle_s
     with get_client(sync_client=True) as client:
-        runs = client.read_task_runs(
-            task_run_filter=TaskRunFilter(tags=TaskRunFilterTags(all_=[f"batch:{batch_id}"])),
-            sort=TaskRunSort.EXPECTED_START_TIME_DESC,
-            limit=200,
-        )
-        gpu_runs = [run for run in runs if run.task_key == generate_pieces_on_gpu.task_key]
-        return [(run, client.read_task_run_states(run.id)) for run in gpu_runs]
+        while True:
+            runs = client.read_task_runs(
+                task_run_filter=TaskRunFilter(tags=TaskRunFilterTags(all_=[f"batch:{batch_id}"])),
+                sort=TaskRunSort.EXPECTED_START_TIME_DESC,
+                limit=200,
+            )
+            gpu_runs = [run for run in runs if run.task_key == generate_pieces_on_gpu.task_key]
+            settled = all(run.state is not None and run.state.is_final() for run in gpu_runs)
+            if settled or time.monotonic() > deadline:
+                return [(run, client.read_task_run_states(run.id)) for run in gpu_runs]
+            time.sleep(0.2)
 
 
 def test_batches_of_two_flow_runs_are_served_by_one_warm_worker_with_one_model_load(
@@ -337,6 +345,68 @@ def test_sending_again_ends_after_the_attempts_even_when_every_send_fails(settin
     assert len(sends) == 2, "attempts 2 and 3; the first was the original send"
     assert done[:2] == [False, False] and done[2] is True, done
     assert chunk.attempts == 3
+
+
+def test_a_run_whose_pieces_all_have_their_images_is_done_without_waiting_for_its_state(
+    settings_env: Path, prefect_server: str
+) -> None:
+    """The batch learns from its own database that a run's images are recorded; the run's state, which
+    the server records from its worker's events seconds late under load, is not waited for. No worker
+    serves these runs, so their states never move: only the pieces' statuses end the wait."""
+    from prefect import flow
+    from prefect.client.orchestration import get_client
+    from prefect.states import Cancelled
+    from sqlalchemy import update
+    from support.planned import plan_batch
+
+    from contentforge.db.batch_progress import PieceStatusWatcher
+    from contentforge.db.models import PieceORM
+    from tasks import resources
+    from tasks.generation_queue import generation_queue
+    from tasks.gpu_workers import SUPERSEDED, GpuWorkFollower
+
+    repo = resources.repository()
+    repo.upsert_persona(sample_persona())
+    ids = plan_batch(repo, "imaged", 4)
+
+    def set_status(piece_ids: list[str], status: str) -> None:
+        with repo.sessions.write() as session:
+            session.execute(update(PieceORM).where(PieceORM.id.in_(piece_ids)).values(status=status))
+
+    @flow(name="follows-runs-nobody-serves")
+    def follow_unserved() -> tuple[GpuWorkFollower, float]:
+        follower = GpuWorkFollower("imaged", chunk_pieces=2, poll_s=0.5, pieces_poll_s=0.05)
+        follower.submit_all(ids)
+        set_status(ids[:2], "generated")
+        set_status(ids[2:3], "ready")
+        set_status(ids[3:], "failed")  # a retry of its run might still make it: that chunk waits
+        (imaged, failed) = follower.chunks
+        assert follower._await_poll(PieceStatusWatcher(repo.sessions, "imaged"), [imaged, failed]) == [failed]
+        assert imaged.imaged and not failed.imaged
+
+        set_status(ids[3:], "generated")  # made after all, so the whole batch is done
+        started = time.monotonic()
+        # Bounded: waiting for the runs' states would wait forever; stopping the batch ends that wait.
+        give_up = threading.Timer(10, generation_queue().stop, args=("imaged",))
+        give_up.start()
+        try:
+            follower.follow()
+        finally:
+            give_up.cancel()
+            generation_queue().resume("imaged")
+        return follower, time.monotonic() - started
+
+    follower, waited = follow_unserved()
+    with get_client(sync_client=True) as client:
+        try:
+            assert waited < 5, waited
+            assert follower.outcome == Counter({"runs with every image stored": 2}), follower.outcome
+            for chunk in follower.chunks:
+                run = client.read_task_run(chunk.run_id)
+                assert run.state is not None and run.state.is_scheduled(), "not cancelled, never started"
+        finally:
+            for chunk in follower.chunks:
+                client.set_task_run_state(chunk.run_id, Cancelled(name=SUPERSEDED), force=True)
 
 
 def _assert_superseded_runs_were_sent_again(batch_id: str, resent: list[str]) -> None:
