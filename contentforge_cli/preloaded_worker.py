@@ -116,12 +116,15 @@ def _run_engine(flow_run_id: UUID) -> None:
     from prefect.flow_engine import flow_run_logger, load_flow, load_flow_run, run_flow
     from prefect.logging.configuration import setup_logging
 
+    from tasks.prefect_clients import sync_client_context
+
     # Prefect's settings and logging were set up from the fork server's environment; redo both from
     # the job's: the global settings serve threads started without this context.
     refresh_global_settings_context()
     setup_logging(incremental=False)
     refreshed = prefect.context.GLOBAL_SETTINGS_CONTEXT  # built from the job's environment just above
-    with SettingsContext(profile=refreshed.profile, settings=refreshed.settings):
+    # One client for loading the run and for its engine, instead of one each (tasks/prefect_clients.py).
+    with SettingsContext(profile=refreshed.profile, settings=refreshed.settings), sync_client_context():
         configure_from_env()
         with handle_engine_signals(flow_run_id):
             flow_run = load_flow_run(flow_run_id=flow_run_id)

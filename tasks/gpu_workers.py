@@ -83,7 +83,7 @@ from tasks.generation_queue import BatchStopped, generation_queue
 from tasks.image_groups import plan_generation_groups
 from tasks.images import generate_image, generate_image_group, record_failure, retry_unless_invalid_input
 from tasks.planning import load_piece
-from tasks.prefect_clients import api_client
+from tasks.prefect_clients import api_client, sync_client_context
 
 logger = logging.getLogger(__name__)
 
@@ -784,7 +784,8 @@ def serve_gpu_worker(runs: int | None = None) -> None:
     MODEL_LOADS.observe(backend)
     runs = runs or 2 * resources.dispatcher().max_slots
     logger.info("GPU worker %s: serving %s, %d runs at once", worker_id(), backend.name, runs)
-    serve(generate_pieces_on_gpu, limit=runs)
+    with sync_client_context():  # each run's engine would otherwise build two clients of its own
+        serve(generate_pieces_on_gpu, limit=runs)
 
 
 def wait_for_workers(count: int, timeout_s: float = 120.0) -> set[str]:

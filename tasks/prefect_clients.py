@@ -9,6 +9,11 @@ of their CPU in ``ssl.create_default_context`` (docs/benchmarks.md). Prefect use
 ``httpx_settings["verify"]`` as it is, so the context built here once (the same way Prefect builds it,
 from the same settings) serves every client of the process.
 
+Prefect's engines also make clients of their own: a task worker two per run (one for the run's
+context, one for the engine), a flow run's process one per run and one more to load it.
+``sync_client_context`` gives them one client of the process to reuse instead, through Prefect's own
+``SyncClientContext``.
+
 A shared context is never changed after it is built (httpx only sets the ALPN protocols on it, the same
 for every client with the same HTTP/2 setting, which is part of the cache key).
 """
@@ -17,10 +22,13 @@ from __future__ import annotations
 
 import ssl
 import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
 from typing import Any, Literal, overload
 
 import certifi
 from prefect.client.orchestration import PrefectClient, SyncPrefectClient, get_client
+from prefect.context import SyncClientContext
 from prefect.settings import get_current_settings
 
 _CONTEXTS: dict[tuple[bool, str, bool], ssl.SSLContext] = {}
@@ -60,3 +68,20 @@ def api_client(sync_client: Literal[False] = False) -> PrefectClient: ...
 def api_client(sync_client: bool = False) -> Any:
     """``prefect.get_client`` with the process's shared TLS context: use it as ``get_client`` is used."""
     return get_client(httpx_settings={"verify": shared_tls_context()}, sync_client=sync_client)
+
+
+@contextmanager
+def sync_client_context() -> Iterator[SyncPrefectClient]:
+    """One sync client (with the shared TLS context) that Prefect's engine reuses for every run started
+    in this context, as a flow run's tasks reuse their flow run's.
+
+    Prefect's ``get_client(sync_client=True)`` and ``SyncClientContext.get_or_create()`` return the
+    client of the current ``SyncClientContext`` when it was made without httpx settings; this one is
+    constructed around a client made here (so it has none recorded), and is entered as Prefect enters
+    its own (the client opened, the server's API version checked once). Prefect's task worker and
+    flow engine run each run in a copy of the context that started them, so a ``serve`` or an engine
+    started inside this block hands it to every run.
+    """
+    context = SyncClientContext.model_construct(client=api_client(sync_client=True))
+    with context:
+        yield context.client

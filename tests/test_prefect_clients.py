@@ -15,6 +15,7 @@ from prefect.client.orchestration import get_client
 from prefect.settings import (
     PREFECT_API_TLS_INSECURE_SKIP_VERIFY,
     PREFECT_API_URL,
+    PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED,
     temporary_settings,
 )
 
@@ -35,7 +36,11 @@ def contexts_built(monkeypatch: pytest.MonkeyPatch) -> Iterator[list[ssl.SSLCont
 
     monkeypatch.setattr(ssl, "create_default_context", counting)
     monkeypatch.setattr(prefect_clients, "_CONTEXTS", {})
-    with temporary_settings(updates={PREFECT_API_URL: "http://127.0.0.1:9/api"}):  # never connected
+    never_connected = {
+        PREFECT_API_URL: "http://127.0.0.1:9/api",
+        PREFECT_CLIENT_SERVER_VERSION_CHECK_ENABLED: False,
+    }
+    with temporary_settings(updates=never_connected):
         yield built
 
 
@@ -72,3 +77,27 @@ def test_the_insecure_setting_is_honoured_and_kept_apart(contexts_built: list[ss
     assert insecure.verify_mode is ssl.CERT_NONE and not insecure.check_hostname
     assert verified.verify_mode is ssl.CERT_REQUIRED  # the shared verified context was not changed
     assert shared_tls_context() is verified
+
+
+def test_prefect_engines_reuse_the_client_of_a_sync_client_context(
+    contexts_built: list[ssl.SSLContext],
+) -> None:
+    """What a task worker's run does before its task (hydrate the sender's context, get the engine's
+    client) builds no client and no TLS context of its own inside ``sync_client_context``."""
+    from prefect.context import SyncClientContext, hydrated_context, serialize_context
+
+    from tasks.prefect_clients import sync_client_context
+
+    sent = serialize_context()  # what a run's sender stores with its parameters
+    with sync_client_context() as shared:
+        built_before_runs = len(contexts_built)
+        with hydrated_context(sent), SyncClientContext.get_or_create() as engine_context:
+            assert get_client(sync_client=True) is shared
+            assert engine_context.client is shared
+        assert len(contexts_built) == built_before_runs
+
+    assert built_before_runs == 1
+    # Outside it, the same steps build two clients, each with a TLS context of its own.
+    with hydrated_context(sent), SyncClientContext.get_or_create():
+        pass
+    assert len(contexts_built) == 1 + 2
