@@ -123,10 +123,11 @@ def _run_engine(flow_run_id: UUID) -> None:
     refresh_global_settings_context()
     setup_logging(incremental=False)
     refreshed = prefect.context.GLOBAL_SETTINGS_CONTEXT  # built from the job's environment just above
-    # One client for loading the run and for its engine, instead of one each (tasks/prefect_clients.py).
-    with SettingsContext(profile=refreshed.profile, settings=refreshed.settings), sync_client_context():
+    with SettingsContext(profile=refreshed.profile, settings=refreshed.settings):
         configure_from_env()
-        with handle_engine_signals(flow_run_id):
+        # One client for loading the run and for its engine, instead of one each (tasks/prefect_clients.py);
+        # inside the signal handling, so a server it cannot reach is reported as Prefect's engine reports it.
+        with handle_engine_signals(flow_run_id), sync_client_context():
             flow_run = load_flow_run(flow_run_id=flow_run_id)
             run_logger = flow_run_logger(flow_run=flow_run)
             try:

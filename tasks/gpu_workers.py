@@ -103,7 +103,7 @@ IMAGED = frozenset(
     status.value
     for status in (PieceStatus.generated, PieceStatus.ready, PieceStatus.needs_review, PieceStatus.rejected)
 )
-"""Piece statuses that mean its image is recorded: a run never generates such a piece again."""
+"""Piece statuses that mean its image is recorded (a run skips such a piece while its image is stored)."""
 RUN_NAME = "gpu-{piece_ids[0]}-x{n}"
 """A run's name in the UI, from its parameters: a run sent again has the name of the one it replaces."""
 
@@ -348,9 +348,6 @@ def claim_run(task_run_id: UUID) -> bool:
         return not any(state.name == SUPERSEDED for state in client.read_task_run_states(task_run_id))
 
 
-_NAMING = ThreadPoolExecutor(max_workers=1, thread_name_prefix="gpu-run-names")
-
-
 def name_run_soon(task_run_id: UUID, name: str) -> None:
     """Write the run's name again, in the background, once this worker has claimed it.
 
@@ -369,7 +366,10 @@ def name_run_soon(task_run_id: UUID, name: str) -> None:
         except Exception as exc:  # only the UI's name is at stake
             logger.info("naming run %s %r failed: %s", task_run_id, name, exc)
 
-    _NAMING.submit(contextvars.copy_context().run, write)
+    # A daemon thread: a rename still waiting for an unreachable server never holds up the worker's exit.
+    threading.Thread(
+        target=contextvars.copy_context().run, args=(write,), name="gpu-run-name", daemon=True
+    ).start()
 
 
 def claimed_by(state: State[Any] | None) -> str | None:
@@ -413,7 +413,8 @@ class _RunVanished(Exception):
 
 @dataclass
 class GpuWorkFollower:
-    """Sends a batch's pieces to the warm GPU workers and follows their runs until all have ended."""
+    """Sends a batch's pieces to the warm GPU workers and follows their runs until each has ended or
+    recorded every image of its pieces."""
 
     batch_id: str
     priority: str = DEFAULT_PRIORITY
@@ -521,9 +522,9 @@ class GpuWorkFollower:
     def follow(self) -> Counter[str]:
         """Poll until every run ended or stored all its images; ``BatchStopped`` (its runs cancelled)
         once the batch stops here."""
-        watcher = PieceStatusWatcher(resources.repository().sessions, self.batch_id)
         with api_client(sync_client=True) as client:
             try:
+                watcher = PieceStatusWatcher(resources.repository().sessions, self.batch_id)
                 open_chunks = [chunk for chunk in self.chunks if not chunk.imaged]
                 while open_chunks:
                     open_chunks = [chunk for chunk in open_chunks if not self._step_safely(client, chunk)]
@@ -544,7 +545,10 @@ class GpuWorkFollower:
         (docs/benchmarks.md), all of it added to the batch. ContentForge's own database says at once when a
         piece's image is recorded, so a chunk whose every piece has its image is done here without
         waiting for its run's state (the run ends on its worker, as the UI shows moments later). A chunk
-        with a failed piece still waits for its run's end: a retry of the run may yet generate it.
+        with a failed piece still waits for its run's end: a retry of the run may yet generate it. So
+        does a chunk sent again (or whose run a live worker claimed as the batch superseded it): another
+        run may still generate its pieces, and it records them even where the first claimant's images
+        are already recorded (a claimant cut off from the database past its lease, docs/scaling-out.md).
         """
         deadline = time.monotonic() + self.poll_s
         while True:
@@ -558,7 +562,10 @@ class GpuWorkFollower:
             imaged = [
                 chunk
                 for chunk in chunks
-                if not chunk.imaged and all(statuses.get(piece) in IMAGED for piece in chunk.pieces)
+                if not chunk.imaged
+                and chunk.attempts == 1
+                and not chunk.contested
+                and all(statuses.get(piece) in IMAGED for piece in chunk.pieces)
             ]
             for chunk in imaged:
                 chunk.imaged = True
@@ -743,9 +750,10 @@ def run_on_gpu_workers(batch_id: str, piece_ids: list[str], priority: str = DEFA
     """The batch's GPU stage on the warm GPU workers: send the pieces, follow the runs until each ended
     or recorded every image of its pieces.
 
-    Returns how many runs completed and how many pieces it recorded failed (the pieces themselves are
-    counted from the database: a run's result stays on its worker, never read back here). ``BatchStopped``
-    once the batch is stopped in this process (its run is cancelling); its runs are then cancelled.
+    Returns how many runs completed (or recorded every image) and how many pieces it recorded failed
+    (the pieces themselves are counted from the database: a run's result stays on its worker, never
+    read back here). ``BatchStopped`` once the batch is stopped in this process (its run is
+    cancelling); its runs are then cancelled.
     """
     follower = GpuWorkFollower(
         batch_id,

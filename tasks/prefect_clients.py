@@ -14,12 +14,15 @@ context, one for the engine), a flow run's process one per run and one more to l
 ``sync_client_context`` gives them one client of the process to reuse instead, through Prefect's own
 ``SyncClientContext``.
 
-A shared context is never changed after it is built (httpx only sets the ALPN protocols on it, the same
-for every client with the same HTTP/2 setting, which is part of the cache key).
+What is shared: httpcore sets the ALPN protocols on the context at every new TLS connection, the
+same list for every client with the same HTTP/2 setting (part of the cache key); Prefect's own
+context of a client is shared the same way by the threads that use that client. A certificate file
+replaced in place (a rotated bundle) is read again: its modification time is part of the key.
 """
 
 from __future__ import annotations
 
+import os
 import ssl
 import threading
 from collections.abc import Iterator
@@ -31,7 +34,7 @@ from prefect.client.orchestration import PrefectClient, SyncPrefectClient, get_c
 from prefect.context import SyncClientContext
 from prefect.settings import get_current_settings
 
-_CONTEXTS: dict[tuple[bool, str, bool], ssl.SSLContext] = {}
+_CONTEXTS: dict[tuple[bool, str, int, bool], ssl.SSLContext] = {}
 _LOCK = threading.Lock()
 
 
@@ -42,11 +45,16 @@ def shared_tls_context() -> ssl.SSLContext:
     else verifying against ``PREFECT_API_SSL_CERT_FILE`` or certifi's bundle.
     """
     api = get_current_settings().api
-    key = (bool(api.tls_insecure_skip_verify), api.ssl_cert_file or certifi.where(), bool(api.enable_http2))
+    cert_file = api.ssl_cert_file or certifi.where()
+    try:
+        modified = os.stat(cert_file).st_mtime_ns
+    except OSError:  # Prefect's own build of the context reports it
+        modified = 0
+    key = (bool(api.tls_insecure_skip_verify), cert_file, modified, bool(api.enable_http2))
     with _LOCK:
         context = _CONTEXTS.get(key)
         if context is None:
-            insecure, cert_file, _ = key
+            insecure = key[0]
             if insecure:
                 context = ssl.create_default_context()
                 context.check_hostname = False
@@ -67,7 +75,10 @@ def api_client(sync_client: Literal[False] = False) -> PrefectClient: ...
 
 def api_client(sync_client: bool = False) -> Any:
     """``prefect.get_client`` with the process's shared TLS context: use it as ``get_client`` is used."""
-    return get_client(httpx_settings={"verify": shared_tls_context()}, sync_client=sync_client)
+    settings = {"verify": shared_tls_context()}
+    if sync_client:
+        return get_client(httpx_settings=settings, sync_client=True)
+    return get_client(httpx_settings=settings, sync_client=False)
 
 
 @contextmanager

@@ -6,8 +6,12 @@ machine); ContentForge's processes create many clients, so they hand Prefect one
 
 from __future__ import annotations
 
+import os
+import shutil
 import ssl
+import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -77,6 +81,22 @@ def test_the_insecure_setting_is_honoured_and_kept_apart(contexts_built: list[ss
     assert insecure.verify_mode is ssl.CERT_NONE and not insecure.check_hostname
     assert verified.verify_mode is ssl.CERT_REQUIRED  # the shared verified context was not changed
     assert shared_tls_context() is verified
+
+
+def test_a_certificate_bundle_replaced_in_place_is_read_again(
+    contexts_built: list[ssl.SSLContext], tmp_path: Path
+) -> None:
+    import certifi
+    from prefect.settings import PREFECT_API_SSL_CERT_FILE
+
+    bundle = tmp_path / "ca.pem"
+    shutil.copy(certifi.where(), bundle)
+    with temporary_settings(updates={PREFECT_API_SSL_CERT_FILE: str(bundle)}):
+        first = shared_tls_context()
+        assert shared_tls_context() is first
+        os.utime(bundle, ns=(time.time_ns(), time.time_ns() + 1_000_000_000))  # rotated: a new file
+        assert shared_tls_context() is not first
+    assert len(contexts_built) == 2
 
 
 def test_prefect_engines_reuse_the_client_of_a_sync_client_context(
