@@ -52,7 +52,15 @@ if TYPE_CHECKING:
     from prefect.client.schemas.responses import WorkerFlowRunResponse
     from prefect.runner._control_channel import ControlChannel
 
-ENGINE_MODULES = ("prefect.engine", "prefect.flow_engine", "prefect.task_engine", "prefect.deployments.steps")
+ENGINE_MODULES = (
+    "prefect.engine",
+    "prefect.flow_engine",
+    "prefect.task_engine",
+    "prefect.deployments.steps",
+    # Imported by Task.create_run for a background run's parameters: the GPU stage's first send to the
+    # warm GPU workers imported it in every batch run (py-spy: 0.2 s of CPU each, while batches start).
+    "prefect.task_worker",
+)
 
 
 def preloaded_modules() -> list[str]:
